@@ -1,0 +1,21 @@
+"""Exceptions for bad user input. Raised at the boundary, before any compute is spent."""
+
+
+class SweeperError(Exception):
+    """Base class: a problem the user can fix; the CLI prints it without a traceback."""
+
+
+class ConfigError(SweeperError, ValueError):
+    """A malformed config or spec; the message names the offending field."""
+
+
+class DataError(SweeperError):
+    """A missing, corrupt or too-small dataset, shard or tokenizer."""
+
+
+class CheckpointError(SweeperError):
+    """A checkpoint that cannot be read or does not match the run."""
+
+
+class BudgetError(SweeperError):
+    """A compute budget that cannot fit the requested work."""

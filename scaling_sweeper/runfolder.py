@@ -1,0 +1,96 @@
+"""The run-folder contract: atomic files, STATUS values, metrics.jsonl.
+
+One folder per run (a cell of a sweep, or a lone `sweeper train`):
+    config.yaml, STATUS, metrics.jsonl, checkpoints/, result.json
+STATUS is written atomically (write temp, fsync, rename), so a crash never leaves a
+half-written status; a cell with STATUS=done and a parseable result.json is never retrained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["pending", "running", "done", "failed", "refused"]
+STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed", "refused")
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically (same-directory temp file + fsync + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_status(run_dir: str | Path, status: Status) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    atomic_write_text(Path(run_dir) / "STATUS", status + "\n")
+
+
+def read_status(run_dir: str | Path) -> str | None:
+    """The run's STATUS, or None if it has none (never started)."""
+    p = Path(run_dir) / "STATUS"
+    try:
+        s = p.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return s if s in STATUSES else None
+
+
+def read_result(run_dir: str | Path) -> dict[str, Any] | None:
+    """result.json as a dict, or None if missing or unparseable."""
+    try:
+        obj = json.loads((Path(run_dir) / "result.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def is_done(run_dir: str | Path) -> bool:
+    """True iff STATUS is done and result.json parses: such a run is never trained again."""
+    return read_status(run_dir) == "done" and read_result(run_dir) is not None
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON object per line, flushed (a crash loses at most the line being written)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, default=float) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file, skipping a truncated last line (left by a crash mid-write)."""
+    out: list[dict[str, Any]] = []
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return out
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
