@@ -160,7 +160,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r} has an empty key")
-    return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str):  # YAML 1.1 reads "3e18" (no dot) as a string
+        try:
+            num = float(value)
+            value = int(num) if num.is_integer() and "e" not in value.lower() and "." not in value else num
+        except ValueError:
+            pass
+    return key.split("."), value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
