@@ -1,0 +1,253 @@
+"""Per-cluster FLOP ledger: one compute budget shared by every sweep on a cluster.
+
+The ledger is a JSON file `<storage>/ledger/<cluster>.json`, rewritten atomically
+(temp + fsync + rename) under an exclusive `flock` on `<cluster>.json.lock`, so concurrent
+sweeps (separate driver processes, even on different nodes of a shared filesystem) and
+threads see a consistent state, and the ledger survives driver and cluster restarts.
+
+Accounting (all in FLOPs, C = 6 * N_incl * tokens_seen):
+    an *active* cell (admitted, still training) holds   max(planned, spent)
+    a *finished* cell (done, failed or released) holds  spent
+    used = sum of what cells hold;  left = budget - used
+Invariant, checked on every write: used <= budget. A cell is admitted only if its planned C
+fits in what is left (its own earlier spending counts towards it, so a retried cell is never
+charged twice); `spend` is monotone per cell and capped so the budget is never exceeded;
+`release` frees the unspent part of a commitment. Cells that do not fit are recorded as refused.
+Cells are keyed `<sweep>/<cell_id>` (two sweeps may hold the same config).
+A budget of None means unlimited (spending is still recorded).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scaling_sweeper.errors import BudgetError
+from scaling_sweeper.runfolder import atomic_write_json
+
+LEDGER_VERSION = 1
+
+# flock excludes separate open() calls even within one process, but we also serialise threads
+# of this process per ledger path so the read-modify-write never interleaves.
+_THREAD_LOCKS: dict[str, threading.Lock] = {}
+_THREAD_LOCKS_GUARD = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    key = str(path.resolve())
+    with _THREAD_LOCKS_GUARD:
+        return _THREAD_LOCKS.setdefault(key, threading.Lock())
+
+
+def ledger_path(storage: str | Path, cluster: str) -> Path:
+    """`<storage>/ledger/<cluster>.json`."""
+    if not cluster or "/" in cluster or cluster.startswith("."):
+        raise BudgetError(f"budget.cluster: {cluster!r} is not a valid ledger name")
+    return Path(storage) / "ledger" / f"{cluster}.json"
+
+
+@dataclass(frozen=True)
+class LedgerSummary:
+    """A snapshot of the ledger (FLOPs). `budget` None = unlimited."""
+
+    cluster: str
+    budget: float | None
+    committed: float  # held by active cells beyond what they already spent
+    spent: float
+    used: float  # spent + committed
+    left: float  # budget - used (inf when unlimited)
+    n_active: int
+    n_finished: int
+    n_refused: int
+
+
+def _holds(cell: dict[str, Any]) -> float:
+    if cell["state"] == "active":
+        return max(float(cell["planned"]), float(cell["spent"]))
+    return float(cell["spent"])
+
+
+def _used(state: dict[str, Any]) -> float:
+    return math.fsum(_holds(c) for c in state["cells"].values())
+
+
+class Ledger:
+    """File-backed ledger for one cluster. Every method is one locked read-modify-write."""
+
+    def __init__(self, path: str | Path, cluster: str):
+        self.path = Path(path)
+        self.cluster = cluster
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def open(cls, storage: str | Path, cluster: str, budget: float | None = None) -> Ledger:
+        """Open (creating if missing) the ledger of `cluster` under `storage`.
+
+        A given `budget` replaces the stored one (the latest spec wins); a budget below what is
+        already used raises BudgetError. Without one the stored budget is kept."""
+        if budget is not None and (not math.isfinite(budget) or budget < 0):
+            raise BudgetError(f"budget.flops: {budget!r} must be a finite number >= 0")
+        led = cls(ledger_path(storage, cluster), cluster)
+        with led._locked() as state:
+            if budget is not None and state["budget"] != float(budget):
+                used = _used(state)
+                if budget < used:
+                    raise BudgetError(
+                        f"budget.flops: {budget:.3e} FLOPs is below what cluster {cluster!r} has "
+                        f"already used ({used:.3e} FLOPs; see `sweeper budget`)"
+                    )
+                state["budget"] = float(budget)
+        return led
+
+    # ---- locking + persistence ------------------------------------------------------------
+    def _read(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {"version": LEDGER_VERSION, "cluster": self.cluster, "budget": None, "cells": {}}
+        except json.JSONDecodeError as e:  # atomic writes make this impossible short of tampering
+            raise BudgetError(f"{self.path}: corrupt ledger ({e}); fix or remove it") from None
+        state.setdefault("cells", {})
+        return state
+
+    @contextmanager
+    def _locked(self, write: bool = True) -> Iterator[dict[str, Any]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _thread_lock(self.path), open(self.lock_path, "a+") as lf:
+            fcntl.flock(lf.fileno(), fcntl.LOCK_EX)
+            try:
+                state = self._read()
+                before = json.dumps(state, sort_keys=True)
+                yield state
+                if write and json.dumps(state, sort_keys=True) != before:
+                    budget = state["budget"]
+                    if budget is not None and _used(state) > budget * (1 + 1e-12):
+                        raise AssertionError("ledger invariant violated: used > budget")  # pragma: no cover
+                    state["updated_at"] = time.time()
+                    atomic_write_json(self.path, state)
+            finally:
+                fcntl.flock(lf.fileno(), fcntl.LOCK_UN)
+
+    # ---- operations -------------------------------------------------------------------------
+    def admit(self, key: str, planned: float) -> bool:
+        """Commit `planned` FLOPs to cell `key` if they fit in what is left; True if admitted.
+
+        Idempotent: an already active cell is admitted again without a second commitment; a
+        finished cell coming back (a retry) is charged only for max(planned, spent) once."""
+        if planned < 0 or not math.isfinite(planned):
+            raise BudgetError(f"cell {key}: planned FLOPs {planned!r} must be finite and >= 0")
+        with self._locked() as state:
+            cells = state["cells"]
+            cell = cells.get(key)
+            spent = float(cell["spent"]) if cell else 0.0
+            if cell and cell["state"] == "active" and float(cell["planned"]) >= planned:
+                return True
+            others = _used(state) - (_holds(cell) if cell else 0.0)
+            need = max(float(planned), spent)
+            budget = state["budget"]
+            now = time.time()
+            if budget is not None and others + need > budget:
+                state.setdefault("refused", {})[key] = {
+                    "planned": float(planned), "left": budget - others, "at": now,
+                }
+                return False
+            cells[key] = {
+                "state": "active", "planned": float(planned), "spent": spent,
+                "admitted_at": now, "attempts": (cell or {}).get("attempts", 0) + 1,
+            }
+            state.get("refused", {}).pop(key, None)
+            return True
+
+    def spend(self, key: str, flops: float) -> float:
+        """Record that cell `key` has now spent `flops` in total (monotone; a smaller value is a
+        no-op). Capped so the budget is never exceeded. Returns the recorded total."""
+        with self._locked() as state:
+            cell = state["cells"].get(key)
+            if cell is None:  # spending without admission (e.g. a ledger wiped mid-run): admit at 0
+                cell = state["cells"][key] = {
+                    "state": "active", "planned": 0.0, "spent": 0.0, "admitted_at": time.time(), "attempts": 1,
+                }
+            new = max(float(cell["spent"]), float(flops))
+            budget = state["budget"]
+            if budget is not None:
+                others = _used(state) - _holds(cell)
+                cap = budget - others
+                if cell["state"] == "active":
+                    cap = max(cap, float(cell["planned"]))  # within its commitment is always fine
+                new = min(new, max(cap, float(cell["spent"])))
+            cell["spent"] = new
+            return new
+
+    def release(self, key: str, spent: float | None = None) -> None:
+        """Finish cell `key` (done, failed or stopped): optionally record its final spending,
+        then free the unspent rest of its commitment. Idempotent."""
+        if spent is not None:
+            self.spend(key, spent)
+        with self._locked() as state:
+            cell = state["cells"].get(key)
+            if cell is not None and cell["state"] != "finished":
+                cell["state"] = "finished"
+                cell["finished_at"] = time.time()
+
+    def refuse(self, key: str, planned: float, reason: str) -> None:
+        """Record a refusal decided elsewhere (e.g. a cell that can never fit)."""
+        with self._locked() as state:
+            state.setdefault("refused", {})[key] = {"planned": float(planned), "reason": reason, "at": time.time()}
+
+    # ---- queries ------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        with self._locked(write=False) as state:
+            return json.loads(json.dumps(state))
+
+    def summary(self) -> LedgerSummary:
+        st = self.state()
+        cells = st["cells"].values()
+        spent = math.fsum(float(c["spent"]) for c in cells)
+        used = _used(st)
+        budget = st["budget"]
+        return LedgerSummary(
+            cluster=self.cluster,
+            budget=budget,
+            committed=used - spent,
+            spent=spent,
+            used=used,
+            left=(budget - used) if budget is not None else math.inf,
+            n_active=sum(c["state"] == "active" for c in cells),
+            n_finished=sum(c["state"] == "finished" for c in cells),
+            n_refused=len(st.get("refused", {})),
+        )
+
+    def left(self) -> float:
+        return self.summary().left
+
+    def spent_by(self, prefix: str = "") -> dict[str, float]:
+        """Spent FLOPs per cell key (optionally only keys starting with `prefix`, e.g. 'sweep/')."""
+        return {k: float(c["spent"]) for k, c in self.state()["cells"].items() if k.startswith(prefix)}
+
+    def refused(self, prefix: str = "") -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.state().get("refused", {}).items() if k.startswith(prefix)}
+
+
+def cell_key(sweep: str, cell_id: str) -> str:
+    return f"{sweep}/{cell_id}"
+
+
+def exists(storage: str | Path, cluster: str) -> bool:
+    return ledger_path(storage, cluster).is_file()
+
+
+def list_clusters(storage: str | Path) -> list[str]:
+    d = Path(storage) / "ledger"
+    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+__all__ = ["Ledger", "LedgerSummary", "cell_key", "ledger_path", "exists", "list_clusters"]
