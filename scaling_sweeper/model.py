@@ -1,0 +1,292 @@
+"""GPT decoder for jet-token sequences (nanoGPT style) and the size ladder.
+
+Architecture: learned token + position embeddings, `n_layer` pre-LayerNorm blocks of causal
+self-attention (`F.scaled_dot_product_attention`) and a 4x GELU MLP, a final LayerNorm and a
+language-model head whose weight is TIED to the token embedding (one V x d matrix).
+
+Parameter counts (the names used everywhere):
+- `N_incl` = every parameter of the module, the tied embedding counted once.
+- `N` (`num_params(non_embedding=True)`) = `N_incl` minus the token embedding (V x d, which is
+  also the head) and the position embedding (block_size x d). With bias=False it is exactly
+  `n_layer * (12 d^2 + 2 d) + d` (attention 4 d^2, MLP 8 d^2, two LayerNorm weights per block,
+  plus the final LayerNorm).
+
+A `KVCache` holds preallocated per-layer key/value tensors for incremental decoding: with a
+cache, positions continue from `kv_cache.length` and the cache grows by T on every call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scaling_sweeper.errors import ConfigError
+
+
+@dataclass
+class GPTConfig:
+    n_layer: int  # transformer blocks
+    n_head: int  # attention heads; d_model % n_head == 0
+    d_model: int  # residual stream width
+    vocab_size: int  # token ids 0..vocab_size-1
+    block_size: int  # max context length (positions)
+    dropout: float = 0.0  # residual / attention / embedding dropout (training only)
+    bias: bool = False  # biases in Linear and LayerNorm
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "d_model", "vocab_size", "block_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"GPTConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_head:
+            raise ConfigError(f"GPTConfig: d_model {self.d_model} not divisible by n_head {self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys/values for incremental decoding.
+
+    k[i], v[i]: layer i, shape (batch_size, n_head, max_len, head_dim); positions
+    [0, length) are filled. A forward pass with T new tokens writes [length, length+T)
+    and then advances `length` by T.
+    """
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    length: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.d_model = cfg.d_model
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)  # q, k, v
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape  # (batch, time, d_model)
+        hd = C // self.n_head
+        q, k, v = self.c_attn(x).split(self.d_model, dim=2)  # each (B, T, C)
+        q = q.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
+        v = v.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
+        dropout_p = self.dropout if self.training else 0.0
+        if kv_cache is None or kv_cache.length == 0:
+            if kv_cache is not None:  # first call: fill the cache, attend causally within x
+                kv_cache.k[layer][:B, :, :T] = k
+                kv_cache.v[layer][:B, :, :T] = v
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            start = kv_cache.length
+            kv_cache.k[layer][:B, :, start : start + T] = k
+            kv_cache.v[layer][:B, :, start : start + T] = v
+            k_all = kv_cache.k[layer][:B, :, : start + T]  # (B, nh, start+T, hd)
+            v_all = kv_cache.v[layer][:B, :, : start + T]
+            if T == 1:  # the new token sees every cached position
+                mask = None
+            else:  # query t (absolute start+t) sees keys 0..start+t
+                q_pos = torch.arange(start, start + T, device=x.device)[:, None]
+                mask = torch.arange(start + T, device=x.device)[None, :] <= q_pos  # (T, start+T)
+            y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask, dropout_p=dropout_p)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.d_model, 4 * cfg.d_model, bias=cfg.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * cfg.d_model, cfg.d_model, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv_cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.d_model),  # token embedding (= head)
+                wpe=nn.Embedding(config.block_size, config.d_model),  # position embedding
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.d_model, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying
+        self.apply(self._init_weights)
+        # GPT-2 scaled init of the residual projections
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """N_incl (all parameters, tied weight once) or N (minus token and position embeddings)."""
+        n = sum(p.numel() for p in self.parameters())  # parameters() de-duplicates the tied weight
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def new_kv_cache(
+        self,
+        batch_size: int,
+        max_len: int | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> KVCache:
+        """Empty cache for up to `max_len` (default block_size) positions of `batch_size` rows."""
+        cfg = self.config
+        max_len = cfg.block_size if max_len is None else max_len
+        if not 0 < max_len <= cfg.block_size:
+            raise ValueError(f"max_len {max_len} must be in [1, block_size={cfg.block_size}]")
+        ref = self.transformer.wte.weight
+        shape = (batch_size, cfg.n_head, max_len, cfg.d_model // cfg.n_head)
+        kw = dict(device=device or ref.device, dtype=dtype or ref.dtype)
+        return KVCache(
+            k=[torch.zeros(shape, **kw) for _ in range(cfg.n_layer)],
+            v=[torch.zeros(shape, **kw) for _ in range(cfg.n_layer)],
+        )
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) long -> logits (B, T, V), mean cross-entropy over targets != -100 (or None)."""
+        B, T = idx.shape
+        start = 0 if kv_cache is None else kv_cache.length
+        limit = self.config.block_size if kv_cache is None else min(self.config.block_size, kv_cache.max_len)
+        if start + T > limit:
+            raise ValueError(f"sequence of {start + T} positions exceeds the limit {limit}")
+        if kv_cache is not None and B > kv_cache.batch_size:
+            raise ValueError(f"batch {B} larger than the cache's batch {kv_cache.batch_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, kv_cache, i)  # (B, T, C)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        if kv_cache is not None:
+            kv_cache.length = start + T
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+
+def count_params(cfg: GPTConfig) -> tuple[int, int]:
+    """Closed-form (N, N_incl) for `GPT(cfg)`, without building it."""
+    d = cfg.d_model
+    b = 1 if cfg.bias else 0
+    per_layer = (
+        2 * d * (1 + b)  # ln_1, ln_2 (weight [+ bias])
+        + 3 * d * d + 3 * d * b  # c_attn
+        + d * d + d * b  # attn c_proj
+        + 4 * d * d + 4 * d * b  # c_fc
+        + 4 * d * d + d * b  # mlp c_proj
+    )
+    n = cfg.n_layer * per_layer + d * (1 + b)  # + ln_f
+    n_incl = n + cfg.vocab_size * d + cfg.block_size * d  # + wte (tied head) + wpe
+    return n, n_incl
+
+
+# ---------------------------------------------------------------------------------------------
+# The size ladder
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    name: str
+    n_layer: int
+    n_head: int
+    d_model: int
+    lr: float  # reference peak learning rate (Ranger)
+
+
+SIZES: dict[str, SizePreset] = {
+    p.name: p
+    for p in (
+        #          name   layers heads width  lr           N (bias=False) ~
+        SizePreset("Pico", 1, 2, 32, 1e-2),  # 1.2e4
+        SizePreset("XXS", 2, 3, 48, 5e-3),  # 5.5e4
+        SizePreset("XS", 3, 4, 64, 5e-3),  # 1.5e5
+        SizePreset("S", 4, 4, 96, 3e-3),  # 4.4e5
+        SizePreset("M-", 6, 4, 128, 3e-3),  # 1.2e6
+        SizePreset("M", 8, 6, 192, 3e-3),  # 3.5e6
+        SizePreset("L", 10, 5, 320, 1e-3),  # 1.2e7
+        SizePreset("XL", 12, 8, 512, 1e-3),  # 3.8e7
+        SizePreset("XXL", 16, 12, 768, 3e-4),  # 1.1e8
+    )
+}
+
+
+def get_size(name: str) -> SizePreset:
+    """The preset called `name`; ConfigError listing the valid names otherwise."""
+    try:
+        return SIZES[name]
+    except KeyError:
+        raise ConfigError(f"unknown size {name!r}; valid sizes: {', '.join(SIZES)}") from None
+
+
+def config_for(size: str | SizePreset, vocab_size: int, block_size: int, dropout: float = 0.0) -> GPTConfig:
+    """GPTConfig of a preset for a given vocabulary and context length."""
+    p = get_size(size) if isinstance(size, str) else size
+    return GPTConfig(
+        n_layer=p.n_layer,
+        n_head=p.n_head,
+        d_model=p.d_model,
+        vocab_size=vocab_size,
+        block_size=block_size,
+        dropout=dropout,
+    )
