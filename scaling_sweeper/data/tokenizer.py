@@ -1,0 +1,340 @@
+"""Binned jet tokenizer (OmniJet-alpha style: one token per constituent).
+
+Each constituent has three features (log pt/GeV, eta_rel, phi_rel). Each feature is cut into
+bins whose edges are quantiles of the training constituents; a constituent's token is its joint
+bin index `(i_logpt * n_eta + i_eta) * n_phi + i_phi`. A jet becomes one row of `seq_len =
+max_constituents + 2` tokens:
+
+    [start, c_1, ..., c_n, stop, pad, ..., pad]     constituents sorted by pt descending
+
+Token ids: 0 .. n_content-1 are constituents, then start, stop, pad (vocab_size = n_content + 3).
+Decoding maps a token to the per-bin median of the training values of each feature. Values
+outside the fitted range fall in the first/last bin. Saved as versioned JSON (`save` / `load`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import awkward as ak
+import numpy as np
+
+from scaling_sweeper.data.jets import check_jets, constituent_jet_kinematics
+from scaling_sweeper.errors import DataError
+from scaling_sweeper.runfolder import atomic_write_text
+
+TOKENIZER_FORMAT = "scaling_sweeper.binned_tokenizer"
+TOKENIZER_VERSION = 1
+FEATURES = ("log_pt", "eta_rel", "phi_rel")
+MAX_VOCAB = 65536  # token ids are stored as uint16
+
+
+def constituent_features(jets: ak.Array, max_constituents: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (n_constituents, 3) float64 features (log pt, eta_rel, phi_rel) sorted by pt
+    descending within each jet and truncated to max_constituents; and the per-jet counts."""
+    order = ak.argsort(jets.part_pt, axis=1, ascending=False, stable=True)
+    pt, eta, phi = jets.part_pt[order], jets.part_eta_rel[order], jets.part_phi_rel[order]
+    if max_constituents is not None:
+        pt, eta, phi = pt[:, :max_constituents], eta[:, :max_constituents], phi[:, :max_constituents]
+    counts = ak.to_numpy(ak.num(pt, axis=1)).astype(np.int64)
+    flat_pt = ak.to_numpy(ak.flatten(pt)).astype(np.float64)
+    if np.any(flat_pt <= 0):
+        raise DataError("constituents with pt <= 0 cannot be tokenized (log pt)")
+    x = np.stack(
+        [np.log(flat_pt), ak.to_numpy(ak.flatten(eta)).astype(np.float64),
+         ak.to_numpy(ak.flatten(phi)).astype(np.float64)],
+        axis=1,
+    )
+    return x.reshape(-1, 3), counts
+
+
+@dataclass
+class DecodeStats:
+    """What `decode` had to repair. A jet is invalid if its row does not start with `start`, has no
+    `stop` before padding/the end, or holds special tokens between start and stop (dropped)."""
+
+    n_jets: int
+    n_invalid_jets: int
+    n_constituent_tokens: int
+    n_invalid_tokens: int
+
+    @property
+    def invalid_frac(self) -> float:
+        return self.n_invalid_jets / self.n_jets if self.n_jets else 0.0
+
+
+class BinnedTokenizer:
+    """Deterministic quantile-binned tokenizer; see the module docstring."""
+
+    def __init__(self, n_bins: tuple[int, int, int] = (16, 16, 16), max_constituents: int = 128):
+        n_bins = tuple(int(b) for b in n_bins)
+        if len(n_bins) != 3 or min(n_bins) < 1:
+            raise DataError(f"n_bins must be 3 positive ints (log_pt, eta_rel, phi_rel), got {n_bins}")
+        if int(np.prod(n_bins)) + 3 > MAX_VOCAB:
+            raise DataError(f"n_bins {n_bins} give a vocabulary over {MAX_VOCAB} (uint16 tokens)")
+        if max_constituents < 1:
+            raise DataError(f"max_constituents must be >= 1, got {max_constituents}")
+        self.n_bins_requested = n_bins
+        self.max_constituents = int(max_constituents)
+        self.edges: list[np.ndarray] | None = None  # per feature, len n_bins_f + 1, increasing
+        self.centers: list[np.ndarray] | None = None  # per feature, len n_bins_f (bin medians)
+        self.fit_info: dict = {}
+
+    # ---- vocabulary -------------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        return self.edges is not None
+
+    def _need_fit(self) -> None:
+        if not self.fitted:
+            raise DataError("tokenizer is not fitted: call fit(jets) or load(path)")
+
+    @property
+    def n_bins(self) -> tuple[int, int, int]:
+        """Bins per feature actually used (quantile edges that coincide are merged)."""
+        self._need_fit()
+        return tuple(len(e) - 1 for e in self.edges)  # type: ignore[return-value]
+
+    @property
+    def n_content(self) -> int:
+        a, b, c = self.n_bins
+        return a * b * c
+
+    @property
+    def start_token(self) -> int:
+        return self.n_content
+
+    @property
+    def stop_token(self) -> int:
+        return self.n_content + 1
+
+    @property
+    def pad_token(self) -> int:
+        return self.n_content + 2
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_content + 3
+
+    @property
+    def seq_len(self) -> int:
+        return self.max_constituents + 2
+
+    # ---- fitting ----------------------------------------------------------------------------
+    def fit(self, jets: ak.Array, *, max_fit_constituents: int | None = 2_000_000, seed: int = 0) -> BinnedTokenizer:
+        """Fit quantile bin edges and per-bin medians on (training) jets. If there are more than
+        `max_fit_constituents` constituents, a seeded random subset is used for the quantiles."""
+        check_jets(jets)
+        x, _ = constituent_features(jets, self.max_constituents)
+        if len(x) == 0:
+            raise DataError("cannot fit a tokenizer on jets without constituents")
+        n_total = len(x)
+        if max_fit_constituents is not None and len(x) > max_fit_constituents:
+            idx = np.random.default_rng(seed).choice(len(x), max_fit_constituents, replace=False)
+            x = x[np.sort(idx)]
+        edges, centers = [], []
+        for f, nb in enumerate(self.n_bins_requested):
+            v = x[:, f]
+            e = np.unique(np.quantile(v, np.linspace(0.0, 1.0, nb + 1)))
+            if len(e) < 2:  # a constant feature: one bin around the value
+                e = np.array([v[0] - 0.5, v[0] + 0.5])
+            b = self._digitize(v, e)
+            med = np.array([np.median(v[b == i]) if np.any(b == i) else 0.5 * (e[i] + e[i + 1])
+                            for i in range(len(e) - 1)])
+            edges.append(e)
+            centers.append(med)
+        self.edges, self.centers = edges, centers
+        self.fit_info = {"n_jets": int(len(jets)), "n_constituents": n_total, "n_used": int(len(x)), "seed": seed}
+        return self
+
+    @staticmethod
+    def _digitize(v: np.ndarray, e: np.ndarray) -> np.ndarray:
+        """Bin index of each value: [e_i, e_{i+1}) with the last bin closed; outside -> clipped."""
+        return np.clip(np.searchsorted(e, v, side="right") - 1, 0, len(e) - 2)
+
+    # ---- encode / decode --------------------------------------------------------------------
+    def bin_indices(self, x: np.ndarray) -> np.ndarray:
+        """(n, 3) features -> (n, 3) per-feature bin indices."""
+        self._need_fit()
+        return np.stack([self._digitize(x[:, f], self.edges[f]) for f in range(3)], axis=1)
+
+    def encode_features(self, x: np.ndarray) -> np.ndarray:
+        """(n, 3) features (log pt, eta_rel, phi_rel) -> (n,) content token ids."""
+        b = self.bin_indices(x)
+        _, nb, nc = self.n_bins
+        return (b[:, 0] * nb + b[:, 1]) * nc + b[:, 2]
+
+    def decode_features(self, tokens: np.ndarray) -> np.ndarray:
+        """(n,) content token ids -> (n, 3) bin-median features."""
+        self._need_fit()
+        _, nb, nc = self.n_bins
+        t = np.asarray(tokens, dtype=np.int64)
+        idx = (t // (nb * nc), (t // nc) % nb, t % nc)
+        return np.stack([self.centers[f][idx[f]] for f in range(3)], axis=1)
+
+    def encode(self, jets: ak.Array) -> np.ndarray:
+        """Jets -> (n_jets, seq_len) uint16 rows [start, c_1..c_n, stop, pad...], n <= max_constituents."""
+        self._need_fit()
+        check_jets(jets)
+        x, counts = constituent_features(jets, self.max_constituents)
+        out = np.full((len(counts), self.seq_len), self.pad_token, dtype=np.uint16)
+        out[:, 0] = self.start_token
+        rows = np.repeat(np.arange(len(counts)), counts)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        cols = np.arange(len(x)) - np.repeat(starts, counts) + 1
+        out[rows, cols] = self.encode_features(x)
+        out[np.arange(len(counts)), counts + 1] = self.stop_token
+        return out
+
+    def decode(self, tokens: np.ndarray, *, return_stats: bool = False):
+        """(n_jets, L) tokens -> jets (part_pt, part_eta_rel, part_phi_rel, jet_pt, jet_eta,
+        jet_phi, jet_mass; jet quantities summed from the constituents, eta/phi relative to the
+        original axis). Reads each row from position 1 up to the first stop or pad; special
+        tokens in between are dropped and counted (see DecodeStats). Also sets `last_stats`."""
+        self._need_fit()
+        t = np.asarray(tokens)
+        if t.ndim != 2:
+            raise DataError(f"decode expects a 2-d (n_jets, seq_len) array, got shape {t.shape}")
+        t = t.astype(np.int64)
+        n, length = t.shape
+        pos = np.arange(length)[None, :]
+        ends_row = (t == self.stop_token) | (t == self.pad_token)
+        ends_row[:, 0] = False
+        has_end = ends_row.any(axis=1)
+        end = np.where(has_end, ends_row.argmax(axis=1), length)
+        inside = (pos >= 1) & (pos < end[:, None])
+        content = (t >= 0) & (t < self.n_content)
+        keep = inside & content
+        bad_tok = inside & ~content
+        stopped = has_end & (t[np.arange(n), np.minimum(end, length - 1)] == self.stop_token)
+        invalid = (t[:, 0] != self.start_token) | ~stopped | bad_tok.any(axis=1) if n else np.zeros(0, bool)
+        counts = keep.sum(axis=1)
+        x = self.decode_features(t[keep])
+        pt = np.exp(x[:, 0]).astype(np.float32)
+        parts = ak.zip(
+            {
+                "part_pt": ak.unflatten(pt, counts),
+                "part_eta_rel": ak.unflatten(x[:, 1].astype(np.float32), counts),
+                "part_phi_rel": ak.unflatten(x[:, 2].astype(np.float32), counts),
+            },
+            depth_limit=1,
+        )
+        kin = constituent_jet_kinematics(parts)
+        jets = ak.zip(
+            {**{f: parts[f] for f in ak.fields(parts)},
+             "jet_pt": kin["pt"], "jet_eta": kin["eta"], "jet_phi": kin["phi"], "jet_mass": kin["mass"]},
+            depth_limit=1,
+        )
+        self.last_stats = DecodeStats(
+            n_jets=int(n),
+            n_invalid_jets=int(np.sum(invalid)),
+            n_constituent_tokens=int(counts.sum()),
+            n_invalid_tokens=int(bad_tok.sum() + np.sum(t[:, 0] != self.start_token) if n else 0),
+        )
+        return (jets, self.last_stats) if return_stats else jets
+
+    # ---- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        self._need_fit()
+        return {
+            "format": TOKENIZER_FORMAT,
+            "version": TOKENIZER_VERSION,
+            "kind": "binned",
+            "features": list(FEATURES),
+            "n_bins_requested": list(self.n_bins_requested),
+            "n_bins": list(self.n_bins),
+            "max_constituents": self.max_constituents,
+            "seq_len": self.seq_len,
+            "vocab_size": self.vocab_size,
+            "special_tokens": {"start": self.start_token, "stop": self.stop_token, "pad": self.pad_token},
+            "edges": [e.tolist() for e in self.edges],
+            "centers": [c.tolist() for c in self.centers],
+            "fit": self.fit_info,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "tokenizer") -> BinnedTokenizer:
+        try:
+            if d.get("format") != TOKENIZER_FORMAT:
+                raise DataError(f"{where}: not a binned tokenizer file (format {d.get('format')!r})")
+            if d.get("version") != TOKENIZER_VERSION:
+                raise DataError(f"{where}: tokenizer version {d.get('version')} != {TOKENIZER_VERSION}")
+            tok = cls(tuple(d["n_bins_requested"]), int(d["max_constituents"]))
+            tok.edges = [np.asarray(e, dtype=np.float64) for e in d["edges"]]
+            tok.centers = [np.asarray(c, dtype=np.float64) for c in d["centers"]]
+            tok.fit_info = dict(d.get("fit", {}))
+            if len(tok.edges) != 3 or any(len(c) != len(e) - 1 for e, c in zip(tok.edges, tok.centers)):
+                raise DataError(f"{where}: edges/centers do not match")
+            if any(np.any(np.diff(e) <= 0) for e in tok.edges):
+                raise DataError(f"{where}: bin edges are not increasing")
+            if tok.vocab_size != d["vocab_size"] or tok.pad_token != d["special_tokens"]["pad"]:
+                raise DataError(f"{where}: vocab_size/special tokens inconsistent with the bins")
+            return tok
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{where}: corrupt tokenizer ({type(e).__name__}: {e})") from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> BinnedTokenizer:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: tokenizer file missing")
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: corrupt tokenizer JSON ({e})") from None
+        return cls.from_dict(d, str(path))
+
+
+def load_tokenizer(tokens_dir: str | Path) -> BinnedTokenizer:
+    """The tokenizer referenced by a tokens folder's index.json (sha256 checked)."""
+    from scaling_sweeper.data.shards import ShardIndex, sha256_file
+
+    idx = ShardIndex.load(tokens_dir)
+    path = idx.tokenizer_path()
+    if path is None:
+        raise DataError(f"{tokens_dir}: index.json names no tokenizer")
+    if not path.is_file():
+        raise DataError(f"{path}: tokenizer file missing")
+    if idx.tokenizer_sha256 and sha256_file(path) != idx.tokenizer_sha256:
+        raise DataError(f"{path}: tokenizer does not match the sha256 in {tokens_dir}/index.json")
+    return BinnedTokenizer.load(path)
+
+
+def tokenization_report(tok: BinnedTokenizer, jets: ak.Array) -> dict:
+    """How much tokenization alone distorts jets: decode(encode(jets)) vs jets truncated to
+    max_constituents. Per-feature mean abs error of the round trip, relative change of the jet pt
+    and mass (summed from constituents), and the fraction of jets/constituents cut by truncation."""
+    check_jets(jets)
+    x, counts = constituent_features(jets, tok.max_constituents)
+    x_rt = tok.decode_features(tok.encode_features(x))
+    n_all = ak.to_numpy(ak.num(jets.part_pt, axis=1))
+    order = ak.argsort(jets.part_pt, axis=1, ascending=False, stable=True)
+    trunc = jets[["part_pt", "part_eta_rel", "part_phi_rel"]][order][:, : tok.max_constituents]
+    truth = constituent_jet_kinematics(trunc)
+    rt = constituent_jet_kinematics(tok.decode(tok.encode(jets)))
+
+    def rel(a: np.ndarray, b: np.ndarray) -> dict:
+        r = (b - a) / np.where(a > 0, a, np.nan)
+        r = r[np.isfinite(r)]
+        return {"mean": float(np.mean(r)), "std": float(np.std(r)), "mean_abs": float(np.mean(np.abs(r)))}
+
+    return {
+        "n_jets": int(len(jets)),
+        "n_constituents": int(len(x)),
+        "vocab_size": tok.vocab_size,
+        "n_bins": list(tok.n_bins),
+        "feature_mae": {f: float(np.mean(np.abs(x_rt[:, i] - x[:, i]))) for i, f in enumerate(FEATURES)},
+        "pt_rel_mae": float(np.mean(np.abs(np.exp(x_rt[:, 0]) - np.exp(x[:, 0])) / np.exp(x[:, 0]))),
+        "jet_pt_rel": rel(truth["pt"], rt["pt"]),
+        "jet_mass_rel": rel(truth["mass"], rt["mass"]),
+        "truncated_jet_frac": float(np.mean(n_all > tok.max_constituents)) if len(n_all) else 0.0,
+        "truncated_constituent_frac": float(1 - counts.sum() / max(int(n_all.sum()), 1)),
+    }

@@ -1,0 +1,51 @@
+"""Session fixtures shared by every test module.
+
+`real_jets_dir`: a small real dataset (Pythia 8 QCD jets, 500-650 GeV, anti-kT R=0.8), made once
+and tokenized: a folder with jets.parquet, {train,val,test}.parquet and tokens/. It is cached
+across sessions in pytest's cache folder, keyed by the source of scaling_sweeper/data (a change
+to the data code regenerates it); SWEEPER_FRESH_TEST_DATA=1 makes it in a temp folder instead.
+`tokens_dir`: real_jets_dir / "tokens".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+REAL_JETS = {"source": "pythia", "n_jets": 3000, "seed": 0, "workers": 2}
+
+
+def _data_code_hash() -> str:
+    root = Path(__file__).resolve().parents[1] / "scaling_sweeper" / "data"
+    h = hashlib.sha256(repr(sorted(REAL_JETS.items())).encode())
+    for p in sorted(root.glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def real_jets_dir(request, tmp_path_factory) -> Path:
+    from scaling_sweeper.data.dataset import make_dataset
+
+    if os.environ.get("SWEEPER_FRESH_TEST_DATA"):
+        return make_dataset(tmp_path_factory.mktemp("real_jets"), progress=False, **REAL_JETS)
+    base = Path(request.config.cache.mkdir("sweeper_real_jets"))
+    out = base / _data_code_hash()
+    # other pytest sessions may make the same folder at the same time: serialise on a lock file
+    with open(base / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            make_dataset(out, progress=False, **REAL_JETS)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokens_dir(real_jets_dir: Path) -> Path:
+    return real_jets_dir / "tokens"
