@@ -20,7 +20,7 @@ from pathlib import Path
 from scaling_sweeper.data.jets import read_jets, split_jets, write_jets
 from scaling_sweeper.data.pythia import PythiaConfig, generate_jets
 from scaling_sweeper.data.shards import SPLITS, ShardIndex, sha256_file, write_shards
-from scaling_sweeper.data.tokenizer import BinnedTokenizer, tokenization_report
+from scaling_sweeper.data.tokenizer import TOKENIZER_VERSION, BinnedTokenizer, tokenization_report
 from scaling_sweeper.errors import ConfigError, DataError
 from scaling_sweeper.runfolder import atomic_write_json
 
@@ -35,6 +35,7 @@ class TokenizeConfig:
 
     n_bins: tuple[int, int, int] = (16, 16, 16)  # bins for (log pt, eta_rel, phi_rel)
     max_constituents: int = 128  # seq_len = max_constituents + 2
+    binning: tuple[str, str, str] = ("uniform", "quantile", "quantile")  # per feature: uniform | quantile
     fit_seed: int = 0  # seed of the subsample used for quantiles when the train split is huge
 
 
@@ -145,6 +146,9 @@ def make_dataset(
         input=None if input is None else str(input), pythia=pythia or PythiaConfig(),
         max_constituents=max_constituents, splits=tuple(splits),
     ).validate()
+    tok_cfg = tokenizer or TokenizeConfig(max_constituents=max_constituents)
+    if tokenize:  # bad tokenizer settings fail here, before any generation
+        BinnedTokenizer(tok_cfg.n_bins, tok_cfg.max_constituents, tok_cfg.binning)
     key = cfg.cache_key()
     manifest_path = out / "manifest.json"
     old = _read_manifest(manifest_path)
@@ -180,7 +184,7 @@ def make_dataset(
             extra = f", {rate:.1f} jets/s per core" if rate else ""
             print(f"jets: wrote {len(jets)} jets to {out}{extra}")
     if tokenize:
-        tokenize_dataset(out, out / "tokens", cfg=tokenizer or TokenizeConfig(max_constituents=max_constituents),
+        tokenize_dataset(out, out / "tokens", cfg=tok_cfg,
                          force=force or not cached, verbose=verbose)
     return out
 
@@ -209,9 +213,9 @@ def tokenize_dataset(
     cfg = cfg or TokenizeConfig()
     files = _split_jets_files(jets_dir)
     key = {
-        "tokenize": {**asdict(cfg), "n_bins": list(cfg.n_bins)},
+        "tokenize": {**asdict(cfg), "n_bins": list(cfg.n_bins), "binning": list(cfg.binning)},
         "jets_sha256": {s: sha256_file(p) for s, p in files.items()},
-        "tokenizer_version": 1,
+        "tokenizer_version": TOKENIZER_VERSION,
     }
     manifest_path = out / "manifest.json"
     old = _read_manifest(manifest_path)
@@ -226,7 +230,7 @@ def tokenize_dataset(
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
     jets = {s: read_jets(p) for s, p in files.items()}
-    tok = BinnedTokenizer(cfg.n_bins, cfg.max_constituents).fit(jets["train"], seed=cfg.fit_seed)
+    tok = BinnedTokenizer(cfg.n_bins, cfg.max_constituents, cfg.binning).fit(jets["train"], seed=cfg.fit_seed)
     tok_path = tok.save(out / "tokenizer.json")
     arrays = {s: tok.encode(j) for s, j in jets.items()}
     write_shards(out, arrays, vocab_size=tok.vocab_size, pad_token=tok.pad_token, tokenizer_file=tok_path)
@@ -252,3 +256,33 @@ def format_report(report: dict) -> str:
         f" (|.| {report['jet_pt_rel']['mean_abs']:.3%}), jet mass rel change {report['jet_mass_rel']['mean']:+.3%}"
         f" (|.| {report['jet_mass_rel']['mean_abs']:.3%}); truncated jets {report['truncated_jet_frac']:.2%}"
     )
+
+
+def describe(path: str | Path) -> dict:
+    """Summary of a dataset folder (manifest.json) or a tokens folder (index.json)."""
+    path = Path(path)
+    if (path / "index.json").is_file():
+        idx = ShardIndex.load(path)
+        out: dict = {
+            "tokens_dir": str(path),
+            "seq_len": idx.seq_len,
+            "vocab_size": idx.vocab_size,
+            "pad_token": idx.pad_token,
+            "tokenizer": idx.tokenizer,
+            "splits": {
+                s: {"n_seq": m["n_seq"], "tokens": m["n_seq"] * idx.seq_len, "real_tokens": m["n_real_tokens"]}
+                for s, m in idx.splits.items()
+            },
+        }
+        rep = _read_manifest(path / "tokenization_report.json")
+        if rep is not None:
+            out["tokenization_report"] = rep
+        return out
+    manifest = _read_manifest(path / "manifest.json")
+    if manifest is None:
+        raise DataError(f"{path}: neither a dataset folder (manifest.json) nor a tokens folder (index.json)")
+    out = {"dataset_dir": str(path), **{k: manifest.get(k) for k in ("n_jets", "splits", "args", "versions",
+                                                                     "generation", "created_at")}}
+    if (path / "tokens" / "index.json").is_file():
+        out["tokens"] = describe(path / "tokens")
+    return out

@@ -1,14 +1,18 @@
 """Binned jet tokenizer (OmniJet-alpha style: one token per constituent).
 
-Each constituent has three features (log pt/GeV, eta_rel, phi_rel). Each feature is cut into
-bins whose edges are quantiles of the training constituents; a constituent's token is its joint
-bin index `(i_logpt * n_eta + i_eta) * n_phi + i_phi`. A jet becomes one row of `seq_len =
+Each constituent has three features (log pt/GeV, eta_rel, phi_rel), each cut into bins fitted on
+the training constituents: "uniform" bins (default for log pt: equal widths between the 0.1% and
+99.9% quantiles, plus one tail bin each side reaching the min/max) or "quantile" bins (default for
+eta_rel and phi_rel: equal counts, so the dense jet core gets fine bins). A constituent's token is
+its joint bin index `(i_logpt * n_eta + i_eta) * n_phi + i_phi`. A jet becomes one row of `seq_len =
 max_constituents + 2` tokens:
 
     [start, c_1, ..., c_n, stop, pad, ..., pad]     constituents sorted by pt descending
 
 Token ids: 0 .. n_content-1 are constituents, then start, stop, pad (vocab_size = n_content + 3).
-Decoding maps a token to the per-bin median of the training values of each feature. Values
+Decoding maps a token to bin-representative values fitted on the training constituents: the
+per-bin median for eta_rel and phi_rel, and log of the per-bin *mean* pt for log pt (so summed
+jet pt is unbiased; with 16 log-pt bins the jet pt changes by ~5% per jet, ~0 on average). Values
 outside the fitted range fall in the first/last bin. Saved as versioned JSON (`save` / `load`).
 """
 
@@ -29,6 +33,7 @@ TOKENIZER_FORMAT = "scaling_sweeper.binned_tokenizer"
 TOKENIZER_VERSION = 1
 FEATURES = ("log_pt", "eta_rel", "phi_rel")
 MAX_VOCAB = 65536  # token ids are stored as uint16
+BINNINGS = ("uniform", "quantile")
 
 
 def constituent_features(jets: ak.Array, max_constituents: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +73,19 @@ class DecodeStats:
 class BinnedTokenizer:
     """Deterministic quantile-binned tokenizer; see the module docstring."""
 
-    def __init__(self, n_bins: tuple[int, int, int] = (16, 16, 16), max_constituents: int = 128):
+    def __init__(
+        self,
+        n_bins: tuple[int, int, int] = (16, 16, 16),
+        max_constituents: int = 128,
+        binning: tuple[str, str, str] = ("uniform", "quantile", "quantile"),
+        tail_quantile: float = 0.001,
+    ):
         n_bins = tuple(int(b) for b in n_bins)
+        binning = tuple(binning)
+        if len(binning) != 3 or any(b not in BINNINGS for b in binning):
+            raise DataError(f"binning must be 3 of {BINNINGS} (log_pt, eta_rel, phi_rel), got {binning}")
+        if not 0 <= tail_quantile < 0.5:
+            raise DataError(f"tail_quantile must be in [0, 0.5), got {tail_quantile}")
         if len(n_bins) != 3 or min(n_bins) < 1:
             raise DataError(f"n_bins must be 3 positive ints (log_pt, eta_rel, phi_rel), got {n_bins}")
         if int(np.prod(n_bins)) + 3 > MAX_VOCAB:
@@ -78,6 +94,8 @@ class BinnedTokenizer:
             raise DataError(f"max_constituents must be >= 1, got {max_constituents}")
         self.n_bins_requested = n_bins
         self.max_constituents = int(max_constituents)
+        self.binning: tuple[str, str, str] = binning  # type: ignore[assignment]
+        self.tail_quantile = float(tail_quantile)
         self.edges: list[np.ndarray] | None = None  # per feature, len n_bins_f + 1, increasing
         self.centers: list[np.ndarray] | None = None  # per feature, len n_bins_f (bin medians)
         self.fit_info: dict = {}
@@ -137,17 +155,37 @@ class BinnedTokenizer:
         edges, centers = [], []
         for f, nb in enumerate(self.n_bins_requested):
             v = x[:, f]
-            e = np.unique(np.quantile(v, np.linspace(0.0, 1.0, nb + 1)))
-            if len(e) < 2:  # a constant feature: one bin around the value
-                e = np.array([v[0] - 0.5, v[0] + 0.5])
+            e = self._fit_edges(v, nb, self.binning[f])
             b = self._digitize(v, e)
-            med = np.array([np.median(v[b == i]) if np.any(b == i) else 0.5 * (e[i] + e[i + 1])
-                            for i in range(len(e) - 1)])
+            rep = []
+            for i in range(len(e) - 1):
+                vi = v[b == i]
+                if len(vi) == 0:
+                    rep.append(0.5 * (e[i] + e[i + 1]))
+                elif f == 0:  # log of the mean pt in the bin: unbiased summed pt
+                    rep.append(float(np.clip(np.log(np.mean(np.exp(vi))), e[i], e[i + 1])))
+                else:
+                    rep.append(float(np.median(vi)))
             edges.append(e)
-            centers.append(med)
+            centers.append(np.asarray(rep, dtype=np.float64))
         self.edges, self.centers = edges, centers
         self.fit_info = {"n_jets": int(len(jets)), "n_constituents": n_total, "n_used": int(len(x)), "seed": seed}
         return self
+
+    def _fit_edges(self, v: np.ndarray, nb: int, kind: str) -> np.ndarray:
+        """Increasing bin edges spanning [min(v), max(v)] (coinciding edges merged)."""
+        lo, hi = float(v.min()), float(v.max())
+        if kind == "quantile":
+            e = np.quantile(v, np.linspace(0.0, 1.0, nb + 1))
+        elif nb <= 2:
+            e = np.linspace(lo, hi, nb + 1)
+        else:  # nb - 2 equal bins between the tail quantiles, one tail bin each side
+            qlo, qhi = np.quantile(v, [self.tail_quantile, 1 - self.tail_quantile])
+            e = np.concatenate([[lo], np.linspace(qlo, qhi, nb - 1), [hi]])
+        e = np.unique(e)
+        if len(e) < 2:  # a constant feature: one bin around the value
+            e = np.array([lo - 0.5, lo + 0.5])
+        return e
 
     @staticmethod
     def _digitize(v: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -245,6 +283,8 @@ class BinnedTokenizer:
             "features": list(FEATURES),
             "n_bins_requested": list(self.n_bins_requested),
             "n_bins": list(self.n_bins),
+            "binning": list(self.binning),
+            "tail_quantile": self.tail_quantile,
             "max_constituents": self.max_constituents,
             "seq_len": self.seq_len,
             "vocab_size": self.vocab_size,
@@ -261,7 +301,8 @@ class BinnedTokenizer:
                 raise DataError(f"{where}: not a binned tokenizer file (format {d.get('format')!r})")
             if d.get("version") != TOKENIZER_VERSION:
                 raise DataError(f"{where}: tokenizer version {d.get('version')} != {TOKENIZER_VERSION}")
-            tok = cls(tuple(d["n_bins_requested"]), int(d["max_constituents"]))
+            tok = cls(tuple(d["n_bins_requested"]), int(d["max_constituents"]), tuple(d["binning"]),
+                      float(d["tail_quantile"]))
             tok.edges = [np.asarray(e, dtype=np.float64) for e in d["edges"]]
             tok.centers = [np.asarray(c, dtype=np.float64) for c in d["centers"]]
             tok.fit_info = dict(d.get("fit", {}))

@@ -1,0 +1,119 @@
+"""`sweeper data make|tokenize|info`: make a jet dataset, tokenize it, show what a folder holds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from scaling_sweeper.errors import ConfigError
+
+
+def _bins(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bins wants three ints like 16,16,16, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"--bins wants one or three ints, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _binning(text: str) -> tuple[str, str, str]:
+    parts = tuple(text.split(","))
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"--binning wants one or three of uniform|quantile, got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _n_jets(text: str) -> int | None:
+    if text.lower() in ("all", "none"):
+        return None
+    return int(float(text))
+
+
+def _tok_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bins", type=_bins, default=(16, 16, 16),
+                   help="bins for (log pt, eta_rel, phi_rel), e.g. 16,16,16 (vocab = product + 3)")
+    p.add_argument("--binning", type=_binning, default=("uniform", "quantile", "quantile"),
+                   help="per-feature binning: uniform|quantile (default uniform,quantile,quantile)")
+    p.add_argument("--force", action="store_true", help="remake even if cached")
+
+
+def register(sub) -> None:
+    data = sub.add_parser("data", help="make and inspect jet datasets")
+    dsub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    mk = dsub.add_parser("make", help="generate (Pythia 8) or load (Aspen/JetClass) jets, split and tokenize")
+    mk.add_argument("--out", required=True, type=Path, help="dataset folder, e.g. data/jets")
+    mk.add_argument("--source", choices=("pythia", "aspen", "jetclass"), default="pythia")
+    mk.add_argument("--input", type=Path, help="input file for --source aspen (HDF5) / jetclass (ROOT)")
+    mk.add_argument("--n-jets", type=_n_jets, default=None,
+                    help="jets to generate (pythia, default 20000) or read at most (files, default all)")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--workers", type=int, default=1, help="Pythia processes (part of the cache key)")
+    mk.add_argument("--pt-min", type=float, default=500.0, help="jet pt window low edge, GeV")
+    mk.add_argument("--pt-max", type=float, default=650.0, help="jet pt window high edge, GeV")
+    mk.add_argument("--eta-max", type=float, default=2.5, help="|jet eta| cut")
+    mk.add_argument("--pthat-min", type=float, default=None, help="Pythia pT-hat cut, GeV (default 0.85*pt-min)")
+    mk.add_argument("--max-constituents", type=int, default=128)
+    mk.add_argument("--splits", default="0.8,0.1,0.1", help="train,val,test fractions")
+    mk.add_argument("--no-tokenize", action="store_true", help="only write the jets parquet files")
+    mk.add_argument("--no-progress", action="store_true")
+    _tok_args(mk)
+    mk.set_defaults(func=cmd_make)
+
+    tk = dsub.add_parser("tokenize", help="fit the tokenizer on train.parquet and write token shards")
+    tk.add_argument("--jets", required=True, type=Path, help="dataset folder with {train,val,test}.parquet")
+    tk.add_argument("--out", type=Path, default=None, help="tokens folder (default JETS/tokens)")
+    tk.add_argument("--max-constituents", type=int, default=128)
+    _tok_args(tk)
+    tk.set_defaults(func=cmd_tokenize)
+
+    info = dsub.add_parser("info", help="summarise a dataset or tokens folder")
+    info.add_argument("path", type=Path)
+    info.set_defaults(func=cmd_info)
+
+
+def cmd_make(args: argparse.Namespace) -> int:
+    from scaling_sweeper.data.dataset import TokenizeConfig, make_dataset
+    from scaling_sweeper.data.pythia import PythiaConfig
+
+    try:
+        splits = tuple(float(x) for x in args.splits.split(","))
+    except ValueError:
+        raise ConfigError(f"--splits wants three numbers like 0.8,0.1,0.1, got {args.splits!r}") from None
+    n_jets = args.n_jets
+    if args.source == "pythia" and n_jets is None:
+        n_jets = 20000
+    pythia = PythiaConfig(pt_min=args.pt_min, pt_max=args.pt_max, eta_max=args.eta_max,
+                          pthat_min=args.pthat_min, max_constituents=args.max_constituents)
+    make_dataset(
+        args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
+        input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,
+        tokenize=not args.no_tokenize,
+        tokenizer=TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents, binning=args.binning),
+        progress=False if args.no_progress else None, force=args.force, verbose=True,
+    )
+    return 0
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from scaling_sweeper.data.dataset import TokenizeConfig, tokenize_dataset
+
+    tokenize_dataset(args.jets, args.out,
+                     cfg=TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents,
+                                        binning=args.binning),
+                     force=args.force, verbose=True)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from scaling_sweeper.data.dataset import describe
+
+    print(json.dumps(describe(args.path), indent=1))
+    return 0
