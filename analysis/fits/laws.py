@@ -1,0 +1,283 @@
+"""1-D scaling laws y(x) for loss or SWD vs N, D or C, fitted by (weighted) least squares.
+
+    log:           y = a - b * log10(x)
+    offset_power:  y = E + A * x^-alpha      (E: the asymptote, alpha > 0: saturating)
+    power:         y = A * x^-alpha
+
+`fit_law` drops non-finite points (and x <= 0; y <= 0 for the pure power law), refuses too
+few points or constant y with status insufficient_data, and returns a FitResult with
+bootstrap CIs from resampling cells (`groups` ties points of one cell or seed group).
+Internally x is scaled by its geometric mean (x_ref) for conditioning; reported A is in the
+units of the formula above (A = A' * x_ref^alpha).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize
+
+from analysis.fits.bootstrap import bootstrap_samples, group_index, percentile_ci
+from analysis.fits.result import (
+    AT_BOUND,
+    CONVERGED,
+    FAILED,
+    ILL_CONDITIONED,
+    INSUFFICIENT_DATA,
+    MODELS,
+    FitResult,
+    failed_result,
+    goodness,
+    register_model,
+)
+
+COND_LIMIT = 1e8  # condition number of the column-scaled Jacobian above which a fit is ill-conditioned
+ALPHA_BOUNDS = (1e-3, 5.0)  # saturating exponent of the offset power law
+POWER_ALPHA_BOUNDS = (-5.0, 5.0)
+
+
+def log_law(p: dict[str, float], x: np.ndarray) -> np.ndarray:
+    return p["a"] - p["b"] * np.log10(x)
+
+
+def offset_power_law(p: dict[str, float], x: np.ndarray) -> np.ndarray:
+    return p["E"] + p["A"] * np.power(x, -p["alpha"])
+
+
+def power_law(p: dict[str, float], x: np.ndarray) -> np.ndarray:
+    return p["A"] * np.power(x, -p["alpha"])
+
+
+register_model("log", log_law)
+register_model("offset_power", offset_power_law)
+register_model("power", power_law)
+
+
+@dataclass(frozen=True)
+class _Core:
+    """One fit on scaled x: `params` in reported order, `notes` on parameters at bounds, `cond`."""
+
+    params: np.ndarray
+    at_bound: list[str]
+    cond: float
+
+
+def _cond(J: np.ndarray) -> float:
+    norms = np.linalg.norm(J, axis=0)
+    if np.any(norms == 0) or not np.all(np.isfinite(J)):
+        return math.inf
+    s = np.linalg.svd(J / norms, compute_uv=False)
+    return float(s[0] / s[-1]) if s[-1] > 0 else math.inf
+
+
+def _fit_log(x: np.ndarray, y: np.ndarray, w: np.ndarray, x_ref: float, **_: object) -> _Core:
+    sw = np.sqrt(w)
+    X = np.column_stack([np.ones_like(x), -np.log10(x / x_ref)])
+    coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
+    a_s, b = coef
+    a = a_s + b * math.log10(x_ref)  # back to unscaled x
+    return _Core(np.array([a, b]), [], _cond(X * sw[:, None]))
+
+
+def _offset_grid(lx: np.ndarray, y: np.ndarray, w: np.ndarray, E_lo: float, E_hi: float, alphas: np.ndarray):
+    """For each alpha the weighted LS (E, A') with A' >= 0 and E in bounds (variable projection)."""
+    Z = np.exp(-alphas[:, None] * lx[None, :])
+    sw = w.sum()
+    zb = (w * Z).sum(1) / sw
+    yb = (w * y).sum() / sw
+    dz = Z - zb[:, None]
+    szz = (w * dz**2).sum(1)
+    A = np.where(szz > 0, (w * dz * (y - yb)).sum(1) / np.where(szz > 0, szz, 1), 0.0)
+    A = np.maximum(A, 0.0)
+    E = yb - A * zb
+    clip = (E < E_lo) | (E > E_hi)
+    E = np.clip(E, E_lo, E_hi)
+    zz = (w * Z**2).sum(1)
+    A_c = np.maximum((w * Z * (y - E[:, None])).sum(1) / np.where(zz > 0, zz, 1), 0.0)
+    A = np.where(clip, A_c, A)
+    rss = (w * (y - E[:, None] - A[:, None] * Z) ** 2).sum(1)
+    return E, A, rss
+
+
+def _fit_offset_power(
+    x: np.ndarray, y: np.ndarray, w: np.ndarray, x_ref: float, E_bounds: tuple[float, float] = (0.0, math.inf), **_: object
+) -> _Core:
+    lx = np.log(x / x_ref)
+    E_lo, E_hi = E_bounds
+    a_lo, a_hi = ALPHA_BOUNDS
+    alphas = np.geomspace(a_lo, a_hi, 96)
+    E, A, rss = _offset_grid(lx, y, w, E_lo, E_hi, alphas)
+    g = int(np.argmin(rss))
+    sw = np.sqrt(w)
+
+    def res(p):
+        return sw * (p[0] + p[1] * np.exp(-p[2] * lx) - y)
+
+    def jac(p):
+        z = np.exp(-p[2] * lx)
+        return sw[:, None] * np.column_stack([np.ones_like(lx), z, -p[1] * z * lx])
+
+    scale = max(float(np.ptp(y)), 1e-12)
+    lo = np.array([E_lo, 0.0, a_lo])
+    hi = np.array([E_hi, math.inf, a_hi])
+    x0 = np.array([E[g], A[g], alphas[g]])
+    eps = np.array([1e-9 * scale, 1e-9 * scale, 1e-9])
+    x0 = np.clip(x0, lo + eps * np.isfinite(lo), np.where(np.isfinite(hi), hi - eps, hi))
+    sol = optimize.least_squares(res, x0, jac=jac, bounds=(lo, hi), method="trf", x_scale="jac",
+                                 xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+    p = sol.x if (np.sum(sol.fun**2) <= rss[g] + 1e-15) else x0
+    Ehat, Ahat, alpha = (float(v) for v in p)
+    notes = []
+    tol = 1e-6 * scale
+    if math.isfinite(E_lo) and Ehat <= E_lo + tol:
+        notes.append(f"E at its lower bound {E_lo:g}")
+    if math.isfinite(E_hi) and Ehat >= E_hi - tol:
+        notes.append(f"E at its upper bound {E_hi:g}")
+    if alpha <= a_lo * 1.001:
+        notes.append(f"alpha at its lower bound {a_lo:g} (no saturation seen)")
+    if alpha >= a_hi * 0.999:
+        notes.append(f"alpha at its upper bound {a_hi:g}")
+    if Ahat <= 1e-12 * scale:
+        notes.append("A = 0 (no dependence on x)")
+    cond = _cond(jac(p))
+    return _Core(np.array([Ehat, Ahat * x_ref**alpha, alpha]), notes, cond)
+
+
+def _fit_power(x: np.ndarray, y: np.ndarray, w: np.ndarray, x_ref: float, **_: object) -> _Core:
+    lx = np.log(x / x_ref)
+    ly = np.log(y)
+    slope, icpt = np.polyfit(lx, ly, 1)
+    sw = np.sqrt(w)
+    a_lo, a_hi = POWER_ALPHA_BOUNDS
+
+    def res(p):
+        return sw * (np.exp(p[0] - p[1] * lx) - y)
+
+    def jac(p):
+        f = np.exp(p[0] - p[1] * lx)
+        return sw[:, None] * np.column_stack([f, -f * lx])
+
+    x0 = np.array([icpt, float(np.clip(-slope, a_lo + 1e-6, a_hi - 1e-6))])
+    sol = optimize.least_squares(res, x0, jac=jac, bounds=([-math.inf, a_lo], [math.inf, a_hi]),
+                                 method="trf", xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+    logA, alpha = (float(v) for v in sol.x)
+    notes = []
+    if alpha <= a_lo * 0.999 or alpha >= a_hi * 0.999:
+        notes.append(f"alpha at its bound ({alpha:g})")
+    return _Core(np.array([math.exp(logA) * x_ref**alpha, alpha]), notes, _cond(jac(sol.x)))
+
+
+@dataclass(frozen=True)
+class Law:
+    name: str
+    formula: str
+    names: tuple[str, ...]
+    min_distinct_x: int
+    positive_y: bool
+    core: Callable[..., _Core]
+
+
+LAWS: dict[str, Law] = {
+    "log": Law("log", "y = a - b * log10(x)", ("a", "b"), 2, False, _fit_log),
+    "offset_power": Law("offset_power", "y = E + A * x^-alpha", ("E", "A", "alpha"), 3, False, _fit_offset_power),
+    "power": Law("power", "y = A * x^-alpha", ("A", "alpha"), 2, True, _fit_power),
+}
+
+
+def _clean(x, y, yerr, groups, positive_y: bool):
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"x and y differ in length ({x.size} vs {y.size})")
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0)
+    e = None
+    if yerr is not None:
+        e = np.broadcast_to(np.asarray(yerr, dtype=float), x.shape).copy()
+        keep &= np.isfinite(e) & (e > 0)
+    if positive_y:
+        keep &= y > 0
+    g = None if groups is None else np.asarray(groups)[keep]
+    return x[keep], y[keep], (None if e is None else e[keep]), g, int((~keep).sum())
+
+
+def fit_law(
+    x: np.ndarray,
+    y: np.ndarray,
+    law: str = "offset_power",
+    *,
+    yerr: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    n_boot: int = 200,
+    ci_level: float = 0.95,
+    seed: int = 0,
+    E_bounds: tuple[float, float] = (0.0, math.inf),
+) -> FitResult:
+    """Fit one 1-D law to (x, y); never raises for degenerate data (see the status).
+
+    yerr: per-point 1-sigma errors (weights 1/yerr^2, and chi2/ndof); groups: cell labels for
+    the bootstrap (default: each point is a cell); E_bounds: range of the offset law's asymptote
+    (default E >= 0, as for losses and distances).
+    """
+    if law not in LAWS:
+        raise ValueError(f"unknown law {law!r}; laws are {', '.join(LAWS)}")
+    L = LAWS[law]
+    names = list(L.names)
+    k = len(names)
+    x, y, e, g, dropped = _clean(x, y, yerr, groups, L.positive_y)
+    n = len(x)
+    base = {"n": n, "n_dropped": dropped, "ci_level": ci_level}
+    if n:
+        base["x_range"] = (float(x.min()), float(x.max()))
+    n_distinct = len(np.unique(x))
+    if n < k + 1 or n_distinct < L.min_distinct_x:
+        why = f"{n} usable points with {n_distinct} distinct x; the {law} law needs at least {k + 1} points with {L.min_distinct_x} distinct x"
+        if dropped:
+            why += f" ({dropped} dropped: non-finite, x <= 0{', y <= 0' if L.positive_y else ''})"
+        return failed_result(law, L.formula, names, INSUFFICIENT_DATA, why, **base)
+    if np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())):
+        return failed_result(law, L.formula, names, INSUFFICIENT_DATA,
+                             f"y is constant ({y[0]:g} at all {n} points): no trend to fit", **base)
+    w = np.ones(n) if e is None else 1.0 / e**2
+    x_ref = float(np.exp(np.mean(np.log(x))))
+    kw = {"E_bounds": E_bounds}
+    try:
+        with np.errstate(all="ignore"):
+            core = L.core(x, y, w, x_ref, **kw)
+    except (ValueError, np.linalg.LinAlgError, FloatingPointError) as exc:
+        return failed_result(law, L.formula, names, FAILED, f"optimiser failed: {exc}", **base)
+    if not np.all(np.isfinite(core.params)):
+        return failed_result(law, L.formula, names, FAILED, "optimiser returned non-finite parameters", **base)
+    params = dict(zip(names, (float(v) for v in core.params)))
+    yhat = MODELS[law](params, x)
+    gof = goodness(y, yhat, k, e)
+
+    def refit(idx: np.ndarray):
+        xi, yi = x[idx], y[idx]
+        if len(np.unique(xi)) < L.min_distinct_x or np.ptp(yi) <= 0:
+            return None
+        try:
+            with np.errstate(all="ignore"):
+                return L.core(xi, yi, w[idx], x_ref, **kw).params
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+            return None
+
+    samples = bootstrap_samples(refit, group_index(g, n), n_boot, seed) if n_boot > 0 else np.empty((0, 0))
+    ci = percentile_ci(samples, names, ci_level)
+    if core.cond > COND_LIMIT:
+        status, msg = ILL_CONDITIONED, f"parameters are not determined by the data (condition number {core.cond:.2g})"
+        if core.at_bound:
+            msg += "; " + "; ".join(core.at_bound)
+    elif core.at_bound:
+        status, msg = AT_BOUND, "; ".join(core.at_bound)
+    else:
+        status, msg = CONVERGED, "converged"
+    if n_boot > 0 and len(samples) < max(2, n_boot // 2):
+        msg += f"; only {len(samples)} of {n_boot} bootstrap resamples could be fitted"
+    return FitResult(
+        law=law, formula=L.formula, params=params, ci=ci, status=status, message=msg, n_params=k,
+        n_boot=len(samples), samples=samples if len(samples) else None, **gof, **base,
+    )
+

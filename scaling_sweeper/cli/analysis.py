@@ -1,0 +1,92 @@
+"""`sweeper query` and `sweeper report`: thin front ends to the `analysis` package (imported
+lazily inside the commands, so the CLI starts fast and needs no Ray/torch for these)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scaling_sweeper.errors import SweeperError
+
+FORMATS = ("table", "csv", "parquet", "json")
+
+
+def _query(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from analysis.query import query
+
+    runs = Path(args.runs)
+    if not runs.exists() and "://" not in args.runs:
+        raise SweeperError(f"no results folder {runs} (pass --runs)")
+    df = query(args.sql, args.runs, sweep=args.sweep)
+    fmt = args.format
+    if fmt == "parquet" and not args.output:
+        raise SweeperError("--format parquet needs --output FILE")
+    if fmt == "table":
+        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+            text = str(df)
+        if args.output:
+            Path(args.output).write_text(text + "\n")
+        else:
+            print(text)
+    elif fmt == "csv":
+        if args.output:
+            df.write_csv(args.output)
+        else:
+            sys.stdout.write(df.write_csv())
+    elif fmt == "json":
+        if args.output:
+            df.write_json(args.output)
+        else:
+            print(df.write_json())
+    else:
+        df.write_parquet(args.output)
+    if args.output:
+        print(f"wrote {df.height} rows to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+
+    runs = Path(args.runs)
+    if not runs.exists():
+        raise SweeperError(f"no results folder {runs} (pass --runs)")
+    out = build_report(runs, sweep=args.sweep, out=args.out, png_dir=args.png, n_boot=args.n_boot)
+    print(f"report written to {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    q = subparsers.add_parser(
+        "query",
+        help="SQL over the results tables (trials, curves, evals)",
+        description='polars SQL over the results tables, e.g. '
+        '"SELECT size, min(val_loss) FROM trials GROUP BY size".',
+    )
+    q.add_argument("sql", help="the SQL query; tables: trials, curves, evals")
+    q.add_argument("--runs", default="runs", help="results root or one sweep folder (default: runs)")
+    q.add_argument("--sweep", default=None, help="restrict to one sweep")
+    q.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    q.add_argument("--output", "-o", default=None, help="write to this file instead of stdout")
+    q.add_argument("--max-rows", type=int, default=50, help="rows shown by --format table (default 50)")
+    q.set_defaults(func=_query)
+
+    r = subparsers.add_parser(
+        "report",
+        help="self-contained HTML report of one sweep (plotly figures, fits, learnable windows)",
+    )
+    r.add_argument("sweep", help="sweep name (a folder under --runs); 'all' for every sweep")
+    r.add_argument("--runs", default="runs", help="results root (default: runs)")
+    r.add_argument("--out", default=None, help="HTML file (default: <runs>/<sweep>/report.html)")
+    r.add_argument("--png", default=None, help="also export each figure as PNG into this folder (needs kaleido)")
+    r.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the fit CIs (default 200)")
+    r.set_defaults(func=lambda a: _report(_fix_sweep(a)))
+
+
+def _fix_sweep(args: argparse.Namespace) -> argparse.Namespace:
+    if args.sweep == "all":
+        args.sweep = None
+    return args
