@@ -1,0 +1,331 @@
+"""Training trial: resume equivalence (stop and SIGKILL), corrupt-checkpoint fallback, bad input,
+the run-folder contract, and the pulse test on real generated jets."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scaling_sweeper.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
+from scaling_sweeper.config import from_dict, load_yaml
+from scaling_sweeper.data.shards import write_shards
+from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.model import GPT, GPTConfig
+from scaling_sweeper.runfolder import read_jsonl, read_result, read_status
+from scaling_sweeper.schedule import lr_at
+from scaling_sweeper.train import TrainConfig, load_model, make_optimizer, run_trial
+
+REPO = Path(__file__).resolve().parents[1]
+N_CONTENT, SEQ_LEN = 32, 16
+START, STOP, PAD = N_CONTENT, N_CONTENT + 1, N_CONTENT + 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Bit-identity needs the same thread count in every run; restore it afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _synthetic_rows(n: int, seed: int) -> np.ndarray:
+    """Structured jets-like rows [start, a, a+1, ..., stop, pad...] (a learnable sequence)."""
+    rng = np.random.default_rng(seed)
+    out = np.full((n, SEQ_LEN), PAD, dtype=np.uint16)
+    for i in range(n):
+        length = rng.integers(3, SEQ_LEN - 2)
+        a = rng.integers(0, N_CONTENT)
+        out[i, 0] = START
+        out[i, 1 : length + 1] = (a + np.arange(length)) % N_CONTENT
+        out[i, length + 1] = STOP
+    return out
+
+
+@pytest.fixture(scope="module")
+def synth_tokens(tmp_path_factory) -> Path:
+    """A small stand-in tokens folder written with the real `write_shards`."""
+    d = tmp_path_factory.mktemp("synth") / "tokens"
+    splits = {"train": _synthetic_rows(300, 0), "val": _synthetic_rows(48, 1), "test": _synthetic_rows(8, 2)}
+    return write_shards(d, splits, vocab_size=N_CONTENT + 3, pad_token=PAD)
+
+
+def _cfg(data: Path, **kw) -> TrainConfig:
+    base = dict(size="Pico", data=str(data), tokens=200 * SEQ_LEN, steps=30, batch_size=8, warmup_steps=4,
+                eval_every=10, eval_batches=2, log_every=4, ckpt_every=5, keep_checkpoints=3, seed=3,
+                dropout=0.1, threads=1)  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_model(run_dir)
+    return model.state_dict()
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+@pytest.fixture(scope="module")
+def reference_run(synth_tokens, tmp_path_factory) -> Path:
+    """An uninterrupted run (the ground truth of the resume tests)."""
+    torch.set_num_threads(1)
+    run = tmp_path_factory.mktemp("ref") / "run"
+    row = run_trial(_cfg(synth_tokens), run)
+    assert row["status"] == "done"
+    return run
+
+
+def test_run_folder_contract(reference_run):
+    run = reference_run
+    assert read_status(run) == "done"
+    row = read_result(run)
+    assert row["status"] == "done" and row["size"] == "Pico"
+    assert row["N"] == 12384 and row["D"] == 200 * SEQ_LEN
+    assert row["tokens_seen"] == 30 * 8 * SEQ_LEN
+    assert row["C_spent"] == row["C_planned"] == 6 * row["N_incl"] * row["tokens_seen"]
+    assert row["passes"] == pytest.approx(30 * 8 / 200)
+    assert row["C_exact"] > 0 and row["final_val_loss"] > 0
+    assert row["best_val_loss"] <= row["final_val_loss"]
+    cfg = load_yaml(run / "config.yaml")
+    derived = cfg.pop("derived")
+    assert from_dict(TrainConfig, cfg) == _cfg(Path(cfg["data"]))
+    assert derived["N"] == row["N"] and derived["C_planned"] == row["C_planned"]
+    recs = read_jsonl(run / "metrics.jsonl")
+    steps = [r["step"] for r in recs]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
+    assert set(recs[0]) == {"step", "tokens", "flops", "train_loss", "val_loss", "lr", "tokens_per_s", "wall_s"}
+    assert [r["step"] for r in recs if r["val_loss"] is not None] == [10, 20, 30]
+    assert recs[-1]["val_loss"] == row["final_val_loss"]
+    assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [20, 25, 30]  # keep 3
+
+
+def test_stop_and_resume_is_bit_identical(synth_tokens, reference_run, tmp_path):
+    run = tmp_path / "run"
+    seen = []
+
+    def observe(p):
+        seen.append(p)
+
+    calls = {"n": 0}
+
+    def stop_at_13():  # called once per step; 13 is mid Lookahead cycle (k=6) and mid log interval
+        calls["n"] += 1
+        return calls["n"] == 13
+
+    row = run_trial(_cfg(synth_tokens), run, on_progress=observe, should_stop=stop_at_13)
+    assert row["status"] == "stopped" and read_status(run) == "pending"
+    assert read_result(run) is None
+    assert seen[-1].step == 13 and seen[-1].checkpoint == run / "checkpoints" / "step_00000013.pt"
+    assert any(p.checkpoint is None and p.train_loss is not None for p in seen)
+    row = run_trial(_cfg(synth_tokens), run)
+    assert row["status"] == "done"
+    _assert_same_weights(_final_weights(run), _final_weights(reference_run))
+    ref = read_jsonl(reference_run / "metrics.jsonl")
+    got = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in got] == [r["step"] for r in ref]
+    assert [r["val_loss"] for r in got] == [r["val_loss"] for r in ref]
+    assert row["final_val_loss"] == read_result(reference_run)["final_val_loss"]
+
+
+def test_rerun_of_finished_run_is_noop(synth_tokens, reference_run):
+    before = {p.name: p.stat().st_mtime_ns for p in (reference_run / "checkpoints").iterdir()}
+    metrics = (reference_run / "metrics.jsonl").read_text()
+    row = run_trial(_cfg(synth_tokens), reference_run)
+    assert row == read_result(reference_run)
+    assert {p.name: p.stat().st_mtime_ns for p in (reference_run / "checkpoints").iterdir()} == before
+    assert (reference_run / "metrics.jsonl").read_text() == metrics
+
+
+def test_config_mismatch_is_an_error(synth_tokens, reference_run):
+    with pytest.raises(ConfigError, match="different config"):
+        run_trial(_cfg(synth_tokens, lr=1e-3), reference_run)
+    assert read_status(reference_run) == "done"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_newest_checkpoint_falls_back(synth_tokens, reference_run, tmp_path, damage):
+    run = tmp_path / "run"
+    calls = {"n": 0}
+
+    def stop_at_17():
+        calls["n"] += 1
+        return calls["n"] == 17
+
+    assert run_trial(_cfg(synth_tokens), run, should_stop=stop_at_17)["status"] == "stopped"
+    ckpts = list_checkpoints(run / "checkpoints")
+    assert [s for s, _ in ckpts] == [10, 15, 17]
+    newest = ckpts[-1][1]
+    blob = newest.read_bytes()
+    newest.write_bytes(blob[: len(blob) // 2] if damage == "truncate" else os.urandom(len(blob)))
+    with pytest.warns(UserWarning, match="falling back"):
+        row = run_trial(_cfg(synth_tokens), run)
+    assert row["status"] == "done"
+    assert (run / "checkpoints" / "step_00000017.pt.corrupt").exists()  # kept, renamed
+    _assert_same_weights(_final_weights(run), _final_weights(reference_run))
+
+
+def test_checksum_catches_flipped_tensor_bytes(tmp_path):
+    state = {"w": torch.arange(1000, dtype=torch.float32), "step": 3}
+    good = save_checkpoint(tmp_path, 1, state)
+    bad = save_checkpoint(tmp_path, 2, state)
+    payload = torch.load(bad, weights_only=True)
+    payload["state"]["w"][500] += 1.0  # valid file, wrong content
+    torch.save(payload, bad)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        latest = load_latest(tmp_path)
+    assert latest["path"] == good and torch.equal(latest["state"]["w"], state["w"])
+    assert any("checksum" in str(x.message) for x in w)
+    assert load_checkpoint(good)["step"] == 1
+
+
+def test_ranger_state_dict_round_trips_lookahead_slow_weights():
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=1, n_head=2, d_model=16, vocab_size=11, block_size=8)
+    tcfg = TrainConfig(size="Pico", data="-", tokens=1, steps=1)
+    x = torch.randint(0, 11, (4, 8))
+
+    def train(model, opt, n):
+        for _ in range(n):
+            _, loss = model(x, x)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    a = GPT(cfg)
+    opt_a = make_optimizer(a, tcfg)
+    train(a, opt_a, 4)  # mid Lookahead cycle (k=6)
+    buf = io.BytesIO()
+    torch.save(opt_a.state_dict(), buf)  # through bytes, as in a checkpoint (no shared tensors)
+    sd = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    assert all("slow_buffer" in s for s in sd["state"].values())
+    b = GPT(cfg)
+    b.load_state_dict(a.state_dict())
+    opt_b = make_optimizer(b, tcfg)
+    opt_b.load_state_dict(sd)
+    train(a, opt_a, 5)  # crosses a Lookahead sync at step 6
+    train(b, opt_b, 5)
+    _assert_same_weights(a.state_dict(), b.state_dict())
+
+
+def test_lr_schedule_shape():
+    kw = dict(peak=1.0, warmup_steps=10, total_steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, **kw) == pytest.approx(0.1)
+    assert lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(10, **kw) == pytest.approx(1.0)
+    assert lr_at(60, **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 50 / 99)))
+    assert lr_at(109, **kw) == pytest.approx(0.1)
+
+
+def test_bad_input_fails_before_compute(synth_tokens, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="Pico.*XXL"):
+        from_dict(TrainConfig, {"size": "Huge", "data": str(synth_tokens), "tokens": 1000, "steps": 3})
+    with pytest.raises(ConfigError, match="steps"):
+        _cfg(synth_tokens, steps=0)
+    with pytest.raises(ConfigError, match="batch_size"):
+        _cfg(synth_tokens, batch_size=-1)
+    with pytest.raises(DataError, match="larger than"):
+        run_trial(_cfg(synth_tokens, tokens=10**6), run)
+    with pytest.raises(DataError, match="smaller than one sequence"):
+        run_trial(_cfg(synth_tokens, tokens=SEQ_LEN - 1), run)
+    with pytest.raises(DataError, match="does not exist"):
+        run_trial(_cfg(tmp_path / "nowhere"), run)
+    bad = tmp_path / "bad_tokens"
+    shutil.copytree(synth_tokens, bad)
+    blob = bytearray((bad / "train.bin").read_bytes())
+    blob[100] ^= 0xFF
+    (bad / "train.bin").write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="corrupt"):
+        run_trial(_cfg(bad), run)
+    (bad / "train.bin").write_bytes(bytes(blob[:-2]))
+    with pytest.raises(DataError, match="corrupt"):
+        run_trial(_cfg(bad), run)
+    assert not run.exists()  # nothing was started
+
+
+def _cli_train(data: Path, out: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "scaling_sweeper.cli", "train", "--size", "Pico", "--data", str(data),
+            "--tokens", "3.2e3", "--steps", str(steps), "--batch-size", "8", "--out", str(out), "--seed", "3",
+            "--set", "ckpt_every=25", "--set", "log_every=25", "--set", "eval_every=100",
+            "--set", "threads=1", "--set", "warmup_steps=4", "--quiet"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_and_rerun_gives_identical_weights(synth_tokens, tmp_path):
+    steps = 1500
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(_cli_train(synth_tokens, run, steps), cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list_checkpoints(run / "checkpoints") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed_at = [s for s, _ in list_checkpoints(run / "checkpoints")]
+    proc.send_signal(signal.SIGKILL)
+    rc = proc.wait()
+    assert rc == -signal.SIGKILL, proc.stderr.read().decode()
+    assert killed_at and killed_at[-1] < steps and read_status(run) == "running"
+    done = subprocess.run(_cli_train(synth_tokens, run, steps), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "final validation loss" in done.stdout
+    # the same command in-process, uninterrupted
+    ref = tmp_path / "ref"
+    cfg = TrainConfig(size="Pico", data=str(synth_tokens), tokens=3200, steps=steps, batch_size=8, seed=3,
+                      ckpt_every=25, log_every=25, eval_every=100, threads=1, warmup_steps=4)  # fmt: skip
+    run_trial(cfg, ref)
+    _assert_same_weights(_final_weights(run), _final_weights(ref))
+    assert read_result(run)["final_val_loss"] == read_result(ref)["final_val_loss"]
+
+
+@pytest.mark.slow
+def test_pulse_pico_learns_real_jets(tokens_dir, tmp_path):
+    """A Pico model trained a few hundred steps on Pythia jets beats the uniform baseline by far."""
+    from scaling_sweeper.data.shards import ShardIndex
+
+    idx = ShardIndex.load(tokens_dir)
+    n_train = idx.splits["train"]["n_seq"]
+    cfg = TrainConfig(size="Pico", data=str(tokens_dir), tokens=n_train * idx.seq_len, steps=300,
+                      batch_size=16, warmup_steps=20, eval_every=100, eval_batches=4, log_every=50,
+                      ckpt_every=300, threads=2)  # fmt: skip
+    row = run_trial(cfg, tmp_path / "pulse")
+    uniform = math.log(idx.vocab_size)
+    assert row["status"] == "done"
+    assert row["final_val_loss"] < 0.75 * uniform, (row["final_val_loss"], uniform)
+    first = read_jsonl(tmp_path / "pulse" / "metrics.jsonl")[0]["train_loss"]
+    assert first > row["final_val_loss"]
+
+
+def test_cli_accepts_float_notation_for_ints(synth_tokens, tmp_path):
+    from scaling_sweeper.cli import main
+
+    args = ["train", "--size", "Pico", "--data", str(synth_tokens), "--tokens", "3.2e3", "--steps", "1e1",
+            "--out", str(tmp_path / "r"), "--set", "batch_size=4", "--set", "threads=1", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    row = read_result(tmp_path / "r")
+    assert row["D"] == 3200 and row["tokens_seen"] == 10 * 4 * SEQ_LEN
+    assert main(["train", "--size", "Nope", "--data", str(synth_tokens), "--tokens", "1e3", "--steps", "3",
+                 "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+
+
+def test_replace_keeps_validation():
+    with pytest.raises(ConfigError):
+        replace(TrainConfig(size="Pico", data="-", tokens=1, steps=1), keep_checkpoints=0)
