@@ -1,0 +1,244 @@
+"""`sweeper plan|run|submit|resume|status|logs|stop|budget`: thin front ends to scaling_sweeper.sweep."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from scaling_sweeper.errors import ConfigError, SweeperError
+
+
+def _load(args: argparse.Namespace) -> list:
+    """The spec(s) named on the command line (a file may hold a `sweeps:` list)."""
+    from scaling_sweeper.sweep.spec import load_specs, specs_from_dict
+
+    if getattr(args, "spec_env", None):
+        import yaml
+
+        text = os.environ.get(args.spec_env)
+        if not text:
+            raise ConfigError(f"--spec-env: environment variable {args.spec_env} is empty")
+        return specs_from_dict(yaml.safe_load(text), args.set)
+    if not args.spec:
+        raise ConfigError("a spec file is required")
+    return load_specs(args.spec, args.set)
+
+
+def _sweep_dir(args: argparse.Namespace) -> Path:
+    d = Path(args.sweep)
+    if (d / "cells.json").is_file():
+        return d
+    d = Path(args.storage) / args.sweep
+    if not (d / "cells.json").is_file():
+        raise SweeperError(f"no sweep {args.sweep!r} under {args.storage} (pass --storage)")
+    return d
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from scaling_sweeper.sweep.cells import format_plan
+    from scaling_sweeper.sweep.tune_runner import prepare
+
+    for i, s in enumerate(_load(args)):
+        spec, _, cells = prepare(s)
+        print(("\n" if i else "") + format_plan(spec, cells))
+    return 0
+
+
+def _report_outcome(out) -> int:
+    print(f"sweep {out.name}: {out.n_cells} cells; skipped {len(out.skipped_done)} already done; "
+          f"ran {len(out.submitted)}: done {len(out.done)}, failed {len(out.failed)}, "
+          f"refused {len(out.refused)}, unfinished {len(out.unfinished)} ({out.wall_s:.1f} s)")
+    if out.refused:
+        print(f"refused by the FLOP ledger: {', '.join(out.refused)} (see `sweeper budget`)")
+    if out.unfinished:
+        print(f"unfinished cells continue from their checkpoints with `sweeper resume {out.name}`")
+    return 1 if out.failed else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from scaling_sweeper.sweep.tune_runner import run_sweep
+
+    specs = _load(args)
+    from scaling_sweeper.sweep.tune_runner import prepare
+
+    for s in specs:  # validate every member before any compute
+        prepare(s)
+    rc = 0
+    for s in specs:
+        out = run_sweep(s, address=args.address, num_cpus=args.num_cpus, progress=not args.quiet)
+        rc = max(rc, _report_outcome(out))
+    return rc
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from scaling_sweeper.sweep.tune_runner import resume_sweep
+
+    out = resume_sweep(args.sweep, args.storage, args.set, address=args.address, num_cpus=args.num_cpus,
+                       progress=not args.quiet)
+    return _report_outcome(out)
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from scaling_sweeper.sweep import jobs
+
+    specs = _load(args)
+    job_id = jobs.submit_sweeps(specs, args.address, python=args.python)
+    print(f"submitted {', '.join(s.name for s in specs)} as Ray job {job_id} to {args.address}")
+    if args.wait:
+        st = jobs.wait_for_job(args.address, job_id)
+        print(jobs.job_logs(args.address, job_id)[-4000:])
+        print(f"job {job_id}: {st}")
+        return 0 if st == "SUCCEEDED" else 1
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from scaling_sweeper.sweep import status
+
+    if not args.sweep:
+        sweeps = status.list_sweeps(args.storage)
+        if not sweeps:
+            print(f"no sweeps under {args.storage}")
+        for d in sweeps:
+            print(status.progress_line(status.collect(d)))
+        return 0
+    d = _sweep_dir(args)
+    while True:
+        text = status.format_status(status.collect(d), verbose=not args.brief)
+        if not args.watch:
+            print(text)
+            return 0
+        sys.stdout.write("\x1b[2J\x1b[H" + text + "\n")
+        sys.stdout.flush()
+        time.sleep(args.watch)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from scaling_sweeper.runfolder import read_jsonl
+    from scaling_sweeper.sweep import jobs
+
+    d = _sweep_dir(args)
+    if args.cell:
+        run_dir = d / args.cell
+        if not run_dir.is_dir():
+            raise SweeperError(f"no cell {args.cell} in {d}")
+        for e in read_jsonl(run_dir / "events.jsonl"):
+            print(f"{time.strftime('%H:%M:%S', time.localtime(e.pop('t', 0)))} {e.pop('event')} {e}")
+        for m in read_jsonl(run_dir / "metrics.jsonl")[-args.lines:]:
+            print(m)
+        return 0
+    events = []
+    for run_dir in sorted(p for p in d.iterdir() if p.is_dir()):
+        for e in read_jsonl(run_dir / "events.jsonl"):
+            events.append((e.get("t", 0), run_dir.name, e))
+    for t, cid, e in sorted(events, key=lambda x: x[0])[-args.lines:]:
+        e = {k: v for k, v in e.items() if k not in ("t", "tb")}
+        print(f"{time.strftime('%H:%M:%S', time.localtime(t))} {cid} {e.pop('event')} {e}")
+    job = jobs.read_job(d)
+    if job and args.job:
+        print(jobs.job_logs(job["address"], job["job_id"])[-20000:])
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from scaling_sweeper.sweep import jobs
+    from scaling_sweeper.sweep.tune_runner import request_stop
+
+    d = _sweep_dir(args)
+    request_stop(d)
+    print(f"stop requested for {d.name}: trials checkpoint and stop at their next step")
+    job = jobs.read_job(d)
+    if args.kill_job and job:
+        jobs.stop_job(job["address"], job["job_id"])
+        print(f"stopped Ray job {job['job_id']}")
+    return 0
+
+
+def _budget(args: argparse.Namespace) -> int:
+    from scaling_sweeper.sweep.ledger import Ledger, exists, list_clusters
+
+    clusters = [args.cluster] if args.cluster else list_clusters(args.storage)
+    if not clusters:
+        print(f"no ledgers under {Path(args.storage) / 'ledger'}")
+        return 0
+    for name in clusters:
+        if not exists(args.storage, name):
+            raise SweeperError(f"no ledger {name!r} under {args.storage}")
+        led = Ledger.open(args.storage, name, args.set_flops)
+        s = led.summary()
+        b = "unlimited" if s.budget is None else f"{s.budget:.4g}"
+        print(f"cluster {name}: budget {b} FLOPs, committed {s.committed:.4g}, spent {s.spent:.4g}, "
+              f"left {s.left:.4g} ({s.n_active} active, {s.n_finished} finished, {s.n_refused} refused cells)")
+        if args.verbose:
+            for key, v in sorted(led.refused().items()):
+                print(f"  refused {key}: planned {v['planned']:.4g} {v.get('reason', '')}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    def spec_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+        p.add_argument("spec", nargs=None if required else "?", help="sweep spec YAML (sweeps/*.yaml)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a spec field, e.g. --set budget.flops=1e15 (repeatable)")
+
+    def storage_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--storage", default="runs", help="runs root holding <sweep>/ and ledger/ (default runs)")
+
+    p = subparsers.add_parser("plan", help="print a sweep's cells (N, D, C, passes) and totals; runs nothing")
+    spec_args(p)
+    p.set_defaults(func=_plan)
+
+    p = subparsers.add_parser("run", help="run a sweep on Ray Tune (embedded local Ray unless --address)")
+    spec_args(p, required=False)
+    p.add_argument("--address", default=None, help="existing Ray cluster (e.g. 127.0.0.1:6379 or auto)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the embedded Ray (default: all)")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+    p.add_argument("--spec-env", default=None, help=argparse.SUPPRESS)  # used by `sweeper submit`
+    p.set_defaults(func=_run)
+
+    p = subparsers.add_parser("submit", help="run a sweep as a Ray Job on a cluster (ships the working dir)")
+    spec_args(p)
+    p.add_argument("--address", required=True, help="Ray dashboard address, e.g. http://head:8265")
+    p.add_argument("--python", default="python", help="python executable on the cluster (default python)")
+    p.add_argument("--wait", action="store_true", help="wait for the job and print its logs")
+    p.set_defaults(func=_submit)
+
+    p = subparsers.add_parser("resume", help="continue a sweep: done cells skipped, interrupted cells resumed")
+    p.add_argument("sweep", help="sweep name (or its folder)")
+    storage_arg(p)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--address", default=None)
+    p.add_argument("--num-cpus", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_resume)
+
+    p = subparsers.add_parser("status", help="cells done/running/pending/failed, FLOPs, ETA")
+    p.add_argument("sweep", nargs="?", help="sweep name (default: list all)")
+    storage_arg(p)
+    p.add_argument("--watch", type=float, default=0.0, metavar="S", help="refresh every S seconds")
+    p.add_argument("--brief", action="store_true", help="no per-cell table")
+    p.set_defaults(func=_status)
+
+    p = subparsers.add_parser("logs", help="a sweep's events (or one cell's events and metrics)")
+    p.add_argument("sweep")
+    p.add_argument("cell", nargs="?")
+    storage_arg(p)
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("--job", action="store_true", help="also print the Ray job's driver log (submitted sweeps)")
+    p.set_defaults(func=_logs)
+
+    p = subparsers.add_parser("stop", help="ask a sweep's trials to checkpoint and stop")
+    p.add_argument("sweep")
+    storage_arg(p)
+    p.add_argument("--kill-job", action="store_true", help="also stop the Ray job of a submitted sweep")
+    p.set_defaults(func=_stop)
+
+    p = subparsers.add_parser("budget", help="per-cluster FLOP ledger: budget, committed, spent, left")
+    p.add_argument("--cluster", default=None, help="ledger name (default: all)")
+    storage_arg(p)
+    p.add_argument("--set-flops", type=float, default=None, metavar="C", help="change the cluster's budget")
+    p.add_argument("-v", "--verbose", action="store_true", help="list refused cells")
+    p.set_defaults(func=_budget)

@@ -1,0 +1,318 @@
+"""Spec -> cells: fully resolved trial configs with stable ids, N, D, C, and their run folders.
+
+Cell ids. `cell_id` is the first 12 hex digits of sha256 over the canonical JSON (sorted keys,
+no whitespace) of the resolved TrainConfig, leaving out the fields that do not change what is
+trained (ID_EXCLUDED: where the data lives, the device and the parallel strategy, and how often
+we evaluate/checkpoint). So the id does not depend on dict order, on the machine, or on logging
+intervals; the data set's identity is guarded per sweep instead (`sweep.json` records the
+train split's sha256, and a sweep cannot be resumed on different data).
+
+Phases (every phase also takes the product with `grid` axes and `seeds`):
+    model_size  one cell per size at fixed D (train.tokens) and steps (train.steps or `passes`)
+    data_size   one cell per D in `tokens` (x sizes, default [train.size])
+    isoflop     for each budget C and size: steps = floor(C / (6 N_incl B S)),
+                tokens_seen = steps B S, D = tokens_seen / isoflop.passes (whole rows);
+                sizes with fewer than isoflop.min_steps steps are left out of that budget
+    grid        the product of the grid axes (x sizes if given)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scaling_sweeper import flops
+from scaling_sweeper.config import dump_yaml, from_dict, to_dict
+from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.model import config_for, count_params, get_size
+from scaling_sweeper.runfolder import atomic_write_json, atomic_write_text
+from scaling_sweeper.sweep.spec import SweepSpec
+
+ID_LENGTH = 12
+# TrainConfig fields that do not change the trained model (left out of the cell id)
+ID_EXCLUDED = frozenset({
+    "data", "device", "strategy", "eval_every", "ckpt_every", "keep_checkpoints", "log_every",
+    "threads", "num_workers", "compile",
+})
+
+
+def train_config_class():
+    from scaling_sweeper.train import TrainConfig
+
+    return TrainConfig
+
+
+def cell_id_of(config: dict[str, Any]) -> str:
+    """Stable short hash of a resolved TrainConfig dict (ID_EXCLUDED fields ignored)."""
+    core = {k: v for k, v in to_dict(config).items() if k not in ID_EXCLUDED}
+    blob = json.dumps(core, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:ID_LENGTH]
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What cells need to know about the tokens folder."""
+
+    seq_len: int
+    vocab_size: int
+    train_tokens: int | None  # tokens (positions) in the train split; None if the folder is absent
+    train_sha256: str | None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fully resolved trial of a sweep (units: tokens, FLOPs)."""
+
+    cell_id: str
+    sweep: str
+    phase: str
+    size: str
+    N: int
+    N_incl: int
+    D: int
+    steps: int
+    batch: int
+    seq_len: int
+    tokens_seen: int
+    passes: float
+    C: float  # planned 6 * N_incl * tokens_seen
+    C_budget: float | None  # isoflop: the budget this cell belongs to
+    seed: int
+    config: dict[str, Any]  # the resolved TrainConfig as a plain dict
+
+    def train_config(self):
+        return from_dict(train_config_class(), dict(self.config))
+
+    def row(self) -> dict[str, Any]:
+        """A plan row (no config)."""
+        d = dataclasses.asdict(self)
+        d.pop("config")
+        return d
+
+
+def data_shape(spec: SweepSpec) -> DataShape:
+    """Read seq_len / vocab_size / train size from the tokens folder, or the spec's fallbacks."""
+    from scaling_sweeper.data.shards import ShardIndex
+
+    root = Path(spec.data)
+    if (root / "index.json").is_file():
+        idx = ShardIndex.load(root)
+        for name, have in (("seq_len", idx.seq_len), ("vocab_size", idx.vocab_size)):
+            want = getattr(spec, name)
+            if want is not None and want != have:
+                raise ConfigError(f"{name}: spec says {want} but {root} has {have}")
+        train = idx.splits.get("train")
+        if train is None:
+            raise DataError(f"{root}: no train split")
+        return DataShape(idx.seq_len, idx.vocab_size, int(train["n_seq"]) * idx.seq_len, train.get("sha256"))
+    if spec.seq_len is None or spec.vocab_size is None:
+        raise ConfigError(
+            f"data: {root} is not a tokens folder (no index.json); create it (`sweeper data ...`) "
+            "or give seq_len and vocab_size in the spec to plan without it"
+        )
+    return DataShape(spec.seq_len, spec.vocab_size, None, None)
+
+
+def _param_counts(size: str, shape: DataShape, cache: dict) -> tuple[int, int]:
+    if size not in cache:
+        # as the trainer builds it: a row of seq_len tokens gives seq_len - 1 (input, target) pairs
+        cache[size] = count_params(config_for(size, shape.vocab_size, shape.seq_len - 1))
+    return cache[size]
+
+
+def _check_sizes(sizes: list[str], where: str) -> None:
+    for i, s in enumerate(sizes):
+        try:
+            get_size(s)
+        except ConfigError as e:
+            raise ConfigError(f"{where}[{i}]: {e}") from None
+
+
+def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]:
+    """All cells of `spec`, in plan order, deduplicated by cell id. Raises ConfigError/BudgetError
+    naming the field for anything that cannot run (before any compute)."""
+    TrainConfig = train_config_class()
+    shape = shape or data_shape(spec)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in spec.grid:
+        if key not in fields:
+            raise ConfigError(f"grid.{key}: not a TrainConfig field (fields: {', '.join(sorted(fields))})")
+        if key in ("size", "tokens", "steps", "data"):
+            raise ConfigError(f"grid.{key}: use the phase axes (sizes/tokens/budgets) for {key}")
+    _check_sizes(spec.sizes, "sizes")
+    base = dict(spec.train)
+    if "size" in base:
+        _check_sizes([base["size"]], "train.size")
+    if spec.passes is not None and "steps" in base:
+        raise ConfigError("passes: give either train.steps or passes (steps follow from D), not both")
+    if spec.phase == "isoflop" and "steps" in base:
+        raise ConfigError("train.steps: an isoflop sweep derives steps from budgets; remove train.steps")
+    # validate the defaults once, naming train.<field> (placeholders for what the phase fills in)
+    probe = {"size": "Pico", "data": spec.data, "tokens": shape.seq_len, "steps": 1, **base}
+    defaults = from_dict(TrainConfig, probe, _path="train")
+    batch = int(defaults.batch_size)
+    seeds = list(spec.seeds) or [int(defaults.seed)]
+    grid_keys = list(spec.grid)
+    grid_points = [dict(zip(grid_keys, vals)) for vals in itertools.product(*(spec.grid[k] for k in grid_keys))]
+    S = shape.seq_len
+    n_cache: dict = {}
+
+    def steps_for(D: int, where: str) -> int:
+        if spec.passes is not None:
+            return flops.steps_for_tokens(D, batch, S, spec.passes)
+        if "steps" not in base:
+            raise ConfigError(f"train.steps: {where} needs train.steps (or `passes`)")
+        return int(defaults.steps)
+
+    # (size, D, steps, C_budget, where) before grid/seed expansion
+    points: list[tuple[str, int, int, float | None, str]] = []
+    if spec.phase in ("model_size", "grid"):
+        sizes = spec.sizes or [base.get("size", "")]
+        if not sizes[0]:
+            raise ConfigError(f"sizes: phase {spec.phase} needs sizes (or train.size)")
+        if "tokens" not in base:
+            raise ConfigError(f"train.tokens: phase {spec.phase} needs D (train.tokens)")
+        D = int(defaults.tokens)
+        for s in sizes:
+            points.append((s, D, steps_for(D, "train.tokens"), None, "train.tokens"))
+    elif spec.phase == "data_size":
+        sizes = spec.sizes or [base.get("size", "")]
+        if not sizes[0]:
+            raise ConfigError("sizes: phase data_size needs sizes (or train.size)")
+        for s in sizes:
+            for i, D in enumerate(spec.tokens):
+                points.append((s, int(D), steps_for(int(D), f"tokens[{i}]"), None, f"tokens[{i}]"))
+    else:  # isoflop
+        smallest = min(spec.sizes, key=lambda s: _param_counts(s, shape, n_cache)[1])
+        for i, C in enumerate(spec.budgets):
+            kept = 0
+            for s in spec.sizes:
+                n_incl = _param_counts(s, shape, n_cache)[1]
+                per_step = flops.train_flops(n_incl, flops.tokens_seen(1, batch, S))
+                steps = int(C // per_step)
+                if steps < spec.isoflop.min_steps:
+                    if s == smallest:
+                        raise ConfigError(
+                            f"budgets[{i}]: C={C:.3g} FLOPs is too small for the smallest size {s} "
+                            f"(N_incl={n_incl}): {steps} steps < isoflop.min_steps={spec.isoflop.min_steps}; "
+                            f"needs >= {per_step * spec.isoflop.min_steps:.3g} FLOPs"
+                        )
+                    continue
+                seen = flops.tokens_seen(steps, batch, S)
+                D = max(S, int(seen / spec.isoflop.passes) // S * S)
+                points.append((s, D, steps, float(C), f"budgets[{i}] (size {s})"))
+                kept += 1
+            assert kept, "the smallest size always fits once the check above passed"
+
+    cells: dict[str, Cell] = {}
+    for size, D, steps, c_budget, where in points:
+        if D < S:
+            raise ConfigError(f"{where}: D={D} tokens is less than one sequence ({S} tokens)")
+        if shape.train_tokens is not None and D > shape.train_tokens:
+            raise ConfigError(
+                f"{where}: D={D:.4g} tokens is larger than the dataset ({shape.train_tokens:.4g} train "
+                f"tokens in {spec.data})"
+            )
+        if steps < 1:
+            raise ConfigError(f"{where}: steps must be >= 1, got {steps}")
+        N, N_incl = _param_counts(size, shape, n_cache)
+        D_eff = D // S * S  # the trainer reads whole rows: the first D // seq_len jets
+        for g in grid_points:
+            for seed in seeds:
+                raw = {**base, **g, "size": size, "data": spec.data, "tokens": D, "steps": steps, "seed": seed}
+                try:
+                    cfg = to_dict(from_dict(TrainConfig, raw))
+                except ConfigError as e:
+                    raise ConfigError(f"{where} with grid {g}: {e}") from None
+                cid = cell_id_of(cfg)
+                if cid in cells:
+                    continue
+                seen = flops.tokens_seen(steps, int(cfg["batch_size"]), S)
+                cells[cid] = Cell(
+                    cell_id=cid, sweep=spec.name, phase=spec.phase, size=size, N=N, N_incl=N_incl,
+                    D=D_eff, steps=steps, batch=int(cfg["batch_size"]), seq_len=S, tokens_seen=seen,
+                    passes=seen / D_eff, C=float(flops.train_flops(N_incl, seen)), C_budget=c_budget,
+                    seed=seed, config=cfg,
+                )
+    return list(cells.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders
+
+
+def cell_dir(spec: SweepSpec, cell_id: str) -> Path:
+    """runs/<sweep>/<cell_id>/ (runs = spec.storage)."""
+    return spec.sweep_dir / cell_id
+
+
+def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape) -> Path:
+    """Create <storage>/<sweep>/ with spec.yaml (the resolved spec), cells.json (the plan) and
+    sweep.json (data identity). Refuses to reuse a sweep folder made on different data."""
+    d = spec.sweep_dir
+    d.mkdir(parents=True, exist_ok=True)
+    meta_path = d / "sweep.json"
+    if meta_path.is_file() and shape.train_sha256:
+        old = json.loads(meta_path.read_text()).get("train_sha256")
+        if old and old != shape.train_sha256:
+            raise ConfigError(
+                f"name: sweep {spec.name!r} in {spec.storage} was run on different data "
+                f"(train sha256 {old[:12]} != {shape.train_sha256[:12]}); choose a new name"
+            )
+    atomic_write_text(d / "spec.yaml", dump_yaml(spec))
+    atomic_write_json(d / "cells.json", [dict(c.row(), config=c.config) for c in cells])
+    atomic_write_json(meta_path, {
+        "name": spec.name, "phase": spec.phase, "seq_len": shape.seq_len,
+        "vocab_size": shape.vocab_size, "train_sha256": shape.train_sha256,
+    })
+    return d
+
+
+def read_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """The plan written by write_sweep_files (list of cell rows incl. config), or []."""
+    try:
+        return json.loads((Path(sweep_dir) / "cells.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+
+
+def plan_totals(cells: list[Cell]) -> dict[str, float]:
+    return {
+        "cells": len(cells),
+        "C_total": math.fsum(c.C for c in cells),
+        "tokens_seen_total": sum(c.tokens_seen for c in cells),
+    }
+
+
+def format_plan(spec: SweepSpec, cells: list[Cell]) -> str:
+    """The `sweeper plan` table."""
+    head = f"{'cell_id':<13}{'size':<6}{'N':>10}{'N_incl':>10}{'D':>11}{'steps':>8}{'C':>11}{'passes':>8}"
+    if spec.phase == "isoflop":
+        head += f"{'budget':>10}"
+    extra_keys = list(spec.grid)
+    for k in extra_keys:
+        head += f"  {k}"
+    if len(spec.seeds) > 1:
+        head += "  seed"
+    lines = [f"sweep {spec.name} (phase {spec.phase}): {len(cells)} cells, storage {spec.sweep_dir}", head]
+    for c in cells:
+        line = (f"{c.cell_id:<13}{c.size:<6}{c.N:>10.3g}{c.N_incl:>10.3g}{c.D:>11.3g}{c.steps:>8d}"
+                f"{c.C:>11.3g}{c.passes:>8.3g}")
+        if spec.phase == "isoflop":
+            line += f"{c.C_budget:>10.2g}"
+        for k in extra_keys:
+            line += f"  {c.config.get(k)}"
+        if len(spec.seeds) > 1:
+            line += f"  {c.seed}"
+        lines.append(line)
+    t = plan_totals(cells)
+    lines.append(f"total: {t['cells']} cells, C = {t['C_total']:.4g} FLOPs, tokens_seen = {t['tokens_seen_total']:.4g}")
+    if spec.budget.flops is not None:
+        lines.append(f"budget: {spec.budget.flops:.4g} FLOPs on cluster {spec.budget.cluster!r}")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""Connecting to Ray: an embedded local cluster by default, or an existing one, token auth included.
+
+Ray 2.59+ turns token authentication on for local clusters (a token in `~/.ray/auth_token`,
+created on first use). `ray.init()` in-process handles that by itself; a client that talks to an
+existing cluster (`ray.init(address=...)`, `JobSubmissionClient`) must send the token, which
+`enable_token_auth_if_available` arranges by setting `RAY_AUTH_MODE=token` when a token exists
+(`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`) and no mode was chosen.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import scaling_sweeper
+
+_AUTH_ENV = "RAY_AUTH_MODE"
+
+
+def repo_root() -> Path:
+    """The folder that holds the `scaling_sweeper` package (the source checkout when not installed)."""
+    return Path(scaling_sweeper.__file__).resolve().parent.parent
+
+
+def _package_is_installed() -> bool:
+    return "site-packages" in str(Path(scaling_sweeper.__file__).resolve())
+
+
+def token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    p = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    return Path(p).is_file() if p else (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def enable_token_auth_if_available() -> bool:
+    """Make this process send the Ray auth token when one exists and RAY_AUTH_MODE is unset.
+    Returns whether token auth is on."""
+    mode = os.environ.get(_AUTH_ENV)
+    if mode is not None:
+        return mode.lower() == "token"
+    if not token_available():
+        return False
+    try:  # also refreshes Ray's cached config in this process
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+
+        return bool(maybe_enable_token_auth_if_token_available(warn_if_disabled=False))
+    except ImportError:  # older/newer Ray layout: the environment variable is the public switch
+        os.environ[_AUTH_ENV] = "token"
+        return True
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for Ray workers: PYTHONPATH to this checkout when the package is not installed,
+    and quiet usage stats."""
+    env = {"RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
+    if not _package_is_installed():
+        root = str(repo_root())
+        parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])
+    return env
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> dict[str, Any]:
+    """Start (or join) Ray. address None: reuse a running session in this process, or the cluster
+    of the Ray job we run in (RAY_ADDRESS), else start an embedded local one. Returns the cluster
+    resources."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        # inside a Ray job (sweeper submit): the job's runtime_env (working_dir) already applies
+        enable_token_auth_if_available()
+        ray.init(log_to_driver=False, configure_logging=False)
+    elif address:
+        enable_token_auth_if_available()
+        ray.init(address=address, runtime_env={"env_vars": worker_env()}, log_to_driver=False,
+                 configure_logging=False)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                 runtime_env={"env_vars": worker_env()}, log_to_driver=False, configure_logging=False)
+    return ray.cluster_resources()
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

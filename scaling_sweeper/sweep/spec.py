@@ -1,0 +1,218 @@
+"""Sweep specs: typed YAML that names a phase and its axes, validated before any compute.
+
+A spec (see `sweeps/*.yaml`):
+
+    name: demo                 # the sweep's folder: <storage>/<name>/
+    phase: model_size          # model_size | data_size | isoflop | grid
+    data: data/demo/tokens     # tokens folder (seq_len and vocab_size are read from it)
+    train: {steps: 300, batch_size: 16, tokens: 2.6e6}   # TrainConfig defaults for every cell
+    sizes: [Pico, XXS, XS, S]  # model_size / isoflop (and optional for data_size / grid)
+    tokens: [6.4e6, 2.6e7]     # data_size: the D values
+    budgets: [1e15, 3e15]      # isoflop: C values (FLOPs); steps = C / (6 N_incl B S), D = tokens_seen/passes
+    isoflop: {passes: 1.0, min_steps: 20}
+    grid: {lr: [1e-3, 3e-3]}   # any TrainConfig fields: cartesian product (all phases)
+    seeds: [0, 1]              # default: train.seed
+    passes: null               # if set, steps follow from D: steps = ceil(passes * D / (B S))
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 2}
+    failure: {max_retries: 1}
+    storage: runs              # run folders + ledger: a local path or a shared (NFS) mount
+    tune_storage: null         # Ray Tune experiment state (may be s3://...); default <storage>/<name>/_tune
+    budget: {flops: 1e16, cluster: local}
+    eval: null                 # EvalConfig fields to evaluate every finished cell (SWD); null = off
+
+A file may also hold several sweeps that share settings (e.g. `sweeps/smoke.yaml`, one sweep per
+phase): a `sweeps:` list of partial specs, each deep-merged over the file's other top-level keys
+(mappings merge, lists and scalars replace). `load_specs` returns them in order; `--set`
+overrides apply to every member.
+
+`load_spec(path, overrides)` applies `--set a.b=v` overrides and validates strictly (a typo'd
+key or a bad type raises ConfigError naming the dotted field). Semantic checks (unknown size,
+negative budget, isoflop budget too small for the smallest size, D larger than the dataset)
+happen when the spec is resolved into cells (`scaling_sweeper.sweep.cells.resolve_cells`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from scaling_sweeper.config import apply_overrides, from_dict, load_yaml, to_dict
+from scaling_sweeper.errors import ConfigError
+
+Phase = Literal["model_size", "data_size", "isoflop", "grid"]
+PHASES: tuple[str, ...] = ("model_size", "data_size", "isoflop", "grid")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class ResourcesSpec:
+    cpus_per_trial: float = 1.0  # CPUs reserved per trial (also torch threads)
+    gpus_per_trial: float = 0.0  # GPUs per trial (fractions allowed)
+    max_concurrent: int = 1  # trials running at once (ConcurrencyLimiter)
+
+
+@dataclass
+class FailureSpec:
+    max_retries: int = 1  # Tune FailureConfig(max_failures): retries of an errored trial
+
+
+@dataclass
+class BudgetSpec:
+    flops: float | None = None  # per-cluster FLOP budget; None keeps the stored one (or unlimited)
+    cluster: str = "local"  # ledger name: <storage>/ledger/<cluster>.json
+
+
+@dataclass
+class IsoflopSpec:
+    passes: float = 1.0  # D = tokens_seen / passes (1.0: every token seen once)
+    min_steps: int = 10  # sizes that get fewer steps from a budget are left out of that budget
+
+
+@dataclass
+class SweepSpec:
+    name: str  # sweep name: folder <storage>/<name>/
+    phase: Phase  # model_size | data_size | isoflop | grid
+    data: str  # tokens folder
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults
+    sizes: list[str] = field(default_factory=list)  # size ladder names
+    tokens: list[int] = field(default_factory=list)  # data_size: D values (tokens)
+    budgets: list[float] = field(default_factory=list)  # isoflop: C values (FLOPs)
+    isoflop: IsoflopSpec = field(default_factory=IsoflopSpec)
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # TrainConfig field -> values
+    seeds: list[int] = field(default_factory=list)  # default [train.seed]
+    passes: float | None = None  # steps = ceil(passes * D / (batch * seq_len)) when set
+    seq_len: int | None = None  # only needed when the data folder is absent (planning elsewhere)
+    vocab_size: int | None = None  # idem
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    failure: FailureSpec = field(default_factory=FailureSpec)
+    storage: str = "runs"  # run folders + ledger (local path or shared mount)
+    tune_storage: str | None = None  # Ray Tune storage_path (local, NFS or s3://)
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    eval: dict[str, Any] | None = None  # EvalConfig fields; None = no evaluation
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ConfigError(f"name: {self.name!r} must be letters, digits, '_', '-', '.' (a folder name)")
+        if "://" in self.storage:
+            raise ConfigError(
+                f"storage: {self.storage!r}: run folders need a POSIX filesystem (local or NFS); "
+                "put an object-store URI in tune_storage instead"
+            )
+        r = self.resources
+        if r.cpus_per_trial <= 0:
+            raise ConfigError(f"resources.cpus_per_trial: must be > 0, got {r.cpus_per_trial}")
+        if r.gpus_per_trial < 0:
+            raise ConfigError(f"resources.gpus_per_trial: must be >= 0, got {r.gpus_per_trial}")
+        if r.max_concurrent < 1:
+            raise ConfigError(f"resources.max_concurrent: must be >= 1, got {r.max_concurrent}")
+        if self.failure.max_retries < 0:
+            raise ConfigError(f"failure.max_retries: must be >= 0, got {self.failure.max_retries}")
+        if self.budget.flops is not None and not (self.budget.flops >= 0 and self.budget.flops < float("inf")):
+            raise ConfigError(f"budget.flops: must be a finite number >= 0, got {self.budget.flops}")
+        if not _NAME_RE.match(self.budget.cluster):
+            raise ConfigError(f"budget.cluster: {self.budget.cluster!r} is not a valid ledger name")
+        for i, b in enumerate(self.budgets):
+            if not b > 0:
+                raise ConfigError(f"budgets[{i}]: a FLOP budget must be > 0, got {b}")
+        for i, d in enumerate(self.tokens):
+            if d <= 0:
+                raise ConfigError(f"tokens[{i}]: D must be > 0 tokens, got {d}")
+        if self.passes is not None and not self.passes > 0:
+            raise ConfigError(f"passes: must be > 0, got {self.passes}")
+        if not self.isoflop.passes > 0:
+            raise ConfigError(f"isoflop.passes: must be > 0, got {self.isoflop.passes}")
+        if self.isoflop.min_steps < 1:
+            raise ConfigError(f"isoflop.min_steps: must be >= 1, got {self.isoflop.min_steps}")
+        for k, v in self.grid.items():
+            if not v:
+                raise ConfigError(f"grid.{k}: needs at least one value")
+        need = {"model_size": "sizes", "data_size": "tokens", "isoflop": "budgets"}.get(self.phase)
+        if need and not getattr(self, need):
+            raise ConfigError(f"{need}: phase {self.phase} needs a non-empty `{need}` list")
+        if self.phase == "isoflop" and not self.sizes:
+            raise ConfigError("sizes: phase isoflop needs a non-empty `sizes` list")
+        if self.phase == "grid" and not self.grid and not self.sizes and len(self.seeds) < 2:
+            raise ConfigError("grid: phase grid needs a `grid` mapping (or sizes/seeds to vary)")
+
+    # paths -----------------------------------------------------------------------------------
+    @property
+    def sweep_dir(self) -> Path:
+        """<storage>/<name>: the sweep's run folders live here."""
+        return Path(self.storage) / self.name
+
+    @property
+    def tune_storage_path(self) -> str:
+        return self.tune_storage or str((self.sweep_dir / "_tune").absolute())
+
+
+def spec_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> SweepSpec:
+    """Validate a spec mapping (after `a.b=v` overrides) into a SweepSpec."""
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return from_dict(SweepSpec, data)
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> SweepSpec:
+    """Read and validate a spec YAML; ConfigError names the file and the offending field."""
+    try:
+        return spec_from_dict(load_yaml(path), overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def specs_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> list[SweepSpec]:
+    """One spec, or the members of a `sweeps:` list merged over the shared keys."""
+    if "sweeps" not in data:
+        return [spec_from_dict(data, overrides)]
+    shared = {k: v for k, v in data.items() if k != "sweeps"}
+    members = data["sweeps"]
+    if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
+        raise ConfigError("sweeps: expected a non-empty list of spec mappings")
+    out: list[SweepSpec] = []
+    for i, m in enumerate(members):
+        try:
+            out.append(spec_from_dict(_deep_merge(shared, m), overrides))
+        except ConfigError as e:
+            raise ConfigError(f"sweeps[{i}] ({m.get('name', '?')}): {e}") from None
+    names = [s.name for s in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"sweeps: duplicate sweep name(s) {', '.join(dup)}")
+    return out
+
+
+def load_specs(path: str | Path, overrides: list[str] | None = None) -> list[SweepSpec]:
+    """Read a spec file holding one sweep or a `sweeps:` list of them."""
+    try:
+        return specs_from_dict(load_yaml(path), overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def with_absolute_paths(spec: SweepSpec, base: str | Path | None = None) -> SweepSpec:
+    """A copy whose `data`, `storage` (and local `tune_storage`) are absolute, resolved from `base`
+    (default: the current directory), so the spec means the same thing in a Ray job's working dir."""
+    base = Path(base or Path.cwd())
+
+    def _abs(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    ts = spec.tune_storage
+    if ts is not None and "://" not in ts:
+        ts = _abs(ts)
+    return dataclasses.replace(spec, data=_abs(spec.data), storage=_abs(spec.storage), tune_storage=ts)
+
+
+def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
+    return to_dict(spec)

@@ -1,0 +1,545 @@
+"""Ray Tune wiring: every pending cell becomes a Tune trial, admitted by the FLOP ledger.
+
+    run_sweep(spec)
+      1. resolve cells, write <storage>/<sweep>/{spec.yaml,cells.json,sweep.json}
+      2. reconcile with the run folders (the source of truth, not Tune's experiment state):
+         done cells are skipped (and their ledger entry/tables brought up to date), everything
+         else is pending; interrupted cells continue from their own checkpoints
+      3. refuse up front (BudgetError) when not even the cheapest pending cell fits the ledger
+      4. Tuner(function trainable per cell, CellSearcher (ledger admission) in a
+         ConcurrencyLimiter, RunConfig(storage_path, FailureConfig(max_failures), ...)).fit()
+
+Each `run`/`resume` starts a fresh Tune experiment (`<tune_storage>/<sweep>-<UTC time>`):
+pending cells are recomputed from the run folders, so a stale or truncated Tune state (#58179,
+#30861) can never make a finished cell train again. Trials stop themselves (a STOP file in the
+sweep folder is polled through `should_stop`); Tune never stops a running trial.
+
+Ledger accounting per cell (key `<sweep>/<cell_id>`): admitted by the searcher before the trial
+starts, `spend(C so far)` on every progress report, `release(C_spent)` when the cell finishes,
+fails for good or is interrupted; so after a sweep, spent == sum of the cells' C_spent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from scaling_sweeper.config import from_dict
+from scaling_sweeper.errors import BudgetError, ConfigError
+from scaling_sweeper.runfolder import (
+    append_jsonl,
+    atomic_write_json,
+    is_done,
+    read_jsonl,
+    read_result,
+    read_status,
+    write_status,
+)
+from scaling_sweeper.sweep import status as sweep_status
+from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells, write_sweep_files
+from scaling_sweeper.sweep.ledger import Ledger, cell_key, ledger_path
+from scaling_sweeper.sweep.spec import SweepSpec, with_absolute_paths
+
+TrainFn = Callable[..., dict]
+
+
+# ---------------------------------------------------------------------------------------------
+# what a trial does (runs inside a Ray worker)
+
+
+def default_train_fn(cfg: Any, run_dir: Path, *, on_progress=None, should_stop=None) -> dict:
+    """Dispatch to the single-process trainer or, for strategy != single, DeepSpeed via Ray Train."""
+    if getattr(cfg, "strategy", "single") != "single":
+        from scaling_sweeper.distributed import run_distributed_trial
+
+        return run_distributed_trial(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
+    from scaling_sweeper.train import run_trial
+
+    return run_trial(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
+
+
+@dataclass
+class TrialContext:
+    """Everything a trial needs besides its cell (shipped to workers by tune.with_parameters)."""
+
+    sweep: str
+    phase: str
+    sweep_dir: str
+    ledger_file: str
+    cluster: str
+    eval: dict[str, Any] | None = None
+    train_fn: TrainFn | None = None  # injectable for tests; None = default_train_fn
+    torch_threads: int = 1
+
+
+def _event(run_dir: Path, event: str, **data: Any) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    append_jsonl(run_dir / "events.jsonl", {"event": event, "t": time.time(), "pid": os.getpid(), **data})
+
+
+def _pointer_checkpoint(run_dir: Path, step: int, ckpt: Path | None):
+    """A tiny Tune checkpoint that points at the run folder's own checkpoint (no copy of weights)."""
+    from ray import tune
+
+    d = Path(tempfile.mkdtemp(prefix="cellckpt-"))
+    atomic_write_json(d / "pointer.json", {"run_dir": str(run_dir), "step": step,
+                                           "checkpoint": str(ckpt) if ckpt else None})
+    return tune.Checkpoint.from_directory(str(d))
+
+
+def read_json_file(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _evaluate(run_dir: Path, eval_cfg: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """Evaluate a finished cell (once: eval.json marks it). Failures are recorded, not raised:
+    training is done and is never redone for an evaluation problem."""
+    if eval_cfg is None:
+        return None
+    ev = read_json_file(run_dir / "eval.json")
+    if ev is not None:
+        return [ev]
+    try:
+        from scaling_sweeper.evaluate.run import EvalConfig, evaluate_run
+    except ImportError as e:
+        _event(run_dir, "eval_skipped", reason=f"evaluation not available: {e}")
+        return None
+    try:
+        ev = evaluate_run(run_dir, from_dict(EvalConfig, dict(eval_cfg)))
+    except Exception as e:  # noqa: BLE001
+        _event(run_dir, "eval_failed", error=f"{type(e).__name__}: {e}", tb=traceback.format_exc()[-2000:])
+        return None
+    _event(run_dir, "eval_done")
+    return [ev] if isinstance(ev, dict) else None
+
+
+def write_tables(sweep_dir: Path, cell_id: str, row: dict[str, Any], evals: list[dict] | None) -> None:
+    """analysis.tables.write_cell_tables, so partial sweeps are queryable while they run."""
+    curves = read_jsonl(sweep_dir / cell_id / "metrics.jsonl")
+    try:
+        from analysis.tables import write_cell_tables
+    except ImportError:  # analysis not importable here: rows stay in result.json (tables.rebuild)
+        return
+    write_cell_tables(sweep_dir, cell_id, row, curves, evals)
+
+
+def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, trial_id: str | None,
+                  evals: list[dict] | None) -> dict[str, Any]:
+    """Fill the sweep's columns of result.json, settle the ledger, write the tables."""
+    run_dir = sweep_dir / cell["cell_id"]
+    row = read_result(run_dir) or {}
+    fill = {"sweep": ctx.sweep, "phase": ctx.phase, "cell_id": cell["cell_id"]}
+    if trial_id and not row.get("ray_trial_id"):
+        fill["ray_trial_id"] = trial_id
+    if row.get("C_planned") is None:
+        fill["C_planned"] = cell["C"]
+    if any(row.get(k) != v for k, v in fill.items()):
+        row.update(fill)
+        atomic_write_json(run_dir / "result.json", row)
+    spent = row.get("C_spent")
+    led = Ledger(ctx.ledger_file, ctx.cluster)
+    led.release(cell_key(ctx.sweep, cell["cell_id"]), spent=float(spent) if spent is not None else None)
+    if evals is None and (run_dir / "eval.json").is_file():
+        ev = read_json_file(run_dir / "eval.json")
+        evals = [ev] if ev else None
+    write_tables(sweep_dir, cell["cell_id"], row, evals)
+    return row
+
+
+def cell_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
+    """Tune function trainable: train one cell (resuming its own checkpoint), evaluate, finalize."""
+    from ray import tune
+
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, ctx.torch_threads))
+    except ImportError:  # pragma: no cover
+        pass
+    cell = config["cell"]
+    sweep_dir = Path(ctx.sweep_dir)
+    run_dir = sweep_dir / cell["cell_id"]
+    key = cell_key(ctx.sweep, cell["cell_id"])
+    led = Ledger(ctx.ledger_file, ctx.cluster)
+    trial_id = tune.get_context().get_trial_id()
+    stop_file = sweep_dir / sweep_status.STOP_FILE
+    train_fn = ctx.train_fn or default_train_fn
+
+    if not is_done(run_dir):
+        from scaling_sweeper.train import TrainConfig
+
+        cfg = from_dict(TrainConfig, dict(cell["config"]))
+        last = read_jsonl(run_dir / "metrics.jsonl")
+        _event(run_dir, "train_start", trial_id=trial_id, from_step=last[-1].get("step") if last else 0)
+
+        def on_progress(p: Any) -> None:
+            led.spend(key, float(p.flops))
+            metrics = {
+                "step": int(p.step), "steps": int(p.steps), "tokens_seen": int(p.tokens_seen),
+                "flops": float(p.flops), "lr": float(p.lr),
+                "tokens_per_s": float(p.tokens_per_s), "cell_id": cell["cell_id"], "done": False,
+            }
+            for name in ("train_loss", "val_loss"):
+                if getattr(p, name) is not None:
+                    metrics[name] = float(getattr(p, name))
+            ckpt = _pointer_checkpoint(run_dir, int(p.step), p.checkpoint) if p.checkpoint else None
+            tune.report(metrics, checkpoint=ckpt)
+
+        def should_stop() -> bool:
+            return stop_file.exists()
+
+        try:
+            train_fn(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
+        except BaseException as e:
+            _event(run_dir, "train_error", trial_id=trial_id, error=f"{type(e).__name__}: {e}",
+                   tb=traceback.format_exc()[-4000:])
+            raise
+        if read_status(run_dir) == "failed":  # diverged: deterministic, so no Tune retry
+            _event(run_dir, "train_failed", trial_id=trial_id)
+            row = finalize_cell(sweep_dir, cell, ctx, trial_id, None)
+            tune.report({"cell_id": cell["cell_id"], "done": True, "status": "failed"})
+            return
+        if not is_done(run_dir):  # stopped on request: give back the unspent commitment
+            _event(run_dir, "train_stopped", trial_id=trial_id)
+            led.release(key)
+            tune.report({"cell_id": cell["cell_id"], "done": True, "status": "stopped"})
+            return
+        _event(run_dir, "train_done", trial_id=trial_id)
+    evals = _evaluate(run_dir, ctx.eval)
+    row = finalize_cell(sweep_dir, cell, ctx, trial_id, evals)
+    tune.report({
+        "cell_id": cell["cell_id"], "done": True, "status": "done",
+        "final_val_loss": row.get("final_val_loss"), "C_spent": row.get("C_spent"),
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+# admission: a Tune Searcher over the pending cells, asking the ledger
+
+
+def _searcher_base():
+    from ray.tune.search import Searcher
+
+    return Searcher
+
+
+class CellSearcher(_searcher_base()):
+    """Hands out pending cells in plan order, each only once the ledger admits its planned C.
+
+    suggest(): the first pending cell that fits is admitted and returned; if none fits but
+    trials are running (they may release unspent FLOPs when they end) -> None (wait); if none
+    fits and nothing runs -> the rest are refused (STATUS=refused, recorded in the ledger) and
+    the search is FINISHED. A STOP file also finishes the search."""
+
+    def __init__(self, cells: list[dict[str, Any]], ctx: TrialContext):
+        super().__init__(metric=None, mode=None)
+        self.pending = list(cells)
+        self.ctx = ctx
+        self.live: dict[str, dict[str, Any]] = {}
+        self.refused: list[str] = []
+        self._ledger = Ledger(ctx.ledger_file, ctx.cluster)
+
+    def _key(self, cell: dict[str, Any]) -> str:
+        return cell_key(self.ctx.sweep, cell["cell_id"])
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if (Path(self.ctx.sweep_dir) / sweep_status.STOP_FILE).exists():
+            self.pending.clear()
+        if not self.pending:
+            return self.FINISHED
+        for i, cell in enumerate(self.pending):
+            if self._ledger.admit(self._key(cell), float(cell["C"])):
+                self.pending.pop(i)
+                self.live[trial_id] = cell
+                run_dir = Path(self.ctx.sweep_dir) / cell["cell_id"]
+                _event(run_dir, "admitted", trial_id=trial_id, C=cell["C"])
+                return {"cell": cell}
+        if self.live:
+            return None
+        left = self._ledger.summary().left
+        for cell in self.pending:
+            reason = f"needs {cell['C']:.4g} FLOPs, ledger {self.ctx.cluster!r} has {left:.4g} left"
+            self._ledger.refuse(self._key(cell), float(cell["C"]), reason)
+            run_dir = Path(self.ctx.sweep_dir) / cell["cell_id"]
+            write_status(run_dir, "refused")
+            _event(run_dir, "refused", reason=reason)
+            self.refused.append(cell["cell_id"])
+        self.pending.clear()
+        return self.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        cell = self.live.pop(trial_id, None)
+        if cell is None:
+            return
+        run_dir = Path(self.ctx.sweep_dir) / cell["cell_id"]
+        if not is_done(run_dir):  # errored for good (retries used up) or stopped: free the rest
+            if error and read_status(run_dir) != "failed":
+                write_status(run_dir, "failed")
+            self._ledger.release(self._key(cell))
+
+    def get_state(self) -> dict:
+        return {"pending": self.pending, "live": self.live, "refused": self.refused}
+
+    def set_state(self, state: dict) -> None:
+        self.pending, self.live, self.refused = state["pending"], state["live"], state["refused"]
+
+    def save(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        import pickle
+
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+
+
+def _progress_callback_class():
+    from ray.tune import Callback
+
+    class ProgressCallback(Callback):
+        """Heartbeat file + a live one-line progress display on stderr."""
+
+        def __init__(self, sweep_dir: Path, every_s: float, stream, experiment: str):
+            self.sweep_dir, self.every_s, self.stream, self.experiment = sweep_dir, every_s, stream, experiment
+            self._last = 0.0
+
+        def on_step(self, iteration, trials, **info):
+            now = time.time()
+            if now - self._last < self.every_s:
+                return
+            self._last = now
+            sweep_status.write_driver(self.sweep_dir, "running", experiment=self.experiment)
+            if self.stream is not None:
+                line = sweep_status.progress_line(sweep_status.collect(self.sweep_dir))
+                tty = getattr(self.stream, "isatty", lambda: False)()
+                self.stream.write(("\r" + line + "\x1b[K") if tty else line + "\n")
+                self.stream.flush()
+
+    return ProgressCallback
+
+
+@dataclass
+class SweepOutcome:
+    """What a run/resume did. `ok` = every cell done or refused by the budget."""
+
+    name: str
+    sweep_dir: Path
+    n_cells: int
+    skipped_done: list[str] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)  # interrupted or stopped
+    stopped: bool = False
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.unfinished
+
+
+def prepare(spec: SweepSpec) -> tuple[SweepSpec, DataShape, list[Cell]]:
+    """Absolute paths, data shape and cells (all validation, no compute)."""
+    spec = with_absolute_paths(spec)
+    shape = data_shape(spec)
+    cells = resolve_cells(spec, shape)
+    if not cells:
+        raise ConfigError(f"{spec.name}: the spec resolves to no cells")
+    return spec, shape, cells
+
+
+def check_budget(led: Ledger, sweep: str, todo: list[Cell]) -> None:
+    """BudgetError when not even the cheapest pending cell fits what the ledger has left (a cell
+    already holding a commitment, e.g. interrupted, only needs the difference)."""
+    st = led.state()
+    if not todo or st["budget"] is None:
+        return
+    left = led.summary().left
+
+    def extra(c: Cell) -> float:
+        e = st["cells"].get(cell_key(sweep, c.cell_id))
+        if e is None:
+            return c.C
+        held = max(e["planned"], e["spent"]) if e["state"] == "active" else e["spent"]
+        return max(c.C, e["spent"]) - held
+
+    best = min(todo, key=extra)
+    if extra(best) > left * (1 + 1e-12):
+        raise BudgetError(
+            f"budget.flops: cluster {led.cluster!r} has {left:.4g} FLOPs left of {st['budget']:.4g}, but the "
+            f"cheapest pending cell ({best.cell_id}, size {best.size}, D={best.D:.3g}) needs {extra(best):.4g} "
+            "FLOPs; raise budget.flops or shrink the sweep"
+        )
+
+
+def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext) -> tuple[list[Cell], list[str]]:
+    """Split cells into (todo, done ids) from the run folders; settle finished cells' ledger and
+    tables (covers a driver killed between a cell finishing and its bookkeeping)."""
+    todo, done = [], []
+    sweep_dir = spec.sweep_dir
+    for c in cells:
+        run_dir = sweep_dir / c.cell_id
+        needs_eval = spec.eval is not None and not (run_dir / "eval.json").is_file()
+        if is_done(run_dir) and not needs_eval:
+            done.append(c.cell_id)
+            row = read_result(run_dir) or {}
+            key = cell_key(spec.name, c.cell_id)
+            entry = led.state()["cells"].get(key)
+            if entry is None or entry["state"] != "finished" or row.get("sweep") is None:
+                finalize_cell(sweep_dir, c.row() | {"config": c.config}, ctx, None, None)
+            elif not (sweep_dir / "tables" / "trials" / f"{c.cell_id}.parquet").is_file():
+                write_tables(sweep_dir, c.cell_id, row, None)
+        else:
+            if read_status(run_dir) == "refused":  # refused last time: try again now
+                (run_dir / "STATUS").unlink(missing_ok=True)
+            todo.append(c)
+    return todo, done
+
+
+def run_sweep(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    train_fn: TrainFn | None = None,
+    num_cpus: int | None = None,
+    progress: bool = True,
+    progress_every_s: float = 5.0,
+    stream=None,
+) -> SweepOutcome:
+    """Run (or resume) a sweep on Ray Tune; returns what happened. Never retrains a done cell."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+
+    from scaling_sweeper.sweep.ray_cluster import init_ray
+
+    t0 = time.time()
+    spec, shape, cells = prepare(spec)
+    sweep_dir = spec.sweep_dir
+    write_sweep_files(spec, cells, shape)
+    (sweep_dir / sweep_status.STOP_FILE).unlink(missing_ok=True)
+    led = Ledger.open(spec.storage, spec.budget.cluster, spec.budget.flops)
+    ctx = TrialContext(
+        sweep=spec.name, phase=spec.phase, sweep_dir=str(sweep_dir),
+        ledger_file=str(ledger_path(spec.storage, spec.budget.cluster)), cluster=spec.budget.cluster,
+        eval=spec.eval, train_fn=train_fn, torch_threads=max(1, int(spec.resources.cpus_per_trial)),
+    )
+    todo, done_ids = reconcile(spec, cells, led, ctx)
+    out = SweepOutcome(name=spec.name, sweep_dir=sweep_dir, n_cells=len(cells), skipped_done=done_ids)
+    if not todo:
+        out.wall_s = time.time() - t0
+        return out
+    check_budget(led, spec.name, todo)
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    init_ray(address, num_cpus=num_cpus)
+    experiment = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    sweep_status.write_driver(sweep_dir, "running", experiment=experiment)
+    searcher = CellSearcher([c.row() | {"config": c.config} for c in todo], ctx)
+    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(cell_trainable, ctx=ctx), resources)
+    callbacks = [_progress_callback_class()(sweep_dir, progress_every_s,
+                                            (stream or sys.stderr) if progress else None, experiment)]
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent),
+            num_samples=len(todo),
+            reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment,
+            storage_path=spec.tune_storage_path,
+            failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+            # pointer checkpoints are tiny; keeping them all avoids Tune's forced state snapshots
+            checkpoint_config=tune.CheckpointConfig(),
+            sync_config=tune.SyncConfig(sync_period=30),
+            callbacks=callbacks,
+            verbose=0,
+            log_to_file=True,
+        ),
+    )
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        out.stopped = (sweep_dir / sweep_status.STOP_FILE).exists()
+        sweep_status.write_driver(sweep_dir, "stopped" if (interrupted or out.stopped) else "finished",
+                                  experiment=experiment)
+        if progress and (stream or sys.stderr).isatty():
+            (stream or sys.stderr).write("\n")
+    out.submitted = [c.cell_id for c in todo]
+    for c in todo:
+        run_dir = sweep_dir / c.cell_id
+        if is_done(run_dir):
+            out.done.append(c.cell_id)
+            continue
+        st = read_status(run_dir)
+        if st == "refused":
+            out.refused.append(c.cell_id)
+        elif st == "failed":
+            out.failed.append(c.cell_id)
+            led.release(cell_key(spec.name, c.cell_id))
+        else:
+            out.unfinished.append(c.cell_id)
+            led.release(cell_key(spec.name, c.cell_id))  # resumed cells are re-admitted
+    out.wall_s = time.time() - t0
+    if interrupted:
+        raise KeyboardInterrupt
+    return out
+
+
+def resume_sweep(name_or_dir: str, storage: str = "runs", overrides: list[str] | None = None, **kw) -> SweepOutcome:
+    """Resume from the stored resolved spec `<storage>/<name>/spec.yaml`."""
+    from scaling_sweeper.sweep.spec import load_spec
+
+    d = Path(name_or_dir)
+    if not (d / "spec.yaml").is_file():
+        d = Path(storage) / name_or_dir
+    if not (d / "spec.yaml").is_file():
+        raise ConfigError(f"sweep: no sweep {name_or_dir!r} (no spec.yaml in {d})")
+    return run_sweep(load_spec(d / "spec.yaml", overrides), **kw)
+
+
+def request_stop(sweep_dir: Path) -> None:
+    """Ask running trials to stop at their next step (they checkpoint and return)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / sweep_status.STOP_FILE).write_text(f"requested at {time.time()}\n")
+
+
+def run_cells_in_loop(spec: SweepSpec, train_fn: TrainFn | None = None) -> float:
+    """The same cells one after another in this process, no Ray (benchmark baseline). Returns s."""
+    spec, shape, cells = prepare(spec)
+    fn = train_fn or default_train_fn
+    t0 = time.time()
+    for c in cells:
+        fn(c.train_config(), spec.sweep_dir / c.cell_id)
+    return time.time() - t0
+
+
+__all__ = [
+    "CellSearcher", "SweepOutcome", "TrialContext", "cell_trainable", "check_budget", "default_train_fn",
+    "prepare", "reconcile", "request_stop", "resume_sweep", "run_cells_in_loop", "run_sweep",
+]
