@@ -1,0 +1,572 @@
+"""One self-contained HTML report of a sweep: plotly figures (plotly.js inlined), fitted
+parameters with statuses, and the learnable windows explained in plain words.
+
+Sections: summary; loss vs N; loss vs D; isoFLOP curves and N_opt(C), D_opt(C); SWD vs N with
+the floor band; loss vs SWD (correlation); learning curves per size and the compute-efficient
+frontier; learnable windows; Chinchilla joint fit; table of fitted parameters. A section whose
+data are missing says so instead of failing. Which cells feed which plot: the scan along x is
+the phase with the most distinct x values (e.g. phase "size" for N, "data" for D), the isoFLOP
+analysis uses cells grouped by C_planned with 3+ sizes per budget.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+from analysis.correlation import correlate
+from analysis.errors import AnalysisError
+from analysis.fits.chinchilla import fit_chinchilla
+from analysis.fits.compare import Comparison, compare_laws
+from analysis.fits.frontier import compute_frontier
+from analysis.fits.isoflop import isoflop
+from analysis.fits.result import FitResult
+from analysis.tables import open_tables
+from analysis.window import WindowResult, learnable_window
+
+LOSS = "val_loss"
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+LAW_STYLE = {"log": "dash", "offset_power": "solid", "power": "dot"}
+
+
+@dataclass
+class Section:
+    """A report section: its anchor id, title, figures (id -> figure), text (HTML) and notes."""
+
+    id: str
+    title: str
+    figures: dict[str, go.Figure] = field(default_factory=dict)
+    html: str = ""
+    missing: str | None = None  # why the section has no figure
+
+
+@dataclass
+class FitRow:
+    """One row of the fitted-parameter table."""
+
+    name: str
+    fit: FitResult | None = None
+    extra: dict[str, Any] | None = None  # for non-FitResult fits (isoflop, correlation)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return html.escape(str(v))
+    if not math.isfinite(f):
+        return "n/a"
+    return f"{f:.4g}" if (1e-3 <= abs(f) < 1e4 or f == 0) else f"{f:.3e}"
+
+
+OTHER_AXES = {"N": ("D", "tokens_seen"), "D": ("N", "tokens_seen"), "C": ()}
+
+
+def _scan(done: pl.DataFrame, x: str, y: str) -> tuple[pl.DataFrame, str]:
+    """Rows of the phase that scans x: the fewest distinct values of the other axes (N for a D
+    scan, D for an N scan), then the most distinct x; and a label."""
+    d = done.filter(pl.col(x).is_not_null() & pl.col(y).is_not_null() & pl.col(y).is_finite())
+    if d.height == 0:
+        return d, ""
+    if "phase" in d.columns and d["phase"].n_unique() > 1:
+        others = [c for c in OTHER_AXES.get(x, ()) if c in d.columns]
+        aggs = [pl.col(x).n_unique().alias("_k")] + [pl.col(c).n_unique().alias(f"_o{i}") for i, c in enumerate(others)]
+        counts = d.group_by("phase").agg(aggs).filter(pl.col("_k") >= 2)
+        if counts.height == 0:
+            return d, "all cells"
+        counts = counts.with_columns(pl.sum_horizontal([f"_o{i}" for i in range(len(others))] or [pl.lit(0)]).alias("_o"))
+        phase = counts.sort(["_o", "_k", "phase"], descending=[False, True, False], nulls_last=True)["phase"][0]
+        sel = d.filter(pl.col("phase") == phase) if phase is not None else d.filter(pl.col("phase").is_null())
+        return sel, f"phase {phase}"
+    return d, "all cells"
+
+
+def _arr(df: pl.DataFrame, col: str) -> np.ndarray:
+    return df[col].cast(pl.Float64).to_numpy()
+
+
+def _xgrid(x: np.ndarray, n: int = 120, extend: float = 0.0) -> np.ndarray:
+    lo, hi = np.log10(np.nanmin(x)), np.log10(np.nanmax(x))
+    return np.logspace(lo - extend, hi + extend, n)
+
+
+def _layout(fig: go.Figure, title: str, xlabel: str, ylabel: str, logx: bool = True, logy: bool = False) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, template="plotly_white",
+                      height=480, legend={"font": {"size": 10}}, margin={"l": 60, "r": 20, "t": 60, "b": 50})
+    if logx:
+        fig.update_xaxes(type="log", exponentformat="power")
+    if logy:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def _add_band(fig: go.Figure, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str, name: str) -> None:
+    ok = np.isfinite(lo) & np.isfinite(hi)
+    if ok.sum() < 2:
+        return
+    fig.add_trace(go.Scatter(x=np.concatenate([x[ok], x[ok][::-1]]), y=np.concatenate([hi[ok], lo[ok][::-1]]),
+                             fill="toself", fillcolor=color, opacity=0.2, line={"width": 0}, name=name,
+                             hoverinfo="skip", showlegend=True))
+
+
+def _fit_traces(fig: go.Figure, cmp: Comparison, x: np.ndarray) -> None:
+    """Each usable law as a line (best one solid and with its bootstrap band)."""
+    grid = _xgrid(x)
+    for law, r in cmp.results.items():
+        if not r.ok:
+            continue
+        best = law == cmp.best
+        label = f"{law}{' (best by AIC)' if best else ''}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
+        fig.add_trace(go.Scatter(x=grid, y=r.predict(grid), mode="lines", name=label,
+                                 line={"dash": LAW_STYLE.get(law, "solid"), "width": 3 if best else 1.5,
+                                       "color": "black" if best else "gray"}))
+        if best:
+            lo, hi = r.band(grid)
+            _add_band(fig, grid, lo, hi, "gray", f"{law} {int(r.ci_level * 100)}% bootstrap band")
+
+
+def _points(fig: go.Figure, df: pl.DataFrame, x: str, y: str, yerr: str | None = None, name: str = "cells",
+            color_by: str | None = "seed") -> None:
+    groups = [(None, df)] if color_by is None or color_by not in df.columns else \
+        [(k[0], g) for k, g in df.sort(color_by, nulls_last=True).group_by(color_by, maintain_order=True)]
+    for i, (key, g) in enumerate(groups):
+        err = None
+        if yerr and yerr in g.columns and g[yerr].null_count() < g.height:
+            err = {"type": "data", "array": _arr(g, yerr), "visible": True}
+        text = g["size"].to_list() if "size" in g.columns else None
+        fig.add_trace(go.Scatter(x=_arr(g, x), y=_arr(g, y), mode="markers", error_y=err, text=text,
+                                 name=f"{name}" + (f" ({color_by} {key})" if key is not None else ""),
+                                 marker={"size": 8, "color": COLORS[i % len(COLORS)]}))
+
+
+def _comparison_html(cmp: Comparison) -> str:
+    return f"<p class='fitmsg'>{html.escape(cmp.message)}</p>"
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def _section_summary(trials: pl.DataFrame, sweep: str | None) -> Section:
+    s = Section("summary", "Summary")
+    if trials.height == 0:
+        s.missing = "No trials found: the sweep has not finished any cell yet (or the tables are missing)."
+        return s
+    by = [c for c in ("sweep", "phase", "status") if c in trials.columns]
+    t = trials.group_by(by).agg(pl.len().alias("cells")).sort(by, nulls_last=True)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>" for r in t.iter_rows())
+    head = "".join(f"<th>{c}</th>" for c in t.columns)
+    failed = trials.filter(pl.col("status") != "done").height
+    s.html = (f"<p>{trials.height} cells in {trials['sweep'].n_unique()} sweep(s); {failed} not done "
+              f"(failed, refused or running) are listed but left out of every fit.</p>"
+              f"<table class='params'><tr>{head}</tr>{rows}</table>")
+    return s
+
+
+def _section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xlabel: str, ylabel: str,
+                    fits: list[FitRow], n_boot: int, yerr: str | None = None,
+                    floor: str | None = None) -> tuple[Section, pl.DataFrame]:
+    s = Section(sid, title)
+    d, label = _scan(done, x, y)
+    if d.height == 0 or d[x].n_unique() < 2:
+        s.missing = f"No data: needs finished cells with {y} at 2 or more values of {x} (have {d[x].n_unique() if d.height else 0})."
+        return s, d
+    xv, yv = _arr(d, x), _arr(d, y)
+    ev = _arr(d, yerr) if yerr and d[yerr].null_count() == 0 else None
+    cmp = compare_laws(xv, yv, yerr=ev, n_boot=n_boot)
+    fig = go.Figure()
+    if floor and floor in d.columns and d[floor].null_count() < d.height:
+        f = float(np.nanmedian(_arr(d, floor)))
+        fe = float(np.nanmedian(_arr(d, yerr))) if yerr and d[yerr].null_count() < d.height else 0.0
+        grid = _xgrid(xv, 2, 0.1)
+        fig.add_trace(go.Scatter(x=np.concatenate([grid, grid[::-1]]), y=[f + fe, f + fe, f - fe, f - fe],
+                                 fill="toself", fillcolor="green", opacity=0.2, line={"width": 0},
+                                 name=f"SWD floor {_fmt(f)} ± {_fmt(fe)}", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=grid, y=[f, f], mode="lines", line={"color": "green", "dash": "dash"},
+                                 name="SWD floor", showlegend=False))
+    _points(fig, d, x, y, yerr)
+    _fit_traces(fig, cmp, xv)
+    s.figures[f"fig-{sid}"] = _layout(fig, f"{title} ({label}, {d.height} cells)", xlabel, ylabel)
+    s.html = _comparison_html(cmp)
+    for law, r in cmp.results.items():
+        fits.append(FitRow(f"{ylabel} vs {x}: {law}" + (" (best)" if law == cmp.best else ""), r))
+    return s, d
+
+
+def _section_isoflop(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> Section:
+    s = Section("isoflop", "IsoFLOP curves and compute-optimal N, D")
+    ncol = "N_incl" if done.height and done["N_incl"].null_count() == 0 else "N"
+    d = done.filter(pl.col("C_planned").is_not_null() & pl.col(LOSS).is_not_null() & pl.col(ncol).is_not_null())
+    if d.height:
+        k = d.group_by("C_planned").agg(pl.col(ncol).n_unique().alias("k")).filter(pl.col("k") >= 3)
+        d = d.filter(pl.col("C_planned").is_in(k["C_planned"].implode()))
+    if d.height == 0 or d["C_planned"].n_unique() < 2:
+        s.missing = ("No isoFLOP data: needs 2 or more compute budgets (C_planned) each with 3 or more model "
+                     "sizes among finished cells.")
+        return s
+    r = isoflop(_arr(d, "C_planned"), _arr(d, ncol), _arr(d, LOSS), n_boot=n_boot)
+    fits.append(FitRow("isoFLOP N_opt(C) ~ C^a", extra=r.to_dict()))
+    fig = go.Figure()
+    for i, b in enumerate(r.budgets):
+        col = COLORS[i % len(COLORS)]
+        g = d.filter((pl.col("C_planned").log10().round(3)) == round(math.log10(b.C), 3))
+        fig.add_trace(go.Scatter(x=_arr(g, ncol), y=_arr(g, LOSS), mode="markers", marker={"color": col, "size": 8},
+                                 name=f"C = {_fmt(b.C)} FLOPs", text=g["size"].to_list()))
+        if all(math.isfinite(c) for c in b.coeffs):
+            grid = np.logspace(math.log10(b.N_range[0]), math.log10(b.N_range[1]), 60)
+            c2, c1, c0 = b.coeffs
+            u = np.log10(grid)
+            fig.add_trace(go.Scatter(x=grid, y=c2 * u * u + c1 * u + c0, mode="lines", line={"color": col},
+                                     showlegend=False, name=f"parabola C={_fmt(b.C)}"))
+        if b.usable:
+            fig.add_trace(go.Scatter(x=[b.N_opt], y=[b.L_opt], mode="markers", showlegend=False,
+                                     marker={"symbol": "star", "size": 16, "color": col, "line": {"color": "black", "width": 1}},
+                                     name=f"N_opt = {_fmt(b.N_opt)}"))
+    s.figures["fig-isoflop"] = _layout(fig, "IsoFLOP curves (parabola in log N per budget; stars: optima)",
+                                       f"{ncol} (parameters)", "validation loss (nats/token)")
+    good = [b for b in r.budgets if b.usable]
+    if good and r.ok:
+        fig2 = go.Figure()
+        Cs = np.array([b.C for b in good])
+        fig2.add_trace(go.Scatter(x=Cs, y=[b.N_opt for b in good], mode="markers", name="N_opt (parabola minimum)",
+                                  error_y={"type": "data", "symmetric": False,
+                                           "array": [b.N_opt_ci[1] - b.N_opt for b in good],
+                                           "arrayminus": [b.N_opt - b.N_opt_ci[0] for b in good]}))
+        cg = _xgrid(Cs, 50, 0.2)
+        fig2.add_trace(go.Scatter(x=cg, y=r.n_opt(cg), mode="lines", name=f"N_opt = {_fmt(r.k_N)} C^{r.a:.3f}"))
+        fig2.add_trace(go.Scatter(x=Cs, y=Cs / (6 * np.array([b.N_opt for b in good])), mode="markers",
+                                  name="D_opt = C / (6 N_opt)", marker={"symbol": "square"}))
+        fig2.add_trace(go.Scatter(x=cg, y=r.d_opt(cg), mode="lines", line={"dash": "dash"},
+                                  name=f"D_opt = {_fmt(r.k_D)} C^{r.b:.3f}"))
+        s.figures["fig-isoflop-opt"] = _layout(fig2, "Compute-optimal model and data size", "C (FLOPs)",
+                                               "N_opt (parameters), D_opt (tokens)", logy=True)
+    s.html = (f"<p class='fitmsg'>{html.escape(r.message)}. a = {_fmt(r.a)} (95% interval {_fmt(r.a_ci[0])} to "
+              f"{_fmt(r.a_ci[1])}), b = {_fmt(r.b)} (D_opt = C/(6 N_opt) with C = 6 N_incl D). Status: {r.status}.</p>")
+    skipped = [b for b in r.budgets if not b.usable]
+    if skipped:
+        s.html += "<ul>" + "".join(f"<li>C = {_fmt(b.C)}: {html.escape(b.message)}</li>" for b in skipped) + "</ul>"
+    return s
+
+
+def _section_loss_vs_swd(done: pl.DataFrame, fits: list[FitRow]) -> Section:
+    s = Section("loss-vs-swd", "Validation loss vs SWD")
+    d = done.filter(pl.col("swd").is_not_null() & pl.col(LOSS).is_not_null())
+    if d.height < 3:
+        s.missing = f"No SWD data: needs 3 or more finished cells with both swd and {LOSS} (have {d.height})."
+        return s
+    c = correlate(_arr(d, LOSS), _arr(d, "swd"))
+    fits.append(FitRow("correlation val_loss - swd", extra=c.to_dict()))
+    fig = go.Figure()
+    for i, (k, g) in enumerate(d.sort("phase", nulls_last=True).group_by("phase", maintain_order=True)):
+        fig.add_trace(go.Scatter(x=_arr(g, LOSS), y=_arr(g, "swd"), mode="markers", name=f"phase {k[0]}",
+                                 error_y={"type": "data", "array": _arr(g, "swd_err")} if g["swd_err"].null_count() == 0 else None,
+                                 marker={"color": COLORS[i % len(COLORS)], "size": 8}, text=g["size"].to_list()))
+    s.figures["fig-loss-vs-swd"] = _layout(fig, "SWD vs validation loss (all finished cells)", "validation loss (nats/token)",
+                                           "SWD", logx=False)
+    s.html = (f"<p class='fitmsg'>Pearson r = {_fmt(c.pearson_r)} (95% interval {_fmt(c.pearson_ci[0])} to "
+              f"{_fmt(c.pearson_ci[1])}, p = {_fmt(c.pearson_p)}); Spearman rho = {_fmt(c.spearman_rho)} "
+              f"(95% {c.spearman_ci_method} interval {_fmt(c.spearman_ci[0])} to {_fmt(c.spearman_ci[1])}, "
+              f"p = {_fmt(c.spearman_p)}); n = {c.n}. {html.escape(c.message) if c.message != 'ok' else ''}</p>"
+              "<p>A Spearman rho near 1 means the loss ranks models the same way as the physics metric: a good proxy.</p>")
+    return s
+
+
+def _curves_joined(curves: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
+    if curves.height == 0 or trials.height == 0:
+        return curves.clear()
+    t = trials.select("sweep", "cell_id", "size", "N", "phase", "seed")
+    return curves.join(t, on=["sweep", "cell_id"], how="inner")
+
+
+def _section_curves(cj: pl.DataFrame) -> Section:
+    s = Section("learning-curves", "Learning curves per size and the compute-efficient frontier")
+    d = cj.filter(pl.col("tokens").is_not_null())
+    if d.height == 0:
+        s.missing = "No learning curves: the curves table is empty for finished cells."
+        return s
+    ycol = "val_loss" if d["val_loss"].null_count() < d.height else "train_loss"
+    d = d.filter(pl.col(ycol).is_not_null())
+    fig = go.Figure()
+    sizes = d.select("size", "N").unique().sort("N", nulls_last=True)
+    for i, (size, _) in enumerate(sizes.iter_rows()):
+        g = d.filter(pl.col("size") == size) if size is not None else d.filter(pl.col("size").is_null())
+        col = COLORS[i % len(COLORS)]
+        first = True
+        for (_cid,), c in g.sort("step").group_by("cell_id", maintain_order=True):
+            fig.add_trace(go.Scatter(x=_arr(c, "tokens"), y=_arr(c, ycol), mode="lines", line={"color": col, "width": 1},
+                                     name=f"size {size}", legendgroup=str(size), showlegend=first))
+            first = False
+    s.figures["fig-learning-curves"] = _layout(fig, f"Learning curves ({ycol}) per size", "tokens seen",
+                                               f"{ycol} (nats/token)")
+    runs = [(c["flops"].cast(pl.Float64).to_numpy(), c[ycol].cast(pl.Float64).to_numpy())
+            for _, c in d.filter(pl.col("flops").is_not_null()).sort("step").group_by("cell_id", maintain_order=True)]
+    labels = [str(k[0]) for k, _ in d.filter(pl.col("flops").is_not_null()).sort("step").group_by("cell_id", maintain_order=True)]
+    if runs:
+        fr = compute_frontier(runs, labels=labels)
+        fig2 = go.Figure()
+        for i, (f, y) in enumerate(runs):
+            fig2.add_trace(go.Scatter(x=f, y=y, mode="lines", line={"color": "lightgray", "width": 1},
+                                      name="runs", legendgroup="runs", showlegend=i == 0))
+        fig2.add_trace(go.Scatter(x=fr.flops, y=fr.loss, mode="lines", line={"color": "black", "width": 3},
+                                  name="frontier: min over runs at fixed FLOPs"))
+        s.figures["fig-frontier"] = _layout(fig2, "Loss at fixed FLOPs (compute-efficient frontier)", "C (FLOPs)",
+                                            f"{ycol} (nats/token)")
+    return s
+
+
+def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str | None) -> go.Figure:
+    fig = go.Figure()
+    _points(fig, d, x, y, yerr, color_by=None)
+    xv = _arr(d, x)
+    hi = max(np.nanmax(xv), w.x_90 if math.isfinite(w.x_90) else 0)
+    grid = np.logspace(math.log10(np.nanmin(xv)), math.log10(min(hi, np.nanmax(xv) * 1e3)), 150)
+    if w.fit is not None and w.fit.ok:
+        fig.add_trace(go.Scatter(x=grid, y=w.fit.predict(grid), mode="lines", line={"color": "black"},
+                                 name=f"{w.law} fit"))
+    if w.status == "saturating":
+        fig.add_trace(go.Scatter(x=[grid[0], grid[-1], grid[-1], grid[0]],
+                                 y=[w.y_at_xmin, w.y_at_xmin, w.asymptote, w.asymptote], fill="toself",
+                                 fillcolor="orange", opacity=0.15, line={"width": 0},
+                                 name=f"learnable window {_fmt(w.width)}"))
+        fig.add_hline(y=w.asymptote, line_dash="dash", line_color="orange", annotation_text=f"E = {_fmt(w.asymptote)}")
+        for key, col in (("x_90", "purple"), ("x_99", "red"), ("x_sat", "brown")):
+            v = getattr(w, key)
+            if math.isfinite(v) and grid[0] <= v <= grid[-1]:
+                fig.add_vline(x=v, line_dash="dot", line_color=col, annotation_text=f"{key} = {_fmt(v)}")
+    if math.isfinite(w.floor):
+        fig.add_hline(y=w.floor, line_dash="dash", line_color="green", annotation_text=f"floor {_fmt(w.floor)}")
+    return _layout(fig, f"Learnable window: {y} vs {x} ({w.status})", x, y)
+
+
+def _section_windows(scans: dict[tuple[str, str], pl.DataFrame], frontier_rows: pl.DataFrame | None,
+                     n_boot: int) -> tuple[Section, list[WindowResult]]:
+    s = Section("windows", "Learnable windows")
+    wins: list[WindowResult] = []
+    parts = []
+    for (x, y), d in scans.items():
+        if d is None or d.height == 0:
+            parts.append(f"<h3>{y} vs {x}</h3><p class='missing'>No data for this window.</p>")
+            continue
+        yerr = "swd_err" if y == "swd" and d["swd_err"].null_count() == 0 else None
+        floor = float(np.nanmedian(_arr(d, "swd_floor"))) if y == "swd" and d["swd_floor"].null_count() < d.height else None
+        w = learnable_window(_arr(d, x), _arr(d, y), axis=x, metric=y,
+                             yerr=_arr(d, yerr) if yerr else None, floor=floor, n_boot=n_boot)
+        wins.append(w)
+        fid = f"fig-window-{y}-{x}".replace("_", "-")
+        if w.fit is not None and w.fit.ok:
+            s.figures[fid] = _window_figure(w, d, x, y, yerr)
+        items = "".join(f"<li><b>{k}</b>: {html.escape(v)}</li>" for k, v in w.explanations.items())
+        parts.append(f"<h3>{y} vs {x}</h3><p class='fitmsg'>{html.escape(w.message)}</p><ul class='explain'>{items}</ul>"
+                     f"<!--FIG:{fid}-->")
+    if not wins:
+        s.missing = "No data for any learnable window (needs scans along D, C or N)."
+    s.html = "".join(parts)
+    return s, wins
+
+
+def _section_chinchilla(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> Section:
+    s = Section("chinchilla", "Chinchilla joint fit L(N, D)")
+    d = done.filter(pl.col(LOSS).is_not_null() & pl.col("N").is_not_null() & pl.col("D").is_not_null()
+                    & pl.col("tokens_seen").is_not_null())
+    if d.height < 6 or d["N"].n_unique() < 2 or d["D"].n_unique() < 2:
+        s.missing = "Not enough finished cells spanning both N and D for the joint fit (needs 6+, with 2+ values of each)."
+        return s
+    Deff = np.minimum(_arr(d, "D"), _arr(d, "tokens_seen"))
+    r = fit_chinchilla(_arr(d, "N"), Deff, _arr(d, LOSS), n_boot=max(10, n_boot // 4))
+    fits.append(FitRow("Chinchilla L(N, D)", r))
+    s.html = (f"<p class='fitmsg'>{html.escape(r.formula)} fitted (log-sum-exp form, Huber loss on log L, "
+              f"L-BFGS-B from a grid of starts) to {r.n} cells, D = min(D, tokens_seen): status {r.status} "
+              f"({html.escape(r.message)}). " + ", ".join(
+                  f"{k} = {_fmt(v)} [{_fmt(r.ci[k][0])}, {_fmt(r.ci[k][1])}]" for k, v in r.params.items()) +
+              (f". Implied N_opt ~ C^{_fmt(r.derived['a_N'])}, D_opt ~ C^{_fmt(r.derived['b_D'])}." if r.derived else "")
+              + "</p>")
+    if r.ok:
+        fig = go.Figure()
+        pred = r.predict(_arr(d, "N"), Deff)
+        fig.add_trace(go.Scatter(x=_arr(d, LOSS), y=pred, mode="markers", name="cells", text=d["size"].to_list()))
+        lo, hi = float(np.nanmin(_arr(d, LOSS))), float(np.nanmax(_arr(d, LOSS)))
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"dash": "dash"}, name="y = x"))
+        s.figures["fig-chinchilla"] = _layout(fig, "Chinchilla fit: predicted vs measured loss", "measured loss",
+                                              "predicted loss", logx=False)
+    return s
+
+
+def _section_params(fits: list[FitRow]) -> Section:
+    s = Section("parameters", "Fitted parameters")
+    if not fits:
+        s.missing = "No fits could be made."
+        return s
+    rows = []
+    for fr in fits:
+        if fr.fit is not None:
+            r = fr.fit
+            params = "<br>".join(f"{k} = {_fmt(v)} [{_fmt(r.ci[k][0])}, {_fmt(r.ci[k][1])}]" for k, v in r.params.items())
+            gof = f"RMSE {_fmt(r.rmse)}, R² {_fmt(r.r2)}" + (f", χ²/ndof {_fmt(r.chi2_ndof)}" if r.chi2_ndof is not None else "")
+            rows.append((fr.name, html.escape(r.formula), r.status, html.escape(r.message), params, gof,
+                         _fmt(r.aic), _fmt(r.bic), str(r.n)))
+        else:
+            e = fr.extra or {}
+            keys = [k for k in ("a", "a_ci", "b", "b_ci", "pearson_r", "pearson_ci", "spearman_rho", "spearman_ci") if k in e]
+            params = "<br>".join(
+                f"{k} = " + (f"[{_fmt(e[k][0])}, {_fmt(e[k][1])}]" if isinstance(e[k], (list, tuple)) else _fmt(e[k]))
+                for k in keys)
+            rows.append((fr.name, "", str(e.get("status", "")), html.escape(str(e.get("message", ""))), params, "",
+                         "", "", str(e.get("n", ""))))
+    head = "".join(f"<th>{h}</th>" for h in ("fit", "law", "status", "message", "parameters [95% CI]",
+                                               "goodness of fit", "AIC", "BIC", "n"))
+    body = "".join("<tr>" + "".join(f"<td class='st-{c}'>{c}</td>" if i == 2 else f"<td>{c}</td>" for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    s.html = f"<table class='params'><tr>{head}</tr>{body}</table>"
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# assembly
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em;color:#222}
+h1{border-bottom:2px solid #444} h2{margin-top:2em;border-bottom:1px solid #ccc}
+.missing{color:#a60;font-style:italic} .fitmsg{background:#f4f6f8;padding:.5em}
+table.params{border-collapse:collapse;font-size:.85em} table.params td,table.params th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}
+.st-converged{color:#060} .st-at_bound{color:#a60} .st-ill_conditioned,.st-failed,.st-insufficient_data{color:#a00}
+ul.explain li{margin-bottom:.3em}
+"""
+
+
+def _render(sections: list[Section], title: str, subtitle: str) -> str:
+    from plotly.offline import get_plotlyjs
+
+    body = []
+    toc = "".join(f"<li><a href='#{s.id}'>{html.escape(s.title)}</a></li>" for s in sections)
+    for s in sections:
+        figs_html = {fid: fig.to_html(full_html=False, include_plotlyjs=False, div_id=fid)
+                     for fid, fig in s.figures.items()}
+        text = s.html
+        placed = set()
+        for fid, fh in figs_html.items():
+            marker = f"<!--FIG:{fid}-->"
+            if marker in text:
+                text = text.replace(marker, fh)
+                placed.add(fid)
+        rest = "".join(fh for fid, fh in figs_html.items() if fid not in placed)
+        missing = f"<p class='missing'>{html.escape(s.missing)}</p>" if s.missing else ""
+        body.append(f"<section id='{s.id}'><h2>{html.escape(s.title)}</h2>{missing}{rest}{text}</section>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p><ul>{toc}</ul>{''.join(body)}</body></html>")
+
+
+def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None = None,
+                   n_boot: int = 200) -> tuple[list[Section], list[FitRow], list[WindowResult]]:
+    """All report sections from collected trials and curves frames (pure: no I/O)."""
+    fits: list[FitRow] = []
+    done = trials.filter(pl.col("status") == "done") if trials.height else trials
+    sections = [_section_summary(trials, sweep)]
+    s_n, d_n = _section_law_vs(done, "N", LOSS, "loss-vs-n", "Validation loss vs model size N", "N (parameters)",
+                               "validation loss (nats/token)", fits, n_boot)
+    s_d, d_d = _section_law_vs(done, "D", LOSS, "loss-vs-d", "Validation loss vs data size D", "D (tokens)",
+                               "validation loss (nats/token)", fits, n_boot)
+    sections += [s_n, s_d, _section_isoflop(done, fits, n_boot)]
+    s_swd, d_swd = _section_law_vs(done, "N", "swd", "swd-vs-n", "SWD vs model size N", "N (parameters)", "swd",
+                                   fits, n_boot, yerr="swd_err", floor="swd_floor")
+    if s_swd.missing:
+        s_swd.missing = "No SWD data: no finished cell has been evaluated (swd is null)."
+    sections += [s_swd, _section_loss_vs_swd(done, fits)]
+    cj = _curves_joined(curves, done)
+    sections.append(_section_curves(cj))
+    # windows: along D (data scan), along C (compute frontier), along N (size scan)
+    d_c = done.filter(pl.col("phase") == "compute") if "phase" in done.columns else done.clear()
+    scans: dict[tuple[str, str], pl.DataFrame] = {
+        ("D", LOSS): d_d,
+        ("D", "swd"): _scan(done, "D", "swd")[0],
+        ("C", LOSS): _frontier_frame(cj),
+        ("N", LOSS): d_n,
+        ("N", "swd"): d_swd,
+    }
+    del d_c
+    s_w, wins = _section_windows(scans, None, n_boot)
+    sections += [s_w, _section_chinchilla(done, fits, n_boot)]
+    sections.append(_section_params(fits))
+    return sections, fits, wins
+
+
+def _frontier_frame(cj: pl.DataFrame) -> pl.DataFrame:
+    """The compute-efficient frontier as a frame with columns C and val_loss (for the C window)."""
+    d = cj.filter(pl.col("flops").is_not_null() & pl.col("val_loss").is_not_null()) if cj.height else cj
+    if d.height == 0:
+        return pl.DataFrame(schema={"C": pl.Float64, LOSS: pl.Float64, "size": pl.String})
+    runs = [(c["flops"].cast(pl.Float64).to_numpy(), c["val_loss"].cast(pl.Float64).to_numpy())
+            for _, c in d.sort("step").group_by("cell_id", maintain_order=True)]
+    fr = compute_frontier(runs, n_grid=25)
+    ok = np.isfinite(fr.loss)
+    return pl.DataFrame({"C": fr.flops[ok], LOSS: fr.loss[ok], "size": ["frontier"] * int(ok.sum())})
+
+
+def build_report(
+    path: str | Path = "runs",
+    sweep: str | None = None,
+    out: str | Path | None = None,
+    png_dir: str | Path | None = None,
+    n_boot: int = 200,
+    image_format: str = "png",
+) -> Path:
+    """Write the HTML report of `sweep` (None: every sweep under `path`) and return its path.
+
+    out: default <path>/<sweep>/report.html (or <path>/report.html). png_dir: also export each
+    figure as a static image (png or svg) via kaleido; without kaleido the HTML is still written
+    and an AnalysisError says how to get the images.
+    """
+    path = Path(path)
+    if sweep is not None and not (path / sweep).is_dir() and path.name != sweep:
+        raise AnalysisError(f"no sweep {sweep!r} under {path}")
+    root = path if sweep is None or path.name == sweep else path / sweep
+    tables = open_tables(root)
+    trials = tables.trials.collect()
+    curves = tables.curves.collect()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sections, _, _ = build_sections(trials, curves, sweep, n_boot)
+    name = sweep or path.name
+    n_done = trials.filter(pl.col("status") == "done").height if trials.height else 0
+    text = _render(sections, f"Scaling report: {name}", f"{trials.height} cells, {n_done} finished; results from {root}")
+    out = Path(out) if out else (root / "report.html")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    if png_dir is not None:
+        export_images(sections, Path(png_dir), image_format, out)
+    return out
+
+
+def export_images(sections: list[Section], png_dir: Path, image_format: str, html_path: Path) -> list[Path]:
+    """Static images of every figure via kaleido (optional dependency)."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        raise AnalysisError(f"HTML report written to {html_path}, but static {image_format.upper()} export needs "
+                            "the optional package kaleido (pip install kaleido)") from None
+    png_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for s in sections:
+        for fid, fig in s.figures.items():
+            p = png_dir / f"{fid}.{image_format}"
+            fig.write_image(str(p))
+            paths.append(p)
+    return paths

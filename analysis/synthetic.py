@@ -1,0 +1,164 @@
+"""Synthetic sweep results shaped exactly like real ones (results rows + learning curves), drawn
+from known laws: for tests, demos and benchmarks of the analysis without training anything.
+
+Loss follows L(N, D) = E + A/N^alpha + B/D_eff^beta (D_eff = min(D, tokens_seen)) with
+log-normal noise; SWD = floor + k (L - E)^p with noise and a bootstrap error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# (name, n_layer, n_head, d_model): a ladder like the model presets (N = 12 n_layer d_model^2)
+LADDER = [
+    ("Pico", 2, 2, 32), ("XXS", 2, 2, 64), ("XS", 3, 3, 96), ("S", 4, 4, 128), ("M-", 6, 4, 192),
+    ("M", 8, 4, 256), ("L", 10, 6, 384), ("XL", 12, 8, 512), ("XXL", 16, 12, 768),
+]
+VOCAB = 8194
+SEQ_LEN = 130
+BATCH = 32
+
+
+@dataclass(frozen=True)
+class TrueLaw:
+    """The generating law (nats per token; N in parameters, D in tokens)."""
+
+    E: float = 1.8
+    A: float = 60.0
+    alpha: float = 0.35
+    B: float = 400.0
+    beta: float = 0.42
+    noise: float = 0.003  # relative
+    swd_floor: float = 0.002
+    swd_k: float = 0.05
+    swd_p: float = 1.5
+
+    def loss(self, N: np.ndarray, D: np.ndarray) -> np.ndarray:
+        return self.E + self.A * np.power(N, -self.alpha) + self.B * np.power(D, -self.beta)
+
+
+def size_params(n_layer: int, d_model: int) -> tuple[int, int]:
+    """(N, N_incl): non-embedding and all parameters (token + position embeddings, tied head)."""
+    N = 12 * n_layer * d_model * d_model
+    return N, N + VOCAB * d_model + SEQ_LEN * d_model
+
+
+def cell_id(cfg: dict[str, Any]) -> str:
+    return hashlib.sha1(repr(sorted(cfg.items())).encode()).hexdigest()[:10]
+
+
+def _row(sweep, phase, size, D, tokens, seed, law, rng, C_planned=None, status="done") -> tuple[dict, float]:
+    name, n_layer, n_head, d_model = size
+    N, N_incl = size_params(n_layer, d_model)
+    tokens = int(tokens)
+    steps = max(1, tokens // (BATCH * SEQ_LEN))
+    tokens = steps * BATCH * SEQ_LEN
+    C = 6.0 * N_incl * tokens
+    L = float(law.loss(N, min(D, tokens)) * math.exp(rng.normal(0, law.noise)))
+    swd = law.swd_floor + law.swd_k * (L - law.E) ** law.swd_p
+    swd_err = 0.03 * swd + 2e-4
+    swd = float(swd + rng.normal(0, swd_err))
+    cfg = {"sweep": sweep, "phase": phase, "size": name, "D": int(D), "tokens": tokens, "seed": seed}
+    done = status == "done"
+    row = {
+        "sweep": sweep, "phase": phase, "cell_id": cell_id(cfg), "size": name, "N": N, "N_incl": N_incl,
+        "n_layer": n_layer, "d_model": d_model, "n_head": n_head, "D": int(D), "tokens_seen": tokens if done else None,
+        "passes": tokens / D if done else None, "C_planned": float(C_planned if C_planned is not None else C),
+        "C_spent": C if done else None, "C_exact": C * 1.05 if done else None, "lr": 6e-4, "batch": BATCH,
+        "seq_len": SEQ_LEN, "seed": seed, "status": status,
+        "final_val_loss": L if done else None, "best_val_loss": L - 0.001 if done else None,
+        "swd": swd if done else None, "swd_err": swd_err if done else None,
+        "swd_floor": law.swd_floor if done else None, "invalid_frac": 0.001 if done else None,
+        "wall_s": 10.0 + C / 1e12, "tokens_per_s": 5e4, "started_at": "2026-01-01T00:00:00+00:00",
+        "finished_at": "2026-01-01T01:00:00+00:00" if done else None, "ray_trial_id": f"trial_{cfg['size']}_{seed}",
+        "error": None if done else "RuntimeError: synthetic failure",
+    }
+    return row, L
+
+
+def curve(row: dict, law: TrueLaw, n_points: int, rng: np.random.Generator) -> list[dict]:
+    """A learning curve ending at the row's final loss (tokens, FLOPs, losses per logged step)."""
+    if row["status"] != "done" or n_points <= 0:
+        return []
+    T = row["tokens_seen"]
+    steps = T // (BATCH * SEQ_LEN)
+    out = []
+    for s in np.unique(np.linspace(max(1, steps // n_points), steps, n_points).astype(int)):
+        t = int(s) * BATCH * SEQ_LEN
+        L = float(law.loss(row["N"], min(row["D"], t)) + 0.5 * (t / 1e5) ** -0.5 * (1 - t / T))
+        L = row["final_val_loss"] if s == steps else L * math.exp(rng.normal(0, law.noise))
+        out.append({"step": int(s), "tokens": t, "flops": 6.0 * row["N_incl"] * t, "train_loss": L - 0.01,
+                    "val_loss": L, "lr": 6e-4, "tokens_per_s": 5e4, "wall_s": t / 5e4})
+    return out
+
+
+def synthetic_rows(
+    sweep: str = "synthetic",
+    *,
+    law: TrueLaw = TrueLaw(),
+    seeds: int = 2,
+    failed: int = 2,
+    budgets: tuple[float, ...] = (1e15, 3e15, 1e16, 3e16, 1e17),
+    seed: int = 0,
+) -> list[dict]:
+    """Rows of a three-phase sweep: size (N varies, D = 2e8), data (N fixed, D varies, fixed
+    tokens_seen), compute (isoFLOP: 5 budgets x sizes around the optimum), plus failed cells."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(seeds):
+        for size in LADDER:
+            rows.append(_row(sweep, "size", size, 2e8, 2e8, s, law, rng)[0])
+        for D in np.geomspace(4e6, 4e9, 8):
+            rows.append(_row(sweep, "data", LADDER[4], D, 1e9, s, law, rng)[0])
+    for C in budgets:
+        for size in LADDER:
+            N_incl = size_params(size[1], size[3])[1]
+            tokens = C / (6 * N_incl)
+            if tokens < 2e5 or tokens > 1e10:
+                continue
+            rows.append(_row(sweep, "compute", size, tokens, tokens, 0, law, rng, C_planned=C)[0])
+    for i in range(failed):
+        rows.append(_row(sweep, "size", LADDER[-1 - i], 2e8, 2e8, 99, law, rng, status="failed")[0])
+    return rows
+
+
+def write_synthetic_sweep(
+    sweep_dir: str | Path,
+    *,
+    law: TrueLaw = TrueLaw(),
+    n_curve_points: int = 20,
+    with_swd: bool = True,
+    run_folders: bool = False,
+    seed: int = 0,
+    **kw: Any,
+) -> list[dict]:
+    """Write a synthetic sweep's tables (and optionally its run folders: result.json,
+    metrics.jsonl, STATUS) under `sweep_dir`; returns the rows."""
+    import json
+
+    from analysis.tables import write_cell_tables
+
+    sweep_dir = Path(sweep_dir)
+    rows = synthetic_rows(sweep_dir.name, law=law, seed=seed, **kw)
+    rng = np.random.default_rng(seed + 1)
+    for row in rows:
+        if not with_swd:
+            for k in ("swd", "swd_err", "swd_floor", "invalid_frac"):
+                row[k] = None
+        cur = curve(row, law, n_curve_points, rng)
+        if run_folders:
+            d = sweep_dir / row["cell_id"]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "STATUS").write_text(row["status"] + "\n")
+            (d / "metrics.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cur))
+            if row["status"] == "done":
+                (d / "result.json").write_text(json.dumps(row))
+        else:
+            write_cell_tables(sweep_dir, row["cell_id"], row, cur, None if with_swd else [])
+    return rows
