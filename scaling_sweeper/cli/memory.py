@@ -1,0 +1,66 @@
+"""`sweeper memory`: per-GPU memory of DDP vs ZeRO-2 vs ZeRO-3 (+ offload) for a size, and the
+strategy `auto` would pick for the declared GPU memory."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from scaling_sweeper import memory
+from scaling_sweeper.data.shards import ShardIndex
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "memory",
+        help="estimate per-GPU memory for DDP / ZeRO-2 / ZeRO-3 and the `auto` choice",
+        description=memory.__doc__.splitlines()[0],
+    )
+    p.add_argument("--size", required=True, help="size preset (Pico .. XXL)")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
+    p.add_argument("--gpu-mem", type=float, default=None, help="declared memory per GPU, GiB (e.g. 80)")
+    p.add_argument("--micro-batch", type=int, default=32, help="sequences per GPU per micro-step (default 32)")
+    p.add_argument("--data", default=None, help="tokens folder: read seq_len and vocab_size from it")
+    p.add_argument("--seq-len", type=int, default=130, help="tokens per row incl. start/stop (default 130)")
+    p.add_argument("--vocab-size", type=int, default=4099, help="vocabulary (default 4099 = 16^3 + 3)")
+    p.add_argument("--fp32", action="store_true", help="fp32 activations (CPU) instead of bf16")
+    p.add_argument("--headroom", type=float, default=0.9, help="fraction of --gpu-mem usable (default 0.9)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    seq_len, vocab = args.seq_len, args.vocab_size
+    if args.data:
+        idx = ShardIndex.load(args.data)
+        seq_len, vocab = idx.seq_len, idx.vocab_size
+    usable = None if args.gpu_mem is None else args.gpu_mem * args.headroom
+    ests = memory.estimate_for_size(
+        args.size, vocab_size=vocab, seq_len=seq_len, gpus=args.gpus, nodes=args.nodes,
+        micro_batch=args.micro_batch, gpu_mem_gib=usable, bf16=not args.fp32,
+    )
+    chosen = next((e.strategy for e in ests if e.fits), None) if usable is not None else None
+    if args.json:
+        print(json.dumps({
+            "size": args.size, "gpus": args.gpus, "nodes": args.nodes, "gpu_mem_gib": args.gpu_mem,
+            "usable_gib": usable, "chosen": chosen,
+            "strategies": [
+                {"strategy": e.strategy, "model_states_gib": e.model_states_gpu / memory.GIB,
+                 "activations_gib": e.activations_gpu / memory.GIB, "total_gib": e.total_gpu / memory.GIB,
+                 "host_gib": e.cpu / memory.GIB, "fits": e.fits}
+                for e in ests
+            ],
+        }, indent=2))
+        return 0
+    print(f"size {args.size}: {args.nodes} node(s) x {args.gpus} GPU(s), micro-batch {args.micro_batch}, "
+          f"seq_len {seq_len}, vocab {vocab}, {'fp32' if args.fp32 else 'bf16'} (GiB)")
+    print(memory.format_table(ests, chosen))
+    if usable is None:
+        print("declare --gpu-mem GiB to see which strategy `auto` picks")
+    elif chosen is None:
+        print(f"nothing fits {usable:.1f} GiB usable per GPU: lower --micro-batch or add GPUs")
+        return 1
+    else:
+        print(f"auto -> {chosen} (fits {usable:.1f} GiB usable of {args.gpu_mem:g} GiB per GPU)")
+    return 0

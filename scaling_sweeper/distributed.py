@@ -1,0 +1,622 @@
+"""One trial trained with DeepSpeed (DDP / ZeRO-2 / ZeRO-3) inside a Ray Train `TorchTrainer`.
+
+`run_distributed_trial(cfg, run_dir)` has the contract of `train.run_trial`: same run folder
+(config.yaml, STATUS, metrics.jsonl, checkpoints/, result.json), same metrics records, same
+results row, same `Progress` callbacks, same resume behaviour. What differs is inside:
+
+    driver (the caller: a Tune trial, `sweeper train`, a test)
+      |  TorchTrainer(num_workers, gloo on CPU / nccl on GPU), storage <run_dir>/ray/<cell>
+      |  fit() runs in a thread; the caller's thread polls a `_Relay` actor every 0.2 s:
+      |  writes metrics.jsonl, calls on_progress(Progress) and forwards should_stop()
+      v
+    worker r of W (train.py pieces reused: open_data, GPT, EpochSampler, rows_to_xy, lr_at,
+      make_optimizer, evaluate_loss): deepspeed.initialize(model, Ranger client optimizer,
+      config from zero_config.build_ds_config); each step takes the SAME global batch as the
+      single-process trainer (EpochSampler(seed).indices(step)) and splits it into
+      grad_accum micro-batches per worker, rows [(k*W + r)*mb, (k*W + r + 1)*mb).
+
+Exactness: the single-process loss is the mean cross-entropy over all non-pad targets of the
+global batch. Each micro-batch loss here is sum(CE) * W * grad_accum / n_valid(global batch);
+DeepSpeed divides by grad_accum and averages gradients over the W ranks, so the summed gradient
+is exactly the single-process gradient (up to float summation order), and gradient clipping
+(`gradient_clipping`, the global norm, same formula as clip_grad_norm_) acts on the same vector.
+With dropout > 0 the dropout masks differ from a single process (statistically equivalent).
+
+Optimizer: Ranger (RAdam + Lookahead) from `train.make_optimizer`, with gradient
+centralization switched OFF. ZeRO hands the optimizer flat 1-D partitions of the parameters;
+pytorch_optimizer's Ranger only centralizes gradients of dim > 1, so under ZeRO it would be
+silently skipped anyway: switching it off makes the behaviour explicit and identical for every
+strategy and world size. RAdam and Lookahead are elementwise, so they act on partitions exactly
+as on whole tensors, and their state (incl. Lookahead slow weights) is in DeepSpeed checkpoints.
+(DeepSpeed asks for `zero_allow_untested_optimizer: true` for a client optimizer.)
+
+Checkpoints: every `ckpt_every` steps (and at the end, and on stop) each worker writes its
+DeepSpeed shard (`engine.save_checkpoint`, trainer counters in client_state) and reports it with
+`ray.train.report(..., checkpoint=Checkpoint.from_directory(...))`; Ray merges the shards into
+<run_dir>/ray/<cell>/checkpoint_<time>/ and keeps `keep_checkpoints`. A worker that dies makes Ray
+Train (FailureConfig(max_failures)) restart the worker group from the last reported checkpoint.
+A re-invoked `run_distributed_trial` on an interrupted run folder reuses the same Train run
+name and storage, so Ray Train restores its checkpoint manager and the run continues (this is
+the `sweeper resume` path). At the end, rank 0 also writes the consolidated fp32 weights in
+train.py's format (`checkpoints/step_XXXXXXXX.pt`, state["model"]) so `train.load_model` and
+evaluation read a ZeRO run like any other.
+
+FLOP ledger semantic (documented contract): `tokens_seen` and the metrics' `tokens`/`flops`
+count USEFUL steps (the step counter of the final model), while `Progress.flops` and the row's
+`C_spent` count every step EXECUTED, including steps redone after a worker failure
+(C_spent = 6 * N_incl * executed_steps * batch * seq_len >= 6 * N_incl * tokens_seen). The
+executed-step count survives driver restarts in <run_dir>/spent.json (updated on every poll;
+at most one poll interval of steps can go uncounted if the driver itself is killed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scaling_sweeper import flops
+from scaling_sweeper.config import dump_yaml, from_dict, to_dict
+from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.runfolder import (
+    append_jsonl,
+    atomic_write_json,
+    atomic_write_text,
+    is_done,
+    read_jsonl,
+    read_result,
+    write_status,
+)
+from scaling_sweeper.zero_config import DistributedConfig, build_ds_config, strategy_name
+
+POLL_S = 0.2  # driver poll interval of the relay (seconds)
+SPENT_FILE = "spent.json"
+
+
+# ---------------------------------------------------------------------------------------------
+# planning (driver side, pure apart from reading the data's shape)
+
+
+@dataclass(frozen=True)
+class DistributedPlan:
+    """How a distributed trial runs: resolved strategy, world, batching and DeepSpeed config."""
+
+    strategy: str  # template name: ddp | zero2 | zero3 | zero2_offload | zero3_offload[_optimizer]
+    zero_stage: int
+    world_size: int
+    micro_batch: int  # rows per worker per micro-step
+    grad_accum: int  # micro-steps per optimizer step
+    use_gpu: bool
+    bf16: bool
+    ds_config: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "ds_config"}
+
+
+def _use_gpu(device: str) -> bool:
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available")
+        return True
+    return device == "auto" and torch.cuda.is_available()
+
+
+def resolve_strategy(
+    cfg: Any, dist: DistributedConfig, *, vocab_size: int, seq_len: int, use_gpu: bool, micro_batch: int
+) -> str:
+    """cfg.strategy (or dist.strategy) -> a concrete strategy; `auto` asks `memory.choose_strategy`.
+
+    auto on GPU uses dist.gpu_mem_gib (or the device's total memory); on CPU the host memory
+    divided over the workers (fp32)."""
+    strategy = dist.strategy or cfg.strategy
+    if strategy == "single":
+        raise ConfigError("strategy single: use train.run_trial (run_distributed_trial needs ddp/zero2/zero3/auto)")
+    if strategy != "auto":
+        return strategy
+    from scaling_sweeper import memory
+    from scaling_sweeper.model import config_for
+
+    gcfg = config_for(cfg.size, vocab_size, seq_len - 1)
+    if use_gpu:
+        import torch
+
+        mem = dist.gpu_mem_gib or torch.cuda.get_device_properties(0).total_memory / memory.GIB
+    else:
+        import psutil
+
+        mem = dist.gpu_mem_gib or psutil.virtual_memory().total / memory.GIB / dist.num_workers
+    return memory.choose_strategy(
+        gcfg, gpus=dist.num_workers, micro_batch=micro_batch, gpu_mem_gib=mem, seq_len=seq_len - 1, bf16=use_gpu
+    )
+
+
+def make_plan(cfg: Any, dist: DistributedConfig, *, vocab_size: int, seq_len: int) -> DistributedPlan:
+    """Resolve strategy, micro-batching and the DeepSpeed config of a trial (ConfigError if inconsistent)."""
+    from scaling_sweeper.zero_config import micro_batching
+
+    use_gpu = _use_gpu(cfg.device)
+    mb, gas = micro_batching(cfg.batch_size, dist.num_workers, dist.micro_batch_size)
+    base = resolve_strategy(cfg, dist, vocab_size=vocab_size, seq_len=seq_len, use_gpu=use_gpu, micro_batch=mb)
+    name = strategy_name(base, dist.zero_offload)
+    ds = build_ds_config(
+        name, batch_size=cfg.batch_size, world_size=dist.num_workers, micro_batch=mb,
+        grad_clip=cfg.grad_clip, bf16=use_gpu, template=dist.ds_config, overrides=dist.ds_overrides,
+    )  # fmt: skip
+    stage = int(ds.get("zero_optimization", {}).get("stage", 0))
+    return DistributedPlan(name, stage, dist.num_workers, mb, gas, use_gpu, use_gpu, ds)
+
+
+# ---------------------------------------------------------------------------------------------
+# the relay: worker rank 0 -> driver messages, driver -> workers stop flag
+
+
+def _relay_class():
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class _Relay:
+        """FIFO of messages from rank 0 plus a stop flag the driver sets."""
+
+        def __init__(self) -> None:
+            self.queue: list[tuple[str, Any]] = []
+            self.stop = False
+
+        def put(self, kind: str, payload: Any) -> bool:
+            self.queue.append((kind, payload))
+            return self.stop
+
+        def drain(self) -> list[tuple[str, Any]]:
+            q, self.queue = self.queue, []
+            return q
+
+        def request_stop(self) -> None:
+            self.stop = True
+
+    return _Relay
+
+
+class SpentCounter:
+    """Executed optimizer steps across attempts (worker-group starts) and driver invocations.
+
+    Persisted in <run_dir>/spent.json: {"steps_prior": steps of finished attempts and earlier
+    drivers, "attempts": {attempt_id: [start_step, last_step]}}. executed = prior + sum(last - start).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.prior = 0
+        self.attempts: dict[str, list[int]] = {}
+        try:
+            d = json.loads(path.read_text())
+            self.prior = int(d.get("steps_prior", 0)) + sum(b - a for a, b in d.get("attempts", {}).values())
+        except (FileNotFoundError, json.JSONDecodeError, TypeError, ValueError, AttributeError):
+            pass
+        self._saved: str | None = None
+
+    def start(self, attempt: str, step: int) -> None:
+        self.attempts[attempt] = [step, step]
+
+    def tick(self, attempt: str, step: int) -> None:
+        a = self.attempts.setdefault(attempt, [step - 1, step - 1])
+        a[1] = max(a[1], step)
+
+    @property
+    def executed(self) -> int:
+        return self.prior + sum(b - a for a, b in self.attempts.values())
+
+    def save(self) -> None:
+        text = json.dumps({"steps_prior": self.prior, "attempts": self.attempts, "executed": self.executed})
+        if text != self._saved:
+            atomic_write_text(self.path, text + "\n")
+            self._saved = text
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+
+
+def run_distributed_trial(
+    cfg: Any,
+    run_dir: str | Path,
+    *,
+    on_progress: Callable[[Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    dist: DistributedConfig | None = None,
+) -> dict[str, Any]:
+    """Train (or resume, or return the stored result of) one trial with DeepSpeed under Ray Train.
+
+    Same contract as `train.run_trial` (see the module doc for the FLOP-ledger semantic).
+    `dist` defaults to `DistributedConfig.from_train_config(cfg)`. Ray: uses the running
+    cluster (a Tune trial's, or `ray.init()` already called), else starts a local one."""
+    from scaling_sweeper import train as T
+
+    run_dir = Path(run_dir).absolute()
+    dist = dist or DistributedConfig.from_train_config(cfg)
+    has_config = T._check_config_file(run_dir, cfg)
+    if is_done(run_dir):
+        return read_result(run_dir)  # type: ignore[return-value]
+    data = T.open_data(cfg)
+    derived = T.derived_quantities(cfg, data)
+    plan = make_plan(cfg, dist, vocab_size=data.vocab_size, seq_len=data.seq_len)
+    derived["distributed"] = plan.summary()
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not has_config:
+        atomic_write_text(run_dir / "config.yaml", dump_yaml({**to_dict(cfg), "derived": derived}))
+    atomic_write_json(run_dir / "ds_config.json", plan.ds_config)
+    write_status(run_dir, "running")
+    row = T._empty_row(cfg)
+    row.update({k: derived[k] for k in ("N", "N_incl", "tokens_seen", "passes", "C_planned", "C_exact",
+                                        "seq_len")})  # fmt: skip
+    row["D"] = derived["D_effective"]
+    try:
+        return _Driver(cfg, dist, plan, run_dir, data.seq_len, derived, on_progress, should_stop).run(row)
+    except Exception as e:
+        row.update(status="failed", error=f"{type(e).__name__}: {e}", finished_at=T._now())
+        atomic_write_json(run_dir / "result.json", row)
+        write_status(run_dir, "failed")
+        raise
+
+
+class _Driver:
+    def __init__(self, cfg, dist, plan, run_dir, seq_len, derived, on_progress, should_stop):
+        self.cfg, self.dist, self.plan, self.run_dir = cfg, dist, plan, run_dir
+        self.seq_len, self.derived = seq_len, derived
+        self.on_progress, self.should_stop = on_progress, should_stop
+        self.n_incl = derived["N_incl"]
+        self.metrics = run_dir / "metrics.jsonl"
+        self.spent = SpentCounter(run_dir / SPENT_FILE)
+        self.final: dict[str, Any] | None = None
+        self.stop_sent = False
+
+    def flops_spent(self) -> int:
+        return flops.train_flops(self.n_incl, flops.tokens_seen(self.spent.executed, self.cfg.batch_size,
+                                                                self.seq_len))  # fmt: skip
+
+    def storage(self) -> tuple[str, str]:
+        """(storage_path, name) of the inner Ray Train run: <run_dir>/ray/<run folder name>."""
+        return str(self.run_dir / "ray"), self.run_dir.name
+
+    def latest_checkpoint(self) -> Path | None:
+        """Newest checkpoint directory of the inner Train run (names are timestamps, so they sort)."""
+        storage, name = self.storage()
+        dirs = sorted((Path(storage) / name).glob("checkpoint_*"))
+        return dirs[-1] if dirs else None
+
+    def trainer(self, relay):
+        import ray.train
+        from ray.train.torch import TorchConfig, TorchTrainer
+
+        storage, name = self.storage()
+        cfg, dist, plan = self.cfg, self.dist, self.plan
+        worker_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)}}  # fmt: skip
+        resources = {"CPU": dist.cpus_per_worker}
+        if plan.use_gpu:
+            resources["GPU"] = 1
+        return TorchTrainer(
+            _train_loop,
+            train_loop_config={
+                "cfg": to_dict(cfg),
+                "plan": dataclasses.asdict(plan),
+                "relay": relay,
+                "run_dir": str(self.run_dir),
+                "threads": max(1, int(dist.cpus_per_worker)),
+            },
+            torch_config=TorchConfig(backend="nccl" if plan.use_gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=plan.world_size, use_gpu=plan.use_gpu, resources_per_worker=resources
+            ),
+            run_config=ray.train.RunConfig(
+                name=name,
+                storage_path=storage,
+                failure_config=ray.train.FailureConfig(max_failures=dist.max_failures),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+                worker_runtime_env=worker_env,
+            ),
+        )
+
+    def run(self, row: dict[str, Any]) -> dict[str, Any]:
+        import ray
+
+        from scaling_sweeper import train as T
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False)
+        relay = _relay_class().remote()
+        trainer = self.trainer(relay)
+        outcome: dict[str, Any] = {}
+
+        def fit() -> None:
+            try:
+                outcome["result"] = trainer.fit()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                outcome["error"] = e
+
+        th = threading.Thread(target=fit, name=f"fit-{self.run_dir.name}", daemon=True)
+        th.start()
+        try:
+            while th.is_alive():
+                th.join(POLL_S)
+                self.handle(ray.get(relay.drain.remote()))
+                if not self.stop_sent and self.should_stop is not None and self.should_stop():
+                    relay.request_stop.remote()
+                    self.stop_sent = True
+            self.handle(ray.get(relay.drain.remote()))
+        finally:
+            self.spent.save()
+            try:
+                ray.kill(relay)
+            except Exception:  # noqa: BLE001
+                pass
+        if "error" in outcome:
+            raise outcome["error"]
+        fin = self.final
+        if fin is None:
+            raise RuntimeError("distributed training ended without a final report from rank 0")
+        seen = flops.tokens_seen(fin["step"], self.cfg.batch_size, self.seq_len)
+        row.update(C_spent=self.flops_spent(), wall_s=fin["wall_s"], started_at=fin["started_at"])
+        if fin.get("diverged") is not None:
+            row.update(status="failed", error=f"diverged: train loss {fin['diverged']} at step {fin['step']}",
+                       finished_at=T._now())  # fmt: skip
+            atomic_write_json(self.run_dir / "result.json", row)
+            write_status(self.run_dir, "failed")
+            return row
+        if fin.get("stopped"):
+            write_status(self.run_dir, "pending")
+            row.update(status="stopped")
+            return row
+        row.update(
+            status="done",
+            tokens_seen=seen,
+            final_val_loss=fin["last_val"],
+            best_val_loss=fin["best_val"],
+            tokens_per_s=seen / fin["train_s"] if fin["train_s"] > 0 else None,
+            finished_at=T._now(),
+        )
+        atomic_write_json(self.run_dir / "result.json", row)
+        write_status(self.run_dir, "done")
+        return row
+
+    def handle(self, messages: list[tuple[str, Any]]) -> None:
+        from scaling_sweeper.train import Progress
+
+        for kind, m in messages:
+            if kind == "start":
+                # a worker group (re)started at step m["step"]: records after it will be redone
+                self.spent.start(m["attempt"], m["step"])
+                kept = [r for r in read_jsonl(self.metrics) if r.get("step", 0) <= m["step"]]
+                atomic_write_text(self.metrics, "".join(json.dumps(r, default=float) + "\n" for r in kept))
+            elif kind == "tick":
+                self.spent.tick(m["attempt"], m["step"])
+            elif kind == "record":
+                rec = m["record"]
+                self.spent.tick(m["attempt"], rec["step"])
+                append_jsonl(self.metrics, rec)
+                if self.on_progress is not None:
+                    self.on_progress(Progress(rec["step"], self.cfg.steps, rec["tokens"], self.flops_spent(),
+                                              rec["train_loss"], rec["val_loss"], rec["lr"],
+                                              rec["tokens_per_s"]))  # fmt: skip
+            elif kind == "checkpoint":
+                if self.on_progress is not None:
+                    seen = flops.tokens_seen(m["step"], self.cfg.batch_size, self.seq_len)
+                    self.on_progress(Progress(m["step"], self.cfg.steps, seen, self.flops_spent(), None, None,
+                                              m["lr"], 0.0, checkpoint=self.latest_checkpoint()))  # fmt: skip
+            elif kind == "final":
+                self.final = m
+        self.spent.save()
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker
+
+
+def make_zero_optimizer(model: Any, cfg: Any) -> Any:
+    """train.make_optimizer's Ranger with gradient centralization off (see module doc)."""
+    from scaling_sweeper.train import make_optimizer
+
+    opt = make_optimizer(model, cfg)
+    if hasattr(opt, "use_gc"):
+        opt.use_gc = False
+    return opt
+
+
+def split_batch(n_rows: int, rank: int, world: int, micro_batch: int, grad_accum: int) -> list[slice]:
+    """Row slices of a global batch for `rank`'s micro-steps: micro-step k takes
+    rows [(k*world + rank)*micro_batch, +micro_batch)."""
+    if n_rows != world * micro_batch * grad_accum:
+        raise ValueError(f"batch of {n_rows} rows != {world} x {micro_batch} x {grad_accum}")
+    return [slice((k * world + rank) * micro_batch, (k * world + rank + 1) * micro_batch) for k in range(grad_accum)]
+
+
+def consolidated_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str, Any] | None:
+    """Full fp32 model weights on CPU (rank 0; None elsewhere). Collective under ZeRO-3."""
+    module = engine.module
+    if zero_stage == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+            if rank != 0:
+                return None
+            return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    if rank != 0:
+        return None
+    return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker function (every rank)."""
+    import deepspeed
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as torch_dist
+    import torch.nn.functional as F
+
+    from scaling_sweeper import checkpoint as ckpt_mod
+    from scaling_sweeper import train as T
+    from scaling_sweeper.batches import IGNORE_INDEX, EpochSampler, rows_to_xy
+    from scaling_sweeper.model import GPT, config_for
+    from scaling_sweeper.schedule import lr_at
+
+    cfg = from_dict(T.TrainConfig, config["cfg"])
+    plan = DistributedPlan(**config["plan"])
+    relay = config["relay"]
+    run_dir = Path(config["run_dir"])
+    torch.set_num_threads(config["threads"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if world != plan.world_size:
+        raise RuntimeError(f"world size {world} != planned {plan.world_size}")
+    device = ray.train.torch.get_device() if plan.use_gpu else torch.device("cpu")
+
+    data = T.open_data(cfg)
+    gcfg = config_for(cfg.size, data.vocab_size, data.seq_len - 1, cfg.dropout)
+    torch.manual_seed(cfg.seed)  # every rank builds the same initial model as the single process
+    model = GPT(gcfg)
+    opt = make_zero_optimizer(model, cfg)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=opt, config=plan.ds_config, dist_init_required=False
+    )
+    opt = engine.optimizer
+    sampler = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed)
+    n_incl = T.derived_quantities(cfg, data)["N_incl"]
+    seq_len = data.seq_len
+
+    st: dict[str, Any] = {"step": 0, "loss_sum": 0.0, "loss_count": 0, "best_val": None, "last_val": None,
+                          "wall_s": 0.0, "train_s": 0.0, "started_at": T._now()}  # fmt: skip
+    ck = ray.train.get_checkpoint()
+    if ck is not None:
+        with ck.as_directory() as d:
+            _, client = engine.load_checkpoint(d, tag="ds")
+        if client is None or client.get("config") != to_dict(cfg):
+            raise RuntimeError("Ray Train checkpoint belongs to a different config")
+        st.update(client["trainer"])
+        if "rng" in client:
+            torch.set_rng_state(client["rng"])
+    t0 = time.perf_counter()
+    wall_prev, train_s_prev = float(st["wall_s"]), float(st["train_s"])
+    train_s = 0.0
+
+    def wall() -> float:
+        return wall_prev + time.perf_counter() - t0
+
+    attempt = uuid.uuid4().hex[:12]
+    if rank == 0:
+        ray.get(relay.put.remote("start", {"attempt": attempt, "step": st["step"]}))
+
+    def save(lr: float) -> None:
+        state = dict(st, wall_s=wall(), train_s=train_s_prev + train_s)
+        client = {"trainer": state, "config": to_dict(cfg), "rng": torch.get_rng_state()}
+        with tempfile.TemporaryDirectory(prefix="ds-ckpt-") as d:
+            engine.save_checkpoint(d, tag="ds", client_state=client)
+            if rank == 0:
+                atomic_write_json(Path(d) / "sweeper.json", {"step": st["step"], "strategy": plan.strategy})
+            ray.train.report({"step": st["step"]}, checkpoint=ray.train.Checkpoint.from_directory(d))
+        if rank == 0:
+            relay.put.remote("checkpoint", {"step": st["step"], "lr": lr})
+
+    engine.train()
+    loss_acc = torch.zeros((), dtype=torch.float64)  # this rank's share of sum_steps(step mean loss)
+    n_acc = 0
+    t_log, step_log = time.perf_counter(), st["step"]
+    lr = lr_at(st["step"], peak=cfg.peak_lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+               min_lr_ratio=cfg.min_lr_ratio)  # fmt: skip
+    stopped = False
+    diverged = None
+    flag = torch.zeros(1, device=device)
+    while st["step"] < cfg.steps:
+        t_step = time.perf_counter()
+        rows = data.train[sampler.indices(st["step"])]  # the single-process global batch
+        x_all, y_all = rows_to_xy(rows, data.pad_token)
+        n_valid = int((y_all != IGNORE_INDEX).sum())
+        scale = world * plan.grad_accum / max(n_valid, 1)
+        lr = lr_at(st["step"], peak=cfg.peak_lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
+                   min_lr_ratio=cfg.min_lr_ratio)  # fmt: skip
+        for g in opt.param_groups:
+            g["lr"] = lr
+        for sl in split_batch(rows.shape[0], rank, world, plan.micro_batch, plan.grad_accum):
+            x, y = x_all[sl].to(device), y_all[sl].to(device)
+            logits, _ = engine(x)
+            ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX,
+                                 reduction="sum")  # fmt: skip
+            engine.backward(ce * scale)
+            engine.step()  # the optimizer steps at the accumulation boundary only
+            loss_acc += ce.detach().double().cpu() / max(n_valid, 1)
+        n_acc += 1
+        st["step"] += 1
+        train_s += time.perf_counter() - t_step
+
+        # stop flag from the driver (via rank 0), agreed by all ranks; also the tick that counts
+        # executed steps for the ledger
+        if rank == 0:
+            flag.fill_(float(ray.get(relay.put.remote("tick", {"attempt": attempt, "step": st["step"]}))))
+        torch_dist.broadcast(flag, src=0)
+        stop = bool(flag.item())
+
+        last = st["step"] == cfg.steps
+        do_eval = st["step"] % cfg.eval_every == 0 or last
+        do_log = st["step"] % cfg.log_every == 0 or do_eval
+        do_ckpt = st["step"] % cfg.ckpt_every == 0 or last or stop
+        if do_log or do_ckpt:
+            tot = loss_acc.to(device=device, dtype=torch.float32 if plan.use_gpu else torch.float64)
+            torch_dist.all_reduce(tot)
+            st["loss_sum"] += float(tot)
+            st["loss_count"] += n_acc
+            loss_acc.zero_()
+            n_acc = 0
+        if do_log:
+            train_loss = st["loss_sum"] / st["loss_count"] if st["loss_count"] else None
+            st["loss_sum"], st["loss_count"] = 0.0, 0
+            if train_loss is not None and not math.isfinite(train_loss):
+                diverged = train_loss
+                break
+            val = None
+            if do_eval:
+                val = T.evaluate_loss(engine.module, data.val, data.pad_token, cfg.batch_size, device)
+                st["last_val"] = val
+                st["best_val"] = val if st["best_val"] is None else min(st["best_val"], val)
+                engine.train()
+            now = time.perf_counter()
+            tps = (st["step"] - step_log) * cfg.batch_size * seq_len / max(now - t_log, 1e-9)
+            t_log, step_log = now, st["step"]
+            seen = flops.tokens_seen(st["step"], cfg.batch_size, seq_len)
+            rec = {"step": st["step"], "tokens": seen, "flops": flops.train_flops(n_incl, seen),
+                   "train_loss": train_loss, "val_loss": val, "lr": lr, "tokens_per_s": tps,
+                   "wall_s": wall()}  # fmt: skip
+            if rank == 0:
+                relay.put.remote("record", {"attempt": attempt, "record": rec})
+        if do_ckpt:
+            if last:  # consolidated weights in train.py's format, before the final report
+                sd = consolidated_state_dict(engine, plan.zero_stage, rank)
+                if rank == 0:
+                    ckpt_mod.save_checkpoint(
+                        run_dir / "checkpoints", st["step"],
+                        {"model": sd, "config": to_dict(cfg), "trainer": dict(st, wall_s=wall()),
+                         "strategy": plan.strategy},
+                        keep=cfg.keep_checkpoints,
+                    )  # fmt: skip
+            save(lr)
+        if stop and not last:
+            stopped = True
+            break
+
+    if rank == 0:
+        ray.get(relay.put.remote("final", {
+            "step": st["step"], "wall_s": wall(), "train_s": train_s_prev + train_s,
+            "started_at": st["started_at"], "best_val": st["best_val"], "last_val": st["last_val"],
+            "stopped": stopped, "diverged": diverged,
+        }))  # fmt: skip
