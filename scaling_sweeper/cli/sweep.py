@@ -66,6 +66,15 @@ def _run(args: argparse.Namespace) -> int:
 
     for s in specs:  # validate every member before any compute
         prepare(s)
+    if args.spec_env:
+        # we are a Ray job's driver: Ray may garbage-collect the job's working_dir (our cwd) when
+        # trials on this node end (ray#52343), so import what the driver needs now and leave it
+        import analysis.tables  # noqa: F401
+        from scaling_sweeper.sweep.spec import with_absolute_paths
+
+        storage = Path(with_absolute_paths(specs[0]).storage)
+        storage.mkdir(parents=True, exist_ok=True)
+        os.chdir(storage)
     rc = 0
     for s in specs:
         out = run_sweep(s, address=args.address, num_cpus=args.num_cpus, progress=not args.quiet)
