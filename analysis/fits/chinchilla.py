@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 from scipy import optimize
-from scipy.special import logsumexp, softmax
 
 from analysis.fits.bootstrap import bootstrap_samples, group_index, percentile_ci
 from analysis.fits.result import (
@@ -53,6 +52,17 @@ def chinchilla_law(p: dict[str, float], N: np.ndarray, D: np.ndarray) -> np.ndar
 register_model("chinchilla", chinchilla_law)
 
 
+def logsumexp(T: np.ndarray, axis: int = 0) -> np.ndarray:
+    """log(sum(exp(T))) along axis, stable (plain numpy: scipy's is slow for tiny arrays)."""
+    m = T.max(axis=axis, keepdims=True)
+    return np.squeeze(m, axis) + np.log(np.exp(T - m).sum(axis=axis))
+
+
+def softmax(T: np.ndarray, axis: int = 0) -> np.ndarray:
+    e = np.exp(T - T.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 def _terms(theta: np.ndarray, lN: np.ndarray, lD: np.ndarray) -> np.ndarray:
     a, alpha, b, beta, e = theta
     return np.stack([a - alpha * lN, b - beta * lD, np.full_like(lN, e)])
@@ -87,7 +97,7 @@ def _fit_theta(lN, lD, lL, delta, starts: np.ndarray) -> tuple[np.ndarray, float
     for x0 in starts:
         x0 = np.clip(x0, [lo for lo, _ in BOUNDS], [hi for _, hi in BOUNDS])
         sol = optimize.minimize(_objective, x0, args=(lN, lD, lL, delta), jac=True, method="L-BFGS-B",
-                                bounds=BOUNDS, options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-10})
+                                bounds=BOUNDS, options={"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-9})
         if np.all(np.isfinite(sol.x)) and sol.fun < fbest:
             best, fbest = sol.x, float(sol.fun)
     if best is None:
@@ -110,7 +120,7 @@ def fit_chinchilla(
     ci_level: float = 0.95,
     seed: int = 0,
     delta: float = HUBER_DELTA,
-    n_starts: int = 8,
+    n_starts: int = 5,
 ) -> FitResult:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta; never raises for degenerate data (see status).
 
@@ -149,15 +159,14 @@ def fit_chinchilla(
             return None
         try:
             with np.errstate(all="ignore"):
-                gi = _grid_losses(lN[idx], lD[idx], lL[idx], delta)
-                st = np.vstack([theta, GRID[np.argmin(gi)]])
-                th, _ = _fit_theta(lN[idx], lD[idx], lL[idx], delta, st)
+                # a resample's optimum lies near the full-data one: start there
+                th, _ = _fit_theta(lN[idx], lD[idx], lL[idx], delta, theta[None])
             return _to_params(th)
         except (ValueError, FloatingPointError, OverflowError):
             return None
 
     samples = bootstrap_samples(refit, group_index(g, n), n_boot, seed) if n_boot > 0 else np.empty((0, 0))
-    ci = percentile_ci(samples, NAMES, ci_level)
+    ci = percentile_ci(samples, NAMES, ci_level, _to_params(theta))
     # conditioning: Jacobian of log L_pred with respect to theta, columns scaled
     T = _terms(theta, lN, lD)
     s = softmax(T, axis=0)

@@ -265,7 +265,7 @@ def fit_law(
             return None
 
     samples = bootstrap_samples(refit, group_index(g, n), n_boot, seed) if n_boot > 0 else np.empty((0, 0))
-    ci = percentile_ci(samples, names, ci_level)
+    ci = percentile_ci(samples, names, ci_level, core.params)
     if core.cond > COND_LIMIT:
         status, msg = ILL_CONDITIONED, f"parameters are not determined by the data (condition number {core.cond:.2g})"
         if core.at_bound:

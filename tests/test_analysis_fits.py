@@ -1,0 +1,223 @@
+"""Scaling-law fits: synthetic recovery against known laws, model comparison, Chinchilla,
+isoFLOP, frontier, correlation vs scipy, and degenerate inputs (status, never an exception)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from analysis.correlation import correlate
+from analysis.fits import (
+    STATUSES,
+    compare_laws,
+    compute_frontier,
+    fit_chinchilla,
+    fit_law,
+    isoflop,
+    loss_at_flops,
+)
+
+X = np.repeat(np.geomspace(1e4, 1e8, 9), 2)  # 9 sizes x 2 seeds, ~4 decades like the paper
+TRUE = {
+    "log": ({"a": 4.0, "b": 0.2}, lambda x: 4.0 - 0.2 * np.log10(x)),
+    "offset_power": ({"E": 1.5, "A": 30.0, "alpha": 0.3}, lambda x: 1.5 + 30.0 * x**-0.3),
+    "power": ({"A": 20.0, "alpha": 0.15}, lambda x: 20.0 * x**-0.15),
+}
+
+
+def _draw(law: str, seed: int, sigma: float = 0.004) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return TRUE[law][1](X) + rng.normal(0, sigma, X.size)
+
+
+@pytest.mark.parametrize("law", list(TRUE))
+def test_recovery_within_ci(law):
+    y = _draw(law, seed=3)
+    r = fit_law(X, y, law, n_boot=150, seed=1)
+    assert r.status == "converged", r.message
+    for k, true in TRUE[law][0].items():
+        lo, hi = r.ci[k]
+        assert lo <= hi
+        # true value inside the 95% bootstrap interval, or (for a 5% miss) within 2% of it
+        assert lo <= true <= hi or abs(r.params[k] - true) <= 0.02 * abs(true), (k, true, r.params[k], r.ci[k])
+    assert r.r2 > 0.99
+    assert np.allclose(r.predict(X), TRUE[law][1](X), rtol=0.01)
+
+
+def test_ci_coverage_offset_power():
+    """Over several synthetic draws the 95% interval of alpha covers the truth most of the time."""
+    hits = 0
+    for s in range(8):
+        r = fit_law(X, _draw("offset_power", seed=100 + s, sigma=0.01), "offset_power", n_boot=60, seed=s)
+        lo, hi = r.ci["alpha"]
+        hits += lo <= 0.3 <= hi
+    assert hits >= 6
+
+
+@pytest.mark.parametrize("law", list(TRUE))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_comparison_picks_true_law(law, seed):
+    cmp = compare_laws(X, _draw(law, seed), n_boot=0)
+    assert cmp.best == law, (cmp.message, {k: r.aic for k, r in cmp.results.items()})
+    assert cmp.delta_aic[law] == 0.0
+    assert math.isclose(sum(cmp.aic_weights.values()), 1.0)
+
+
+def test_log_law_matches_scipy_linregress():
+    y = _draw("log", seed=5)
+    r = fit_law(X, y, "log", n_boot=0)
+    ref = stats.linregress(np.log10(X), y)
+    assert r.params["b"] == pytest.approx(-ref.slope, rel=1e-9)
+    assert r.params["a"] == pytest.approx(ref.intercept, rel=1e-9)
+    assert r.r2 == pytest.approx(ref.rvalue**2, rel=1e-9)
+
+
+def test_weighted_fit_chi2():
+    rng = np.random.default_rng(2)
+    err = np.full(X.size, 0.01)
+    y = TRUE["offset_power"][1](X) + rng.normal(0, 0.01, X.size)
+    r = fit_law(X, y, "offset_power", yerr=err, n_boot=0)
+    assert r.status == "converged"
+    assert 0.3 < r.chi2_ndof < 2.5
+
+
+def test_chinchilla_recovery():
+    rng = np.random.default_rng(0)
+    Ns, Ds = np.geomspace(1e5, 1e8, 6), np.geomspace(1e7, 1e10, 6)
+    N, D = (a.ravel() for a in np.meshgrid(Ns, Ds))
+    p = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}
+    L = (p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]) * np.exp(rng.normal(0, 0.003, N.size))
+    r = fit_chinchilla(N, D, L, n_boot=20, seed=0)
+    assert r.status == "converged", r.message
+    tol = {"E": 0.05, "A": 0.15, "alpha": 0.03, "B": 0.15, "beta": 0.03}
+    for k, v in p.items():
+        lo, hi = r.ci[k]
+        assert (lo <= v <= hi) or abs(r.params[k] - v) <= tol[k] * v, (k, v, r.params[k], r.ci[k])
+    assert r.derived["a_N"] == pytest.approx(p["beta"] / (p["alpha"] + p["beta"]), abs=0.03)
+    assert np.allclose(r.predict(N, D), L, rtol=0.02)
+
+
+def _isoflop_data(a_true: float, seed: int = 0):
+    """Loss parabolic in log10 N around N_opt(C) = 0.1 * C^a_true at each budget."""
+    rng = np.random.default_rng(seed)
+    C_all, N_all, L_all = [], [], []
+    for C in np.geomspace(1e16, 1e20, 5):
+        n_opt = 0.1 * C**a_true
+        for f in np.geomspace(0.1, 10, 7):
+            N = n_opt * f
+            L = 2.0 + 0.5 * np.log10(C) ** -1 + 0.3 * (np.log10(N) - np.log10(n_opt)) ** 2
+            C_all.append(C)
+            N_all.append(N)
+            L_all.append(L + rng.normal(0, 0.002))
+    return np.array(C_all), np.array(N_all), np.array(L_all)
+
+
+def test_isoflop_recovers_exponent():
+    C, N, L = _isoflop_data(0.5)
+    r = isoflop(C, N, L, n_boot=60)
+    assert r.status == "converged", r.message
+    assert r.a == pytest.approx(0.5, abs=0.02)
+    assert r.a_ci[0] - 0.01 <= 0.5 <= r.a_ci[1] + 0.01
+    assert r.b == pytest.approx(1 - r.a)
+    assert r.k_N == pytest.approx(0.1, rel=0.3)
+    Cq = np.array([1e18])
+    assert r.d_opt(Cq)[0] == pytest.approx(Cq[0] / (6 * r.n_opt(Cq)[0]))
+    assert all(b.usable for b in r.budgets)
+
+
+def test_isoflop_degenerate():
+    C, N, L = _isoflop_data(0.5)
+    one = C == C[0]
+    r = isoflop(C[one], N[one], L[one], n_boot=5)
+    assert r.status == "insufficient_data" and "2" in r.message
+    r = isoflop([], [], [], n_boot=5)
+    assert r.status == "insufficient_data"
+    # concave loss at every budget: no minimum
+    r = isoflop(C, N, -L, n_boot=5)
+    assert r.status == "insufficient_data"
+    assert all(not b.usable and "convex" in b.message for b in r.budgets)
+
+
+def test_frontier_min_over_runs():
+    a = (np.geomspace(1e10, 1e12, 30), np.linspace(3.0, 2.0, 30))
+    b = (np.geomspace(1e11, 1e13, 30), np.linspace(3.5, 1.5, 30))
+    grid = np.array([5e9, 1e10, 3e11, 5e12, 2e13])
+    fr = compute_frontier([a, b], grid, labels=["a", "b"])
+    M = loss_at_flops([a, b], grid)
+    assert np.isnan(fr.loss[0]) and fr.run[0] == -1  # no run covers 5e9
+    assert fr.loss[1] == pytest.approx(3.0)
+    assert fr.loss[2] == pytest.approx(np.nanmin(M[:, 2]))
+    assert fr.best_label()[3] == "b" and np.isnan(M[0, 3])
+    # interpolation is linear in log10 C: run a at 1e11 is halfway in log flops -> 2.5
+    assert loss_at_flops([a], [1e11])[0, 0] == pytest.approx(2.5, abs=1e-9)
+
+
+def test_correlation_matches_scipy():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=40)
+    y = 0.7 * x + rng.normal(size=40)
+    c = correlate(x, y, n_boot=300)
+    pr, sr = stats.pearsonr(x, y), stats.spearmanr(x, y)
+    assert c.pearson_r == pytest.approx(pr.statistic, abs=1e-12)
+    assert c.pearson_p == pytest.approx(pr.pvalue, rel=1e-6)
+    assert c.spearman_rho == pytest.approx(sr.statistic, abs=1e-12)
+    assert c.spearman_p == pytest.approx(sr.pvalue, rel=1e-6)
+    assert c.pearson_ci[0] < c.pearson_r < c.pearson_ci[1]
+    assert c.spearman_ci[0] < c.spearman_rho < c.spearman_ci[1]
+    # Fisher-z interval against the closed form (scipy's confidence_interval uses it too)
+    ref = pr.confidence_interval(0.95)
+    assert c.pearson_ci == pytest.approx((ref.low, ref.high), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "x,y,status",
+    [
+        ([1e6], [2.0], "insufficient_data"),  # one point
+        ([1e4, 1e5, 1e6, 1e7], [2.0, 2.0, 2.0, 2.0], "insufficient_data"),  # all-equal losses
+        ([np.nan] * 5, [1, 2, 3, 4, 5], "insufficient_data"),  # NaNs
+        ([1e4, 1e5, np.nan, 1e7], [np.nan, np.nan, 2.0, np.nan], "insufficient_data"),
+        ([-1, 0, 0, -5], [1, 2, 3, 4], "insufficient_data"),  # x <= 0
+        ([1e5, 1e5, 1e5, 1e5], [2.0, 2.1, 2.2, 2.3], "insufficient_data"),  # one distinct x
+        ([], [], "insufficient_data"),
+    ],
+)
+@pytest.mark.parametrize("law", ["log", "offset_power", "power"])
+def test_degenerate_inputs_give_status(law, x, y, status):
+    r = fit_law(np.array(x, dtype=float), np.array(y, dtype=float), law, n_boot=5)
+    assert r.status == status
+    assert r.message
+    assert all(math.isnan(v) for v in r.params.values())
+    assert np.all(np.isnan(r.predict([1e5, 1e6])))
+
+
+def test_degenerate_comparison_chinchilla_correlation():
+    cmp = compare_laws([1e6], [2.0], n_boot=0)
+    assert cmp.best is None and "no law" in cmp.message
+    r = fit_chinchilla([1e6, 1e7], [1e8, 1e9], [2.0, 1.9], n_boot=0)
+    assert r.status == "insufficient_data"
+    r = fit_chinchilla(np.full(8, 1e6), np.geomspace(1e7, 1e9, 8), np.linspace(2, 1.9, 8), n_boot=0)
+    assert r.status == "insufficient_data"
+    r = fit_chinchilla(np.repeat([1e6, 1e7], 4), np.tile([1e7, 1e8, 1e9, 1e10], 2), np.full(8, 2.0), n_boot=0)
+    assert r.status == "insufficient_data" and "constant" in r.message
+    for x, y in (([1.0, 2.0], [1.0, 2.0]), ([1, 2, 3, 4], [5, 5, 5, 5]), ([np.nan] * 4, [1, 2, 3, 4])):
+        c = correlate(x, y)
+        assert c.status == "insufficient_data" and math.isnan(c.pearson_r)
+
+
+def test_failed_trials_only_status():
+    """A table of failed trials has null losses: the fit reports insufficient data."""
+    x = np.geomspace(1e4, 1e8, 6)
+    y = np.full(6, np.nan)
+    for law in ("log", "offset_power", "power"):
+        assert fit_law(x, y, law).status == "insufficient_data"
+
+
+def test_no_saturation_flags_bound_or_loses():
+    """Data from a log law: the offset power law must not be silently preferred."""
+    y = _draw("log", seed=9)
+    r = fit_law(X, y, "offset_power", n_boot=0)
+    assert r.status in STATUSES
+    assert r.status != "converged" or compare_laws(X, y, n_boot=0).best == "log"
