@@ -197,13 +197,8 @@ class GPT(nn.Module):
             v=[torch.zeros(shape, **kw) for _ in range(cfg.n_layer)],
         )
 
-    def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) long -> logits (B, T, V), mean cross-entropy over targets != -100 (or None)."""
+    def hidden(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """idx (B, T) long -> final-LayerNorm hidden states (B, T, C), before the head."""
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.length
         limit = self.config.block_size if kv_cache is None else min(self.config.block_size, kv_cache.max_len)
@@ -215,10 +210,29 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for i, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, i)  # (B, T, C)
-        x = self.transformer.ln_f(x)
-        logits = self.lm_head(x)  # (B, T, V)
         if kv_cache is not None:
             kv_cache.length = start + T
+        return self.transformer.ln_f(x)  # (B, T, C)
+
+    def training_loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over targets != -100, the same value as forward(idx, targets)[1],
+        but the head is applied only at those positions (padding costs no V-sized logits)."""
+        h = self.hidden(idx)  # (B, T, C)
+        if idx.device.type != "cpu":  # boolean indexing would sync the accelerator every step
+            logits = self.lm_head(h)  # (B, T, V)
+            return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+        keep = targets != -100  # (B, T)
+        logits = self.lm_head(h[keep])  # (n_kept, V)
+        return F.cross_entropy(logits, targets[keep])
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, T) long -> logits (B, T, V), mean cross-entropy over targets != -100 (or None)."""
+        logits = self.lm_head(self.hidden(idx, kv_cache))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)

@@ -231,9 +231,10 @@ def evaluate_loss(model: GPT, val: np.ndarray, pad_token: int, batch_size: int, 
     for i in range(0, val.shape[0], batch_size):
         x, y = rows_to_xy(val[i : i + batch_size], pad_token)
         x, y = x.to(device), y.to(device)
-        logits, _ = model(x)
-        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum").item()
-        count += int((y != -100).sum())
+        keep = y != -100  # (B, T)
+        logits = model.lm_head(model.hidden(x)[keep])  # (n_kept, V): no logits for padding
+        total += F.cross_entropy(logits, y[keep], reduction="sum").item()
+        count += int(keep.sum())
     model.train(was_training)
     return total / max(count, 1)
 
@@ -381,7 +382,7 @@ class _Trial:
                        min_lr_ratio=cfg.min_lr_ratio)  # fmt: skip
             for g in opt.param_groups:
                 g["lr"] = lr
-            _, loss = model(x, y)
+            loss = model.training_loss(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

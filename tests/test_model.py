@@ -107,6 +107,7 @@ def test_loss_ignores_minus_100_and_is_causal():
     logits, loss = model(idx, tgt)
     ref = F.cross_entropy(logits[:, :6].reshape(-1, 23), tgt[:, :6].reshape(-1))
     torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(model.training_loss(idx, tgt), ref)  # head only at kept positions
     # causality: changing future tokens leaves earlier logits unchanged
     idx2 = idx.clone()
     idx2[:, 7:] = (idx2[:, 7:] + 1) % 23
