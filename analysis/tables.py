@@ -337,7 +337,9 @@ def _sweep_dirs(root: Path) -> list[Path]:
     except OSError:
         return out
     for d in children:
-        if d.is_dir() and not d.name.startswith(".") and ((d / "tables").is_dir() or (d / "spec.yaml").exists()):
+        if d.is_dir() and not d.name.startswith(".") and d.name != "ledger" and (
+            (d / "tables").is_dir() or (d / "spec.yaml").exists() or _cell_dirs(d)
+        ):
             out.append(d)
     if not out and _cell_dirs(root):
         out.append(root)  # a sweep folder with run folders but no spec or tables yet

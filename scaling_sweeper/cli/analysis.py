@@ -4,6 +4,7 @@ lazily inside the commands, so the CLI starts fast and needs no Ray/torch for th
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ def _query(args: argparse.Namespace) -> int:
     if fmt == "parquet" and not args.output:
         raise SweeperError("--format parquet needs --output FILE")
     if fmt == "table":
-        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=200):
+        width = max(shutil.get_terminal_size((200, 40)).columns, 14 * df.width)
+        with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_width_chars=width):
             text = str(df)
         if args.output:
             Path(args.output).write_text(text + "\n")
