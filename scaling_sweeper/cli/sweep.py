@@ -55,7 +55,9 @@ def _report_outcome(out) -> int:
         print(f"refused by the FLOP ledger: {', '.join(out.refused)} (see `sweeper budget`)")
     if out.unfinished:
         print(f"unfinished cells continue from their checkpoints with `sweeper resume {out.name}`")
-    return 1 if out.failed else 0
+    if out.failed:
+        return 1
+    return 130 if out.interrupted else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -79,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     for s in specs:
         out = run_sweep(s, address=args.address, num_cpus=args.num_cpus, progress=not args.quiet)
         rc = max(rc, _report_outcome(out))
+        if out.interrupted:
+            break
     return rc
 
 

@@ -134,6 +134,17 @@ def _check_sizes(sizes: list[str], where: str) -> None:
             raise ConfigError(f"{where}[{i}]: {e}") from None
 
 
+def check_eval(spec: SweepSpec) -> None:
+    """Validate the `eval:` section against EvalConfig (ConfigError naming eval.<field>)."""
+    if spec.eval is None:
+        return
+    try:
+        from scaling_sweeper.evaluate.run import EvalConfig
+    except ImportError:  # evaluation not installed here: the trial records that it skipped it
+        return
+    from_dict(EvalConfig, dict(spec.eval), _path="eval")
+
+
 def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]:
     """All cells of `spec`, in plan order, deduplicated by cell id. Raises ConfigError/BudgetError
     naming the field for anything that cannot run (before any compute)."""
@@ -146,6 +157,7 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]
         if key in ("size", "tokens", "steps", "data"):
             raise ConfigError(f"grid.{key}: use the phase axes (sizes/tokens/budgets) for {key}")
     _check_sizes(spec.sizes, "sizes")
+    check_eval(spec)
     base = dict(spec.train)
     if "size" in base:
         _check_sizes([base["size"]], "train.size")

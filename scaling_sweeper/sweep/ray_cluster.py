@@ -81,8 +81,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         enable_token_auth_if_available()
         ray.init(address=address, runtime_env={"env_vars": worker_env()}, log_to_driver=False,
                  configure_logging=False)
-    else:
-        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+    else:  # "local": always a new embedded cluster, never another user's `ray start` one
+        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  runtime_env={"env_vars": worker_env()}, log_to_driver=False, configure_logging=False)
     return ray.cluster_resources()
 

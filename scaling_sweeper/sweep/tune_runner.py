@@ -351,7 +351,8 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)  # interrupted or stopped
-    stopped: bool = False
+    stopped: bool = False  # a STOP file asked the trials to stop
+    interrupted: bool = False  # Ctrl-C / SIGINT
     wall_s: float = 0.0
 
     @property
@@ -506,8 +507,9 @@ def run_sweep(
             out.unfinished.append(c.cell_id)
             led.release(cell_key(spec.name, c.cell_id))  # resumed cells are re-admitted
     out.wall_s = time.time() - t0
-    if interrupted:
-        raise KeyboardInterrupt
+    # Tune turns SIGINT into a graceful stop without raising: unfinished cells that nobody asked
+    # to stop mean we were interrupted
+    out.interrupted = interrupted or (bool(out.unfinished) and not out.stopped)
     return out
 
 

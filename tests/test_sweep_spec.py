@@ -1,0 +1,195 @@
+"""Sweep specs -> cells: validation before compute, stable cell ids, plan, admission (no Ray start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scaling_sweeper import flops
+from scaling_sweeper.cli import main as cli_main
+from scaling_sweeper.data.shards import write_shards
+from scaling_sweeper.errors import BudgetError, ConfigError
+from scaling_sweeper.model import config_for, count_params
+from scaling_sweeper.sweep.cells import DataShape, cell_id_of, resolve_cells
+from scaling_sweeper.sweep.ledger import Ledger
+from scaling_sweeper.sweep.spec import load_specs, spec_from_dict, specs_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted((REPO / "sweeps").rglob("*.yaml"))
+SHAPE = DataShape(seq_len=130, vocab_size=4099, train_tokens=None, train_sha256=None)
+
+
+@pytest.fixture
+def small_tokens(tmp_path) -> Path:
+    """A fake tokens folder: 100 train rows of seq_len 10 (1000 train tokens)."""
+    rng = np.random.default_rng(0)
+    splits = {k: rng.integers(0, 50, size=(n, 10)).astype(np.uint16) for k, n in
+              (("train", 100), ("val", 20), ("test", 20))}
+    return write_shards(tmp_path / "tokens", splits, vocab_size=53, pad_token=52)
+
+
+def base(**kw) -> dict:
+    d = {"name": "t", "phase": "model_size", "data": "nowhere", "seq_len": 130, "vocab_size": 4099,
+         "sizes": ["Pico", "XXS"], "train": {"tokens": 13000, "steps": 10, "batch_size": 4}}
+    d.update(kw)
+    return d
+
+
+def test_shipped_specs_validate_and_resolve():
+    assert {p.name for p in SHIPPED} >= {"smoke.yaml", "demo.yaml", "phase1_model_size.yaml",
+                                         "phase2_data_size.yaml", "phase3_isoflop.yaml"}
+    for path in SHIPPED:
+        specs = load_specs(path)
+        for spec in specs:
+            cells = resolve_cells(spec, SHAPE)
+            assert cells, path
+            assert len({c.cell_id for c in cells}) == len(cells)
+    smoke = {s.phase for s in load_specs(REPO / "sweeps" / "smoke.yaml")}
+    assert smoke == {"model_size", "data_size", "isoflop"}
+
+
+def test_paper_specs_ranges():
+    (p2,) = load_specs(REPO / "sweeps" / "paper" / "phase2_data_size.yaml")
+    ds = sorted(c.D for c in resolve_cells(p2, SHAPE))
+    assert ds[0] == pytest.approx(6.4e6, rel=0.01) and ds[-1] == pytest.approx(8.1e9, rel=0.01)
+    (p3,) = load_specs(REPO / "sweeps" / "paper" / "phase3_isoflop.yaml")
+    assert len(p3.budgets) == 5 and max(p3.budgets) / min(p3.budgets) == pytest.approx(10.0)
+
+
+def test_cells_match_flop_accounting():
+    spec = spec_from_dict(base(phase="isoflop", budgets=[5e9], sizes=["Pico", "XXS", "XS"],
+                               isoflop={"passes": 2.0, "min_steps": 3}, train={"batch_size": 4}))
+    cells = resolve_cells(spec, SHAPE)
+    for c in cells:
+        n, n_incl = count_params(config_for(c.size, 4099, 129))
+        assert (c.N, c.N_incl) == (n, n_incl)
+        assert c.steps == int(5e9 // (6 * n_incl * 4 * 130))  # closed form, rounded down
+        assert c.C == 6 * n_incl * c.steps * 4 * 130 <= 5e9
+        assert c.D == c.tokens_seen // 2 // 130 * 130  # D = tokens_seen / passes, whole rows
+        assert c.config["tokens"] == c.D and c.config["steps"] == c.steps
+
+
+def test_phases_and_grid_product():
+    spec = spec_from_dict(base(phase="data_size", sizes=["Pico"], tokens=[1300, 2600], passes=1.0,
+                               train={"batch_size": 2}, grid={"lr": [1e-3, 3e-3]}, seeds=[0, 1]))
+    cells = resolve_cells(spec, SHAPE)
+    assert len(cells) == 2 * 2 * 2
+    assert {c.steps for c in cells if c.D == 1300} == {flops.steps_for_tokens(1300, 2, 130)}
+    assert {(c.config["lr"], c.seed) for c in cells} == {(a, b) for a in (1e-3, 3e-3) for b in (0, 1)}
+
+
+def test_cell_id_stable_and_meaningful():
+    spec = spec_from_dict(base())
+    a = resolve_cells(spec, SHAPE)[0]
+    cfg = dict(a.config)
+    assert cell_id_of(dict(reversed(list(cfg.items())))) == a.cell_id  # order-independent
+    assert cell_id_of({**cfg, "eval_every": 7, "data": "/elsewhere", "device": "cuda"}) == a.cell_id
+    assert cell_id_of({**cfg, "lr": 0.123}) != a.cell_id
+    assert cell_id_of({**cfg, "seed": 1}) != a.cell_id
+    assert len(a.cell_id) == 12 and int(a.cell_id, 16) >= 0
+    assert resolve_cells(spec_from_dict(base()), SHAPE)[0].cell_id == a.cell_id  # reproducible
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"sizes": ["Pico", "Gigantic"]}, "sizes[1]"),
+    ({"budget": {"flops": -1.0}}, "budget.flops"),
+    ({"train": {"tokens": 13000, "steps": 10, "lrr": 0.1}}, "train.lrr"),
+    ({"budgetz": {"flops": 1.0}}, "budgetz"),
+    ({"resources": {"cpus_per_trail": 1}}, "resources.cpus_per_trail"),
+    ({"phase": "isoflop", "budgets": [1e9], "train": {"batch_size": 4}}, "budgets[0]"),
+    ({"grid": {"learning_rate": [1e-3]}}, "grid.learning_rate"),
+    ({"phase": "data_size", "tokens": [1000, -5]}, "tokens[1]"),
+])
+def test_bad_specs_name_the_field(patch, field):
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        spec = spec_from_dict(base(**patch))
+        resolve_cells(spec, SHAPE)
+
+
+def test_isoflop_too_small_names_budget_and_size():
+    spec = spec_from_dict(base(phase="isoflop", budgets=[1e12, 1e9], sizes=["XXS", "Pico"],
+                               train={"batch_size": 4}))
+    with pytest.raises(ConfigError, match=r"budgets\[1\].*smallest size Pico"):
+        resolve_cells(spec, SHAPE)
+
+
+def test_D_larger_than_dataset(small_tokens):
+    spec = spec_from_dict(base(data=str(small_tokens), seq_len=None, vocab_size=None,
+                               phase="data_size", sizes=["Pico"], tokens=[500, 5000]))
+    with pytest.raises(ConfigError, match=r"tokens\[1\].*larger than the dataset"):
+        resolve_cells(spec)
+    ok = spec_from_dict(base(data=str(small_tokens), seq_len=None, vocab_size=None, phase="data_size",
+                             sizes=["Pico"], tokens=[500, 1000]))
+    assert [c.seq_len for c in resolve_cells(ok)] == [10, 10]
+
+
+def test_overrides_and_suite_merge(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("data: d\nseq_len: 130\nvocab_size: 4099\ntrain: {tokens: 1300, steps: 5, batch_size: 2}\n"
+                 "sweeps:\n  - {name: a, phase: model_size, sizes: [Pico]}\n"
+                 "  - {name: b, phase: model_size, sizes: [XXS], train: {steps: 7}}\n")
+    a, b = load_specs(p, ["budget.flops=1e15", "train.batch_size=3"])
+    assert a.budget.flops == b.budget.flops == 1e15
+    assert b.train == {"tokens": 1300, "steps": 7, "batch_size": 3}  # merged, then overridden
+    with pytest.raises(ConfigError, match="duplicate"):
+        specs_from_dict({"sweeps": [base(), base()]})
+
+
+def test_plan_prints_cells_and_runs_nothing(tmp_path, capsys):
+    import yaml
+
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(base(storage=str(tmp_path / "runs"), budget={"flops": 1e15})))
+    assert cli_main(["plan", str(p)]) == 0
+    out = capsys.readouterr().out
+    cells = resolve_cells(spec_from_dict(base()), SHAPE)
+    for c in cells:
+        assert c.cell_id in out
+    assert f"{sum(c.C for c in cells):.4g}" in out and "passes" in out
+    assert not (tmp_path / "runs").exists()
+    assert cli_main(["plan", str(p), "--set", "sizes=[Pico, Huge]"]) == 2
+    assert "sizes[1]" in capsys.readouterr().err
+
+
+def test_budget_too_small_refused_before_ray(tmp_path):
+    import ray
+
+    from scaling_sweeper.sweep.tune_runner import run_sweep
+
+    spec = spec_from_dict(base(storage=str(tmp_path / "runs"), budget={"flops": 1e6, "cluster": "tiny"}))
+    with pytest.raises(BudgetError, match=r"budget.flops.*cheapest pending cell"):
+        run_sweep(spec, progress=False)
+    assert not ray.is_initialized()
+    assert Ledger.open(tmp_path / "runs", "tiny").summary().spent == 0.0
+
+
+class _Ctx:
+    def __init__(self, tmp_path, budget):
+        from scaling_sweeper.sweep.tune_runner import TrialContext
+
+        Ledger.open(tmp_path, "c", budget=budget)
+        self.ctx = TrialContext(sweep="s", phase="grid", sweep_dir=str(tmp_path / "s"),
+                                ledger_file=str(tmp_path / "ledger" / "c.json"), cluster="c")
+
+
+def test_searcher_admits_waits_and_refuses(tmp_path):
+    from scaling_sweeper.runfolder import read_status
+    from scaling_sweeper.sweep.tune_runner import CellSearcher
+
+    ctx = _Ctx(tmp_path, budget=100.0).ctx
+    cells = [{"cell_id": "a", "C": 60.0}, {"cell_id": "b", "C": 70.0}, {"cell_id": "c", "C": 30.0}]
+    s = CellSearcher(cells, ctx)
+    assert s.suggest("t1")["cell"]["cell_id"] == "a"
+    assert s.suggest("t2")["cell"]["cell_id"] == "c"  # b does not fit now; c does
+    assert s.suggest("t3") is None  # b must wait for running trials
+    led = Ledger(ctx.ledger_file, "c")
+    led.spend("s/a", 60.0)
+    s.on_trial_complete("t1")  # a ends (not done -> released with its spending kept)
+    assert s.suggest("t4") is None  # 60 spent + 30 held: b (70) still does not fit
+    s.on_trial_complete("t2")  # c released having spent nothing
+    assert s.suggest("t5") == s.FINISHED  # nothing runs, b never fits: refused
+    assert s.refused == ["b"]
+    assert read_status(tmp_path / "s" / "b") == "refused"
+    assert "s/b" in led.refused()
