@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from analysis.blas import blas_single
 from analysis.fits.result import CONVERGED, INSUFFICIENT_DATA
 
 
@@ -54,6 +55,7 @@ def _fisher_ci(r: float, n: int, level: float, var_factor: float = 1.0) -> tuple
     return (math.tanh(z - q * se), math.tanh(z + q * se))
 
 
+@blas_single
 def correlate(
     x: np.ndarray,
     y: np.ndarray,

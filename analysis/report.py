@@ -22,6 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
+from analysis.blas import blas_single
 from analysis.correlation import correlate
 from analysis.errors import AnalysisError
 from analysis.fits.chinchilla import fit_chinchilla
@@ -472,6 +473,7 @@ def _render(sections: list[Section], title: str, subtitle: str) -> str:
             f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p><ul>{toc}</ul>{''.join(body)}</body></html>")
 
 
+@blas_single
 def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None = None,
                    n_boot: int = 200) -> tuple[list[Section], list[FitRow], list[WindowResult]]:
     """All report sections from collected trials and curves frames (pure: no I/O)."""

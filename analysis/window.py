@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.blas import blas_single
 from analysis.fits.compare import compare_laws
 from analysis.fits.result import INSUFFICIENT_DATA, FitResult
 
@@ -117,6 +118,7 @@ def _sigma(x: np.ndarray, y: np.ndarray, yerr: np.ndarray | None) -> tuple[float
     return math.nan, ""
 
 
+@blas_single
 def learnable_window(
     x: np.ndarray,
     y: np.ndarray,

@@ -16,6 +16,7 @@ import math
 import numpy as np
 from scipy import optimize
 
+from analysis.blas import blas_single
 from analysis.fits.bootstrap import bootstrap_samples, group_index, percentile_ci
 from analysis.fits.result import (
     AT_BOUND,
@@ -110,6 +111,7 @@ def _to_params(theta: np.ndarray) -> np.ndarray:
     return np.array([math.exp(e), math.exp(a), alpha, math.exp(b), beta])
 
 
+@blas_single
 def fit_chinchilla(
     N: np.ndarray,
     D: np.ndarray,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.blas import blas_single
 from analysis.fits.laws import LAWS, fit_law
 from analysis.fits.result import FitResult
 
@@ -28,6 +29,7 @@ class Comparison:
         return self.results[self.best] if self.best else None
 
 
+@blas_single
 def compare_laws(
     x: np.ndarray,
     y: np.ndarray,

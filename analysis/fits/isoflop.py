@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.blas import blas_single
 from analysis.fits.result import CONVERGED, INSUFFICIENT_DATA
 
 
@@ -102,6 +103,7 @@ def _fit_all(keys, uniq, u, L, idx_by_budget):
     return res, line
 
 
+@blas_single
 def isoflop(
     C: np.ndarray,
     N: np.ndarray,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import optimize
 
+from analysis.blas import blas_single
 from analysis.fits.bootstrap import bootstrap_samples, group_index, percentile_ci
 from analysis.fits.result import (
     AT_BOUND,
@@ -203,6 +204,7 @@ def _clean(x, y, yerr, groups, positive_y: bool):
     return x[keep], y[keep], (None if e is None else e[keep]), g, int((~keep).sum())
 
 
+@blas_single
 def fit_law(
     x: np.ndarray,
     y: np.ndarray,
