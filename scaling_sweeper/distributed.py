@@ -80,6 +80,9 @@ from scaling_sweeper.zero_config import DistributedConfig, build_ds_config, stra
 
 POLL_S = 0.2  # driver poll interval of the relay (seconds)
 SPENT_FILE = "spent.json"
+# test hook (fault injection): "STEP:RANK:MARKER" makes worker RANK os._exit(1) right after
+# optimizer step STEP, once (while the file MARKER does not exist; it is created first)
+FAULT_ENV = "SWEEPER_TEST_KILL_WORKER"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,8 +295,11 @@ class _Driver:
     def latest_checkpoint(self) -> Path | None:
         """Newest checkpoint directory of the inner Train run (names are timestamps, so they sort)."""
         storage, name = self.storage()
-        dirs = sorted((Path(storage) / name).glob("checkpoint_*"))
+        dirs = sorted(p for p in (Path(storage) / name).glob("checkpoint_*") if p.is_dir())
         return dirs[-1] if dirs else None
+
+    def _ckpt_path(self, path: str | None) -> Path | None:
+        return Path(path) if path else self.latest_checkpoint()
 
     def trainer(self, relay):
         import ray.train
@@ -314,6 +320,7 @@ class _Driver:
                 "relay": relay,
                 "run_dir": str(self.run_dir),
                 "threads": max(1, int(dist.cpus_per_worker)),
+                "fault": os.environ.get(FAULT_ENV),
             },
             torch_config=TorchConfig(backend="nccl" if plan.use_gpu else "gloo"),
             scaling_config=ray.train.ScalingConfig(
@@ -413,7 +420,7 @@ class _Driver:
                 if self.on_progress is not None:
                     seen = flops.tokens_seen(m["step"], self.cfg.batch_size, self.seq_len)
                     self.on_progress(Progress(m["step"], self.cfg.steps, seen, self.flops_spent(), None, None,
-                                              m["lr"], 0.0, checkpoint=self.latest_checkpoint()))  # fmt: skip
+                                              m["lr"], 0.0, checkpoint=self._ckpt_path(m.get("path"))))  # fmt: skip
             elif kind == "final":
                 self.final = m
         self.spent.save()
@@ -454,6 +461,14 @@ def consolidated_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str
     if rank != 0:
         return None
     return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _maybe_die(fault: str, step: int, rank: int) -> None:
+    """Fault injection for tests (FAULT_ENV): exit this worker process abruptly, once."""
+    kill_step, kill_rank, marker = fault.split(":", 2)
+    if step == int(kill_step) and rank == int(kill_rank) and not os.path.exists(marker):
+        Path(marker).write_text(f"killed rank {rank} after step {step}\n")
+        os._exit(1)
 
 
 def _train_loop(config: dict[str, Any]) -> None:
@@ -526,8 +541,14 @@ def _train_loop(config: dict[str, Any]) -> None:
             if rank == 0:
                 atomic_write_json(Path(d) / "sweeper.json", {"step": st["step"], "strategy": plan.strategy})
             ray.train.report({"step": st["step"]}, checkpoint=ray.train.Checkpoint.from_directory(d))
+        # wait until the controller has committed it: a worker dying right after report() would
+        # otherwise lose a checkpoint every rank believes is saved
+        reported = ray.train.get_all_reported_checkpoints(
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED
+        )
         if rank == 0:
-            relay.put.remote("checkpoint", {"step": st["step"], "lr": lr})
+            path = reported[-1].checkpoint.path if reported else None
+            relay.put.remote("checkpoint", {"step": st["step"], "lr": lr, "path": path})
 
     engine.train()
     loss_acc = torch.zeros((), dtype=torch.float64)  # this rank's share of sum_steps(step mean loss)
@@ -566,6 +587,8 @@ def _train_loop(config: dict[str, Any]) -> None:
             flag.fill_(float(ray.get(relay.put.remote("tick", {"attempt": attempt, "step": st["step"]}))))
         torch_dist.broadcast(flag, src=0)
         stop = bool(flag.item())
+        if config.get("fault"):
+            _maybe_die(config["fault"], st["step"], rank)
 
         last = st["step"] == cfg.steps
         do_eval = st["step"] % cfg.eval_every == 0 or last

@@ -1,0 +1,251 @@
+"""DeepSpeed ZeRO under Ray Train on CPU (gloo, fp32): equivalence to single-process training,
+recovery from a killed worker with the ledger counting the redone steps, stop + resume, and a
+sweep mixing a single-process cell with a ZeRO cell.
+
+Data: a synthetic tokens folder (vocab 35, seq_len 18, padded rows) so the model (Pico: 1 layer,
+d_model 32) is tiny and ZeRO start-up dominates. Tolerances: fp32 on CPU, the ZeRO gradient is
+the single-process gradient summed in a different order, so per-step losses agree to ~1e-7
+relative; we assert rtol 1e-4 (losses) and atol 1e-4 (final weights after 6 Ranger steps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scaling_sweeper import flops
+from scaling_sweeper import train as T
+from scaling_sweeper.data.shards import write_shards
+from scaling_sweeper.distributed import (
+    FAULT_ENV,
+    SpentCounter,
+    make_zero_optimizer,
+    run_distributed_trial,
+    split_batch,
+)
+from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.runfolder import read_jsonl, read_status
+from scaling_sweeper.zero_config import DistributedConfig
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB, SEQ, PAD = 35, 18, 34
+STEPS, BATCH = 6, 8
+DIST = DistributedConfig(num_workers=2, micro_batch_size=2, cpus_per_worker=0.5)  # 2 x 2 x accum 2
+
+
+def _synthetic_rows(n: int, seed: int) -> np.ndarray:
+    """Jet-like rows [start, sorted tokens..., stop, pad...] of random length."""
+    rng = np.random.default_rng(seed)
+    rows = np.full((n, SEQ), PAD, dtype=np.uint16)
+    for i in range(n):
+        k = int(rng.integers(3, SEQ - 2))
+        rows[i, 0] = VOCAB - 3
+        rows[i, 1 : k + 1] = np.sort(rng.integers(0, VOCAB - 3, k))
+        rows[i, k + 1] = VOCAB - 2
+    return rows
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("ds") / "tokens"
+    splits = {"train": _synthetic_rows(400, 0), "val": _synthetic_rows(64, 1), "test": _synthetic_rows(64, 2)}
+    return write_shards(d, splits, vocab_size=VOCAB, pad_token=PAD)
+
+
+def _cfg(tokens: Path, **kw) -> T.TrainConfig:
+    base = dict(size="Pico", data=str(tokens), tokens=400 * SEQ, steps=STEPS, batch_size=BATCH, log_every=1,
+                eval_every=3, ckpt_every=2, warmup_steps=2, seed=3, strategy="zero3")  # fmt: skip
+    return T.TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})  # fmt: skip
+        started = True
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def single_run(tokens, tmp_path_factory):
+    """Reference: train.run_trial, same model/data/seed, Ranger with gradient centralization off
+    (what ZeRO's flat partitions imply; see distributed.py)."""
+    run_dir = tmp_path_factory.mktemp("single") / "run"
+    orig = T.make_optimizer
+    mp = pytest.MonkeyPatch()
+    mp.setattr(T, "make_optimizer", lambda m, c: _no_gc(orig(m, c)))
+    try:
+        row = T.run_trial(_cfg(tokens, strategy="single"), run_dir)
+    finally:
+        mp.undo()
+    return run_dir, row
+
+
+def _no_gc(opt):
+    opt.use_gc = False
+    return opt
+
+
+@pytest.fixture(scope="module")
+def zero3_run(tokens, ray_session, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("zero3") / "run"
+    progress = []
+    row = run_distributed_trial(_cfg(tokens), run_dir, dist=DIST, on_progress=progress.append)
+    return run_dir, row, progress
+
+
+def _losses(run_dir: Path, key: str) -> dict[int, float]:
+    return {r["step"]: r[key] for r in read_jsonl(run_dir / "metrics.jsonl") if r[key] is not None}
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    model, _ = T.load_model(run_dir)
+    return model.state_dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# pure pieces
+
+
+def test_split_batch_covers_every_row_once():
+    world, mb, gas = 3, 2, 4
+    seen = sorted(i for r in range(world) for sl in split_batch(24, r, world, mb, gas) for i in range(24)[sl])
+    assert seen == list(range(24))
+    with pytest.raises(ValueError):
+        split_batch(25, 0, world, mb, gas)
+
+
+def test_spent_counter_counts_redone_steps_across_drivers(tmp_path):
+    c = SpentCounter(tmp_path / "spent.json")
+    c.start("a", 0)
+    for s in range(1, 6):
+        c.tick("a", s)  # died after step 5; last checkpoint at step 4
+    c.start("b", 4)
+    c.tick("b", 5)
+    assert c.executed == 6  # 5 + 1 redone
+    c.save()
+    c2 = SpentCounter(tmp_path / "spent.json")  # a new driver (sweeper resume)
+    c2.start("c", 5)
+    c2.tick("c", 7)
+    assert c2.executed == 8
+
+
+def test_ranger_without_gc_is_ranger_minus_centralization(tokens):
+    from scaling_sweeper.model import GPT, config_for
+
+    model = GPT(config_for("Pico", VOCAB, SEQ - 1))
+    opt = make_zero_optimizer(model, _cfg(tokens))
+    assert type(opt).__name__ == "Ranger" and opt.use_gc is False
+
+
+def test_bad_distributed_config_is_refused_before_compute(tokens, tmp_path):
+    with pytest.raises(ConfigError, match="not divisible by num_workers"):
+        run_distributed_trial(_cfg(tokens, batch_size=9), tmp_path / "r", dist=DIST)
+    with pytest.raises(ConfigError, match="strategy single"):
+        run_distributed_trial(_cfg(tokens, strategy="single"), tmp_path / "r2", dist=DIST)
+    assert not (tmp_path / "r2" / "STATUS").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# ZeRO-3 on 2 CPU workers
+
+
+@pytest.mark.slow
+def test_zero3_matches_single_process(single_run, zero3_run):
+    s_dir, s_row = single_run
+    z_dir, z_row, progress = zero3_run
+    assert z_row["status"] == "done" and read_status(z_dir) == "done"
+    s_train, z_train = _losses(s_dir, "train_loss"), _losses(z_dir, "train_loss")
+    assert sorted(z_train) == list(range(1, STEPS + 1)) == sorted(s_train)
+    np.testing.assert_allclose([z_train[k] for k in sorted(z_train)], [s_train[k] for k in sorted(s_train)],
+                               rtol=1e-4)  # fmt: skip
+    s_val, z_val = _losses(s_dir, "val_loss"), _losses(z_dir, "val_loss")
+    assert sorted(z_val) == sorted(s_val) == [3, 6]
+    np.testing.assert_allclose([z_val[k] for k in (3, 6)], [s_val[k] for k in (3, 6)], rtol=1e-4)
+    # losses must move: a frozen model would match trivially
+    assert abs(z_train[STEPS] - z_train[1]) > 1e-3
+    # the consolidated ZeRO-3 weights (train.py checkpoint format) equal the single-process ones
+    sw, zw = _weights(s_dir), _weights(z_dir)
+    assert sw.keys() == zw.keys()
+    for k in sw:
+        torch.testing.assert_close(zw[k], sw[k], rtol=1e-4, atol=1e-4, msg=k)
+    # same results row: same columns, same accounting
+    assert z_row.keys() == s_row.keys()
+    for k in ("N", "N_incl", "D", "tokens_seen", "passes", "C_planned", "C_spent", "C_exact", "batch", "seq_len"):
+        assert z_row[k] == s_row[k], k
+    assert z_row["final_val_loss"] == pytest.approx(s_row["final_val_loss"], rel=1e-4)
+    # metrics records carry the same fields
+    assert read_jsonl(z_dir / "metrics.jsonl")[0].keys() == read_jsonl(s_dir / "metrics.jsonl")[0].keys()
+    # progress on the driver: monotone FLOPs ending at C_spent, a checkpoint reported
+    assert [p.flops for p in progress] == sorted(p.flops for p in progress)
+    assert progress[-1].flops == z_row["C_spent"]
+    assert any(p.checkpoint is not None and Path(p.checkpoint).is_dir() for p in progress)
+    ds = json.loads((z_dir / "ds_config.json").read_text())
+    assert ds["zero_optimization"]["stage"] == 3 and ds["gradient_accumulation_steps"] == 2
+    assert ds["bf16"]["enabled"] is False
+
+
+@pytest.mark.slow
+def test_killed_worker_recovers_and_ledger_counts_lost_steps(tokens, zero3_run, tmp_path, monkeypatch):
+    from scaling_sweeper.sweep.ledger import Ledger
+
+    z_dir, z_row, _ = zero3_run
+    run_dir = tmp_path / "run"
+    marker = tmp_path / "killed"
+    # rank 1 dies right after step 3; the last checkpoint is step 2, so step 3 is redone
+    monkeypatch.setenv(FAULT_ENV, f"3:1:{marker}")
+    led = Ledger.open(tmp_path / "storage", "test", None)
+    key = "sweep/cell"
+    progress = []
+
+    def on_progress(p):
+        progress.append(p)
+        led.spend(key, float(p.flops))
+
+    row = run_distributed_trial(_cfg(tokens), run_dir, dist=DIST, on_progress=on_progress)
+    led.release(key, spent=row["C_spent"])
+    assert marker.exists(), "the fault was never injected"
+    assert row["status"] == "done" and read_status(run_dir) == "done"
+    per_step = flops.train_flops(row["N_incl"], flops.tokens_seen(1, BATCH, SEQ))
+    assert row["tokens_seen"] == flops.tokens_seen(STEPS, BATCH, SEQ)  # useful steps only
+    assert row["C_spent"] == (STEPS + 1) * per_step  # the lost step 3 is spent, not useful
+    assert led.spent_by("sweep/")[key] == row["C_spent"]
+    assert max(p.flops for p in progress) == row["C_spent"]
+    # the curve has each step once and equals the uninterrupted run (resumed from the checkpoint)
+    steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
+    assert steps == list(range(1, STEPS + 1))
+    got, want = _losses(run_dir, "train_loss"), _losses(z_dir, "train_loss")
+    np.testing.assert_allclose([got[k] for k in steps], [want[k] for k in steps], rtol=1e-6)
+    spent = json.loads((run_dir / "spent.json").read_text())
+    assert len(spent["attempts"]) == 2 and spent["executed"] == STEPS + 1
+
+
+@pytest.mark.slow
+def test_stopped_run_resumes_to_the_same_result(tokens, zero3_run, tmp_path):
+    z_dir, z_row, _ = zero3_run
+    run_dir = tmp_path / "run"
+    # asked to stop before the workers start: they stop (and checkpoint) after step 1
+    row = run_distributed_trial(_cfg(tokens), run_dir, dist=DIST, should_stop=lambda: True)
+    assert row["status"] == "stopped" and read_status(run_dir) == "pending"
+    assert not (run_dir / "result.json").exists()
+    assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1]
+    row = run_distributed_trial(_cfg(tokens), run_dir, dist=DIST)  # `sweeper resume` path
+    assert row["status"] == "done"
+    steps = [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")]
+    assert steps == list(range(1, STEPS + 1))
+    got, want = _losses(run_dir, "train_loss"), _losses(z_dir, "train_loss")
+    np.testing.assert_allclose([got[k] for k in steps], [want[k] for k in steps], rtol=1e-6)
+    assert row["C_spent"] == z_row["C_spent"]  # stopping at a checkpoint loses nothing
+    # a finished run is returned as stored, without training
+    assert run_distributed_trial(_cfg(tokens), run_dir, dist=DIST) == row
