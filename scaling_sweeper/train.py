@@ -335,6 +335,8 @@ class _Trial:
     def _resume(self) -> None:
         self.t0 = time.perf_counter()
         self.train_s = 0.0
+        for tmp in self.ckpt_dir.glob(".step_*.pt.*.tmp"):  # partial writes of a killed process
+            tmp.unlink(missing_ok=True)
         payload = load_latest(self.ckpt_dir, map_location=self.device)
         if payload is None:
             if self.metrics.exists():  # records of a run that never checkpointed

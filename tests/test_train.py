@@ -336,3 +336,17 @@ def test_cli_accepts_float_notation_for_ints(synth_tokens, tmp_path):
 def test_replace_keeps_validation():
     with pytest.raises(ConfigError):
         replace(TrainConfig(size="Pico", data="-", tokens=1, steps=1), keep_checkpoints=0)
+
+
+def test_sizes_command_prints_the_ladder(capsys):
+    from scaling_sweeper.cli import main
+    from scaling_sweeper.model import SIZES, config_for, count_params
+
+    assert main(["sizes", "--vocab", "100", "--seq-len", "20"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0] in SIZES]
+    assert [r[0] for r in rows] == list(SIZES)
+    for r in rows:
+        n, n_incl = count_params(config_for(r[0], 100, 19))
+        assert float(r[4]) == pytest.approx(n, rel=1e-3) and float(r[5]) == pytest.approx(n_incl, rel=1e-3)
+        assert float(r[6]) == pytest.approx(6 * n_incl, rel=1e-3)
