@@ -1,0 +1,293 @@
+"""Evaluate a finished run folder: sample jets, compute observables, SWD vs real jets with floor.
+
+`evaluate_run(run_dir, cfg)`:
+1. loads the newest good checkpoint (`train.load_model`) and the run's tokenizer (`tokens/`);
+2. reads real jets (default: the `test` split beside the run's tokens folder) and draws two
+   disjoint real samples A (the reference) and B of the evaluation size n;
+3. generates n jets, decodes them, computes observables; invalid jets (no stop token before the
+   maximum length or malformed rows, empty jets, non-finite observables) are counted by reason and
+   reported as `invalid_frac`; the SWD uses the valid ones (never a crash, never a silent drop);
+4. bootstrapped SWD (mean, std) of generated vs A; the floor B vs A; `swd_roundtrip` = real jets A
+   vs their own tokenize-decode round trip (must stay at or below the floor within errors) and
+   `swd_floor_tokenized` = round trip of B vs A (the best score a perfect model can reach);
+   per-observable W1 (scipy) with bootstrap errors and JSON histograms;
+5. writes `run_dir/eval.json` (flat numeric metrics at the top level: swd, swd_err, swd_floor,
+   swd_floor_err, ..., invalid_frac, w1_<observable>, w1_<observable>_err; details nested) and
+   updates result.json's swd, swd_err, swd_floor, invalid_frac, w1_* keys.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from scaling_sweeper.config import to_dict
+from scaling_sweeper.errors import ConfigError, DataError, SweeperError
+from scaling_sweeper.evaluate.observables import (
+    OBSERVABLES,
+    SWD_OBSERVABLES,
+    compute_observables,
+    invalid_mask,
+)
+from scaling_sweeper.evaluate.swd import SWDResult, bootstrap_swd
+from scaling_sweeper.runfolder import atomic_write_json, read_result, read_status
+
+EVAL_FILE = "eval.json"
+#: result.json keys that evaluation fills (plus w1_<observable>)
+RESULT_KEYS = ("swd", "swd_err", "swd_floor", "invalid_frac")
+
+
+@dataclass
+class EvalConfig:
+    n_jets: int = 50_000  # evaluation size n: jets generated and per real sample (capped at real/2)
+    real: str | None = None  # real jets parquet; None -> <tokens folder>/../<split>.parquet
+    split: str = "test"  # real split used when `real` is None
+    observables: list[str] = field(default_factory=lambda: list(SWD_OBSERVABLES))  # SWD features
+    report_observables: list[str] = field(default_factory=lambda: list(OBSERVABLES))  # W1 + histograms
+    n_projections: int = 128  # random directions of the SWD
+    n_bootstrap: int = 50  # bootstrap resamples (each of the evaluation size)
+    p: float = 1.0  # Wasserstein order
+    seed: int = 0  # projections, real-sample split, bootstrap and sampling
+    temperature: float = 1.0  # sampling temperature (0 = greedy)
+    top_k: int | None = None  # keep the k most likely tokens (None = all)
+    batch_size: int = 512  # jets generated per batch
+    use_cache: bool = True  # KV cache during generation
+    device: str = "cpu"  # "cpu" | "cuda[:N]" | "auto"
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
+    hist_bins: int = 40  # histogram bins per observable (n_constituents: integer bins)
+    min_jets: int = 10  # fewer valid generated or real jets -> swd is null (reported, no crash)
+
+    def __post_init__(self) -> None:
+        for name in ("n_jets", "n_projections", "batch_size", "hist_bins", "min_jets"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_bootstrap < 2:
+            raise ConfigError(f"eval.n_bootstrap must be >= 2, got {self.n_bootstrap}")
+        if not self.p >= 1:
+            raise ConfigError(f"eval.p must be >= 1, got {self.p}")
+        if self.temperature < 0 or (self.top_k is not None and self.top_k < 1):
+            raise ConfigError("eval.temperature must be >= 0 and eval.top_k >= 1 or null")
+        for name in ("observables", "report_observables"):
+            bad = [o for o in getattr(self, name) if o not in OBSERVABLES]
+            if bad or not getattr(self, name):
+                raise ConfigError(f"eval.{name}: unknown or empty {bad} (valid: {', '.join(OBSERVABLES)})")
+        if self.split not in ("train", "val", "test"):
+            raise ConfigError(f"eval.split must be train, val or test, got {self.split!r}")
+        if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
+            raise ConfigError(f"eval.device {self.device!r} must be cpu, cuda[:N] or auto")
+
+
+# ------------------------------------------------------------------------------ pure helpers
+def _matrix(obs: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    return np.stack([obs[n] for n in names], axis=1)
+
+
+def histogram(values: dict[str, np.ndarray], name: str, bins: int, reference: np.ndarray) -> dict[str, Any]:
+    """JSON-able histogram of each sample in `values` on edges fitted to `reference`.
+
+    Edges: integer-centred unit bins for n_constituents, else `bins` equal bins between the
+    reference's 0.5% and 99.5% quantiles; under/overflow counted separately.
+    """
+    ref = reference[np.isfinite(reference)]
+    if len(ref) == 0:
+        return {"edges": [], "counts": {}, "underflow": {}, "overflow": {}}
+    if name == "n_constituents":
+        lo, hi = np.floor(ref.min()), np.ceil(ref.max())
+        edges = np.arange(lo - 0.5, hi + 1.5, max(1.0, np.ceil((hi - lo + 1) / 200)))
+    else:
+        lo, hi = np.quantile(ref, [0.005, 0.995])
+        if hi <= lo:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+    out: dict[str, Any] = {"edges": edges.tolist(), "counts": {}, "underflow": {}, "overflow": {}}
+    for label, v in values.items():
+        v = v[np.isfinite(v)]
+        out["counts"][label] = np.histogram(v, edges)[0].astype(int).tolist()
+        out["underflow"][label] = int(np.sum(v < edges[0]))
+        out["overflow"][label] = int(np.sum(v > edges[-1]))
+    return out
+
+
+def _swd_entry(res: SWDResult | None) -> tuple[float | None, float | None]:
+    return (None, None) if res is None else (res.mean, res.std)
+
+
+def compare_samples(gen: np.ndarray, ref: np.ndarray, cfg: EvalConfig, seed_offset: int = 0) -> SWDResult | None:
+    """Bootstrapped SWD of (n, d) samples, or None if either has fewer than cfg.min_jets rows."""
+    if len(gen) < cfg.min_jets or len(ref) < cfg.min_jets:
+        return None
+    return bootstrap_swd(gen, ref, cfg.n_bootstrap, cfg.n_projections, cfg.seed + seed_offset, cfg.p)
+
+
+def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarray],
+                     real_b: dict[str, np.ndarray], rt_a: dict[str, np.ndarray],
+                     rt_b: dict[str, np.ndarray], gen_invalid: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
+    """The metrics of eval.json from observables of the five samples (pure; no model, no I/O).
+
+    All SWDs share the directions (cfg.seed) and A's standardisation; invalid jets of any
+    sample are excluded from its SWD and counted.
+    """
+    from scipy.stats import wasserstein_distance
+
+    names = list(cfg.observables)
+
+    def valid(obs: dict[str, np.ndarray]) -> np.ndarray:
+        return ~invalid_mask({k: obs[k] for k in names})
+
+    ok_a, ok_b, ok_rta, ok_rtb = valid(real_a), valid(real_b), valid(rt_a), valid(rt_b)
+    ok_gen = ~gen_invalid
+    xa = _matrix(real_a, names)[ok_a]
+    res = {
+        "gen": compare_samples(_matrix(gen_obs, names)[ok_gen], xa, cfg),
+        "floor": compare_samples(_matrix(real_b, names)[ok_b], xa, cfg),
+        "roundtrip": compare_samples(_matrix(rt_a, names)[ok_rta], xa, cfg),
+        "floor_tokenized": compare_samples(_matrix(rt_b, names)[ok_rtb], xa, cfg),
+    }
+    out: dict[str, Any] = {}
+    out["swd"], out["swd_err"] = _swd_entry(res["gen"])
+    out["swd_floor"], out["swd_floor_err"] = _swd_entry(res["floor"])
+    out["swd_roundtrip"], out["swd_roundtrip_err"] = _swd_entry(res["roundtrip"])
+    out["swd_floor_tokenized"], out["swd_floor_tokenized_err"] = _swd_entry(res["floor_tokenized"])
+    out["invalid_frac"] = float(gen_invalid.mean()) if len(gen_invalid) else None
+    # per-observable W1 (scipy, physical units) with a bootstrap std, and histograms
+    hists, w1_floor = {}, {}
+    for name in cfg.report_observables:
+        g = gen_obs[name][ok_gen & np.isfinite(gen_obs[name])]
+        a = real_a[name][np.isfinite(real_a[name])]
+        b = real_b[name][np.isfinite(real_b[name])]
+        if len(g) >= cfg.min_jets and len(a) >= cfg.min_jets:
+            out[f"w1_{name}"] = float(wasserstein_distance(g, a))
+            boot = bootstrap_swd(g, a, cfg.n_bootstrap, 1, cfg.seed, 1.0, standardize=False, workers=1)
+            out[f"w1_{name}_err"] = boot.std
+        else:
+            out[f"w1_{name}"], out[f"w1_{name}_err"] = None, None
+        if len(b) >= cfg.min_jets and len(a) >= cfg.min_jets:
+            w1_floor[name] = float(wasserstein_distance(b, a))
+        hists[name] = histogram({"generated": g, "real": a, "real_b": b}, name, cfg.hist_bins, a)
+    out["w1_floor"] = w1_floor
+    out["histograms"] = hists
+    out["swd_full"] = {k: (None if r is None else r.full) for k, r in res.items()}
+    checks = {}
+    if res["roundtrip"] is not None and res["floor"] is not None:
+        tol = 2.0 * math.hypot(res["roundtrip"].std, res["floor"].std)
+        checks["roundtrip_within_floor"] = bool(res["roundtrip"].mean <= res["floor"].mean + tol)
+    out["checks"] = checks
+    out["counts"] = {
+        "generated_valid": int(ok_gen.sum()), "real_a": int(ok_a.sum()), "real_b": int(ok_b.sum()),
+        "real_a_invalid": int((~ok_a).sum()), "real_b_invalid": int((~ok_b).sum()),
+        "roundtrip_invalid": int((~ok_rta).sum()),
+    }
+    return out
+
+
+# ------------------------------------------------------------------------------ I/O edges
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"eval.device {name!r}: CUDA is not available")
+    return torch.device(name)
+
+
+def _real_jets_path(cfg: EvalConfig, tokens_dir: Path) -> Path:
+    if cfg.real is not None:
+        p = Path(cfg.real)
+        return p / f"{cfg.split}.parquet" if p.is_dir() else p
+    return tokens_dir.parent / f"{cfg.split}.parquet"
+
+
+def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: bool = True) -> dict[str, Any]:
+    """Evaluate the finished run in `run_dir`; returns (and writes) the eval.json dict."""
+    import torch
+
+    from scaling_sweeper.data.jets import read_jets
+    from scaling_sweeper.data.tokenizer import load_tokenizer
+    from scaling_sweeper.evaluate.generate import generate, valid_rows
+    from scaling_sweeper.train import load_model
+
+    cfg = cfg or EvalConfig()
+    run_dir = Path(run_dir)
+    status = read_status(run_dir)
+    if status != "done" or read_result(run_dir) is None:
+        raise SweeperError(f"{run_dir}: not a finished run (STATUS={status}); evaluate runs with STATUS=done")
+    t0 = time.time()
+    timings: dict[str, float] = {}
+    device = _device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, tcfg = load_model(run_dir, device=device)
+    tokens_dir = Path(tcfg.data)
+    tokenizer = load_tokenizer(tokens_dir)
+    real = read_jets(_real_jets_path(cfg, tokens_dir))
+    n = min(cfg.n_jets, len(real) // 2)
+    if n < cfg.min_jets:
+        raise DataError(f"{_real_jets_path(cfg, tokens_dir)}: {len(real)} real jets, need at least "
+                        f"{2 * cfg.min_jets} for two disjoint samples")
+    perm = np.random.default_rng([cfg.seed, 3]).permutation(len(real))
+    real_a, real_b = real[perm[:n]], real[perm[n:2 * n]]
+    timings["load_s"] = time.time() - t0
+
+    t = time.time()
+    tokens = generate(model, n, tokenizer=tokenizer, temperature=cfg.temperature, top_k=cfg.top_k,
+                      seed=cfg.seed, batch_size=cfg.batch_size, use_cache=cfg.use_cache)
+    timings["generate_s"] = time.time() - t
+    rows_ok = valid_rows(tokens, tokenizer)
+    gen_jets = tokenizer.decode(tokens)
+
+    t = time.time()
+    names = list(dict.fromkeys([*cfg.observables, *cfg.report_observables]))
+    gen_obs = compute_observables(gen_jets, names)
+    obs_a = compute_observables(real_a, names)
+    obs_b = compute_observables(real_b, names)
+    rt_a = compute_observables(tokenizer.decode(tokenizer.encode(real_a)), names)
+    rt_b = compute_observables(tokenizer.decode(tokenizer.encode(real_b)), names)
+    timings["observables_s"] = time.time() - t
+    empty = gen_obs["n_constituents"] == 0 if "n_constituents" in gen_obs else \
+        ak.to_numpy(ak.num(gen_jets.part_pt, axis=1)) == 0
+    nonfinite = invalid_mask({k: gen_obs[k] for k in cfg.observables}) & ~empty
+    gen_invalid = ~rows_ok | empty | nonfinite
+
+    t = time.time()
+    metrics = evaluate_samples(gen_obs, obs_a, obs_b, rt_a, rt_b, gen_invalid, cfg)
+    timings["swd_s"] = time.time() - t
+    lengths = ak.to_numpy(ak.num(gen_jets.part_pt, axis=1))
+    metrics["counts"].update(
+        n_jets=int(n), n_jets_requested=int(cfg.n_jets), n_real_available=int(len(real)),
+        invalid_no_stop=int((~rows_ok).sum()), invalid_empty=int((rows_ok & empty).sum()),
+        invalid_nonfinite=int((rows_ok & ~empty & nonfinite).sum()), invalid=int(gen_invalid.sum()),
+        generated_mean_constituents=float(lengths.mean()) if n else 0.0,
+    )
+    timings["wall_s"] = time.time() - t0
+    stored = read_result(run_dir) or {}
+    out: dict[str, Any] = {
+        **metrics,
+        "observables": list(cfg.observables),
+        "timings": timings,
+        "model": {"size": tcfg.size, "N": stored.get("N"), "run_dir": str(run_dir)},
+        "config": to_dict(cfg),
+    }
+    if write:
+        atomic_write_json(run_dir / EVAL_FILE, out)
+        update_result(run_dir, out)
+    return out
+
+
+def update_result(run_dir: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Copy swd, swd_err, swd_floor, invalid_frac and w1_* from `metrics` into result.json."""
+    run_dir = Path(run_dir)
+    row = read_result(run_dir)
+    if row is None:
+        raise SweeperError(f"{run_dir}: result.json missing or unreadable")
+    for k, v in metrics.items():
+        if k in RESULT_KEYS or (k.startswith("w1_") and not isinstance(v, dict)):
+            row[k] = v
+    atomic_write_json(run_dir / "result.json", row)
+    return row

@@ -1,0 +1,124 @@
+"""evaluate_run on a tiny trained run, the pure metrics assembly, and the `sweeper eval` CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scaling_sweeper.errors import ConfigError, SweeperError
+from scaling_sweeper.evaluate.observables import OBSERVABLES, SWD_OBSERVABLES
+from scaling_sweeper.evaluate.run import EvalConfig, evaluate_run, evaluate_samples
+
+SMALL = dict(n_jets=120, n_bootstrap=10, n_projections=16, batch_size=64, hist_bins=10, min_jets=3)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tokens_dir, tmp_path_factory):
+    from scaling_sweeper.train import TrainConfig, run_trial
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = tmp_path_factory.mktemp("eval_run") / "pico"
+        cfg = TrainConfig(size="Pico", data=str(tokens_dir), tokens=200 * 130, steps=30, batch_size=16,
+                          warmup_steps=5, eval_every=30, eval_batches=1, log_every=10, ckpt_every=30,
+                          seed=0, threads=1)
+        row = run_trial(cfg, run)
+        assert row["status"] == "done"
+        yield run
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_evaluate_run_writes_eval_json_and_updates_result(trained_run):
+    before = json.loads((trained_run / "result.json").read_text())
+    out = evaluate_run(trained_run, EvalConfig(**SMALL))
+    ev = json.loads((trained_run / "eval.json").read_text())
+    for key in ("swd", "swd_err", "swd_floor", "swd_floor_err", "swd_roundtrip", "swd_roundtrip_err",
+                "swd_floor_tokenized", "invalid_frac", "histograms", "counts", "config", "timings"):
+        assert key in ev, key
+    assert ev["swd"] == out["swd"]
+    c = ev["counts"]
+    assert c["n_jets"] == 120
+    assert c["invalid"] == c["invalid_no_stop"] + c["invalid_empty"] + c["invalid_nonfinite"]
+    assert ev["invalid_frac"] == pytest.approx(c["invalid"] / c["n_jets"])
+    assert c["generated_valid"] == c["n_jets"] - c["invalid"]
+    # a 30-step Pico rarely emits the stop token: the swd exists iff enough jets are valid
+    assert (ev["swd"] is not None) == (c["generated_valid"] >= 3)
+    assert (ev["swd_err"] is not None) == (ev["swd"] is not None)
+    # the floor is a real-vs-real distance of two 120-jet samples; the round trip stays below it
+    assert ev["swd_floor"] > 0 and ev["swd_floor_err"] > 0
+    assert ev["swd_roundtrip"] <= ev["swd_floor"] + 3 * np.hypot(ev["swd_roundtrip_err"], ev["swd_floor_err"])
+    assert ev["checks"]["roundtrip_within_floor"] is True
+    for name in OBSERVABLES:
+        assert f"w1_{name}" in ev
+        h = ev["histograms"][name]
+        assert len(h["counts"]["real"]) == len(h["edges"]) - 1
+        assert sum(h["counts"]["real"]) + h["underflow"]["real"] + h["overflow"]["real"] == c["real_a"]
+    after = json.loads((trained_run / "result.json").read_text())
+    assert after["swd"] == ev["swd"] and after["swd_floor"] == ev["swd_floor"]
+    assert after["invalid_frac"] == ev["invalid_frac"] and after["w1_jet_pt"] == ev["w1_jet_pt"]
+    assert {k: v for k, v in after.items() if k not in before and not k.startswith("w1_")} == {}
+    assert after["status"] == "done" and after["N"] == before["N"]
+
+
+def test_cli_eval_prints_summary(trained_run, capsys):
+    from scaling_sweeper.cli import main
+
+    rc = main(["eval", str(trained_run), "--n-jets", "60", "--set", "n_bootstrap=5", "--set", "n_projections=8",
+               "--set", "report_observables=[jet_pt]", "--set", "batch_size=32"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "swd" in text and "floor" in text
+    ev = json.loads((trained_run / "eval.json").read_text())
+    assert ev["counts"]["n_jets"] == 60 and ev["config"]["n_bootstrap"] == 5
+    assert main(["eval", str(trained_run), "--set", "n_bootstrapp=5"]) == 2  # typo: ConfigError
+
+
+def test_unfinished_run_is_refused(tmp_path):
+    (tmp_path / "STATUS").write_text("running\n")
+    with pytest.raises(SweeperError, match="not a finished run"):
+        evaluate_run(tmp_path, EvalConfig(**SMALL))
+
+
+def test_eval_config_validation():
+    with pytest.raises(ConfigError, match="observables"):
+        EvalConfig(observables=["jet_pt", "bogus"])
+    with pytest.raises(ConfigError, match="n_bootstrap"):
+        EvalConfig(n_bootstrap=1)
+
+
+def _obs(rng, n, shift=0.0):
+    return {
+        "jet_pt": rng.normal(550 + shift, 30, n), "jet_mass": rng.gamma(4, 20, n),
+        "n_constituents": rng.poisson(40, n).astype(float), "tau21": rng.uniform(0.2, 0.9, n),
+        "tau32": rng.uniform(0.3, 0.9, n),
+    }
+
+
+def test_evaluate_samples_counts_invalid_and_excludes_them():
+    rng = np.random.default_rng(0)
+    cfg = EvalConfig(n_bootstrap=10, n_projections=32, report_observables=list(SWD_OBSERVABLES))
+    a, b, gen = _obs(rng, 400), _obs(rng, 400), _obs(rng, 400)
+    gen["jet_pt"][:40] = 1e6  # garbage jets ...
+    invalid = np.zeros(400, dtype=bool)
+    invalid[:40] = True  # ... flagged invalid: excluded from the SWD, counted
+    m = evaluate_samples(gen, a, b, a, b, invalid, cfg)
+    assert m["invalid_frac"] == pytest.approx(0.1)
+    assert m["counts"]["generated_valid"] == 360
+    assert abs(m["swd"] - m["swd_floor"]) < 3 * np.hypot(m["swd_err"], m["swd_floor_err"])
+    # a shifted generator is far above the floor
+    shifted = evaluate_samples(_obs(rng, 400, shift=60.0), a, b, a, b, np.zeros(400, bool), cfg)
+    assert shifted["swd"] > shifted["swd_floor"] + 5 * shifted["swd_err"]
+
+
+def test_model_that_never_stops_reports_null_swd_not_a_crash():
+    rng = np.random.default_rng(1)
+    cfg = EvalConfig(n_bootstrap=5, n_projections=8, report_observables=["jet_pt"])
+    a, b = _obs(rng, 100), _obs(rng, 100)
+    m = evaluate_samples(_obs(rng, 100), a, b, a, b, np.ones(100, dtype=bool), cfg)
+    assert m["swd"] is None and m["swd_err"] is None and m["invalid_frac"] == 1.0
+    assert m["swd_floor"] is not None and m["w1_jet_pt"] is None
