@@ -67,7 +67,9 @@ def test_auto_picks_the_lightest_strategy_that_fits():
     cfg = config_for("XXL", V, S)
     ests = {e.strategy: e.total_gpu for e in memory.estimate(cfg, gpus=8, micro_batch=8, seq_len=S - 1)}
     gib = memory.GIB
-    pick = lambda mem: memory.choose_strategy(cfg, gpus=8, micro_batch=8, gpu_mem_gib=mem / gib, headroom=1.0)  # noqa: E731
+    pick = lambda mem: memory.choose_strategy(  # noqa: E731
+        cfg, gpus=8, micro_batch=8, seq_len=S - 1, gpu_mem_gib=mem / gib, headroom=1.0
+    )
     assert pick(10 * ests["ddp"]) == "ddp"
     assert pick(ests["ddp"] + 1) == "ddp"  # just fits (+1 byte: GiB float round-off)
     assert pick(ests["ddp"] - 1) == "zero2"
