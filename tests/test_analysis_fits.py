@@ -126,6 +126,7 @@ def test_isoflop_recovers_exponent():
     Cq = np.array([1e18])
     assert r.d_opt(Cq)[0] == pytest.approx(Cq[0] / (6 * r.n_opt(Cq)[0]))
     assert all(b.usable for b in r.budgets)
+    assert r.r2 > 0.99 and r.rmse_log10 < 0.05
 
 
 def test_isoflop_degenerate():

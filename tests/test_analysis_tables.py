@@ -12,7 +12,7 @@ import pytest
 import analysis
 from analysis.errors import QueryError
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep
-from analysis.tables import CURVES_SCHEMA, TRIALS_SCHEMA, rebuild, scan_table, write_cell_tables
+from analysis.tables import CURVES_SCHEMA, TRIALS_SCHEMA, compact, rebuild, scan_table, write_cell_tables
 from scaling_sweeper.cli import main as cli_main
 from scaling_sweeper.errors import SweeperError
 
@@ -209,3 +209,22 @@ def test_cli_query(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: query failed") and "Traceback" not in err
     assert cli_main(["query", "SELECT 1", "--runs", str(tmp_path / "missing")]) == 2
+
+
+def test_compact_finished_sweep(tmp_path):
+    sd = tmp_path / "s"
+    write_synthetic_sweep(sd, n_curve_points=3)
+    before = {k: analysis.open(sd).frames()[k].collect().sort("cell_id") for k in ("trials", "curves")}
+    counts = compact(sd)
+    assert counts["trials"] == before["trials"].height
+    assert len(list((sd / "tables" / "trials").glob("*.parquet"))) == 1
+    after = {k: analysis.open(sd).frames()[k].collect().sort("cell_id") for k in ("trials", "curves")}
+    for k in before:
+        assert after[k].height == before[k].height
+        assert after[k]["cell_id"].to_list() == before[k]["cell_id"].to_list()
+    # a cell written again after compaction: its new row wins
+    cid = before["trials"]["cell_id"][0]
+    write_cell_tables(sd, cid, {"status": "failed"}, [])
+    tr = analysis.open(sd).trials.collect()
+    assert tr.height == before["trials"].height
+    assert tr.filter(pl.col("cell_id") == cid)["status"][0] == "failed"

@@ -46,6 +46,8 @@ class IsoFlopResult:
     message: str
     ci_level: float = 0.95
     samples: np.ndarray | None = field(default=None, repr=False)  # (n_boot, 2): a, log10 k_N
+    rmse_log10: float = math.nan  # scatter of log10 N_opt about the power law (dex)
+    r2: float = math.nan  # of the line log10 N_opt vs log10 C
 
     @property
     def ok(self) -> bool:
@@ -63,7 +65,7 @@ class IsoFlopResult:
     def to_dict(self) -> dict:
         return {
             "status": self.status, "message": self.message, "a": self.a, "a_ci": list(self.a_ci),
-            "k_N": self.k_N, "b": self.b, "b_ci": list(self.b_ci), "k_D": self.k_D,
+            "k_N": self.k_N, "rmse_log10": self.rmse_log10, "r2": self.r2, "b": self.b, "b_ci": list(self.b_ci), "k_D": self.k_D,
             "budgets": [
                 {"C": b.C, "n": b.n, "N_opt": b.N_opt, "N_opt_ci": list(b.N_opt_ci), "L_opt": b.L_opt,
                  "usable": b.usable, "message": b.message} for b in self.budgets
@@ -169,5 +171,10 @@ def isoflop(
     if n_good == 2:
         msg += " (2 budgets: the line has no degrees of freedom; rely on the bootstrap interval)"
     k_N = float(10**lk)
+    lc = np.log10([b.C for b in budgets if b.usable])
+    lu = np.log10([b.N_opt for b in budgets if b.usable])
+    resid = lu - (lk + a * lc)
+    sst = float(np.sum((lu - lu.mean()) ** 2))
     return IsoFlopResult(budgets, a, k_N, 1.0 - a, 1.0 / (6.0 * k_N), a_ci, b_ci, CONVERGED, msg, ci_level,
-                         samples_arr)
+                         samples_arr, float(np.sqrt(np.mean(resid**2))),
+                         1.0 - float(np.sum(resid**2)) / sst if sst > 0 else math.nan)
