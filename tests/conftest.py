@@ -34,7 +34,10 @@ def real_jets_dir(request, tmp_path_factory) -> Path:
 
     if os.environ.get("SWEEPER_FRESH_TEST_DATA"):
         return make_dataset(tmp_path_factory.mktemp("real_jets"), progress=False, **REAL_JETS)
-    base = Path(request.config.cache.mkdir("sweeper_real_jets"))
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    if cache is None:
+        return make_dataset(tmp_path_factory.mktemp("real_jets"), progress=False, **REAL_JETS)
+    base = Path(cache.mkdir("sweeper_real_jets"))
     out = base / _data_code_hash()
     # other pytest sessions may make the same folder at the same time: serialise on a lock file
     with open(base / ".lock", "w") as lock:

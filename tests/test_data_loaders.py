@@ -146,3 +146,22 @@ def test_corrupt_parquet_and_shard_raise_data_error(tmp_path, real_jets_dir, tok
     (tok / "val.bin").write_bytes(b"\xff\xff" * (len((tok / "val.bin").read_bytes()) // 2))  # same size
     with pytest.raises(DataError, match="val.bin.*sha256"):
         TokenShard(tok, "val", verify="sha256")
+
+
+def test_several_input_files_and_beam_constituents(tmp_path):
+    first, second = synthetic_jets(30, seed=7), synthetic_jets(30, seed=8)
+    write_aspen(tmp_path / "a1.h5", first)
+    write_aspen(tmp_path / "a2.h5", second)
+    out = make_dataset(tmp_path / "ds", source="aspen", input=[tmp_path / "a1.h5", tmp_path / "a2.h5"],
+                       n_jets=45, tokenize=False)
+    jets = read_jets(out / "jets.parquet")
+    check_against_truth(jets, first + second[:15])  # files in order, capped at n_jets
+    # a constituent along the beam (px = py = 0) has no eta: dropped, the rest kept
+    with h5py.File(tmp_path / "a1.h5", "r+") as f:
+        c = f["PFCands"][...]
+        n0 = int(np.any(c[0] != 0, axis=1).sum())
+        c[0, n0, :4] = (0.0, 0.0, 25.0, 25.0)
+        f["PFCands"][...] = c
+    got = read_aspen(tmp_path / "a1.h5", n_jets=2)
+    assert ak.num(got.part_pt)[0] == n0
+    check_against_truth(got, first[:2])

@@ -51,7 +51,8 @@ def register(sub) -> None:
     mk = dsub.add_parser("make", help="generate (Pythia 8) or load (Aspen/JetClass) jets, split and tokenize")
     mk.add_argument("--out", required=True, type=Path, help="dataset folder, e.g. data/jets")
     mk.add_argument("--source", choices=("pythia", "aspen", "jetclass"), default="pythia")
-    mk.add_argument("--input", type=Path, help="input file for --source aspen (HDF5) / jetclass (ROOT)")
+    mk.add_argument("--input", type=Path, nargs="+",
+                    help="input file(s) for --source aspen (HDF5) / jetclass (ROOT), read in order")
     mk.add_argument("--n-jets", type=_n_jets, default=None,
                     help="jets to generate (pythia, default 20000) or read at most (files, default all)")
     mk.add_argument("--seed", type=int, default=0)

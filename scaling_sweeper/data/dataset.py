@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import awkward as ak
+
 from scaling_sweeper.data.jets import read_jets, split_jets, write_jets
 from scaling_sweeper.data.pythia import PythiaConfig, generate_jets
 from scaling_sweeper.data.shards import SPLITS, ShardIndex, sha256_file, write_shards
@@ -47,7 +49,7 @@ class DatasetConfig:
     n_jets: int | None = 20000  # jets to generate (pythia) or read at most (files; None = all)
     seed: int = 0  # master seed: Pythia worker seeds and the split shuffle
     workers: int = 1  # Pythia processes (changes the jets: part of the cache key)
-    input: str | None = None  # input file for aspen / jetclass
+    inputs: tuple[str, ...] = ()  # input files for aspen / jetclass, read in this order
     pythia: PythiaConfig = field(default_factory=PythiaConfig)
     max_constituents: int = 128  # constituents kept per jet (highest pt)
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test fractions
@@ -58,14 +60,17 @@ class DatasetConfig:
         if self.source == "pythia":
             if self.n_jets is None or self.n_jets < 1:
                 raise ConfigError(f"n_jets must be >= 1 for pythia, got {self.n_jets}")
-            if self.input is not None:
+            if self.inputs:
                 raise ConfigError("--input is only for --source aspen/jetclass")
             self.pythia.validate()
         else:
-            if not self.input:
+            if not self.inputs:
                 raise ConfigError(f"source {self.source} needs an input file (--input)")
-            if not Path(self.input).is_file():
-                raise DataError(f"{self.input}: input file missing")
+            for f in self.inputs:
+                if not Path(f).is_file():
+                    raise DataError(f"{f}: input file missing")
+            if self.n_jets is not None and self.n_jets < 1:
+                raise ConfigError(f"n_jets must be >= 1 or None (all), got {self.n_jets}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.max_constituents < 1:
@@ -78,13 +83,15 @@ class DatasetConfig:
         if self.source != "pythia":
             d.pop("pythia")
             d["workers"] = None
-            st = Path(self.input).stat()
-            d["input"] = str(Path(self.input).resolve())
-            d["input_stat"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            d["inputs"] = [
+                {"path": str(Path(f).resolve()), "size": Path(f).stat().st_size,
+                 "mtime_ns": Path(f).stat().st_mtime_ns}
+                for f in self.inputs
+            ]
         else:
             d["pythia"]["max_constituents"] = self.max_constituents
         d["format_version"] = DATASET_FORMAT_VERSION
-        return d
+        return json.loads(json.dumps(d))  # the form it has when read back from manifest.json
 
 
 def package_versions() -> dict[str, str | None]:
@@ -113,12 +120,16 @@ def load_source_jets(cfg: DatasetConfig, *, progress: bool | None = None, stats:
         return generate_jets(cfg.n_jets, seed=cfg.seed, workers=cfg.workers, cfg=pcfg, progress=progress,
                              stats=stats)
     if cfg.source == "aspen":
-        from scaling_sweeper.data.aspen import read_aspen
-
-        return read_aspen(cfg.input, n_jets=cfg.n_jets, max_constituents=cfg.max_constituents)
-    from scaling_sweeper.data.jetclass import read_jetclass
-
-    return read_jetclass(cfg.input, n_jets=cfg.n_jets, max_constituents=cfg.max_constituents)
+        from scaling_sweeper.data.aspen import read_aspen as read
+    else:
+        from scaling_sweeper.data.jetclass import read_jetclass as read
+    parts, left = [], cfg.n_jets
+    for f in cfg.inputs:
+        if left is not None and left <= 0:
+            break
+        parts.append(read(f, n_jets=left, max_constituents=cfg.max_constituents))
+        left = None if left is None else left - len(parts[-1])
+    return ak.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def make_dataset(
@@ -128,7 +139,7 @@ def make_dataset(
     seed: int = 0,
     workers: int = 1,
     *,
-    input: str | Path | None = None,
+    input: str | Path | list[str | Path] | tuple[str | Path, ...] | None = None,
     pythia: PythiaConfig | None = None,
     max_constituents: int = 128,
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -138,12 +149,13 @@ def make_dataset(
     force: bool = False,
     verbose: bool = False,
 ) -> Path:
-    """Make (or reuse) the dataset folder `out_dir`; see the module docstring. A second call with
-    the same arguments is a no-op. Returns out_dir."""
+    """Make (or reuse) the dataset folder `out_dir`; see the module docstring. `input`: one file or
+    a list of files (aspen/jetclass; n_jets caps the total). A second call with the same
+    arguments (and unchanged input files) is a no-op. Returns out_dir."""
     out = Path(out_dir)
     cfg = DatasetConfig(
         source=source, n_jets=n_jets, seed=seed, workers=workers,
-        input=None if input is None else str(input), pythia=pythia or PythiaConfig(),
+        inputs=_as_inputs(input), pythia=pythia or PythiaConfig(),
         max_constituents=max_constituents, splits=tuple(splits),
     ).validate()
     tok_cfg = tokenizer or TokenizeConfig(max_constituents=max_constituents)
@@ -189,6 +201,14 @@ def make_dataset(
     return out
 
 
+def _as_inputs(input) -> tuple[str, ...]:
+    if input is None:
+        return ()
+    if isinstance(input, (str, Path)):
+        return (str(input),)
+    return tuple(str(f) for f in input)
+
+
 def _split_jets_files(jets_dir: Path) -> dict[str, Path]:
     files = {s: jets_dir / f"{s}.parquet" for s in SPLITS}
     missing = [str(p) for p in files.values() if not p.is_file()]
@@ -217,6 +237,7 @@ def tokenize_dataset(
         "jets_sha256": {s: sha256_file(p) for s, p in files.items()},
         "tokenizer_version": TOKENIZER_VERSION,
     }
+    key = json.loads(json.dumps(key))  # the form it has when read back from manifest.json
     manifest_path = out / "manifest.json"
     old = _read_manifest(manifest_path)
     if not force and old is not None and old.get("args") == key and (out / "index.json").is_file():

@@ -108,11 +108,18 @@ def jets_from_p4(
     phi = np.arctan2(fy, fx)
     jet_eta = np.asarray(jet_eta, dtype=np.float64)
     jet_phi = np.asarray(jet_phi, dtype=np.float64)
+    eta_rel = eta - np.repeat(jet_eta, counts)
+    phi_rel = phi - np.repeat(jet_phi, counts)
+    ok = pt > 0  # a constituent along the beam has no direction in (eta, phi): dropped
+    if not ok.all():
+        jet_of = np.repeat(np.arange(len(counts)), counts)
+        counts = np.bincount(jet_of[ok], minlength=len(counts))
+        pt, eta_rel, phi_rel = pt[ok], eta_rel[ok], phi_rel[ok]
     return make_jets(
         counts,
         pt,
-        eta - np.repeat(jet_eta, counts),
-        phi - np.repeat(jet_phi, counts),
+        eta_rel,
+        phi_rel,
         jet_pt,
         jet_eta,
         jet_phi,

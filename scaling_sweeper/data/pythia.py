@@ -173,6 +173,16 @@ def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int, report_every: int
     }
 
 
+class _BarFeed:
+    """Queue stand-in for in-process generation: put(n) advances the bar."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def put(self, n: int) -> None:
+        self.bar.update(n)
+
+
 def _progress_bar(total: int, enabled: bool | None):
     from tqdm import tqdm
 
@@ -203,14 +213,12 @@ def generate_jets(
     t0 = time.perf_counter()
     bar = _progress_bar(n_jets, progress)
     try:
-        if workers == 1:
-            q = queue_mod.SimpleQueue()
-            _init_worker(q)
+        if workers == 1:  # in-process: progress goes straight to the bar
+            _init_worker(_BarFeed(bar))
             try:
                 shares = [_generate_share(cfg, quotas[0], seeds[0])]
             finally:
                 _init_worker(None)
-            bar.update(n_jets)
         else:
             # spawn: workers must not inherit the parent's threads (torch, ray) through fork
             ctx = mp.get_context("spawn")
