@@ -80,6 +80,8 @@ def test_bad_make_arguments(tmp_path):
         make_dataset(tmp_path / "x", source="delphes")
     with pytest.raises(ConfigError, match="input"):
         make_dataset(tmp_path / "x", source="jetclass")
+    with pytest.raises(ConfigError, match="splits"):
+        make_dataset(tmp_path / "x", n_jets=10, splits=(0.5, 0.1, 0.1))
     with pytest.raises(DataError, match="missing split"):
         tokenize_dataset(tmp_path)
 

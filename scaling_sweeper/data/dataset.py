@@ -75,6 +75,9 @@ class DatasetConfig:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.max_constituents < 1:
             raise ConfigError(f"max_constituents must be >= 1, got {self.max_constituents}")
+        f = self.splits
+        if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1.0) > 1e-9 or f[0] <= 0:
+            raise ConfigError(f"splits must be 3 fractions (train > 0, val, test) summing to 1, got {f}")
         return self
 
     def cache_key(self) -> dict:
