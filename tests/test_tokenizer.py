@@ -168,3 +168,17 @@ def test_round_trip_property_synthetic(parts, n_bins, binning):
         e[0], e[-1] = -np.inf, np.inf  # values outside the fitted range go to the end bins
         b = np.searchsorted(e, y[:, f], side="right") - 1
         assert np.all((e[b] - 1e-5 <= x[:, f]) & (x[:, f] <= e[b + 1] + 1e-5))
+
+
+def test_empty_inputs(tok):
+    rng = np.random.default_rng(1)
+    jets = make_jets([3, 0], rng.uniform(1, 50, 3), rng.normal(0, 0.1, 3), rng.normal(0, 0.1, 3),
+                     [520.0, 530.0], [0.0, 0.1], [0.0, 0.2], [50.0, 60.0])
+    t = tok.encode(jets)
+    assert list(t[1, :3]) == [tok.start_token, tok.stop_token, tok.pad_token]  # a jet with no constituents
+    assert ak.to_list(ak.num(tok.decode(t).part_pt)) == [3, 0]
+    assert tok.encode(jets[:0]).shape == (0, 130)
+    dec, stats = tok.decode(np.zeros((0, 130), np.uint16), return_stats=True)
+    assert len(dec) == 0 and stats.invalid_frac == 0.0
+    with pytest.raises(DataError, match="not fitted"):
+        BinnedTokenizer().encode(jets)

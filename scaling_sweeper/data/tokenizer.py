@@ -220,7 +220,7 @@ class BinnedTokenizer:
         out = np.full((len(counts), self.seq_len), self.pad_token, dtype=np.uint16)
         out[:, 0] = self.start_token
         rows = np.repeat(np.arange(len(counts)), counts)
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        starts = np.cumsum(counts) - counts
         cols = np.arange(len(x)) - np.repeat(starts, counts) + 1
         out[rows, cols] = self.encode_features(x)
         out[np.arange(len(counts)), counts + 1] = self.stop_token
