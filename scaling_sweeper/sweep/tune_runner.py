@@ -185,7 +185,12 @@ def cell_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
         last = read_jsonl(run_dir / "metrics.jsonl")
         _event(run_dir, "train_start", trial_id=trial_id, from_step=last[-1].get("step") if last else 0)
 
+        first = [True]
+
         def on_progress(p: Any) -> None:
+            if first[0]:  # where this attempt really started (after resuming its checkpoint)
+                first[0] = False
+                _event(run_dir, "first_progress", trial_id=trial_id, step=int(p.step))
             led.spend(key, float(p.flops))
             metrics = {
                 "step": int(p.step), "steps": int(p.steps), "tokens_seen": int(p.tokens_seen),

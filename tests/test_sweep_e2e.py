@@ -1,0 +1,228 @@
+"""Sweeps end to end with the real trainer on real (tiny) data: embedded Ray, Tune retries,
+`sweeper submit` to a real multi-node local cluster, and resume after SIGINT / SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scaling_sweeper.runfolder import is_done, read_jsonl, read_result
+from scaling_sweeper.sweep.cells import read_cells
+from scaling_sweeper.sweep.ledger import Ledger
+from scaling_sweeper.sweep.spec import load_specs, spec_from_dict
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def train_starts(run_dir: Path) -> list[dict]:
+    return [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "train_start"]
+
+
+def first_steps(run_dir: Path) -> list[int]:
+    """The first step each training attempt reported (log_every if it started from scratch)."""
+    return [e["step"] for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "first_progress"]
+
+
+def check_sweep_finished(sweep_dir: Path, ledger_storage: Path, cluster: str = "local") -> list[dict]:
+    """Every planned cell done, its row filled by the sweep layer, and the ledger == sum of cells."""
+    cells = read_cells(sweep_dir)
+    assert cells
+    led = Ledger.open(ledger_storage, cluster)
+    spent = led.spent_by(f"{sweep_dir.name}/")
+    state = led.state()["cells"]
+    rows = []
+    for c in cells:
+        run_dir = sweep_dir / c["cell_id"]
+        assert is_done(run_dir), c["cell_id"]
+        row = read_result(run_dir)
+        assert (row["sweep"], row["cell_id"], row["phase"]) == (sweep_dir.name, c["cell_id"], c["phase"])
+        assert row["ray_trial_id"]
+        assert row["C_spent"] == pytest.approx(c["C"])  # 6 N_incl tokens_seen, as planned
+        assert spent[f"{sweep_dir.name}/{c['cell_id']}"] == pytest.approx(row["C_spent"])
+        assert state[f"{sweep_dir.name}/{c['cell_id']}"]["state"] == "finished"
+        rows.append(row)
+    assert sum(spent.values()) == pytest.approx(sum(r["C_spent"] for r in rows))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# embedded Ray (in this process)
+
+
+def flaky_train(cfg, run_dir, *, on_progress=None, should_stop=None):
+    """Test double around the real trainer: the first attempt dies after its first checkpoint."""
+    from scaling_sweeper.train import run_trial
+
+    marker = Path(run_dir) / "flaky_marker"
+    if marker.exists():
+        return run_trial(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
+
+    def progress_then_die(p):
+        on_progress(p)
+        if p.checkpoint is not None:
+            marker.write_text("failed once\n")
+            raise RuntimeError("injected failure after a checkpoint")
+
+    return run_trial(cfg, run_dir, on_progress=progress_then_die, should_stop=should_stop)
+
+
+def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
+    import ray
+    from ray import cloudpickle
+
+    from analysis.tables import open_tables
+    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
+    from scaling_sweeper.sweep.tune_runner import run_sweep
+
+    storage = tmp_path / "runs"
+    specs = load_specs(REPO / "sweeps" / "smoke.yaml", [f"data={tokens_dir}", f"storage={storage}"])
+    assert [s.phase for s in specs] == ["model_size", "data_size", "isoflop"]
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        for s in specs:
+            out = run_sweep(s, num_cpus=2, progress=False)
+            assert out.ok and not out.skipped_done and len(out.done) == out.n_cells, out
+        # a Tune retry (FailureConfig) continues the failed cell from its own checkpoint
+        flaky = spec_from_dict({
+            "name": "flaky", "phase": "model_size", "data": str(tokens_dir), "storage": str(storage),
+            "sizes": ["Pico"], "failure": {"max_retries": 1},
+            "train": {"tokens": 13000, "steps": 20, "batch_size": 4, "ckpt_every": 10, "log_every": 5},
+        })
+        out = run_sweep(flaky, train_fn=flaky_train, num_cpus=2, progress=False)
+        assert out.ok and len(out.done) == 1
+    finally:
+        shutdown_ray()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+    n = 0
+    for s in specs:
+        rows = check_sweep_finished(storage / s.name, storage)
+        n += len(rows)
+        for row in rows:
+            assert len(train_starts(storage / s.name / row["cell_id"])) == 1
+    (fl,) = check_sweep_finished(storage / "flaky", storage)
+    starts = train_starts(storage / "flaky" / fl["cell_id"])
+    assert len(starts) == 2
+    assert first_steps(storage / "flaky" / fl["cell_id"]) == [5, 15]  # the retry resumed at step 10
+
+    tables = open_tables(storage)  # rows are queryable through the analysis tables
+    trials = tables.trials.collect()
+    assert trials.height == n + 1 and set(trials["status"]) == {"done"}
+
+    # re-running never retrains a finished cell, whatever Tune's state: no Ray is even started
+    for s in specs:
+        out = run_sweep(s, progress=False)
+        assert len(out.skipped_done) == out.n_cells and not out.submitted
+    assert not ray.is_initialized()
+
+
+# ---------------------------------------------------------------------------------------------
+# a real multi-node Ray cluster on loopback (head + 1 worker node), started by the test
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
+    tmpd = f"/tmp/rayc-{os.getpid()}-{int(time.time()) % 100000}"  # short: unix socket paths
+    script = REPO / "cluster" / "start_local_cluster.sh"
+    env = {**os.environ, "PYTHON": PY, "RAY": str(Path(PY).parent / "ray")}
+    try:
+        out = subprocess.run(["bash", str(script), "--workers", "1", "--cpus", "1", "--temp-dir", tmpd],
+                             env=env, capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, out.stdout + out.stderr
+        info = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+        yield info
+    finally:
+        subprocess.run(["bash", str(script), "--stop", "--temp-dir", tmpd], env=env, timeout=60)
+
+
+def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([PY, "-m", "scaling_sweeper.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, **kw)
+
+
+def test_submit_to_multinode_cluster(local_cluster, tokens_dir, tmp_path):
+    storage = tmp_path / "runs"
+    data = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    data["sweeps"] = data["sweeps"][:1]  # keep it tiny: the model-size member
+    spec = tmp_path / "smoke1.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    r = _cli("submit", str(spec), "--address", local_cluster["RAY_DASHBOARD"], "--python", PY, "--wait",
+             "--set", f"data={tokens_dir}", "--set", f"storage={storage}", timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    name = data["sweeps"][0]["name"]
+    check_sweep_finished(storage / name, storage)
+    job = json.loads((storage / name / "job.json").read_text())
+    assert job["job_id"] in r.stdout
+    st = _cli("status", name, "--storage", str(storage))
+    assert st.returncode == 0 and "done 2/2" in st.stdout
+
+
+def _resume_spec(tmp_path: Path, tokens_dir: Path, name: str) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(yaml.safe_dump({
+        "name": name, "phase": "model_size", "data": str(tokens_dir), "storage": str(tmp_path / "runs"),
+        "sizes": ["Pico", "XXS", "XS"],
+        "train": {"tokens": 130000, "steps": 120, "batch_size": 8, "ckpt_every": 20, "log_every": 10,
+                  "eval_every": 60, "eval_batches": 1, "warmup_steps": 5},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
+        "budget": {"flops": 1e15, "cluster": name},
+    }))
+    return p
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_resume_after_killed_driver(local_cluster, tokens_dir, tmp_path, sig):
+    name = f"resume-{sig.name.lower()}"
+    spec = _resume_spec(tmp_path, tokens_dir, name)
+    sweep_dir = tmp_path / "runs" / name
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    driver = subprocess.Popen([PY, "-m", "scaling_sweeper.cli", "run", str(spec), "--quiet", "--address",
+                               local_cluster["RAY_ADDRESS"]], cwd=REPO, env=env, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done_before: set[str] = set()
+    t0 = time.time()
+    try:
+        while time.time() - t0 < 240:  # kill once one cell is done and another has a checkpoint
+            cells = [c["cell_id"] for c in read_cells(sweep_dir)]
+            done_before = {c for c in cells if is_done(sweep_dir / c)}
+            midway = [c for c in cells if c not in done_before
+                      and any((sweep_dir / c / "checkpoints").glob("step_*.pt"))]
+            if done_before and midway:
+                break
+            assert driver.poll() is None, driver.stdout.read()
+            time.sleep(0.3)
+        else:
+            pytest.fail("no cell finished within 240 s")
+        driver.send_signal(sig)
+        driver.wait(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode != 0
+    assert 0 < len(done_before) < 3
+    time.sleep(2.0)  # let Ray reap the dead driver's trial workers
+
+    r = _cli("resume", name, "--storage", str(tmp_path / "runs"), "--address", local_cluster["RAY_ADDRESS"],
+             "--quiet", timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"skipped {len(done_before)} already done" in r.stdout
+    check_sweep_finished(sweep_dir, tmp_path / "runs", cluster=name)
+    for c in read_cells(sweep_dir):
+        run_dir = sweep_dir / c["cell_id"]
+        starts, firsts = train_starts(run_dir), first_steps(run_dir)
+        if c["cell_id"] in done_before:
+            assert len(starts) == 1 and firsts == [10]  # a finished cell is never trained again
+        if c["cell_id"] in midway:
+            assert len(starts) == 2 and firsts[0] == 10 and firsts[-1] > 20  # continued from its checkpoint
+        assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")][-1] == 120
