@@ -12,7 +12,6 @@ Files load with `torch.load(weights_only=True)`: the state holds only tensors an
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import tempfile
@@ -41,7 +40,7 @@ def state_digest(state: Any) -> str:
             t = obj.detach().to("cpu").contiguous()
             h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
             if t.numel():
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+                h.update(t.reshape(-1).view(torch.uint8).numpy())  # buffer protocol: no copy
         elif isinstance(obj, dict):
             h.update(b"{")
             for k in sorted(obj, key=repr):
@@ -113,9 +112,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load and verify one checkpoint file -> its payload dict; CheckpointError if unusable."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            blob = f.read()
-        payload = torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, garbage, unpickling error, ...
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT_VERSION:

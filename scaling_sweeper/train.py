@@ -52,7 +52,7 @@ from scaling_sweeper.runfolder import (
 )
 from scaling_sweeper.schedule import lr_at
 
-STRATEGIES = ("single", "zero2", "zero3", "auto")
+STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
 
 RESULT_KEYS = (
     "sweep", "phase", "cell_id", "size", "N", "N_incl", "n_layer", "d_model", "n_head", "D",
@@ -82,7 +82,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept
     seed: int = 0  # model init, batch order, dropout
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto"
-    strategy: str = "single"  # "single" here; "zero2" | "zero3" | "auto" -> distributed.py
+    strategy: str = "single"  # "single" here; "ddp" | "zero2" | "zero3" | "auto" -> distributed.py
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
 
     def __post_init__(self) -> None:
@@ -258,8 +258,8 @@ def run_trial(
     Bad input raises ConfigError / DataError before any compute. A run stopped by
     `should_stop` writes a checkpoint, sets STATUS=pending and returns a row with
     status "stopped" (no result.json); a diverged run (non-finite loss) returns a row with
-    status "failed" (STATUS=failed, result.json written); other exceptions mark the run failed
-    and are re-raised.
+    status "failed" (STATUS=failed, result.json written; running it again returns that row);
+    other exceptions mark the run failed and are re-raised (running it again resumes).
     """
     run_dir = Path(run_dir)
     if cfg.strategy != "single":
@@ -267,6 +267,9 @@ def run_trial(
     has_config = _check_config_file(run_dir, cfg)
     if is_done(run_dir):
         return read_result(run_dir)  # type: ignore[return-value]
+    stored = read_result(run_dir)
+    if stored is not None and str(stored.get("error") or "").startswith("diverged"):
+        return stored  # deterministic: resuming would diverge again
     device = _device(cfg.device)
     data = open_data(cfg)
     derived = derived_quantities(cfg, data)
@@ -318,7 +321,8 @@ class _Trial:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
             "trainer": {
                 "step": self.step,
                 "loss_sum": self.loss_sum,
@@ -348,6 +352,8 @@ class _Trial:
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])
         torch.set_rng_state(st["rng"]["torch"].cpu())
+        if self.device.type == "cuda" and st["rng"].get("cuda"):
+            torch.cuda.set_rng_state_all([s.cpu() for s in st["rng"]["cuda"]])
         tr = st["trainer"]
         self.step = int(tr["step"])
         self.loss_sum, self.loss_count = float(tr["loss_sum"]), int(tr["loss_count"])

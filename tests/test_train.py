@@ -350,3 +350,11 @@ def test_sizes_command_prints_the_ladder(capsys):
         n, n_incl = count_params(config_for(r[0], 100, 19))
         assert float(r[4]) == pytest.approx(n, rel=1e-3) and float(r[5]) == pytest.approx(n_incl, rel=1e-3)
         assert float(r[6]) == pytest.approx(6 * n_incl, rel=1e-3)
+
+
+def test_divergence_is_a_failed_row_and_final(synth_tokens, tmp_path):
+    run = tmp_path / "run"
+    row = run_trial(_cfg(synth_tokens, lr=1e6, grad_clip=0.0, dropout=0.0), run)
+    assert row["status"] == "failed" and row["error"].startswith("diverged")
+    assert read_status(run) == "failed" and read_result(run) == row
+    assert run_trial(_cfg(synth_tokens, lr=1e6, grad_clip=0.0, dropout=0.0), run) == row
