@@ -493,7 +493,6 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     cj = _curves_joined(curves, done)
     sections.append(_section_curves(cj))
     # windows: along D (data scan), along C (compute frontier), along N (size scan)
-    d_c = done.filter(pl.col("phase") == "compute") if "phase" in done.columns else done.clear()
     scans: dict[tuple[str, str], pl.DataFrame] = {
         ("D", LOSS): d_d,
         ("D", "swd"): _scan(done, "D", "swd")[0],
@@ -501,7 +500,6 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
         ("N", LOSS): d_n,
         ("N", "swd"): d_swd,
     }
-    del d_c
     s_w, wins = _section_windows(scans, None, n_boot)
     sections += [s_w, _section_chinchilla(done, fits, n_boot)]
     sections.append(_section_params(fits))

@@ -193,6 +193,7 @@ def evals_rows(row: dict[str, Any] | None, evals: list[dict[str, Any]] | None) -
         if "metric" in e and "value" in e:
             out.append({"step": e.get("step"), "metric": e["metric"], "value": e["value"], "err": e.get("err")})
             continue
+        e = _flatten_eval(e)
         step = e.get("step")
         for k, v in e.items():
             if k in ("step", "tokens", "flops") or k.endswith("_err"):
@@ -200,6 +201,25 @@ def evals_rows(row: dict[str, Any] | None, evals: list[dict[str, Any]] | None) -
             if _to_float(v) is None:
                 continue
             out.append({"step": step, "metric": k, "value": v, "err": e.get(f"{k}_err")})
+    return out
+
+
+_EVAL_SKIP = ("config", "model", "timings", "histograms", "swd_full", "checks")
+
+
+def _flatten_eval(e: dict[str, Any]) -> dict[str, Any]:
+    """One level of nested numeric dicts becomes `<key>.<sub>` (e.g. w1_floor.jet_pt,
+    counts.invalid); bulky or non-metric parts of eval.json (histograms, config, ...) are dropped."""
+    out: dict[str, Any] = {}
+    for k, v in e.items():
+        if k in _EVAL_SKIP:
+            continue
+        if isinstance(v, dict):
+            for sk, sv in v.items():
+                if not isinstance(sv, (dict, list)):
+                    out[f"{k}.{sk}"] = sv
+        else:
+            out[k] = v
     return out
 
 

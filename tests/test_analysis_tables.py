@@ -228,3 +228,16 @@ def test_compact_finished_sweep(tmp_path):
     tr = analysis.open(sd).trials.collect()
     assert tr.height == before["trials"].height
     assert tr.filter(pl.col("cell_id") == cid)["status"][0] == "failed"
+
+
+def test_evals_from_evaluation_output(tmp_path):
+    """An eval.json-shaped dict (nested parts, *_err keys) becomes long-format metric rows."""
+    ev = {"swd": 0.02, "swd_err": 0.001, "swd_floor": 0.005, "swd_floor_err": 0.0005, "invalid_frac": 0.01,
+          "w1_jet_pt": 1.5, "w1_jet_pt_err": 0.1, "w1_floor": {"jet_pt": 0.4}, "counts": {"invalid": 3},
+          "histograms": {"jet_pt": {"edges": [0, 1], "generated": [1]}}, "observables": ["jet_pt"],
+          "checks": {"roundtrip_within_floor": True}, "config": {"n_jets": 100}}
+    write_cell_tables(tmp_path / "s", "c1", {"status": "done", "swd": 0.02}, [], [ev])
+    got = {r["metric"]: r for r in analysis.open(tmp_path).evals.collect().iter_rows(named=True)}
+    assert set(got) == {"swd", "swd_floor", "invalid_frac", "w1_jet_pt", "w1_floor.jet_pt", "counts.invalid"}
+    assert got["swd"]["err"] == 0.001 and got["swd_floor"]["err"] == 0.0005 and got["w1_jet_pt"]["err"] == 0.1
+    assert got["w1_floor.jet_pt"]["value"] == 0.4

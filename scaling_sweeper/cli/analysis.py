@@ -56,7 +56,8 @@ def _report(args: argparse.Namespace) -> int:
     runs = Path(args.runs)
     if not runs.exists():
         raise SweeperError(f"no results folder {runs} (pass --runs)")
-    out = build_report(runs, sweep=args.sweep, out=args.out, png_dir=args.png, n_boot=args.n_boot)
+    out = build_report(runs, sweep=args.sweep, out=args.out, png_dir=args.png, n_boot=args.n_boot,
+                       image_format=args.image_format)
     print(f"report written to {out}")
     return 0
 
@@ -83,7 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("sweep", help="sweep name (a folder under --runs); 'all' for every sweep")
     r.add_argument("--runs", default="runs", help="results root (default: runs)")
     r.add_argument("--out", default=None, help="HTML file (default: <runs>/<sweep>/report.html)")
-    r.add_argument("--png", default=None, help="also export each figure as PNG into this folder (needs kaleido)")
+    r.add_argument("--png", default=None, metavar="DIR",
+                   help="also export each figure as a static image into DIR (needs kaleido)")
+    r.add_argument("--image-format", choices=("png", "svg"), default="png", help="format for --png (default png)")
     r.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the fit CIs (default 200)")
     r.set_defaults(func=lambda a: _report(_fix_sweep(a)))
 
