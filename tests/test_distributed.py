@@ -249,3 +249,65 @@ def test_stopped_run_resumes_to_the_same_result(tokens, zero3_run, tmp_path):
     assert row["C_spent"] == z_row["C_spent"]  # stopping at a checkpoint loses nothing
     # a finished run is returned as stored, without training
     assert run_distributed_trial(_cfg(tokens), run_dir, dist=DIST) == row
+
+
+# ---------------------------------------------------------------------------------------------
+# a sweep mixing a single-process cell and a ZeRO-3 cell
+
+
+def mixed_train(cfg, run_dir, *, on_progress=None, should_stop=None):
+    """Stand-in for a per-size strategy in the spec (the spec has one `train.strategy` for every
+    size): XXS trains with ZeRO-3 on 2 workers, every other size goes through the sweep's own
+    dispatcher (single process)."""
+    import dataclasses
+
+    from scaling_sweeper.sweep.tune_runner import default_train_fn
+
+    if cfg.size == "XXS":
+        return run_distributed_trial(dataclasses.replace(cfg, strategy="zero3"), run_dir, dist=DIST,
+                                     on_progress=on_progress, should_stop=should_stop)  # fmt: skip
+    return default_train_fn(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
+
+
+@pytest.mark.slow
+def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
+    import sys
+
+    from ray import cloudpickle
+
+    from analysis.tables import open_tables
+    from scaling_sweeper.sweep.ledger import Ledger
+    from scaling_sweeper.sweep.spec import spec_from_dict
+    from scaling_sweeper.sweep.tune_runner import run_sweep
+
+    storage = tmp_path / "runs"
+    spec = spec_from_dict({
+        "name": "mixed", "phase": "model_size", "data": str(tokens), "storage": str(storage),
+        "sizes": ["Pico", "XXS"], "budget": {"cluster": "mixed"},
+        "resources": {"cpus_per_trial": 1, "max_concurrent": 1},
+        "train": {"tokens": 400 * SEQ, "steps": STEPS, "batch_size": BATCH, "log_every": 2, "eval_every": 3,
+                  "ckpt_every": 3, "warmup_steps": 2},
+    })  # fmt: skip
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        out = run_sweep(spec, train_fn=mixed_train, progress=False)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert out.ok and len(out.done) == 2, out
+    rows = {}
+    for cid in out.done:
+        run_dir = storage / "mixed" / cid
+        row = json.loads((run_dir / "result.json").read_text())
+        rows[row["size"]] = (row, run_dir)
+    (single, s_dir), (zero, z_dir) = rows["Pico"], rows["XXS"]
+    assert (z_dir / "ds_config.json").is_file() and not (s_dir / "ds_config.json").exists()
+    assert single.keys() == zero.keys()
+    for row in (single, zero):
+        assert row["status"] == "done" and row["sweep"] == "mixed" and row["phase"] == "model_size"
+        assert row["ray_trial_id"] and row["final_val_loss"] is not None
+        assert row["C_spent"] == flops.train_flops(row["N_incl"], flops.tokens_seen(STEPS, BATCH, SEQ))
+    assert read_jsonl(z_dir / "metrics.jsonl")[0].keys() == read_jsonl(s_dir / "metrics.jsonl")[0].keys()
+    spent = Ledger.open(storage, "mixed").spent_by("mixed/")
+    assert spent == {f"mixed/{single['cell_id']}": single["C_spent"], f"mixed/{zero['cell_id']}": zero["C_spent"]}
+    trials = open_tables(storage).trials.collect()  # both rows land in the same analysis table
+    assert trials.height == 2 and sorted(trials["size"].to_list()) == ["Pico", "XXS"]
