@@ -24,6 +24,8 @@ _libs: list[tuple[object, object]] | None = None
 def _openblas_libs() -> list[tuple[object, object]]:
     """(get, set) function pairs of every OpenBLAS mapped into this process."""
     global _libs
+    if _libs:  # found once: numpy/scipy do not load another BLAS later
+        return _libs
     paths = set()
     try:
         with open("/proc/self/maps") as f:
@@ -34,8 +36,6 @@ def _openblas_libs() -> list[tuple[object, object]]:
                     paths.add(p)
     except OSError:
         return []
-    if _libs is not None and len(_libs) == len(paths):
-        return _libs
     out = []
     for p in sorted(paths):
         try:

@@ -222,3 +222,13 @@ def test_no_saturation_flags_bound_or_loses():
     r = fit_law(X, y, "offset_power", n_boot=0)
     assert r.status in STATUSES
     assert r.status != "converged" or compare_laws(X, y, n_boot=0).best == "log"
+
+
+def test_single_threaded_blas_restores_thread_counts():
+    from analysis.blas import _openblas_libs, single_threaded_blas
+
+    libs = _openblas_libs()
+    before = [get() for get, _ in libs]
+    with single_threaded_blas():
+        assert all(get() == 1 for get, _ in libs)
+    assert [get() for get, _ in libs] == before
