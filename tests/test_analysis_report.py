@@ -172,6 +172,9 @@ BLOCKED_SCRIPT = textwrap.dedent(
     r = fit_law(x, 1.5 + 30 * x ** -0.3, "offset_power", n_boot=5)
     w = learnable_window(x, 1.5 + 30 * x ** -0.3, n_boot=5)
     out = build_report(root, "iso", n_boot=3)
+    from scaling_sweeper.cli import main
+    rc_query = main(["query", "SELECT count(*) AS n FROM trials", "--runs", root, "--format", "csv"])
+    rc_report = main(["report", "iso", "--runs", root, "--n-boot", "2", "--out", root + "/cli.html"])
     loaded = sorted(m for m, mod in sys.modules.items() if m.split(".")[0] in BLOCKED and mod is not None)
     try:
         import torch  # noqa: F401
@@ -179,7 +182,7 @@ BLOCKED_SCRIPT = textwrap.dedent(
     except ImportError:
         pass
     print(json.dumps({"trials": n, "curves": int(q), "status": r.status, "window": w.status,
-                      "report": str(out), "loaded": loaded}))
+                      "report": str(out), "loaded": loaded, "cli": [rc_query, rc_report]}))
     """
 )
 
@@ -195,3 +198,4 @@ def test_analysis_imports_without_torch_ray_deepspeed(tmp_path):
     assert res["trials"] > 50 and res["curves"] > 0
     assert res["status"] == "converged" and res["window"] == "saturating"
     assert Path(res["report"]).exists()
+    assert res["cli"] == [0, 0]  # `sweeper query` / `sweeper report` work without torch

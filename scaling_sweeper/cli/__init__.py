@@ -13,17 +13,28 @@ from scaling_sweeper.errors import SweeperError
 _GROUPS = ("data", "train", "sweep", "evaluate", "analysis", "memory")
 
 
+# heavy dependencies an analysis-only install (a laptop with the results folder) may lack
+_OPTIONAL_DEPS = ("torch", "ray", "deepspeed", "awkward", "pythia8", "fastjet", "uproot", "h5py")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sweeper", description="Neural-scaling-law sweeps on Ray.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    missing: dict[str, str] = {}
     for name in _GROUPS:
         try:
             mod = importlib.import_module(f"scaling_sweeper.cli.{name}")
         except ModuleNotFoundError as e:
             if e.name == f"scaling_sweeper.cli.{name}":
                 continue  # group not built yet
+            if e.name and e.name.split(".")[0] in _OPTIONAL_DEPS:
+                missing[name] = e.name.split(".")[0]  # e.g. query/report still work without torch
+                continue
             raise
         mod.register(sub)
+    if missing:
+        parser.epilog = "not available here (missing package): " + ", ".join(
+            f"{g} commands ({dep})" for g, dep in missing.items())
     return parser
 
 
