@@ -134,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.gen_jets > 0:
         one = bench_generation(args.gen_jets, 1)
-        print(f"generation  : {one['jets_per_s_per_core']:.1f} jets/s per core (1 worker, {args.gen_jets} jets, "
+        print(f"generation  : {one['jets_per_s_per_core']:.1f} jets per CPU-second (1 worker, {args.gen_jets} jets, "
               f"{one['n_events']} events; issue reference: ~70)")
         if args.workers > 1:
             many = bench_generation(args.gen_jets, args.workers)
             print(f"generation  : {args.gen_jets / many['wall_s']:.1f} jets/s wall with {args.workers} workers "
-                  f"({many['jets_per_s_per_core']:.1f} per core inside workers; "
+                  f"({many['jets_per_s_per_core']:.1f} per worker CPU-second; "
                   f"speed-up {one['wall_s'] / many['wall_s']:.2f}x incl. process start)")
     if tmp is not None:
         tmp.cleanup()

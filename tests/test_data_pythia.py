@@ -9,6 +9,7 @@ import pytest
 
 from scaling_sweeper.data.jets import constituent_jet_kinematics, make_jets, read_jets
 from scaling_sweeper.data.pythia import (
+    _SHARE_STATS,
     PythiaConfig,
     _generate_share,
     generate_jets,
@@ -49,7 +50,7 @@ def test_generation_is_deterministic_in_the_seed():
     a = generate_jets(30, seed=7, workers=2, cfg=cfg, progress=False)
     # the same jets in-process from the same derived seeds and quotas
     shares = [_generate_share(cfg, k, s) for k, s in zip(worker_quotas(30, 2), worker_seeds(7, 2))]
-    flat = {k: np.concatenate([s[k] for s in shares]) for k in shares[0] if k not in ("n_events", "seconds")}
+    flat = {k: np.concatenate([s[k] for s in shares]) for k in shares[0] if k not in _SHARE_STATS}
     b = make_jets(flat.pop("counts"), **flat, max_constituents=cfg.max_constituents)
     assert ak.to_list(a) == ak.to_list(b)
     c = generate_jets(15, seed=8, workers=1, cfg=cfg, progress=False)

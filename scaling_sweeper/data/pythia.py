@@ -104,6 +104,7 @@ def _make_pythia(cfg: PythiaConfig, seed: int):
 
 
 _progress_queue = None
+_SHARE_STATS = ("n_events", "seconds", "cpu_seconds")
 
 
 def _init_worker(q) -> None:
@@ -119,7 +120,7 @@ def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int, report_every: int
     pythia = _make_pythia(cfg, seed)
     jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r)
     counts, pts, etas, phis, jets = [], [], [], [], []
-    n, n_events, pending, t0 = 0, 0, 0, time.perf_counter()
+    n, n_events, pending, t0, c0 = 0, 0, 0, time.perf_counter(), time.process_time()
     while n < n_jets:
         if not pythia.next():
             continue
@@ -170,6 +171,7 @@ def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int, report_every: int
         "jet_mass": jk[:, 3],
         "n_events": n_events,
         "seconds": time.perf_counter() - t0,
+        "cpu_seconds": time.process_time() - c0,
     }
 
 
@@ -202,7 +204,9 @@ def generate_jets(
 ) -> ak.Array:
     """Generate `n_jets` QCD jets (see PythiaConfig) in `workers` processes; deterministic in
     (cfg, n_jets, seed, workers). progress: None -> tqdm bar only on a TTY and not under CI=true.
-    If `stats` is a dict it receives n_events, wall_s, worker_s (summed) and jets_per_s_per_core."""
+    If `stats` is a dict it receives n_events, wall_s, worker_s and worker_cpu_s (summed over
+    workers, Pythia init included) and jets_per_s_per_core (jets per CPU-second of a worker, so a
+    busy machine does not skew it)."""
     cfg = (cfg or PythiaConfig()).validate()
     if n_jets < 1:
         raise ConfigError(f"n_jets must be >= 1, got {n_jets}")
@@ -234,14 +238,15 @@ def generate_jets(
     finally:
         bar.close()
     wall = time.perf_counter() - t0
-    merged = {k: np.concatenate([s[k] for s in shares]) for k in shares[0] if k not in ("n_events", "seconds")}
+    merged = {k: np.concatenate([s[k] for s in shares]) for k in shares[0] if k not in _SHARE_STATS}
     if stats is not None:
-        worker_s = sum(s["seconds"] for s in shares)
+        cpu_s = sum(s["cpu_seconds"] for s in shares)
         stats.update(
             n_events=sum(s["n_events"] for s in shares),
             wall_s=wall,
-            worker_s=worker_s,
-            jets_per_s_per_core=n_jets / worker_s if worker_s > 0 else float("nan"),
+            worker_s=sum(s["seconds"] for s in shares),
+            worker_cpu_s=cpu_s,
+            jets_per_s_per_core=n_jets / cpu_s if cpu_s > 0 else float("nan"),
             config=asdict(cfg),
         )
     counts = merged.pop("counts")
