@@ -22,10 +22,12 @@ result without training; a different config in an existing folder is a ConfigErr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ from scaling_sweeper.batches import EpochSampler, rows_to_xy
 from scaling_sweeper.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
 from scaling_sweeper.config import dump_yaml, from_dict, load_yaml, to_dict
 from scaling_sweeper.data.shards import TokenShard
-from scaling_sweeper.errors import CheckpointError, ConfigError, DataError
+from scaling_sweeper.errors import CheckpointError, ConfigError, DataError, SweeperError
 from scaling_sweeper.model import GPT, GPTConfig, config_for, count_params, get_size
 from scaling_sweeper.runfolder import (
     append_jsonl,
@@ -275,21 +277,37 @@ def run_trial(
     derived = derived_quantities(cfg, data)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not has_config:
-        atomic_write_text(run_dir / "config.yaml", dump_yaml({**to_dict(cfg), "derived": derived}))
-    write_status(run_dir, "running")
-    row = _empty_row(cfg)
-    row.update({k: derived[k] for k in ("N", "N_incl", "tokens_seen", "passes", "C_planned", "C_exact",
-                                        "seq_len")})  # fmt: skip
-    row["D"] = derived["D_effective"]
+    with _run_lock(run_dir):
+        if not has_config:
+            atomic_write_text(run_dir / "config.yaml", dump_yaml({**to_dict(cfg), "derived": derived}))
+        write_status(run_dir, "running")
+        row = _empty_row(cfg)
+        row.update({k: derived[k] for k in ("N", "N_incl", "tokens_seen", "passes", "C_planned", "C_exact",
+                                            "seq_len")})  # fmt: skip
+        row["D"] = derived["D_effective"]
+        try:
+            trial = _Trial(cfg, run_dir, data, derived, device, on_progress, should_stop)
+            return trial.run(row)
+        except Exception as e:
+            row.update(status="failed", error=f"{type(e).__name__}: {e}", finished_at=_now())
+            atomic_write_json(run_dir / "result.json", row)
+            write_status(run_dir, "failed")
+            raise
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive flock on run_dir/.lock while training: two live processes never share a run
+    folder (a killed process releases it with its file descriptors)."""
+    f = open(run_dir / ".lock", "a")
     try:
-        trial = _Trial(cfg, run_dir, data, derived, device, on_progress, should_stop)
-        return trial.run(row)
-    except Exception as e:
-        row.update(status="failed", error=f"{type(e).__name__}: {e}", finished_at=_now())
-        atomic_write_json(run_dir / "result.json", row)
-        write_status(run_dir, "failed")
-        raise
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweeperError(f"{run_dir} is being trained by another process") from None
+        yield
+    finally:
+        f.close()
 
 
 class _Trial:

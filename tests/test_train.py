@@ -358,3 +358,19 @@ def test_divergence_is_a_failed_row_and_final(synth_tokens, tmp_path):
     assert row["status"] == "failed" and row["error"].startswith("diverged")
     assert read_status(run) == "failed" and read_result(run) == row
     assert run_trial(_cfg(synth_tokens, lr=1e6, grad_clip=0.0, dropout=0.0), run) == row
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(synth_tokens, tmp_path):
+    from scaling_sweeper.errors import SweeperError
+
+    outer = tmp_path / "run"
+    inner_error = {}
+
+    def try_second_trainer(p):
+        if p.step == 4 and not inner_error:
+            with pytest.raises(SweeperError, match="another process") as e:
+                run_trial(_cfg(synth_tokens, steps=8), outer)
+            inner_error["msg"] = str(e.value)
+
+    row = run_trial(_cfg(synth_tokens, steps=8), outer, on_progress=try_second_trainer)
+    assert inner_error and row["status"] == "done"
