@@ -44,9 +44,20 @@ def real_jets_dir(request, tmp_path_factory) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             make_dataset(out, progress=False, **REAL_JETS)
+            _prune_stale(base, keep=out)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return out
+
+
+def _prune_stale(base: Path, keep: Path, max_age_s: float = 6 * 3600) -> None:
+    """Drop cached datasets of older data code that nobody has touched for a while."""
+    import shutil
+    import time
+
+    for d in base.iterdir():
+        if d.is_dir() and d != keep and time.time() - d.stat().st_mtime > max_age_s:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
