@@ -9,7 +9,7 @@ bash scripts/setup.sh
 export RAY_USAGE_STATS_ENABLED=0
 SW=.venv/bin/sweeper
 N_JETS=${DEMO_N_JETS:-30000}
-$SW data make --out data/demo --n-jets "$N_JETS" --workers "$(nproc)" --seed 0
+$SW data make --out data/demo --n-jets "$N_JETS" --workers 2 --seed 0
 $SW plan sweeps/demo.yaml
 $SW run sweeps/demo.yaml
 $SW status demo

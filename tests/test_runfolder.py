@@ -78,3 +78,11 @@ def test_corrupt_shard_is_named(tmp_path):
     (tmp_path / "index.json").write_text("{")
     with pytest.raises(DataError, match="corrupt shard index"):
         TokenShard(tmp_path, "train")
+
+
+def test_empty_split_opens(tmp_path):
+    write_shards(tmp_path, {"train": np.zeros((3, 4)), "test": np.zeros((0, 4))}, vocab_size=5, pad_token=4)
+    shard = TokenShard(tmp_path, "test")
+    assert shard.n_tokens == 0
+    with pytest.raises(DataError, match="larger than"):
+        shard.head(4)

@@ -151,7 +151,10 @@ class TokenShard:
                 )
         if verify == "sha256" and sha256_file(self.path) != meta["sha256"]:
             raise DataError(f"{self.path}: corrupt shard: sha256 does not match index.json")
-        self.data = np.memmap(self.path, dtype=DTYPE, mode="r", shape=(self.n_seq, self.seq_len))
+        if self.n_seq == 0:  # numpy cannot memory-map an empty file
+            self.data = np.zeros((0, self.seq_len), dtype=DTYPE)
+        else:
+            self.data = np.memmap(self.path, dtype=DTYPE, mode="r", shape=(self.n_seq, self.seq_len))
 
     @property
     def n_tokens(self) -> int:
