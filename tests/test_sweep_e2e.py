@@ -28,9 +28,11 @@ def train_starts(run_dir: Path) -> list[dict]:
     return [e for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "train_start"]
 
 
-def first_steps(run_dir: Path) -> list[int]:
-    """The first step each training attempt reported (log_every if it started from scratch)."""
-    return [e["step"] for e in read_jsonl(run_dir / "events.jsonl") if e["event"] == "first_progress"]
+def first_steps(run_dir: Path, trial_id: str | None = None) -> list[int]:
+    """The first step each training attempt (of one trial) reported: log_every if it started from
+    scratch; none if it resumed at its last step."""
+    return [e["step"] for e in read_jsonl(run_dir / "events.jsonl")
+            if e["event"] == "first_progress" and trial_id in (None, e["trial_id"])]
 
 
 def check_sweep_finished(sweep_dir: Path, ledger_storage: Path, cluster: str = "local") -> list[dict]:
@@ -173,8 +175,8 @@ def _resume_spec(tmp_path: Path, tokens_dir: Path, name: str) -> Path:
     p.write_text(yaml.safe_dump({
         "name": name, "phase": "model_size", "data": str(tokens_dir), "storage": str(tmp_path / "runs"),
         "sizes": ["Pico", "XXS", "XS"],
-        "train": {"tokens": 130000, "steps": 120, "batch_size": 8, "ckpt_every": 20, "log_every": 10,
-                  "eval_every": 60, "eval_batches": 1, "warmup_steps": 5},
+        "train": {"tokens": 130000, "steps": 60, "batch_size": 8, "ckpt_every": 10, "log_every": 5,
+                  "eval_every": 30, "eval_batches": 1, "warmup_steps": 5},
         "resources": {"cpus_per_trial": 1, "max_concurrent": 2},
         "budget": {"flops": 1e15, "cluster": name},
     }))
@@ -220,9 +222,10 @@ def test_resume_after_killed_driver(local_cluster, tokens_dir, tmp_path, sig):
     check_sweep_finished(sweep_dir, tmp_path / "runs", cluster=name)
     for c in read_cells(sweep_dir):
         run_dir = sweep_dir / c["cell_id"]
-        starts, firsts = train_starts(run_dir), first_steps(run_dir)
+        starts = train_starts(run_dir)
         if c["cell_id"] in done_before:
-            assert len(starts) == 1 and firsts == [10]  # a finished cell is never trained again
-        if c["cell_id"] in midway:
-            assert len(starts) == 2 and firsts[0] == 10 and firsts[-1] > 20  # continued from its checkpoint
-        assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")][-1] == 120
+            assert len(starts) == 1 and first_steps(run_dir) == [5]  # never trained again
+        if c["cell_id"] in midway:  # continued from its checkpoint (no report at all if that was the last step)
+            assert len(starts) == 2 and first_steps(run_dir, starts[0]["trial_id"]) == [5]
+            assert all(s > 10 for s in first_steps(run_dir, starts[1]["trial_id"]))
+        assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")][-1] == 60

@@ -193,3 +193,14 @@ def test_searcher_admits_waits_and_refuses(tmp_path):
     assert s.refused == ["b"]
     assert read_status(tmp_path / "s" / "b") == "refused"
     assert "s/b" in led.refused()
+
+
+def test_cluster_configs_parse():
+    import yaml
+
+    up = yaml.safe_load((REPO / "cluster" / "ray-cluster.yaml").read_text())
+    assert up["head_node_type"] in up["available_node_types"]
+    kinds = [d["kind"] for f in ("raycluster.yaml", "rayjob.yaml")
+             for d in yaml.safe_load_all((REPO / "cluster" / "kuberay" / f).read_text())]
+    assert kinds == ["RayCluster", "PersistentVolumeClaim", "RayJob"]
+    assert (REPO / "cluster" / "start_local_cluster.sh").stat().st_mode & 0o111

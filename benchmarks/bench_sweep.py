@@ -1,0 +1,141 @@
+"""Sweep overhead: the smoke sweep through Ray Tune vs the same cells in a plain loop, same cores.
+
+    .venv/bin/python benchmarks/bench_sweep.py [--data TOKENS] [--steps N] [--cpus 2]
+
+Runs every cell of sweeps/smoke.yaml (all three phases) three ways, each in a fresh run folder:
+  loop    the cells one after another in this process (run_trial, 1 torch thread), no Ray
+  tune-1  through `run_sweep` on an embedded Ray, one trial at a time (pure Tune + ledger overhead)
+  tune-N  the same with max_concurrent = --cpus (what a user gets on those cores)
+and prints wall times, the ratio tune-1 / loop (target <= 1.2 at smoke scale), the per-trial
+overhead in seconds (which is what stays fixed as trials get longer: near zero relative to a
+trial of a minute or more) and the trial start latency (ledger admission -> training starts in
+the worker). Without --data it trains on random tokens of the real shape (timing only).
+Results also go to benchmarks/out/bench_sweep.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def synthetic_tokens(out: Path, n_train: int = 3000, seq_len: int = 130, vocab: int = 4099) -> Path:
+    import numpy as np
+
+    from scaling_sweeper.data.shards import write_shards
+
+    rng = np.random.default_rng(0)
+
+    def rows(n: int):
+        a = rng.integers(0, vocab - 3, size=(n, seq_len)).astype(np.uint16)
+        a[:, 0] = vocab - 3  # start
+        a[:, -1] = vocab - 2  # stop
+        return a
+
+    return write_shards(out, {"train": rows(n_train), "val": rows(300), "test": rows(300)},
+                        vocab_size=vocab, pad_token=vocab - 1)
+
+
+def specs_for(data: Path, storage: Path, steps: int | None, max_concurrent: int):
+    from scaling_sweeper.sweep.spec import load_specs
+
+    over = [f"data={data}", f"storage={storage}", f"resources.max_concurrent={max_concurrent}",
+            "budget.cluster=bench"]
+    specs = load_specs(REPO / "sweeps" / "smoke.yaml", over)
+    if steps:
+        specs = [dataclasses.replace(s, train={**s.train, "steps": steps}) if s.phase != "isoflop" else s
+                 for s in specs]
+    return specs
+
+
+def run_loop(specs) -> tuple[float, int]:
+    import torch
+
+    from scaling_sweeper.sweep.tune_runner import run_cells_in_loop
+
+    torch.set_num_threads(1)
+    t, n = 0.0, 0
+    for s in specs:
+        from scaling_sweeper.sweep.tune_runner import prepare
+
+        n += len(prepare(s)[2])
+        t += run_cells_in_loop(s)
+    return t, n
+
+
+def start_latencies(storage: Path) -> list[float]:
+    from scaling_sweeper.runfolder import read_jsonl
+
+    out = []
+    for ev in storage.glob("*/*/events.jsonl"):
+        e = read_jsonl(ev)
+        adm = [x["t"] for x in e if x["event"] == "admitted"]
+        st = [x["t"] for x in e if x["event"] == "train_start"]
+        if adm and st:
+            out.append(st[0] - adm[0])
+    return out
+
+
+def run_tune(specs, cpus: int) -> tuple[float, float]:
+    from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
+    from scaling_sweeper.sweep.tune_runner import run_sweep
+
+    t0 = time.perf_counter()
+    init_ray(num_cpus=cpus)
+    t_init = time.perf_counter() - t0
+    try:
+        for s in specs:
+            out = run_sweep(s, progress=False)
+            assert out.ok, out
+    finally:
+        shutdown_ray()
+    return time.perf_counter() - t0, t_init
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="tokens folder (default: synthetic tokens)")
+    ap.add_argument("--steps", type=int, default=None, help="steps per cell (default: the smoke spec's)")
+    ap.add_argument("--cpus", type=int, default=2)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+    data = Path(args.data) if args.data else synthetic_tokens(work / "tokens")
+
+    t_loop, n = run_loop(specs_for(data, work / "loop", args.steps, 1))
+    t_t1, init1 = run_tune(specs_for(data, work / "tune1", args.steps, 1), cpus=args.cpus)
+    t_tn, _ = run_tune(specs_for(data, work / f"tune{args.cpus}", args.steps, args.cpus), cpus=args.cpus)
+    lat = start_latencies(work / "tune1")
+    res = {
+        "cells": n, "cpus": args.cpus, "loop_s": t_loop, "tune_1_s": t_t1, f"tune_{args.cpus}_s": t_tn,
+        "ratio_tune1_over_loop": t_t1 / t_loop, f"ratio_tune{args.cpus}_over_loop": t_tn / t_loop,
+        "overhead_per_trial_s": (t_t1 - t_loop) / n, "ray_init_s": init1,
+        "trial_start_latency_median_s": statistics.median(lat) if lat else None,
+        "trial_start_latency_max_s": max(lat) if lat else None,
+    }
+    print(f"smoke sweep, {n} cells, {args.cpus} cores")
+    print(f"  plain loop (1 thread)              {t_loop:8.1f} s")
+    print(f"  Ray Tune, 1 trial at a time        {t_t1:8.1f} s   ratio {t_t1 / t_loop:.2f}  "
+          f"(+{res['overhead_per_trial_s']:.1f} s per trial, ray init {init1:.1f} s)")
+    print(f"  Ray Tune, {args.cpus} trials at a time       {t_tn:8.1f} s   ratio {t_tn / t_loop:.2f}")
+    if lat:
+        print(f"  trial start latency (admitted -> training): median {statistics.median(lat):.2f} s, "
+              f"max {max(lat):.2f} s")
+    out = REPO / "benchmarks" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench_sweep.json").write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
