@@ -142,3 +142,17 @@ def test_unknown_observable_is_a_config_error():
 
     with pytest.raises(ConfigError, match="unknown observable"):
         O.compute_observables(make_jets([[1.0]], [[0.0]], [[0.0]]), ["jet_ptt"])
+
+
+def test_fastjet_and_numpy_taus_agree_for_every_multiplicity():
+    """Jets of 1..7 constituents exercise the 'constituents are the axes' and reuse paths."""
+    rng = np.random.default_rng(3)
+    counts = np.repeat(np.arange(1, 8), 4)
+    jets = make_jets([rng.exponential(30, k).tolist() for k in counts],
+                     [rng.normal(0, 0.3, k).tolist() for k in counts],
+                     [rng.normal(0, 0.3, k).tolist() for k in counts])
+    a = O.nsubjettiness(jets, 4, axes="fastjet")
+    b = O.nsubjettiness(jets, 4, axes="numpy")
+    np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    for n in range(1, 5):
+        assert (a[counts <= n, n - 1] < 1e-12).all() and (a[counts > n, n - 1] > 1e-6).all()

@@ -75,7 +75,8 @@ def jet_mass(jets: ak.Array) -> np.ndarray:
 
 def padded_constituents(jets: ak.Array, max_n: int | None = None
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Dense (n_jets, max_n) arrays pt, eta, phi (zeros past the end) and the boolean mask."""
+    """Dense (n_jets, max_n) float64 arrays pt, eta, phi (wrapped to [-pi, pi); zeros past the
+    end) and the boolean mask."""
     num = n_constituents(jets)
     m = int(num.max(initial=0)) if max_n is None else int(max_n)
     m = max(m, 1)
@@ -84,12 +85,25 @@ def padded_constituents(jets: ak.Array, max_n: int | None = None
         return ak.to_numpy(ak.fill_none(ak.pad_none(x, m, axis=1, clip=True), 0.0)).astype(np.float64)
 
     mask = np.arange(m)[None, :] < num[:, None]
-    return dense(jets["part_pt"]), dense(jets["part_eta_rel"]), dense(jets["part_phi_rel"]), mask
+    return dense(jets["part_pt"]), dense(jets["part_eta_rel"]), _wrap(dense(jets["part_phi_rel"])), mask
 
 
-def _chunks(n: int, width: int) -> list[slice]:
-    step = max(1, _CHUNK_ELEMENTS // max(1, width * width))
-    return [slice(i, min(n, i + step)) for i in range(0, n, step)]
+def _size_chunks(num: np.ndarray, cost_per_jet) -> list[np.ndarray]:
+    """Jet index groups of similar multiplicity (widths rounded up to 8), each small enough that
+    len(group) * cost_per_jet(width) <= _CHUNK_ELEMENTS: little padding, bounded memory."""
+    width = np.maximum(8, -(-num // 8) * 8)
+    out = []
+    for w in np.unique(width):
+        idx = np.flatnonzero(width == w)
+        step = max(1, _CHUNK_ELEMENTS // max(1, int(cost_per_jet(int(w)))))
+        out += [idx[i:i + step] for i in range(0, len(idx), step)]
+    return out
+
+
+def _wrap_near(dphi: np.ndarray) -> np.ndarray:
+    """`_wrap` for differences of angles already in [-pi, pi] (|dphi| <= 2 pi), without a modulo."""
+    dphi = np.where(dphi >= np.pi, dphi - 2.0 * np.pi, dphi)
+    return np.where(dphi < -np.pi, dphi + 2.0 * np.pi, dphi)
 
 
 # ---------------------------------------------------------------- exclusive-kT subjet axes
@@ -161,19 +175,23 @@ def exclusive_kt_axes_numpy(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, ma
 def exclusive_kt_axes_fastjet(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mask: np.ndarray,
                               n_axes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Same as `exclusive_kt_axes_numpy` via fastjet's multi-event awkward interface (C++)."""
+    return exclusive_kt_axes_fastjet_multi(pt, eta, phi, mask, [n_axes])[0]
+
+
+def exclusive_kt_axes_fastjet_multi(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, mask: np.ndarray,
+                                    ns: list[int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Exclusive-kT axes for several subjet counts `ns` from ONE fastjet clustering per jet."""
     import fastjet  # optional dependency (physics extra)
 
     b = pt.shape[0]
     num = mask.sum(1)
-    ay = np.zeros((b, n_axes))
-    aphi = np.zeros((b, n_axes))
-    amask = np.zeros((b, n_axes), dtype=bool)
-    # jets with <= n_axes constituents: the constituents are the axes
-    few = num <= n_axes
-    if few.any():
-        k = min(n_axes, pt.shape[1])
+    out = {n: (np.zeros((b, n)), np.zeros((b, n)), np.zeros((b, n), dtype=bool)) for n in ns}
+    for n, (ay, aphi, amask) in out.items():  # <= n constituents: the constituents are the axes
+        few = num <= n
+        k = min(n, pt.shape[1])
         ay[few, :k], aphi[few, :k], amask[few, :k] = eta[few, :k], phi[few, :k], mask[few, :k]
-    sel = np.flatnonzero(~few)
+    n_top = max(ns)
+    sel = np.flatnonzero(num > n_top)  # exclusive_jets(n) needs n <= multiplicity: fine for all ns
     if len(sel):
         counts = num[sel]
         flat = mask[sel]
@@ -188,11 +206,20 @@ def exclusive_kt_axes_fastjet(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, 
         with warnings.catch_warnings():  # fastjet warns about exclusive jets for any algorithm
             warnings.simplefilter("ignore", UserWarning)
             cs = fastjet.ClusterSequence(parts, jetdef)
-            sub = cs.exclusive_jets(n_jets=n_axes)
-        sy, sphi = _rap_phi(*(ak.to_numpy(ak.flatten(sub[f])).reshape(len(sel), n_axes)
-                              for f in ("px", "py", "pz", "E")))
-        ay[sel], aphi[sel], amask[sel] = sy, sphi, True
-    return ay, aphi, amask
+            for n, (ay, aphi, amask) in out.items():
+                sub = cs.exclusive_jets(n_jets=n)
+                sy, sphi = _rap_phi(*(ak.to_numpy(ak.flatten(sub[f])).reshape(len(sel), n)
+                                      for f in ("px", "py", "pz", "E")))
+                ay[sel], aphi[sel], amask[sel] = sy, sphi, True
+    lower = [n for n in ns if n < n_top]
+    mid = np.flatnonzero((num > min(ns)) & (num <= n_top))  # need clustering for some n < n_top
+    if lower and len(mid):
+        w = max(1, int(num[mid].max()))
+        sub_axes = exclusive_kt_axes_fastjet_multi(pt[mid, :w], eta[mid, :w], phi[mid, :w], mask[mid, :w], lower)
+        for n, (sy, sphi, smask) in zip(lower, sub_axes):
+            ay, aphi, amask = out[n]
+            ay[mid], aphi[mid], amask[mid] = sy, sphi, smask
+    return [out[n] for n in ns]
 
 
 def _have_fastjet() -> bool:
@@ -208,7 +235,8 @@ def nsubjettiness(jets: ak.Array, n_max: int = 3, *, beta: float = 1.0, r0: floa
     """tau_1..tau_{n_max} (n_jets, n_max) with exclusive-kT axes; `axes` in auto|fastjet|numpy."""
     if axes == "auto":
         axes = "fastjet" if _have_fastjet() else "numpy"
-    finder = {"fastjet": exclusive_kt_axes_fastjet, "numpy": exclusive_kt_axes_numpy}[axes]
+    if axes not in ("fastjet", "numpy"):
+        raise ValueError(f"axes must be auto, fastjet or numpy, got {axes!r}")
     pt, eta, phi, mask = padded_constituents(jets)
     b = pt.shape[0]
     out = np.zeros((b, n_max))
@@ -219,16 +247,25 @@ def nsubjettiness(jets: ak.Array, n_max: int = 3, *, beta: float = 1.0, r0: floa
     e = (pt * np.cosh(eta)).sum(1)
     y1, phi1 = _rap_phi(px, py, pz, e)
     axis_sets = [(y1[:, None], phi1[:, None], np.ones((b, 1), dtype=bool))]
-    axis_sets += [finder(pt, eta, phi, mask, n) for n in range(2, n_max + 1)]
+    ns = list(range(2, n_max + 1))
+    if ns and axes == "fastjet":
+        axis_sets += exclusive_kt_axes_fastjet_multi(pt, eta, phi, mask, ns)
+    else:
+        axis_sets += [exclusive_kt_axes_numpy(pt, eta, phi, mask, n) for n in ns]
+    num = mask.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         norm = (pt * mask).sum(1) * r0**beta
         for n, (ay, aphi, amask) in enumerate(axis_sets, start=1):
-            for sl in _chunks(b, pt.shape[1]):
-                dy = eta[sl, :, None] - ay[sl, None, :]
-                dp = _wrap(phi[sl, :, None] - aphi[sl, None, :])
-                dr = np.sqrt(dy * dy + dp * dp) ** beta
-                dr = np.where(amask[sl, None, :], dr, np.inf).min(2)
-                out[sl, n - 1] = np.where(mask[sl], pt[sl] * dr, 0.0).sum(1) / norm[sl]
+            for idx in _size_chunks(num, lambda w, n=n: w * n):
+                w = min(pt.shape[1], max(1, int(num[idx].max())))
+                p, et, ph, msk = pt[idx, :w], eta[idx, :w], phi[idx, :w], mask[idx, :w]
+                dy = et[:, :, None] - ay[idx, None, :]
+                dp = _wrap_near(ph[:, :, None] - aphi[idx, None, :])
+                dr = np.sqrt(dy * dy + dp * dp)
+                if beta != 1:
+                    dr = dr**beta
+                dr = np.where(amask[idx, None, :], dr, np.inf).min(2)
+                out[idx, n - 1] = np.where(msk, p * dr, 0.0).sum(1) / norm[idx]
     out[mask.sum(1) == 0] = np.nan
     return out
 
@@ -258,20 +295,24 @@ def energy_correlations(jets: ak.Array, beta: float = 1.0) -> tuple[np.ndarray, 
     e3 = trace((Z A)^3) / 6 with A_ij = dR_ij^beta, Z = diag(z): the i=j terms vanish since A_ii = 0.
     """
     pt, eta, phi, mask = padded_constituents(jets)
-    b, m = pt.shape
+    b = pt.shape[0]
+    num = mask.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         z = pt / pt.sum(1, keepdims=True)
     z = np.where(mask, z, 0.0)
     e2 = np.zeros(b)
     e3 = np.zeros(b)
-    for sl in _chunks(b, m):
-        dy = eta[sl, :, None] - eta[sl, None, :]
-        dp = _wrap(phi[sl, :, None] - phi[sl, None, :])
-        a = np.sqrt(dy * dy + dp * dp) ** beta
-        za = z[sl, :, None] * a  # (Z A)^T row-scaled; trace is invariant
-        e2[sl] = 0.5 * np.einsum("bi,bij,bj->b", z[sl], a, z[sl])
-        za2 = za @ za
-        e3[sl] = np.einsum("bij,bji->b", za2, za) / 6.0
+    for idx in _size_chunks(num, lambda w: w * w):
+        w = min(pt.shape[1], max(1, int(num[idx].max())))
+        zz, et, ph = z[idx, :w], eta[idx, :w], phi[idx, :w]
+        dy = et[:, :, None] - et[:, None, :]
+        dp = _wrap_near(ph[:, :, None] - ph[:, None, :])
+        a = np.sqrt(dy * dy + dp * dp)
+        if beta != 1:
+            a = a**beta
+        za = zz[:, :, None] * a  # Z A (rows scaled by z): trace((Z A)^3) = sum_ijk z z z A A A
+        e2[idx] = 0.5 * np.einsum("bij,bj->b", za, zz)
+        e3[idx] = np.einsum("bij,bji->b", za @ za, za) / 6.0
     return e2, e3
 
 
