@@ -29,6 +29,15 @@ class StopBiasedGPT(GPT):
         return logits, loss
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one torch thread is fastest and immune to a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _model(bias: float = 2.5, dtype=torch.float32) -> GPT:
     torch.manual_seed(0)
     m = StopBiasedGPT(GPTConfig(n_layer=2, n_head=2, d_model=32, vocab_size=63, block_size=23), bias)
