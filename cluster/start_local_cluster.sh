@@ -43,7 +43,7 @@ for p in procs:
         p.terminate()
     except psutil.NoSuchProcess:
         pass
-gone, alive = psutil.wait_procs(procs, timeout=10)
+gone, alive = psutil.wait_procs(procs, timeout=5)
 for p in alive:
     try:
         p.kill()

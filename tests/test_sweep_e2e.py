@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ import yaml
 from scaling_sweeper.runfolder import is_done, read_jsonl, read_result
 from scaling_sweeper.sweep.cells import read_cells
 from scaling_sweeper.sweep.ledger import Ledger
-from scaling_sweeper.sweep.spec import load_specs, spec_from_dict
+from scaling_sweeper.sweep.spec import FailureSpec, load_specs, spec_from_dict
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +79,19 @@ def flaky_train(cfg, run_dir, *, on_progress=None, should_stop=None):
     return run_trial(cfg, run_dir, on_progress=progress_then_die, should_stop=should_stop)
 
 
+def stopping_train(cfg, run_dir, *, on_progress=None, should_stop=None):
+    """Test double: the real trainer, plus `sweeper stop` requested right after its first checkpoint."""
+    from scaling_sweeper.sweep.tune_runner import request_stop
+    from scaling_sweeper.train import run_trial
+
+    def progress_then_stop(p):
+        on_progress(p)
+        if p.checkpoint is not None:
+            request_stop(Path(run_dir).parent)
+
+    return run_trial(cfg, run_dir, on_progress=progress_then_stop, should_stop=should_stop)
+
+
 def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
     import ray
     from ray import cloudpickle
@@ -99,9 +113,16 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
             "name": "flaky", "phase": "model_size", "data": str(tokens_dir), "storage": str(storage),
             "sizes": ["Pico"], "failure": {"max_retries": 1},
             "train": {"tokens": 13000, "steps": 20, "batch_size": 4, "ckpt_every": 10, "log_every": 5},
+            "eval": {"n_jets": 20, "n_bootstrap": 2, "n_projections": 8, "batch_size": 20, "min_jets": 2},
         })
         out = run_sweep(flaky, train_fn=flaky_train, num_cpus=2, progress=False)
         assert out.ok and len(out.done) == 1
+        # `sweeper stop`: trials stop themselves at their next step, pending cells are not started
+        stoppy = dataclasses.replace(flaky, name="stoppy", seeds=[0, 1], failure=FailureSpec(0), eval=None)
+        out = run_sweep(stoppy, train_fn=stopping_train, progress=False)
+        assert out.stopped and not out.interrupted and len(out.unfinished) == 2 and not out.done
+        out = run_sweep(stoppy, progress=False)  # `sweeper resume` clears the request
+        assert out.ok and len(out.done) == 2
     finally:
         shutdown_ray()
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
@@ -112,14 +133,21 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
         n += len(rows)
         for row in rows:
             assert len(train_starts(storage / s.name / row["cell_id"])) == 1
+    first, second = check_sweep_finished(storage / "stoppy", storage)
+    assert first_steps(storage / "stoppy" / first["cell_id"]) == [5, 15]  # stopped at 10, resumed there
+    assert first_steps(storage / "stoppy" / second["cell_id"]) == [5]  # never started before the stop
     (fl,) = check_sweep_finished(storage / "flaky", storage)
+    events = [e["event"] for e in read_jsonl(storage / "flaky" / fl["cell_id"] / "events.jsonl")]
+    assert "eval_done" in events and (storage / "flaky" / fl["cell_id"] / "eval.json").is_file()
+    assert "swd" in fl and "eval_done" not in [  # no eval section -> no evaluation
+        e["event"] for e in read_jsonl(storage / "stoppy" / first["cell_id"] / "events.jsonl")]
     starts = train_starts(storage / "flaky" / fl["cell_id"])
     assert len(starts) == 2
     assert first_steps(storage / "flaky" / fl["cell_id"]) == [5, 15]  # the retry resumed at step 10
 
     tables = open_tables(storage)  # rows are queryable through the analysis tables
     trials = tables.trials.collect()
-    assert trials.height == n + 1 and set(trials["status"]) == {"done"}
+    assert trials.height == n + 3 and set(trials["status"]) == {"done"}
 
     # re-running never retrains a finished cell, whatever Tune's state: no Ray is even started
     for s in specs:

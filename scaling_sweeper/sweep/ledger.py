@@ -138,11 +138,12 @@ class Ledger:
                 fcntl.flock(lf.fileno(), fcntl.LOCK_UN)
 
     # ---- operations -------------------------------------------------------------------------
-    def admit(self, key: str, planned: float) -> bool:
+    def admit(self, key: str, planned: float, *, record_refusal: bool = True) -> bool:
         """Commit `planned` FLOPs to cell `key` if they fit in what is left; True if admitted.
 
         Idempotent: an already active cell is admitted again without a second commitment; a
-        finished cell coming back (a retry) is charged only for max(planned, spent) once."""
+        finished cell coming back (a retry) is charged only for max(planned, spent) once.
+        A refusal is recorded (and reported) unless record_refusal is False (a cell that waits)."""
         if planned < 0 or not math.isfinite(planned):
             raise BudgetError(f"cell {key}: planned FLOPs {planned!r} must be finite and >= 0")
         with self._locked() as state:
@@ -156,9 +157,10 @@ class Ledger:
             budget = state["budget"]
             now = time.time()
             if budget is not None and others + need > budget:
-                state.setdefault("refused", {})[key] = {
-                    "planned": float(planned), "left": budget - others, "at": now,
-                }
+                if record_refusal:
+                    state.setdefault("refused", {})[key] = {
+                        "planned": float(planned), "left": budget - others, "at": now,
+                    }
                 return False
             cells[key] = {
                 "state": "active", "planned": float(planned), "spent": spent,

@@ -266,7 +266,7 @@ class CellSearcher(_searcher_base()):
         if not self.pending:
             return self.FINISHED
         for i, cell in enumerate(self.pending):
-            if self._ledger.admit(self._key(cell), float(cell["C"])):
+            if self._ledger.admit(self._key(cell), float(cell["C"]), record_refusal=False):
                 self.pending.pop(i)
                 self.live[trial_id] = cell
                 run_dir = Path(self.ctx.sweep_dir) / cell["cell_id"]
@@ -404,6 +404,7 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
     tables (covers a driver killed between a cell finishing and its bookkeeping)."""
     todo, done = [], []
     sweep_dir = spec.sweep_dir
+    ledger_cells = led.state()["cells"]
     for c in cells:
         run_dir = sweep_dir / c.cell_id
         needs_eval = spec.eval is not None and not (run_dir / "eval.json").is_file()
@@ -411,7 +412,7 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
             done.append(c.cell_id)
             row = read_result(run_dir) or {}
             key = cell_key(spec.name, c.cell_id)
-            entry = led.state()["cells"].get(key)
+            entry = ledger_cells.get(key)
             if entry is None or entry["state"] != "finished" or row.get("sweep") is None:
                 finalize_cell(sweep_dir, c.row() | {"config": c.config}, ctx, None, None)
             elif not (sweep_dir / "tables" / "trials" / f"{c.cell_id}.parquet").is_file():
