@@ -79,6 +79,7 @@ from scaling_sweeper.runfolder import (
 from scaling_sweeper.zero_config import DistributedConfig, build_ds_config, strategy_name
 
 POLL_S = 0.2  # driver poll interval of the relay (seconds)
+STOP_GRACE_S = 120.0  # how long a failing driver waits for the workers to checkpoint and stop
 SPENT_FILE = "spent.json"
 # test hook (fault injection): "STEP:RANK:MARKER" makes worker RANK os._exit(1) right after
 # optimizer step STEP, once (while the file MARKER does not exist; it is created first)
@@ -159,6 +160,18 @@ def make_plan(cfg: Any, dist: DistributedConfig, *, vocab_size: int, seq_len: in
     )  # fmt: skip
     stage = int(ds.get("zero_optimization", {}).get("stage", 0))
     return DistributedPlan(name, stage, dist.num_workers, mb, gas, use_gpu, use_gpu, ds)
+
+
+def check_resources(plan: DistributedPlan, dist: DistributedConfig, total: dict[str, float]) -> None:
+    """ConfigError if the cluster can never hold the worker group (Ray would wait forever)."""
+    need_cpu = plan.world_size * dist.cpus_per_worker
+    need_gpu = plan.world_size if plan.use_gpu else 0
+    if total.get("CPU", 0) < need_cpu or total.get("GPU", 0) < need_gpu:
+        raise ConfigError(
+            f"{plan.world_size} workers need {need_cpu:g} CPUs and {need_gpu} GPUs, the Ray cluster has "
+            f"{total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs in all; lower num_workers or "
+            "cpus_per_worker"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +267,11 @@ def run_distributed_trial(
     derived = T.derived_quantities(cfg, data)
     plan = make_plan(cfg, dist, vocab_size=data.vocab_size, seq_len=data.seq_len)
     derived["distributed"] = plan.summary()
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False)
+    check_resources(plan, dist, ray.cluster_resources())
 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not has_config:
@@ -340,8 +358,6 @@ class _Driver:
 
         from scaling_sweeper import train as T
 
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False)
         relay = _relay_class().remote()
         trainer = self.trainer(relay)
         outcome: dict[str, Any] = {}
@@ -362,6 +378,12 @@ class _Driver:
                     relay.request_stop.remote()
                     self.stop_sent = True
             self.handle(ray.get(relay.drain.remote()))
+        except BaseException:
+            # on_progress raised or the caller was interrupted: let the workers checkpoint and
+            # stop at their next step instead of training on unobserved in the background
+            relay.request_stop.remote()
+            th.join(STOP_GRACE_S)
+            raise
         finally:
             self.spent.save()
             try:

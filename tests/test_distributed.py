@@ -149,12 +149,16 @@ def test_ranger_without_gc_is_ranger_minus_centralization(tokens):
     assert type(opt).__name__ == "Ranger" and opt.use_gc is False
 
 
-def test_bad_distributed_config_is_refused_before_compute(tokens, tmp_path):
+def test_bad_distributed_config_is_refused_before_compute(tokens, ray_session, tmp_path):
     with pytest.raises(ConfigError, match="not divisible by num_workers"):
         run_distributed_trial(_cfg(tokens, batch_size=9), tmp_path / "r", dist=DIST)
     with pytest.raises(ConfigError, match="strategy single"):
         run_distributed_trial(_cfg(tokens, strategy="single"), tmp_path / "r2", dist=DIST)
-    assert not (tmp_path / "r2" / "STATUS").exists()
+    too_big = DistributedConfig(num_workers=8, cpus_per_worker=16)  # more than the cluster has
+    with pytest.raises(ConfigError, match="8 workers need 128 CPUs"):
+        run_distributed_trial(_cfg(tokens), tmp_path / "r3", dist=too_big)
+    for r in ("r", "r2", "r3"):
+        assert not (tmp_path / r / "STATUS").exists()
 
 
 # ---------------------------------------------------------------------------------------------
