@@ -38,7 +38,8 @@ def test_evaluate_run_writes_eval_json_and_updates_result(trained_run):
     out = evaluate_run(trained_run, EvalConfig(**SMALL))
     ev = json.loads((trained_run / "eval.json").read_text())
     for key in ("swd", "swd_err", "swd_floor", "swd_floor_err", "swd_roundtrip", "swd_roundtrip_err",
-                "swd_floor_tokenized", "invalid_frac", "histograms", "counts", "config", "timings"):
+                "swd_floor_tokenized", "swd_floor_original", "invalid_frac", "histograms", "counts", "config",
+                "timings", "checks"):
         assert key in ev, key
     assert ev["swd"] == out["swd"]
     c = ev["counts"]
@@ -51,7 +52,9 @@ def test_evaluate_run_writes_eval_json_and_updates_result(trained_run):
     assert (ev["swd_err"] is not None) == (ev["swd"] is not None)
     # the floor is a real-vs-real distance of two 120-jet samples; the round trip stays below it
     assert ev["swd_floor"] > 0 and ev["swd_floor_err"] > 0
-    assert ev["swd_roundtrip"] <= ev["swd_floor"] + 3 * np.hypot(ev["swd_roundtrip_err"], ev["swd_floor_err"])
+    assert ev["reference"] == "tokenized" and ev["swd_floor"] == ev["swd_floor_tokenized"]
+    assert ev["swd_roundtrip"] <= ev["swd_floor_original"] + 3 * np.hypot(ev["swd_roundtrip_err"],
+                                                                         ev["swd_floor_original_err"])
     assert ev["checks"]["roundtrip_within_floor"] is True
     for name in OBSERVABLES:
         assert f"w1_{name}" in ev
@@ -122,3 +125,26 @@ def test_model_that_never_stops_reports_null_swd_not_a_crash():
     m = evaluate_samples(_obs(rng, 100), a, b, a, b, np.ones(100, dtype=bool), cfg)
     assert m["swd"] is None and m["swd_err"] is None and m["invalid_frac"] == 1.0
     assert m["swd_floor"] is not None and m["w1_jet_pt"] is None
+
+
+def test_reference_resolution_and_tokenizer_checks():
+    """A tokenizer that shifts jet pt by 40 GeV: a model reproducing the tokenized jets scores the
+    floor against the tokenized reference, far above it against the original jets, and the
+    round-trip check fails loudly."""
+    rng = np.random.default_rng(2)
+    a, b = _obs(rng, 500), _obs(rng, 500)
+
+    def tokenized(o):
+        return {**o, "jet_pt": o["jet_pt"] + 40.0}
+
+    gen = tokenized(_obs(rng, 500))
+    ok = np.zeros(500, dtype=bool)
+    kw = dict(n_bootstrap=10, n_projections=32, report_observables=["jet_pt"])
+    tok = evaluate_samples(gen, a, b, tokenized(a), tokenized(b), ok, EvalConfig(**kw))
+    orig = evaluate_samples(gen, a, b, tokenized(a), tokenized(b), ok, EvalConfig(reference="original", **kw))
+    assert abs(tok["swd"] - tok["swd_floor"]) < 3 * np.hypot(tok["swd_err"], tok["swd_floor_err"])
+    assert orig["swd"] > orig["swd_floor"] + 5 * orig["swd_err"]
+    assert tok["w1_jet_pt"] < 10.0 < orig["w1_jet_pt"]
+    for m in (tok, orig):
+        assert m["checks"] == {"roundtrip_within_floor": False, "tokenized_floor_matches": True}
+        assert m["swd_floor_original"] == orig["swd_floor"]

@@ -57,9 +57,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{args.run}: {c['n_jets']} jets generated, invalid_frac {out['invalid_frac']:.3f} "
           f"(no stop {c['invalid_no_stop']}, empty {c['invalid_empty']}, NaN {c['invalid_nonfinite']})")
     print(f"  swd            {_fmt(out['swd'], out['swd_err'])}   over {', '.join(out['observables'])}")
-    print(f"  swd floor      {_fmt(out['swd_floor'], out['swd_floor_err'])}   (real vs real)")
+    print(f"  swd floor      {_fmt(out['swd_floor'], out['swd_floor_err'])}   (real vs real, "
+          f"{out['reference']} resolution; original {_fmt(out['swd_floor_original'])}, "
+          f"tokenized {_fmt(out['swd_floor_tokenized'])})")
+    checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in out["checks"].items())
     print(f"  swd roundtrip  {_fmt(out['swd_roundtrip'], out['swd_roundtrip_err'])}   "
-          f"(real vs tokenize-decode; floor tokenized {_fmt(out['swd_floor_tokenized'])})")
+          f"(real vs its tokenize-decode round trip){'; ' + checks if checks else ''}")
     w1 = {k[3:]: v for k, v in out.items() if k.startswith("w1_") and not k.endswith("_err") and k != "w1_floor"}
     print("  W1 " + ", ".join(f"{k} {_fmt(v)}" for k, v in w1.items()))
     print(f"  wrote {Path(args.run) / 'eval.json'} ({out['timings']['wall_s']:.1f} s)")

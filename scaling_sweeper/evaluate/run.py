@@ -3,14 +3,17 @@
 `evaluate_run(run_dir, cfg)`:
 1. loads the newest good checkpoint (`train.load_model`) and the run's tokenizer (`tokens/`);
 2. reads real jets (default: the `test` split beside the run's tokens folder) and draws two
-   disjoint real samples A (the reference) and B of the evaluation size n;
+   disjoint real samples A and B of the evaluation size n, plus their tokenize-decode round trips;
 3. generates n jets, decodes them, computes observables; invalid jets (no stop token before the
    maximum length or malformed rows, empty jets, non-finite observables) are counted by reason and
    reported as `invalid_frac`; the SWD uses the valid ones (never a crash, never a silent drop);
-4. bootstrapped SWD (mean, std) of generated vs A; the floor B vs A; `swd_roundtrip` = real jets A
-   vs their own tokenize-decode round trip (must stay at or below the floor within errors) and
-   `swd_floor_tokenized` = round trip of B vs A (the best score a perfect model can reach);
-   per-observable W1 (scipy) with bootstrap errors and JSON histograms;
+4. bootstrapped SWD (mean, std) of generated vs the reference R and the floor (B vs A at R's
+   resolution). R is `cfg.reference`: "tokenized" (default, as in the reference paper: the model
+   can at best reproduce the tokenized jets, so a perfect model scores the floor) or "original".
+   Also reported: swd_floor_original (B vs A), swd_floor_tokenized (rt(B) vs rt(A)),
+   swd_roundtrip (rt(A) vs A: tokenization alone; must stay at or below the floor within
+   errors: `checks.roundtrip_within_floor`), per-observable W1 (scipy) with bootstrap errors and
+   JSON histograms (edges + counts);
 5. writes `run_dir/eval.json` (flat numeric metrics at the top level: swd, swd_err, swd_floor,
    swd_floor_err, ..., invalid_frac, w1_<observable>, w1_<observable>_err; details nested) and
    updates result.json's swd, swd_err, swd_floor, invalid_frac, w1_* keys.
@@ -62,6 +65,7 @@ class EvalConfig:
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
     hist_bins: int = 40  # histogram bins per observable (n_constituents: integer bins)
     min_jets: int = 10  # fewer valid generated or real jets -> swd is null (reported, no crash)
+    reference: str = "tokenized"  # real jets the SWD compares with: tokenize-decoded | "original"
 
     def __post_init__(self) -> None:
         for name in ("n_jets", "n_projections", "batch_size", "hist_bins", "min_jets"):
@@ -77,6 +81,8 @@ class EvalConfig:
             bad = [o for o in getattr(self, name) if o not in OBSERVABLES]
             if bad or not getattr(self, name):
                 raise ConfigError(f"eval.{name}: unknown or empty {bad} (valid: {', '.join(OBSERVABLES)})")
+        if self.reference not in ("tokenized", "original"):
+            raise ConfigError(f"eval.reference must be tokenized or original, got {self.reference!r}")
         if self.split not in ("train", "val", "test"):
             raise ConfigError(f"eval.split must be train, val or test, got {self.split!r}")
         if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
@@ -130,8 +136,12 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
                      rt_b: dict[str, np.ndarray], gen_invalid: np.ndarray, cfg: EvalConfig) -> dict[str, Any]:
     """The metrics of eval.json from observables of the five samples (pure; no model, no I/O).
 
-    All SWDs share the directions (cfg.seed) and A's standardisation; invalid jets of any
-    sample are excluded from its SWD and counted.
+    real_a / real_b: two disjoint real samples; rt_a / rt_b: their tokenize-decode round trips.
+    The reference R (cfg.reference) is rt_a ("tokenized") or real_a ("original"); swd = gen vs R,
+    swd_floor = the same statistic for the other real sample at the same resolution vs R.
+    Always reported too: swd_floor_original (B vs A), swd_floor_tokenized (rt(B) vs rt(A)) and
+    swd_roundtrip (rt(A) vs A). Every SWD uses the same directions (cfg.seed) and is
+    standardised with its second sample; invalid jets of any sample are excluded and counted.
     """
     from scipy.stats import wasserstein_distance
 
@@ -140,48 +150,62 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
     def valid(obs: dict[str, np.ndarray]) -> np.ndarray:
         return ~invalid_mask({k: obs[k] for k in names})
 
-    ok_a, ok_b, ok_rta, ok_rtb = valid(real_a), valid(real_b), valid(rt_a), valid(rt_b)
-    ok_gen = ~gen_invalid
-    xa = _matrix(real_a, names)[ok_a]
+    def mat(obs: dict[str, np.ndarray], ok: np.ndarray) -> np.ndarray:
+        return _matrix(obs, names)[ok]
+
+    ok = {"a": valid(real_a), "b": valid(real_b), "rt_a": valid(rt_a), "rt_b": valid(rt_b), "gen": ~gen_invalid}
+    xa, xb = mat(real_a, ok["a"]), mat(real_b, ok["b"])
+    ta, tb = mat(rt_a, ok["rt_a"]), mat(rt_b, ok["rt_b"])
+    tokenized = cfg.reference == "tokenized"
+    ref, ref_b = (ta, tb) if tokenized else (xa, xb)
     res = {
-        "gen": compare_samples(_matrix(gen_obs, names)[ok_gen], xa, cfg),
-        "floor": compare_samples(_matrix(real_b, names)[ok_b], xa, cfg),
-        "roundtrip": compare_samples(_matrix(rt_a, names)[ok_rta], xa, cfg),
-        "floor_tokenized": compare_samples(_matrix(rt_b, names)[ok_rtb], xa, cfg),
+        "gen": compare_samples(mat(gen_obs, ok["gen"]), ref, cfg),
+        "floor_original": compare_samples(xb, xa, cfg),
+        "floor_tokenized": compare_samples(tb, ta, cfg),
+        "roundtrip": compare_samples(ta, xa, cfg),
     }
+    res["floor"] = res["floor_tokenized"] if tokenized else res["floor_original"]
     out: dict[str, Any] = {}
-    out["swd"], out["swd_err"] = _swd_entry(res["gen"])
-    out["swd_floor"], out["swd_floor_err"] = _swd_entry(res["floor"])
-    out["swd_roundtrip"], out["swd_roundtrip_err"] = _swd_entry(res["roundtrip"])
-    out["swd_floor_tokenized"], out["swd_floor_tokenized_err"] = _swd_entry(res["floor_tokenized"])
+    for key, name in (("gen", "swd"), ("floor", "swd_floor"), ("floor_original", "swd_floor_original"),
+                      ("floor_tokenized", "swd_floor_tokenized"), ("roundtrip", "swd_roundtrip")):
+        out[name], out[f"{name}_err"] = _swd_entry(res[key])
     out["invalid_frac"] = float(gen_invalid.mean()) if len(gen_invalid) else None
-    # per-observable W1 (scipy, physical units) with a bootstrap std, and histograms
+    # per-observable W1 (scipy, physical units) vs the reference, with a bootstrap std; histograms
+    ref_a_obs, ref_b_obs = (rt_a, rt_b) if tokenized else (real_a, real_b)
+    ref_ok, ref_b_ok = (ok["rt_a"], ok["rt_b"]) if tokenized else (ok["a"], ok["b"])
     hists, w1_floor = {}, {}
     for name in cfg.report_observables:
-        g = gen_obs[name][ok_gen & np.isfinite(gen_obs[name])]
-        a = real_a[name][np.isfinite(real_a[name])]
-        b = real_b[name][np.isfinite(real_b[name])]
-        if len(g) >= cfg.min_jets and len(a) >= cfg.min_jets:
-            out[f"w1_{name}"] = float(wasserstein_distance(g, a))
-            boot = bootstrap_swd(g, a, cfg.n_bootstrap, 1, cfg.seed, 1.0, standardize=False, workers=1)
+        def finite(v: np.ndarray, m: np.ndarray) -> np.ndarray:
+            return v[m & np.isfinite(v)]
+
+        g = finite(gen_obs[name], ok["gen"])
+        r, rb = finite(ref_a_obs[name], ref_ok), finite(ref_b_obs[name], ref_b_ok)
+        if len(g) >= cfg.min_jets and len(r) >= cfg.min_jets:
+            out[f"w1_{name}"] = float(wasserstein_distance(g, r))
+            boot = bootstrap_swd(g, r, cfg.n_bootstrap, 1, cfg.seed, 1.0, standardize=False, workers=1)
             out[f"w1_{name}_err"] = boot.std
         else:
             out[f"w1_{name}"], out[f"w1_{name}_err"] = None, None
-        if len(b) >= cfg.min_jets and len(a) >= cfg.min_jets:
-            w1_floor[name] = float(wasserstein_distance(b, a))
-        hists[name] = histogram({"generated": g, "real": a, "real_b": b}, name, cfg.hist_bins, a)
+        if len(rb) >= cfg.min_jets and len(r) >= cfg.min_jets:
+            w1_floor[name] = float(wasserstein_distance(rb, r))
+        samples = {"generated": g, "real": finite(real_a[name], ok["a"]),
+                   "real_tokenized": finite(rt_a[name], ok["rt_a"]), "real_b": finite(real_b[name], ok["b"])}
+        hists[name] = histogram(samples, name, cfg.hist_bins, samples["real"])
     out["w1_floor"] = w1_floor
     out["histograms"] = hists
-    out["swd_full"] = {k: (None if r is None else r.full) for k, r in res.items()}
+    out["swd_full"] = {k: (None if v is None else v.full) for k, v in res.items()}
     checks = {}
-    if res["roundtrip"] is not None and res["floor"] is not None:
-        tol = 2.0 * math.hypot(res["roundtrip"].std, res["floor"].std)
-        checks["roundtrip_within_floor"] = bool(res["roundtrip"].mean <= res["floor"].mean + tol)
+    rt, fo, ft = res["roundtrip"], res["floor_original"], res["floor_tokenized"]
+    if rt is not None and fo is not None:  # tokenization alone stays within the floor
+        checks["roundtrip_within_floor"] = bool(rt.mean <= fo.mean + 2.0 * math.hypot(rt.std, fo.std))
+    if ft is not None and fo is not None:  # the tokenized resolution does not inflate the floor
+        checks["tokenized_floor_matches"] = bool(abs(ft.mean - fo.mean) <= 2.0 * math.hypot(ft.std, fo.std))
     out["checks"] = checks
+    out["reference"] = cfg.reference
     out["counts"] = {
-        "generated_valid": int(ok_gen.sum()), "real_a": int(ok_a.sum()), "real_b": int(ok_b.sum()),
-        "real_a_invalid": int((~ok_a).sum()), "real_b_invalid": int((~ok_b).sum()),
-        "roundtrip_invalid": int((~ok_rta).sum()),
+        "generated_valid": int(ok["gen"].sum()), "real_a": int(ok["a"].sum()), "real_b": int(ok["b"].sum()),
+        "real_a_invalid": int((~ok["a"]).sum()), "real_b_invalid": int((~ok["b"]).sum()),
+        "roundtrip_invalid": int((~ok["rt_a"]).sum() + (~ok["rt_b"]).sum()),
     }
     return out
 
