@@ -47,6 +47,7 @@ def test_evaluate_run_writes_eval_json_and_updates_result(trained_run):
     assert c["invalid"] == c["invalid_no_stop"] + c["invalid_empty"] + c["invalid_nonfinite"]
     assert ev["invalid_frac"] == pytest.approx(c["invalid"] / c["n_jets"])
     assert c["generated_valid"] == c["n_jets"] - c["invalid"]
+    assert c["decode_invalid"] == c["invalid_no_stop"]  # generate's validity == the tokenizer's
     # a 30-step Pico rarely emits the stop token: the swd exists iff enough jets are valid
     assert (ev["swd"] is not None) == (c["generated_valid"] >= 3)
     assert (ev["swd_err"] is not None) == (ev["swd"] is not None)

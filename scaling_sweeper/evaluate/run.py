@@ -264,7 +264,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
                       seed=cfg.seed, batch_size=cfg.batch_size, use_cache=cfg.use_cache)
     timings["generate_s"] = time.time() - t
     rows_ok = valid_rows(tokens, tokenizer)
-    gen_jets = tokenizer.decode(tokens)
+    gen_jets, decode_stats = tokenizer.decode(tokens, return_stats=True)
 
     t = time.time()
     names = list(dict.fromkeys([*cfg.observables, *cfg.report_observables]))
@@ -288,6 +288,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
         invalid_no_stop=int((~rows_ok).sum()), invalid_empty=int((rows_ok & empty).sum()),
         invalid_nonfinite=int((rows_ok & ~empty & nonfinite).sum()), invalid=int(gen_invalid.sum()),
         generated_mean_constituents=float(lengths.mean()) if n else 0.0,
+        decode_invalid=int(decode_stats.n_invalid_jets),  # the tokenizer's own count (cross-check)
     )
     timings["wall_s"] = time.time() - t0
     stored = read_result(run_dir) or {}
