@@ -70,8 +70,11 @@ def test_evaluate_run_writes_eval_json_and_updates_result(trained_run):
 
 
 def test_cli_eval_prints_summary(trained_run, capsys):
+    import polars as pl
+
     from scaling_sweeper.cli import main
 
+    (trained_run.parent / "tables").mkdir(exist_ok=True)  # the run is now a cell of a sweep
     rc = main(["eval", str(trained_run), "--n-jets", "60", "--set", "n_bootstrap=5", "--set", "n_projections=8",
                "--set", "report_observables=[jet_pt]", "--set", "batch_size=32"])
     assert rc == 0
@@ -79,6 +82,11 @@ def test_cli_eval_prints_summary(trained_run, capsys):
     assert "swd" in text and "floor" in text
     ev = json.loads((trained_run / "eval.json").read_text())
     assert ev["counts"]["n_jets"] == 60 and ev["config"]["n_bootstrap"] == 5
+    # the sweep's tables were refreshed with the new evaluation
+    evals = pl.read_parquet(trained_run.parent / "tables" / "evals" / "pico.parquet")
+    swd_rows = evals.filter(pl.col("metric") == "swd_floor")
+    assert swd_rows["value"].to_list() == [pytest.approx(ev["swd_floor"])]
+    assert swd_rows["err"].to_list() == [pytest.approx(ev["swd_floor_err"])]
     assert main(["eval", str(trained_run), "--set", "n_bootstrapp=5"]) == 2  # typo: ConfigError
 
 

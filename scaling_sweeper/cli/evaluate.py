@@ -37,6 +37,22 @@ def build_eval_config(args: argparse.Namespace):
     return from_dict(EvalConfig, data)
 
 
+def _refresh_sweep_tables(run_dir: Path, ev: dict) -> str | None:
+    """If the run is a cell of a sweep (runs/<sweep>/<cell_id> with runs/<sweep>/tables), rewrite
+    its rows in the sweep's tables so analysis sees the new evaluation; else do nothing."""
+    sweep_dir = run_dir.resolve().parent
+    if not (sweep_dir / "tables").is_dir():
+        return None
+    from analysis.tables import write_cell_tables
+    from scaling_sweeper.runfolder import read_jsonl, read_result
+
+    row = read_result(run_dir)
+    if row is None:
+        return None
+    write_cell_tables(sweep_dir, run_dir.resolve().name, row, read_jsonl(run_dir / "metrics.jsonl"), [ev])
+    return str(sweep_dir / "tables")
+
+
 def _fmt(v, err=None) -> str:
     if v is None:
         return "n/a"
@@ -50,6 +66,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = build_eval_config(args)
     out = evaluate_run(Path(args.run), cfg)
+    refreshed = _refresh_sweep_tables(Path(args.run), out)
     if args.json:
         print(json.dumps({k: v for k, v in out.items() if not isinstance(v, (dict, list))}, indent=1))
         return 0
@@ -65,5 +82,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"(real vs its tokenize-decode round trip){'; ' + checks if checks else ''}")
     w1 = {k[3:]: v for k, v in out.items() if k.startswith("w1_") and not k.endswith("_err") and k != "w1_floor"}
     print("  W1 " + ", ".join(f"{k} {_fmt(v)}" for k, v in w1.items()))
-    print(f"  wrote {Path(args.run) / 'eval.json'} ({out['timings']['wall_s']:.1f} s)")
+    print(f"  wrote {Path(args.run) / 'eval.json'} ({out['timings']['wall_s']:.1f} s)"
+          + (f"; refreshed {refreshed}" if refreshed else ""))
     return 0
