@@ -274,21 +274,22 @@ def run_distributed_trial(
     check_resources(plan, dist, ray.cluster_resources())
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not has_config:
-        atomic_write_text(run_dir / "config.yaml", dump_yaml({**to_dict(cfg), "derived": derived}))
-    atomic_write_json(run_dir / "ds_config.json", plan.ds_config)
-    write_status(run_dir, "running")
-    row = T._empty_row(cfg)
-    row.update({k: derived[k] for k in ("N", "N_incl", "tokens_seen", "passes", "C_planned", "C_exact",
-                                        "seq_len")})  # fmt: skip
-    row["D"] = derived["D_effective"]
-    try:
-        return _Driver(cfg, dist, plan, run_dir, data.seq_len, derived, on_progress, should_stop).run(row)
-    except Exception as e:
-        row.update(status="failed", error=f"{type(e).__name__}: {e}", finished_at=T._now())
-        atomic_write_json(run_dir / "result.json", row)
-        write_status(run_dir, "failed")
-        raise
+    with T._run_lock(run_dir):  # one driver per run folder (SweeperError if another one trains it)
+        if not has_config:
+            atomic_write_text(run_dir / "config.yaml", dump_yaml({**to_dict(cfg), "derived": derived}))
+        atomic_write_json(run_dir / "ds_config.json", plan.ds_config)
+        write_status(run_dir, "running")
+        row = T._empty_row(cfg)
+        row.update({k: derived[k] for k in ("N", "N_incl", "tokens_seen", "passes", "C_planned", "C_exact",
+                                            "seq_len")})  # fmt: skip
+        row["D"] = derived["D_effective"]
+        try:
+            return _Driver(cfg, dist, plan, run_dir, data.seq_len, derived, on_progress, should_stop).run(row)
+        except Exception as e:
+            row.update(status="failed", error=f"{type(e).__name__}: {e}", finished_at=T._now())
+            atomic_write_json(run_dir / "result.json", row)
+            write_status(run_dir, "failed")
+            raise
 
 
 class _Driver:

@@ -4,8 +4,10 @@ sweep mixing a single-process cell with a ZeRO cell.
 
 Data: a synthetic tokens folder (vocab 35, seq_len 18, padded rows) so the model (Pico: 1 layer,
 d_model 32) is tiny and ZeRO start-up dominates. Tolerances: fp32 on CPU, the ZeRO gradient is
-the single-process gradient summed in a different order, so per-step losses agree to ~1e-7
-relative; we assert rtol 1e-4 (losses) and atol 1e-4 (final weights after 6 Ranger steps).
+the single-process gradient summed in a different order; measured: per-step losses agree to
+~1.5e-7 relative and the final weights to ~4e-9 absolute. We assert rtol 2e-6 (losses) and
+atol 1e-6 (weights): tight enough that Ranger's gradient centralization, which ZeRO cannot apply
+to its flat partitions, would fail the test (it moves the step-6 loss by ~1.5e-5 relative).
 """
 
 from __future__ import annotations
@@ -173,22 +175,22 @@ def test_zero3_matches_single_process(single_run, zero3_run):
     s_train, z_train = _losses(s_dir, "train_loss"), _losses(z_dir, "train_loss")
     assert sorted(z_train) == list(range(1, STEPS + 1)) == sorted(s_train)
     np.testing.assert_allclose([z_train[k] for k in sorted(z_train)], [s_train[k] for k in sorted(s_train)],
-                               rtol=1e-4)  # fmt: skip
+                               rtol=2e-6)  # fmt: skip
     s_val, z_val = _losses(s_dir, "val_loss"), _losses(z_dir, "val_loss")
     assert sorted(z_val) == sorted(s_val) == [3, 6]
-    np.testing.assert_allclose([z_val[k] for k in (3, 6)], [s_val[k] for k in (3, 6)], rtol=1e-4)
+    np.testing.assert_allclose([z_val[k] for k in (3, 6)], [s_val[k] for k in (3, 6)], rtol=2e-6)
     # losses must move: a frozen model would match trivially
     assert abs(z_train[STEPS] - z_train[1]) > 1e-3
     # the consolidated ZeRO-3 weights (train.py checkpoint format) equal the single-process ones
     sw, zw = _weights(s_dir), _weights(z_dir)
     assert sw.keys() == zw.keys()
     for k in sw:
-        torch.testing.assert_close(zw[k], sw[k], rtol=1e-4, atol=1e-4, msg=k)
+        torch.testing.assert_close(zw[k], sw[k], rtol=1e-5, atol=1e-6, msg=k)
     # same results row: same columns, same accounting
     assert z_row.keys() == s_row.keys()
     for k in ("N", "N_incl", "D", "tokens_seen", "passes", "C_planned", "C_spent", "C_exact", "batch", "seq_len"):
         assert z_row[k] == s_row[k], k
-    assert z_row["final_val_loss"] == pytest.approx(s_row["final_val_loss"], rel=1e-4)
+    assert z_row["final_val_loss"] == pytest.approx(s_row["final_val_loss"], rel=2e-6)
     # metrics records carry the same fields
     assert read_jsonl(z_dir / "metrics.jsonl")[0].keys() == read_jsonl(s_dir / "metrics.jsonl")[0].keys()
     # progress on the driver: monotone FLOPs ending at C_spent, a checkpoint reported
