@@ -4,7 +4,8 @@
 
 Runs every cell of sweeps/smoke.yaml (all three phases) three ways, each in a fresh run folder:
   loop    the cells one after another in this process (run_trial, 1 torch thread), no Ray
-  tune-1  through `run_sweep` on an embedded Ray, one trial at a time (pure Tune + ledger overhead)
+  tune-1  through `run_sweeps` (one Tune experiment for the suite) on an embedded Ray, one trial
+          at a time (pure Tune + ledger overhead)
   tune-N  the same with max_concurrent = --cpus (what a user gets on those cores)
 and prints wall times, the ratio tune-1 / loop (target <= 1.2 at smoke scale), the per-trial
 overhead in seconds (which is what stays fixed as trials get longer: near zero relative to a
@@ -89,14 +90,13 @@ def start_latencies(storage: Path) -> list[float]:
 
 def run_tune(specs, cpus: int) -> tuple[float, float]:
     from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
-    from scaling_sweeper.sweep.tune_runner import run_sweep
+    from scaling_sweeper.sweep.tune_runner import run_sweeps
 
     t0 = time.perf_counter()
     init_ray(num_cpus=cpus)
     t_init = time.perf_counter() - t0
     try:
-        for s in specs:
-            out = run_sweep(s, progress=False)
+        for out in run_sweeps(specs, progress=False):
             assert out.ok, out
     finally:
         shutdown_ray()

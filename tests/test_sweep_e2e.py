@@ -98,15 +98,14 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
 
     from analysis.tables import open_tables
     from scaling_sweeper.sweep.ray_cluster import shutdown_ray
-    from scaling_sweeper.sweep.tune_runner import run_sweep
+    from scaling_sweeper.sweep.tune_runner import run_sweep, run_sweeps
 
     storage = tmp_path / "runs"
     specs = load_specs(REPO / "sweeps" / "smoke.yaml", [f"data={tokens_dir}", f"storage={storage}"])
     assert [s.phase for s in specs] == ["model_size", "data_size", "isoflop"]
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        for s in specs:
-            out = run_sweep(s, num_cpus=2, progress=False)
+        for out in run_sweeps(specs, num_cpus=2, progress=False):  # the suite: one Tune experiment
             assert out.ok and not out.skipped_done and len(out.done) == out.n_cells, out
         # a Tune retry (FailureConfig) continues the failed cell from its own checkpoint
         flaky = spec_from_dict({
@@ -150,8 +149,7 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
     assert trials.height == n + 3 and set(trials["status"]) == {"done"}
 
     # re-running never retrains a finished cell, whatever Tune's state: no Ray is even started
-    for s in specs:
-        out = run_sweep(s, progress=False)
+    for out in run_sweeps(specs, progress=False):
         assert len(out.skipped_done) == out.n_cells and not out.submitted
     assert not ray.is_initialized()
 

@@ -61,7 +61,7 @@ def _report_outcome(out) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep.tune_runner import run_sweep
+    from scaling_sweeper.sweep.tune_runner import run_sweeps
 
     specs = _load(args)
     from scaling_sweeper.sweep.tune_runner import prepare
@@ -77,13 +77,8 @@ def _run(args: argparse.Namespace) -> int:
         storage = Path(with_absolute_paths(specs[0]).storage)
         storage.mkdir(parents=True, exist_ok=True)
         os.chdir(storage)
-    rc = 0
-    for s in specs:
-        out = run_sweep(s, address=args.address, num_cpus=args.num_cpus, progress=not args.quiet)
-        rc = max(rc, _report_outcome(out))
-        if out.interrupted:
-            break
-    return rc
+    outs = run_sweeps(specs, address=args.address, num_cpus=args.num_cpus, progress=not args.quiet)
+    return max(_report_outcome(out) for out in outs)
 
 
 def _resume(args: argparse.Namespace) -> int:

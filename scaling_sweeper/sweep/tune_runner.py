@@ -159,10 +159,12 @@ def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, tria
     return row
 
 
-def cell_trainable(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Tune function trainable: train one cell (resuming its own checkpoint), evaluate, finalize."""
+def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> None:
+    """Tune function trainable: train one cell (resuming its own checkpoint), evaluate, finalize.
+    `ctxs`: the TrialContext of every sweep of the experiment, by sweep name."""
     from ray import tune
 
+    ctx = ctxs[config["cell"]["sweep"]]
     try:
         import torch
 
@@ -249,38 +251,48 @@ class CellSearcher(_searcher_base()):
     fits and nothing runs -> the rest are refused (STATUS=refused, recorded in the ledger) and
     the search is FINISHED. A STOP file also finishes the search."""
 
-    def __init__(self, cells: list[dict[str, Any]], ctx: TrialContext):
+    def __init__(self, cells: list[dict[str, Any]], ctxs: dict[str, TrialContext] | TrialContext):
         super().__init__(metric=None, mode=None)
+        if isinstance(ctxs, TrialContext):
+            ctxs = {ctxs.sweep: ctxs}
         self.pending = list(cells)
-        self.ctx = ctx
+        self.ctxs = ctxs
         self.live: dict[str, dict[str, Any]] = {}
         self.refused: list[str] = []
-        self._ledger = Ledger(ctx.ledger_file, ctx.cluster)
+        self._ledgers = {n: Ledger(c.ledger_file, c.cluster) for n, c in ctxs.items()}
+
+    def _ctx(self, cell: dict[str, Any]) -> TrialContext:
+        return self.ctxs[cell.get("sweep") or next(iter(self.ctxs))]
 
     def _key(self, cell: dict[str, Any]) -> str:
-        return cell_key(self.ctx.sweep, cell["cell_id"])
+        return cell_key(self._ctx(cell).sweep, cell["cell_id"])
+
+    def _ledger(self, cell: dict[str, Any]) -> Ledger:
+        return self._ledgers[self._ctx(cell).sweep]
+
+    def _run_dir(self, cell: dict[str, Any]) -> Path:
+        return Path(self._ctx(cell).sweep_dir) / cell["cell_id"]
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if (Path(self.ctx.sweep_dir) / sweep_status.STOP_FILE).exists():
-            self.pending.clear()
+        stopped = {n for n, c in self.ctxs.items() if (Path(c.sweep_dir) / sweep_status.STOP_FILE).exists()}
+        if stopped:
+            self.pending = [c for c in self.pending if self._ctx(c).sweep not in stopped]
         if not self.pending:
             return self.FINISHED
         for i, cell in enumerate(self.pending):
-            if self._ledger.admit(self._key(cell), float(cell["C"]), record_refusal=False):
+            if self._ledger(cell).admit(self._key(cell), float(cell["C"]), record_refusal=False):
                 self.pending.pop(i)
                 self.live[trial_id] = cell
-                run_dir = Path(self.ctx.sweep_dir) / cell["cell_id"]
-                _event(run_dir, "admitted", trial_id=trial_id, C=cell["C"])
+                _event(self._run_dir(cell), "admitted", trial_id=trial_id, C=cell["C"])
                 return {"cell": cell}
         if self.live:
             return None
-        left = self._ledger.summary().left
         for cell in self.pending:
-            reason = f"needs {cell['C']:.4g} FLOPs, ledger {self.ctx.cluster!r} has {left:.4g} left"
-            self._ledger.refuse(self._key(cell), float(cell["C"]), reason)
-            run_dir = Path(self.ctx.sweep_dir) / cell["cell_id"]
-            write_status(run_dir, "refused")
-            _event(run_dir, "refused", reason=reason)
+            ctx, led = self._ctx(cell), self._ledger(cell)
+            reason = f"needs {cell['C']:.4g} FLOPs, ledger {ctx.cluster!r} has {led.summary().left:.4g} left"
+            led.refuse(self._key(cell), float(cell["C"]), reason)
+            write_status(self._run_dir(cell), "refused")
+            _event(self._run_dir(cell), "refused", reason=reason)
             self.refused.append(cell["cell_id"])
         self.pending.clear()
         return self.FINISHED
@@ -289,11 +301,11 @@ class CellSearcher(_searcher_base()):
         cell = self.live.pop(trial_id, None)
         if cell is None:
             return
-        run_dir = Path(self.ctx.sweep_dir) / cell["cell_id"]
+        run_dir = self._run_dir(cell)
         if not is_done(run_dir):  # errored for good (retries used up) or stopped: free the rest
             if error and read_status(run_dir) != "failed":
                 write_status(run_dir, "failed")
-            self._ledger.release(self._key(cell))
+            self._ledger(cell).release(self._key(cell))
 
     def get_state(self) -> dict:
         return {"pending": self.pending, "live": self.live, "refused": self.refused}
@@ -324,8 +336,8 @@ def _progress_callback_class():
     class ProgressCallback(Callback):
         """Heartbeat file + a live one-line progress display on stderr."""
 
-        def __init__(self, sweep_dir: Path, every_s: float, stream, experiment: str):
-            self.sweep_dir, self.every_s, self.stream, self.experiment = sweep_dir, every_s, stream, experiment
+        def __init__(self, sweep_dirs: list[Path], every_s: float, stream, experiment: str):
+            self.sweep_dirs, self.every_s, self.stream, self.experiment = sweep_dirs, every_s, stream, experiment
             self._last = 0.0
 
         def on_step(self, iteration, trials, **info):
@@ -333,9 +345,10 @@ def _progress_callback_class():
             if now - self._last < self.every_s:
                 return
             self._last = now
-            sweep_status.write_driver(self.sweep_dir, "running", experiment=self.experiment)
+            for d in self.sweep_dirs:
+                sweep_status.write_driver(d, "running", experiment=self.experiment)
             if self.stream is not None:
-                line = sweep_status.progress_line(sweep_status.collect(self.sweep_dir))
+                line = "  ".join(sweep_status.progress_line(sweep_status.collect(d)) for d in self.sweep_dirs)
                 tty = getattr(self.stream, "isatty", lambda: False)()
                 self.stream.write(("\r" + line + "\x1b[K") if tty else line + "\n")
                 self.stream.flush()
@@ -424,8 +437,13 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
     return todo, done
 
 
-def run_sweep(
-    spec: SweepSpec,
+def run_sweep(spec: SweepSpec, **kw: Any) -> SweepOutcome:
+    """Run (or resume) one sweep on Ray Tune (see run_sweeps)."""
+    return run_sweeps([spec], **kw)[0]
+
+
+def run_sweeps(
+    specs: list[SweepSpec],
     *,
     address: str | None = None,
     train_fn: TrainFn | None = None,
@@ -433,51 +451,71 @@ def run_sweep(
     progress: bool = True,
     progress_every_s: float = 5.0,
     stream=None,
-) -> SweepOutcome:
-    """Run (or resume) a sweep on Ray Tune; returns what happened. Never retrains a done cell."""
+) -> list[SweepOutcome]:
+    """Run (or resume) sweeps on Ray Tune, all pending cells in ONE Tune experiment (one worker
+    start-up for a whole suite); returns what happened per sweep. Never retrains a done cell.
+
+    Every spec is validated and every ledger checked before anything starts. Trials of a suite
+    share one concurrency limit and retry count (the largest of the specs'); resources and the
+    ledger stay per sweep."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
     from scaling_sweeper.sweep.ray_cluster import init_ray
 
     t0 = time.time()
-    spec, shape, cells = prepare(spec)
-    sweep_dir = spec.sweep_dir
-    write_sweep_files(spec, cells, shape)
-    (sweep_dir / sweep_status.STOP_FILE).unlink(missing_ok=True)
-    led = Ledger.open(spec.storage, spec.budget.cluster, spec.budget.flops)
-    ctx = TrialContext(
-        sweep=spec.name, phase=spec.phase, sweep_dir=str(sweep_dir),
-        ledger_file=str(ledger_path(spec.storage, spec.budget.cluster)), cluster=spec.budget.cluster,
-        eval=spec.eval, train_fn=train_fn, torch_threads=max(1, int(spec.resources.cpus_per_trial)),
-    )
-    todo, done_ids = reconcile(spec, cells, led, ctx)
-    out = SweepOutcome(name=spec.name, sweep_dir=sweep_dir, n_cells=len(cells), skipped_done=done_ids)
+    prepared = [prepare(s) for s in specs]
+    names = [p[0].name for p in prepared]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"name: sweeps run together need distinct names, got {names}")
+    outs: list[SweepOutcome] = []
+    ctxs: dict[str, TrialContext] = {}
+    todo: list[tuple[SweepSpec, Cell]] = []
+    for spec, shape, cells in prepared:
+        write_sweep_files(spec, cells, shape)
+        (spec.sweep_dir / sweep_status.STOP_FILE).unlink(missing_ok=True)
+        led = Ledger.open(spec.storage, spec.budget.cluster, spec.budget.flops)
+        ctx = ctxs[spec.name] = TrialContext(
+            sweep=spec.name, phase=spec.phase, sweep_dir=str(spec.sweep_dir),
+            ledger_file=str(ledger_path(spec.storage, spec.budget.cluster)), cluster=spec.budget.cluster,
+            eval=spec.eval, train_fn=train_fn, torch_threads=max(1, int(spec.resources.cpus_per_trial)),
+        )
+        mine, done_ids = reconcile(spec, cells, led, ctx)
+        check_budget(led, spec.name, mine)
+        outs.append(SweepOutcome(name=spec.name, sweep_dir=spec.sweep_dir, n_cells=len(cells),
+                                 skipped_done=done_ids))
+        todo += [(spec, c) for c in mine]
     if not todo:
-        out.wall_s = time.time() - t0
-        return out
-    check_budget(led, spec.name, todo)
+        for o in outs:
+            o.wall_s = time.time() - t0
+        return outs
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own progress line instead of Tune's tables
     init_ray(address, num_cpus=num_cpus)
-    experiment = f"{spec.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
-    sweep_status.write_driver(sweep_dir, "running", experiment=experiment)
-    searcher = CellSearcher([c.row() | {"config": c.config} for c in todo], ctx)
-    resources = {"cpu": spec.resources.cpus_per_trial, "gpu": spec.resources.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(cell_trainable, ctx=ctx), resources)
-    callbacks = [_progress_callback_class()(sweep_dir, progress_every_s,
+    first = prepared[0][0]
+    experiment = f"{first.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    sweep_dirs = [p[0].sweep_dir for p in prepared]
+    for d in sweep_dirs:
+        sweep_status.write_driver(d, "running", experiment=experiment)
+    searcher = CellSearcher([c.row() | {"config": c.config} for _, c in todo], ctxs)
+    res = {n: {"cpu": p[0].resources.cpus_per_trial, "gpu": p[0].resources.gpus_per_trial}
+           for n, p in zip(names, prepared)}
+    trainable = tune.with_resources(tune.with_parameters(cell_trainable, ctxs=ctxs),
+                                    lambda config: res[config["cell"]["sweep"]])
+    callbacks = [_progress_callback_class()(sweep_dirs, progress_every_s,
                                             (stream or sys.stderr) if progress else None, experiment)]
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=spec.resources.max_concurrent),
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=max(s.resources.max_concurrent for s in specs)),
             num_samples=len(todo),
-            reuse_actors=False,
+            reuse_actors=True,  # a finished trial's worker process (torch imported) runs the next cell
         ),
         run_config=tune.RunConfig(
             name=experiment,
-            storage_path=spec.tune_storage_path,
-            failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries),
+            storage_path=first.tune_storage_path,
+            failure_config=tune.FailureConfig(max_failures=max(s.failure.max_retries for s in specs)),
             # pointer checkpoints are tiny; keeping them all avoids Tune's forced state snapshots
             checkpoint_config=tune.CheckpointConfig(),
             sync_config=tune.SyncConfig(sync_period=30),
@@ -492,31 +530,36 @@ def run_sweep(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        out.stopped = (sweep_dir / sweep_status.STOP_FILE).exists()
-        sweep_status.write_driver(sweep_dir, "stopped" if (interrupted or out.stopped) else "finished",
-                                  experiment=experiment)
         if progress and (stream or sys.stderr).isatty():
             (stream or sys.stderr).write("\n")
-    out.submitted = [c.cell_id for c in todo]
-    for c in todo:
-        run_dir = sweep_dir / c.cell_id
+    by_name = {o.name: o for o in outs}
+    for spec, _, _ in prepared:
+        o = by_name[spec.name]
+        o.stopped = (spec.sweep_dir / sweep_status.STOP_FILE).exists()
+        sweep_status.write_driver(spec.sweep_dir, "stopped" if (interrupted or o.stopped) else "finished",
+                                  experiment=experiment)
+    for spec, c in todo:
+        o, run_dir = by_name[spec.name], spec.sweep_dir / c.cell_id
+        o.submitted.append(c.cell_id)
+        led = Ledger(ctxs[spec.name].ledger_file, spec.budget.cluster)
         if is_done(run_dir):
-            out.done.append(c.cell_id)
+            o.done.append(c.cell_id)
             continue
         st = read_status(run_dir)
         if st == "refused":
-            out.refused.append(c.cell_id)
+            o.refused.append(c.cell_id)
         elif st == "failed":
-            out.failed.append(c.cell_id)
+            o.failed.append(c.cell_id)
             led.release(cell_key(spec.name, c.cell_id))
         else:
-            out.unfinished.append(c.cell_id)
+            o.unfinished.append(c.cell_id)
             led.release(cell_key(spec.name, c.cell_id))  # resumed cells are re-admitted
-    out.wall_s = time.time() - t0
-    # Tune turns SIGINT into a graceful stop without raising: unfinished cells that nobody asked
-    # to stop mean we were interrupted
-    out.interrupted = interrupted or (bool(out.unfinished) and not out.stopped)
-    return out
+    for o in outs:
+        o.wall_s = time.time() - t0
+        # Tune turns SIGINT into a graceful stop without raising: unfinished cells that nobody
+        # asked to stop mean we were interrupted
+        o.interrupted = interrupted or (bool(o.unfinished) and not o.stopped)
+    return outs
 
 
 def resume_sweep(name_or_dir: str, storage: str = "runs", overrides: list[str] | None = None, **kw) -> SweepOutcome:
@@ -549,5 +592,5 @@ def run_cells_in_loop(spec: SweepSpec, train_fn: TrainFn | None = None) -> float
 
 __all__ = [
     "CellSearcher", "SweepOutcome", "TrialContext", "cell_trainable", "check_budget", "default_train_fn",
-    "prepare", "reconcile", "request_stop", "resume_sweep", "run_cells_in_loop", "run_sweep",
+    "prepare", "reconcile", "request_stop", "resume_sweep", "run_cells_in_loop", "run_sweep", "run_sweeps",
 ]
