@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="S")
     ap.add_argument("--jets", type=int, default=64, help="jets per run (one batch)")
     ap.add_argument("--length", type=int, default=128, help="tokens generated per jet")
-    ap.add_argument("--vocab", type=int, default=4099)
+    ap.add_argument("--vocab", type=int, default=8195)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="best of N timings")
     args = ap.parse_args(argv)

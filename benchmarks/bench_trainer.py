@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_trainer.py [--size Pico --batch 16 --steps 200 --repeats 3
                                                  --data TOKENS_DIR --threads 1]
 
-Without --data, a synthetic tokens folder with the default tokenizer's shapes (vocab 4099,
+Without --data, a synthetic tokens folder with the default tokenizer's shapes (vocab 8195,
 seq_len 130, about half the positions padding) is written to a temp folder. Runs alternate
 bare / trainer `repeats` times (order alternating); the fastest
 repeat of each is compared (load from other processes only adds time). Two ratios are printed:
@@ -32,7 +32,7 @@ from scaling_sweeper.model import GPT, config_for  # noqa: E402
 from scaling_sweeper.train import TrainConfig, make_optimizer, run_trial  # noqa: E402
 
 
-def synthetic_tokens(out: Path, n_rows: int = 4000, seq_len: int = 130, vocab: int = 4099) -> Path:
+def synthetic_tokens(out: Path, n_rows: int = 4000, seq_len: int = 130, vocab: int = 8195) -> Path:
     rng = np.random.default_rng(0)
     pad, start, stop = vocab - 1, vocab - 3, vocab - 2
 

@@ -51,15 +51,15 @@ def test_round_trip_within_bin_edges(tok, train_jets):
 
 
 def test_special_token_layout(tok, train_jets):
-    assert tok.vocab_size == 16 * 16 * 16 + 3 <= 65535
+    assert tok.vocab_size == 32 * 16 * 16 + 3 <= 65535
     assert tok.seq_len == 130
-    assert {tok.start_token, tok.stop_token, tok.pad_token} == {4096, 4097, 4098}
+    assert {tok.start_token, tok.stop_token, tok.pad_token} == {8192, 8193, 8194}
     t = tok.encode(train_jets[:50])
     n = ak.to_numpy(ak.num(train_jets[:50].part_pt))
     assert t.dtype == np.uint16 and t.shape == (50, 130)
     for row, k in zip(t, n):
         assert row[0] == tok.start_token
-        assert np.all(row[1 : k + 1] < 4096)
+        assert np.all(row[1 : k + 1] < 8192)
         assert row[k + 1] == tok.stop_token
         assert np.all(row[k + 2 :] == tok.pad_token)
     # a jet with more constituents than fit: truncated to the 128 hardest, no padding left
@@ -67,7 +67,7 @@ def test_special_token_layout(tok, train_jets):
     pt = rng.exponential(5.0, 200) + 0.1
     big = make_jets([200], pt, rng.normal(0, 0.2, 200), rng.normal(0, 0.2, 200), [600.0], [0.1], [0.2], [90.0])
     row = tok.encode(big)[0]
-    assert row[0] == tok.start_token and row[129] == tok.stop_token and np.all(row[1:129] < 4096)
+    assert row[0] == tok.start_token and row[129] == tok.stop_token and np.all(row[1:129] < 8192)
     assert ak.num(tok.decode(row[None, :]).part_pt)[0] == 128
     k = np.argsort(-pt.astype(np.float32), kind="stable")[127]  # the softest constituent kept
     x128 = np.array([[np.log(np.float32(pt[k])), np.float32(big.part_eta_rel[0][127]),

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from scaling_sweeper.data.tokenizer import DEFAULT_N_BINS
 from scaling_sweeper.errors import ConfigError
 
 
@@ -37,8 +38,8 @@ def _n_jets(text: str) -> int | None:
 
 
 def _tok_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bins", type=_bins, default=(16, 16, 16),
-                   help="bins for (log pt, eta_rel, phi_rel), e.g. 16,16,16 (vocab = product + 3)")
+    p.add_argument("--bins", type=_bins, default=DEFAULT_N_BINS,
+                   help="bins for (log pt, eta_rel, phi_rel), default 32,16,16 (vocab = product + 3)")
     p.add_argument("--binning", type=_binning, default=("uniform", "quantile", "quantile"),
                    help="per-feature binning: uniform|quantile (default uniform,quantile,quantile)")
     p.add_argument("--force", action="store_true", help="remake even if cached")

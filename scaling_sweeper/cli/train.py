@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from scaling_sweeper.config import apply_overrides, from_dict, load_yaml
+from scaling_sweeper.data.tokenizer import DEFAULT_VOCAB_SIZE as DEFAULT_VOCAB
 
-DEFAULT_VOCAB = 4099  # 16^3 bins + start/stop/pad: the default BinnedTokenizer
 DEFAULT_SEQ_LEN = 130  # 128 constituents + start + stop
 
 

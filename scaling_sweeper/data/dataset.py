@@ -22,7 +22,12 @@ import awkward as ak
 from scaling_sweeper.data.jets import read_jets, split_jets, write_jets
 from scaling_sweeper.data.pythia import PythiaConfig, generate_jets
 from scaling_sweeper.data.shards import SPLITS, ShardIndex, sha256_file, write_shards
-from scaling_sweeper.data.tokenizer import TOKENIZER_VERSION, BinnedTokenizer, tokenization_report
+from scaling_sweeper.data.tokenizer import (
+    DEFAULT_N_BINS,
+    TOKENIZER_VERSION,
+    BinnedTokenizer,
+    tokenization_report,
+)
 from scaling_sweeper.errors import ConfigError, DataError
 from scaling_sweeper.runfolder import atomic_write_json
 
@@ -35,7 +40,7 @@ _VERSIONED = ("scaling-sweeper", "numpy", "awkward", "pyarrow", "pythia8mc", "fa
 class TokenizeConfig:
     """Tokenizer settings for `tokenize_dataset`."""
 
-    n_bins: tuple[int, int, int] = (16, 16, 16)  # bins for (log pt, eta_rel, phi_rel)
+    n_bins: tuple[int, int, int] = DEFAULT_N_BINS  # bins for (log pt, eta_rel, phi_rel)
     max_constituents: int = 128  # seq_len = max_constituents + 2
     binning: tuple[str, str, str] = ("uniform", "quantile", "quantile")  # per feature: uniform | quantile
     fit_seed: int = 0  # seed of the subsample used for quantiles when the train split is huge

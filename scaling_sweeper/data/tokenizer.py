@@ -33,6 +33,12 @@ TOKENIZER_FORMAT = "scaling_sweeper.binned_tokenizer"
 TOKENIZER_VERSION = 1
 FEATURES = ("log_pt", "eta_rel", "phi_rel")
 MAX_VOCAB = 65536  # token ids are stored as uint16
+# (log pt, eta_rel, phi_rel) bins. 32 log-pt bins keep the tokenize-decode round trip inside the
+# SWD floor (16 smear jet pT by ~5% per jet and inflate the round-trip SWD above the floor);
+# 32*16*16 = 8192 content tokens, the codebook size of OmniJet-alpha.
+DEFAULT_N_BINS: tuple[int, int, int] = (32, 16, 16)
+DEFAULT_VOCAB_SIZE = 32 * 16 * 16 + 3  # + start, stop, pad
+
 BINNINGS = ("uniform", "quantile")
 
 
@@ -75,7 +81,7 @@ class BinnedTokenizer:
 
     def __init__(
         self,
-        n_bins: tuple[int, int, int] = (16, 16, 16),
+        n_bins: tuple[int, int, int] = DEFAULT_N_BINS,
         max_constituents: int = 128,
         binning: tuple[str, str, str] = ("uniform", "quantile", "quantile"),
         tail_quantile: float = 0.001,
