@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -133,7 +134,10 @@ def write_tables(sweep_dir: Path, cell_id: str, row: dict[str, Any], evals: list
         from analysis.tables import write_cell_tables
     except ImportError:  # analysis not importable here: rows stay in result.json (tables.rebuild)
         return
-    write_cell_tables(sweep_dir, cell_id, row, curves, evals)
+    try:
+        write_cell_tables(sweep_dir, cell_id, row, curves, evals)
+    except Exception as e:  # noqa: BLE001 - the run folder is the truth; `analysis.tables.rebuild` redoes it
+        _event(sweep_dir / cell_id, "tables_failed", error=f"{type(e).__name__}: {e}")
 
 
 def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, trial_id: str | None,
@@ -203,7 +207,11 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
                 if getattr(p, name) is not None:
                     metrics[name] = float(getattr(p, name))
             ckpt = _pointer_checkpoint(run_dir, int(p.step), p.checkpoint) if p.checkpoint else None
-            tune.report(metrics, checkpoint=ckpt)
+            try:
+                tune.report(metrics, checkpoint=ckpt)  # persists the checkpoint before returning
+            finally:
+                if ckpt is not None:
+                    shutil.rmtree(ckpt.path, ignore_errors=True)
 
         def should_stop() -> bool:
             return stop_file.exists()
