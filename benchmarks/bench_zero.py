@@ -90,10 +90,12 @@ def _bench_loop(config: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from scaling_sweeper.distributed import make_zero_optimizer, split_batch
+    from scaling_sweeper.distributed import make_zero_optimizer, skip_shm_op_build, split_batch
     from scaling_sweeper.model import GPT, config_for
 
     torch.set_num_threads(config["threads"])
+    if not config["gpu"]:
+        skip_shm_op_build()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     gpu = config["gpu"]

@@ -486,6 +486,20 @@ def consolidated_state_dict(engine: Any, zero_stage: int, rank: int) -> dict[str
     return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def skip_shm_op_build() -> None:
+    """Do not JIT-build DeepSpeed's CPU shared-memory comm op in this process.
+
+    DeepSpeed's CPU backend compiles `deepspeed_shm_comm` (gcc + ninja, 20-40 s on a fresh
+    machine) when it initialises its communication backend, but the op only serves
+    `inference_all_reduce`; training collectives go through torch.distributed (gloo). Without it
+    DeepSpeed falls back to the process-group all-reduce, so gcc and ninja become optional."""
+    import importlib
+
+    # not `import deepspeed.comm.torch as m`: deepspeed.comm's attribute `torch` is torch itself
+    ds_comm_torch = importlib.import_module("deepspeed.comm.torch")
+    ds_comm_torch.build_shm_op = lambda: None
+
+
 def _maybe_die(fault: str, step: int, rank: int) -> None:
     """Fault injection for tests (FAULT_ENV): exit this worker process abruptly, once."""
     kill_step, kill_rank, marker = fault.split(":", 2)
@@ -523,6 +537,8 @@ def _train_loop(config: dict[str, Any]) -> None:
 
     data = T.open_data(cfg)
     gcfg = config_for(cfg.size, data.vocab_size, data.seq_len - 1, cfg.dropout)
+    if not plan.use_gpu:
+        skip_shm_op_build()
     torch.manual_seed(cfg.seed)  # every rank builds the same initial model as the single process
     model = GPT(gcfg)
     opt = make_zero_optimizer(model, cfg)
