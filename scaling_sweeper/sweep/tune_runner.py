@@ -445,6 +445,12 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
     return todo, done
 
 
+def _trial_name(trial: Any) -> str:
+    """Tune trial (folder) name: <sweep>_<cell_id>_<trial id>, short and greppable."""
+    cell = trial.config.get("cell", {})
+    return f"{cell.get('sweep', 'cell')}_{cell.get('cell_id', 'x')}_{trial.trial_id}"
+
+
 def run_sweep(spec: SweepSpec, **kw: Any) -> SweepOutcome:
     """Run (or resume) one sweep on Ray Tune (see run_sweeps)."""
     return run_sweeps([spec], **kw)[0]
@@ -518,6 +524,8 @@ def run_sweeps(
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, max_concurrent=max(s.resources.max_concurrent for s in specs)),
             num_samples=len(todo),
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
             reuse_actors=True,  # a finished trial's worker process (torch imported) runs the next cell
         ),
         run_config=tune.RunConfig(
