@@ -18,7 +18,7 @@ from scaling_sweeper.sweep.spec import load_specs, spec_from_dict, specs_from_di
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "sweeps").rglob("*.yaml"))
-SHAPE = DataShape(seq_len=130, vocab_size=4099, train_tokens=None, train_sha256=None)
+SHAPE = DataShape(seq_len=130, vocab_size=8195, train_tokens=None, train_sha256=None)
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def small_tokens(tmp_path) -> Path:
 
 
 def base(**kw) -> dict:
-    d = {"name": "t", "phase": "model_size", "data": "nowhere", "seq_len": 130, "vocab_size": 4099,
+    d = {"name": "t", "phase": "model_size", "data": "nowhere", "seq_len": 130, "vocab_size": 8195,
          "sizes": ["Pico", "XXS"], "train": {"tokens": 13000, "steps": 10, "batch_size": 4}}
     d.update(kw)
     return d
@@ -63,7 +63,7 @@ def test_cells_match_flop_accounting():
                                isoflop={"passes": 2.0, "min_steps": 3}, train={"batch_size": 4}))
     cells = resolve_cells(spec, SHAPE)
     for c in cells:
-        n, n_incl = count_params(config_for(c.size, 4099, 129))
+        n, n_incl = count_params(config_for(c.size, 8195, 129))
         assert (c.N, c.N_incl) == (n, n_incl)
         assert c.steps == int(5e9 // (6 * n_incl * 4 * 130))  # closed form, rounded down
         assert c.C == 6 * n_incl * c.steps * 4 * 130 <= 5e9
@@ -127,7 +127,7 @@ def test_D_larger_than_dataset(small_tokens):
 
 def test_overrides_and_suite_merge(tmp_path):
     p = tmp_path / "s.yaml"
-    p.write_text("data: d\nseq_len: 130\nvocab_size: 4099\ntrain: {tokens: 1300, steps: 5, batch_size: 2}\n"
+    p.write_text("data: d\nseq_len: 130\nvocab_size: 8195\ntrain: {tokens: 1300, steps: 5, batch_size: 2}\n"
                  "sweeps:\n  - {name: a, phase: model_size, sizes: [Pico]}\n"
                  "  - {name: b, phase: model_size, sizes: [XXS], train: {steps: 7}}\n")
     a, b = load_specs(p, ["budget.flops=1e15", "train.batch_size=3"])

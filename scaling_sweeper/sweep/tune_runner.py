@@ -163,6 +163,28 @@ def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, tria
     return row
 
 
+def _wait_for_run_lock(run_dir: Path, timeout_s: float = 60.0) -> None:
+    """Wait while another process still holds the run folder's training lock (train._run_lock,
+    `run_dir/.lock`): after a killed driver, its trial workers may take a moment to die."""
+    import fcntl
+
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return
+    t0 = time.time()
+    with open(lock, "a") as f:
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.time() - t0 > timeout_s:
+                    return  # let the trainer raise its own clear error
+                time.sleep(0.5)
+                continue
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return
+
+
 def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> None:
     """Tune function trainable: train one cell (resuming its own checkpoint), evaluate, finalize.
     `ctxs`: the TrialContext of every sweep of the experiment, by sweep name."""
@@ -216,6 +238,7 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
         def should_stop() -> bool:
             return stop_file.exists()
 
+        _wait_for_run_lock(run_dir)
         try:
             train_fn(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
         except BaseException as e:
