@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -171,6 +172,7 @@ def local_cluster(tmp_path_factory):
         yield info
     finally:
         subprocess.run(["bash", str(script), "--stop", "--temp-dir", tmpd], env=env, timeout=60)
+        shutil.rmtree(tmpd, ignore_errors=True)
 
 
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
