@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -146,6 +147,7 @@ def main() -> int:
     out = REPO / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_sweep.json").write_text(json.dumps(res, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
