@@ -12,9 +12,7 @@ Files load with `torch.load(weights_only=True)`: the state holds only tensors an
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 from scaling_sweeper.errors import CheckpointError
+from scaling_sweeper.runfolder import atomic_write
 
 CHECKPOINT_FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
@@ -83,19 +82,7 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep
         "sha256": state_digest(state),
         "state": state,
     }
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
     if keep is not None:
         prune_checkpoints(d, keep)
     return path

@@ -11,21 +11,23 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 Status = Literal["pending", "running", "done", "failed", "refused"]
 STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed", "refused")
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` atomically (same-directory temp file + fsync + os.replace)."""
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file atomically: `write(f)` fills a same-directory temp file, which is fsynced and
+    renamed over `path` (os.replace), so readers see the old file or the whole new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -35,6 +37,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
