@@ -283,6 +283,7 @@ def run_distributed_trial(
         row.update({k: derived[k] for k in ("N", "N_incl", "tokens_seen", "passes", "C_planned", "C_exact",
                                             "seq_len")})  # fmt: skip
         row["D"] = derived["D_effective"]
+        row["strategy"] = plan.strategy  # the resolved DeepSpeed template (auto/offload spelled out)
         try:
             return _Driver(cfg, dist, plan, run_dir, data.seq_len, derived, on_progress, should_stop).run(row)
         except Exception as e:
@@ -556,7 +557,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     if ck is not None:
         with ck.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag="ds")
-        if client is None or client.get("config") != to_dict(cfg):
+        if client is None or not T.same_config(client.get("config"), cfg):
             raise RuntimeError("Ray Train checkpoint belongs to a different config")
         st.update(client["trainer"])
         if "rng" in client:

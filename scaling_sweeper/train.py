@@ -55,6 +55,7 @@ from scaling_sweeper.runfolder import (
 from scaling_sweeper.schedule import lr_at
 
 STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
+ZERO_OFFLOADS = ("none", "optimizer", "all")
 
 RESULT_KEYS = (
     "sweep", "phase", "cell_id", "size", "N", "N_incl", "n_layer", "d_model", "n_head", "D",
@@ -86,6 +87,13 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto"
     strategy: str = "single"  # "single" here; "ddp" | "zero2" | "zero3" | "auto" -> distributed.py
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
+    # distributed strategies only (read by zero_config.DistributedConfig.from_train_config;
+    # ignored by the single-process trainer; not part of a sweep's cell id)
+    num_workers: int = 2  # Ray Train workers = data-parallel ranks (one GPU each on GPU)
+    micro_batch_size: int | None = None  # rows per worker per micro-step; None: batch_size / num_workers
+    zero_offload: str = "none"  # "none" | "optimizer" (zero2/zero3) | "all" (zero3: parameters too)
+    gpu_mem_gib: float | None = None  # declared GPU memory per worker (GiB) for strategy auto
+    cpus_per_worker: float = 1.0  # Ray CPUs reserved per worker (also its torch threads)
 
     def __post_init__(self) -> None:
         get_size(self.size)  # ConfigError listing valid sizes
@@ -107,6 +115,16 @@ class TrainConfig:
             raise ConfigError(f"strategy {self.strategy!r} is not one of {list(STRATEGIES)}")
         if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
             raise ConfigError(f"device {self.device!r} must be cpu, cuda[:N] or auto")
+        if self.num_workers < 1:
+            raise ConfigError(f"num_workers must be >= 1, got {self.num_workers}")
+        if self.micro_batch_size is not None and self.micro_batch_size < 1:
+            raise ConfigError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
+        if self.zero_offload not in ZERO_OFFLOADS:
+            raise ConfigError(f"zero_offload {self.zero_offload!r} is not one of {list(ZERO_OFFLOADS)}")
+        if self.gpu_mem_gib is not None and not self.gpu_mem_gib > 0:
+            raise ConfigError(f"gpu_mem_gib must be > 0, got {self.gpu_mem_gib}")
+        if not self.cpus_per_worker > 0:
+            raise ConfigError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
 
     @property
     def peak_lr(self) -> float:
@@ -216,11 +234,25 @@ def _check_config_file(run_dir: Path, cfg: TrainConfig) -> bool:
     return True
 
 
+def same_config(stored: Any, cfg: TrainConfig) -> bool:
+    """A checkpoint's stored config dict equals cfg, fields added since it was written
+    taking their defaults (so checkpoints of older versions still resume)."""
+    if not isinstance(stored, dict):
+        return False
+    if stored == to_dict(cfg):
+        return True
+    try:
+        return to_dict(from_dict(TrainConfig, stored)) == to_dict(cfg)
+    except ConfigError:
+        return False
+
+
 def _empty_row(cfg: TrainConfig) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
     p = get_size(cfg.size)
     row.update(size=cfg.size, n_layer=p.n_layer, d_model=p.d_model, n_head=p.n_head, lr=cfg.peak_lr,
                batch=cfg.batch_size, seed=cfg.seed)  # fmt: skip
+    row["strategy"] = cfg.strategy  # how it trained (not a results-table column: lands in `extra`)
     return row
 
 
@@ -365,7 +397,7 @@ class _Trial:
                 atomic_write_text(self.metrics, "")
             return
         st = payload["state"]
-        if st.get("config") != to_dict(self.cfg):
+        if not same_config(st.get("config"), self.cfg):
             raise CheckpointError(f"{payload['path']}: checkpoint belongs to a different config")
         self.model.load_state_dict(st["model"])
         self.opt.load_state_dict(st["optimizer"])

@@ -1,6 +1,6 @@
 """DeepSpeed ZeRO under Ray Train on CPU (gloo, fp32): equivalence to single-process training,
 recovery from a killed worker with the ledger counting the redone steps, stop + resume, and a
-sweep mixing a single-process cell with a ZeRO cell.
+sweep mixing a single-process cell with a ZeRO cell (per-size `strategies` in the spec).
 
 Data: a synthetic tokens folder (vocab 35, seq_len 18, padded rows) so the model (Pico: 1 layer,
 d_model 32) is tiny and ZeRO start-up dominates. Tolerances: fp32 on CPU, the ZeRO gradient is
@@ -22,6 +22,7 @@ import torch
 
 from scaling_sweeper import flops
 from scaling_sweeper import train as T
+from scaling_sweeper.config import load_yaml
 from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.distributed import (
     FAULT_ENV,
@@ -261,44 +262,28 @@ def test_stopped_run_resumes_to_the_same_result(tokens, zero3_run, tmp_path):
 # a sweep mixing a single-process cell and a ZeRO-3 cell
 
 
-def mixed_train(cfg, run_dir, *, on_progress=None, should_stop=None):
-    """Stand-in for a per-size strategy in the spec (the spec has one `train.strategy` for every
-    size): XXS trains with ZeRO-3 on 2 workers, every other size goes through the sweep's own
-    dispatcher (single process)."""
-    import dataclasses
-
-    from scaling_sweeper.sweep.tune_runner import default_train_fn
-
-    if cfg.size == "XXS":
-        return run_distributed_trial(dataclasses.replace(cfg, strategy="zero3"), run_dir, dist=DIST,
-                                     on_progress=on_progress, should_stop=should_stop)  # fmt: skip
-    return default_train_fn(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
-
-
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a driver starving its own workers would wait forever
 def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
-    import sys
-
-    from ray import cloudpickle
-
+    """The real path: the spec marks XXS zero3, the sweep's own dispatcher trains it under Ray
+    Train. Its 2 workers x 2 CPUs take the WHOLE 4-CPU test cluster, so this also checks that a
+    ZeRO cell's Tune trial (the driver) reserves no CPU: a 1-CPU driver would starve its workers."""
     from analysis.tables import open_tables
     from scaling_sweeper.sweep.ledger import Ledger
     from scaling_sweeper.sweep.spec import spec_from_dict
     from scaling_sweeper.sweep.tune_runner import run_sweep
 
     storage = tmp_path / "runs"
+    assert ray_session.cluster_resources()["CPU"] == 4
     spec = spec_from_dict({
         "name": "mixed", "phase": "model_size", "data": str(tokens), "storage": str(storage),
-        "sizes": ["Pico", "XXS"], "budget": {"cluster": "mixed"},
+        "sizes": ["Pico", "XXS"], "strategies": {"XXS": "zero3"}, "budget": {"cluster": "mixed"},
         "resources": {"cpus_per_trial": 1, "max_concurrent": 1},
         "train": {"tokens": 400 * SEQ, "steps": STEPS, "batch_size": BATCH, "log_every": 2, "eval_every": 3,
-                  "ckpt_every": 3, "warmup_steps": 2},
+                  "ckpt_every": 3, "warmup_steps": 2, "num_workers": 2, "micro_batch_size": 2,
+                  "cpus_per_worker": 2.0},
     })  # fmt: skip
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        out = run_sweep(spec, train_fn=mixed_train, progress=False)
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    out = run_sweep(spec, progress=False)
     assert out.ok and len(out.done) == 2, out
     rows = {}
     for cid in out.done:
@@ -307,6 +292,12 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
         rows[row["size"]] = (row, run_dir)
     (single, s_dir), (zero, z_dir) = rows["Pico"], rows["XXS"]
     assert (z_dir / "ds_config.json").is_file() and not (s_dir / "ds_config.json").exists()
+    ds = json.loads((z_dir / "ds_config.json").read_text())
+    assert ds["zero_optimization"]["stage"] == 3 and ds["gradient_accumulation_steps"] == 2
+    assert (single["strategy"], zero["strategy"]) == ("single", "zero3")
+    for run_dir, strategy in ((s_dir, "single"), (z_dir, "zero3")):  # recorded in config.yaml
+        cfg = load_yaml(run_dir / "config.yaml")
+        assert cfg["strategy"] == strategy and cfg["num_workers"] == 2
     assert single.keys() == zero.keys()
     for row in (single, zero):
         assert row["status"] == "done" and row["sweep"] == "mixed" and row["phase"] == "model_size"
@@ -317,3 +308,5 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
     assert spent == {f"mixed/{single['cell_id']}": single["C_spent"], f"mixed/{zero['cell_id']}": zero["C_spent"]}
     trials = open_tables(storage).trials.collect()  # both rows land in the same analysis table
     assert trials.height == 2 and sorted(trials["size"].to_list()) == ["Pico", "XXS"]
+    extra = {r["size"]: json.loads(r["extra"])["strategy"] for r in trials.iter_rows(named=True)}
+    assert extra == {"Pico": "single", "XXS": "zero3"}

@@ -101,11 +101,62 @@ def test_cell_id_stable_and_meaningful():
     ({"phase": "isoflop", "budgets": [1e9], "train": {"batch_size": 4}}, "budgets[0]"),
     ({"grid": {"learning_rate": [1e-3]}}, "grid.learning_rate"),
     ({"phase": "data_size", "tokens": [1000, -5]}, "tokens[1]"),
+    ({"strategies": {"Gigantic": "zero3"}}, "strategies.Gigantic"),
+    ({"strategies": {"XXS": "zero4"}}, "strategies.XXS"),
+    ({"strategies": {"XXS": "zero3"}, "train": {"tokens": 13000, "steps": 10, "batch_size": 5}}, "strategies.XXS"),
+    ({"strategies": {"XXS": "ddp"}, "train": {"tokens": 13000, "steps": 10, "batch_size": 4,
+                                              "zero_offload": "optimizer"}}, "strategies.XXS"),
+    ({"train": {"tokens": 13000, "steps": 10, "batch_size": 4, "num_workers": 0}}, "num_workers"),
+    ({"grid": {"strategy": ["zero2", "zero3"]}}, "grid.strategy"),
 ])
 def test_bad_specs_name_the_field(patch, field):
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         spec = spec_from_dict(base(**patch))
         resolve_cells(spec, SHAPE)
+
+
+def test_per_size_strategies_resolve_into_the_cells(tmp_path, capsys):
+    import yaml
+
+    from scaling_sweeper.memory import choose_strategy
+    from scaling_sweeper.sweep.tune_runner import trial_resources
+
+    train = {"tokens": 13000, "steps": 10, "batch_size": 8, "num_workers": 4, "cpus_per_worker": 0.5}
+    spec = spec_from_dict(base(sizes=["Pico", "XXS", "XL", "XXL"], train=train,
+                               strategies={"XXS": "zero2", "XXL": "single"}))
+    cells = {c.size: c for c in resolve_cells(spec, SHAPE)}
+    # map entry > XL/XXL default auto (-> zero3 without a declared GPU memory) > train.strategy
+    assert {s: c.config["strategy"] for s, c in cells.items()} == {
+        "Pico": "single", "XXS": "zero2", "XL": "zero3", "XXL": "single"}
+    assert (cells["XL"].strategy, cells["XL"].workers) == ("zero3", 4)
+    assert (cells["Pico"].strategy, cells["Pico"].workers) == ("single", 1)
+    assert cells["XXS"].config["num_workers"] == 4 and cells["XXS"].config["cpus_per_worker"] == 0.5
+    # the strategy and its knobs are not part of the cell id; the math fields are
+    plain = resolve_cells(spec_from_dict(base(sizes=["Pico", "XXS", "XL", "XXL"],
+                                              train={"tokens": 13000, "steps": 10, "batch_size": 8})), SHAPE)
+    assert {c.size: c.cell_id for c in plain} == {s: c.cell_id for s, c in cells.items()}
+    # a ZeRO cell's Tune trial reserves no CPU/GPU (its worker group does); a single one reserves its own
+    res = spec.resources
+    assert trial_resources(cells["Pico"].config, res) == {"cpu": 1.0, "gpu": 0.0}
+    zr = trial_resources(cells["XL"].config, res)
+    assert zr["cpu"] == 0 and zr["gpu"] == 0 and zr["memory"] > 0
+    # train.strategy applies to sizes without an entry, XL included
+    z2 = resolve_cells(spec_from_dict(base(sizes=["Pico", "XL"], train={**train, "strategy": "zero2"})), SHAPE)
+    assert [c.config["strategy"] for c in z2] == ["zero2", "zero2"]
+    # auto with a declared GPU memory: what memory.choose_strategy picks for that memory, offload spelled out
+    gpu = {**train, "gpu_mem_gib": 1.0, "device": "cuda", "num_workers": 2}
+    (xxl,) = resolve_cells(spec_from_dict(base(sizes=["XXL"], train=gpu)), SHAPE)
+    want = choose_strategy(config_for("XXL", 8195, 129), gpus=2, micro_batch=4, gpu_mem_gib=1.0, seq_len=129)
+    assert want == "zero2_offload"  # 1 GiB: only offloading fits (independent of the cell code)
+    assert (xxl.config["strategy"], xxl.config["zero_offload"], xxl.strategy) == ("zero2", "optimizer", want)
+    # the plan shows each cell's strategy
+    p = tmp_path / "s.yaml"
+    p.write_text(yaml.safe_dump(base(sizes=["Pico", "XXS", "XL", "XXL"], train=train,
+                                     strategies={"XXS": "zero2", "XXL": "single"})))
+    assert cli_main(["plan", str(p)]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.split()}
+    assert lines[cells["XL"].cell_id].endswith("zero3 x4") and lines[cells["XXS"].cell_id].endswith("zero2 x4")
+    assert lines[cells["Pico"].cell_id].endswith("single") and lines[cells["XXL"].cell_id].endswith("single")
 
 
 def test_isoflop_too_small_names_budget_and_size():

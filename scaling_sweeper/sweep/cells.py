@@ -2,9 +2,10 @@
 
 Cell ids. `cell_id` is the first 12 hex digits of sha256 over the canonical JSON (sorted keys,
 no whitespace) of the resolved TrainConfig, leaving out the fields that do not change what is
-trained (ID_EXCLUDED: where the data lives, the device and the parallel strategy, and how often
-we evaluate/checkpoint). So the id does not depend on dict order, on the machine, or on logging
-intervals; the data set's identity is guarded per sweep instead (`sweep.json` records the
+trained (ID_EXCLUDED: where the data lives, the device, the parallel strategy and its knobs
+(workers, micro-batch, offload; the ZeRO gradient equals the single-process one up to float
+summation order), and how often we evaluate/checkpoint). So the id does not depend on dict
+order, on the machine, or on logging intervals; the data set's identity is guarded per sweep instead (`sweep.json` records the
 train split's sha256, and a sweep cannot be resumed on different data).
 
 Phases (every phase also takes the product with `grid` axes and `seeds`):
@@ -14,6 +15,11 @@ Phases (every phase also takes the product with `grid` axes and `seeds`):
                 tokens_seen = steps B S, D = tokens_seen / isoflop.passes (whole rows);
                 sizes with fewer than isoflop.min_steps steps are left out of that budget
     grid        the product of the grid axes (x sizes if given)
+
+Strategy: each cell's TrainConfig.strategy comes from `spec.strategy_for(size, train.strategy)`
+(per-size map, XL/XXL default `auto`), with `auto` resolved here (see the spec module doc); a
+distributed cell's batching (batch_size over num_workers x micro_batch_size) and offload are
+checked here too, before any compute.
 """
 
 from __future__ import annotations
@@ -32,14 +38,16 @@ from scaling_sweeper.config import dump_yaml, from_dict, to_dict
 from scaling_sweeper.errors import ConfigError, DataError
 from scaling_sweeper.model import config_for, count_params, get_size
 from scaling_sweeper.runfolder import atomic_write_json, atomic_write_text
-from scaling_sweeper.sweep.spec import SweepSpec
+from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec
 
 ID_LENGTH = 12
 # TrainConfig fields that do not change the trained model (left out of the cell id)
 ID_EXCLUDED = frozenset({
     "data", "device", "strategy", "eval_every", "ckpt_every", "keep_checkpoints", "log_every",
-    "threads", "num_workers", "compile",
+    "threads", "num_workers", "compile", "micro_batch_size", "zero_offload", "gpu_mem_gib", "cpus_per_worker",
 })
+# choose_strategy's offload picks -> (TrainConfig.strategy, zero_offload)
+_OFFLOAD_PICKS = {"zero2_offload": ("zero2", "optimizer"), "zero3_offload": ("zero3", "all")}
 
 
 def train_config_class():
@@ -85,6 +93,8 @@ class Cell:
     C_budget: float | None  # isoflop: the budget this cell belongs to
     seed: int
     config: dict[str, Any]  # the resolved TrainConfig as a plain dict
+    strategy: str = "single"  # single, or the DeepSpeed template it trains with (zero3, zero2_offload, ...)
+    workers: int = 1  # processes (Ray Train workers) training it
 
     def train_config(self):
         return from_dict(train_config_class(), dict(self.config))
@@ -145,6 +155,36 @@ def check_eval(spec: SweepSpec) -> None:
     from_dict(EvalConfig, dict(spec.eval), _path="eval")
 
 
+def resolve_strategy(cfg: Any, shape: DataShape, where: str) -> Any:
+    """cfg (a TrainConfig) with `auto` resolved; for a distributed strategy, its batching and
+    offload checked (ConfigError prefixed with `where`, e.g. strategies.XL)."""
+    if cfg.strategy == "single":
+        return cfg
+    from scaling_sweeper.zero_config import micro_batching, strategy_name
+
+    strategy, offload = cfg.strategy, cfg.zero_offload
+    try:
+        mb, _ = micro_batching(cfg.batch_size, cfg.num_workers, cfg.micro_batch_size)
+        if strategy == "auto":
+            if cfg.gpu_mem_gib is None:
+                strategy = AUTO_FALLBACK
+            else:
+                from scaling_sweeper import memory
+
+                gcfg = config_for(cfg.size, shape.vocab_size, shape.seq_len - 1)
+                picked = memory.choose_strategy(
+                    gcfg, gpus=cfg.num_workers, micro_batch=mb, gpu_mem_gib=cfg.gpu_mem_gib,
+                    seq_len=shape.seq_len - 1, bf16=cfg.device != "cpu",
+                )  # fmt: skip
+                strategy, offload = _OFFLOAD_PICKS.get(picked, (picked, offload))
+        strategy_name(strategy, offload)  # e.g. ddp cannot offload
+    except ConfigError as e:
+        raise ConfigError(f"{where} ({cfg.strategy}, size {cfg.size}): {e}") from None
+    if (strategy, offload) == (cfg.strategy, cfg.zero_offload):
+        return cfg
+    return dataclasses.replace(cfg, strategy=strategy, zero_offload=offload)
+
+
 def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]:
     """All cells of `spec`, in plan order, deduplicated by cell id. Raises ConfigError/BudgetError
     naming the field for anything that cannot run (before any compute)."""
@@ -156,6 +196,9 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]
             raise ConfigError(f"grid.{key}: not a TrainConfig field (fields: {', '.join(sorted(fields))})")
         if key in ("size", "tokens", "steps", "data"):
             raise ConfigError(f"grid.{key}: use the phase axes (sizes/tokens/budgets) for {key}")
+        if key == "strategy":
+            raise ConfigError("grid.strategy: give per-size strategies in `strategies` (the strategy is not "
+                              "part of the cell id, so grid points would be one cell)")
     _check_sizes(spec.sizes, "sizes")
     check_eval(spec)
     base = dict(spec.train)
@@ -174,6 +217,7 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]
     grid_points = [dict(zip(grid_keys, vals)) for vals in itertools.product(*(spec.grid[k] for k in grid_keys))]
     S = shape.seq_len
     n_cache: dict = {}
+    strategy_cache: dict = {}  # (size, knobs) -> resolved (strategy, zero_offload); auto may ask DeepSpeed
 
     def steps_for(D: int, where: str) -> int:
         if spec.passes is not None:
@@ -238,10 +282,21 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]
         for g in grid_points:
             for seed in seeds:
                 raw = {**base, **g, "size": size, "data": spec.data, "tokens": D, "steps": steps, "seed": seed}
+                raw["strategy"] = spec.strategy_for(size, raw.get("strategy", "single"))
                 try:
-                    cfg = to_dict(from_dict(TrainConfig, raw))
+                    tc = from_dict(TrainConfig, raw)
                 except ConfigError as e:
                     raise ConfigError(f"{where} with grid {g}: {e}") from None
+                key = (size, tc.strategy, tc.batch_size, tc.num_workers, tc.micro_batch_size, tc.zero_offload,
+                       tc.gpu_mem_gib, tc.device)
+                if key not in strategy_cache:
+                    r = resolve_strategy(tc, shape, f"strategies.{size}" if size in spec.strategies
+                                         else "train.strategy")  # fmt: skip
+                    strategy_cache[key] = (r.strategy, r.zero_offload)
+                strategy, offload = strategy_cache[key]
+                if (strategy, offload) != (tc.strategy, tc.zero_offload):
+                    tc = dataclasses.replace(tc, strategy=strategy, zero_offload=offload)
+                cfg = to_dict(tc)
                 cid = cell_id_of(cfg)
                 if cid in cells:
                     continue
@@ -250,9 +305,19 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]
                     cell_id=cid, sweep=spec.name, phase=spec.phase, size=size, N=N, N_incl=N_incl,
                     D=D_eff, steps=steps, batch=int(cfg["batch_size"]), seq_len=S, tokens_seen=seen,
                     passes=seen / D_eff, C=float(flops.train_flops(N_incl, seen)), C_budget=c_budget,
-                    seed=seed, config=cfg,
+                    seed=seed, config=cfg, strategy=_template(cfg),
+                    workers=1 if cfg["strategy"] == "single" else int(cfg["num_workers"]),
                 )
     return list(cells.values())
+
+
+def _template(cfg: dict[str, Any]) -> str:
+    """single, or the DeepSpeed template name of a resolved config (zero3, zero2_offload, ...)."""
+    if cfg["strategy"] == "single":
+        return "single"
+    from scaling_sweeper.zero_config import strategy_name
+
+    return strategy_name(cfg["strategy"], cfg.get("zero_offload", "none"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,22 +372,26 @@ def format_plan(spec: SweepSpec, cells: list[Cell]) -> str:
     head = f"{'cell_id':<13}{'size':<6}{'N':>10}{'N_incl':>10}{'D':>11}{'steps':>8}{'C':>11}{'passes':>8}"
     if spec.phase == "isoflop":
         head += f"{'budget':>10}"
+    labels = ["single" if c.strategy == "single" else f"{c.strategy} x{c.workers}" for c in cells]
+    width = max([len("strategy"), *map(len, labels)])
+    head += f"  {'strategy':<{width}}"
     extra_keys = list(spec.grid)
     for k in extra_keys:
         head += f"  {k}"
     if len(spec.seeds) > 1:
         head += "  seed"
-    lines = [f"sweep {spec.name} (phase {spec.phase}): {len(cells)} cells, storage {spec.sweep_dir}", head]
-    for c in cells:
+    lines = [f"sweep {spec.name} (phase {spec.phase}): {len(cells)} cells, storage {spec.sweep_dir}", head.rstrip()]
+    for c, label in zip(cells, labels):
         line = (f"{c.cell_id:<13}{c.size:<6}{c.N:>10.3g}{c.N_incl:>10.3g}{c.D:>11.3g}{c.steps:>8d}"
                 f"{c.C:>11.3g}{c.passes:>8.3g}")
         if spec.phase == "isoflop":
             line += f"{c.C_budget:>10.2g}"
+        line += f"  {label:<{width}}"
         for k in extra_keys:
             line += f"  {c.config.get(k)}"
         if len(spec.seeds) > 1:
             line += f"  {c.seed}"
-        lines.append(line)
+        lines.append(line.rstrip())
     t = plan_totals(cells)
     lines.append(f"total: {t['cells']} cells, C = {t['C_total']:.4g} FLOPs, tokens_seen = {t['tokens_seen_total']:.4g}")
     if spec.budget.flops is not None:

@@ -11,6 +11,7 @@ A spec (see `sweeps/*.yaml`):
     budgets: [1e15, 3e15]      # isoflop: C values (FLOPs); steps = C / (6 N_incl B S), D = tokens_seen/passes
     isoflop: {passes: 1.0, min_steps: 20}
     grid: {lr: [1e-3, 3e-3]}   # any TrainConfig fields: cartesian product (all phases)
+    strategies: {L: zero2}     # per-size train.strategy (see Strategies below)
     seeds: [0, 1]              # default: train.seed
     passes: null               # if set, steps follow from D: steps = ceil(passes * D / (B S))
     resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 2}
@@ -24,6 +25,28 @@ A file may also hold several sweeps that share settings (e.g. `sweeps/smoke.yaml
 phase): a `sweeps:` list of partial specs, each deep-merged over the file's other top-level keys
 (mappings merge, lists and scalars replace). `load_specs` returns them in order; `--set`
 overrides apply to every member.
+
+Strategies. A cell's TrainConfig.strategy is `strategies[size]` when the map has the size;
+otherwise `auto` for the sizes in ZERO_SIZES (XL, XXL) while train.strategy is `single` (the
+default): they train with DeepSpeed under Ray Train (`strategies: {XL: single}` forces one
+process); otherwise train.strategy. `auto` is resolved when the cells are planned, so `sweeper
+plan` shows what will run: with `train.gpu_mem_gib` declared, `memory.choose_strategy` picks the
+lightest of ddp, zero2, zero3, zero2_offload, zero3_offload that fits that memory per GPU (an
+offload pick sets zero_offload); without it, AUTO_FALLBACK (zero3). The distributed knobs are
+TrainConfig fields set in `train:` (num_workers, micro_batch_size, zero_offload, gpu_mem_gib,
+cpus_per_worker). Like the strategy itself they are not part of the cell id (they do not change
+the math: the ZeRO gradient is the single-process one up to summation order), but they are
+recorded in the cell's config (cells.json, config.yaml) and the strategy in its results row
+(`extra` column of the trials table). Changing them for an interrupted cell is refused by the
+run folder's config check (its checkpoints are in the other strategy's format).
+
+Resources. `resources.cpus_per_trial` / `gpus_per_trial` are what a single-process trial
+reserves. A distributed cell's Tune trial is only a driver (it polls its workers) and reserves
+no CPU or GPU (a small `memory` bundle instead); its Ray Train worker group reserves
+num_workers x {CPU: cpus_per_worker, GPU: 1 on GPU} from the free cluster resources when it
+starts. So a worker group never waits on its own driver: it waits at most for running trials to
+finish, and a group larger than the whole cluster is refused before training. The trial counts
+toward resources.max_concurrent like any other.
 
 `load_spec(path, overrides)` applies `--set a.b=v` overrides and validates strictly (a typo'd
 key or a bad type raises ConfigError naming the dotted field). Semantic checks (unknown size,
@@ -44,6 +67,8 @@ from scaling_sweeper.errors import ConfigError
 
 Phase = Literal["model_size", "data_size", "isoflop", "grid"]
 PHASES: tuple[str, ...] = ("model_size", "data_size", "isoflop", "grid")
+ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
+AUTO_FALLBACK = "zero3"  # what `auto` becomes when no GPU memory (train.gpu_mem_gib) is declared
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -82,6 +107,7 @@ class SweepSpec:
     budgets: list[float] = field(default_factory=list)  # isoflop: C values (FLOPs)
     isoflop: IsoflopSpec = field(default_factory=IsoflopSpec)
     grid: dict[str, list[Any]] = field(default_factory=dict)  # TrainConfig field -> values
+    strategies: dict[str, str] = field(default_factory=dict)  # size -> train.strategy for that size
     seeds: list[int] = field(default_factory=list)  # default [train.seed]
     passes: float | None = None  # steps = ceil(passes * D / (batch * seq_len)) when set
     seq_len: int | None = None  # only needed when the data folder is absent (planning elsewhere)
@@ -129,6 +155,8 @@ class SweepSpec:
         for k, v in self.grid.items():
             if not v:
                 raise ConfigError(f"grid.{k}: needs at least one value")
+        if self.strategies:
+            self._check_strategies()
         need = {"model_size": "sizes", "data_size": "tokens", "isoflop": "budgets"}.get(self.phase)
         if need and not getattr(self, need):
             raise ConfigError(f"{need}: phase {self.phase} needs a non-empty `{need}` list")
@@ -136,6 +164,24 @@ class SweepSpec:
             raise ConfigError("sizes: phase isoflop needs a non-empty `sizes` list")
         if self.phase == "grid" and not self.grid and not self.sizes and len(self.seeds) < 2:
             raise ConfigError("grid: phase grid needs a `grid` mapping (or sizes/seeds to vary)")
+
+    def _check_strategies(self) -> None:
+        from scaling_sweeper.model import SIZES
+        from scaling_sweeper.train import STRATEGIES
+
+        for size, strategy in self.strategies.items():
+            if size not in SIZES:
+                raise ConfigError(f"strategies.{size}: unknown size; valid sizes: {', '.join(SIZES)}")
+            if strategy not in STRATEGIES:
+                raise ConfigError(f"strategies.{size}: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+
+    def strategy_for(self, size: str, train_strategy: str = "single") -> str:
+        """The strategy a cell of `size` asks for, before `auto` is resolved (module doc)."""
+        if size in self.strategies:
+            return self.strategies[size]
+        if size in ZERO_SIZES and train_strategy == "single":
+            return "auto"
+        return train_strategy
 
     # paths -----------------------------------------------------------------------------------
     @property

@@ -51,6 +51,9 @@ from scaling_sweeper.sweep.ledger import Ledger, cell_key, ledger_path
 from scaling_sweeper.sweep.spec import SweepSpec, with_absolute_paths
 
 TrainFn = Callable[..., dict]
+# Ray `memory` (bytes) a distributed cell's Tune trial reserves instead of CPUs/GPUs: it only
+# drives its Ray Train worker group, which reserves the CPUs/GPUs itself (see trial_resources)
+DRIVER_MEMORY = 256 * 2**20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +83,22 @@ class TrialContext:
     eval: dict[str, Any] | None = None
     train_fn: TrainFn | None = None  # injectable for tests; None = default_train_fn
     torch_threads: int = 1
+
+
+def trial_resources(cell_config: dict[str, Any], resources: Any) -> dict[str, float]:
+    """What the Tune trial of a cell reserves (tune.with_resources dict).
+
+    Single process: resources.cpus_per_trial / gpus_per_trial. Distributed (strategy != single):
+    the trial is only the driver of a Ray Train TorchTrainer whose workers get their own placement
+    group (num_workers x {CPU: cpus_per_worker, GPU: 1 on GPU}) from the free cluster resources
+    (Ray Train 2.60 does not schedule them in the trial's placement group). So the driver holds
+    no CPU or GPU, which would otherwise be kept from its own workers (on a 2-CPU machine a
+    1-CPU driver plus 2 x 1-CPU workers never starts). Tune needs a non-empty bundle: a little
+    `memory`. The worker group then waits only for trials that finish; distributed.check_resources
+    refuses a group larger than the cluster."""
+    if cell_config.get("strategy", "single") == "single":
+        return {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}
+    return {"cpu": 0, "gpu": 0, "memory": DRIVER_MEMORY}
 
 
 def _event(run_dir: Path, event: str, **data: Any) -> None:
@@ -536,10 +555,11 @@ def run_sweeps(
     for d in sweep_dirs:
         sweep_status.write_driver(d, "running", experiment=experiment)
     searcher = CellSearcher([c.row() | {"config": c.config} for _, c in todo], ctxs)
-    res = {n: {"cpu": p[0].resources.cpus_per_trial, "gpu": p[0].resources.gpus_per_trial}
-           for n, p in zip(names, prepared)}
-    trainable = tune.with_resources(tune.with_parameters(cell_trainable, ctxs=ctxs),
-                                    lambda config: res[config["cell"]["sweep"]])
+    res = {n: p[0].resources for n, p in zip(names, prepared)}
+    trainable = tune.with_resources(
+        tune.with_parameters(cell_trainable, ctxs=ctxs),
+        lambda config: trial_resources(config["cell"]["config"], res[config["cell"]["sweep"]]),
+    )
     callbacks = [_progress_callback_class()(sweep_dirs, progress_every_s,
                                             (stream or sys.stderr) if progress else None, experiment)]
     tuner = tune.Tuner(
@@ -632,4 +652,5 @@ def run_cells_in_loop(spec: SweepSpec, train_fn: TrainFn | None = None) -> float
 __all__ = [
     "CellSearcher", "SweepOutcome", "TrialContext", "cell_trainable", "check_budget", "default_train_fn",
     "prepare", "reconcile", "request_stop", "resume_sweep", "run_cells_in_loop", "run_sweep", "run_sweeps",
+    "trial_resources",
 ]
