@@ -338,6 +338,21 @@ def test_replace_keeps_validation():
         replace(TrainConfig(size="Pico", data="-", tokens=1, steps=1), keep_checkpoints=0)
 
 
+def test_checkpoints_of_older_configs_still_match(synth_tokens):
+    """A checkpoint written before the distributed fields existed resumes (they take defaults);
+    any real difference, including a distributed knob, does not."""
+    from scaling_sweeper.config import to_dict
+    from scaling_sweeper.train import same_config
+
+    cfg = _cfg(synth_tokens)
+    new = ("num_workers", "micro_batch_size", "zero_offload", "gpu_mem_gib", "cpus_per_worker")
+    old = {k: v for k, v in to_dict(cfg).items() if k not in new}
+    assert same_config(old, cfg) and same_config(to_dict(cfg), cfg)
+    assert not same_config({**old, "lr": 0.5}, cfg)
+    assert not same_config({**old, "num_workers": 4}, cfg)
+    assert not same_config({**old, "bogus": 1}, cfg) and not same_config(None, cfg)
+
+
 def test_sizes_command_prints_the_ladder(capsys):
     from scaling_sweeper.cli import main
     from scaling_sweeper.model import SIZES, config_for, count_params
