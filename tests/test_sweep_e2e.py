@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -106,8 +107,13 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
     assert [s.phase for s in specs] == ["model_size", "data_size", "isoflop"]
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        for out in run_sweeps(specs, num_cpus=2, progress=False):  # the suite: one Tune experiment
+        live = io.StringIO()
+        for out in run_sweeps(specs, num_cpus=2, stream=live, progress_every_s=0.2):  # one Tune experiment
             assert out.ok and not out.skipped_done and len(out.done) == out.n_cells, out
+        # the live progress display and the driver heartbeat are written while the trials run
+        assert "[smoke-model] done" in live.getvalue(), live.getvalue()[-500:]
+        beats = [e for e in live.getvalue().splitlines() if e.startswith("[smoke-model]")]
+        assert len(beats) >= 2
         # a Tune retry (FailureConfig) continues the failed cell from its own checkpoint
         flaky = spec_from_dict({
             "name": "flaky", "phase": "model_size", "data": str(tokens_dir), "storage": str(storage),

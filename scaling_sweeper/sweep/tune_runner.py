@@ -390,7 +390,7 @@ def _progress_callback_class():
             self.sweep_dirs, self.every_s, self.stream, self.experiment = sweep_dirs, every_s, stream, experiment
             self._last = 0.0
 
-        def on_step(self, iteration, trials, **info):
+        def on_step_end(self, iteration, trials, **info):  # Tune calls this every loop step
             now = time.time()
             if now - self._last < self.every_s:
                 return
