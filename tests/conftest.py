@@ -63,3 +63,15 @@ def _prune_stale(base: Path, keep: Path, max_age_s: float = 6 * 3600) -> None:
 @pytest.fixture(scope="session")
 def tokens_dir(real_jets_dir: Path) -> Path:
     return real_jets_dir / "tokens"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, restored afterwards: tiny models run fastest so, are immune
+    to a busy machine, and bit-identity checks need the same thread count in every run."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

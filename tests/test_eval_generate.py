@@ -29,13 +29,7 @@ class StopBiasedGPT(GPT):
         return logits, loss
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one torch thread is fastest and immune to a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(bias: float = 2.5, dtype=torch.float32) -> GPT:

@@ -33,13 +33,7 @@ N_CONTENT, SEQ_LEN = 32, 16
 START, STOP, PAD = N_CONTENT, N_CONTENT + 1, N_CONTENT + 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Bit-identity needs the same thread count in every run; restore it afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _synthetic_rows(n: int, seed: int) -> np.ndarray:
