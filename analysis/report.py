@@ -122,8 +122,22 @@ def _add_band(fig: go.Figure, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, col
     if ok.sum() < 2:
         return
     fig.add_trace(go.Scatter(x=np.concatenate([x[ok], x[ok][::-1]]), y=np.concatenate([hi[ok], lo[ok][::-1]]),
-                             fill="toself", fillcolor=color, opacity=0.2, line={"width": 0}, name=name,
+                             fill="toself", fillcolor=color, opacity=0.2, line={"width": 0}, name=name, mode="lines",
                              hoverinfo="skip", showlegend=True))
+
+
+def _clip_y(fig: go.Figure, y: np.ndarray, yerr: np.ndarray | None, lines: list[np.ndarray],
+            extra: list[float]) -> None:
+    """Fix the y range to the points (with errors), the fitted lines and `extra`, padded by 8%: a bootstrap
+    band that blows up where the data are thin is cut at the edge instead of squashing the points flat."""
+    e = np.nan_to_num(yerr) if yerr is not None else 0.0
+    v = np.concatenate([y - e, y + e, *lines, np.asarray(extra, float)])
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return
+    lo, hi = float(v.min()), float(v.max())
+    pad = 0.08 * (hi - lo) if hi > lo else 0.05 * abs(hi) or 1.0
+    fig.update_yaxes(range=[lo - pad, hi + pad])
 
 
 def _fit_traces(fig: go.Figure, cmp: Comparison, x: np.ndarray) -> None:
@@ -192,18 +206,21 @@ def _section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xl
     ev = _arr(d, yerr) if yerr and d[yerr].null_count() == 0 else None
     cmp = compare_laws(xv, yv, yerr=ev, n_boot=n_boot)
     fig = go.Figure()
+    floor_span: list[float] = []
     if floor and floor in d.columns and d[floor].null_count() < d.height:
         f = float(np.nanmedian(_arr(d, floor)))
         fe = float(np.nanmedian(_arr(d, yerr))) if yerr and d[yerr].null_count() < d.height else 0.0
+        floor_span = [f - fe, f + fe]
         grid = _xgrid(xv, 2, 0.1)
         fig.add_trace(go.Scatter(x=np.concatenate([grid, grid[::-1]]), y=[f + fe, f + fe, f - fe, f - fe],
-                                 fill="toself", fillcolor="green", opacity=0.2, line={"width": 0},
+                                 fill="toself", fillcolor="green", opacity=0.2, line={"width": 0}, mode="lines",
                                  name=f"SWD floor {_fmt(f)} ± {_fmt(fe)}", hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=grid, y=[f, f], mode="lines", line={"color": "green", "dash": "dash"},
                                  name="SWD floor", showlegend=False))
     _points(fig, d, x, y, yerr)
     _fit_traces(fig, cmp, xv)
     s.figures[f"fig-{sid}"] = _layout(fig, f"{title} ({label}, {d.height} cells)", xlabel, ylabel)
+    _clip_y(fig, yv, ev, [r.predict(_xgrid(xv)) for r in cmp.results.values() if r.ok], floor_span)
     s.html = _comparison_html(cmp)
     for law, r in cmp.results.items():
         fits.append(FitRow(f"{ylabel} vs {x}: {law}" + (" (best)" if law == cmp.best else ""), r))
@@ -331,9 +348,14 @@ def _section_curves(cj: pl.DataFrame) -> Section:
     return s
 
 
+AXIS_LABEL = {"N": "N (parameters)", "D": "D (tokens)", "C": "C (FLOPs)", LOSS: "validation loss (nats/token)",
+              "swd": "SWD"}
+
+
 def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str | None) -> go.Figure:
     fig = go.Figure()
-    _points(fig, d, x, y, yerr, color_by=None)
+    frontier = "size" in d.columns and d.height > 0 and d["size"][0] == "frontier"
+    _points(fig, d, x, y, yerr, name="frontier (min over runs at fixed C)" if frontier else "cells", color_by=None)
     xv = _arr(d, x)
     hi = max(np.nanmax(xv), w.x_90 if math.isfinite(w.x_90) else 0)
     grid = np.logspace(math.log10(np.nanmin(xv)), math.log10(min(hi, np.nanmax(xv) * 1e3)), 150)
@@ -342,17 +364,20 @@ def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str |
                                  name=f"{w.law} fit"))
     if w.status == "saturating":
         fig.add_trace(go.Scatter(x=[grid[0], grid[-1], grid[-1], grid[0]],
-                                 y=[w.y_at_xmin, w.y_at_xmin, w.asymptote, w.asymptote], fill="toself",
+                                 y=[w.y_at_xmin, w.y_at_xmin, w.asymptote, w.asymptote], fill="toself", mode="lines",
                                  fillcolor="orange", opacity=0.15, line={"width": 0},
                                  name=f"learnable window {_fmt(w.width)}"))
         fig.add_hline(y=w.asymptote, line_dash="dash", line_color="orange", annotation_text=f"E = {_fmt(w.asymptote)}")
         for key, col in (("x_90", "purple"), ("x_99", "red"), ("x_sat", "brown")):
             v = getattr(w, key)
             if math.isfinite(v) and grid[0] <= v <= grid[-1]:
-                fig.add_vline(x=v, line_dash="dot", line_color=col, annotation_text=f"{key} = {_fmt(v)}")
+                # add_vline's annotation lands at x=v on a log axis (plotly wants log10 v): place it by hand
+                fig.add_vline(x=v, line_dash="dot", line_color=col)
+                fig.add_annotation(x=math.log10(v), xref="x", y=1.0, yref="paper", yanchor="bottom",
+                                   text=f"{key} = {_fmt(v)}", showarrow=False, font={"color": col, "size": 11})
     if math.isfinite(w.floor):
         fig.add_hline(y=w.floor, line_dash="dash", line_color="green", annotation_text=f"floor {_fmt(w.floor)}")
-    return _layout(fig, f"Learnable window: {y} vs {x} ({w.status})", x, y)
+    return _layout(fig, f"Learnable window: {y} vs {x} ({w.status})", AXIS_LABEL.get(x, x), AXIS_LABEL.get(y, y))
 
 
 def _section_windows(scans: dict[tuple[str, str], pl.DataFrame], frontier_rows: pl.DataFrame | None,
@@ -487,7 +512,7 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     sections += [s_n, s_d, _section_isoflop(done, fits, n_boot)]
     s_swd, d_swd = _section_law_vs(done, "N", "swd", "swd-vs-n", "SWD vs model size N", "N (parameters)", "swd",
                                    fits, n_boot, yerr="swd_err", floor="swd_floor")
-    if s_swd.missing:
+    if s_swd.missing and (done.height == 0 or "swd" not in done.columns or done["swd"].null_count() == done.height):
         s_swd.missing = "No SWD data: no finished cell has been evaluated (swd is null)."
     sections += [s_swd, _section_loss_vs_swd(done, fits)]
     cj = _curves_joined(curves, done)
