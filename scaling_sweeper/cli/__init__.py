@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sweeper sizes | head`: the reader left, nothing to report
+        sys.stderr.close()
+        return 0
     return int(rc or 0)
 
 

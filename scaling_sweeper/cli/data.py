@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scaling_sweeper.data.tokenizer import DEFAULT_N_BINS
+from scaling_sweeper.data.token_layout import DEFAULT_N_BINS
 from scaling_sweeper.errors import ConfigError
 
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from scaling_sweeper import memory
 from scaling_sweeper.data.shards import ShardIndex
+from scaling_sweeper.data.token_layout import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "memory",
         help="estimate per-GPU memory for DDP / ZeRO-2 / ZeRO-3 and the `auto` choice",
-        description=memory.__doc__.splitlines()[0],
+        description="Per-GPU memory of DDP, ZeRO-2, ZeRO-3 (and offload) for a size; the `auto` choice.",
     )
     p.add_argument("--size", required=True, help="size preset (Pico .. XXL)")
     p.add_argument("--gpus", type=int, default=1, help="GPUs per node (default 1)")
@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu-mem", type=float, default=None, help="declared memory per GPU, GiB (e.g. 80)")
     p.add_argument("--micro-batch", type=int, default=32, help="sequences per GPU per micro-step (default 32)")
     p.add_argument("--data", default=None, help="tokens folder: read seq_len and vocab_size from it")
-    p.add_argument("--seq-len", type=int, default=130, help="tokens per row incl. start/stop (default 130)")
-    p.add_argument("--vocab-size", type=int, default=4099, help="vocabulary (default 4099 = 16^3 + 3)")
+    p.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN,
+                   help=f"tokens per row incl. start/stop (default {DEFAULT_SEQ_LEN})")
+    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
+                   help=f"vocabulary (default {DEFAULT_VOCAB_SIZE}, the default tokenizer)")
     p.add_argument("--fp32", action="store_true", help="fp32 activations (CPU) instead of bf16")
     p.add_argument("--headroom", type=float, default=0.9, help="fraction of --gpu-mem usable (default 0.9)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -31,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from scaling_sweeper import memory  # torch: imported only when the command runs
+
     seq_len, vocab = args.seq_len, args.vocab_size
     if args.data:
         idx = ShardIndex.load(args.data)

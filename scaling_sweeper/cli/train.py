@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from scaling_sweeper.config import apply_overrides, from_dict, load_yaml
-from scaling_sweeper.data.tokenizer import DEFAULT_VOCAB_SIZE as DEFAULT_VOCAB
-
-DEFAULT_SEQ_LEN = 130  # 128 constituents + start + stop
+from scaling_sweeper.data.token_layout import DEFAULT_SEQ_LEN
+from scaling_sweeper.data.token_layout import DEFAULT_VOCAB_SIZE as DEFAULT_VOCAB
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -26,6 +26,7 @@ import awkward as ak
 import numpy as np
 
 from scaling_sweeper.data.jets import check_jets, constituent_jet_kinematics
+from scaling_sweeper.data.token_layout import DEFAULT_N_BINS, DEFAULT_VOCAB_SIZE  # noqa: F401 (re-exported)
 from scaling_sweeper.errors import DataError
 from scaling_sweeper.runfolder import atomic_write_text
 
@@ -33,11 +34,6 @@ TOKENIZER_FORMAT = "scaling_sweeper.binned_tokenizer"
 TOKENIZER_VERSION = 1
 FEATURES = ("log_pt", "eta_rel", "phi_rel")
 MAX_VOCAB = 65536  # token ids are stored as uint16
-# (log pt, eta_rel, phi_rel) bins. 32 log-pt bins keep the tokenize-decode round trip inside the
-# SWD floor (16 smear jet pT by ~5% per jet and inflate the round-trip SWD above the floor);
-# 32*16*16 = 8192 content tokens, the codebook size of OmniJet-alpha.
-DEFAULT_N_BINS: tuple[int, int, int] = (32, 16, 16)
-DEFAULT_VOCAB_SIZE = 32 * 16 * 16 + 3  # + start, stop, pad
 
 BINNINGS = ("uniform", "quantile")
 
