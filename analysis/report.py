@@ -308,7 +308,7 @@ def _section_loss_vs_swd(done: pl.DataFrame, fits: list[FitRow]) -> Section:
 def _curves_joined(curves: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
     if curves.height == 0 or trials.height == 0:
         return curves.clear()
-    t = trials.select("sweep", "cell_id", "size", "N", "phase", "seed")
+    t = trials.select("sweep", "cell_id", "size", "N", "D", "phase", "seed")
     return curves.join(t, on=["sweep", "cell_id"], how="inner")
 
 
@@ -321,17 +321,22 @@ def _section_curves(cj: pl.DataFrame) -> Section:
     ycol = "val_loss" if d["val_loss"].null_count() < d.height else "train_loss"
     d = d.filter(pl.col(ycol).is_not_null())
     fig = go.Figure()
-    sizes = d.select("size", "N").unique().sort("N", nulls_last=True)
-    for i, (size, _) in enumerate(sizes.iter_rows()):
-        g = d.filter(pl.col("size") == size) if size is not None else d.filter(pl.col("size").is_null())
+    # one colour per size; a data scan (one size, several D) gets one colour per D instead
+    by_d = d["size"].n_unique() == 1 and d["D"].n_unique() > 1
+    keys = d.select("D").unique().sort("D", nulls_last=True) if by_d else \
+        d.select("size", "N").unique().sort("N", nulls_last=True)
+    for i, row in enumerate(keys.iter_rows()):
+        key, kcol = row[0], ("D" if by_d else "size")
+        g = d.filter(pl.col(kcol) == key) if key is not None else d.filter(pl.col(kcol).is_null())
         col = COLORS[i % len(COLORS)]
+        name = f"D = {_fmt(key)} tokens" if by_d else f"size {key}"
         first = True
         for (_cid,), c in g.sort("step").group_by("cell_id", maintain_order=True):
             fig.add_trace(go.Scatter(x=_arr(c, "tokens"), y=_arr(c, ycol), mode="lines", line={"color": col, "width": 1},
-                                     name=f"size {size}", legendgroup=str(size), showlegend=first))
+                                     name=name, legendgroup=str(key), showlegend=first))
             first = False
-    s.figures["fig-learning-curves"] = _layout(fig, f"Learning curves ({ycol}) per size", "tokens seen",
-                                               f"{ycol} (nats/token)")
+    s.figures["fig-learning-curves"] = _layout(fig, f"Learning curves ({ycol}) per {'data size D' if by_d else 'size'}",
+                                               "tokens seen", f"{ycol} (nats/token)")
     runs = [(c["flops"].cast(pl.Float64).to_numpy(), c[ycol].cast(pl.Float64).to_numpy())
             for _, c in d.filter(pl.col("flops").is_not_null()).sort("step").group_by("cell_id", maintain_order=True)]
     labels = [str(k[0]) for k, _ in d.filter(pl.col("flops").is_not_null()).sort("step").group_by("cell_id", maintain_order=True)]
