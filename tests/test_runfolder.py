@@ -86,3 +86,20 @@ def test_empty_split_opens(tmp_path):
     assert shard.n_tokens == 0
     with pytest.raises(DataError, match="larger than"):
         shard.head(4)
+
+
+def test_sha256_verification_is_remembered_until_the_file_changes(tmp_path):
+    import os
+
+    _shards(tmp_path)
+    path = tmp_path / "train.bin"
+    TokenShard(tmp_path, "train", verify="sha256")
+    assert (tmp_path / "train.bin.verified").is_file()
+    TokenShard(tmp_path, "train", verify="sha256")  # stamp hit
+    raw = bytearray(path.read_bytes())
+    raw[3] ^= 0x01
+    st = path.stat()
+    path.write_bytes(bytes(raw))  # same size, new mtime: the stamp no longer applies
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with pytest.raises(DataError, match="sha256"):
+        TokenShard(tmp_path, "train", verify="sha256")

@@ -87,6 +87,27 @@ def write_shards(
     return out
 
 
+def _hash_verified(path: Path, expected: str) -> bool:
+    """True if `path` hashes to `expected`. A good hash is remembered in `<path>.verified`
+    (keyed by size, mtime and inode), so every trial of a sweep, and every ZeRO worker, does not
+    re-read a multi-GB shard; any rewrite of the file changes the key and forces a new hash."""
+    st = path.stat()
+    key = {"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+    stamp = path.with_name(path.name + ".verified")
+    try:
+        if json.loads(stamp.read_text()) == key:
+            return True
+    except (OSError, ValueError):
+        pass
+    if sha256_file(path) != expected:
+        return False
+    try:
+        atomic_write_json(stamp, key)
+    except OSError:  # read-only data folder: verify again next time
+        pass
+    return True
+
+
 @dataclass(frozen=True)
 class ShardIndex:
     """Parsed index.json of a tokens folder."""
@@ -149,7 +170,7 @@ class TokenShard:
                 raise DataError(
                     f"{self.path}: corrupt shard: {size} bytes on disk, index says {meta['bytes']}"
                 )
-        if verify == "sha256" and sha256_file(self.path) != meta["sha256"]:
+        if verify == "sha256" and not _hash_verified(self.path, meta["sha256"]):
             raise DataError(f"{self.path}: corrupt shard: sha256 does not match index.json")
         if self.n_seq == 0:  # numpy cannot memory-map an empty file
             self.data = np.zeros((0, self.seq_len), dtype=DTYPE)
