@@ -8,9 +8,12 @@ Runs every cell of sweeps/smoke.yaml (all three phases) three ways, each in a fr
           at a time (pure Tune + ledger overhead)
   tune-N  the same with max_concurrent = --cpus (what a user gets on those cores)
 and prints wall times, the ratio tune-1 / loop (target <= 1.2 at smoke scale), the per-trial
-overhead in seconds (which is what stays fixed as trials get longer: near zero relative to a
-trial of a minute or more) and the trial start latency (ledger admission -> training starts in
-the worker). Without --data it trains on random tokens of the real shape (timing only).
+overhead in seconds, and where it goes: the fixed costs of a sweep (starting and stopping the
+embedded Ray, the cold start of the first trial worker, which imports ray.tune and torch) and
+the steady per-trial cost (one trial's training done -> the next one's training starts on the
+reused worker: Tune bookkeeping, ledger release, result tables, admission). The steady cost is
+what stays as trials get longer (near zero relative to a trial of a minute or more). Without
+--data it trains on random tokens of the real shape (timing only).
 Results also go to benchmarks/out/bench_sweep.json.
 """
 
@@ -90,7 +93,16 @@ def start_latencies(storage: Path) -> list[float]:
     return [lat for _, lat in sorted(out)]
 
 
-def run_tune(specs, cpus: int) -> tuple[float, float]:
+def between_trials(storage: Path) -> list[float]:
+    """train_done of one cell -> train_start of the next (one trial at a time only), in s."""
+    from scaling_sweeper.runfolder import read_jsonl
+
+    ev = sorted((x["t"], x["event"]) for p in storage.glob("*/*/events.jsonl") for x in read_jsonl(p)
+                if x["event"] in ("train_done", "train_start"))
+    return [b[0] - a[0] for a, b in zip(ev, ev[1:]) if a[1] == "train_done" and b[1] == "train_start"]
+
+
+def run_tune(specs, cpus: int) -> tuple[float, float, float]:
     from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
     from scaling_sweeper.sweep.tune_runner import run_sweeps
 
@@ -101,8 +113,10 @@ def run_tune(specs, cpus: int) -> tuple[float, float]:
         for out in run_sweeps(specs, progress=False):
             assert out.ok, out
     finally:
+        t1 = time.perf_counter()
         shutdown_ray()
-    return time.perf_counter() - t0, t_init
+    t_end = time.perf_counter()
+    return t_end - t0, t_init, t_end - t1
 
 
 def main() -> int:
@@ -116,23 +130,31 @@ def main() -> int:
     data = Path(args.data) if args.data else synthetic_tokens(work / "tokens")
 
     # interleaved repeats, best of each: the machine may be shared, so single runs are noisy
-    loops, tune1, tunen, lat = [], [], [], []
+    loops, tune1, tunen, lat, gaps, fixed = [], [], [], [], [], []
     for r in range(args.repeat):
         t_loop, n = run_loop(specs_for(data, work / f"loop{r}", args.steps, 1))
         loops.append(t_loop)
-        t, init1 = run_tune(specs_for(data, work / f"tune1_{r}", args.steps, 1), cpus=args.cpus)
+        t, init1, stop1 = run_tune(specs_for(data, work / f"tune1_{r}", args.steps, 1), cpus=args.cpus)
         tune1.append(t)
-        lat += start_latencies(work / f"tune1_{r}")
+        lat_r = start_latencies(work / f"tune1_{r}")
+        lat += lat_r
+        gaps += between_trials(work / f"tune1_{r}")
+        fixed.append((t, init1, stop1, lat_r[0] if lat_r else 0.0))
         tunen.append(run_tune(specs_for(data, work / f"tune{args.cpus}_{r}", args.steps, args.cpus),
                               cpus=args.cpus)[0])
     t_loop, t_t1, t_tn = min(loops), min(tune1), min(tunen)
     cold = lat[0] if lat else None
     warm = statistics.median(lat[1:]) if len(lat) > 1 else None
+    _, init1, stop1, cold1 = min(fixed)  # the fixed costs of the best tune-1 run
+    t_fixed = init1 + stop1 + cold1
+    gap = statistics.median(gaps) if gaps else None
     res = {
         "cells": n, "cpus": args.cpus, "repeat": args.repeat, "loop_s": t_loop, "tune_1_s": t_t1,
         f"tune_{args.cpus}_s": t_tn, "ratio_tune1_over_loop": t_t1 / t_loop,
         f"ratio_tune{args.cpus}_over_loop": t_tn / t_loop, "overhead_per_trial_s": (t_t1 - t_loop) / n,
         "ray_init_s": init1, "ratio_tune1_minus_init_over_loop": (t_t1 - init1) / t_loop, "trial_start_cold_s": cold, "trial_start_warm_median_s": warm,
+        "ray_shutdown_s": stop1, "fixed_s": t_fixed, "between_trials_median_s": gap,
+        "ratio_tune1_minus_fixed_over_loop": (t_t1 - t_fixed) / t_loop,
         "all_runs": {"loop": loops, "tune_1": tune1, f"tune_{args.cpus}": tunen},
     }
     print(f"smoke sweep, {n} cells, {args.cpus} cores, best of {args.repeat}")
@@ -141,6 +163,10 @@ def main() -> int:
           f"({res['overhead_per_trial_s']:+.1f} s per trial, incl. ray init {init1:.1f} s)")
     print(f"  ... without starting Ray           {t_t1 - init1:8.1f} s   ratio {(t_t1 - init1) / t_loop:.2f}")
     print(f"  Ray Tune, {args.cpus} trials at a time       {t_tn:8.1f} s   ratio {t_tn / t_loop:.2f}")
+    print(f"  ... without Ray start/stop and the cold worker start ({init1:.1f} + {stop1:.1f} + {cold1:.1f} s)"
+          f" {t_t1 - t_fixed:6.1f} s   ratio {(t_t1 - t_fixed) / t_loop:.2f}")
+    if gap is not None:
+        print(f"  steady per-trial cost (training done -> next training starts): median {gap:.2f} s")
     if lat:
         print(f"  trial start latency (admitted -> training): cold (new worker) {cold:.2f} s, "
               f"warm (reused worker) median {warm if warm is not None else float('nan'):.2f} s")
