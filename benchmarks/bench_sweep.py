@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_sweep.py [--data TOKENS] [--steps N] [--cpus 2]
 
 Runs every cell of sweeps/smoke.yaml (all three phases) three ways, each in a fresh run folder:
-  loop    the cells one after another in this process (run_trial, 1 torch thread), no Ray
+  loop    the cells one after another in a fresh Python process (run_trial, 1 torch thread), no
+          Ray; timed after `import torch`, so like a Tune worker it pays the first-call warm-up
+          (first torch ops, data) but not the torch import
   tune-1  through `run_sweeps` (one Tune experiment for the suite) on an embedded Ray, one trial
           at a time (pure Tune + ledger overhead)
   tune-N  the same with max_concurrent = --cpus (what a user gets on those cores)
@@ -11,7 +13,9 @@ and prints wall times, the ratio tune-1 / loop (target <= 1.2 at smoke scale), t
 overhead in seconds, and where it goes: the fixed costs of a sweep (starting and stopping the
 embedded Ray, the cold start of the first trial worker, which imports ray.tune and torch) and
 the steady per-trial cost (one trial's training done -> the next one's training starts on the
-reused worker: Tune bookkeeping, ledger release, result tables, admission). The steady cost is
+reused worker: Tune bookkeeping, ledger release, result tables, admission). The cold start also
+holds imports the loop pays inside its timing (scaling_sweeper.train), so the ratio without the
+fixed costs is a slight underestimate. The steady cost is
 what stays as trials get longer (near zero relative to a trial of a minute or more). Without
 --data it trains on random tokens of the real shape (timing only).
 Results also go to benchmarks/out/bench_sweep.json.
@@ -79,6 +83,18 @@ def run_loop(specs) -> tuple[float, int]:
     return t, n
 
 
+def run_loop_fresh(data: Path, storage: Path, steps: int | None) -> tuple[float, int]:
+    """run_loop in a new interpreter: a repeat in this process would reuse its warm torch."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--data", str(data), "--loop-only", str(storage)]
+    if steps:
+        cmd += ["--steps", str(steps)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    return res["loop_s"], res["cells"]
+
+
 def start_latencies(storage: Path) -> list[float]:
     """admitted -> train_start per cell, in admission order (the first is the cold start)."""
     from scaling_sweeper.runfolder import read_jsonl
@@ -125,14 +141,19 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="steps per cell (default: the smoke spec's)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="interleaved repeats; the best time of each counts")
+    ap.add_argument("--loop-only", default=None, help=argparse.SUPPRESS)  # internal: one fresh loop run
     args = ap.parse_args()
+    if args.loop_only:
+        t_loop, n = run_loop(specs_for(Path(args.data), Path(args.loop_only), args.steps, 1))
+        print(json.dumps({"loop_s": t_loop, "cells": n}))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     data = Path(args.data) if args.data else synthetic_tokens(work / "tokens")
 
     # interleaved repeats, best of each: the machine may be shared, so single runs are noisy
     loops, tune1, tunen, lat, gaps, fixed = [], [], [], [], [], []
     for r in range(args.repeat):
-        t_loop, n = run_loop(specs_for(data, work / f"loop{r}", args.steps, 1))
+        t_loop, n = run_loop_fresh(data, work / f"loop{r}", args.steps)
         loops.append(t_loop)
         t, init1, stop1 = run_tune(specs_for(data, work / f"tune1_{r}", args.steps, 1), cpus=args.cpus)
         tune1.append(t)
@@ -158,7 +179,7 @@ def main() -> int:
         "all_runs": {"loop": loops, "tune_1": tune1, f"tune_{args.cpus}": tunen},
     }
     print(f"smoke sweep, {n} cells, {args.cpus} cores, best of {args.repeat}")
-    print(f"  plain loop (1 thread)              {t_loop:8.1f} s")
+    print(f"  plain loop (1 thread, new process) {t_loop:8.1f} s")
     print(f"  Ray Tune, 1 trial at a time        {t_t1:8.1f} s   ratio {t_t1 / t_loop:.2f}  "
           f"({res['overhead_per_trial_s']:+.1f} s per trial, incl. ray init {init1:.1f} s)")
     print(f"  ... without starting Ray           {t_t1 - init1:8.1f} s   ratio {(t_t1 - init1) / t_loop:.2f}")
