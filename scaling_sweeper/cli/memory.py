@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from scaling_sweeper.data.shards import ShardIndex
-from scaling_sweeper.data.token_layout import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE
+from scaling_sweeper.data.token_layout import DEFAULT_SEQ_LEN, DEFAULT_VOCAB_SIZE, resolve_token_shape
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,10 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu-mem", type=float, default=None, help="declared memory per GPU, GiB (e.g. 80)")
     p.add_argument("--micro-batch", type=int, default=32, help="sequences per GPU per micro-step (default 32)")
     p.add_argument("--data", default=None, help="tokens folder: read seq_len and vocab_size from it")
-    p.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN,
-                   help=f"tokens per row incl. start/stop (default {DEFAULT_SEQ_LEN})")
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE,
-                   help=f"vocabulary (default {DEFAULT_VOCAB_SIZE}, the default tokenizer)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help=f"tokens per row incl. start/stop (default: --data's, else {DEFAULT_SEQ_LEN})")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help=f"vocabulary (default: --data's, else {DEFAULT_VOCAB_SIZE}, the default tokenizer)")
     p.add_argument("--fp32", action="store_true", help="fp32 activations (CPU) instead of bf16")
     p.add_argument("--headroom", type=float, default=0.9, help="fraction of --gpu-mem usable (default 0.9)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -35,10 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from scaling_sweeper import memory  # torch: imported only when the command runs
 
-    seq_len, vocab = args.seq_len, args.vocab_size
-    if args.data:
-        idx = ShardIndex.load(args.data)
-        seq_len, vocab = idx.seq_len, idx.vocab_size
+    vocab, seq_len = resolve_token_shape(args.data, args.vocab_size, args.seq_len)
     usable = None if args.gpu_mem is None else args.gpu_mem * args.headroom
     ests = memory.estimate_for_size(
         args.size, vocab_size=vocab, seq_len=seq_len, gpus=args.gpus, nodes=args.nodes,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from scaling_sweeper.config import apply_overrides, from_dict, load_yaml
-from scaling_sweeper.data.token_layout import DEFAULT_SEQ_LEN
+from scaling_sweeper.data.token_layout import DEFAULT_SEQ_LEN, resolve_token_shape
 from scaling_sweeper.data.token_layout import DEFAULT_VOCAB_SIZE as DEFAULT_VOCAB
 
 
@@ -41,15 +41,7 @@ def cmd_sizes(args: argparse.Namespace) -> int:
     from scaling_sweeper.flops import flops_per_token, forward_flops_per_token_exact
     from scaling_sweeper.model import SIZES, config_for, count_params
 
-    vocab, seq_len = args.vocab, args.seq_len
-    if args.data:
-        from scaling_sweeper.data.shards import ShardIndex
-
-        idx = ShardIndex.load(args.data)
-        vocab = vocab or idx.vocab_size
-        seq_len = seq_len or idx.seq_len
-    vocab = vocab or DEFAULT_VOCAB
-    seq_len = seq_len or DEFAULT_SEQ_LEN
+    vocab, seq_len = resolve_token_shape(args.data, args.vocab, args.seq_len)
     print(f"vocab {vocab}, seq_len {seq_len} (context {seq_len - 1}); embeddings tied; "
           f"C = 6 N_incl per token, exact = Chinchilla count with attention")  # fmt: skip
     head = f"{'size':<5} {'layers':>6} {'width':>6} {'heads':>5} {'N':>10} {'N_incl':>10} " \
