@@ -6,7 +6,7 @@ Layout (hive-style partition by sweep; every file also carries a `sweep` column)
     runs/<sweep>/tables/curves/<cell_id>.parquet   one row per logged step (metrics.jsonl)
     runs/<sweep>/tables/evals/<cell_id>.parquet    long format: one row per (step, metric)
 
-Writers write `.<cell_id>.parquet.<pid>.<tid>.tmp`, fsync, then `os.replace` it into place, and
+Writers write a unique `.<cell_id>.parquet.<random>.tmp`, fsync, then `os.replace` it into place, and
 readers list only `*.parquet`, so a partial file is never read and the tables stay readable
 while a sweep is still writing. Every file is written with the canonical schema below, so
 sweeps written at different times (e.g. with or without evaluation) concatenate cleanly:
@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 import time
 import warnings
 from collections.abc import Iterable
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from scaling_sweeper.runfolder import atomic_write
 
 TABLES: tuple[str, ...] = ("trials", "curves", "evals")
 
@@ -224,22 +225,8 @@ def _flatten_eval(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _atomic_write_parquet(df: pl.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write parquet atomically; the temp name does not end in .parquet, so readers never see it."""
+    atomic_write(path, lambda f: df.write_parquet(f, compression="zstd", statistics=True))
 
 
 def write_cell_tables(
