@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling_sweeper.errors import DataError
-from scaling_sweeper.runfolder import atomic_write_json
+from scaling_sweeper.runfolder import atomic_write, atomic_write_json
 
 SHARD_FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -74,9 +74,7 @@ def write_shards(
         if arr.size and int(arr.max()) >= vocab_size:
             raise DataError(f"split {name}: token id {int(arr.max())} >= vocab_size {vocab_size}")
         path = out / f"{name}.bin"
-        tmp = path.with_suffix(".bin.tmp")
-        arr.tofile(tmp)
-        tmp.replace(path)
+        atomic_write(path, arr.tofile)
         index["splits"][name] = {
             "n_seq": int(arr.shape[0]),
             "bytes": int(arr.nbytes),
