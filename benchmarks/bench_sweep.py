@@ -1,42 +1,45 @@
 """Sweep overhead: the smoke sweep through Ray Tune vs the same cells in a plain loop, same cores.
 
-    .venv/bin/python benchmarks/bench_sweep.py [--data TOKENS] [--steps N] [--cpus 2]
+    .venv/bin/python benchmarks/bench_sweep.py [--data TOKENS] [--steps N] [--cpus 2] [--repeat 2]
 
-Runs every cell of sweeps/smoke.yaml (all three phases) three ways, each in a fresh run folder:
-  loop    the cells one after another in a fresh Python process (run_trial, 1 torch thread), no
-          Ray; timed after `import torch`, so like a Tune worker it pays the first-call warm-up
-          (first torch ops, data) but not the torch import
-  tune-1  through `run_sweeps` (one Tune experiment for the suite) on an embedded Ray, one trial
-          at a time (pure Tune + ledger overhead)
-  tune-N  the same with max_concurrent = --cpus (what a user gets on those cores)
-and prints wall times, the ratio tune-1 / loop (target <= 1.2 at smoke scale), the per-trial
-overhead in seconds, and where it goes: the fixed costs of a sweep (starting and stopping the
-embedded Ray, the cold start of the first trial worker, which imports ray.tune and torch) and
-the steady per-trial cost (one trial's training done -> the next one's training starts on the
-reused worker: Tune bookkeeping, ledger release, result tables, admission). The cold start also
-holds imports the loop pays inside its timing (scaling_sweeper.train), so the ratio without the
-fixed costs is a slight underestimate. The steady cost is
-what stays as trials get longer (near zero relative to a trial of a minute or more). Without
---data it trains on random tokens of the real shape (timing only).
+Every variant is a whole new process timed from launch to exit by this script (what the user
+waits for), each in a fresh run folder, repeats interleaved and the best of each kept:
+  loop      a plain script: import torch, resolve the cells, train them one after another
+            (run_trial, 1 torch thread), no Ray
+  tune-1    `sweeper run sweeps/smoke.yaml --num-cpus C` with one trial at a time: starts an
+            embedded Ray, runs every cell as a Tune trial under the ledger, writes the tables,
+            stops Ray (pure Tune + ledger + Ray start/stop overhead)
+  tune-N    the same with max_concurrent = --cpus (what a user gets on those cores)
+  cluster-1 tune-1 against an already running local Ray (`--address`, the cluster user's case):
+            Tune's own overhead without starting or stopping Ray
+Prints the ratios over the loop (target: tune-1 / loop <= 1.2 at smoke scale), the per-trial
+overhead, the trial start latency (admitted -> training starts; the first trial's worker
+imports torch and the trainer, later trials reuse it) and the steady per-trial cost (one trial's training done -> the next one's training starts on
+the reused worker: Tune bookkeeping, ledger release, result tables, admission), which is what
+stays as trials get longer (near zero relative to a trial of a minute or more).
+Without --data it trains on random tokens of the real shape (timing only).
 Results also go to benchmarks/out/bench_sweep.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+PY = sys.executable
 
 
 def synthetic_tokens(out: Path, n_train: int = 3000, seq_len: int = 130, vocab: int = 4099) -> Path:
@@ -56,43 +59,53 @@ def synthetic_tokens(out: Path, n_train: int = 3000, seq_len: int = 130, vocab: 
                         vocab_size=vocab, pad_token=vocab - 1)
 
 
-def specs_for(data: Path, storage: Path, steps: int | None, max_concurrent: int):
-    from scaling_sweeper.sweep.spec import load_specs
-
-    over = [f"data={data}", f"storage={storage}", f"resources.max_concurrent={max_concurrent}",
-            "budget.cluster=bench"]
-    specs = load_specs(REPO / "sweeps" / "smoke.yaml", over)
+def write_spec(work: Path, data: Path, steps: int | None, max_concurrent: int, tag: str) -> Path:
+    """sweeps/smoke.yaml with this run's data, storage, concurrency and ledger (and --steps)."""
+    spec = yaml.safe_load((REPO / "sweeps" / "smoke.yaml").read_text())
+    spec.update(data=str(data), storage=str(work / tag), budget={**spec["budget"], "cluster": tag})
+    spec["resources"] = {**spec["resources"], "max_concurrent": max_concurrent}
     if steps:
-        specs = [dataclasses.replace(s, train={**s.train, "steps": steps}) if s.phase != "isoflop" else s
-                 for s in specs]
-    return specs
+        for m in spec["sweeps"]:
+            if m["phase"] != "isoflop":
+                m.setdefault("train", {})["steps"] = steps
+    path = work / f"{tag}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
-def run_loop(specs) -> tuple[float, int]:
+def loop_main(spec_path: str) -> int:
+    """The plain-loop baseline (run as its own process): what a hand-rolled script does."""
     import torch
 
+    from scaling_sweeper.sweep.spec import load_specs
     from scaling_sweeper.sweep.tune_runner import run_cells_in_loop
 
     torch.set_num_threads(1)
-    t, n = 0.0, 0
-    for s in specs:
-        from scaling_sweeper.sweep.tune_runner import prepare
-
-        n += len(prepare(s)[2])
-        t += run_cells_in_loop(s)
-    return t, n
+    for s in load_specs(spec_path):
+        run_cells_in_loop(s)
+    return 0
 
 
-def run_loop_fresh(data: Path, storage: Path, steps: int | None) -> tuple[float, int]:
-    """run_loop in a new interpreter: a repeat in this process would reuse its warm torch."""
-    import subprocess
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall time of a whole process, launch to exit."""
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    t = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return t
 
-    cmd = [sys.executable, __file__, "--data", str(data), "--loop-only", str(storage)]
-    if steps:
-        cmd += ["--steps", str(steps)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    res = json.loads(out.strip().splitlines()[-1])
-    return res["loop_s"], res["cells"]
+
+def sweeper_run(spec: Path, cpus: int, address: str | None = None) -> float:
+    cmd = [PY, "-m", "scaling_sweeper.cli", "run", str(spec), "--quiet"]
+    cmd += ["--address", address] if address else ["--num-cpus", str(cpus)]
+    return timed(cmd)
+
+
+def events(storage: Path) -> list[tuple[float, str]]:
+    from scaling_sweeper.runfolder import read_jsonl
+
+    return sorted((x["t"], x["event"]) for p in storage.glob("*/*/events.jsonl") for x in read_jsonl(p))
 
 
 def start_latencies(storage: Path) -> list[float]:
@@ -111,28 +124,26 @@ def start_latencies(storage: Path) -> list[float]:
 
 def between_trials(storage: Path) -> list[float]:
     """train_done of one cell -> train_start of the next (one trial at a time only), in s."""
-    from scaling_sweeper.runfolder import read_jsonl
-
-    ev = sorted((x["t"], x["event"]) for p in storage.glob("*/*/events.jsonl") for x in read_jsonl(p)
-                if x["event"] in ("train_done", "train_start"))
+    ev = [e for e in events(storage) if e[1] in ("train_done", "train_start")]
     return [b[0] - a[0] for a, b in zip(ev, ev[1:]) if a[1] == "train_done" and b[1] == "train_start"]
 
 
-def run_tune(specs, cpus: int) -> tuple[float, float, float]:
-    from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+def start_cluster(cpus: int) -> tuple[dict[str, str], str]:
+    """A running local Ray (head only, started untimed) for the cluster-1 variant."""
+    tmpd = f"/tmp/rayb-{os.getpid()}"
+    env = {**os.environ, "PYTHON": PY, "RAY": str(Path(PY).parent / "ray")}
+    out = subprocess.run(["bash", str(REPO / "cluster" / "start_local_cluster.sh"), "--workers", "0",
+                          "--cpus", str(cpus), "--temp-dir", tmpd], env=env, capture_output=True, text=True,
+                         timeout=240)
+    if out.returncode != 0:
+        raise SystemExit(out.stdout + out.stderr)
+    return dict(line.split("=", 1) for line in out.stdout.split() if "=" in line), tmpd
 
-    t0 = time.perf_counter()
-    init_ray(num_cpus=cpus)
-    t_init = time.perf_counter() - t0
-    try:
-        for out in run_sweeps(specs, progress=False):
-            assert out.ok, out
-    finally:
-        t1 = time.perf_counter()
-        shutdown_ray()
-    t_end = time.perf_counter()
-    return t_end - t0, t_init, t_end - t1
+
+def stop_cluster(tmpd: str) -> None:
+    subprocess.run(["bash", str(REPO / "cluster" / "start_local_cluster.sh"), "--stop", "--temp-dir", tmpd],
+                   capture_output=True, timeout=60)
+    shutil.rmtree(tmpd, ignore_errors=True)
 
 
 def main() -> int:
@@ -141,56 +152,62 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=None, help="steps per cell (default: the smoke spec's)")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="interleaved repeats; the best time of each counts")
-    ap.add_argument("--loop-only", default=None, help=argparse.SUPPRESS)  # internal: one fresh loop run
+    ap.add_argument("--no-cluster", action="store_true", help="skip the variant against a running Ray")
+    ap.add_argument("--loop-only", default=None, help=argparse.SUPPRESS)  # internal: one loop process
     args = ap.parse_args()
     if args.loop_only:
-        t_loop, n = run_loop(specs_for(Path(args.data), Path(args.loop_only), args.steps, 1))
-        print(json.dumps({"loop_s": t_loop, "cells": n}))
-        return 0
+        return loop_main(args.loop_only)
     work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
-    data = Path(args.data) if args.data else synthetic_tokens(work / "tokens")
+    data = Path(args.data).resolve() if args.data else synthetic_tokens(work / "tokens")
+    cluster, tmpd = (None, None) if args.no_cluster else start_cluster(args.cpus)
+    runs: dict[str, list[float]] = {"loop": [], "tune_1": [], f"tune_{args.cpus}": [], "cluster_1": []}
+    lat, gaps, lat_cluster = [], [], []
+    try:
+        for r in range(args.repeat):  # interleaved: the machine may be shared, single runs are noisy
+            spec = write_spec(work, data, args.steps, 1, f"loop{r}")
+            runs["loop"].append(timed([PY, __file__, "--loop-only", str(spec)]))
+            spec = write_spec(work, data, args.steps, 1, f"tune1_{r}")
+            runs["tune_1"].append(sweeper_run(spec, args.cpus))
+            lat += start_latencies(work / f"tune1_{r}")
+            gaps += between_trials(work / f"tune1_{r}")
+            spec = write_spec(work, data, args.steps, args.cpus, f"tuneN_{r}")
+            runs[f"tune_{args.cpus}"].append(sweeper_run(spec, args.cpus))
+            if cluster:
+                spec = write_spec(work, data, args.steps, 1, f"cluster1_{r}")
+                runs["cluster_1"].append(sweeper_run(spec, args.cpus, address=cluster["RAY_ADDRESS"]))
+                lat_cluster += start_latencies(work / f"cluster1_{r}")
+    finally:
+        if tmpd:
+            stop_cluster(tmpd)
+    from scaling_sweeper.sweep.spec import load_specs
+    from scaling_sweeper.sweep.tune_runner import prepare
 
-    # interleaved repeats, best of each: the machine may be shared, so single runs are noisy
-    loops, tune1, tunen, lat, gaps, fixed = [], [], [], [], [], []
-    for r in range(args.repeat):
-        t_loop, n = run_loop_fresh(data, work / f"loop{r}", args.steps)
-        loops.append(t_loop)
-        t, init1, stop1 = run_tune(specs_for(data, work / f"tune1_{r}", args.steps, 1), cpus=args.cpus)
-        tune1.append(t)
-        lat_r = start_latencies(work / f"tune1_{r}")
-        lat += lat_r
-        gaps += between_trials(work / f"tune1_{r}")
-        fixed.append((t, init1, stop1, lat_r[0] if lat_r else 0.0))
-        tunen.append(run_tune(specs_for(data, work / f"tune{args.cpus}_{r}", args.steps, args.cpus),
-                              cpus=args.cpus)[0])
-    t_loop, t_t1, t_tn = min(loops), min(tune1), min(tunen)
-    cold = lat[0] if lat else None
-    warm = statistics.median(lat[1:]) if len(lat) > 1 else None
-    _, init1, stop1, cold1 = min(fixed)  # the fixed costs of the best tune-1 run
-    t_fixed = init1 + stop1 + cold1
+    n = sum(len(prepare(s)[2]) for s in load_specs(write_spec(work, data, args.steps, 1, "count")))
+    best = {k: min(v) for k, v in runs.items() if v}
+    loop = best["loop"]
     gap = statistics.median(gaps) if gaps else None
     res = {
-        "cells": n, "cpus": args.cpus, "repeat": args.repeat, "loop_s": t_loop, "tune_1_s": t_t1,
-        f"tune_{args.cpus}_s": t_tn, "ratio_tune1_over_loop": t_t1 / t_loop,
-        f"ratio_tune{args.cpus}_over_loop": t_tn / t_loop, "overhead_per_trial_s": (t_t1 - t_loop) / n,
-        "ray_init_s": init1, "ratio_tune1_minus_init_over_loop": (t_t1 - init1) / t_loop, "trial_start_cold_s": cold, "trial_start_warm_median_s": warm,
-        "ray_shutdown_s": stop1, "fixed_s": t_fixed, "between_trials_median_s": gap,
-        "ratio_tune1_minus_fixed_over_loop": (t_t1 - t_fixed) / t_loop,
-        "all_runs": {"loop": loops, "tune_1": tune1, f"tune_{args.cpus}": tunen},
+        "cells": n, "cpus": args.cpus, "repeat": args.repeat, "steps": args.steps,
+        **{f"{k}_s": v for k, v in best.items()},
+        **{f"ratio_{k}_over_loop": v / loop for k, v in best.items() if k != "loop"},
+        "overhead_per_trial_s": (best["tune_1"] - loop) / n,
+        "trial_start_latencies_s": lat, "trial_start_latencies_cluster_s": lat_cluster,
+        "between_trials_median_s": gap, "all_runs": runs,
     }
-    print(f"smoke sweep, {n} cells, {args.cpus} cores, best of {args.repeat}")
-    print(f"  plain loop (1 thread, new process) {t_loop:8.1f} s")
-    print(f"  Ray Tune, 1 trial at a time        {t_t1:8.1f} s   ratio {t_t1 / t_loop:.2f}  "
-          f"({res['overhead_per_trial_s']:+.1f} s per trial, incl. ray init {init1:.1f} s)")
-    print(f"  ... without starting Ray           {t_t1 - init1:8.1f} s   ratio {(t_t1 - init1) / t_loop:.2f}")
-    print(f"  Ray Tune, {args.cpus} trials at a time       {t_tn:8.1f} s   ratio {t_tn / t_loop:.2f}")
-    print(f"  ... without Ray start/stop and the cold worker start ({init1:.1f} + {stop1:.1f} + {cold1:.1f} s)"
-          f" {t_t1 - t_fixed:6.1f} s   ratio {(t_t1 - t_fixed) / t_loop:.2f}")
+    print(f"smoke sweep, {n} cells, {args.cpus} cores, whole processes, best of {args.repeat}")
+    print(f"  plain loop (1 thread)                     {loop:7.1f} s")
+    print(f"  sweeper run, 1 trial at a time            {best['tune_1']:7.1f} s   ratio "
+          f"{best['tune_1'] / loop:.2f}  ({res['overhead_per_trial_s']:+.2f} s per trial, incl. Ray start/stop)")
+    print(f"  sweeper run, {args.cpus} trials at a time           {best[f'tune_{args.cpus}']:7.1f} s   ratio "
+          f"{best[f'tune_{args.cpus}'] / loop:.2f}")
+    if "cluster_1" in best:
+        print(f"  sweeper run --address (running Ray), 1    {best['cluster_1']:7.1f} s   ratio "
+              f"{best['cluster_1'] / loop:.2f}")
     if gap is not None:
         print(f"  steady per-trial cost (training done -> next training starts): median {gap:.2f} s")
     if lat:
-        print(f"  trial start latency (admitted -> training): cold (new worker) {cold:.2f} s, "
-              f"warm (reused worker) median {warm if warm is not None else float('nan'):.2f} s")
+        print(f"  trial start latency (admitted -> training): first trial {lat[0]:.2f} s, "
+              f"later (reused worker) median {statistics.median(lat[1:] or lat):.2f} s")
     out = REPO / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_sweep.json").write_text(json.dumps(res, indent=2) + "\n")

@@ -325,10 +325,11 @@ class _Driver:
         import ray.train
         from ray.train.torch import TorchConfig, TorchTrainer
 
+        from scaling_sweeper.sweep.ray_cluster import worker_env
+
         storage, name = self.storage()
         cfg, dist, plan = self.cfg, self.dist, self.plan
-        worker_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p)}}  # fmt: skip
+        env = worker_env()  # PYTHONPATH to this checkout only when it is not installed
         resources = {"CPU": dist.cpus_per_worker}
         if plan.use_gpu:
             resources["GPU"] = 1
@@ -351,7 +352,7 @@ class _Driver:
                 storage_path=storage,
                 failure_config=ray.train.FailureConfig(max_failures=dist.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
-                worker_runtime_env=worker_env,
+                worker_runtime_env={"env_vars": env} if env else None,
             ),
         )
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 from scaling_sweeper.errors import BudgetError, ConfigError
-from scaling_sweeper.model import GPTConfig
+from scaling_sweeper.model_config import GPTConfig
 
 
 def tokens_seen(steps: int, batch: int, seq_len: int) -> int:

@@ -1,4 +1,7 @@
-"""GPT decoder for jet-token sequences (nanoGPT style) and the size ladder.
+"""GPT decoder for jet-token sequences (nanoGPT style).
+
+Its config (`GPTConfig`), the size ladder (`SIZES`, `config_for`) and the closed-form
+`count_params` live in `scaling_sweeper.model_config` (no torch) and are re-exported here.
 
 Architecture: learned token + position embeddings, `n_layer` pre-LayerNorm blocks of causal
 self-attention (`F.scaled_dot_product_attention`) and a 4x GELU MLP, a final LayerNorm and a
@@ -24,27 +27,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.model_config import SIZES, GPTConfig, SizePreset, config_for, count_params, get_size
 
-
-@dataclass
-class GPTConfig:
-    n_layer: int  # transformer blocks
-    n_head: int  # attention heads; d_model % n_head == 0
-    d_model: int  # residual stream width
-    vocab_size: int  # token ids 0..vocab_size-1
-    block_size: int  # max context length (positions)
-    dropout: float = 0.0  # residual / attention / embedding dropout (training only)
-    bias: bool = False  # biases in Linear and LayerNorm
-
-    def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "d_model", "vocab_size", "block_size"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"GPTConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.n_head:
-            raise ConfigError(f"GPTConfig: d_model {self.d_model} not divisible by n_head {self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+__all__ = ["GPT", "SIZES", "GPTConfig", "KVCache", "SizePreset", "config_for", "count_params", "get_size"]
 
 
 @dataclass
@@ -237,70 +222,3 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
-
-
-def count_params(cfg: GPTConfig) -> tuple[int, int]:
-    """Closed-form (N, N_incl) for `GPT(cfg)`, without building it."""
-    d = cfg.d_model
-    b = 1 if cfg.bias else 0
-    per_layer = (
-        2 * d * (1 + b)  # ln_1, ln_2 (weight [+ bias])
-        + 3 * d * d + 3 * d * b  # c_attn
-        + d * d + d * b  # attn c_proj
-        + 4 * d * d + 4 * d * b  # c_fc
-        + 4 * d * d + d * b  # mlp c_proj
-    )
-    n = cfg.n_layer * per_layer + d * (1 + b)  # + ln_f
-    n_incl = n + cfg.vocab_size * d + cfg.block_size * d  # + wte (tied head) + wpe
-    return n, n_incl
-
-
-# ---------------------------------------------------------------------------------------------
-# The size ladder
-
-
-@dataclass(frozen=True)
-class SizePreset:
-    name: str
-    n_layer: int
-    n_head: int
-    d_model: int
-    lr: float  # reference peak learning rate (Ranger)
-
-
-SIZES: dict[str, SizePreset] = {
-    p.name: p
-    for p in (
-        #          name   layers heads width  lr           N (bias=False) ~
-        SizePreset("Pico", 1, 2, 32, 1e-2),  # 1.2e4
-        SizePreset("XXS", 2, 3, 48, 5e-3),  # 5.5e4
-        SizePreset("XS", 3, 4, 64, 5e-3),  # 1.5e5
-        SizePreset("S", 4, 4, 96, 3e-3),  # 4.4e5
-        SizePreset("M-", 6, 4, 128, 3e-3),  # 1.2e6
-        SizePreset("M", 8, 6, 192, 3e-3),  # 3.5e6
-        SizePreset("L", 10, 5, 320, 1e-3),  # 1.2e7
-        SizePreset("XL", 12, 8, 512, 1e-3),  # 3.8e7
-        SizePreset("XXL", 16, 12, 768, 3e-4),  # 1.1e8
-    )
-}
-
-
-def get_size(name: str) -> SizePreset:
-    """The preset called `name`; ConfigError listing the valid names otherwise."""
-    try:
-        return SIZES[name]
-    except KeyError:
-        raise ConfigError(f"unknown size {name!r}; valid sizes: {', '.join(SIZES)}") from None
-
-
-def config_for(size: str | SizePreset, vocab_size: int, block_size: int, dropout: float = 0.0) -> GPTConfig:
-    """GPTConfig of a preset for a given vocabulary and context length."""
-    p = get_size(size) if isinstance(size, str) else size
-    return GPTConfig(
-        n_layer=p.n_layer,
-        n_head=p.n_head,
-        d_model=p.d_model,
-        vocab_size=vocab_size,
-        block_size=block_size,
-        dropout=dropout,
-    )

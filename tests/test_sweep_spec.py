@@ -255,3 +255,54 @@ def test_cluster_configs_parse():
              for d in yaml.safe_load_all((REPO / "cluster" / "kuberay" / f).read_text())]
     assert kinds == ["RayCluster", "PersistentVolumeClaim", "RayJob"]
     assert (REPO / "cluster" / "start_local_cluster.sh").stat().st_mode & 0o111
+
+
+def test_sweep_driver_plans_without_torch(tmp_path):
+    """A sweep driver (spec, cells, ledger, Tune wiring, plan) never imports torch: on a cluster
+    it runs on the head, and on a laptop its import time is on every run's critical path."""
+    rng = np.random.default_rng(0)
+    tokens = write_shards(tmp_path / "tokens", {k: rng.integers(0, 50, size=(n, 130)).astype(np.uint16)
+                                                for k, n in (("train", 3000), ("val", 20), ("test", 20))},
+                          vocab_size=53, pad_token=52)
+    code = (
+        "import sys\n"
+        "from scaling_sweeper.cli import main\n"
+        "import scaling_sweeper.sweep.tune_runner as tr\n"
+        "from scaling_sweeper.sweep.spec import load_specs\n"
+        f"specs = load_specs({str(REPO / 'sweeps' / 'smoke.yaml')!r}, ['data={tokens}'])\n"
+        "cells = [c for s in specs for c in tr.prepare(s)[2]]\n"
+        "assert cells and all(c.train_config().steps > 0 for c in cells)\n"
+        "print('torch' in sys.modules, len(cells))\n"
+    )
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported, n = r.stdout.split()
+    assert imported == "False" and int(n) == 6
+
+
+def test_worker_env_needs_pythonpath_only_without_install(tmp_path):
+    """Installed (editable) -> workers need no runtime_env, so Ray can hand out prestarted
+    workers; a bare checkout on sys.path -> PYTHONPATH to it."""
+    import json
+    import subprocess
+    import sys
+
+    from scaling_sweeper.sweep.ray_cluster import worker_env
+
+    code = ("import sys, json; sys.path.insert(0, sys.argv[1]);"
+            "from scaling_sweeper.sweep.ray_cluster import worker_env; print(json.dumps(worker_env()))")
+    bare = subprocess.run([sys.executable, "-S", "-c", code, str(REPO)], capture_output=True, text=True,
+                          cwd=tmp_path)  # -S: no site-packages, so no install of the package
+    assert bare.returncode == 0, bare.stderr[-2000:]
+    assert json.loads(bare.stdout)["PYTHONPATH"].split(":")[0] == str(REPO)
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("scaling-sweeper")
+    except PackageNotFoundError:
+        assert worker_env()["PYTHONPATH"].split(":")[0] == str(REPO)
+    else:  # the test venv installs it editable (scripts/setup.sh)
+        assert worker_env() == {}

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_sizes(args: argparse.Namespace) -> int:
     from scaling_sweeper.flops import flops_per_token, forward_flops_per_token_exact
-    from scaling_sweeper.model import SIZES, config_for, count_params
+    from scaling_sweeper.model_config import SIZES, config_for, count_params
 
     vocab, seq_len = resolve_token_shape(args.data, args.vocab, args.seq_len)
     print(f"vocab {vocab}, seq_len {seq_len} (context {seq_len - 1}); embeddings tied; "
@@ -59,7 +59,7 @@ def cmd_sizes(args: argparse.Namespace) -> int:
 
 def build_train_config(args: argparse.Namespace):
     """TrainConfig from --config, the named flags, then --set overrides (strings like 2e6 accepted)."""
-    from scaling_sweeper.train import TrainConfig
+    from scaling_sweeper.train_config import TrainConfig
 
     data: dict = load_yaml(args.config) if args.config else {}
     data.pop("derived", None)

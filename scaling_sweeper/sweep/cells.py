@@ -36,9 +36,10 @@ from typing import Any
 from scaling_sweeper import flops
 from scaling_sweeper.config import dump_yaml, from_dict, to_dict
 from scaling_sweeper.errors import ConfigError, DataError
-from scaling_sweeper.model import config_for, count_params, get_size
+from scaling_sweeper.model_config import config_for, count_params, get_size
 from scaling_sweeper.runfolder import atomic_write_json, atomic_write_text
 from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec
+from scaling_sweeper.train_config import TrainConfig
 
 ID_LENGTH = 12
 # TrainConfig fields that do not change the trained model (left out of the cell id)
@@ -48,12 +49,6 @@ ID_EXCLUDED = frozenset({
 })
 # choose_strategy's offload picks -> (TrainConfig.strategy, zero_offload)
 _OFFLOAD_PICKS = {"zero2_offload": ("zero2", "optimizer"), "zero3_offload": ("zero3", "all")}
-
-
-def train_config_class():
-    from scaling_sweeper.train import TrainConfig
-
-    return TrainConfig
 
 
 def cell_id_of(config: dict[str, Any]) -> str:
@@ -97,7 +92,7 @@ class Cell:
     workers: int = 1  # processes (Ray Train workers) training it
 
     def train_config(self):
-        return from_dict(train_config_class(), dict(self.config))
+        return from_dict(TrainConfig, dict(self.config))
 
     def row(self) -> dict[str, Any]:
         """A plan row (no config)."""
@@ -188,7 +183,6 @@ def resolve_strategy(cfg: Any, shape: DataShape, where: str) -> Any:
 def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]:
     """All cells of `spec`, in plan order, deduplicated by cell id. Raises ConfigError/BudgetError
     naming the field for anything that cannot run (before any compute)."""
-    TrainConfig = train_config_class()
     shape = shape or data_shape(spec)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in spec.grid:

@@ -166,8 +166,8 @@ class SweepSpec:
             raise ConfigError("grid: phase grid needs a `grid` mapping (or sizes/seeds to vary)")
 
     def _check_strategies(self) -> None:
-        from scaling_sweeper.model import SIZES
-        from scaling_sweeper.train import STRATEGIES
+        from scaling_sweeper.model_config import SIZES
+        from scaling_sweeper.train_config import STRATEGIES
 
         for size, strategy in self.strategies.items():
             if size not in SIZES:

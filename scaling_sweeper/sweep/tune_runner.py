@@ -226,7 +226,7 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
     train_fn = ctx.train_fn or default_train_fn
 
     if not is_done(run_dir):
-        from scaling_sweeper.train import TrainConfig
+        from scaling_sweeper.train_config import TrainConfig
 
         cfg = from_dict(TrainConfig, dict(cell["config"]))
         last = read_jsonl(run_dir / "metrics.jsonl")
