@@ -263,3 +263,67 @@ def test_resume_after_killed_driver(local_cluster, tokens_dir, tmp_path, sig):
             assert len(starts) == 2 and first_steps(run_dir, starts[0]["trial_id"]) == [5]
             assert all(s > 10 for s in first_steps(run_dir, starts[1]["trial_id"]))
         assert [m["step"] for m in read_jsonl(run_dir / "metrics.jsonl")][-1] == 60
+
+
+# ---------------------------------------------------------------------------------------------
+# Tune's experiment state on an object store (tune_storage: s3://...), against a local S3
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch):
+    """A local S3 endpoint (moto server) holding an empty bucket `sweeps`; the credentials go in
+    the environment, which the workers of an embedded Ray inherit (as they would on a cluster
+    with an instance role or env-configured credentials)."""
+    import socket
+
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    for k, v in creds.items():
+        monkeypatch.setenv(k, v)
+    fs = pyarrow.fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                                 access_key="testing", secret_key="testing", allow_bucket_creation=True)
+    fs.create_dir("sweeps")
+    try:
+        yield fs, f"s3://sweeps/tune?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    finally:
+        server.stop()
+
+
+def test_tune_storage_on_s3(s3_bucket, tokens_dir, tmp_path):
+    import pyarrow.fs
+
+    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
+    from scaling_sweeper.sweep.tune_runner import run_sweep
+
+    fs, uri = s3_bucket
+    spec = spec_from_dict({
+        "name": "s3sweep", "phase": "model_size", "data": str(tokens_dir), "storage": str(tmp_path / "runs"),
+        "tune_storage": uri, "sizes": ["Pico", "XXS"],
+        "train": {"tokens": 13000, "steps": 10, "batch_size": 4, "ckpt_every": 5, "log_every": 5},
+    })
+    try:
+        out = run_sweep(spec, num_cpus=2, progress=False)
+        assert out.ok and len(out.done) == 2, out
+    finally:
+        shutdown_ray()
+    check_sweep_finished(tmp_path / "runs" / "s3sweep", tmp_path / "runs")
+    # Tune wrote its experiment state and every trial's (pointer) checkpoints to the bucket
+    keys = [i.path for i in fs.get_file_info(pyarrow.fs.FileSelector("sweeps/tune", recursive=True))]
+    (exp,) = {k.split("/")[2] for k in keys}
+    assert exp.startswith("s3sweep-")
+    assert any(k.rsplit("/", 1)[-1].startswith("experiment_state") for k in keys), keys
+    pointers = [k for k in keys if k.endswith("/pointer.json")]
+    assert len({p.split("/")[3] for p in pointers}) == 2, keys  # one trial folder per cell
+    # nothing of it went to local disk instead
+    assert not (tmp_path / "runs" / "s3sweep" / "_tune").exists()
+    # resuming a finished sweep reads the run folders, not the bucket: nothing runs again
+    again = run_sweep(spec, progress=False)
+    assert len(again.skipped_done) == 2 and not again.submitted
