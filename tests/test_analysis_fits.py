@@ -232,3 +232,23 @@ def test_single_threaded_blas_restores_thread_counts():
     with single_threaded_blas():
         assert all(get() == 1 for get, _ in libs)
     assert [get() for get, _ in libs] == before
+
+
+def test_converged_fit_warns_when_bootstrap_refits_hit_bounds():
+    """Four sizes of an almost-log trend: the point fit converges, but most resamples put E or
+    alpha at a bound; the message must say so (and the share must match the samples)."""
+    from analysis.fits.laws import ALPHA_BOUNDS
+
+    x = np.array([1.24e4, 5.5e4, 1.5e5, 4.4e5])  # the demo's Pico..S
+    y = 5.8 - 0.05 * np.log10(x) + np.random.default_rng(3).normal(0, 0.01, 4)
+    r = fit_law(x, y, "offset_power", n_boot=200, seed=0)
+    assert r.status == "converged"
+    s = r.samples
+    at = ((s[:, 2] <= ALPHA_BOUNDS[0] * 1.001) | (s[:, 2] >= ALPHA_BOUNDS[1] * 0.999)
+          | (s[:, 0] <= 1e-6 * np.ptp(y)) | (s[:, 1] <= 0))
+    assert r.boot_at_bound == pytest.approx(at.mean()) and r.boot_at_bound > 0.3
+    assert "bootstrap refits put a parameter at its bound" in r.message
+    assert r.to_dict()["boot_at_bound"] == r.boot_at_bound
+    # a well-determined law (9 sizes x 2 seeds, 4 decades) gives no such warning
+    good = fit_law(X, _draw("offset_power", seed=3), "offset_power", n_boot=150, seed=1)
+    assert good.status == "converged" and good.boot_at_bound < 0.1 and good.message == "converged"

@@ -38,6 +38,8 @@ from analysis.fits.result import (
 COND_LIMIT = 1e8  # condition number of the column-scaled Jacobian above which a fit is ill-conditioned
 ALPHA_BOUNDS = (1e-3, 5.0)  # saturating exponent of the offset power law
 POWER_ALPHA_BOUNDS = (-5.0, 5.0)
+# share of bootstrap refits at a parameter bound above which a converged fit's message warns
+BOOT_AT_BOUND_WARN = 0.1
 
 
 def log_law(p: dict[str, float], x: np.ndarray) -> np.ndarray:
@@ -256,17 +258,23 @@ def fit_law(
     yhat = MODELS[law](params, x)
     gof = goodness(y, yhat, k, e)
 
+    n_bound = [0]  # bootstrap refits with a parameter at a bound (their intervals are clipped there)
+
     def refit(idx: np.ndarray):
         xi, yi = x[idx], y[idx]
         if len(np.unique(xi)) < L.min_distinct_x or np.ptp(yi) <= 0:
             return None
         try:
             with np.errstate(all="ignore"):
-                return L.core(xi, yi, w[idx], x_ref, **kw).params
+                c = L.core(xi, yi, w[idx], x_ref, **kw)
         except (ValueError, np.linalg.LinAlgError, FloatingPointError):
             return None
+        if c.at_bound and np.all(np.isfinite(c.params)):
+            n_bound[0] += 1
+        return c.params
 
     samples = bootstrap_samples(refit, group_index(g, n), n_boot, seed) if n_boot > 0 else np.empty((0, 0))
+    boot_at_bound = n_bound[0] / len(samples) if len(samples) else 0.0
     ci = percentile_ci(samples, names, ci_level, core.params)
     if core.cond > COND_LIMIT:
         status, msg = ILL_CONDITIONED, f"parameters are not determined by the data (condition number {core.cond:.2g})"
@@ -278,8 +286,12 @@ def fit_law(
         status, msg = CONVERGED, "converged"
     if n_boot > 0 and len(samples) < max(2, n_boot // 2):
         msg += f"; only {len(samples)} of {n_boot} bootstrap resamples could be fitted"
+    if status == CONVERGED and boot_at_bound >= BOOT_AT_BOUND_WARN:
+        msg += (f", but {boot_at_bound:.0%} of the bootstrap refits put a parameter at its bound: the data "
+                "barely constrain it and its interval is cut off there")
     return FitResult(
         law=law, formula=L.formula, params=params, ci=ci, status=status, message=msg, n_params=k,
-        n_boot=len(samples), samples=samples if len(samples) else None, **gof, **base,
+        n_boot=len(samples), boot_at_bound=boot_at_bound, samples=samples if len(samples) else None,
+        **gof, **base,
     )
 

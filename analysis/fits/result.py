@@ -45,6 +45,7 @@ class FitResult:
     bic: float = math.nan
     ci_level: float = 0.95
     n_boot: int = 0  # bootstrap resamples that converged
+    boot_at_bound: float = 0.0  # share of those with a parameter at a bound (a loosely constrained law)
     x_range: tuple[float, float] = (math.nan, math.nan)
     derived: dict[str, float] = field(default_factory=dict)  # law-specific derived numbers
     samples: np.ndarray | None = field(default=None, repr=False)  # (n_boot, n_params), param order
@@ -91,6 +92,7 @@ class FitResult:
             "aic": self.aic,
             "bic": self.bic,
             "n_boot": self.n_boot,
+            "boot_at_bound": self.boot_at_bound,
             "derived": dict(self.derived),
         }
 
