@@ -517,15 +517,19 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     sections += [s_n, s_d, _section_isoflop(done, fits, n_boot)]
     s_swd, d_swd = _section_law_vs(done, "N", "swd", "swd-vs-n", "SWD vs model size N", "N (parameters)", "swd",
                                    fits, n_boot, yerr="swd_err", floor="swd_floor")
-    if s_swd.missing and (done.height == 0 or "swd" not in done.columns or done["swd"].null_count() == done.height):
-        s_swd.missing = "No SWD data: no finished cell has been evaluated (swd is null)."
-    sections += [s_swd, _section_loss_vs_swd(done, fits)]
+    s_swd_d, d_swd_d = _section_law_vs(done, "D", "swd", "swd-vs-d", "SWD vs data size D", "D (tokens)", "swd",
+                                       fits, n_boot, yerr="swd_err", floor="swd_floor")
+    no_swd = done.height == 0 or "swd" not in done.columns or done["swd"].null_count() == done.height
+    for sec in (s_swd, s_swd_d):
+        if sec.missing and no_swd:
+            sec.missing = "No SWD data: no finished cell has been evaluated (swd is null)."
+    sections += [s_swd, s_swd_d, _section_loss_vs_swd(done, fits)]
     cj = _curves_joined(curves, done)
     sections.append(_section_curves(cj))
     # windows: along D (data scan), along C (compute frontier), along N (size scan)
     scans: dict[tuple[str, str], pl.DataFrame] = {
         ("D", LOSS): d_d,
-        ("D", "swd"): _scan(done, "D", "swd")[0],
+        ("D", "swd"): d_swd_d,
         ("C", LOSS): _frontier_frame(cj),
         ("N", LOSS): d_n,
         ("N", "swd"): d_swd,

@@ -20,11 +20,12 @@ from scaling_sweeper.cli import main as cli_main
 REPO = Path(__file__).resolve().parents[1]
 
 FIGURES = [
-    "fig-loss-vs-n", "fig-loss-vs-d", "fig-isoflop", "fig-isoflop-opt", "fig-swd-vs-n", "fig-loss-vs-swd",
+    "fig-loss-vs-n", "fig-loss-vs-d", "fig-isoflop", "fig-isoflop-opt", "fig-swd-vs-n", "fig-swd-vs-d",
+    "fig-loss-vs-swd",
     "fig-learning-curves", "fig-frontier", "fig-window-val-loss-D", "fig-window-swd-D", "fig-window-val-loss-C",
     "fig-window-val-loss-N", "fig-window-swd-N", "fig-chinchilla",
 ]
-SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "loss-vs-swd", "learning-curves",
+SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "swd-vs-d", "loss-vs-swd", "learning-curves",
             "windows", "chinchilla", "parameters"]
 
 
@@ -86,7 +87,8 @@ def test_report_renders_every_figure(results, tmp_path):
     assert "Plotly.newPlot" in text and len(text) > 3_000_000  # the inlined plotly.js bundle
     assert not p.missing, p.missing  # all data present: no section says data are missing
     # figure titles are in the plotly JSON
-    for title in ("Validation loss vs model size N", "IsoFLOP curves", "Learnable window", "SWD vs model size N"):
+    for title in ("Validation loss vs model size N", "IsoFLOP curves", "Learnable window", "SWD vs model size N",
+                  "SWD vs data size D"):
         assert title in text
     # parameter table with statuses and the plain-words window explanations
     assert "converged" in text and "90% of the window is closed" in text and "learnable window" in text.lower()
@@ -98,6 +100,7 @@ def test_report_sections_say_when_data_missing(tmp_path):
     write_synthetic_sweep(root / "noeval", n_curve_points=0, with_swd=False)
     p, text = _parse(build_report(root, "noeval", n_boot=4))
     assert "fig-loss-vs-n" in p.ids and "fig-swd-vs-n" not in p.ids and "fig-learning-curves" not in p.ids
+    assert "fig-swd-vs-d" not in p.ids and "swd-vs-d" in p.ids
     joined = " ".join(p.missing)
     assert "No SWD data" in joined and "No learning curves" in joined
     # a sweep whose cells all failed: every analysis section explains itself, no exception
