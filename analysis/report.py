@@ -396,8 +396,9 @@ def _section_windows(scans: dict[tuple[str, str], pl.DataFrame], frontier_rows: 
             continue
         yerr = "swd_err" if y == "swd" and d["swd_err"].null_count() == 0 else None
         floor = float(np.nanmedian(_arr(d, "swd_floor"))) if y == "swd" and d["swd_floor"].null_count() < d.height else None
-        w = learnable_window(_arr(d, x), _arr(d, y), axis=x, metric=y,
-                             yerr=_arr(d, yerr) if yerr else None, floor=floor, n_boot=n_boot)
+        groups = d["cell_id"].to_numpy() if "cell_id" in d.columns else None  # bootstrap resamples cells
+        w = learnable_window(_arr(d, x), _arr(d, y), axis=x, metric=y, yerr=_arr(d, yerr) if yerr else None,
+                             floor=floor, groups=groups, n_boot=n_boot)
         wins.append(w)
         fid = f"fig-window-{y}-{x}".replace("_", "-")
         if w.fit is not None and w.fit.ok:
@@ -544,12 +545,16 @@ def _frontier_frame(cj: pl.DataFrame) -> pl.DataFrame:
     """The compute-efficient frontier as a frame with columns C and val_loss (for the C window)."""
     d = cj.filter(pl.col("flops").is_not_null() & pl.col("val_loss").is_not_null()) if cj.height else cj
     if d.height == 0:
-        return pl.DataFrame(schema={"C": pl.Float64, LOSS: pl.Float64, "size": pl.String})
-    runs = [(c["flops"].cast(pl.Float64).to_numpy(), c["val_loss"].cast(pl.Float64).to_numpy())
-            for _, c in d.sort("step").group_by("cell_id", maintain_order=True)]
-    fr = compute_frontier(runs, n_grid=25)
+        return pl.DataFrame(schema={"C": pl.Float64, LOSS: pl.Float64, "size": pl.String, "cell_id": pl.String})
+    groups = list(d.sort("step").group_by("cell_id", maintain_order=True))
+    runs = [(c["flops"].cast(pl.Float64).to_numpy(), c["val_loss"].cast(pl.Float64).to_numpy()) for _, c in groups]
+    fr = compute_frontier(runs, n_grid=25, labels=[str(k[0]) for k, _ in groups])
     ok = np.isfinite(fr.loss)
-    return pl.DataFrame({"C": fr.flops[ok], LOSS: fr.loss[ok], "size": ["frontier"] * int(ok.sum())})
+    owner = [lab for lab, keep in zip(fr.best_label(), ok) if keep]
+    # cell_id: the run that is best at each C; the window's bootstrap resamples these runs,
+    # not the 25 grid points (which are interpolated from a few runs and far from independent)
+    return pl.DataFrame({"C": fr.flops[ok], LOSS: fr.loss[ok], "size": ["frontier"] * int(ok.sum()),
+                         "cell_id": owner})
 
 
 def build_report(

@@ -32,6 +32,7 @@ UNITS = {"D": "tokens", "C": "FLOPs", "N": "parameters", "N_incl": "parameters"}
 NAMES = {"D": "training-set size D", "C": "training compute C", "N": "model size N", "N_incl": "model size N_incl"}
 
 SATURATING = "saturating"
+UNBOUNDED_FACTOR = 1e3  # an x interval reaching beyond this multiple of the largest x is "not bounded"
 NOT_SATURATING = "not_saturating"
 
 
@@ -84,6 +85,15 @@ def _ci_txt(ci: tuple[float, float] | None) -> str:
     if not ci or not all(math.isfinite(c) for c in ci):
         return ""
     return f" (95% interval {_fmt(ci[0])} to {_fmt(ci[1])})"
+
+
+def _x_ci_txt(ci: tuple[float, float] | None, x_max: float, axis: str) -> str:
+    """Interval of a position on the x axis; an upper end far beyond the data is said in words
+    (a bootstrap of a loosely constrained exponent puts it at absurd values like 1e200)."""
+    if ci and all(math.isfinite(c) for c in ci) and math.isfinite(x_max) and ci[1] > UNBOUNDED_FACTOR * x_max:
+        return (f" (95% interval from {_fmt(ci[0])} to more than {UNBOUNDED_FACTOR:g}x the largest {axis} measured: "
+                "these data do not bound it)")
+    return _ci_txt(ci)
 
 
 def window_numbers(E: float, A: float, alpha: float, x_min: float, sigma: float | None) -> dict[str, float]:
@@ -226,9 +236,9 @@ def learnable_window(
                        f"{_ci_txt(res.ci.get('asymptote'))}: the best this setup can reach along {axis}.")
     ex["width"] = (f"The learnable window is {_fmt(res.width)}{_ci_txt(res.ci.get('width'))}: all the improvement in "
                    f"{metric} that more {axis} can bring, starting from the smallest {axis}.")
-    ex["x_90"] = (f"90% of the window is closed at {axis} = {_fmt(res.x_90)} {unit}{_ci_txt(res.ci.get('x_90'))}"
+    ex["x_90"] = (f"90% of the window is closed at {axis} = {_fmt(res.x_90)} {unit}{_x_ci_txt(res.ci.get('x_90'), res.x_max, axis)}"
                   f"{where(res.x_90)}.")
-    ex["x_99"] = (f"99% of the window is closed at {axis} = {_fmt(res.x_99)} {unit}{_ci_txt(res.ci.get('x_99'))}"
+    ex["x_99"] = (f"99% of the window is closed at {axis} = {_fmt(res.x_99)} {unit}{_x_ci_txt(res.ci.get('x_99'), res.x_max, axis)}"
                   f"{where(res.x_99)}.")
     if math.isfinite(res.x_sat):
         if res.x_sat <= res.x_min:
@@ -236,7 +246,7 @@ def learnable_window(
                            f"statistical uncertainty of {metric} ({_fmt(sigma)}, {sigma_src}): more {axis} brings no "
                            "measurable improvement.")
         else:
-            ex["x_sat"] = (f"Beyond {axis} = {_fmt(res.x_sat)} {unit}{_ci_txt(res.ci.get('x_sat'))} the remaining gap "
+            ex["x_sat"] = (f"Beyond {axis} = {_fmt(res.x_sat)} {unit}{_x_ci_txt(res.ci.get('x_sat'), res.x_max, axis)} the remaining gap "
                            f"to the plateau is smaller than the statistical uncertainty of {metric} ({_fmt(sigma)}, "
                            f"{sigma_src}): further {axis} cannot be told apart from noise{where(res.x_sat)}.")
     else:

@@ -10,6 +10,8 @@ import textwrap
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 
 from analysis.report import build_report
@@ -202,3 +204,22 @@ def test_analysis_imports_without_torch_ray_deepspeed(tmp_path):
     assert res["status"] == "converged" and res["window"] == "saturating"
     assert Path(res["report"]).exists()
     assert res["cli"] == [0, 0]  # `sweeper query` / `sweeper report` work without torch
+
+
+def test_frontier_frame_names_the_run_that_is_best_at_each_C():
+    """Two runs crossing at C = 1e3: the small one owns the frontier below, the big one above, so
+    the compute window's bootstrap resamples those runs, not interpolated grid points."""
+    from analysis.report import _frontier_frame
+
+    C = np.geomspace(1e1, 1e5, 9)
+    rows = []
+    for cid, loss in (("small", 5.0 - 0.2 * np.log10(C)), ("big", 5.6 - 0.4 * np.log10(C))):
+        rows += [{"cell_id": cid, "step": i, "flops": float(c), "val_loss": float(v)}
+                 for i, (c, v) in enumerate(zip(C, loss))]
+    fr = _frontier_frame(pl.DataFrame(rows))
+    assert fr.height == 25 and set(fr["cell_id"]) == {"small", "big"}
+    below = fr.filter(pl.col("C") < 1e3 * 0.99)
+    above = fr.filter(pl.col("C") > 1e3 * 1.01)
+    assert set(below["cell_id"]) == {"small"} and set(above["cell_id"]) == {"big"}
+    expect = np.minimum(5.0 - 0.2 * np.log10(fr["C"].to_numpy()), 5.6 - 0.4 * np.log10(fr["C"].to_numpy()))
+    assert np.allclose(fr["val_loss"].to_numpy(), expect)

@@ -89,3 +89,13 @@ def test_degenerate_window(x, y):
     assert w.explanations["status"]
     assert math.isnan(w.width)
     assert w.to_dict()["status"] == "insufficient_data"
+
+
+def test_x_interval_far_beyond_the_data_is_said_in_words():
+    from analysis.window import _x_ci_txt
+
+    assert "do not bound it" in _x_ci_txt((8.7e11, 5.7e218), 9.3e12, "C")
+    assert "8.700e+11" in _x_ci_txt((8.7e11, 5.7e218), 9.3e12, "C")
+    bounded = _x_ci_txt((8.7e11, 5.0e13), 9.3e12, "C")
+    assert "5.000e+13" in bounded and "bound" not in bounded
+    assert _x_ci_txt((float("nan"), 1.0), 9.3e12, "C") == ""
