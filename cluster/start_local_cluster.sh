@@ -36,8 +36,25 @@ import sys, time, psutil
 tmp = sys.argv[1].rstrip("/")
 me = psutil.Process()
 mine = {me.pid, *(p.pid for p in me.parents())}  # not this script, nor whoever called it
-procs = [p for p in psutil.process_iter(["pid", "cmdline"])
-         if p.pid not in mine and tmp in " ".join(p.info["cmdline"] or [])]
+# this cluster's processes name DIR on their command line; the GCS port (from DIR/cluster.env)
+# also finds the Ray client server, and their children (dashboard and runtime-env agents, retitled
+# `ray::...`) are collected before anything is killed, as they outlive their raylet otherwise
+gcs = ""
+try:
+    env = dict(l.split("=", 1) for l in open(f"{tmp}/cluster.env").read().split() if "=" in l)
+    gcs = ":" + env["RAY_ADDRESS"].rsplit(":", 1)[1]
+except (OSError, KeyError, IndexError):
+    pass
+def ours(p):
+    cmd = " ".join(p.info["cmdline"] or [])
+    return tmp in cmd or (gcs and "--address=" in cmd and cmd.split("--address=", 1)[1].split()[0].endswith(gcs))
+procs = {p.pid: p for p in psutil.process_iter(["pid", "cmdline"]) if p.pid not in mine and ours(p)}
+for p in list(procs.values()):
+    try:
+        procs.update({c.pid: c for c in p.children(recursive=True) if c.pid not in mine})
+    except psutil.NoSuchProcess:
+        pass
+procs = list(procs.values())
 for p in procs:
     try:
         p.terminate()
@@ -76,6 +93,7 @@ for s in socks: s.close()" "$1"; }
 read -r GCS DASH CLIENT NM OM AGL AGG RTE MET <<<"$(ports 9)"
 "$RAY" start --head --node-ip-address 127.0.0.1 --port "$GCS" --num-cpus "$CPUS" --num-gpus 0 \
   --temp-dir "$TMPD" --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASH" \
+  --ray-client-server-port "$CLIENT" \
   --node-manager-port "$NM" --object-manager-port "$OM" \
   --dashboard-agent-listen-port "$AGL" --dashboard-agent-grpc-port "$AGG" --runtime-env-agent-port "$RTE" \
   --metrics-export-port "$MET" --object-store-memory 100000000 --disable-usage-stats >"$TMPD/head.log" 2>&1 \

@@ -170,15 +170,27 @@ def local_cluster(tmp_path_factory):
     tmpd = f"/tmp/rayc-{os.getpid()}-{int(time.time()) % 100000}"  # short: unix socket paths
     script = REPO / "cluster" / "start_local_cluster.sh"
     env = {**os.environ, "PYTHON": PY, "RAY": str(Path(PY).parent / "ray")}
+    info: dict[str, str] = {}
     try:
         out = subprocess.run(["bash", str(script), "--workers", "1", "--cpus", "1", "--temp-dir", tmpd],
                              env=env, capture_output=True, text=True, timeout=240)
         assert out.returncode == 0, out.stdout + out.stderr
-        info = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+        info.update(line.split("=", 1) for line in out.stdout.split() if "=" in line)
         yield info
     finally:
         subprocess.run(["bash", str(script), "--stop", "--temp-dir", tmpd], env=env, timeout=60)
         shutil.rmtree(tmpd, ignore_errors=True)
+    # --stop leaves nothing of this cluster running (the Ray client server names only the GCS port)
+    import psutil
+
+    gcs = ":" + info.get("RAY_ADDRESS", "-:-").rsplit(":", 1)[1]
+    left = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and (
+                tmpd in cmd or any(a.startswith("--address=") and a.endswith(gcs) for a in cmd.split())):
+            left.append(cmd[:200])
+    assert not left, left
 
 
 def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
