@@ -17,6 +17,8 @@ from typing import Any
 import scaling_sweeper
 
 _AUTH_ENV = "RAY_AUTH_MODE"
+
+
 def repo_root() -> Path:
     """The folder that holds the `scaling_sweeper` package (the source checkout when not installed)."""
     return Path(scaling_sweeper.__file__).resolve().parent.parent
