@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling_sweeper import flops
-from scaling_sweeper.config import dump_yaml, from_dict, to_dict
+from scaling_sweeper.config import from_dict, to_dict
 from scaling_sweeper.errors import ConfigError
 from scaling_sweeper.runfolder import (
     append_jsonl,
@@ -273,24 +273,11 @@ def run_distributed_trial(
         ray.init(include_dashboard=False)
     check_resources(plan, dist, ray.cluster_resources())
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with T._run_lock(run_dir):  # one driver per run folder (SweeperError if another one trains it)
-        if not has_config:
-            atomic_write_text(run_dir / "config.yaml", dump_yaml({**to_dict(cfg), "derived": derived}))
+    # one driver per run folder (SweeperError if another one trains it)
+    with T.training_run(run_dir, cfg, derived, has_config) as row:
         atomic_write_json(run_dir / "ds_config.json", plan.ds_config)
-        write_status(run_dir, "running")
-        row = T._empty_row(cfg)
-        row.update({k: derived[k] for k in ("N", "N_incl", "tokens_seen", "passes", "C_planned", "C_exact",
-                                            "seq_len")})  # fmt: skip
-        row["D"] = derived["D_effective"]
         row["strategy"] = plan.strategy  # the resolved DeepSpeed template (auto/offload spelled out)
-        try:
-            return _Driver(cfg, dist, plan, run_dir, data.seq_len, derived, on_progress, should_stop).run(row)
-        except Exception as e:
-            row.update(status="failed", error=f"{type(e).__name__}: {e}", finished_at=T._now())
-            atomic_write_json(run_dir / "result.json", row)
-            write_status(run_dir, "failed")
-            raise
+        return _Driver(cfg, dist, plan, run_dir, data.seq_len, derived, on_progress, should_stop).run(row)
 
 
 class _Driver:

@@ -1,19 +1,24 @@
 """The run-folder contract: atomic files, STATUS values, metrics.jsonl.
 
 One folder per run (a cell of a sweep, or a lone `sweeper train`):
-    config.yaml, STATUS, metrics.jsonl, checkpoints/, result.json
+    config.yaml, STATUS, metrics.jsonl, checkpoints/, result.json, .lock
 STATUS is written atomically (write temp, fsync, rename), so a crash never leaves a
 half-written status; a cell with STATUS=done and a parseable result.json is never retrained.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
+
+from scaling_sweeper.errors import SweeperError
 
 Status = Literal["pending", "running", "done", "failed", "refused"]
 STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed", "refused")
@@ -101,3 +106,45 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the training lock: an exclusive flock on <run_dir>/.lock while a process trains the folder
+
+RUN_LOCK = ".lock"
+
+
+def _try_flock(f) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold the run folder's training lock: two live processes never share a run folder (a
+    killed process releases it with its file descriptors). SweeperError if another holds it."""
+    f = open(Path(run_dir) / RUN_LOCK, "a")
+    try:
+        if not _try_flock(f):
+            raise SweeperError(f"{run_dir} is being trained by another process")
+        yield
+    finally:
+        f.close()
+
+
+def wait_for_run_lock(run_dir: str | Path, timeout_s: float = 60.0) -> None:
+    """Wait (up to timeout_s) while another process still holds the training lock: after a killed
+    driver, its trial workers may take a moment to die. Returns without holding it."""
+    lock = Path(run_dir) / RUN_LOCK
+    if not lock.exists():
+        return
+    t0 = time.time()
+    with open(lock, "a") as f:
+        while not _try_flock(f):
+            if time.time() - t0 > timeout_s:
+                return  # let the trainer raise its own clear error
+            time.sleep(0.5)
+        fcntl.flock(f, fcntl.LOCK_UN)

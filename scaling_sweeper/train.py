@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -41,7 +40,7 @@ from scaling_sweeper.batches import EpochSampler, rows_to_xy
 from scaling_sweeper.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
 from scaling_sweeper.config import dump_yaml, from_dict, load_yaml, to_dict
 from scaling_sweeper.data.shards import TokenShard
-from scaling_sweeper.errors import CheckpointError, ConfigError, DataError, SweeperError
+from scaling_sweeper.errors import CheckpointError, ConfigError, DataError
 from scaling_sweeper.model import GPT, GPTConfig, config_for, count_params, get_size
 from scaling_sweeper.runfolder import (
     append_jsonl,
@@ -50,6 +49,7 @@ from scaling_sweeper.runfolder import (
     is_done,
     read_jsonl,
     read_result,
+    run_lock,
     write_status,
 )
 from scaling_sweeper.schedule import lr_at
@@ -82,11 +82,13 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str, field: str = "device") -> torch.device:
+    """cpu | cuda[:N] | auto (cuda when available) -> a torch device; ConfigError naming `field`
+    when CUDA is asked for but missing."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available")
+        raise ConfigError(f"{field} {name!r} requested but CUDA is not available")
     return torch.device(name)
 
 
@@ -236,12 +238,23 @@ def run_trial(
     stored = read_result(run_dir)
     if stored is not None and str(stored.get("error") or "").startswith("diverged"):
         return stored  # deterministic: resuming would diverge again
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     data = open_data(cfg)
     derived = derived_quantities(cfg, data)
 
+    with training_run(run_dir, cfg, derived, has_config) as row:
+        return _Trial(cfg, run_dir, data, derived, device, on_progress, should_stop).run(row)
+
+
+@contextlib.contextmanager
+def training_run(
+    run_dir: Path, cfg: TrainConfig, derived: dict[str, Any], has_config: bool
+) -> Iterator[dict[str, Any]]:
+    """The run-folder side of training (single process or distributed): hold the run lock, write
+    config.yaml (first time) and STATUS=running, and yield the results row to fill (N, D, C, ...
+    from `derived`). An exception marks the run failed (result.json + STATUS) and propagates."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _run_lock(run_dir):
+    with run_lock(run_dir):
         if not has_config:
             atomic_write_text(run_dir / "config.yaml", dump_yaml({**to_dict(cfg), "derived": derived}))
         write_status(run_dir, "running")
@@ -250,28 +263,12 @@ def run_trial(
                                             "seq_len")})  # fmt: skip
         row["D"] = derived["D_effective"]
         try:
-            trial = _Trial(cfg, run_dir, data, derived, device, on_progress, should_stop)
-            return trial.run(row)
+            yield row
         except Exception as e:
             row.update(status="failed", error=f"{type(e).__name__}: {e}", finished_at=_now())
             atomic_write_json(run_dir / "result.json", row)
             write_status(run_dir, "failed")
             raise
-
-
-@contextlib.contextmanager
-def _run_lock(run_dir: Path) -> Iterator[None]:
-    """Exclusive flock on run_dir/.lock while training: two live processes never share a run
-    folder (a killed process releases it with its file descriptors)."""
-    f = open(run_dir / ".lock", "a")
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SweeperError(f"{run_dir} is being trained by another process") from None
-        yield
-    finally:
-        f.close()
 
 
 class _Trial:

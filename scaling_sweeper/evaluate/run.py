@@ -211,16 +211,6 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
 
 
 # ------------------------------------------------------------------------------ I/O edges
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"eval.device {name!r}: CUDA is not available")
-    return torch.device(name)
-
-
 def _real_jets_path(cfg: EvalConfig, tokens_dir: Path) -> Path:
     if cfg.real is not None:
         p = Path(cfg.real)
@@ -235,7 +225,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer
     from scaling_sweeper.evaluate.generate import generate, valid_rows
-    from scaling_sweeper.train import load_model
+    from scaling_sweeper.train import load_model, resolve_device
 
     cfg = cfg or EvalConfig()
     run_dir = Path(run_dir)
@@ -244,7 +234,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
         raise SweeperError(f"{run_dir}: not a finished run (STATUS={status}); evaluate runs with STATUS=done")
     t0 = time.time()
     timings: dict[str, float] = {}
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device, "eval.device")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model, tcfg = load_model(run_dir, device=device)

@@ -43,6 +43,7 @@ from scaling_sweeper.runfolder import (
     read_jsonl,
     read_result,
     read_status,
+    wait_for_run_lock,
     write_status,
 )
 from scaling_sweeper.sweep import status as sweep_status
@@ -182,28 +183,6 @@ def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, tria
     return row
 
 
-def _wait_for_run_lock(run_dir: Path, timeout_s: float = 60.0) -> None:
-    """Wait while another process still holds the run folder's training lock (train._run_lock,
-    `run_dir/.lock`): after a killed driver, its trial workers may take a moment to die."""
-    import fcntl
-
-    lock = run_dir / ".lock"
-    if not lock.exists():
-        return
-    t0 = time.time()
-    with open(lock, "a") as f:
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.time() - t0 > timeout_s:
-                    return  # let the trainer raise its own clear error
-                time.sleep(0.5)
-                continue
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return
-
-
 def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> None:
     """Tune function trainable: train one cell (resuming its own checkpoint), evaluate, finalize.
     `ctxs`: the TrialContext of every sweep of the experiment, by sweep name."""
@@ -257,7 +236,7 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
         def should_stop() -> bool:
             return stop_file.exists()
 
-        _wait_for_run_lock(run_dir)
+        wait_for_run_lock(run_dir)
         try:
             train_fn(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
         except BaseException as e:
@@ -604,10 +583,10 @@ def run_sweeps(
         o.stopped = (spec.sweep_dir / sweep_status.STOP_FILE).exists()
         sweep_status.write_driver(spec.sweep_dir, "stopped" if (interrupted or o.stopped) else "finished",
                                   experiment=experiment)
+    ledgers = {n: Ledger(c.ledger_file, c.cluster) for n, c in ctxs.items()}
     for spec, c in todo:
-        o, run_dir = by_name[spec.name], spec.sweep_dir / c.cell_id
+        o, run_dir, led = by_name[spec.name], spec.sweep_dir / c.cell_id, ledgers[spec.name]
         o.submitted.append(c.cell_id)
-        led = Ledger(ctxs[spec.name].ledger_file, spec.budget.cluster)
         if is_done(run_dir):
             o.done.append(c.cell_id)
             continue
