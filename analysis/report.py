@@ -337,9 +337,7 @@ def _section_curves(cj: pl.DataFrame) -> Section:
             first = False
     s.figures["fig-learning-curves"] = _layout(fig, f"Learning curves ({ycol}) per {'data size D' if by_d else 'size'}",
                                                "tokens seen", f"{ycol} (nats/token)")
-    runs = [(c["flops"].cast(pl.Float64).to_numpy(), c[ycol].cast(pl.Float64).to_numpy())
-            for _, c in d.filter(pl.col("flops").is_not_null()).sort("step").group_by("cell_id", maintain_order=True)]
-    labels = [str(k[0]) for k, _ in d.filter(pl.col("flops").is_not_null()).sort("step").group_by("cell_id", maintain_order=True)]
+    runs, labels = _runs_by_cell(d.filter(pl.col("flops").is_not_null()), ycol)
     if runs:
         fr = compute_frontier(runs, labels=labels)
         fig2 = go.Figure()
@@ -541,14 +539,20 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     return sections, fits, wins
 
 
+def _runs_by_cell(d: pl.DataFrame, ycol: str) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """Each cell's learning curve as (flops, ycol) arrays in step order, and the cell ids."""
+    groups = list(d.sort("step").group_by("cell_id", maintain_order=True))
+    runs = [(c["flops"].cast(pl.Float64).to_numpy(), c[ycol].cast(pl.Float64).to_numpy()) for _, c in groups]
+    return runs, [str(k[0]) for k, _ in groups]
+
+
 def _frontier_frame(cj: pl.DataFrame) -> pl.DataFrame:
     """The compute-efficient frontier as a frame with columns C and val_loss (for the C window)."""
     d = cj.filter(pl.col("flops").is_not_null() & pl.col("val_loss").is_not_null()) if cj.height else cj
     if d.height == 0:
         return pl.DataFrame(schema={"C": pl.Float64, LOSS: pl.Float64, "size": pl.String, "cell_id": pl.String})
-    groups = list(d.sort("step").group_by("cell_id", maintain_order=True))
-    runs = [(c["flops"].cast(pl.Float64).to_numpy(), c["val_loss"].cast(pl.Float64).to_numpy()) for _, c in groups]
-    fr = compute_frontier(runs, n_grid=25, labels=[str(k[0]) for k, _ in groups])
+    runs, labels = _runs_by_cell(d, "val_loss")
+    fr = compute_frontier(runs, n_grid=25, labels=labels)
     ok = np.isfinite(fr.loss)
     owner = [lab for lab, keep in zip(fr.best_label(), ok) if keep]
     # cell_id: the run that is best at each C; the window's bootstrap resamples these runs,
