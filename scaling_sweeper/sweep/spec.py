@@ -166,12 +166,14 @@ class SweepSpec:
             raise ConfigError("grid: phase grid needs a `grid` mapping (or sizes/seeds to vary)")
 
     def _check_strategies(self) -> None:
-        from scaling_sweeper.model_config import SIZES
+        from scaling_sweeper.model_config import get_size
         from scaling_sweeper.train_config import STRATEGIES
 
         for size, strategy in self.strategies.items():
-            if size not in SIZES:
-                raise ConfigError(f"strategies.{size}: unknown size; valid sizes: {', '.join(SIZES)}")
+            try:
+                get_size(size)
+            except ConfigError as e:
+                raise ConfigError(f"strategies.{size}: {e}") from None
             if strategy not in STRATEGIES:
                 raise ConfigError(f"strategies.{size}: {strategy!r} is not one of {', '.join(STRATEGIES)}")
 
