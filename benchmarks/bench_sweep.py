@@ -17,7 +17,7 @@ overhead, the trial start latency (admitted -> training starts; the first trial'
 imports torch and the trainer, later trials reuse it) and the steady per-trial cost (one trial's training done -> the next one's training starts on
 the reused worker: Tune bookkeeping, ledger release, result tables, admission), which is what
 stays as trials get longer (near zero relative to a trial of a minute or more).
-Without --data it trains on random tokens of the real shape (timing only).
+Without --data it trains on random tokens of the real shape (bench_trainer's; timing only).
 Results also go to benchmarks/out/bench_sweep.json.
 """
 
@@ -40,23 +40,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 PY = sys.executable
-
-
-def synthetic_tokens(out: Path, n_train: int = 3000, seq_len: int = 130, vocab: int = 4099) -> Path:
-    import numpy as np
-
-    from scaling_sweeper.data.shards import write_shards
-
-    rng = np.random.default_rng(0)
-
-    def rows(n: int):
-        a = rng.integers(0, vocab - 3, size=(n, seq_len)).astype(np.uint16)
-        a[:, 0] = vocab - 3  # start
-        a[:, -1] = vocab - 2  # stop
-        return a
-
-    return write_shards(out, {"train": rows(n_train), "val": rows(300), "test": rows(300)},
-                        vocab_size=vocab, pad_token=vocab - 1)
 
 
 def write_spec(work: Path, data: Path, steps: int | None, max_concurrent: int, tag: str) -> Path:
@@ -158,6 +141,8 @@ def main() -> int:
     if args.loop_only:
         return loop_main(args.loop_only)
     work = Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+    from bench_trainer import synthetic_tokens  # the trainer benchmark's tokens: real vocab and lengths
+
     data = Path(args.data).resolve() if args.data else synthetic_tokens(work / "tokens")
     cluster, tmpd = (None, None) if args.no_cluster else start_cluster(args.cpus)
     runs: dict[str, list[float]] = {"loop": [], "tune_1": [], f"tune_{args.cpus}": [], "cluster_1": []}
