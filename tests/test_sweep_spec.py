@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,12 +10,14 @@ import pytest
 
 from scaling_sweeper import flops
 from scaling_sweeper.cli import main as cli_main
+from scaling_sweeper.config import to_dict
 from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.errors import BudgetError, ConfigError
 from scaling_sweeper.model import config_for, count_params
 from scaling_sweeper.sweep.cells import DataShape, cell_id_of, resolve_cells
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import load_specs, spec_from_dict, specs_from_dict
+from scaling_sweeper.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "sweeps").rglob("*.yaml"))
@@ -90,6 +93,32 @@ def test_cell_id_stable_and_meaningful():
     assert cell_id_of({**cfg, "seed": 1}) != a.cell_id
     assert len(a.cell_id) == 12 and int(a.cell_id, 16) >= 0
     assert resolve_cells(spec_from_dict(base()), SHAPE)[0].cell_id == a.cell_id  # reproducible
+
+
+@pytest.mark.parametrize("kw, want", [
+    (dict(size="Pico", tokens=13000, steps=10, batch_size=4), "6d7e73b794fc"),
+    (dict(size="XS", tokens=2600000, steps=600, batch_size=16, lr=2e-2, warmup_steps=50, eval_batches=8),
+     "a02c1242c42b"),
+    (dict(size="M", tokens=1600000000, steps=48077, batch_size=256, warmup_steps=500, eval_batches=32, seed=1),
+     "531d0779c3b5"),
+])
+def test_cell_ids_pinned(kw, want):
+    """Ids of the first release: a sweep started then must resume without retraining anything."""
+    assert cell_id_of(to_dict(TrainConfig(data="d", **kw))) == want
+
+
+def test_later_field_at_default_keeps_id(monkeypatch):
+    """A field added after the first id rule enters the id only when set away from its default."""
+    from scaling_sweeper.sweep import cells as cells_mod
+
+    cfg = to_dict(TrainConfig(size="Pico", data="d", tokens=13000, steps=10, batch_size=4))
+    monkeypatch.setattr(cells_mod, "_LATER_DEFAULTS", {**cells_mod._LATER_DEFAULTS, "new_knob": "auto"})
+    assert cell_id_of({**cfg, "new_knob": "auto"}) == "6d7e73b794fc"
+    assert cell_id_of({**cfg, "new_knob": "bf16"}) != "6d7e73b794fc"
+    # every TrainConfig field is classified: v1 (always hashed), excluded, or later with a default
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert names <= cells_mod.ID_V1_FIELDS | cells_mod.ID_EXCLUDED | set(cells_mod._LATER_DEFAULTS)
+    assert cells_mod.ID_V1_FIELDS <= names
 
 
 @pytest.mark.parametrize("patch, field", [

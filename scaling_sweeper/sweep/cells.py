@@ -1,7 +1,9 @@
 """Spec -> cells: fully resolved trial configs with stable ids, N, D, C, and their run folders.
 
 Cell ids. `cell_id` is the first 12 hex digits of sha256 over the canonical JSON (sorted keys,
-no whitespace) of the resolved TrainConfig, leaving out the fields that do not change what is
+no whitespace) of the resolved TrainConfig. A field added to TrainConfig after the first release
+enters the hash only when set away from its default (ID_V1_FIELDS, `cell_id_of`), so new fields
+never change existing ids. The hash leaves out the fields that do not change what is
 trained (ID_EXCLUDED: where the data lives, the device, the parallel strategy and its knobs
 (workers, micro-batch, offload; the ZeRO gradient equals the single-process one up to float
 summation order), and how often we evaluate/checkpoint). So the id does not depend on dict
@@ -47,13 +49,39 @@ ID_EXCLUDED = frozenset({
     "data", "device", "strategy", "eval_every", "ckpt_every", "keep_checkpoints", "log_every",
     "threads", "num_workers", "compile", "micro_batch_size", "zero_offload", "gpu_mem_gib", "cpus_per_worker",
 })
+# The fields hashed by the first id rule: always part of the id, whatever their value. A TrainConfig
+# field added later enters the id only when its value differs from its declared default, so adding
+# a field whose default reproduces the old training leaves every existing cell id unchanged.
+ID_V1_FIELDS = frozenset({
+    "size", "tokens", "steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "grad_clip",
+    "weight_decay", "dropout", "eval_batches", "seed",
+})
 # choose_strategy's offload picks -> (TrainConfig.strategy, zero_offload)
 _OFFLOAD_PICKS = {"zero2_offload": ("zero2", "optimizer"), "zero3_offload": ("zero3", "all")}
 
 
+def _later_field_defaults() -> dict[str, Any]:
+    """Declared defaults of the TrainConfig fields added after the first id rule."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ID_V1_FIELDS or f.name in ID_EXCLUDED:
+            continue
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise TypeError(f"TrainConfig.{f.name}: a field added after the id rule needs a default")
+        out[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return out
+
+
+_LATER_DEFAULTS = _later_field_defaults()
+
+
 def cell_id_of(config: dict[str, Any]) -> str:
-    """Stable short hash of a resolved TrainConfig dict (ID_EXCLUDED fields ignored)."""
-    core = {k: v for k, v in to_dict(config).items() if k not in ID_EXCLUDED}
+    """Stable short hash of a resolved TrainConfig dict: ID_V1_FIELDS always, later fields only
+    where they differ from their default, ID_EXCLUDED never (module doc)."""
+    core = {
+        k: v for k, v in to_dict(config).items()
+        if k not in ID_EXCLUDED and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
+    }  # fmt: skip
     blob = json.dumps(core, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:ID_LENGTH]
 
