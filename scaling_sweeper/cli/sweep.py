@@ -38,12 +38,14 @@ def _sweep_dir(args: argparse.Namespace) -> Path:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep.cells import format_plan
+    from scaling_sweeper.sweep.cells import format_plan, resolve_cells
     from scaling_sweeper.sweep.tune_runner import prepare
 
     for i, s in enumerate(_load(args)):
-        spec, _, cells = prepare(s)
-        print(("\n" if i else "") + format_plan(spec, cells))
+        spec, shape, cells = prepare(s)
+        left_out: list[str] = []
+        resolve_cells(spec, shape, left_out)  # pure and cheap: the points a phase rule dropped
+        print(("\n" if i else "") + format_plan(spec, cells, left_out))
     return 0
 
 
