@@ -53,6 +53,8 @@ def _report_outcome(out) -> int:
     print(f"sweep {out.name}: {out.n_cells} cells; skipped {len(out.skipped_done)} already done; "
           f"ran {len(out.submitted)}: done {len(out.done)}, failed {len(out.failed)}, "
           f"refused {len(out.refused)}, unfinished {len(out.unfinished)} ({out.wall_s:.1f} s)")
+    if out.reused:
+        print(f"reused (trained by another sweep, charged there once): {', '.join(out.reused)}")
     if out.refused:
         print(f"refused by the FLOP ledger: {', '.join(out.refused)} (see `sweeper budget`)")
     if out.unfinished:
