@@ -13,7 +13,14 @@ import pytest
 from scaling_sweeper import flops
 from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.model_config import config_for, count_params
-from scaling_sweeper.runfolder import append_jsonl, atomic_write_json, is_done, read_jsonl, read_result, write_status
+from scaling_sweeper.runfolder import (
+    append_jsonl,
+    atomic_write_json,
+    is_done,
+    read_jsonl,
+    read_result,
+    write_status,
+)
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import spec_from_dict
 
@@ -118,8 +125,8 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
 
 def test_no_reuse_across_different_data(tokens, tmp_path):
     """Same cell id on different tokens (the id leaves out the data path) is not a reuse."""
-    from scaling_sweeper.sweep.tune_runner import prepare, reuse_origin
     from scaling_sweeper.sweep.cells import write_sweep_files
+    from scaling_sweeper.sweep.tune_runner import prepare, reuse_origin
 
     storage = tmp_path / "runs"
     rng = np.random.default_rng(1)
