@@ -85,7 +85,8 @@ class PlanContext:
         kind, values = schedule_values(sched, axis)
         out = []
         for i, (v, D, where) in enumerate(zip(values, Ds, wheres)):
-            out.append(steps_from(kind, v, D, self.batch, self.seq_len, f"schedule.{kind}" + _at(sched, i), where))
+            D_rows = max(self.seq_len, D // self.seq_len * self.seq_len)  # passes over what the trainer reads
+            out.append(steps_from(kind, v, D_rows, self.batch, self.seq_len, f"schedule.{kind}" + _at(sched, i), where))
         return out
 
 
