@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 
 from scaling_sweeper import flops
@@ -146,3 +147,27 @@ def test_no_reuse_across_different_data(tokens, tmp_path):
     sb2, shape_b2, _ = prepare(b_same)
     write_sweep_files(sb2, [cb], shape_b2)
     assert reuse_origin(sb2, cb.cell_id) == sa.sweep_dir / ca.cell_id
+
+
+def test_repeated_data_flag_in_tables_and_report(tmp_path):
+    """Runs that see some of D again (>= one batch beyond one pass) are flagged in the trials
+    table (repeated_data) and named in the report; a one-pass run rounded up to whole steps is not."""
+    from analysis.report import repeated_data_note
+    from analysis.tables import open_tables, write_cell_tables
+    from scaling_sweeper.sweep.cells import repeated_data
+
+    sweep = tmp_path / "runs" / "s"
+    base = {"sweep": "s", "phase": "isoflop", "status": "done", "size": "L", "N": 10, "N_incl": 20,
+            "batch": 4, "seq_len": 10, "final_val_loss": 1.0}
+    rows = {"once": dict(base, D=1000, tokens_seen=1000 + 39),  # one pass, last batch partly filled
+            "plus4": dict(base, D=1000, tokens_seen=1040, size="XL"),  # +4%: one whole batch again
+            "x3": dict(base, D=1000, tokens_seen=3000, size="M")}
+    for cid, r in rows.items():
+        write_cell_tables(sweep, cid, dict(r, cell_id=cid), [])
+    t = open_tables(tmp_path / "runs").trials.collect()
+    flags = dict(zip(t["cell_id"], t["repeated_data"]))
+    assert flags == {cid: repeated_data(r["tokens_seen"], r["D"], 4, 10) for cid, r in rows.items()}
+    assert flags == {"once": False, "plus4": True, "x3": True}
+    note = repeated_data_note(t)
+    assert "2 of 3" in note and "s/XL D=1e+03 (1.04 passes)" in note and "s/M" in note and "/L " not in note
+    assert repeated_data_note(t.filter(pl.col("cell_id") == "once")) == ""
