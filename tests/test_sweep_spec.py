@@ -470,3 +470,25 @@ def test_worker_env_needs_pythonpath_only_without_install(tmp_path):
         assert worker_env()["PYTHONPATH"].split(":")[0] == str(REPO)
     else:  # the test venv installs it editable (scripts/setup.sh)
         assert worker_env() == {}
+
+
+def test_isoflop_rules_leave_out_points_with_reasons():
+    """dataset_tokens caps D (repeated data beyond it), max_passes and max_warmup_fraction drop
+    (size, budget) points, listed with their reason; a budget that keeps nothing is an error."""
+    per_step = lambda s: 6 * count_params(config_for(s, 8195, 129))[1] * 4 * 130  # noqa: E731
+    C = 100 * per_step("XS")  # XS: 100 steps; Pico and XXS more
+    iso = {"dataset_tokens": 100 * 4 * 130, "max_passes": 2.0, "max_warmup_fraction": 0.1}
+    spec = spec_from_dict(base(phase="isoflop", budgets=[C], sizes=["Pico", "XXS", "XS"], isoflop=iso,
+                               train={"batch_size": 4, "warmup_steps": 12}))
+    left: list[str] = []
+    cells = {c.size: c for c in resolve_cells(spec, SHAPE, left)}
+    steps = {s: int(C // per_step(s)) for s in ("Pico", "XXS", "XS")}
+    assert steps["XS"] == 100 and 100 < steps["XXS"] < 2 * 100 < steps["Pico"]
+    # XS: 100 steps < 12 / 0.1 = 120 -> out; Pico: more than 2 passes over 100 batches -> out
+    assert set(cells) == {"XXS"}
+    assert cells["XXS"].D == 100 * 4 * 130 and cells["XXS"].passes == pytest.approx(steps["XXS"] / 100)
+    (note,) = left
+    assert "XS 100" in note and "max_warmup_fraction" in note and "Pico" in note and "max_passes 2" in note
+    with pytest.raises(ConfigError, match=r"budgets\[0\].*leaves no size"):
+        resolve_cells(spec_from_dict(base(phase="isoflop", budgets=[C], sizes=["Pico", "XS"], isoflop=iso,
+                                          train={"batch_size": 4, "warmup_steps": 12})), SHAPE)

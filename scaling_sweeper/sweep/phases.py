@@ -177,8 +177,8 @@ def _isoflop_points(ctx: PlanContext) -> list[Point]:
     sizes = ctx.sizes()
     smallest = min(sizes, key=lambda s: ctx.params(s)[1])
     min_steps = iso.min_steps
-    if iso.max_warmup_fraction is not None:
-        min_warm = math.ceil(ctx.warmup_steps / iso.max_warmup_fraction - 1e-9)
+    frac = iso.max_warmup_fraction
+    min_warm = math.ceil(ctx.warmup_steps / frac - 1e-9) if frac is not None else 0  # steps warmup allows
     points: list[Point] = []
     for i, C in enumerate(spec.budgets):
         reasons: dict[str, list[str]] = {}  # rule -> "size value" it dropped
@@ -196,8 +196,8 @@ def _isoflop_points(ctx: PlanContext) -> list[Point]:
                     )
                 reasons.setdefault(f"steps < isoflop.min_steps {min_steps}", []).append(f"{s} {steps}")
                 continue
-            if iso.max_warmup_fraction is not None and steps < min_warm:
-                rule = f"warmup {ctx.warmup_steps} > {iso.max_warmup_fraction:g} x steps (isoflop.max_warmup_fraction)"
+            if steps < min_warm:
+                rule = f"warmup {ctx.warmup_steps} > {frac:g} x steps (isoflop.max_warmup_fraction)"
                 reasons.setdefault(rule, []).append(f"{s} {steps}")
                 continue
             seen = flops.tokens_seen(steps, B, S)
