@@ -492,3 +492,14 @@ def test_isoflop_rules_leave_out_points_with_reasons():
     with pytest.raises(ConfigError, match=r"budgets\[0\].*leaves no size"):
         resolve_cells(spec_from_dict(base(phase="isoflop", budgets=[C], sizes=["Pico", "XS"], isoflop=iso,
                                           train={"batch_size": 4, "warmup_steps": 12})), SHAPE)
+
+
+def test_grid_phase_scans_D_with_a_schedule():
+    """grid: sizes x tokens (D axis, default [train.tokens]) x grid axes, the schedule along D."""
+    spec = spec_from_dict(base(phase="grid", sizes=["Pico"], tokens=[1300, 5200], train={"batch_size": 2},
+                               schedule={"passes": [2.0, 1.0]}, grid={"lr": [1e-3, 3e-3]}))
+    cells = resolve_cells(spec, SHAPE)
+    assert sorted((c.D, c.steps, c.config["lr"]) for c in cells) == [
+        (1300, 10, 1e-3), (1300, 10, 3e-3), (5200, 20, 1e-3), (5200, 20, 3e-3)]
+    fixed = resolve_cells(spec_from_dict(base(phase="grid", grid={"lr": [1e-3, 3e-3]})), SHAPE)
+    assert {(c.D, c.steps) for c in fixed} == {(13000, 10)}
