@@ -162,3 +162,92 @@ def write_synthetic_sweep(
         else:
             write_cell_tables(sweep_dir, row["cell_id"], row, cur, None if with_swd else [])
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration: do the fits' 95% intervals cover the truth 95% of the time?
+
+#: 1-D laws with known parameters (x = model size N, y = loss) and the exponent checked
+CALIBRATION_LAWS: dict[str, tuple[dict[str, float], str]] = {
+    "log": ({"a": 4.0, "b": 0.2}, "b"),
+    "offset_power": ({"E": 1.5, "A": 30.0, "alpha": 0.3}, "alpha"),
+    "power": ({"A": 20.0, "alpha": 0.15}, "alpha"),
+}
+COVERAGE_RANGE = (0.90, 0.99)  # accepted coverage of a nominal 95% interval over 100 studies
+
+
+@dataclass
+class Coverage:
+    """How often the intervals of `param` covered its true value over `n` synthetic studies."""
+
+    law: str
+    param: str
+    truth: float
+    n: int
+    covered: int
+    median_width: float  # of the intervals (inf when half or more are open)
+    intervals: np.ndarray  # (n, 2) lo, hi
+    estimates: np.ndarray  # (n,)
+
+    @property
+    def coverage(self) -> float:
+        return self.covered / self.n if self.n else math.nan
+
+    def ok(self, lo: float = COVERAGE_RANGE[0], hi: float = COVERAGE_RANGE[1]) -> bool:
+        """Coverage within [lo, hi]: not too narrow, not absurdly wide."""
+        return lo <= self.coverage <= hi
+
+    def rescaled(self, factor: float) -> Coverage:
+        """The same studies with every interval's half-widths around the estimate times `factor`
+        (to show that a check on coverage catches too narrow or too wide intervals)."""
+        est = self.estimates[:, None]
+        iv = est + (self.intervals - est) * factor
+        hit = int(np.sum((iv[:, 0] <= self.truth) & (self.truth <= iv[:, 1])))
+        return Coverage(self.law, self.param, self.truth, self.n, hit, float(np.median(iv[:, 1] - iv[:, 0])), iv,
+                        self.estimates)
+
+
+def _coverage(law: str, param: str, truth: float, ests: list[float], ivs: list[tuple[float, float]]) -> Coverage:
+    iv = np.array(ivs, dtype=float).reshape(-1, 2)
+    hit = int(np.sum((iv[:, 0] <= truth) & (truth <= iv[:, 1])))
+    return Coverage(law, param, truth, len(iv), hit, float(np.median(iv[:, 1] - iv[:, 0])), iv, np.array(ests, float))
+
+
+def law_coverage(law: str, *, n_studies: int = 100, x: np.ndarray | None = None, noise: float = 0.01,
+                 seed: int = 0, level: float = 0.95) -> Coverage:
+    """`n_studies` studies of a 1-D law (8 sizes over 4 decades, Gaussian noise `noise` in y),
+    each fitted with `fit_law` (no bootstrap: the reported intervals need none); the coverage of
+    the exponent's interval."""
+    from analysis.fits.laws import fit_law
+    from analysis.fits.result import MODELS
+
+    truth, param = CALIBRATION_LAWS[law]
+    x = np.geomspace(1e4, 1e8, 8) if x is None else np.asarray(x, float)
+    y0 = MODELS[law](truth, x)
+    rng = np.random.default_rng(seed)
+    ests, ivs = [], []
+    for _ in range(n_studies):
+        r = fit_law(x, y0 + rng.normal(0, noise, x.size), law, n_boot=0, ci_level=level)
+        ests.append(r.params[param])
+        ivs.append(r.ci[param])
+    return _coverage(law, param, truth[param], ests, ivs)
+
+
+def chinchilla_coverage(*, n_studies: int = 100, law: TrueLaw = TrueLaw(noise=0.003), seed: int = 0,
+                        level: float = 0.95) -> dict[str, Coverage]:
+    """`n_studies` studies of the joint law on a 4 x 4 grid of N (1e5..1e8) and D (1e7..1e10)
+    with log-normal noise, each fitted with `fit_chinchilla`; coverage of alpha and beta."""
+    from analysis.fits.chinchilla import fit_chinchilla
+
+    Ns, Ds = np.geomspace(1e5, 1e8, 4), np.geomspace(1e7, 1e10, 4)
+    N, D = (a.ravel() for a in np.meshgrid(Ns, Ds))
+    L0 = law.loss(N, D)
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[list, list]] = {"alpha": ([], []), "beta": ([], [])}
+    for _ in range(n_studies):
+        r = fit_chinchilla(N, D, L0 * np.exp(rng.normal(0, law.noise, N.size)), n_boot=0, n_starts=1,
+                           ci_level=level)
+        for k, (e, iv) in out.items():
+            e.append(r.params[k])
+            iv.append(r.ci[k])
+    return {k: _coverage("chinchilla", k, getattr(law, k), e, iv) for k, (e, iv) in out.items()}
