@@ -216,6 +216,8 @@ def fit_chinchilla(
                                  f"not determined; needs at least {len(NAMES) + MIN_DOF}",
                          n_params=len(NAMES), **gof, **base)
 
+    at_flags: list[bool] = []
+
     def refit(idx):
         if len(np.unique(N[idx])) < 2 or len(np.unique(D[idx])) < 2:
             return None
@@ -223,12 +225,16 @@ def fit_chinchilla(
             with np.errstate(all="ignore"):
                 # a resample's optimum lies near the full-data one: start there
                 th, _ = _fit_theta(lN[idx], lD[idx], lL[idx], delta, theta[None])
-            return _to_params(th)
+            p = _to_params(th)
         except (ValueError, FloatingPointError, OverflowError):
             return None
+        if np.all(np.isfinite(p)):
+            at_flags.append(bool(any(abs(th[i] - lo) < 1e-6 or abs(th[i] - hi) < 1e-6
+                                     for i, (lo, hi) in enumerate(BOUNDS))))
+        return p
 
     samples = bootstrap_samples(refit, group_index(g, n), n_boot, seed) if n_boot > 0 else np.empty((0, 0))
-    ci = percentile_ci(samples, NAMES, ci_level, _to_params(theta))
+    ci = percentile_ci(samples, NAMES, ci_level, _to_params(theta), np.array(at_flags) if len(samples) else None)
     ci_method = dict.fromkeys(NAMES, "bootstrap over cells (BC percentile)")
     with np.errstate(all="ignore"):
         ci.update(_profile_exponents(N, D, L, ci_level))
@@ -256,4 +262,5 @@ def fit_chinchilla(
     derived = {"a_N": be / (al + be), "b_D": al / (al + be)} if al + be > 0 else {}
     return FitResult(law="chinchilla", formula=FORMULA, params=params, ci=ci, status=status, message=msg,
                      n_params=len(NAMES), n_boot=len(samples), samples=samples if len(samples) else None,
-                     derived=derived, x_range=(float(N.min()), float(N.max())), ci_method=ci_method, **gof, **base)
+                     derived=derived, x_range=(float(N.min()), float(N.max())), ci_method=ci_method,
+                     samples_at_bound=np.array(at_flags) if len(samples) else None, **gof, **base)
