@@ -94,8 +94,48 @@ def curve(row: dict, law: TrueLaw, n_points: int, rng: np.random.Generator) -> l
         L = float(law.loss(row["N"], min(row["D"], t)) + 0.5 * (t / 1e5) ** -0.5 * (1 - t / T))
         L = row["final_val_loss"] if s == steps else L * math.exp(rng.normal(0, law.noise))
         out.append({"step": int(s), "tokens": t, "flops": 6.0 * row["N_incl"] * t, "train_loss": L - 0.01,
-                    "val_loss": L, "lr": 6e-4, "tokens_per_s": 5e4, "wall_s": t / 5e4})
+                    "val_loss": L, "val_loss_err": law.noise * L, "lr": 6e-4, "tokens_per_s": 5e4, "wall_s": t / 5e4})
+    if out:
+        out[-1].update(position_record(out[-1]["val_loss"], law))
     return out
+
+
+N_POSITIONS = 40
+
+
+def position_record(loss: float, law: TrueLaw) -> dict[str, Any]:
+    """Per-position keys of an eval record (see scaling_sweeper/position_loss.py) whose
+    token-weighted mean is `loss`: the baseline falls with position, the model gains a share
+    of it that shrinks with position."""
+    p = np.arange(1, N_POSITIONS + 1)
+    count = np.maximum(1, np.round(1000 * np.exp(-p / 15.0))).astype(int)
+    base = 8.0 - 2.0 * np.log1p(p) / np.log(N_POSITIONS)
+    shape = base - 0.8 * np.exp(-p / 10.0)
+    stop_n, stop_base = 1000, 1.5
+    w = np.concatenate([count * shape, [stop_n * 1.0]])
+    scale = loss * (count.sum() + stop_n) / w.sum()
+    return {"val_loss_pos": (shape * scale).round(6).tolist(), "val_count_pos": count.tolist(),
+            "val_loss_stop": round(scale, 6), "val_count_stop": stop_n,
+            "baseline_pos": base.round(6).tolist(), "baseline_stop": stop_base}
+
+
+def synthetic_eval(row: dict, rng: np.random.Generator, n: int = 2000) -> dict[str, Any]:
+    """An eval.json-like dict with histograms (edges + counts) of six observables: the generated
+    jets shifted from the real ones by an amount that grows with the row's SWD."""
+    shift = float(row.get("swd") or 0.0) * 5
+    specs = {"jet_pt": (575.0, 40.0), "jet_mass": (90.0, 30.0), "n_constituents": (45.0, 12.0),
+             "tau21": (0.55, 0.15), "tau32": (0.7, 0.12), "d2": (2.0, 0.8)}
+    hists = {}
+    for name, (mu, sd) in specs.items():
+        edges = np.linspace(mu - 3 * sd, mu + 3 * sd, 31)
+        samples = {"real": rng.normal(mu, sd, n), "real_tokenized": rng.normal(mu, sd, n),
+                   "real_b": rng.normal(mu, sd, n), "generated": rng.normal(mu + shift * sd, sd * (1 + shift), n)}
+        hists[name] = {"edges": edges.tolist(),
+                       "counts": {k: np.histogram(v, edges)[0].tolist() for k, v in samples.items()},
+                       "underflow": {k: int((v < edges[0]).sum()) for k, v in samples.items()},
+                       "overflow": {k: int((v > edges[-1]).sum()) for k, v in samples.items()}}
+    return {"swd": row.get("swd"), "swd_err": row.get("swd_err"), "swd_floor": row.get("swd_floor"),
+            "swd_floor_err": 0.3 * (row.get("swd_floor") or 0.0), "reference": "tokenized", "histograms": hists}
 
 
 def synthetic_rows(
@@ -152,6 +192,11 @@ def write_synthetic_sweep(
             for k in ("swd", "swd_err", "swd_floor", "invalid_frac"):
                 row[k] = None
         cur = curve(row, law, n_curve_points, rng)
+        ev = synthetic_eval(row, rng) if with_swd and row["status"] == "done" else None
+        if ev is not None:  # eval.json always lives in the run folder (the report's histograms)
+            d = sweep_dir / row["cell_id"]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "eval.json").write_text(json.dumps(ev))
         if run_folders:
             d = sweep_dir / row["cell_id"]
             d.mkdir(parents=True, exist_ok=True)
@@ -160,7 +205,8 @@ def write_synthetic_sweep(
             if row["status"] == "done":
                 (d / "result.json").write_text(json.dumps(row))
         else:
-            write_cell_tables(sweep_dir, row["cell_id"], row, cur, None if with_swd else [])
+            flat = None if ev is None else [{k: v for k, v in ev.items() if k != "histograms"}]
+            write_cell_tables(sweep_dir, row["cell_id"], row, cur, flat if with_swd else [])
     return rows
 
 

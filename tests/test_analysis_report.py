@@ -25,9 +25,10 @@ FIGURES = [
     "fig-loss-vs-n", "fig-loss-vs-d", "fig-isoflop", "fig-isoflop-opt", "fig-swd-vs-n", "fig-swd-vs-d",
     "fig-loss-vs-swd",
     "fig-learning-curves", "fig-frontier", "fig-window-val-loss-D", "fig-window-swd-D", "fig-window-val-loss-C",
-    "fig-window-val-loss-N", "fig-window-swd-N", "fig-chinchilla",
+    "fig-window-val-loss-N", "fig-window-swd-N", "fig-chinchilla", "fig-position-loss", "fig-position-gain",
 ]
-SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "swd-vs-d", "loss-vs-swd", "learning-curves",
+SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "swd-vs-d", "loss-vs-swd", "histograms",
+            "positions", "learning-curves",
             "windows", "chinchilla", "parameters"]
 
 
@@ -95,6 +96,10 @@ def test_report_renders_every_figure(results, tmp_path):
     # parameter table with statuses and the plain-words window explanations
     assert "converged" in text and "90% of the window is closed" in text and "learnable window" in text.lower()
     assert "Pearson r" in text and "Spearman rho" in text
+    # a histogram figure (with ratio panels) per evaluated cell
+    n_eval = sum(1 for r in synthetic_rows("syn") if r["status"] == "done")
+    assert len([i for i in p.ids if i.startswith("fig-hist-")]) == n_eval
+    assert "ratio to real" in text and "fraction of gap to E closed" in text
 
 
 def test_report_sections_say_when_data_missing(tmp_path):
