@@ -494,7 +494,9 @@ def _section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison
         label = {"y_at_xmin": f"{METRIC_LABEL.get(y, y)} at the smallest {x}", "asymptote": "asymptote E",
                  "width": "window width", "x_sat": "x_sat", "floor": "floor", "excess_over_floor": "E − floor"}
         items = "".join(f"<li><b>{label.get(k, k)}</b>: {html.escape(v)}</li>" for k, v in w.explanations.items())
-        own = f"<p class='note'>The frontier points are owned by: {html.escape(owners)}.</p>" if x == "C" else ""
+        own = (f"<p class='note'>The frontier points are owned by: {html.escape(owners)}. They are interpolated "
+               f"from these few runs and are not independent measurements, so the intervals of this window are too "
+               f"narrow; read it as a description of the frontier.</p>") if x == "C" else ""
         parts.append(f"{head}<p class='fitmsg'>{html.escape(METRIC_LABEL.get(y, y))} vs {x}: "
                      f"{WINDOW_STATUS.get(w.status, w.status)}.</p>{own}<ul class='explain'>{items}</ul>"
                      f"<!--FIG:{fid}-->")
@@ -702,7 +704,7 @@ def _collapse(sections: list[Section], done: pl.DataFrame) -> list[Section]:
     if not drop:
         return sections
     varied = [a for a in ("N", "D") if var[a]]
-    fixed = [f"{a} = {_fmt(done[a][0])}" for a in ("N", "D") if not var[a] and done[a].n_unique() == 1]
+    fixed = [f"{a} = {fmt_num(float(done[a][0]))}" for a in ("N", "D") if not var[a] and done[a].n_unique() == 1]
     what = (f"This sweep varies {' and '.join(varied)} only" if varied else "This sweep varies neither N nor D")
     line = (f"<p class='collapsed'>{what}" + (f" ({', '.join(fixed)} for every cell)" if fixed else "")
             + ": left out are " + ", ".join(html.escape(s.title) for s in drop) + ".</p>")
