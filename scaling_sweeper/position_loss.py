@@ -135,29 +135,23 @@ def unigram_baseline(rows: np.ndarray, pad_token: int) -> dict[str, Any]:
     n, T = y.shape
     nxt = np.zeros_like(keep)
     nxt[:, :-1] = keep[:, 1:]
-    stop = keep & ~nxt
-    pos = np.full(T, np.nan)
-    stop_nll = np.zeros(n)
-    total, count = 0.0, 0
-    for t in range(T):
-        k = keep[:, t]
-        m = int(k.sum())
-        if m == 0:
-            continue
-        toks = y[k, t]
-        uniq, inv, cnt = np.unique(toks, return_inverse=True, return_counts=True)
-        nll = -np.log(cnt[inv] / m)  # -log q_t(token) of each target at t
-        is_stop = stop[k, t]
-        stop_nll[np.flatnonzero(k)[is_stop]] = nll[is_stop]
-        c = ~is_stop
-        if c.any():
-            # Miller-Madow: the plug-in entropy at t is low by ~(K_t - 1) / (2 m); credited to constituents
-            pos[t] = float(nll[c].mean()) + (len(uniq) - 1) / (2.0 * m) * m / int(c.sum())
-        total += float(nll.sum()) + (len(uniq) - 1) / 2.0
-        count += m
+    stop = (keep & ~nxt)[keep]
+    t_idx = np.nonzero(keep)[1]  # target index of each kept target (row-major)
+    V = int(y.max()) + 1 if y.size else 1
+    uniq, inv, cnt = np.unique(t_idx * V + y[keep], return_inverse=True, return_counts=True)
+    m_t = np.bincount(t_idx, minlength=T)  # targets at each index
+    K_t = np.bincount(uniq // V, minlength=T)  # distinct tokens at each index
+    nll = -np.log(cnt[inv] / m_t[t_idx])  # -log q_t(token) of each target
+    c = ~stop
+    n_c = np.bincount(t_idx[c], minlength=T)
+    s_c = np.bincount(t_idx[c], weights=nll[c], minlength=T)
+    mm = np.where(m_t > 0, (K_t - 1) / 2.0, 0.0)  # Miller-Madow, summed over the targets at t
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pos = np.where(n_c > 0, (s_c + mm) / np.maximum(n_c, 1), np.nan)
+    count = int(m_t.sum())
     n_stop = int(stop.sum())
-    return {"pos": pos, "stop": float(stop_nll.sum() / n_stop) if n_stop else math.nan,
-            "total": total / count if count else math.nan, "n_rows": n}
+    return {"pos": pos, "stop": float(nll[stop].sum() / n_stop) if n_stop else math.nan,
+            "total": float(nll.sum() + mm.sum()) / count if count else math.nan, "n_rows": n}
 
 
 @functools.lru_cache(maxsize=4)
