@@ -111,7 +111,7 @@ def histogram_figure(hists: dict[str, Any], reference: str, title: str) -> dict[
         layout[f"xaxis{lh}"] = {"domain": [x0, x1], "anchor": f"y{th}", "range": rng, "showticklabels": False,
                                 "matches": f"x{tr}"}
         layout[f"yaxis{lh}"] = {"domain": [split + 0.01, top], "anchor": f"x{th}", "rangemode": "tozero",
-                                "title": {"text": "density"} if col == 0 else None}
+                                "title": {"text": "1/N dN/dx"} if col == 0 else None}
         layout[f"xaxis{lr}"] = {"domain": [x0, x1], "anchor": f"y{tr}", "range": rng,
                                 "title": {"text": HIST_OBSERVABLES[name], "standoff": 2}}
         layout[f"yaxis{lr}"] = {"domain": [top - band_h, split - 0.01], "anchor": f"x{tr}", "range": list(RATIO_RANGE),
@@ -153,6 +153,16 @@ def _template() -> dict[str, Any]:
     return pio.templates["plotly_white"].to_plotly_json()
 
 
+def value_pm(v: float | None, e: float | None) -> str:
+    """'0.130 ± 0.004': the error to 2 significant digits, the value to the same decimal place."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    if e is None or not math.isfinite(e) or e <= 0:
+        return fmt_num(v)
+    d = max(0, 1 - int(math.floor(math.log10(e))))
+    return f"{v:.{d}f} ± {e:.{d}f}" if d <= 8 else f"{fmt_num(v)} ± {fmt_num(e)}"
+
+
 def _nan_none(v: np.ndarray) -> list[float | None]:
     return [None if not math.isfinite(x) else float(x) for x in v]
 
@@ -172,7 +182,7 @@ def final_positions(positions: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFram
 
 
 def _label(row: dict[str, Any], several_d: bool) -> str:
-    return f"{row.get('size')}" + (f", D = {fmt_num(row.get('D'))}" if several_d else "")
+    return f"{row.get('size')}" + (f", D = {fmt_num(float(row['D']))}" if several_d and row.get("D") is not None else "")
 
 
 def position_figures(fp: pl.DataFrame) -> dict[str, go.Figure]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ from analysis.physics_plots import (
     load_histograms,
     position_figures,
     position_table,
+    value_pm,
 )
 from analysis.tables import open_tables
 from analysis.window import WindowResult, learnable_window
@@ -52,6 +54,7 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 LAW_STYLE = {"log": "dash", "offset_power": "solid", "power": "dot"}
 LAW_LABEL = {"log": "logarithmic law a − b log₁₀x", "offset_power": "saturating law E + A x^−α",
              "power": "power law A x^−α"}
+LAW_SHORT = {"log": "logarithmic", "offset_power": "saturating", "power": "power"}
 PHASE_LABEL = {"model_size": "model-size scan", "data_size": "data-size scan", "isoflop": "isoFLOP scan",
                "grid": "grid", "size": "model-size scan", "data": "data-size scan", "compute": "isoFLOP scan"}
 METRIC_LABEL = {LOSS: "validation loss", "swd": "SWD"}
@@ -198,7 +201,8 @@ def _points(fig: go.Figure, df: pl.DataFrame, x: str, y: str, yerr: str | None =
 def _comparison_html(cmp: Comparison, what: str) -> str:
     """The comparison in words, a note for laws the points cannot determine, and each law's
     parameters with their intervals."""
-    out = f"<p class='fitmsg'>{html.escape(what[:1].upper() + what[1:])}: {html.escape(cmp.message)}.</p>"
+    msg = re.sub(r"\b(offset_power|power|log)\b", lambda m: LAW_SHORT[m.group(1)], cmp.message)
+    out = f"<p class='fitmsg'>{html.escape(what[:1].upper() + what[1:])}: {html.escape(msg)}.</p>"
     under = [r for r in cmp.results.values() if r.status == UNDERDETERMINED]
     if under:
         out += ("<p class='note'>" + " ".join(
@@ -254,7 +258,7 @@ def _section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xl
         if band > 0:
             fig.add_trace(go.Scatter(x=np.concatenate([grid, grid[::-1]]), y=[f + band, f + band, f - band, f - band],
                                      fill="toself", fillcolor="green", opacity=0.2, line={"width": 0}, mode="lines",
-                                     name=f"SWD floor {_fmt(f)} ± {_fmt(fe)} (its own bootstrap error)", hoverinfo="skip"))
+                                     name=f"SWD floor {value_pm(f, fe)} (its own bootstrap error)", hoverinfo="skip"))
         fig.add_trace(go.Scatter(x=grid, y=[f, f], mode="lines", line={"color": "green", "dash": "dash"},
                                  name="SWD floor (two real samples)" if band > 0 else f"SWD floor {_fmt(f)} (no error stored)",
                                  showlegend=band == 0))
@@ -371,7 +375,7 @@ def _cell_names(cj: pl.DataFrame) -> dict[str, str]:
     t = cj.select("cell_id", "size", "D").unique(subset="cell_id")
     several = t.group_by("size").agg(pl.col("D").n_unique().alias("k"))
     multi = set(several.filter(pl.col("k") > 1)["size"].to_list())
-    return {r["cell_id"]: f"{r['size']}" + (f", D = {_fmt(r['D'])}" if r["size"] in multi else "")
+    return {r["cell_id"]: f"{r['size']}" + (f", D = {fmt_num(float(r['D']))}" if r["size"] in multi else "")
             for r in t.iter_rows(named=True)}
 
 
@@ -646,7 +650,7 @@ def _section_histograms(done: pl.DataFrame, hists: dict[str, dict[str, Any]]) ->
     for r in cells.iter_rows(named=True):
         h = hists[r["cell_id"]]
         fid = f"fig-hist-{r['cell_id']}"
-        swd = f", SWD = {_fmt(r.get('swd'))} ± {_fmt(r.get('swd_err'))}" if r.get("swd") is not None else ""
+        swd = f", SWD = {value_pm(r.get('swd'), r.get('swd_err'))}" if r.get("swd") is not None else ""
         fig = histogram_figure(h["histograms"], h["reference"], f"{names[r['cell_id']]} (N = {_fmt(r['N'])}){swd}")
         if fig is not None:
             s.figures[fid] = fig

@@ -135,10 +135,10 @@ def _json_float(v: float) -> float | None | str:
 
 
 def fmt_num(v: float | None) -> str:
-    """Four significant digits; scientific outside [1e-3, 1e4); n/a for None / nan."""
+    """Four significant digits; scientific outside [1e-4, 1e4); n/a for None / nan."""
     if v is None or not math.isfinite(v):
         return "n/a"
-    return f"{v:.4g}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.3e}"
+    return f"{v:.4g}" if 1e-4 <= abs(v) < 1e4 or v == 0 else f"{v:.3e}"
 
 
 def format_interval(lo: float, hi: float) -> str:
