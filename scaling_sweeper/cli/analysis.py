@@ -51,14 +51,16 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from analysis.report import build_report
+    from analysis.report import write_report
 
     runs = Path(args.runs)
     if not runs.exists():
         raise SweeperError(f"no results folder {runs} (pass --runs)")
-    out = build_report(runs, sweep=args.sweep, out=args.out, png_dir=args.png, n_boot=args.n_boot,
+    rep = write_report(runs, sweep=args.sweep, out=args.out, png_dir=args.png, n_boot=args.n_boot,
                        image_format=args.image_format)
-    print(f"report written to {out}")
+    for line in rep.summary:  # the headline fits, also on the terminal
+        print(line)
+    print(f"report written to {rep.path}")
     return 0
 
 
