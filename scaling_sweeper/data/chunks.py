@@ -117,10 +117,24 @@ def make_chunk(task: ChunkTask, out: str) -> dict:
         "bytes": len(blob),
         "sha256": _sha256(blob),
         "stats": stats,
+        "ran_on": _where(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(marker_path(Path(out), task.index), marker)
     return marker
+
+
+def _where() -> dict:
+    """Host, pid and (inside a Ray task) the Ray node id of the process that made a chunk."""
+    import socket
+
+    d: dict = {"host": socket.gethostname(), "pid": os.getpid()}
+    if "ray" in sys.modules:  # never import Ray just to ask
+        import ray
+
+        if ray.is_initialized():
+            d["ray_node"] = ray.get_runtime_context().get_node_id()
+    return d
 
 
 def _sha256(blob: bytes) -> str:
