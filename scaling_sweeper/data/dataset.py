@@ -231,7 +231,7 @@ def make_dataset(
     ("auto": the one this process runs in); the folder must be on storage every node sees. A
     second call with the same arguments (and unchanged input files) is a no-op; a call after an
     interrupted one makes only the missing chunks. Returns out_dir."""
-    out = Path(out_dir).resolve()
+    out = Path(out_dir)
     cfg = DatasetConfig(
         source=source, n_jets=n_jets, seed=seed, workers=workers,
         inputs=_as_inputs(input), pythia=pythia or PythiaConfig(),
@@ -264,9 +264,22 @@ def make_dataset(
 
 def _make_jets(out: Path, cfg: DatasetConfig, *, address: str | None, progress: bool | None,
                force: bool) -> dict:
-    """Make the missing chunks, then the split files and manifest.json. Returns the manifest."""
-    t0 = time.perf_counter()
+    """Make the missing chunks, then the split files and manifest.json, holding the folder's
+    lock (two makes never write one folder; a killed one releases it). Returns the manifest."""
+    import fcntl
+
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".make.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError(f"{out} is being written by another `sweeper data make`") from None
+        return _make_jets_locked(out, cfg, address=address, progress=progress, force=force)
+
+
+def _make_jets_locked(out: Path, cfg: DatasetConfig, *, address: str | None, progress: bool | None,
+                      force: bool) -> dict:
+    t0 = time.perf_counter()
     (out / "manifest.json").unlink(missing_ok=True)
     tasks = plan_chunks(cfg)
     markers: dict[int, dict] = {}
@@ -284,7 +297,8 @@ def _make_jets(out: Path, cfg: DatasetConfig, *, address: str | None, progress: 
         markers[todo[i].index] = marker
         prog.done(marker["n_jets"])
 
-    run_tasks(make_chunk, [(t, str(out)) for t in todo], workers=cfg.workers, address=address, on_done=done)
+    where = str(out.resolve())  # the tasks may run in other processes or on other nodes
+    run_tasks(make_chunk, [(t, where) for t in todo], workers=cfg.workers, address=address, on_done=done)
     _drop_stale_chunks(out, len(tasks))
     (out / "jets.parquet").unlink(missing_ok=True)  # a format-1 file of an older make
     ordered = [markers[t.index] for t in tasks]

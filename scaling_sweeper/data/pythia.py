@@ -203,7 +203,7 @@ def generate_jets(
     t0 = time.perf_counter()
     tasks = [(cfg, k, chunk_seed(seed, i)) for i, k in enumerate(quotas)]
     prog = ChunkProgress(len(tasks), n_jets, "pythia8 jets", enabled=progress)
-    results = run_tasks(_generate_task, tasks, workers=workers, on_done=lambda i, r: prog.done(quotas[i]))
+    results = run_tasks(generate_chunk, tasks, workers=workers, on_done=lambda i, r: prog.done(quotas[i]))
     wall = time.perf_counter() - t0
     if stats is not None:
         cpu_s = sum(r[1]["cpu_seconds"] for r in results)
@@ -217,7 +217,3 @@ def generate_jets(
         )
     jets = [r[0] for r in results]
     return ak.concatenate(jets) if len(jets) > 1 else jets[0]
-
-
-def _generate_task(task: tuple) -> tuple[ak.Array, dict]:
-    return generate_chunk(*task)
