@@ -475,8 +475,8 @@ def fit_sample(path: str | Path, n: int, seed: int) -> ak.Array:
             parts.append(jets)
         else:
             sel = pick[(pick >= lo) & (pick < hi)] - lo
-            if len(sel):
-                parts.append(jets[sel])
+            if len(sel):  # packed: a plain jets[sel] would keep the whole row group alive
+                parts.append(ak.to_packed(jets[sel]))
         lo = hi
     return ak.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -485,7 +485,7 @@ def _head(path: Path, n: int) -> ak.Array:
     """The first n jets of a split file (row group by row group)."""
     parts, got = [], 0
     for jets in iter_split_files(path):
-        parts.append(jets[: n - got])
+        parts.append(ak.to_packed(jets[: n - got]))
         got += len(parts[-1])
         if got >= n:
             break
