@@ -114,13 +114,15 @@ def test_all_sources_give_the_same_parquet_schema(tmp_path, real_jets_dir):
     truth = synthetic_jets(40, seed=3)
     write_aspen(tmp_path / "aoj.h5", truth)
     write_jetclass(tmp_path / "jc.root", truth)
-    a = make_dataset(tmp_path / "a", source="aspen", input=tmp_path / "aoj.h5", n_jets=None)
-    j = make_dataset(tmp_path / "j", source="jetclass", input=tmp_path / "jc.root", n_jets=None)
+    # chunks of 15 rows: reads from row/entry offsets inside each file
+    a = make_dataset(tmp_path / "a", source="aspen", input=tmp_path / "aoj.h5", n_jets=None, chunk_jets=15)
+    j = make_dataset(tmp_path / "j", source="jetclass", input=tmp_path / "jc.root", n_jets=None, chunk_jets=15)
     schema = pq.read_schema(real_jets_dir / "train.parquet")
     for d in (a, j):
         for s in ("train", "val", "test"):
             assert pq.read_schema(d / f"{s}.parquet").equals(schema)
         assert (d / "tokens" / "index.json").is_file()
+    check_against_truth(jets_in_source_order(j), truth)
     ja, jj = read_jets(a / "train.parquet"), read_jets(j / "train.parquet")
     assert ak.fields(ja) == list(FIELDS)
     for f in FIELDS:  # same input jets through two formats -> same jets
