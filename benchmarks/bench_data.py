@@ -223,13 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale-jets", type=int, default=400, help="Pythia jets per scaling measurement")
     ap.add_argument("--chunk-jets", type=int, default=50, help="jets per chunk in section 4")
     ap.add_argument("--nodes", default="1,2,4", help="cluster sizes (one-CPU nodes) for section 4")
-    ap.add_argument("--rss-jets", type=int, default=10_000, help="jets of the smaller RSS build (the other: 10x)")
+    ap.add_argument("--rss-jets", type=int, default=10_000, help="jets of the smaller RSS build (the other: 10x; 0: skip)")
     ap.add_argument("--rss-chunk-jets", type=int, default=5_000)
     ap.add_argument("--rss-fit-jets", type=int, default=5_000, help="tokenizer fit sample in the RSS builds")
     args = ap.parse_args(argv)
 
     if args.scaling or args.scaling_only:
-        bench_rss(args.rss_jets, args.rss_chunk_jets, args.rss_fit_jets)
+        if args.rss_jets > 0:
+            bench_rss(args.rss_jets, args.rss_chunk_jets, args.rss_fit_jets)
         if args.scale_jets > 0:
             bench_scaling(args.scale_jets, args.chunk_jets, [int(n) for n in args.nodes.split(",") if n])
         if args.scaling_only:
