@@ -45,7 +45,7 @@ def _mtimes(out) -> dict:
     return {p.name: p.stat().st_mtime_ns for p in sorted((out / "chunks").iterdir())}
 
 
-def test_same_data_whatever_the_workers_and_the_shard_layout(aspen_files, tmp_path):
+def test_same_data_whatever_the_workers_and_the_shard_layout(aspen_files, tmp_path, one_torch_thread):
     d, truth = aspen_files
     tok = TokenizeConfig(n_bins=(4, 4, 4))
     one = make_dataset(tmp_path / "one", source="aspen", input=str(d / "part*.h5"), n_jets=None, workers=1,
@@ -75,6 +75,16 @@ def test_same_data_whatever_the_workers_and_the_shard_layout(aspen_files, tmp_pa
     # independent: the first rows are the first training jets encoded by the fitted tokenizer
     train = read_jets(one / "train.parquet")
     np.testing.assert_array_equal(np.asarray(b.head(12 * 130)), load_tokenizer(one / "tokens").encode(train[:12]))
+    # a trial reads the same rows from either layout: the same results
+    from scaling_sweeper.train import TrainConfig, run_trial
+
+    rows = []
+    for name, tokens in (("one", one / "tokens"), ("two", two / "tokens")):
+        cfg = TrainConfig(size="Pico", data=str(tokens), tokens=20 * 130, steps=3, batch_size=4, warmup_steps=1,
+                          eval_every=3, eval_batches=1, log_every=1, ckpt_every=3, seed=2, threads=1)
+        rows.append(run_trial(cfg, tmp_path / f"run_{name}"))
+    assert rows[0]["status"] == rows[1]["status"] == "done"
+    assert rows[0]["final_val_loss"] == rows[1]["final_val_loss"]
 
 
 def test_resume_makes_only_missing_or_corrupt_chunks(aspen_files, tmp_path):
