@@ -44,8 +44,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     root = Path(args.storage)
     if not root.is_dir():
         raise SweeperError(f"no results folder {root} (pass --storage)")
-    serve(root, sweeps=args.sweeps or None, host=args.host, port=args.port, refresh_s=args.refresh,
-          debug=args.debug)
+    serve(root, sweeps=args.sweeps or None, host=args.host, port=args.port, refresh_s=args.refresh)
     return 0
 
 
@@ -95,7 +94,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="interface to listen on (default 127.0.0.1: this machine only)")
     d.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 picks a free one)")
     d.add_argument("--refresh", type=float, default=5.0, metavar="S", help="refresh every S seconds (default 5)")
-    d.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     d.set_defaults(func=_dashboard)
 
     r = subparsers.add_parser(
