@@ -527,11 +527,11 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
 
 
 def serve(root: str | Path, sweeps: list[str] | None = None, *, host: str = "127.0.0.1", port: int = 8050,
-          refresh_s: float = 5.0) -> None:
+          refresh_s: float = 5.0, n_boot: int = 50) -> None:
     """Run the dashboard until Ctrl-C; prints its URL (port 0 picks a free port)."""
     from werkzeug.serving import make_server
 
-    app = build_app(root, sweeps, refresh_s=refresh_s)
+    app = build_app(root, sweeps, refresh_s=refresh_s, n_boot=n_boot)
     srv = make_server(host, port, app.server, threaded=True)
     print(f"dashboard of {root} on http://{host}:{srv.port}/ (Ctrl-C to stop)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):

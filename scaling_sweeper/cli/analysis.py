@@ -44,7 +44,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     root = Path(args.storage)
     if not root.is_dir():
         raise SweeperError(f"no results folder {root} (pass --storage)")
-    serve(root, sweeps=args.sweeps or None, host=args.host, port=args.port, refresh_s=args.refresh)
+    serve(root, sweeps=args.sweeps or None, host=args.host, port=args.port, refresh_s=args.refresh,
+          n_boot=args.n_boot)
     return 0
 
 
@@ -94,6 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="interface to listen on (default 127.0.0.1: this machine only)")
     d.add_argument("--port", type=int, default=8050, help="port (default 8050; 0 picks a free one)")
     d.add_argument("--refresh", type=float, default=5.0, metavar="S", help="refresh every S seconds (default 5)")
+    d.add_argument("--n-boot", type=int, default=50, help="bootstrap resamples for the fits shown (default 50)")
     d.set_defaults(func=_dashboard)
 
     r = subparsers.add_parser(
