@@ -33,7 +33,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from analysis.errors import QueryError
 from analysis.query import query
-from analysis.tables import Tables, open_tables
+from analysis.tables import Tables
 
 STATES: tuple[str, ...] = ("done", "running", "interrupted", "pending", "failed", "refused")
 STATE_COLORS = {"done": "#2ca02c", "running": "#1f77b4", "interrupted": "#ff7f0e", "pending": "#c7c7c7",
@@ -418,7 +418,6 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
     """The Dash app over the results folder `root` (read-only). sweeps: the sweeps to show
     (None: every sweep under root, including ones that appear later)."""
     root = Path(root)
-    open_tables(root)  # rebuild tables of sweeps that have run folders but none yet
     fits = _FitsCache(n_boot)
     app = Dash(__name__, title="sweeper dashboard", update_title=None)
     app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + CSS + "</style>")
