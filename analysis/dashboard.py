@@ -240,25 +240,33 @@ def states_figure(views: list[SweepView]) -> go.Figure:
 
 
 def flops_figure(views: list[SweepView]) -> go.Figure:
-    """FLOPs spent vs planned per sweep, and spent + committed vs budget per ledger."""
-    fig = _fig("FLOPs spent vs plan and budget", "C (FLOPs)", "", height=130 + 45 * max(1, len(views)))
+    """FLOPs spent as a share of each sweep's plan and of each ledger's budget (plus committed:
+    admitted cells not yet spent); the bars' labels give the FLOPs."""
+    fig = _fig("FLOPs spent vs plan and budget", "% of the sweep's plan / the ledger's budget", "",
+               height=130 + 45 * max(1, len(views)))
     if not views:
         return _empty(fig, "no sweeps yet")
     ledgers = {v.ledger["cluster"]: v.ledger for v in views if v.ledger}
     ys = [v.name for v in views] + [f"ledger {k}" for k in ledgers]
-    total = [v.C_planned for v in views] + [lg["budget"] if lg["budget"] is not None else float("nan")
-                                            for lg in ledgers.values()]
+    total = [v.C_planned for v in views] + [lg["budget"] for lg in ledgers.values()]
     spent = [v.C_spent for v in views] + [lg["spent"] for lg in ledgers.values()]
-    fig.add_bar(y=ys, x=total, name="planned / budget", orientation="h", marker_color="rgba(31,119,180,0.18)",
-                marker_line=dict(color="#1f77b4", width=1))
-    fig.add_bar(y=ys, x=spent, name="spent", orientation="h", marker_color="#1f77b4",
-                text=[f"{s:.3g} / {t:.3g}" if t == t else f"{s:.3g} (no budget)" for s, t in zip(spent, total)],
-                textposition="outside", cliponaxis=False)
+    committed = [0.0] * len(views) + [lg["committed"] for lg in ledgers.values()]
+
+    def pct(a: float, b: float | None) -> float:
+        return 100.0 * a / b if b else 0.0
+
+    labels = [f"{s:.3g} of {t:.3g} FLOPs" if t else f"{s:.3g} FLOPs (no budget)" for s, t in zip(spent, total)]
+    fig.add_bar(y=ys, x=[100.0 if t else 0.0 for t in total], name="plan / budget", orientation="h",
+                marker_color="rgba(31,119,180,0.12)", marker_line=dict(color="#1f77b4", width=1), hoverinfo="skip")
+    fig.add_bar(y=ys, x=[pct(s, t) for s, t in zip(spent, total)], name="spent", orientation="h",
+                marker_color="#1f77b4", hovertext=labels, hoverinfo="text")
     if ledgers:
-        committed = [0.0] * len(views) + [lg["committed"] for lg in ledgers.values()]
-        fig.add_bar(y=ys, x=committed, name="committed (admitted, not yet spent)", orientation="h",
-                    marker_color="rgba(255,127,14,0.55)", base=spent)
+        fig.add_bar(y=ys, x=[pct(c, t) for c, t in zip(committed, total)], name="committed (admitted, not yet spent)",
+                    orientation="h", marker_color="rgba(255,127,14,0.6)", base=[pct(s, t) for s, t in zip(spent, total)])
+    for y, lab in zip(ys, labels):
+        fig.add_annotation(y=y, x=100, text=lab, showarrow=False, xanchor="right", font=dict(size=11, color="#333"))
     fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.3))
+    fig.update_xaxes(range=[0, 101], ticksuffix="%")
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -515,7 +523,8 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
             if sec.missing:
                 body.append(html.P(sec.missing, className="note"))
             for fid, fig in sec.figures.items():
-                fig.update_layout(uirevision="keep")
+                fig.update_layout(uirevision="keep", height=460, margin=dict(l=60, r=20, t=50, b=40),
+                                  legend=dict(orientation="h", yanchor="top", y=-0.18, font=dict(size=10)))
                 body.append(dcc.Graph(id=f"fit-{fid}", figure=fig, config={"displaylogo": False}))
             if sec.html:
                 body.append(dcc.Markdown(sec.html, dangerously_allow_html=True, className="fit-text"))

@@ -144,7 +144,10 @@ def test_dashboard_serves_live_and_finished_sweeps(tmp_path):
         assert "cell1aaaa" in _cells(r) and "cell2aaaa" in _cells(r)  # planned cells are listed
         assert any("running" in n for n in _trace_names(r["curves"]["figure"]))
         flops = {t["name"]: t for t in r["flops"]["figure"]["data"]}
-        assert "spent" in flops and "planned / budget" in flops
+        assert "spent" in flops and "plan / budget" in flops
+        C_cell = 6.0 * N_INCL * 104_000
+        share = dict(zip(flops["spent"]["y"], flops["spent"]["x"]))["live"]
+        assert share == pytest.approx(100 * (C_cell + 6.0 * N_INCL * 20 * 1040) / (3 * C_cell))
         assert max(r["swd"]["figure"]["data"][0]["y"]) > 0  # evaluated cells' SWD
         seen = r["seen"]["data"]
 
