@@ -499,7 +499,7 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
         if not sql or not sql.strip():
             return html.Div("type a statement, e.g. " + SQL_EXAMPLE, className="note")
         try:
-            df = query(sql.strip().rstrip(";"), Tables(str(root)))
+            df = query(sql.strip().rstrip(";"), Tables(str(root)), allow_files=False)
         except QueryError as e:
             return html.Div("error: " + str(e).splitlines()[0], className="error")
         note = html.Div(f"{df.height} rows" + (f" (first {SQL_MAX_ROWS} shown)" if df.height > SQL_MAX_ROWS else ""),

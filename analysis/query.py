@@ -6,6 +6,7 @@ by `sweeper query "SQL"` and the query shell, analysis/shell.py).
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -17,10 +18,16 @@ from analysis.errors import QueryError
 from analysis.tables import TABLES, Tables, open_tables
 
 FORMATS: tuple[str, ...] = ("table", "csv", "parquet", "json")
+# polars SQL table functions that read any file the process can read (refused when allow_files=False)
+_FILE_FUNCTIONS = re.compile(r"read_(csv|parquet|json|ndjson|ipc|delta|avro|excel)", re.IGNORECASE)
 
 
-def query(sql: str, path: str | Path | Tables = "runs", *, sweep: str | None = None) -> pl.DataFrame:
+def query(sql: str, path: str | Path | Tables = "runs", *, sweep: str | None = None,
+          allow_files: bool = True) -> pl.DataFrame:
     """Run `sql` against the tables under `path` and return the result.
+
+    allow_files=False refuses polars' file-reading table functions (read_csv('...') etc.), so a
+    statement can only see the results tables (the dashboard's SQL box, a network service).
 
     The files are listed anew on every call, so a sweep that is still writing shows its new rows.
     Raises QueryError (a SweeperError: the CLI prints it without a traceback) for bad SQL,
@@ -28,6 +35,8 @@ def query(sql: str, path: str | Path | Tables = "runs", *, sweep: str | None = N
     """
     if not sql or not sql.strip():
         raise QueryError("empty query")
+    if not allow_files and (m := _FILE_FUNCTIONS.search(sql)):
+        raise QueryError(f"{m.group(0)}(): reading files is not allowed here; tables: {', '.join(TABLES)}")
     tables = path if isinstance(path, Tables) else open_tables(path, sweep=sweep)
     frames = tables.frames()
     ctx = pl.SQLContext(frames)

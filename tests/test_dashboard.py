@@ -178,6 +178,11 @@ def test_dashboard_serves_live_and_finished_sweeps(tmp_path):
         sql = page.call("sql-result", {"run-sql.n_clicks": 2, "tick.n_intervals": 4},
                         {"sql.value": "SELECT nope FROM trials"})
         assert "error: query failed" in json.dumps(sql)
+        outside = tmp_path / "outside.csv"
+        outside.write_text("secret\n42\n")
+        sql = page.call("sql-result", {"run-sql.n_clicks": 3, "tick.n_intervals": 4},
+                        {"sql.value": f"SELECT * FROM READ_CSV('{outside}')"})
+        assert "reading files is not allowed" in json.dumps(sql) and "42" not in json.dumps(sql)
 
         # the report's fits for the finished sweep
         fits = page.call("fits", {"fit-sweep.value": "syn", "tick.n_intervals": 4})
