@@ -365,8 +365,14 @@ def _signature(views: list[SweepView], curves: pl.DataFrame, pts: pl.DataFrame, 
     return hashlib.sha1(json.dumps([cells, last, pts.height, names], default=str).encode()).hexdigest()
 
 
+FIT_LAYOUT = dict(uirevision="keep", height=460, margin=dict(l=60, r=20, t=50, b=40),
+                  legend=dict(orientation="h", yanchor="top", y=-0.18, font=dict(size=10)))
+
+
 class _FitsCache:
-    """The report's sections per sweep, rebuilt only when the sweep's finished cells change."""
+    """The report's sections per sweep, rebuilt only when the sweep's finished cells change.
+    Kept as plain dicts (figures serialized once), so concurrent callbacks never share a
+    plotly Figure object."""
 
     def __init__(self, n_boot: int) -> None:
         self.n_boot = n_boot
@@ -388,8 +394,14 @@ class _FitsCache:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 secs, _, _ = build_sections(trials, tables.curves.collect(), sweep, self.n_boot)
-            self._cache[sweep] = (key, secs)
-            return key, secs
+            plain = []
+            for sec in secs:
+                if sec.id == "summary":
+                    continue
+                figs = [(fid, fig.update_layout(**FIT_LAYOUT).to_dict()) for fid, fig in sec.figures.items()]
+                plain.append({"title": sec.title, "missing": sec.missing, "figures": figs, "html": sec.html})
+            self._cache[sweep] = (key, plain)
+            return key, plain
 
 
 CSS = """
@@ -517,17 +529,13 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
             return no_update, no_update
         out = []
         for sec in secs:
-            if sec.id == "summary":
-                continue
-            body: list[Any] = [html.H3(sec.title)]
-            if sec.missing:
-                body.append(html.P(sec.missing, className="note"))
-            for fid, fig in sec.figures.items():
-                fig.update_layout(uirevision="keep", height=460, margin=dict(l=60, r=20, t=50, b=40),
-                                  legend=dict(orientation="h", yanchor="top", y=-0.18, font=dict(size=10)))
+            body: list[Any] = [html.H3(sec["title"])]
+            if sec["missing"]:
+                body.append(html.P(sec["missing"], className="note"))
+            for fid, fig in sec["figures"]:
                 body.append(dcc.Graph(id=f"fit-{fid}", figure=fig, config={"displaylogo": False}))
-            if sec.html:
-                body.append(dcc.Markdown(sec.html, dangerously_allow_html=True, className="fit-text"))
+            if sec["html"]:
+                body.append(dcc.Markdown(sec["html"], dangerously_allow_html=True, className="fit-text"))
             out.append(html.Div(body, className="card fit"))
         return html.Div(out, className="row"), sig
 
