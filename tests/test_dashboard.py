@@ -205,3 +205,14 @@ def test_dashboard_serves_live_and_finished_sweeps(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         time.sleep(0.1)
+
+
+def test_dashboard_refuses_unknown_sweep_or_folder(tmp_path, capsys):
+    from scaling_sweeper.cli import main as cli_main
+
+    write_synthetic_sweep(tmp_path / "syn", seeds=1, failed=0, n_curve_points=2, budgets=())
+    assert cli_main(["dashboard", "nosuch", "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no sweep nosuch" in err and "sweeps: syn" in err
+    assert cli_main(["dashboard", "--storage", str(tmp_path / "missing")]) == 2
+    assert "no results folder" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def _query(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     try:
-        from analysis.dashboard import serve
+        from analysis.dashboard import list_sweep_names, serve
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] in ("dash", "flask", "plotly"):
             raise SweeperError(f"sweeper dashboard needs the `dashboard` extra ({e.name} is missing): "
@@ -44,6 +44,10 @@ def _dashboard(args: argparse.Namespace) -> int:
     root = Path(args.storage)
     if not root.is_dir():
         raise SweeperError(f"no results folder {root} (pass --storage)")
+    known = list_sweep_names(root)
+    unknown = [s for s in args.sweeps if s not in known]
+    if unknown:
+        raise SweeperError(f"no sweep {', '.join(unknown)} under {root}; sweeps: {', '.join(known) or 'none yet'}")
     serve(root, sweeps=args.sweeps or None, host=args.host, port=args.port, refresh_s=args.refresh,
           n_boot=args.n_boot)
     return 0
