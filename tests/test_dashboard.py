@@ -191,6 +191,13 @@ def test_dashboard_serves_live_and_finished_sweeps(tmp_path):
         again = page.call("fits", {"fit-sweep.value": "syn", "tick.n_intervals": 5},
                           {"fits-seen.data": fits["fits-seen"]["data"]})
         assert again == {}  # unchanged fits are not resent
+        # several pages at once get the cached fits intact (they share no mutable figure)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(6) as ex:
+            outs = list(ex.map(lambda i: page.call("fits", {"fit-sweep.value": "syn", "tick.n_intervals": i}),
+                               range(6)))
+        assert all(json.dumps(o["fits"]) == text for o in outs)
         # read-only: the server wrote nothing into the results folder (the test wrote 4 files)
         after = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
         changed = sorted(str(p.relative_to(root)) for p in after if before.get(p) != after[p])
