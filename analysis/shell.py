@@ -44,6 +44,31 @@ SQL statements end with ';' and may span lines. Tables: trials, curves, evals.
   .quit / .exit         leave (or Ctrl-D)"""
 
 
+def split_statements(text: str) -> tuple[list[str], str]:
+    """The complete statements in `text` (each ended by a `;` outside quotes and `--` comments,
+    without it) and the unfinished rest."""
+    out: list[str] = []
+    start, i, quote, n = 0, 0, "", len(text)
+    while i < n:
+        c = text[i]
+        if quote:
+            if c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c == "-" and text.startswith("--", i):
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif c == ";":
+            stmt = text[start:i].strip()
+            if stmt:
+                out.append(stmt)
+            start = i + 1
+        i += 1
+    return out, text[start:]
+
+
 def history_file() -> Path:
     """Where the shell keeps its history ($SWEEPER_HISTORY, else ~/.sweeper_history)."""
     return Path(os.environ.get("SWEEPER_HISTORY") or Path.home() / ".sweeper_history")
@@ -100,11 +125,10 @@ class QueryShell(cmd.Cmd):
         if not self.buffer and not stripped:
             return False
         self.buffer.append(line)
-        if stripped.endswith(";"):
-            sql = "\n".join(self.buffer).strip().rstrip(";").strip()
-            self.buffer = []
-            if sql:
-                self._run_sql(sql)
+        complete, rest = split_statements("\n".join(self.buffer))
+        self.buffer = [rest] if rest.strip() else []
+        for sql in complete:
+            self._run_sql(sql)
         self._set_prompt()
         return False
 
@@ -267,4 +291,4 @@ def run_shell(tables: Tables, *, fmt: str = "table", output: str | None = None, 
     return 1 if (sh.errors and not sh.interactive) else 0
 
 
-__all__ = ["QueryShell", "history_file", "run_shell"]
+__all__ = ["QueryShell", "history_file", "run_shell", "split_statements"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from analysis.shell import run_shell
+from analysis.shell import run_shell, split_statements
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep
 from analysis.tables import Tables, write_cell_tables
 from scaling_sweeper.cli import build_parser
@@ -47,7 +47,7 @@ def test_shell_multiline_helpers_errors_piped(results):
         "  FROM trials GROUP BY status ORDER BY status;\n"
         "SELECT nope FROM trials;\n"  # an error: one line, the shell goes on
         ".nosuch\n"
-        "SELECT 41 + 1 AS answer;\n"
+        "SELECT 41 + 1 AS answer; SELECT ';' AS semi;\n"  # two statements on one line
     )
     p = _sweeper(["query", "--storage", str(results)], script)
     assert p.returncode == 1, p.stderr  # piped input with a failed statement: scripts notice
@@ -56,6 +56,7 @@ def test_shell_multiline_helpers_errors_piped(results):
     assert "swd_floor Float64" in out and "cell_id String" in out  # .schema trials
     assert "n_cells" in out and "done" in out and "failed" in out
     assert "answer" in out and "42" in out  # the statement after the errors ran
+    assert "semi" in out
     err = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(err) == 2, p.stderr
     assert err[0].startswith("error: query failed:") and "nope" in err[0]
@@ -191,3 +192,11 @@ def test_results_root_has_one_name(results, capsys, tmp_path):
     helps = subprocess.run([sys.executable, "-m", "scaling_sweeper.cli", "query", "--help"], cwd=REPO,
                            capture_output=True, text=True, timeout=60).stdout
     assert "--storage" in helps and "--runs" not in helps
+
+
+def test_split_statements():
+    assert split_statements("SELECT 1; SELECT 2;") == (["SELECT 1", "SELECT 2"], "")
+    assert split_statements("SELECT ';' AS s; SELECT\n 2") == (["SELECT ';' AS s"], " SELECT\n 2")
+    assert split_statements("SELECT 1 -- not the end;\n;") == (["SELECT 1 -- not the end;"], "")
+    assert split_statements('SELECT "a;b" FROM t') == ([], 'SELECT "a;b" FROM t')
+    assert split_statements(";;") == ([], "")
