@@ -11,6 +11,7 @@ from pathlib import Path
 from scaling_sweeper.cli.options import add_storage
 from scaling_sweeper.errors import SweeperError
 
+FORMATS = ("table", "csv", "parquet", "json")  # analysis.query.FORMATS (not imported: polars is slow to load)
 
 def _query(args: argparse.Namespace) -> int:
     from analysis.query import emit, query
@@ -63,9 +64,6 @@ def _report(args: argparse.Namespace) -> int:
                        image_format=args.image_format)
     print(f"report written to {out}")
     return 0
-
-
-FORMATS = ("table", "csv", "parquet", "json")  # analysis.query.FORMATS (not imported: polars is slow to load)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
