@@ -13,6 +13,7 @@ from scaling_sweeper.errors import SweeperError
 
 FORMATS = ("table", "csv", "parquet", "json")  # analysis.query.FORMATS (not imported: polars is slow to load)
 
+
 def _query(args: argparse.Namespace) -> int:
     from analysis.query import emit, query
     from analysis.tables import open_tables
