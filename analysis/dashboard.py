@@ -182,15 +182,16 @@ def live_curves(root: str | Path, views: list[SweepView]) -> pl.DataFrame:
             frames.append(pl.DataFrame(rows, schema=schema, strict=False))
     if from_tables:
         names = [v.name for v in from_tables]
-        states = {c["cell_id"]: c for v in from_tables for c in v.cells}
+        cells = [(v.name, c) for v in from_tables for c in v.cells]
         cur = Tables(str(root)).curves.filter(pl.col("sweep").is_in(names)).collect()
         if cur.height:
-            meta = pl.DataFrame({"cell_id": list(states), "size": [c["size"] for c in states.values()],
-                                 "D": [float(c["D"]) if c["D"] is not None else None for c in states.values()],
-                                 "state": [c["state"] for c in states.values()]},
-                                schema={"cell_id": pl.String, "size": pl.String, "D": pl.Float64,
-                                        "state": pl.String})
-            cur = cur.join(meta, on="cell_id", how="left")
+            meta = pl.DataFrame({"sweep": [n for n, _ in cells], "cell_id": [c["cell_id"] for _, c in cells],
+                                 "size": [c["size"] for _, c in cells],
+                                 "D": [float(c["D"]) if c["D"] is not None else None for _, c in cells],
+                                 "state": [c["state"] for _, c in cells]},
+                                schema={"sweep": pl.String, "cell_id": pl.String, "size": pl.String,
+                                        "D": pl.Float64, "state": pl.String})
+            cur = cur.join(meta, on=["sweep", "cell_id"], how="left")
             frames.append(cur.select(list(schema)).cast(schema))
     return pl.concat(frames, how="vertical")
 
