@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from scaling_sweeper.cli.options import add_storage, storage_overrides
 from scaling_sweeper.errors import ConfigError, SweeperError
 
 
@@ -21,10 +22,10 @@ def _load(args: argparse.Namespace) -> list:
         text = os.environ.get(args.spec_env)
         if not text:
             raise ConfigError(f"--spec-env: environment variable {args.spec_env} is empty")
-        return specs_from_dict(yaml.safe_load(text), args.set)
+        return specs_from_dict(yaml.safe_load(text), storage_overrides(args))
     if not args.spec:
         raise ConfigError("a spec file is required")
-    return load_specs(args.spec, args.set)
+    return load_specs(args.spec, storage_overrides(args))
 
 
 def _sweep_dir(args: argparse.Namespace) -> Path:
@@ -195,9 +196,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("spec", nargs=None if required else "?", help="sweep spec YAML (sweeps/*.yaml)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec field, e.g. --set budget.flops=1e15 (repeatable)")
+        add_storage(p, spec=True)
 
-    def storage_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--storage", default="runs", help="runs root holding <sweep>/ and ledger/ (default runs)")
+    storage_arg = add_storage
 
     p = subparsers.add_parser("plan", help="print a sweep's cells (N, D, C, passes) and totals; runs nothing")
     spec_args(p)
