@@ -126,6 +126,10 @@ class ShardIndex:
             raise DataError(f"{root}: not a tokens folder (no index.json); run `sweeper data tokenize` first")
         try:
             d = json.loads(p.read_text())
+            if not isinstance(d, dict) or not isinstance(d.get("splits"), dict) or not all(
+                    isinstance(v, dict) and isinstance(v.get("n_seq"), int) for v in d["splits"].values()):
+                raise DataError(f"{p}: corrupt shard index (expected an object with a `splits` mapping of "
+                                "{n_seq, bytes, sha256} per split)")
             if d.get("format_version") != SHARD_FORMAT_VERSION:
                 raise DataError(f"{p}: shard format {d.get('format_version')} != {SHARD_FORMAT_VERSION}")
             return cls(
@@ -137,7 +141,7 @@ class ShardIndex:
                 tokenizer=d.get("tokenizer"),
                 tokenizer_sha256=d.get("tokenizer_sha256"),
             )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise DataError(f"{p}: corrupt shard index ({e})") from None
 
     def tokenizer_path(self) -> Path | None:
