@@ -135,7 +135,7 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
 
     n = 0
     for s in specs:
-        rows = check_sweep_finished(storage / s.name, storage)
+        rows = check_sweep_finished(storage / s.name, storage, cluster=s.budget.cluster)
         n += len(rows)
         for row in rows:
             assert len(train_starts(storage / s.name / row["cell_id"])) == 1
@@ -209,7 +209,7 @@ def test_submit_to_multinode_cluster(local_cluster, tokens_dir, tmp_path):
              "--set", f"data={tokens_dir}", "--set", f"storage={storage}", timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     name = data["sweeps"][0]["name"]
-    check_sweep_finished(storage / name, storage)
+    check_sweep_finished(storage / name, storage, cluster=data["budget"]["cluster"])
     job = json.loads((storage / name / "job.json").read_text())
     assert job["job_id"] in r.stdout
     st = _cli("status", name, "--storage", str(storage))

@@ -257,13 +257,14 @@ class Ledger:
 
         return self.path.parent.parent / key.split("/", 1)[0] / DRIVER_FILE  # <storage>/<sweep>/driver.json
 
-    def stale(self) -> dict[str, dict[str, Any]]:
-        """Active commitments whose driver is not alive (module doc), by cell key."""
+    def stale(self, skip_sweeps: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+        """Active commitments whose driver is not alive (module doc), by cell key; those of the
+        sweeps in `skip_sweeps` (the caller's own, alive by definition) are never stale."""
         from scaling_sweeper.sweep.status import read_driver
 
         out = {}
         for key, cell in self.state()["cells"].items():
-            if cell["state"] != "active":
+            if cell["state"] != "active" or key.split("/", 1)[0] in skip_sweeps:
                 continue
             f = self._driver_file(key, cell)
             driver, alive = read_driver(f.parent, f.name)
@@ -272,9 +273,9 @@ class Ledger:
                             "heartbeat": (driver or {}).get("heartbeat")}
         return out
 
-    def expire_stale(self) -> list[str]:
+    def expire_stale(self, skip_sweeps: set[str] | frozenset[str] = frozenset()) -> list[str]:
         """Finish the stale commitments (their unspent rest is freed); returns their keys."""
-        stale = self.stale()
+        stale = self.stale(skip_sweeps)
         if not stale:
             return []
         done = []

@@ -105,15 +105,28 @@ def _ray_start(args: list[str], log: Path) -> None:
 
 
 def start(workers: int = 1, cpus: int = 1, temp_dir: str | Path | None = None,
-          object_store_bytes: int = 100_000_000) -> dict[str, str]:
+          object_store_bytes: int = 100_000_000, attempts: int = 3) -> dict[str, str]:
     """Start head + `workers` worker nodes (each `cpus` CPUs, no GPU), everything on loopback with
-    token auth. Returns {RAY_ADDRESS, RAY_DASHBOARD, RAY_TEMP_DIR} (also in DIR/cluster.env)."""
+    token auth. Returns {RAY_ADDRESS, RAY_DASHBOARD, RAY_TEMP_DIR} (also in DIR/cluster.env).
+    On a busy machine a raylet can miss Ray's fixed 30 s registration window: a failed start is
+    stopped and retried from scratch (fresh ports), up to `attempts` times."""
     import tempfile
 
     # a short temp dir: Ray's unix socket paths must stay under ~107 characters
     tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))
     tmp.mkdir(parents=True, exist_ok=True)
     ensure_token()
+    for i in range(attempts):
+        try:
+            return _start_once(workers, cpus, tmp, object_store_bytes)
+        except (SweeperError, subprocess.TimeoutExpired):
+            stop(tmp)
+            if i == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _start_once(workers: int, cpus: int, tmp: Path, object_store_bytes: int) -> dict[str, str]:
     gcs, dash, client, nm, om, agl, agg, rte, met = free_ports(9)
     common = ["--num-cpus", str(cpus), "--num-gpus", "0", "--temp-dir", str(tmp),
               "--object-store-memory", str(object_store_bytes), "--disable-usage-stats"]

@@ -320,7 +320,7 @@ class CellSearcher(_searcher_base()):
             return self.FINISHED
         picked = self._admit_first(trial_id)
         if picked is None:  # nothing fits: commitments of dead drivers may be holding the budget
-            if any([led.expire_stale() for led in self._ledgers.values()]):
+            if any([led.expire_stale(skip_sweeps=set(self.ctxs)) for led in self._ledgers.values()]):
                 picked = self._admit_first(trial_id)
         if picked is not None:
             return picked
@@ -580,6 +580,10 @@ def run_sweeps(
     accept an `address` whose cluster does not require Ray's auth token."""
     t0 = time.time()
     prepared = [prepare(s) for s in specs]
+    if address:  # an open cluster is refused before anything is written (init_ray checks again)
+        from scaling_sweeper.sweep.ray_cluster import check_cluster_auth
+
+        check_cluster_auth(address, insecure=insecure)
     names = [p[0].name for p in prepared]
     if len(set(names)) != len(names):
         raise ConfigError(f"name: sweeps run together need distinct names, got {names}")
