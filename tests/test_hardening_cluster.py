@@ -182,3 +182,22 @@ def test_unwritable_cell_fails_alone(tmp_path):
     assert st[f"iso/{good}"]["state"] == "finished"
     assert st.get(f"iso/{bad}", {"state": "finished"})["state"] == "finished"  # never admitted, or released
     assert led.summary().committed == 0.0
+
+
+def test_embedded_ray_listens_on_loopback_only():
+    import psutil
+
+    from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
+
+    try:
+        init_ray(num_cpus=1)
+        found = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                found += [(p.name(), c.laddr) for c in p.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+            except psutil.Error:
+                continue
+    finally:
+        shutdown_ray()
+    assert any(name == "gcs_server" for name, _ in found) and any(name == "raylet" for name, _ in found), found
+    assert all(local_cluster.is_loopback(addr.ip) for _, addr in found), found

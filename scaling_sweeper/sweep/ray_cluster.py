@@ -10,7 +10,8 @@ An existing cluster must itself require the token: `check_cluster_auth` asks it 
 GCS call for `sweeper run --address`, the Jobs API for `sweeper submit`) and refuses a cluster
 that answers (an open cluster runs anybody's code: CVE-2023-48022), unless the user passes
 `--insecure`. A loopback address (a cluster of `sweeper cluster start`) is joined with Ray's
-local-only switch, so the driver also stays on 127.0.0.1 (see `local_cluster`).
+local-only switch, so the driver also stays on 127.0.0.1 (see `local_cluster`); so is the
+embedded single-node cluster of `sweeper run` without `--address`.
 """
 
 from __future__ import annotations
@@ -109,10 +110,16 @@ def use_loopback_node_ip(address: str | None) -> None:
     except ValueError:
         return
     if loop:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        import ray._private.ray_constants as ray_constants
+        _loopback_only()
 
-        ray_constants.ENABLE_RAY_CLUSTER = False
+
+def _loopback_only() -> None:
+    """Ray's switch that keeps the node IP on 127.0.0.1 (see local_cluster), for this process and
+    the Ray processes it starts."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def repo_root() -> Path:
@@ -225,6 +232,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         # workers), not a runtime_env: with a job-level runtime_env Ray starts a fresh worker
         # for the first trial instead of handing out one it prestarted at init (~0.5 s)
         os.environ.update(worker_env())
+        _loopback_only()  # a single-node cluster: nothing of it listens beyond 127.0.0.1
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     return ray.cluster_resources()
