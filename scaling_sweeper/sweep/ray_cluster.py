@@ -235,6 +235,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         _loopback_only()  # a single-node cluster: nothing of it listens beyond 127.0.0.1
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
+    from scaling_sweeper.sweep.local_cluster import tighten_token_file
+
+    tighten_token_file()  # Ray writes a token it generates 0644
     return ray.cluster_resources()
 
 
