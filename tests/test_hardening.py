@@ -430,3 +430,19 @@ def test_redone_steps_are_charged_in_the_single_process_path(tokens, tmp_path, o
     assert row["C_spent"] == flops.train_flops(n_incl, flops.tokens_seen(25, 4, SEQ_LEN)) > useful
     assert again[-1] == row["C_spent"]  # the ledger is charged the executed steps
     assert run_trial(cfg, run)["C_spent"] == row["C_spent"]  # a done run: unchanged
+
+
+def test_token_file_is_owner_only(tmp_path, monkeypatch):
+    import stat
+
+    from scaling_sweeper.sweep import local_cluster
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    p = tmp_path / "ray" / "auth_token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(p))
+    assert local_cluster.ensure_token() == p and stat.S_IMODE(p.stat().st_mode) == 0o600
+    tok = p.read_text()
+    assert len(tok) == 64 and local_cluster.read_token() == tok
+    os.chmod(p, 0o644)  # as `ray get-auth-token --generate` leaves it
+    local_cluster.ensure_token()
+    assert stat.S_IMODE(p.stat().st_mode) == 0o600 and p.read_text() == tok  # tightened, not replaced
