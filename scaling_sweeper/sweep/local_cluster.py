@@ -37,6 +37,7 @@ from scaling_sweeper.errors import SweeperError
 LOOPBACK = "127.0.0.1"
 CLUSTER_ENV = "cluster.env"
 _LOCAL_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray: "0" = node IP is the loopback IP
+NODE_REGISTER_WAIT_S = 240.0  # how long `ray start` waits for its node to register (Ray: 30 s)
 
 
 def token_path() -> Path:
@@ -243,6 +244,24 @@ def _ray_start_main(argv: list[str]) -> None:
         return node.node_ip_address if node is not None else LOOPBACK
 
     services.get_node_ip_address = get_node_ip_address
+
+    # Ray gives a new node 30 s (fixed) to register with the GCS; on a loaded machine a single
+    # lookup can take longer. Keep asking for up to NODE_REGISTER_WAIT_S instead of failing.
+    get_node = services.get_node
+
+    def patient_get_node(*args, **kwargs):
+        import time
+
+        deadline = time.monotonic() + NODE_REGISTER_WAIT_S
+        while True:
+            try:
+                return get_node(*args, **kwargs)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+
+    services.get_node = patient_get_node
     from ray.scripts.scripts import main
 
     sys.argv = ["ray", "start", *argv]
