@@ -41,7 +41,7 @@ def safe_cluster():
     """`sweeper cluster start`: head + 1 worker node, shared by the tests of this module."""
     tmpd = _short_tmp("h")
     try:
-        r = _cli("cluster", "start", "--workers", "1", "--cpus", "1", "--temp-dir", tmpd, timeout=400)
+        r = _cli("cluster", "start", "--workers", "1", "--cpus", "1", "--temp-dir", tmpd, timeout=900)
         assert r.returncode == 0, r.stdout + r.stderr
         info = dict(line.split("=", 1) for line in r.stdout.split() if "=" in line)
         yield info

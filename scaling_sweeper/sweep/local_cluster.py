@@ -37,7 +37,7 @@ from scaling_sweeper.errors import SweeperError
 LOOPBACK = "127.0.0.1"
 CLUSTER_ENV = "cluster.env"
 _LOCAL_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # Ray: "0" = node IP is the loopback IP
-NODE_REGISTER_WAIT_S = 240.0  # how long `ray start` waits for its node to register (Ray: 30 s)
+NODE_REGISTER_WAIT_S = 90.0  # how long `ray start` waits for its node to register (Ray: 30 s)
 
 
 def token_path() -> Path:
@@ -100,7 +100,7 @@ def _node_env() -> dict[str, str]:
 def _ray_start(args: list[str], log: Path) -> None:
     cmd = [sys.executable, "-m", "scaling_sweeper.sweep.local_cluster", "--ray-start", *args]
     with open(log, "w") as f:
-        r = subprocess.run(cmd, env=_node_env(), stdout=f, stderr=subprocess.STDOUT, timeout=300)
+        r = subprocess.run(cmd, env=_node_env(), stdout=f, stderr=subprocess.STDOUT, timeout=NODE_REGISTER_WAIT_S + 120)
     if r.returncode != 0:
         raise SweeperError(f"`ray start` failed ({log}):\n{log.read_text()[-3000:]}")
 
