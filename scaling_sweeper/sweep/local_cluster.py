@@ -262,6 +262,27 @@ def _ray_start_main(argv: list[str]) -> None:
                 time.sleep(1.0)
 
     services.get_node = patient_get_node
+
+    # The raylet waits a fixed 15 s for its agents to write their port files, and aborts after;
+    # on a loaded machine the agents' Python start-up takes longer. The ports are ours (chosen
+    # free and passed on the command line), so write the files before the raylet starts (the
+    # agents write the same numbers again once up).
+    import ray._private.node as node_mod
+    import ray._raylet as raylet
+
+    start_raylet = node_mod.Node.start_raylet
+
+    def start_raylet_with_ports(self, *args, **kwargs):
+        p = self._ray_params
+        for name, port in ((raylet.DASHBOARD_AGENT_LISTEN_PORT_NAME, p.dashboard_agent_listen_port),
+                           (raylet.METRICS_AGENT_PORT_NAME, p.metrics_agent_port),
+                           (raylet.METRICS_EXPORT_PORT_NAME, p.metrics_export_port),
+                           (raylet.RUNTIME_ENV_AGENT_PORT_NAME, p.runtime_env_agent_port)):
+            if isinstance(port, int) and port > 0:
+                raylet.persist_port(self._session_dir, self._node_id, name, port)
+        return start_raylet(self, *args, **kwargs)
+
+    node_mod.Node.start_raylet = start_raylet_with_ports
     from ray.scripts.scripts import main
 
     sys.argv = ["ray", "start", *argv]
