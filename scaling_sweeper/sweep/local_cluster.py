@@ -21,6 +21,10 @@ What "safe" means here (checked by tests/test_hardening_cluster.py):
   which lets `ray start --address` add a worker node despite the switch.
 - ports are chosen free, so several clusters of this user coexist; `stop` never uses `ray stop`
   (which stops every Ray cluster of the user).
+- a loaded machine: Ray aborts a raylet whose agents have not written their port files within
+  15 s, and gives a node 30 s to register. The wrapper writes the (known) agent port files
+  before the raylet starts, waits up to NODE_REGISTER_WAIT_S for registration, and `start`
+  retries a failed start from scratch.
 """
 
 from __future__ import annotations
