@@ -60,8 +60,9 @@ def open_head():
     gcs, dash = local_cluster.free_ports(2)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
-    try:
-        r = subprocess.run([str(Path(PY).parent / "ray"), "start", "--head", "--port", str(gcs), "--num-cpus", "1",
+    try:  # Ray's own `ray start` through the loopback wrapper of local_cluster, with auth switched off
+        r = subprocess.run([PY, "-m", "scaling_sweeper.sweep.local_cluster", "--ray-start", "--head",
+                            "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "1",
                             "--temp-dir", tmpd, "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                             "--dashboard-port", str(dash), "--object-store-memory", "80000000",
                             "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=300)
@@ -131,13 +132,17 @@ def test_local_cluster_requires_the_token(safe_cluster):
         assert stat.S_IMODE(tok.stat().st_mode) == 0o600
 
 
-def test_address_without_token_auth_is_refused(open_head, tokens_dir, tmp_path):
+def test_address_without_token_auth_is_refused(open_head, tmp_path):
+    from scaling_sweeper.data.shards import write_shards
     from scaling_sweeper.sweep.ray_cluster import InsecureClusterError, check_cluster_auth
+    from tests.test_hardening import _rows
 
+    tokens = write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1)}, vocab_size=24,
+                          pad_token=0)
     spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump({"name": "open", "phase": "model_size", "data": str(tokens_dir),
+    spec.write_text(yaml.safe_dump({"name": "open", "phase": "model_size", "data": str(tokens),
                                     "storage": str(tmp_path / "runs"), "sizes": ["Pico"],
-                                    "train": {"tokens": 13000, "steps": 5, "batch_size": 4}}))
+                                    "train": {"tokens": 1200, "steps": 5, "batch_size": 4}}))
     r = _cli("run", str(spec), "--address", open_head["RAY_ADDRESS"], "--quiet")
     assert r.returncode != 0 and "does not require an auth token" in r.stderr + r.stdout, r.stderr[-2000:]
     assert "--insecure" in r.stderr + r.stdout and "Traceback" not in r.stderr
