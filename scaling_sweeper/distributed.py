@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper import flops
+from scaling_sweeper import checkpoint_manifest, flops
 from scaling_sweeper.config import from_dict, to_dict
 from scaling_sweeper.errors import ConfigError
 from scaling_sweeper.position_loss import evaluate_positions, training_baseline
@@ -545,6 +545,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     ck = ray.train.get_checkpoint()
     if ck is not None:
         with ck.as_directory() as d:
+            checkpoint_manifest.verify(d, sub="ds")  # torch.load(weights_only=False) follows: hashes first
             _, client = engine.load_checkpoint(d, tag="ds")
         if client is None or not T.same_config(client.get("config"), cfg):
             raise RuntimeError("Ray Train checkpoint belongs to a different config")
@@ -567,6 +568,7 @@ def _train_loop(config: dict[str, Any]) -> None:
         client = {"trainer": state, "config": to_dict(cfg), "rng": torch.get_rng_state()}
         with tempfile.TemporaryDirectory(prefix="ds-ckpt-") as d:
             engine.save_checkpoint(d, tag="ds", client_state=client)
+            checkpoint_manifest.write(d, f"rank{rank}", sub="ds")
             if rank == 0:
                 atomic_write_json(Path(d) / "sweeper.json", {"step": st["step"], "strategy": plan.strategy})
             ray.train.report({"step": st["step"]}, checkpoint=ray.train.Checkpoint.from_directory(d))

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scaling_sweeper import flops
+from scaling_sweeper import flops, redone_steps
 from scaling_sweeper.batches import EpochSampler, rows_to_xy
 from scaling_sweeper.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
 from scaling_sweeper.config import dump_yaml, from_dict, load_yaml, to_dict
@@ -294,6 +294,7 @@ class _Trial:
         self.wall_prev = 0.0  # wall seconds of earlier (resumed-from) processes
         self.train_s_prev = 0.0  # seconds spent in training steps (for the mean tokens/s)
         self.started_at = _now()
+        self.redone = redone_steps.redone_steps(run_dir)  # steps lost to crashes, trained again
         self._resume()
 
     # -- checkpoint state ---------------------------------------------------------------------
@@ -324,6 +325,7 @@ class _Trial:
         payload = load_latest(self.ckpt_dir, map_location=self.device)
         if payload is None:
             if self.metrics.exists():  # records of a run that never checkpointed
+                self.redone = redone_steps.note_resume(self.run_dir, 0, read_jsonl(self.metrics))
                 atomic_write_text(self.metrics, "")
             return
         st = payload["state"]
@@ -340,9 +342,15 @@ class _Trial:
         self.best_val, self.last_val = tr["best_val"], tr["last_val"]
         self.wall_prev, self.train_s_prev = float(tr["wall_s"]), float(tr["train_s"])
         self.started_at = tr["started_at"]
-        # drop metric records written after this checkpoint (they will be recomputed)
+        # drop metric records written after this checkpoint (they will be recomputed, and charged)
+        self.redone = redone_steps.note_resume(self.run_dir, self.step, read_jsonl(self.metrics))
         kept = [r for r in read_jsonl(self.metrics) if r.get("step", 0) <= self.step]
         atomic_write_text(self.metrics, "".join(_jsonl(r) for r in kept))
+
+    def _c_spent(self) -> int:
+        """FLOPs executed: the useful steps plus those redone after crashes (redone_steps)."""
+        seen = flops.tokens_seen(self.step + self.redone, self.cfg.batch_size, self.data.seq_len)
+        return flops.train_flops(self.derived["N_incl"], seen)
 
     def _wall(self) -> float:
         return self.wall_prev + (time.perf_counter() - self.t0)
@@ -413,7 +421,7 @@ class _Trial:
                 if do_eval:  # per-position loss, stop token, unigram baseline (position_loss.py)
                     rec.update(pos.record(training_baseline(cfg.data, data.pad_token)))
                 append_jsonl(self.metrics, rec)
-                progress = Progress(self.step, cfg.steps, seen, rec["flops"], train_loss, val, lr, tps)
+                progress = Progress(self.step, cfg.steps, seen, self._c_spent(), train_loss, val, lr, tps)
                 if self.on_progress is not None and not do_ckpt:
                     self.on_progress(progress)
             if do_ckpt:
@@ -421,21 +429,19 @@ class _Trial:
                 if self.on_progress is not None:
                     if progress is None:
                         seen = flops.tokens_seen(self.step, cfg.batch_size, seq_len)
-                        progress = Progress(self.step, cfg.steps, seen, flops.train_flops(n_incl, seen),
+                        progress = Progress(self.step, cfg.steps, seen, self._c_spent(),
                                             None, None, lr, 0.0)  # fmt: skip
                     progress.checkpoint = path
                     self.on_progress(progress)
             if stop and not last:
                 write_status(self.run_dir, "pending")
-                row.update(status="stopped", C_spent=flops.train_flops(
-                    n_incl, flops.tokens_seen(self.step, cfg.batch_size, seq_len)))
+                row.update(status="stopped", C_spent=self._c_spent())
                 return row
         return self._finish(row)
 
     def _diverged(self, row: dict[str, Any], loss: float) -> dict[str, Any]:
-        seen = flops.tokens_seen(self.step, self.cfg.batch_size, self.data.seq_len)
         row.update(status="failed", error=f"diverged: train loss {loss} at step {self.step}",
-                   C_spent=flops.train_flops(self.derived["N_incl"], seen), wall_s=self._wall(),
+                   C_spent=self._c_spent(), wall_s=self._wall(),
                    started_at=self.started_at, finished_at=_now())  # fmt: skip
         atomic_write_json(self.run_dir / "result.json", row)
         write_status(self.run_dir, "failed")
@@ -448,7 +454,7 @@ class _Trial:
         row.update(
             status="done",
             tokens_seen=seen,
-            C_spent=flops.train_flops(self.derived["N_incl"], seen),
+            C_spent=self._c_spent(),
             final_val_loss=self.last_val,
             best_val_loss=self.best_val,
             wall_s=self._wall(),
@@ -456,6 +462,8 @@ class _Trial:
             started_at=self.started_at,
             finished_at=_now(),
         )
+        if self.redone:
+            row["steps_redone"] = self.redone
         atomic_write_json(self.run_dir / "result.json", row)
         write_status(self.run_dir, "done")
         return row

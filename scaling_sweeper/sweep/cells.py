@@ -37,7 +37,7 @@ from scaling_sweeper.errors import ConfigError, DataError, ScheduleError
 from scaling_sweeper.model_config import config_for, count_params, get_size
 from scaling_sweeper.runfolder import atomic_write_json, atomic_write_text
 from scaling_sweeper.sweep.phases import PlanContext, get_phase
-from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec
+from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec, spec_to_dict
 from scaling_sweeper.train_config import TrainConfig
 
 ID_LENGTH = 12
@@ -328,7 +328,7 @@ def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape) -> P
                 f"name: sweep {spec.name!r} in {spec.storage} was run on different data "
                 f"(train sha256 {old[:12]} != {shape.train_sha256[:12]}); choose a new name"
             )
-    atomic_write_text(d / "spec.yaml", dump_yaml(spec))
+    atomic_write_text(d / "spec.yaml", dump_yaml(spec_to_dict(spec, redact=True)))  # no credentials on disk
     atomic_write_json(d / "cells.json", [dict(c.row(), config=c.config) for c in cells])
     atomic_write_json(meta_path, {
         "name": spec.name, "phase": spec.phase, "seq_len": shape.seq_len,

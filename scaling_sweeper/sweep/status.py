@@ -102,13 +102,19 @@ def _attempts(run_dir: Path) -> int:
     return sum(e.get("event") == "train_start" for e in read_jsonl(run_dir / "events.jsonl"))
 
 
-def read_driver(sweep_dir: Path) -> tuple[dict[str, Any] | None, bool]:
+def read_driver(sweep_dir: Path, name: str = DRIVER_FILE) -> tuple[dict[str, Any] | None, bool]:
+    """(driver.json, alive): alive = state running and a heartbeat younger than HEARTBEAT_STALE_S."""
     try:
-        d = json.loads((sweep_dir / DRIVER_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        d = json.loads((Path(sweep_dir) / name).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None, False
-    alive = d.get("state") == "running" and time.time() - float(d.get("heartbeat", 0)) < HEARTBEAT_STALE_S
-    return d, alive
+    if not isinstance(d, dict):
+        return None, False
+    try:
+        age = time.time() - float(d.get("heartbeat", 0))
+    except (TypeError, ValueError):
+        return d, False
+    return d, d.get("state") == "running" and age < HEARTBEAT_STALE_S
 
 
 def write_driver(sweep_dir: Path, state: str, **extra: Any) -> None:
