@@ -30,6 +30,7 @@ import contextlib
 import datetime as _dt
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -134,10 +135,18 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+# torch.compile backend of `compile: true`. Tests set SWEEPER_COMPILE_BACKEND=aot_eager: the same
+# graph capture (dynamo + AOTAutograd) without inductor's C++ code generation, which takes
+# minutes on a small shared CPU machine.
+COMPILE_BACKEND_ENV = "SWEEPER_COMPILE_BACKEND"
+
+
 def compile_loss(fn: Callable[..., torch.Tensor], enabled: bool) -> Callable[..., torch.Tensor]:
     """torch.compile `fn` (e.g. a bound `model.training_loss`) when enabled. The module is not
     wrapped, so its state dict keeps plain keys (no `_orig_mod.`)."""
-    return torch.compile(fn) if enabled else fn
+    if not enabled:
+        return fn
+    return torch.compile(fn, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
 
 
 # ---------------------------------------------------------------------------------------------
