@@ -130,7 +130,8 @@ def test_compiled_static_cache_decode_matches_eager(monkeypatch):
     monkeypatch.setenv("SWEEPER_COMPILE_BACKEND", "aot_eager")
     m = _model(dtype=torch.float64)
     kw = dict(tokenizer=TOK, seed=2, batch_size=6)
-    np.testing.assert_array_equal(generate(m, 12, compile=True, **kw), generate(m, 12, compile=False, **kw))
+    # 13 jets in batches of 6: the compiled path pads the last batch to 6 rows (one graph shape)
+    np.testing.assert_array_equal(generate(m, 13, compile=True, **kw), generate(m, 13, compile=False, **kw))
 
 
 def test_bf16_sampling_leaves_the_model_alone():

@@ -104,8 +104,8 @@ def _compiled_step(device: torch.device, enabled: bool):
         return _decode_step
     backend = os.environ.get("SWEEPER_COMPILE_BACKEND", "inductor")  # trial.COMPILE_BACKEND_ENV
     if backend == "inductor" and device.type == "cuda":
-        return torch.compile(_decode_step, mode="reduce-overhead")  # CUDA graphs
-    return torch.compile(_decode_step, backend=backend)
+        return torch.compile(_decode_step, mode="reduce-overhead", dynamic=False)  # CUDA graphs
+    return torch.compile(_decode_step, backend=backend, dynamic=False)
 
 
 @torch.no_grad()
@@ -151,6 +151,10 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
     try:
         for lo in range(0, n_jets, batch_size):
             b = min(batch_size, n_jets - lo)
+            if step is not _decode_step:  # compiled: every batch full size (one graph), extra rows dropped
+                b_keep, b = b, batch_size
+            else:
+                b_keep = b
             u_all = uniforms(seed, lo, lo + b, length - 1).to(device, non_blocking=True)  # (length-1, b)
             rows = torch.full((b, length), pad, dtype=torch.long, device=device)
             rows[:, 0] = start
@@ -176,7 +180,7 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
                 done |= nxt == stop
                 if t % check_every == 0 and bool(done.all()):
                     break
-            out[lo:lo + b] = rows.cpu().numpy().astype(np.uint16)
+            out[lo:lo + b_keep] = rows[:b_keep].cpu().numpy().astype(np.uint16)
     finally:
         model.train(was_training)
     return out
