@@ -67,7 +67,7 @@ def bare_loop(size: str, rows: int, data: Path, a: argparse.Namespace, device: t
     torch.manual_seed(0)
     model = GPT(config_for(size, shard.index.vocab_size, shard.seq_len - 1)).to(device)
     opt = make_optimizer(model, TrainConfig(size=size, data=str(data), tokens=shard.n_tokens, steps=1))
-    loss_fn = compile_loss(model.training_loss, a.compile)
+    loss_fn = compile_loss(model.training_loss, a.compile, device)
     n = a.warmup + a.steps
     idx = [torch.randint(0, shard.n_seq, (rows,)).numpy() for _ in range(n)]
     batches = [to_device_xy(shard.data[i], shard.index.pad_token, device) for i in idx]

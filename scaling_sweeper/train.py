@@ -115,7 +115,7 @@ class _Trial:
         torch.manual_seed(cfg.seed)
         self.gcfg: GPTConfig = config_for(cfg.size, data.vocab_size, data.seq_len - 1, cfg.dropout)
         self.model = GPT(self.gcfg).to(device)  # the plain module: its state dict is checkpointed
-        self.loss_fn = compile_loss(self.model.training_loss, cfg.compile)
+        self.loss_fn = compile_loss(self.model.training_loss, cfg.compile, device)
         self.opt = make_optimizer(self.model, cfg)
         self.sampler = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed)
         self.ckpt_dir = run_dir / "checkpoints"

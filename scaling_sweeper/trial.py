@@ -141,12 +141,16 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 COMPILE_BACKEND_ENV = "SWEEPER_COMPILE_BACKEND"
 
 
-def compile_loss(fn: Callable[..., torch.Tensor], enabled: bool) -> Callable[..., torch.Tensor]:
+def compile_loss(fn: Callable[..., torch.Tensor], enabled: bool,
+                 device: torch.device | None = None) -> Callable[..., torch.Tensor]:
     """torch.compile `fn` (e.g. a bound `model.training_loss`) when enabled. The module is not
-    wrapped, so its state dict keeps plain keys (no `_orig_mod.`)."""
+    wrapped, so its state dict keeps plain keys (no `_orig_mod.`). On CUDA every batch shape gets
+    its own static graph (dynamic=False: the loss has fixed shapes there); on CPU the loss keeps
+    only non-pad positions (a data-dependent shape), so dynamic shapes stay allowed."""
     if not enabled:
         return fn
-    return torch.compile(fn, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
+    dynamic = False if device is not None and device.type == "cuda" else None
+    return torch.compile(fn, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"), dynamic=dynamic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,8 +444,10 @@ class Lifecycle:
     def seen(self, step: int | None = None) -> int:
         return flops.tokens_seen(self.step if step is None else step, self.cfg.batch_size, self.seq_len)
 
-    def record(self, train_loss: float | None, val: float | None, lr: float) -> dict[str, Any]:
-        """The metrics.jsonl record of this step (updates best/last validation loss)."""
+    def record(self, train_loss: float | None, val: float | None, lr: float,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The metrics.jsonl record of this step (updates best/last validation loss); `extra`
+        keys (e.g. evaluation details) are appended to it."""
         if val is not None:
             self.last_val = val
             self.best_val = val if self.best_val is None else min(self.best_val, val)
@@ -451,7 +457,7 @@ class Lifecycle:
         seen = self.seen()
         return {"step": self.step, "tokens": seen, "flops": flops.train_flops(self.n_incl, seen),
                 "train_loss": train_loss, "val_loss": val, "lr": lr, "tokens_per_s": tps,
-                "wall_s": self.wall()}  # fmt: skip
+                "wall_s": self.wall(), **(extra or {})}  # fmt: skip
 
     def outcome(self, *, stopped: bool = False, diverged: float | None = None) -> dict[str, Any]:
         """What `close_run` needs (a plain dict: the ZeRO worker sends it to its driver)."""

@@ -172,3 +172,18 @@ def test_bench_gpu_cpu_smoke(tmp_path):
     assert tr["ratio"] == pytest.approx(tr["trainer_s"] / tr["bare_s"])
     assert got["sampling"][0]["jets_per_s"] > 0
     assert "ratio" in res.stdout and "jets/s" in res.stdout
+
+
+def test_cli_sets_compile_and_precision():
+    """`sweeper train --set compile=true --set precision=fp32` reaches the TrainConfig (the resume
+    behaviour itself: test_compile_resumes_from_an_eager_checkpoint_and_back)."""
+    from argparse import Namespace
+
+    from scaling_sweeper.cli.train import build_train_config
+
+    args = Namespace(config=None, size="Pico", data="d", tokens="1e3", steps="2", batch_size=None, lr=None,
+                     seed=None, overrides=["compile=true", "precision=fp32"])  # fmt: skip
+    cfg = build_train_config(args)
+    assert cfg.compile is True and cfg.precision == "fp32"
+    with pytest.raises(ConfigError):
+        build_train_config(Namespace(**{**vars(args), "overrides": ["compile=maybe"]}))
