@@ -144,3 +144,16 @@ def test_bf16_sampling_leaves_the_model_alone():
         assert v.dtype == torch.float32 and torch.equal(v, before[k])
     with pytest.raises(Exception, match="precision"):
         generate(m, 2, tokenizer=TOK, precision="fp16")
+
+
+def test_a_failing_compiled_decode_step_falls_back_to_eager(monkeypatch):
+    import scaling_sweeper.evaluate.generate as G
+
+    def broken(*a, **kw):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(G, "_compiled_step", lambda device, enabled: broken if enabled else G._decode_step)
+    m = _model(dtype=torch.float64)
+    with pytest.warns(UserWarning, match="sampling eagerly"):
+        got = generate(m, 9, tokenizer=TOK, seed=8, batch_size=4, compile=True)
+    np.testing.assert_array_equal(got, generate(m, 9, tokenizer=TOK, seed=8, batch_size=4, compile=False))

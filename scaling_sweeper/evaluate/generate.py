@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -170,7 +171,15 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
                 u = u_all[t - 1].clone()
                 if use_cache:
                     cache.pos.fill_(t - 1)
-                    nxt = step(model, cur, cache, u, banned, temperature, top_k)
+                    try:
+                        nxt = step(model, cur, cache, u, banned, temperature, top_k)
+                    except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the evaluation
+                        if step is _decode_step:
+                            raise
+                        warnings.warn(f"compiled decode step failed ({type(e).__name__}: {e}); sampling "
+                                      "eagerly", stacklevel=2)  # fmt: skip
+                        step = _decode_step  # rewrites the same cache slot: idempotent
+                        nxt = step(model, cur, cache, u, banned, temperature, top_k)
                 else:
                     logits, _ = model(rows[:, :t])
                     nxt = _next_token(_wide(logits[:, -1]), u, banned, temperature, top_k)
