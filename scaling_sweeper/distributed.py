@@ -156,12 +156,12 @@ def plan_precision(precision: str, use_gpu: bool) -> str:
 
     from scaling_sweeper.trial import resolve_precision
 
-    if precision == "bf16" and not use_gpu:
-        raise ConfigError("precision bf16 with a DeepSpeed strategy needs GPUs (DeepSpeed's bf16 engine); "
-                          "use precision fp32 or auto on CPU")  # fmt: skip
-    if use_gpu and precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return resolve_precision(precision, torch.device("cpu")) if not use_gpu else precision
+    if not use_gpu:
+        if precision == "bf16":
+            raise ConfigError("precision bf16 with a DeepSpeed strategy needs GPUs (DeepSpeed's bf16 engine); "
+                              "use precision fp32 or auto on CPU")  # fmt: skip
+        return "fp32"
+    return resolve_precision(precision, torch.device("cuda"))
 
 
 def make_plan(cfg: Any, dist: DistributedConfig, *, vocab_size: int, seq_len: int) -> DistributedPlan:

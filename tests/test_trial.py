@@ -83,6 +83,11 @@ def test_precision_resolution_and_validation():
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(ConfigError, match="precision"):
         TrainConfig(size="Pico", data="d", tokens=10, steps=1, precision="fp16")
+    from scaling_sweeper.distributed import plan_precision
+
+    assert plan_precision("auto", use_gpu=False) == plan_precision("fp32", use_gpu=False) == "fp32"
+    with pytest.raises(ConfigError, match="needs GPUs"):  # refused before any compute
+        plan_precision("bf16", use_gpu=False)
 
 
 def test_precision_auto_keeps_pinned_ids_bf16_changes_them():
