@@ -619,12 +619,11 @@ def _train_loop(config: dict[str, Any]) -> None:
             if book.diverged(train_loss):
                 diverged = train_loss
                 break
-            val = None
+            val, extra = None, None
             if act.eval:
-                val = trial.evaluate_loss(engine.module, data.val, data.pad_token, cfg.batch_size, device,
-                                          plan.precision)  # fmt: skip
+                val, extra = trial.validate(engine.module, data, cfg, device, plan.precision)
                 engine.train()
-            rec = book.record(train_loss, val, lr)
+            rec = book.record(train_loss, val, lr, extra)
             if rank == 0:
                 relay.put.remote("record", {"attempt": attempt, "record": rec})
         if act.ckpt:

@@ -68,6 +68,7 @@ from scaling_sweeper.trial import (  # noqa: F401 (re-exported: the trainer's pu
     stored_outcome,
     training_run,
     truncate_metrics,
+    validate,
 )
 
 
@@ -191,10 +192,8 @@ class _Trial:
                 train_loss = book.take_train_loss()
                 if book.diverged(train_loss):
                     return self._close(row, book.outcome(diverged=train_loss))
-                val = None
-                if act.eval:
-                    val = evaluate_loss(model, data.val, data.pad_token, cfg.batch_size, device, self.precision)
-                rec = book.record(train_loss, val, lr)
+                val, extra = validate(model, data, cfg, device, self.precision) if act.eval else (None, None)
+                rec = book.record(train_loss, val, lr, extra)
                 append_jsonl(self.metrics, rec)
                 progress = progress_of(rec, cfg.steps)
                 if self.on_progress is not None and not act.ckpt:

@@ -336,6 +336,12 @@ def evaluate_loss(model: torch.nn.Module, val: np.ndarray, pad_token: int, batch
     return float(total) / max(count, 1)
 
 
+def validate(model: torch.nn.Module, data: TrialData, cfg: TrainConfig, device: torch.device,
+             precision: str) -> tuple[float, dict[str, Any]]:
+    """An evaluation step of either trainer: (validation loss, extra metrics-record keys)."""
+    return evaluate_loss(model, data.val, data.pad_token, cfg.batch_size, device, precision), {}
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Ranger (RAdam + Lookahead k=6, alpha=0.5) from pytorch_optimizer."""
     from pytorch_optimizer import Ranger
