@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'-' if z3 is None else f'{z3 / tr:.2f}':>9}", flush=True)  # fmt: skip
             jps = sampling(size, a, device)
             results["sampling"].append({"size": size, "jets": a.sample_jets, "jets_per_s": jps})
-            print(f"{size:<5} sampling: {jps:,.0f} jets/s ({a.sample_jets} jets of {a.seq_len - 1} tokens)", flush=True)
+            print(f"{size:<5} sampling: {jps:,.1f} jets/s ({a.sample_jets} jets of {a.seq_len - 1} tokens)", flush=True)
     out = Path(a.out) if a.out else REPO / "benchmarks" / "results" / ("gpu.json" if device.type == "cuda"
                                                                         else "gpu_cpu.json")  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,10 @@ device's random generator; cached and uncached generation consume identical draw
 token for token (up to floating-point round-off in the logits; exactly in float64).
 temperature = 0 means greedy (argmax).
 
-Speed (GPU): the decode step runs on a `StaticKVCache` (fixed shapes, device-side position),
-so it can be `torch.compile`d, on CUDA with mode="reduce-overhead" (CUDA graphs; the cache
-tensors are marked static, so in-place cache writes are captured). The host looks at the
+Speed (GPU): a compiled decode step runs on a `StaticKVCache` (fixed shapes, device-side
+position), on CUDA with mode="reduce-overhead" (CUDA graphs; the cache tensors are marked
+static, so in-place cache writes are captured); eager decoding (the CPU default) uses the
+growing `KVCache`, which attends only over filled positions. The host looks at the
 stop tokens only every CHECK_EVERY steps on CUDA (each look is a device sync). precision:
 "fp32" (TF32 matmuls on CUDA), "bf16" (a bf16 copy of the weights and a bf16 cache, no
 autocast: autocast costs per-op overhead at every token) or "auto" (fp32: on an H200 with
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.model import StaticKVCache
 
 STREAM_BLOCK = 256  # jets per block of the uniform stream (see module doc)
 CHECK_EVERY = 16  # CUDA: decode steps between checks that every row has stopped (a device sync)
@@ -160,17 +162,19 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
             rows = torch.full((b, length), pad, dtype=torch.long, device=device)
             rows[:, 0] = start
             done = torch.zeros(b, dtype=torch.bool, device=device)
-            if use_cache:
-                if cache is None or cache.batch_size != b:  # reused across batches: same buffers
+            if use_cache and step is not _decode_step:  # compiled: the fixed-shape cache
+                if not isinstance(cache, StaticKVCache) or cache.batch_size != b:  # reused: same buffers
                     cache = model.new_static_kv_cache(b, length - 1, dtype=dtype)
-                    if step is not _decode_step:  # in-place writes of static inputs: capturable
-                        for t in (*cache.k, *cache.v, cache.pos):
-                            torch._dynamo.mark_static_address(t)
+                    for t in (*cache.k, *cache.v, cache.pos):  # in-place writes of static inputs: capturable
+                        torch._dynamo.mark_static_address(t)
+            elif use_cache:  # eager: the growing cache attends only over filled positions (cheaper)
+                cache = model.new_kv_cache(b, length - 1, dtype=dtype)
             cur = rows[:, :1].clone()  # (b, 1) token fed next
             for t in range(1, length):
                 u = u_all[t - 1].clone()
                 if use_cache:
-                    cache.pos.fill_(t - 1)
+                    if isinstance(cache, StaticKVCache):
+                        cache.pos.fill_(t - 1)
                     try:
                         nxt = step(model, cur, cache, u, banned, temperature, top_k)
                     except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the evaluation
