@@ -151,16 +151,19 @@ def zero_step(size: str, rows: int, stage: int, data: Path, a: argparse.Namespac
 
 def sampling(size: str, a: argparse.Namespace, device: torch.device) -> float:
     """Jets/s of generate() on random weights, every jet running the full length."""
-    from scaling_sweeper.evaluate.generate import generate
+    from scaling_sweeper.evaluate.generate import auto_batch_size, generate
 
     v, length = a.vocab, a.seq_len - 1
     torch.manual_seed(0)
     model = GPT(config_for(size, v, length)).to(device).eval()
     tok = SimpleNamespace(start_token=v - 3, stop_token=-1, pad_token=v - 1, seq_len=a.seq_len)
-    generate(model, min(a.sample_jets, 64), tokenizer=tok, seed=0)  # warm-up (compilation)
+    # the batch generate() would pick from free memory; the warm-up (one batch: compilation and
+    # CUDA-graph capture for that shape) and the timed run use the same one
+    batch = auto_batch_size(model, a.seq_len, a.sample_jets, device, next(model.parameters()).dtype)
+    generate(model, batch, tokenizer=tok, seed=0, batch_size=batch)
     _sync(device)
     t = time.perf_counter()
-    generate(model, a.sample_jets, tokenizer=tok, seed=1)
+    generate(model, a.sample_jets, tokenizer=tok, seed=1, batch_size=batch)
     _sync(device)
     return a.sample_jets / (time.perf_counter() - t)
 
