@@ -8,7 +8,8 @@ What lives here:
                 (N, N_incl, D_effective, C_planned, ...), `training_run` (run lock, config.yaml,
                 STATUS=running, the results row to fill, failure row on an exception)
     numerics    `resolve_precision` / `configure_matmul` / `autocast` (precision auto|bf16|fp32),
-                `compile_loss` (torch.compile), `evaluate_loss`, `make_optimizer`
+                `compile_loss` (torch.compile), `validate` (an evaluation step: loss and extra
+                record keys), `evaluate_loss`, `make_optimizer`
     bookkeeping `Lifecycle`: step counter, running train-loss sums, best/last validation loss,
                 wall and training seconds across resumes; which steps evaluate, log, checkpoint
                 (`actions`); the metrics record; divergence; the outcome of the run
