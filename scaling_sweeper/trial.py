@@ -339,8 +339,14 @@ def evaluate_loss(model: torch.nn.Module, val: np.ndarray, pad_token: int, batch
 
 def validate(model: torch.nn.Module, data: TrialData, cfg: TrainConfig, device: torch.device,
              precision: str) -> tuple[float, dict[str, Any]]:
-    """An evaluation step of either trainer: (validation loss, extra metrics-record keys)."""
-    return evaluate_loss(model, data.val, data.pad_token, cfg.batch_size, device, precision), {}
+    """An evaluation step of either trainer, in the trial's precision: (validation loss, extra
+    metrics-record keys: per-position loss, stop-token loss, loss error and the unigram baseline,
+    see position_loss.py)."""
+    from scaling_sweeper.position_loss import evaluate_positions, training_baseline
+
+    with autocast(device, precision):
+        pos = evaluate_positions(model, data.val, data.pad_token, cfg.batch_size, device)
+    return pos.loss, pos.record(training_baseline(cfg.data, data.pad_token))
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
