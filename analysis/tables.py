@@ -75,6 +75,7 @@ TRIALS_SCHEMA: dict[str, pl.DataType] = {
     "finished_at": pl.String(),
     "ray_trial_id": pl.String(),
     "error": pl.String(),
+    "precision": pl.String(),  # training numerics: bf16 | fp32 (null for rows written before it)
     "reused_from": pl.String(),  # <sweep>/<cell_id> that trained this cell (one config, trained once)
     "extra": pl.String(),  # JSON object of the row's non-canonical keys
     "written_at": pl.Float64(),  # unix time (s) the table file was written; the latest wins

@@ -59,7 +59,7 @@ class EvalConfig:
     seed: int = 0  # projections, real-sample split, bootstrap and sampling
     temperature: float = 1.0  # sampling temperature (0 = greedy)
     top_k: int | None = None  # keep the k most likely tokens (None = all)
-    batch_size: int = 512  # jets generated per batch
+    batch_size: int | None = None  # jets generated per batch; None: from free GPU memory (256 on CPU)
     use_cache: bool = True  # KV cache during generation
     device: str = "cpu"  # "cpu" | "cuda[:N]" | "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
@@ -69,7 +69,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_jets", "n_projections", "batch_size", "hist_bins", "min_jets"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_bootstrap < 2:
             raise ConfigError(f"eval.n_bootstrap must be >= 2, got {self.n_bootstrap}")
