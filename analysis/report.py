@@ -31,6 +31,7 @@ from analysis.fits.frontier import compute_frontier
 from analysis.fits.isoflop import isoflop
 from analysis.fits.result import FitResult
 from analysis.tables import open_tables
+from analysis.tokenizer_compare import tokenizer_sections
 from analysis.window import WindowResult, learnable_window
 
 LOSS = "val_loss"
@@ -535,6 +536,7 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     }
     s_w, wins = _section_windows(scans, None, n_boot)
     sections += [s_w, _section_chinchilla(done, fits, n_boot)]
+    sections += tokenizer_sections(trials, n_boot)  # sweeps that differ only by tokenizer
     sections.append(_section_params(fits))
     return sections, fits, wins
 

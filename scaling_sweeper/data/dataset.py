@@ -25,8 +25,12 @@ from scaling_sweeper.data.shards import SPLITS, ShardIndex, sha256_file, write_s
 from scaling_sweeper.data.tokenizer import (
     DEFAULT_N_BINS,
     TOKENIZER_VERSION,
-    BinnedTokenizer,
+    Tokenizer,
+    TokenizerMismatchError,
+    load_tokenizer_file,
     tokenization_report,
+    tokenizer_class,
+    tokenizer_id,
 )
 from scaling_sweeper.errors import ConfigError, DataError
 from scaling_sweeper.runfolder import atomic_write_json
@@ -38,12 +42,47 @@ _VERSIONED = ("scaling-sweeper", "numpy", "awkward", "pyarrow", "pythia8mc", "fa
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    """Tokenizer settings for `tokenize_dataset`."""
+    """Tokenizer settings for `tokenize_dataset` (kind: a tokenizer.TOKENIZER_KINDS entry)."""
 
-    n_bins: tuple[int, int, int] = DEFAULT_N_BINS  # bins for (log pt, eta_rel, phi_rel)
+    n_bins: tuple[int, int, int] = DEFAULT_N_BINS  # binned: bins for (log pt, eta_rel, phi_rel)
     max_constituents: int = 128  # seq_len = max_constituents + 2
-    binning: tuple[str, str, str] = ("uniform", "quantile", "quantile")  # per feature: uniform | quantile
-    fit_seed: int = 0  # seed of the subsample used for quantiles when the train split is huge
+    binning: tuple[str, str, str] = ("uniform", "quantile", "quantile")  # binned: uniform | quantile
+    fit_seed: int = 0  # seed of the fit (binned: quantile subsample; vq: init, batches, replacement)
+    kind: str = "binned"  # binned | vq
+    vq: dict = field(default_factory=dict)  # vq: vq_tokenizer.VQConfig fields (defaults otherwise)
+    tokenizer_file: str | None = None  # encode with this fitted tokenizer file instead of fitting one
+
+    def cache_key(self) -> dict:
+        """The key of a tokens folder; a binned config without a file keeps its pre-registry key."""
+        d = {**asdict(self), "n_bins": list(self.n_bins), "binning": list(self.binning)}
+        if self.kind == "binned" and self.tokenizer_file is None:
+            for k in ("kind", "vq", "tokenizer_file"):
+                d.pop(k)
+        if self.tokenizer_file is not None:
+            d["tokenizer_file"] = {"path": str(Path(self.tokenizer_file).resolve()),
+                                   "sha256": sha256_file(self.tokenizer_file)}
+        return d
+
+
+def make_tokenizer(cfg: TokenizeConfig) -> Tokenizer:
+    """The (unfitted, or loaded from cfg.tokenizer_file) tokenizer `cfg` asks for; bad settings,
+    a file of another kind (TokenizerKindError) or of another codebook size / max_constituents
+    (TokenizerMismatchError) raise here, before any compute."""
+    cls = tokenizer_class(cfg.kind)
+    try:
+        tok = cls.from_config(cfg)  # type: ignore[attr-defined]
+    except TypeError as e:
+        raise ConfigError(f"tokenizer {cfg.kind}: bad settings ({e})") from None
+    if cfg.tokenizer_file is None:
+        return tok
+    loaded = load_tokenizer_file(cfg.tokenizer_file, cfg.kind)
+    if loaded.max_constituents != cfg.max_constituents:
+        raise TokenizerMismatchError(f"{cfg.tokenizer_file}: max_constituents {loaded.max_constituents} != "
+                                     f"{cfg.max_constituents} asked for")
+    if cfg.kind == "vq" and cfg.vq.get("codebook_size") not in (None, loaded.codebook_size):
+        raise TokenizerMismatchError(f"{cfg.tokenizer_file}: codebook size {loaded.codebook_size} != "
+                                     f"{cfg.vq['codebook_size']} asked for")
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -168,7 +207,7 @@ def make_dataset(
     ).validate()
     tok_cfg = tokenizer or TokenizeConfig(max_constituents=max_constituents)
     if tokenize:  # bad tokenizer settings fail here, before any generation
-        BinnedTokenizer(tok_cfg.n_bins, tok_cfg.max_constituents, tok_cfg.binning)
+        make_tokenizer(tok_cfg)
     key = cfg.cache_key()
     manifest_path = out / "manifest.json"
     old = _read_manifest(manifest_path)
@@ -233,15 +272,17 @@ def tokenize_dataset(
     force: bool = False,
     verbose: bool = False,
 ) -> Path:
-    """Fit a BinnedTokenizer on jets_dir/train.parquet, encode every split into token shards in
-    out_dir (default jets_dir/tokens) with tokenizer.json beside them, and write
-    tokenization_report.json. Cached on (cfg, sha256 of the split files). Returns out_dir."""
+    """Fit a tokenizer of kind cfg.kind on jets_dir/train.parquet (or load cfg.tokenizer_file),
+    encode every split into token shards in out_dir (default jets_dir/tokens) with tokenizer.json
+    beside them, and write tokenization_report.json. Cached on (cfg, sha256 of the split files).
+    A vq fit checkpoints to out_dir/vq_train.pt and resumes from it. Returns out_dir."""
     jets_dir = Path(jets_dir)
     out = Path(out_dir) if out_dir is not None else jets_dir / "tokens"
     cfg = cfg or TokenizeConfig()
     files = _split_jets_files(jets_dir)
+    tok = make_tokenizer(cfg)  # named errors before any reading or fitting
     key = {
-        "tokenize": {**asdict(cfg), "n_bins": list(cfg.n_bins), "binning": list(cfg.binning)},
+        "tokenize": cfg.cache_key(),
         "jets_sha256": {s: sha256_file(p) for s, p in files.items()},
         "tokenizer_version": TOKENIZER_VERSION,
     }
@@ -259,20 +300,32 @@ def tokenize_dataset(
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
     jets = {s: read_jets(p) for s, p in files.items()}
-    tok = BinnedTokenizer(cfg.n_bins, cfg.max_constituents, cfg.binning).fit(jets["train"], seed=cfg.fit_seed)
+    if not tok.fitted:
+        fit_kw = {"work_dir": out, "verbose": verbose} if cfg.kind == "vq" else {}
+        tok.fit(jets["train"], seed=cfg.fit_seed, **fit_kw)
     tok_path = tok.save(out / "tokenizer.json")
     arrays = {s: tok.encode(j) for s, j in jets.items()}
     write_shards(out, arrays, vocab_size=tok.vocab_size, pad_token=tok.pad_token, tokenizer_file=tok_path)
     report_split = "test" if len(jets["test"]) else "train"
-    report = {"split": report_split, **tokenization_report(tok, jets[report_split])}
+    report = {"split": report_split, **tokenization_report(tok, jets[report_split]),
+              "tokenizer_id": tokenizer_id(tok.kind, sha256_file(tok_path))}
+    report["roundtrip_swd"] = roundtrip_swd(tok, jets[report_split])
     atomic_write_json(out / "tokenization_report.json", report)
     atomic_write_json(manifest_path, {"args": key, "versions": package_versions(),
                                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     if verbose:
-        print(f"tokens: wrote {out} (vocab {tok.vocab_size}, seq_len {tok.seq_len}, "
+        print(f"tokens: wrote {out} ({tok.kind} tokenizer, vocab {tok.vocab_size}, seq_len {tok.seq_len}, "
               + ", ".join(f"{s} {len(a)} jets" for s, a in arrays.items()) + ")")
         print(format_report(report))
     return out
+
+
+def roundtrip_swd(tok: Tokenizer, jets) -> dict:
+    """SWD of the tokenize-decode round trip vs the floor on (up to 2 x 5000 of) `jets`
+    (evaluate.run.tokenizer_roundtrip_swd with 20 bootstraps)."""
+    from scaling_sweeper.evaluate.run import EvalConfig, tokenizer_roundtrip_swd
+
+    return tokenizer_roundtrip_swd(tok, jets, EvalConfig(n_jets=5000, n_bootstrap=20))
 
 
 def format_report(report: dict) -> str:
@@ -284,7 +337,22 @@ def format_report(report: dict) -> str:
         f"constituent pt rel {report['pt_rel_mae']:.3%}; jet pt rel change {report['jet_pt_rel']['mean']:+.3%}"
         f" (|.| {report['jet_pt_rel']['mean_abs']:.3%}), jet mass rel change {report['jet_mass_rel']['mean']:+.3%}"
         f" (|.| {report['jet_mass_rel']['mean_abs']:.3%}); truncated jets {report['truncated_jet_frac']:.2%}"
+        + _health_text(report)
     )
+
+
+def _health_text(report: dict) -> str:
+    """Codebook use and round-trip SWD of a report ('' for reports written before they existed)."""
+    out = ""
+    cb = report.get("codebook")
+    if cb:
+        out += (f"; {report.get('kind', 'binned')} codebook {cb['codebook_size']}: {cb['codes_used_frac']:.1%} "
+                f"used, perplexity {cb['perplexity']:.0f}")
+    rt = report.get("roundtrip_swd") or {}
+    if rt.get("swd_roundtrip") is not None and rt.get("swd_floor") is not None:
+        out += (f"; round-trip SWD {rt['swd_roundtrip']:.4f} +- {rt['swd_roundtrip_err']:.4f} vs floor "
+                f"{rt['swd_floor']:.4f} +- {rt['swd_floor_err']:.4f} ({'within' if rt['within_floor'] else 'ABOVE'})")
+    return out
 
 
 def describe(path: str | Path) -> dict:
