@@ -327,7 +327,7 @@ class VQTokenizer(Tokenizer):
                 history.append({"step": step, "loss": float(loss.detach()), "rec": float(l_rec.detach()),
                                 "commit": float(l_commit.detach()), "replaced": n_replaced})
                 if verbose and (step % max(1, cfg.steps // 10) == 0 or step == cfg.steps):
-                    print(f"vq: step {step}/{cfg.steps} rec {float(l_rec):.4f} commit {float(l_commit):.4f}")
+                    print(f"vq: step {step}/{cfg.steps} rec {history[-1]['rec']:.4f} commit {history[-1]['commit']:.4f}")
             if ckpt is not None and (step % cfg.ckpt_every == 0 or step == cfg.steps
                                      or (stop_at is not None and step == stop_at)):
                 self._save_ckpt(ckpt, model, opt, usage, step, history,
