@@ -1,12 +1,12 @@
 """Learned VQ-VAE jet tokenizer (OmniJet-alpha style): one codebook index per constituent.
 
 Model (`VQVAE`): constituent features (log pt/GeV, eta_rel, phi_rel), standardised with the
-training constituents' mean/std, go through an encoder over the jet's constituents (a per-
-constituent MLP embedding followed by `n_layers` pre-LayerNorm self-attention blocks over the
-jet, padding masked; `n_layers=0` is a per-constituent MLP) to a `latent_dim` vector, which is
-replaced by its nearest codebook vector (L2, `codebook_size` codes, default 8192 as in
-OmniJet-alpha). A decoder of the same shape maps the jet's code vectors back to the three
-features. Training loss (per constituent, standardised units):
+training constituents' mean/std and weighted (`feature_weights`), go through an encoder over the
+jet's constituents (a per-constituent MLP embedding followed by `n_layers` pre-LayerNorm
+self-attention blocks over the jet, padding masked; `n_layers=0` is a per-constituent MLP) to a
+`latent_dim` vector, which is replaced by its nearest codebook vector (L2, `codebook_size` codes,
+default 8192 as in OmniJet-alpha). A decoder of the same shape maps the jet's code vectors back
+to the three features. Training loss (per constituent, standardised units):
 
     MSE(x_hat, x) + MSE(e, sg(z)) + beta * MSE(z, sg(e))      (reconstruction, codebook, commitment)
 
@@ -63,6 +63,10 @@ class VQConfig:
     lr: float = 2e-3  # Adam peak learning rate (linear warmup, cosine decay to lr/10)
     warmup_steps: int = 50
     beta: float = 0.25  # commitment loss weight
+    # multiplies each standardised feature (log pt, eta_rel, phi_rel), input and reconstruction
+    # target: a larger weight buys finer resolution in that feature at the others' expense;
+    # (2, 1, 1) mirrors the binned default's finer log-pt binning (32 vs 16 x 16 bins)
+    feature_weights: tuple[float, float, float] = (2.0, 1.0, 1.0)
     init: str = "kmeans"  # codebook initialisation: kmeans | data (random encoder outputs)
     kmeans_iters: int = 10  # Lloyd iterations of the k-means init
     replace_every: int = 50  # steps between dead-code replacements (0: never)
@@ -83,6 +87,8 @@ class VQConfig:
             raise ConfigError(f"vq.n_heads {self.n_heads} must divide vq.hidden {self.hidden}")
         if not self.lr > 0 or self.beta < 0:
             raise ConfigError("vq.lr must be > 0 and vq.beta >= 0")
+        if len(self.feature_weights) != 3 or not all(w > 0 for w in self.feature_weights):
+            raise ConfigError(f"vq.feature_weights must be 3 positive numbers, got {self.feature_weights}")
         if self.init not in INITS:
             raise ConfigError(f"vq.init must be one of {INITS}, got {self.init!r}")
         if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
@@ -217,7 +223,13 @@ class VQTokenizer(Tokenizer):
         """From a dataset.TokenizeConfig (its `vq` settings and max_constituents)."""
         from dataclasses import replace
 
-        vq = cfg.vq if isinstance(cfg.vq, VQConfig) else VQConfig(**dict(cfg.vq or {}))
+        if isinstance(cfg.vq, VQConfig):
+            vq = cfg.vq
+        else:
+            d = dict(cfg.vq or {})
+            if "feature_weights" in d:
+                d["feature_weights"] = tuple(d["feature_weights"])
+            vq = VQConfig(**d)
         return cls(replace(vq, max_constituents=cfg.max_constituents))
 
     @property
@@ -242,7 +254,7 @@ class VQTokenizer(Tokenizer):
         if not keep.any():
             raise DataError("cannot fit a tokenizer on jets without constituents")
         mean, std = x.mean(0), x.std(0)
-        std = np.where(std > 0, std, 1.0)
+        std = np.where(std > 0, std, 1.0) / np.asarray(cfg.feature_weights, dtype=np.float64)
         xs = ((x - mean) / std).astype(np.float32)
         fingerprint = {"n_jets": int(len(counts)), "n_constituents": int(len(x)),
                        "sum": [float(v) for v in x.sum(0)], "seed": int(seed)}
@@ -443,7 +455,9 @@ class VQTokenizer(Tokenizer):
                 raise DataError(f"{where}: not a vq tokenizer file (format {d.get('format')!r})")
             if d.get("version") != cls.VERSION:
                 raise DataError(f"{where}: vq tokenizer version {d.get('version')} != {cls.VERSION}")
-            cfg = VQConfig(**d["config"]).validate()
+            c = dict(d["config"])
+            c["feature_weights"] = tuple(c.get("feature_weights", (1.0, 1.0, 1.0)))
+            cfg = VQConfig(**c).validate()
             tok = cls(cfg)
             model = VQVAE(cfg)
             model.load_state_dict({k: _from_b64(v) for k, v in d["weights"].items()})
