@@ -31,6 +31,7 @@ from scaling_sweeper.data.tokenizer import (
     tokenization_report,
     tokenizer_class,
     tokenizer_id,
+    tokenizer_info,
 )
 from scaling_sweeper.errors import ConfigError, DataError
 from scaling_sweeper.runfolder import atomic_write_json
@@ -371,6 +372,11 @@ def describe(path: str | Path) -> dict:
                 for s, m in idx.splits.items()
             },
         }
+        if idx.tokenizer is not None:
+            try:
+                out["tokenizer_info"] = {k: v for k, v in tokenizer_info(path).items() if k != "sha256"}
+            except DataError as e:
+                out["tokenizer_info"] = {"error": str(e)}
         rep = _read_manifest(path / "tokenization_report.json")
         if rep is not None:
             out["tokenization_report"] = rep

@@ -55,9 +55,9 @@ class VQConfig:
 
     codebook_size: int = 8192  # content tokens (OmniJet-alpha: 8192); vocab = codebook_size + 3
     latent_dim: int = 8  # dimension of the code vectors
-    hidden: int = 64  # width of encoder/decoder
+    hidden: int = 32  # width of encoder/decoder
     n_layers: int = 1  # self-attention blocks over the jet in encoder and in decoder (0: per-constituent)
-    n_heads: int = 4  # attention heads (must divide hidden)
+    n_heads: int = 2  # attention heads (must divide hidden)
     steps: int = 1000  # optimizer steps
     batch_jets: int = 64  # jets per step
     lr: float = 2e-3  # Adam peak learning rate (linear warmup, cosine decay to lr/10)
