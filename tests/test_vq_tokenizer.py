@@ -205,7 +205,8 @@ def test_tokenize_dataset_vq_and_cli(jets_dir, tmp_path, one_torch_thread):
     assert tokenize_dataset(jets_dir, out, cfg=cfg) == out and tok.codebook_size == 32
     args = ["data", "tokenize", "--jets", str(jets_dir), "--out", str(tmp_path / "cli_vq"), "--max-constituents",
             "24", "--tokenizer", "vq", "--codebook-size", "16"]
-    args += [f"--vq={k}={v}" for k, v in vq_settings.items() if k != "codebook_size"]
+    args += [f"--vq={k}={json.dumps(list(v)) if isinstance(v, tuple) else v}" for k, v in vq_settings.items()
+             if k != "codebook_size"]
     assert cli_main(args) == 0
     assert tokenizer_info(tmp_path / "cli_vq")["codebook_size"] == 16
 
@@ -264,3 +265,17 @@ def test_report_compares_tokenizers():
     (sec,) = tokenizer_sections(trials, n_boot=20)
     assert sec.missing is None and sec.figures
     assert tokenizer_sections(trials.filter(pl.col("tokenizer_kind") == "vq"), n_boot=20) == []
+
+
+def test_trials_table_records_the_tokenizer(tmp_path):
+    import analysis
+    from analysis.synthetic import synthetic_rows
+    from analysis.tables import write_cell_tables
+
+    row = synthetic_rows("s1", seeds=1, failed=0)[0]
+    row.update(tokenizer_kind="vq", tokenizer_id="vq-0123456789ab", codebook_size=8192,
+               tokenizer_health={"perplexity": 5000.0})
+    write_cell_tables(tmp_path / "s1", row["cell_id"], row, [])
+    got = analysis.open(tmp_path).trials.collect().row(0, named=True)
+    assert (got["tokenizer_kind"], got["tokenizer_id"], got["codebook_size"]) == ("vq", "vq-0123456789ab", 8192)
+    assert json.loads(got["extra"])["tokenizer_health"] == {"perplexity": 5000.0}
