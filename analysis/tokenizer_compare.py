@@ -67,6 +67,7 @@ def compare_table(groups: dict[str, list[dict[str, Any]]], n_boot: int = 200) ->
     """(header, rows) of the side-by-side table: one row per tokenizer, per-size loss/SWD columns
     (seed means), the best loss-vs-N law with 3+ sizes, and the codebook health."""
     from analysis.fits.compare import compare_laws
+    from analysis.window import learnable_window
 
     sizes = sorted({r["size"] for rows in groups.values() for r in rows if r.get("N") is not None},
                    key=lambda s: min(r["N"] for rows in groups.values() for r in rows if r["size"] == s))
@@ -74,7 +75,7 @@ def compare_table(groups: dict[str, list[dict[str, Any]]], n_boot: int = 200) ->
     binned_h = _health(binned[0].get("extra")) if binned else {}
     head = ["tokenizer", "kind", "codebook", "sweeps", "cells"]
     head += [f"{s}: {LOSS}" for s in sizes] + [f"{s}: swd (floor)" for s in sizes]
-    head += ["loss vs N (best law)", "codes used", "perplexity"]
+    head += ["loss vs N (best law)", "learnable window along N", "codes used", "perplexity"]
     head += [f"MAE {f}" for f in FEATURES] + ["round-trip SWD (floor)"]
     out = []
     for label, rows in groups.items():
@@ -96,8 +97,10 @@ def compare_table(groups: dict[str, list[dict[str, Any]]], n_boot: int = 200) ->
             params = getattr(best, "params", None) or {}
             exps = ", ".join(f"{k}={_f(v, 3)}" for k, v in params.items() if k in ("E", "alpha"))
             line.append(f"{cmp.best} {exps}" if cmp.best else "no law fits")
+            w = learnable_window(x, y, axis="N", metric=LOSS, n_boot=n_boot)
+            line.append(html.escape(f"{w.status}: x_sat {w.x_sat:.3g}" if w.status == "saturating" else w.status))
         else:
-            line.append(f"n/a ({len({p[0] for p in pts})} sizes; needs 3+)")
+            line += [f"n/a ({len({p[0] for p in pts})} sizes; needs 3+)"] * 2
         line += [_f(h.get("codes_used_frac"), 3), _f(h.get("perplexity"), 4)]
         for f in FEATURES:
             v, b = h.get(f"mae_{f}"), binned_h.get(f"mae_{f}")
