@@ -56,6 +56,8 @@ def _tok_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vq", type=_vq_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="vq: any VQConfig field, e.g. --vq steps=3000 --vq n_layers=2 --vq device=cuda")
     p.add_argument("--fit-seed", type=int, default=0, help="seed of the tokenizer fit")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads for a vq fit/encode (0: torch's default; 1 on a busy machine)")
     p.add_argument("--bins", type=_bins, default=DEFAULT_N_BINS,
                    help="bins for (log pt, eta_rel, phi_rel), default 32,16,16 (vocab = product + 3)")
     p.add_argument("--binning", type=_binning, default=("uniform", "quantile", "quantile"),
@@ -117,6 +119,10 @@ def tokenize_config(args: argparse.Namespace):
         vq["codebook_size"] = args.codebook_size
     if (vq or args.codebook_size) and args.tokenizer != "vq":
         raise ConfigError(f"--vq/--codebook-size are vq settings; --tokenizer is {args.tokenizer}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     tf = getattr(args, "tokenizer_file", None)
     return TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents, binning=args.binning,
                           fit_seed=args.fit_seed, kind=args.tokenizer, vq=vq,

@@ -1,7 +1,7 @@
 """Evaluate a finished run folder: sample jets, compute observables, SWD vs real jets with floor.
 
 `evaluate_run(run_dir, cfg)`:
-1. loads the newest good checkpoint (`train.load_model`) and the run's tokenizer (`tokens/`);
+1. loads the newest good checkpoint (`train.load_model`) and the run's own tokenizer (`tokens/`, any kind);
 2. reads real jets (default: the `test` split beside the run's tokens folder) and draws two
    disjoint real samples A and B of the evaluation size n, plus their tokenize-decode round trips;
 3. generates n jets, decodes them, computes observables; invalid jets (no stop token before the
