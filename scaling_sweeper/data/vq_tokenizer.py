@@ -69,7 +69,7 @@ class VQConfig:
     feature_weights: tuple[float, float, float] = (2.0, 1.0, 1.0)
     init: str = "kmeans"  # codebook initialisation: kmeans | data (random encoder outputs)
     kmeans_iters: int = 10  # Lloyd iterations of the k-means init
-    replace_every: int = 50  # steps between dead-code replacements (0: never)
+    replace_every: int = 10  # steps between dead-code replacements (0: never; OmniJet-alpha: 10)
     ckpt_every: int = 250  # steps between training checkpoints (resume)
     max_constituents: int = 128  # constituents per jet (seq_len = max_constituents + 2)
     device: str = "cpu"  # "cpu" | "cuda[:N]" | "auto" (training, encoding, decoding)
