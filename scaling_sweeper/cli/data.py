@@ -72,12 +72,22 @@ def register(sub) -> None:
     mk = dsub.add_parser("make", help="generate (Pythia 8) or load (Aspen/JetClass) jets, split and tokenize")
     mk.add_argument("--out", required=True, type=Path, help="dataset folder, e.g. data/jets")
     mk.add_argument("--source", choices=("pythia", "aspen", "jetclass"), default="pythia")
-    mk.add_argument("--input", type=Path, nargs="+",
-                    help="input file(s) for --source aspen (HDF5) / jetclass (ROOT), read in order")
+    mk.add_argument("--input", nargs="+",
+                    help="input files or quoted globs ('aoj/*.h5') for --source aspen (HDF5) / jetclass (ROOT), "
+                         "read in order, file by file in chunks")
     mk.add_argument("--n-jets", type=_n_jets, default=None,
                     help="jets to generate (pythia, default 20000) or read at most (files, default all)")
     mk.add_argument("--seed", type=int, default=0)
-    mk.add_argument("--workers", type=int, default=1, help="Pythia processes (part of the cache key)")
+    mk.add_argument("--workers", type=int, default=1,
+                    help="local processes running chunks (the jets do not depend on it)")
+    mk.add_argument("--chunk-jets", type=_n_jets, default=None,
+                    help="jets per chunk: one seeded task and one parquet part each, the unit of resume "
+                         "(default 5000; part of the cache key)")
+    mk.add_argument("--address", default=None,
+                    help="run the chunks as Ray tasks on this cluster (e.g. 127.0.0.1:6379, or auto inside "
+                         "a Ray job); --out must be on storage every node sees")
+    mk.add_argument("--rows-per-shard", type=int, default=None,
+                    help="token rows per shard file (default: ~1 GiB shards)")
     mk.add_argument("--pt-min", type=float, default=500.0, help="jet pt window low edge, GeV")
     mk.add_argument("--pt-max", type=float, default=650.0, help="jet pt window high edge, GeV")
     mk.add_argument("--eta-max", type=float, default=2.5, help="|jet eta| cut")
@@ -95,6 +105,8 @@ def register(sub) -> None:
     tk.add_argument("--max-constituents", type=int, default=128)
     tk.add_argument("--tokenizer-file", type=Path, default=None,
                     help="encode with this fitted tokenizer file (its kind must match --tokenizer) instead of fitting")
+    tk.add_argument("--rows-per-shard", type=int, default=None,
+                    help="token rows per shard file (default: ~1 GiB shards)")
     _tok_args(tk)
     tk.set_defaults(func=cmd_tokenize)
 
@@ -126,7 +138,8 @@ def tokenize_config(args: argparse.Namespace):
     tf = getattr(args, "tokenizer_file", None)
     return TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents, binning=args.binning,
                           fit_seed=args.fit_seed, kind=args.tokenizer, vq=vq,
-                          tokenizer_file=None if tf is None else str(tf))
+                          tokenizer_file=None if tf is None else str(tf),
+                          rows_per_shard=getattr(args, "rows_per_shard", None))
 
 
 def cmd_make(args: argparse.Namespace) -> int:
@@ -142,10 +155,11 @@ def cmd_make(args: argparse.Namespace) -> int:
         n_jets = 20000
     pythia = PythiaConfig(pt_min=args.pt_min, pt_max=args.pt_max, eta_max=args.eta_max,
                           pthat_min=args.pthat_min, max_constituents=args.max_constituents)
+    extra = {"chunk_jets": args.chunk_jets} if args.chunk_jets is not None else {}
     make_dataset(
         args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
         input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,
-        tokenize=not args.no_tokenize,
+        address=args.address, tokenize=not args.no_tokenize, **extra,
         tokenizer=tokenize_config(args),
         progress=False if args.no_progress else None, force=args.force, verbose=True,
     )
