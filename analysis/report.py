@@ -47,6 +47,7 @@ from analysis.physics_plots import (
     value_pm,
 )
 from analysis.tables import open_tables
+from analysis.tokenizer_compare import tokenizer_sections
 from analysis.window import WindowResult, learnable_window
 
 LOSS = "val_loss"
@@ -783,6 +784,7 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
         scans[("N", "swd")] = (d_swd, c_swd, err_of(d_swd, "swd_err"))
     s_w, wins = _section_windows(scans, owners, n_boot)
     sections += [s_w, _section_chinchilla(done, fits, n_boot)]
+    sections += tokenizer_sections(trials, n_boot)  # sweeps that differ only by tokenizer
     sections.append(_section_params(fits))
     return _collapse(sections, done), fits, wins
 

@@ -69,6 +69,9 @@ TRIALS_SCHEMA: dict[str, pl.DataType] = {
     "swd_err": pl.Float64(),
     "swd_floor": pl.Float64(),
     "invalid_frac": pl.Float64(),
+    "tokenizer_kind": pl.String(),  # binned | vq | ... (data.tokenizer.TOKENIZER_KINDS); null: unnamed
+    "tokenizer_id": pl.String(),  # <kind>-<sha256[:12]> of the tokens folder's tokenizer file
+    "codebook_size": pl.Int64(),  # content tokens of that tokenizer (vocab_size - 3)
     "wall_s": pl.Float64(),
     "tokens_per_s": pl.Float64(),
     "started_at": pl.String(),

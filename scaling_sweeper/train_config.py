@@ -50,6 +50,10 @@ class TrainConfig:
     zero_offload: str = "none"  # "none" | "optimizer" (zero2/zero3) | "all" (zero3: parameters too)
     gpu_mem_gib: float | None = None  # declared GPU memory per worker (GiB) for strategy auto
     cpus_per_worker: float = 1.0  # Ray CPUs reserved per worker (also its torch threads)
+    # the tokens folder's tokenizer, "<kind>-<sha256[:12]>" (data.tokenizer.tokenizer_id); sweeps set
+    # it for every kind but binned (binned cells keep their ids, their data identity is per sweep);
+    # training refuses a data folder whose tokenizer differs. None: not checked.
+    tokenizer_id: str | None = None
 
     def __post_init__(self) -> None:
         get_size(self.size)  # ConfigError listing valid sizes

@@ -167,6 +167,7 @@ class TrialData:
     seq_len: int
     vocab_size: int
     pad_token: int
+    tokenizer: dict | None = None  # {kind, id, codebook_size} of the folder's tokenizer (None: unnamed)
 
     @property
     def D_effective(self) -> int:
@@ -189,7 +190,16 @@ def open_data(cfg: TrainConfig) -> TrialData:
     idx = train.index
     if idx.seq_len < 2:
         raise DataError(f"{root}: seq_len {idx.seq_len} is too short to train on")
-    return TrialData(head, np.asarray(val.data[:n_val]), idx.seq_len, idx.vocab_size, idx.pad_token)
+    tok = None
+    if idx.tokenizer is not None:
+        from scaling_sweeper.data.tokenizer import TokenizerKindError, tokenizer_info
+
+        tok = {k: v for k, v in tokenizer_info(root).items() if k != "sha256"}  # vocab checked vs shards
+        if cfg.tokenizer_id is not None and tok["id"] != cfg.tokenizer_id:
+            raise TokenizerKindError(f"{root}: tokenizer {tok['id']} is not the cell's tokenizer {cfg.tokenizer_id}")
+    elif cfg.tokenizer_id is not None:
+        raise DataError(f"{root}: index.json names no tokenizer but the cell wants {cfg.tokenizer_id}")
+    return TrialData(head, np.asarray(val.data[:n_val]), idx.seq_len, idx.vocab_size, idx.pad_token, tok)
 
 
 def derived_quantities(cfg: TrainConfig, data: TrialData) -> dict[str, Any]:
@@ -208,6 +218,7 @@ def derived_quantities(cfg: TrainConfig, data: TrialData) -> dict[str, Any]:
         "block_size": gcfg.block_size,
         "lr": cfg.peak_lr,
         "D_effective": data.D_effective,
+        "tokenizer": data.tokenizer,
         "tokens_seen": seen,
         "passes": seen / data.D_effective,
         "C_planned": flops.train_flops(n_incl, seen),
@@ -292,6 +303,10 @@ def training_run(
         row.update({k: derived[k] for k in ("N", "N_incl", "tokens_seen", "passes", "C_planned", "C_exact",
                                             "seq_len")})  # fmt: skip
         row["D"] = derived["D_effective"]
+        tok = derived.get("tokenizer") or {}
+        row.update(tokenizer_kind=tok.get("kind"), tokenizer_id=tok.get("id"), codebook_size=tok.get("codebook_size"))
+        if tok.get("health"):
+            row["tokenizer_health"] = tok["health"]  # not a table column: kept in `extra`
         try:
             yield row
         except Exception as e:

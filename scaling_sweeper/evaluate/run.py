@@ -1,7 +1,7 @@
 """Evaluate a finished run folder: sample jets, compute observables, SWD vs real jets with floor.
 
 `evaluate_run(run_dir, cfg)`:
-1. loads the newest good checkpoint (`train.load_model`) and the run's tokenizer (`tokens/`);
+1. loads the newest good checkpoint (`train.load_model`) and the run's own tokenizer (`tokens/`, any kind);
 2. reads real jets (default: the `test` split beside the run's tokens folder) and draws two
    disjoint real samples A and B of the evaluation size n, plus their tokenize-decode round trips;
 3. generates n jets, decodes them, computes observables; invalid jets (no stop token before the
@@ -210,6 +210,30 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
     return out
 
 
+def tokenizer_roundtrip_swd(tokenizer, jets: ak.Array, cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Tokenization alone against the statistical floor, for any tokenizer kind: two disjoint
+    halves A, B of `jets` (at most cfg.n_jets each, seeded); swd_roundtrip = SWD(rt(A) vs A),
+    swd_floor = SWD(B vs A) (cfg.observables, bootstrap errors) and `within_floor` =
+    roundtrip <= floor + 2 sigma (the check `evaluate_samples` makes per run)."""
+    cfg = cfg or EvalConfig()
+    n = min(cfg.n_jets, len(jets) // 2)
+    if n < cfg.min_jets:
+        return {"n_jets": int(n), "swd_roundtrip": None, "swd_floor": None, "within_floor": None}
+    perm = np.random.default_rng([cfg.seed, 3]).permutation(len(jets))
+    a, b = jets[perm[:n]], jets[perm[n:2 * n]]
+    names = list(cfg.observables)
+    obs = {k: compute_observables(j, names) for k, j in
+           (("a", a), ("b", b), ("rt", tokenizer.decode(tokenizer.encode(a))))}
+    mats = {k: _matrix(o, names)[~invalid_mask(o)] for k, o in obs.items()}
+    rt, fl = compare_samples(mats["rt"], mats["a"], cfg), compare_samples(mats["b"], mats["a"], cfg)
+    out: dict[str, Any] = {"n_jets": int(n), "observables": names}
+    out["swd_roundtrip"], out["swd_roundtrip_err"] = _swd_entry(rt)
+    out["swd_floor"], out["swd_floor_err"] = _swd_entry(fl)
+    out["within_floor"] = (None if rt is None or fl is None
+                           else bool(rt.mean <= fl.mean + 2.0 * math.hypot(rt.std, fl.std)))
+    return out
+
+
 # ------------------------------------------------------------------------------ I/O edges
 def _real_jets_path(cfg: EvalConfig, tokens_dir: Path) -> Path:
     if cfg.real is not None:
@@ -223,7 +247,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     import torch
 
     from scaling_sweeper.data.jets import read_jets
-    from scaling_sweeper.data.tokenizer import load_tokenizer
+    from scaling_sweeper.data.tokenizer import load_tokenizer, tokenizer_info
     from scaling_sweeper.evaluate.generate import generate, valid_rows
     from scaling_sweeper.train import load_model, resolve_device
 
@@ -239,7 +263,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
         torch.set_num_threads(cfg.threads)
     model, tcfg = load_model(run_dir, device=device)
     tokens_dir = Path(tcfg.data)
-    tokenizer = load_tokenizer(tokens_dir)
+    tokenizer = load_tokenizer(tokens_dir)  # the cell's own tokenizer, whatever its kind
+    tok_info = tokenizer_info(tokens_dir)
     real = read_jets(_real_jets_path(cfg, tokens_dir))
     n = min(cfg.n_jets, len(real) // 2)
     if n < cfg.min_jets:
@@ -287,6 +312,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
         "observables": list(cfg.observables),
         "timings": timings,
         "model": {"size": tcfg.size, "N": stored.get("N"), "run_dir": str(run_dir)},
+        "tokenizer": {k: tok_info[k] for k in ("kind", "id", "codebook_size")},
         "config": to_dict(cfg),
     }
     if write:
