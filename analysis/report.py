@@ -549,6 +549,8 @@ def _section_params(fits: list[FitRow]) -> Section:
             r = fr.fit
             if r.status == UNDERDETERMINED:
                 params = "not determined (no intervals)"
+            elif all(math.isnan(v) for v in r.params.values()):
+                params = "no parameters"
             else:
                 params = "<br>".join(f"{k} = {_fmt(v)} {html.escape(format_interval(*r.ci[k]))}"
                                      for k, v in r.params.items())
