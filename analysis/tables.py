@@ -75,6 +75,7 @@ TRIALS_SCHEMA: dict[str, pl.DataType] = {
     "finished_at": pl.String(),
     "ray_trial_id": pl.String(),
     "error": pl.String(),
+    "reused_from": pl.String(),  # <sweep>/<cell_id> that trained this cell (one config, trained once)
     "extra": pl.String(),  # JSON object of the row's non-canonical keys
     "written_at": pl.Float64(),  # unix time (s) the table file was written; the latest wins
 }
@@ -402,6 +403,8 @@ def _derive(table: str, lf: pl.LazyFrame) -> pl.LazyFrame:
         ).with_columns(
             pl.coalesce(pl.col("final_val_loss"), pl.col("best_val_loss")).alias("val_loss"),
             pl.coalesce(pl.col("C_spent"), pl.col("C_planned")).alias("C"),
+            # a repeated-data run sees >= one batch of its D tokens twice (sweep.cells.repeated_data)
+            (pl.col("tokens_seen") - pl.col("D") >= pl.col("batch") * pl.col("seq_len")).alias("repeated_data"),
         )
         # a cell rewritten (retried) keeps its latest row
         lf = lf.sort("written_at", nulls_last=False).unique(subset=["sweep", "cell_id"], keep="last", maintain_order=True)

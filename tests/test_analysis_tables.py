@@ -193,22 +193,22 @@ def test_query_examples_and_errors(tmp_path):
 def test_cli_query(tmp_path, capsys):
     write_synthetic_sweep(tmp_path / "s", n_curve_points=3)
     rc = cli_main(["query", "SELECT phase, count(*) AS n FROM trials GROUP BY phase ORDER BY phase",
-                   "--runs", str(tmp_path), "--format", "csv"])
+                   "--storage", str(tmp_path), "--format", "csv"])
     out = capsys.readouterr().out
     assert rc == 0 and out.splitlines()[0] == "phase,n" and "size," in out
-    assert cli_main(["query", "SELECT * FROM trials", "--runs", str(tmp_path)]) == 0
+    assert cli_main(["query", "SELECT * FROM trials", "--storage", str(tmp_path)]) == 0
     assert "cell_id" in capsys.readouterr().out
     pq = tmp_path / "c.parquet"
-    assert cli_main(["query", "SELECT * FROM curves", "--runs", str(tmp_path), "--format", "parquet", "-o", str(pq)]) == 0
+    assert cli_main(["query", "SELECT * FROM curves", "--storage", str(tmp_path), "--format", "parquet", "-o", str(pq)]) == 0
     assert pl.read_parquet(pq).height == analysis.open(tmp_path).curves.collect().height
     js = tmp_path / "t.json"
-    assert cli_main(["query", "SELECT cell_id FROM trials", "--runs", str(tmp_path), "--format", "json", "-o", str(js)]) == 0
+    assert cli_main(["query", "SELECT cell_id FROM trials", "--storage", str(tmp_path), "--format", "json", "-o", str(js)]) == 0
     assert len(json.loads(js.read_text())) == analysis.open(tmp_path).trials.collect().height
     capsys.readouterr()
-    rc = cli_main(["query", "SELECT nope FROM trials", "--runs", str(tmp_path)])
+    rc = cli_main(["query", "SELECT nope FROM trials", "--storage", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: query failed") and "Traceback" not in err
-    assert cli_main(["query", "SELECT 1", "--runs", str(tmp_path / "missing")]) == 2
+    assert cli_main(["query", "SELECT 1", "--storage", str(tmp_path / "missing")]) == 2
 
 
 def test_compact_finished_sweep(tmp_path):
