@@ -569,6 +569,8 @@ def _section_params(fits: list[FitRow]) -> Section:
             r = fr.fit
             if r.status == UNDERDETERMINED:
                 params = "not determined (no intervals)"
+            elif all(math.isnan(v) for v in r.params.values()):
+                params = "no parameters"
             else:
                 params = "<br>".join(f"{k} = {_fmt(v)} {html.escape(format_interval(*r.ci[k]))}"
                                      for k, v in r.params.items())
@@ -670,7 +672,10 @@ def _section_histograms(done: pl.DataFrame, hists: dict[str, dict[str, Any]]) ->
     for r in cells.iter_rows(named=True):
         h = hists[r["cell_id"]]
         fid = f"fig-hist-{r['cell_id']}"
-        swd = f", SWD = {value_pm(r.get('swd'), r.get('swd_err'))}" if r.get("swd") is not None else ""
+        swd = (f", SWD = {value_pm(r.get('swd'), r.get('swd_err'))}" if r.get("swd") is not None
+               else ", no SWD (too few valid generated jets)")
+        if r.get("invalid_frac") is not None:
+            swd += f", {100 * r['invalid_frac']:.0f}% of generated jets invalid"
         fig = histogram_figure(h["histograms"], h["reference"], f"{names[r['cell_id']]} (N = {_fmt(r['N'])}){swd}")
         if fig is not None:
             s.figures[fid] = fig
@@ -802,8 +807,10 @@ def headline(fits: list[FitRow], wins: list[WindowResult]) -> list[str]:
         elif fr.extra and "pearson_r" in fr.extra:
             e = fr.extra
             p = "" if e["pearson_p"] is None or math.isnan(e["pearson_p"]) else f", p = {_fmt(e['pearson_p'])}"
-            out.append(f"{fr.name}: Pearson r = {_fmt(e['pearson_r'])} "
-                       f"{format_interval(*e['pearson_ci'])}{p}; Spearman rho = {_fmt(e['spearman_rho'])}; n = {e['n']}")
+            ci = format_interval(*e["pearson_ci"])
+            ci = f" (no interval or p-value with {e['n']} points)" if ci == "n/a" else f" {ci}"
+            out.append(f"{fr.name}: Pearson r = {_fmt(e['pearson_r'])}{ci}{p}; "
+                       f"Spearman rho = {_fmt(e['spearman_rho'])}; n = {e['n']}")
         elif fr.extra and "a" in fr.extra:
             e = fr.extra
             out.append(f"{fr.name}: {e['status']}; a = {_fmt(e['a'])} {format_interval(*e['a_ci'])}")
