@@ -29,6 +29,7 @@ from scaling_sweeper.data.tokenizer import (
     tokenization_report,
 )
 from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.progress import Progress
 from scaling_sweeper.runfolder import atomic_write_json
 
 DATASET_FORMAT_VERSION = 1
@@ -205,7 +206,7 @@ def make_dataset(
             print(f"jets: wrote {len(jets)} jets to {out}{extra}")
     if tokenize:
         tokenize_dataset(out, out / "tokens", cfg=tok_cfg,
-                         force=force or not cached, verbose=verbose)
+                         force=force or not cached, verbose=verbose, progress=progress)
     return out
 
 
@@ -232,10 +233,12 @@ def tokenize_dataset(
     cfg: TokenizeConfig | None = None,
     force: bool = False,
     verbose: bool = False,
+    progress: bool | None = None,
 ) -> Path:
     """Fit a BinnedTokenizer on jets_dir/train.parquet, encode every split into token shards in
     out_dir (default jets_dir/tokens) with tokenizer.json beside them, and write
-    tokenization_report.json. Cached on (cfg, sha256 of the split files). Returns out_dir."""
+    tokenization_report.json. Cached on (cfg, sha256 of the split files). progress: see
+    scaling_sweeper.progress (None: a bar or periodic lines; False: silent). Returns out_dir."""
     jets_dir = Path(jets_dir)
     out = Path(out_dir) if out_dir is not None else jets_dir / "tokens"
     cfg = cfg or TokenizeConfig()
@@ -259,9 +262,14 @@ def tokenize_dataset(
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
     jets = {s: read_jets(p) for s, p in files.items()}
-    tok = BinnedTokenizer(cfg.n_bins, cfg.max_constituents, cfg.binning).fit(jets["train"], seed=cfg.fit_seed)
-    tok_path = tok.save(out / "tokenizer.json")
-    arrays = {s: tok.encode(j) for s, j in jets.items()}
+    with Progress(sum(len(j) for j in jets.values()), "tokenize", unit="jet", enabled=progress) as bar:
+        bar.note(f"fitting the tokenizer on {len(jets['train']):,} train jets")
+        tok = BinnedTokenizer(cfg.n_bins, cfg.max_constituents, cfg.binning).fit(jets["train"], seed=cfg.fit_seed)
+        tok_path = tok.save(out / "tokenizer.json")
+        arrays = {}
+        for s, j in jets.items():  # encoding: progress per split
+            arrays[s] = tok.encode(j)
+            bar.update(len(j))
     write_shards(out, arrays, vocab_size=tok.vocab_size, pad_token=tok.pad_token, tokenizer_file=tok_path)
     report_split = "test" if len(jets["test"]) else "train"
     report = {"split": report_split, **tokenization_report(tok, jets[report_split])}

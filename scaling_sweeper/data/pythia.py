@@ -8,9 +8,7 @@ so the output is a deterministic function of (config, n_jets, seed, workers).
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue as queue_mod
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from scaling_sweeper.data.jets import make_jets, wrap_phi
 from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.noise import silence_fastjet_banner
 
 PYTHIA_MAX_SEED = 900_000_000
 # neutrinos are invisible; Pythia's isVisible() also drops them (and other invisibles)
@@ -64,20 +63,6 @@ def worker_quotas(n_jets: int, workers: int) -> list[int]:
     return [base + (i < extra) for i in range(workers)]
 
 
-def _silence_fastjet_banner(fastjet) -> None:
-    """fastjet prints a banner to stdout on the first clustering of a process; swallow it."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            jd = fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4)
-            fastjet.ClusterSequence([fastjet.PseudoJet(1.0, 0.0, 0.0, 1.0)], jd).inclusive_jets()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _make_pythia(cfg: PythiaConfig, seed: int):
     import pythia8mc
 
@@ -116,7 +101,7 @@ def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int, report_every: int
     """Generate exactly n_jets jets with one Pythia; returns flat numpy arrays (see make_jets)."""
     import fastjet
 
-    _silence_fastjet_banner(fastjet)
+    silence_fastjet_banner()
     pythia = _make_pythia(cfg, seed)
     jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r)
     counts, pts, etas, phis, jets = [], [], [], [], []
@@ -186,11 +171,10 @@ class _BarFeed:
 
 
 def _progress_bar(total: int, enabled: bool | None):
-    from tqdm import tqdm
+    """A bar on a terminal, a line every few seconds in a log (scaling_sweeper.progress)."""
+    from scaling_sweeper.progress import Progress
 
-    if enabled is None:
-        enabled = sys.stderr.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
-    return tqdm(total=total, unit="jet", desc="pythia8 jets", disable=not enabled, smoothing=0.1)
+    return Progress(total, "pythia8 jets", unit="jet", enabled=enabled)
 
 
 def generate_jets(
@@ -203,7 +187,8 @@ def generate_jets(
     stats: dict | None = None,
 ) -> ak.Array:
     """Generate `n_jets` QCD jets (see PythiaConfig) in `workers` processes; deterministic in
-    (cfg, n_jets, seed, workers). progress: None -> tqdm bar only on a TTY and not under CI=true.
+    (cfg, n_jets, seed, workers). progress: None -> a bar on a terminal, else a line every few
+    seconds (scaling_sweeper.progress); False -> silent.
     If `stats` is a dict it receives n_events, wall_s, worker_s and worker_cpu_s (summed over
     workers, Pythia init included) and jets_per_s_per_core (jets per CPU-second of a worker, so a
     busy machine does not skew it)."""

@@ -183,6 +183,10 @@ def exclusive_kt_axes_fastjet_multi(pt: np.ndarray, eta: np.ndarray, phi: np.nda
     """Exclusive-kT axes for several subjet counts `ns` from ONE fastjet clustering per jet."""
     import fastjet  # optional dependency (physics extra)
 
+    from scaling_sweeper.noise import silence_fastjet_banner
+
+    silence_fastjet_banner()
+
     b = pt.shape[0]
     num = mask.sum(1)
     out = {n: (np.zeros((b, n)), np.zeros((b, n)), np.zeros((b, n), dtype=bool)) for n in ns}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import scaling_sweeper
+from scaling_sweeper.noise import quiet_ray_token_notice
 
 _AUTH_ENV = "RAY_AUTH_MODE"
 
@@ -53,6 +54,7 @@ def token_available() -> bool:
 def enable_token_auth_if_available() -> bool:
     """Make this process send the Ray auth token when one exists and RAY_AUTH_MODE is unset.
     Returns whether token auth is on."""
+    quiet_ray_token_notice()
     mode = os.environ.get(_AUTH_ENV)
     if mode is not None:
         return mode.lower() == "token"
@@ -87,6 +89,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_ray_token_notice()
     if ray.is_initialized():
         return ray.cluster_resources()
     if address is None and os.environ.get("RAY_ADDRESS"):
