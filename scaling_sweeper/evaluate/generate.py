@@ -14,6 +14,8 @@ invalid by `valid_rows`; nothing is dropped here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -45,13 +47,15 @@ def _next_token(logits: torch.Tensor, u: torch.Tensor, banned: list[int], temper
 @torch.no_grad()
 def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: float = 1.0,
              top_k: int | None = None, seed: int = 0, batch_size: int = 256,
-             use_cache: bool = True, max_len: int | None = None) -> np.ndarray:
+             use_cache: bool = True, max_len: int | None = None,
+             on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Sample `n_jets` token rows (n_jets, max_len) uint16: [start, c_1.., stop, pad...].
 
     model: a `GPT` (forward(idx, kv_cache=...) -> (logits, loss), new_kv_cache(B, max_len)).
     tokenizer: provides start_token, stop_token, pad_token, seq_len. max_len defaults to
     tokenizer.seq_len (capped at the model's block_size + 1). use_cache=False recomputes the
-    whole prefix every step (the reference the cache is tested against).
+    whole prefix every step (the reference the cache is tested against). on_batch(n) is called
+    after each batch of n jets (progress display).
     """
     if n_jets < 0 or batch_size < 1:
         raise ConfigError(f"n_jets must be >= 0 and batch_size >= 1, got {n_jets}, {batch_size}")
@@ -90,6 +94,8 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
                 if bool(done.all()):
                     break
             out[lo:lo + b] = rows.cpu().numpy().astype(np.uint16)
+            if on_batch is not None:
+                on_batch(b)
     finally:
         model.train(was_training)
     return out

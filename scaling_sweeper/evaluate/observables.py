@@ -32,6 +32,11 @@ import numpy as np
 OBSERVABLES: tuple[str, ...] = (
     "jet_pt", "jet_mass", "n_constituents", "tau1", "tau2", "tau3", "tau21", "tau32", "d2",
 )
+#: units of each observable (and of its 1-D Wasserstein distance W1, which has the same unit)
+OBSERVABLE_UNITS: dict[str, str] = {
+    "jet_pt": "GeV", "jet_mass": "GeV", "n_constituents": "constituents", "tau1": "", "tau2": "", "tau3": "",
+    "tau21": "", "tau32": "", "d2": "",
+}
 #: the five observables of the SWD (the reference paper's choice)
 SWD_OBSERVABLES: tuple[str, ...] = ("jet_pt", "jet_mass", "n_constituents", "tau21", "tau32")
 
