@@ -568,8 +568,14 @@ def build_report(
     png_dir: str | Path | None = None,
     n_boot: int = 200,
     image_format: str = "png",
+    groups: list[list[str]] | None = None,
+    title: str | None = None,
+    note: str | None = None,
 ) -> Path:
     """Write the HTML report of `sweep` (None: every sweep under `path`) and return its path.
+
+    groups: fit each group of sweeps on its own (sections one group after another; see
+    analysis.pooling); None = every cell under `path` (or of `sweep`) in one fit.
 
     out: default <path>/<sweep>/report.html (or <path>/report.html). png_dir: also export each
     figure as a static image (png or svg) via kaleido; without kaleido the HTML is still written
@@ -582,12 +588,22 @@ def build_report(
     tables = open_tables(root)
     trials = tables.trials.collect()
     curves = tables.curves.collect()
+    name = title or sweep or path.name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        sections, _, _ = build_sections(trials, curves, sweep, n_boot)
-    name = sweep or path.name
+        if groups is None:
+            sections, _, _ = build_sections(trials, curves, sweep, n_boot)
+        else:
+            sections = []
+            for i, group in enumerate(groups):
+                sel = pl.col("sweep").is_in(group)
+                t = trials.filter(sel) if trials.height else trials
+                c = curves.filter(sel) if curves.height else curves
+                secs, _, _ = build_sections(t, c, group[0] if len(group) == 1 else None, n_boot)
+                sections += _prefixed(secs, f"g{i}", " + ".join(group))
     n_done = trials.filter(pl.col("status") == "done").height if trials.height else 0
-    text = _render(sections, f"Scaling report: {name}", f"{trials.height} cells, {n_done} finished; results from {root}")
+    sub = f"{trials.height} cells, {n_done} finished; results from {root}" + (f". {note}" if note else "")
+    text = _render(sections, f"Scaling report: {name}", sub)
     out = Path(out) if out else (root / "report.html")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -598,13 +614,27 @@ def build_report(
     return out
 
 
+def _prefixed(sections: list[Section], prefix: str, label: str) -> list[Section]:
+    """Sections of one group of sweeps, with ids, figure ids and titles made unique per group."""
+    out = []
+    for sec in sections:
+        html_text = sec.html
+        figs = {}
+        for fid, fig in sec.figures.items():
+            html_text = html_text.replace(f"<!--FIG:{fid}-->", f"<!--FIG:{prefix}-{fid}-->")
+            figs[f"{prefix}-{fid}"] = fig
+        out.append(Section(f"{prefix}-{sec.id}", f"{label}: {sec.title}", figs, html_text, sec.missing))
+    return out
+
+
 def export_images(sections: list[Section], png_dir: Path, image_format: str, html_path: Path) -> list[Path]:
     """Static images of every figure via kaleido (optional dependency)."""
     try:
         import kaleido  # noqa: F401
     except ImportError:
         raise AnalysisError(f"HTML report written to {html_path}, but static {image_format.upper()} export needs "
-                            "the optional package kaleido (pip install kaleido)") from None
+                            "the optional package kaleido and a Chrome/Chromium: pip install -e '.[report]' "
+                            "(or pip install 'kaleido>=1'), and e.g. apt-get install chromium") from None
     png_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for s in sections:
