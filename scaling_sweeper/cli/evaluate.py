@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--real", default=None, help="real jets parquet or dataset folder (default: the "
                                                 "test split beside the run's tokens folder)")
     p.add_argument("--device", default=None, help="cpu | cuda[:N] | auto")
-    p.add_argument("--seed", default=None)
+    p.add_argument("--seed", default=None, help="seed of sampling, real-sample split, projections and bootstrap (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any EvalConfig field, e.g. --set n_bootstrap=20 (repeatable)")
     p.add_argument("--json", action="store_true", help="print eval.json's metrics as JSON")
