@@ -104,7 +104,7 @@ def _w1_line(out: dict) -> str:
         name = k[3:]
         unit = OBSERVABLE_UNITS.get(name, "")
         floor = (out.get("w1_floor") or {}).get(name)
-        parts.append(f"{name} {_fmt(v, out.get(f'{k}_err'))}{' ' + unit if unit else ''}"
+        parts.append(f"{name} {_fmt(v, out.get(f'{k}_err'))}{' ' + unit if unit and v is not None else ''}"
                      + (f" (floor {_fmt(floor)})" if floor is not None else ""))
     return "  W1 vs real (units of each observable; tau ratios and d2 are dimensionless): " + ", ".join(parts)
 

@@ -218,7 +218,7 @@ def generate_jets(
                     try:
                         bar.update(q.get(timeout=0.2))
                     except queue_mod.Empty:
-                        pass
+                        bar.update(0)  # a line every few seconds in a log, even between reports
                 shares = [r.get() for r in results]  # re-raises a worker's exception
     finally:
         bar.close()
