@@ -34,6 +34,7 @@ def test_quick_tour_block_is_found():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~3 min on an idle 2-core machine; a busy one (load 25) took ~12
 def test_quick_tour_runs_verbatim(real_jets_dir, tmp_path):
     venv = Path(sys.executable).parent.parent
     if not (venv / "bin" / "activate").is_file() or not (venv / "bin" / "sweeper").is_file():
