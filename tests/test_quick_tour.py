@@ -73,4 +73,6 @@ def test_quick_tour_runs_verbatim(real_jets_dir, tmp_path):
     # `report all --pool` pools on request and says so
     p = subprocess.run(["bash", "-c", f"{cmds[0]} && sweeper report all --pool --n-boot 20"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0 and "pooled into one fit (--pool): smoke-model (model_size" in p.stdout
+    assert p.returncode == 0 and "pooled into one fit (--pool): " in p.stdout, p.stdout + p.stderr
+    assert all(f"{s} ({ph};" in p.stdout for s, ph in (("smoke-model", "model_size"), ("smoke-data", "data_size"),
+                                                        ("smoke-isoflop", "isoflop")))
