@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,17 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         # workers), not a runtime_env: with a job-level runtime_env Ray starts a fresh worker
         # for the first trial instead of handing out one it prestarted at init (~0.5 s)
         os.environ.update(worker_env())
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        for attempt in (1, 2):
+            try:
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+                break
+            except Exception as e:  # Ray waits a fixed 30 s for its raylet: a busy machine can miss it
+                if attempt == 2 or "timed out during startup" not in str(e):
+                    raise
+                ray.shutdown()
+                print("embedded Ray did not start within its 30 s (busy machine?): trying once more",
+                      file=sys.stderr, flush=True)
     return ray.cluster_resources()
 
 
