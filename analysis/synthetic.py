@@ -94,8 +94,48 @@ def curve(row: dict, law: TrueLaw, n_points: int, rng: np.random.Generator) -> l
         L = float(law.loss(row["N"], min(row["D"], t)) + 0.5 * (t / 1e5) ** -0.5 * (1 - t / T))
         L = row["final_val_loss"] if s == steps else L * math.exp(rng.normal(0, law.noise))
         out.append({"step": int(s), "tokens": t, "flops": 6.0 * row["N_incl"] * t, "train_loss": L - 0.01,
-                    "val_loss": L, "lr": 6e-4, "tokens_per_s": 5e4, "wall_s": t / 5e4})
+                    "val_loss": L, "val_loss_err": law.noise * L, "lr": 6e-4, "tokens_per_s": 5e4, "wall_s": t / 5e4})
+    if out:
+        out[-1].update(position_record(out[-1]["val_loss"], law))
     return out
+
+
+N_POSITIONS = 40
+
+
+def position_record(loss: float, law: TrueLaw) -> dict[str, Any]:
+    """Per-position keys of an eval record (see scaling_sweeper/position_loss.py) whose
+    token-weighted mean is `loss`: the baseline falls with position, the model gains a share
+    of it that shrinks with position."""
+    p = np.arange(1, N_POSITIONS + 1)
+    count = np.maximum(1, np.round(1000 * np.exp(-p / 15.0))).astype(int)
+    base = 8.0 - 2.0 * np.log1p(p) / np.log(N_POSITIONS)
+    shape = base - 0.8 * np.exp(-p / 10.0)
+    stop_n, stop_base = 1000, 1.5
+    w = np.concatenate([count * shape, [stop_n * 1.0]])
+    scale = loss * (count.sum() + stop_n) / w.sum()
+    return {"val_loss_pos": (shape * scale).round(6).tolist(), "val_count_pos": count.tolist(),
+            "val_loss_stop": round(scale, 6), "val_count_stop": stop_n,
+            "baseline_pos": base.round(6).tolist(), "baseline_stop": stop_base}
+
+
+def synthetic_eval(row: dict, rng: np.random.Generator, n: int = 2000) -> dict[str, Any]:
+    """An eval.json-like dict with histograms (edges + counts) of six observables: the generated
+    jets shifted from the real ones by an amount that grows with the row's SWD."""
+    shift = float(row.get("swd") or 0.0) * 5
+    specs = {"jet_pt": (575.0, 40.0), "jet_mass": (90.0, 30.0), "n_constituents": (45.0, 12.0),
+             "tau21": (0.55, 0.15), "tau32": (0.7, 0.12), "d2": (2.0, 0.8)}
+    hists = {}
+    for name, (mu, sd) in specs.items():
+        edges = np.linspace(mu - 3 * sd, mu + 3 * sd, 31)
+        samples = {"real": rng.normal(mu, sd, n), "real_tokenized": rng.normal(mu, sd, n),
+                   "real_b": rng.normal(mu, sd, n), "generated": rng.normal(mu + shift * sd, sd * (1 + shift), n)}
+        hists[name] = {"edges": edges.tolist(),
+                       "counts": {k: np.histogram(v, edges)[0].tolist() for k, v in samples.items()},
+                       "underflow": {k: int((v < edges[0]).sum()) for k, v in samples.items()},
+                       "overflow": {k: int((v > edges[-1]).sum()) for k, v in samples.items()}}
+    return {"swd": row.get("swd"), "swd_err": row.get("swd_err"), "swd_floor": row.get("swd_floor"),
+            "swd_floor_err": 0.3 * (row.get("swd_floor") or 0.0), "reference": "tokenized", "histograms": hists}
 
 
 def synthetic_rows(
@@ -152,6 +192,11 @@ def write_synthetic_sweep(
             for k in ("swd", "swd_err", "swd_floor", "invalid_frac"):
                 row[k] = None
         cur = curve(row, law, n_curve_points, rng)
+        ev = synthetic_eval(row, rng) if with_swd and row["status"] == "done" else None
+        if ev is not None:  # eval.json always lives in the run folder (the report's histograms)
+            d = sweep_dir / row["cell_id"]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "eval.json").write_text(json.dumps(ev))
         if run_folders:
             d = sweep_dir / row["cell_id"]
             d.mkdir(parents=True, exist_ok=True)
@@ -160,5 +205,95 @@ def write_synthetic_sweep(
             if row["status"] == "done":
                 (d / "result.json").write_text(json.dumps(row))
         else:
-            write_cell_tables(sweep_dir, row["cell_id"], row, cur, None if with_swd else [])
+            flat = None if ev is None else [{k: v for k, v in ev.items() if k != "histograms"}]
+            write_cell_tables(sweep_dir, row["cell_id"], row, cur, flat if with_swd else [])
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration: do the fits' 95% intervals cover the truth 95% of the time?
+
+#: 1-D laws with known parameters (x = model size N, y = loss) and the exponent checked
+CALIBRATION_LAWS: dict[str, tuple[dict[str, float], str]] = {
+    "log": ({"a": 4.0, "b": 0.2}, "b"),
+    "offset_power": ({"E": 1.5, "A": 30.0, "alpha": 0.3}, "alpha"),
+    "power": ({"A": 20.0, "alpha": 0.15}, "alpha"),
+}
+COVERAGE_RANGE = (0.90, 0.99)  # accepted coverage of a nominal 95% interval over 100 studies
+
+
+@dataclass
+class Coverage:
+    """How often the intervals of `param` covered its true value over `n` synthetic studies."""
+
+    law: str
+    param: str
+    truth: float
+    n: int
+    covered: int
+    median_width: float  # of the intervals (inf when half or more are open)
+    intervals: np.ndarray  # (n, 2) lo, hi
+    estimates: np.ndarray  # (n,)
+
+    @property
+    def coverage(self) -> float:
+        return self.covered / self.n if self.n else math.nan
+
+    def ok(self, lo: float = COVERAGE_RANGE[0], hi: float = COVERAGE_RANGE[1]) -> bool:
+        """Coverage within [lo, hi]: not too narrow, not absurdly wide."""
+        return lo <= self.coverage <= hi
+
+    def rescaled(self, factor: float) -> Coverage:
+        """The same studies with every interval's half-widths around the estimate times `factor`
+        (to show that a check on coverage catches too narrow or too wide intervals)."""
+        est = self.estimates[:, None]
+        iv = est + (self.intervals - est) * factor
+        hit = int(np.sum((iv[:, 0] <= self.truth) & (self.truth <= iv[:, 1])))
+        return Coverage(self.law, self.param, self.truth, self.n, hit, float(np.median(iv[:, 1] - iv[:, 0])), iv,
+                        self.estimates)
+
+
+def _coverage(law: str, param: str, truth: float, ests: list[float], ivs: list[tuple[float, float]]) -> Coverage:
+    iv = np.array(ivs, dtype=float).reshape(-1, 2)
+    hit = int(np.sum((iv[:, 0] <= truth) & (truth <= iv[:, 1])))
+    return Coverage(law, param, truth, len(iv), hit, float(np.median(iv[:, 1] - iv[:, 0])), iv, np.array(ests, float))
+
+
+def law_coverage(law: str, *, n_studies: int = 100, x: np.ndarray | None = None, noise: float = 0.01,
+                 seed: int = 0, level: float = 0.95) -> Coverage:
+    """`n_studies` studies of a 1-D law (8 sizes over 4 decades, Gaussian noise `noise` in y),
+    each fitted with `fit_law` (no bootstrap: the reported intervals need none); the coverage of
+    the exponent's interval."""
+    from analysis.fits.laws import fit_law
+    from analysis.fits.result import MODELS
+
+    truth, param = CALIBRATION_LAWS[law]
+    x = np.geomspace(1e4, 1e8, 8) if x is None else np.asarray(x, float)
+    y0 = MODELS[law](truth, x)
+    rng = np.random.default_rng(seed)
+    ests, ivs = [], []
+    for _ in range(n_studies):
+        r = fit_law(x, y0 + rng.normal(0, noise, x.size), law, n_boot=0, ci_level=level)
+        ests.append(r.params[param])
+        ivs.append(r.ci[param])
+    return _coverage(law, param, truth[param], ests, ivs)
+
+
+def chinchilla_coverage(*, n_studies: int = 100, law: TrueLaw = TrueLaw(noise=0.003), seed: int = 0,
+                        level: float = 0.95) -> dict[str, Coverage]:
+    """`n_studies` studies of the joint law on a 4 x 4 grid of N (1e5..1e8) and D (1e7..1e10)
+    with log-normal noise, each fitted with `fit_chinchilla`; coverage of alpha and beta."""
+    from analysis.fits.chinchilla import fit_chinchilla
+
+    Ns, Ds = np.geomspace(1e5, 1e8, 4), np.geomspace(1e7, 1e10, 4)
+    N, D = (a.ravel() for a in np.meshgrid(Ns, Ds))
+    L0 = law.loss(N, D)
+    rng = np.random.default_rng(seed)
+    out: dict[str, tuple[list, list]] = {"alpha": ([], []), "beta": ([], [])}
+    for _ in range(n_studies):
+        r = fit_chinchilla(N, D, L0 * np.exp(rng.normal(0, law.noise, N.size)), n_boot=0, n_starts=1,
+                           ci_level=level)
+        for k, (e, iv) in out.items():
+            e.append(r.params[k])
+            iv.append(r.ci[k])
+    return {k: _coverage("chinchilla", k, getattr(law, k), e, iv) for k, (e, iv) in out.items()}

@@ -5,6 +5,9 @@ Layout (hive-style partition by sweep; every file also carries a `sweep` column)
     runs/<sweep>/tables/trials/<cell_id>.parquet   one row: the results row (docs/DESIGN.md)
     runs/<sweep>/tables/curves/<cell_id>.parquet   one row per logged step (metrics.jsonl)
     runs/<sweep>/tables/evals/<cell_id>.parquet    long format: one row per (step, metric)
+    runs/<sweep>/tables/positions/<cell_id>.parquet  validation loss per constituent position and
+                                                   stop token at each evaluation, with the
+                                                   unigram baseline (scaling_sweeper/position_loss.py)
 
 Writers write a unique `.<cell_id>.parquet.<random>.tmp`, fsync, then `os.replace` it into place, and
 readers list only `*.parquet`, so a partial file is never read and the tables stay readable
@@ -36,7 +39,7 @@ import polars as pl
 
 from scaling_sweeper.runfolder import atomic_write
 
-TABLES: tuple[str, ...] = ("trials", "curves", "evals")
+TABLES: tuple[str, ...] = ("trials", "curves", "evals", "positions")
 
 # The results row (docs/DESIGN.md) with storage dtypes; `extra` and `written_at` are added here.
 TRIALS_SCHEMA: dict[str, pl.DataType] = {
@@ -72,6 +75,7 @@ TRIALS_SCHEMA: dict[str, pl.DataType] = {
     "finished_at": pl.String(),
     "ray_trial_id": pl.String(),
     "error": pl.String(),
+    "reused_from": pl.String(),  # <sweep>/<cell_id> that trained this cell (one config, trained once)
     "extra": pl.String(),  # JSON object of the row's non-canonical keys
     "written_at": pl.Float64(),  # unix time (s) the table file was written; the latest wins
 }
@@ -85,6 +89,7 @@ CURVES_SCHEMA: dict[str, pl.DataType] = {
     "flops": pl.Float64(),
     "train_loss": pl.Float64(),
     "val_loss": pl.Float64(),
+    "val_loss_err": pl.Float64(),  # statistical error of val_loss (jet-to-jet spread)
     "lr": pl.Float64(),
     "tokens_per_s": pl.Float64(),
     "wall_s": pl.Float64(),
@@ -101,10 +106,23 @@ EVALS_SCHEMA: dict[str, pl.DataType] = {
     "err": pl.Float64(),
 }
 
+# One row per (evaluation step, position): position = constituent index (1-based), null for the
+# stop token; loss and count over the validation jets, baseline = per-position unigram loss.
+POSITIONS_SCHEMA: dict[str, pl.DataType] = {
+    "sweep": pl.String(),
+    "cell_id": pl.String(),
+    "step": pl.Int64(),
+    "position": pl.Int64(),
+    "loss": pl.Float64(),
+    "count": pl.Int64(),
+    "baseline": pl.Float64(),
+}
+
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "trials": TRIALS_SCHEMA,
     "curves": CURVES_SCHEMA,
     "evals": EVALS_SCHEMA,
+    "positions": POSITIONS_SCHEMA,
 }
 
 _ROW_EVAL_KEYS = ("swd", "swd_floor", "invalid_frac")
@@ -205,6 +223,22 @@ def evals_rows(row: dict[str, Any] | None, evals: list[dict[str, Any]] | None) -
     return out
 
 
+def positions_rows(curves: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Long rows of the per-position keys of metrics.jsonl eval records (val_loss_pos, ...)."""
+    out: list[dict[str, Any]] = []
+    for c in curves:
+        lp = c.get("val_loss_pos")
+        if not isinstance(lp, list):
+            continue
+        n, b = c.get("val_count_pos") or [], c.get("baseline_pos") or []
+        for i, v in enumerate(lp):
+            out.append({"step": c.get("step"), "position": i + 1, "loss": v,
+                        "count": n[i] if i < len(n) else None, "baseline": b[i] if i < len(b) else None})
+        out.append({"step": c.get("step"), "position": None, "loss": c.get("val_loss_stop"),
+                    "count": c.get("val_count_stop"), "baseline": c.get("baseline_stop")})
+    return out
+
+
 _EVAL_SKIP = ("config", "model", "timings", "histograms", "swd_full", "checks")
 
 
@@ -253,9 +287,12 @@ def write_cell_tables(
             [{**r, "sweep": sweep, "cell_id": cell_id} for r in evals_rows(row, evals)], EVALS_SCHEMA
         ),
     }
+    pos = positions_rows(curves or [])
+    if pos:
+        frames["positions"] = _frame([{**r, "sweep": sweep, "cell_id": cell_id} for r in pos], POSITIONS_SCHEMA)
     paths = {}
-    # curves and evals first, trials last: a reader that sees a cell's trial row sees its curves
-    for name in ("curves", "evals", "trials"):
+    # curves, evals (and positions) first, trials last: a reader that sees a cell's trial row sees its curves
+    for name in (*(n for n in frames if n != "trials"), "trials"):
         p = sweep_dir / "tables" / name / f"{cell_id}.parquet"
         _atomic_write_parquet(frames[name], p)
         paths[name] = p
@@ -366,6 +403,8 @@ def _derive(table: str, lf: pl.LazyFrame) -> pl.LazyFrame:
         ).with_columns(
             pl.coalesce(pl.col("final_val_loss"), pl.col("best_val_loss")).alias("val_loss"),
             pl.coalesce(pl.col("C_spent"), pl.col("C_planned")).alias("C"),
+            # a repeated-data run sees >= one batch of its D tokens twice (sweep.cells.repeated_data)
+            (pl.col("tokens_seen") - pl.col("D") >= pl.col("batch") * pl.col("seq_len")).alias("repeated_data"),
         )
         # a cell rewritten (retried) keeps its latest row
         lf = lf.sort("written_at", nulls_last=False).unique(subset=["sweep", "cell_id"], keep="last", maintain_order=True)
@@ -424,8 +463,13 @@ class Tables:
         """Long format: sweep, cell_id, step, metric, value, err."""
         return scan_table(self.path, "evals", sweep=self.sweep)
 
+    @property
+    def positions(self) -> pl.LazyFrame:
+        """Validation loss per constituent position (null: stop token) per evaluation, with baseline."""
+        return scan_table(self.path, "positions", sweep=self.sweep)
+
     def frames(self) -> dict[str, pl.LazyFrame]:
-        return {"trials": self.trials, "curves": self.curves, "evals": self.evals}
+        return {t: scan_table(self.path, t, sweep=self.sweep) for t in TABLES}
 
     def sweeps(self) -> list[str]:
         """Sweep names present in the trials table."""

@@ -14,7 +14,11 @@ do not saturate, which is then said plainly). With x_min the smallest x measured
                   x_sat = (A / sigma)^(1 / alpha); beyond it more x cannot be told apart
     floor         (SWD) the distance between two samples of the true distribution; E - floor is
                   the part of the distance no amount of x removes.
-Every number gets a bootstrap interval (resampling cells) and a sentence in plain words.
+Every number gets an interval and a sentence in plain words: E is the fit's own interval (the
+same one the parameter table shows), x_90 / x_99 follow from alpha's interval (they are
+monotone in alpha), the others come from the fit's bootstrap (resampling cells). A side the data
+do not bound is open (+-inf) and said so. With fewer than 2 degrees of freedom for the
+saturating law (e.g. 4 points) the window is `underdetermined`: no window numbers at all.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.blas import blas_single
-from analysis.fits.compare import compare_laws
-from analysis.fits.result import INSUFFICIENT_DATA, FitResult
+from analysis.fits.bootstrap import percentile_ci
+from analysis.fits.compare import Comparison, compare_laws
+from analysis.fits.result import INSUFFICIENT_DATA, UNDERDETERMINED, FitResult, fmt_num, format_interval
 
 UNITS = {"D": "tokens", "C": "FLOPs", "N": "parameters", "N_incl": "parameters"}
 NAMES = {"D": "training-set size D", "C": "training compute C", "N": "model size N", "N_incl": "model size N_incl"}
@@ -75,22 +80,19 @@ class WindowResult:
         return d
 
 
-def _fmt(v: float) -> str:
-    if v is None or not math.isfinite(v):
-        return "n/a"
-    return f"{v:.4g}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.3e}"
+_fmt = fmt_num
 
 
 def _ci_txt(ci: tuple[float, float] | None) -> str:
-    if not ci or not all(math.isfinite(c) for c in ci):
+    if not ci or any(math.isnan(c) for c in ci):
         return ""
-    return f" (95% interval {_fmt(ci[0])} to {_fmt(ci[1])})"
+    return f" (95% interval {format_interval(*ci)})"
 
 
 def _x_ci_txt(ci: tuple[float, float] | None, x_max: float, axis: str) -> str:
     """Interval of a position on the x axis; an upper end far beyond the data is said in words
     (a bootstrap of a loosely constrained exponent puts it at absurd values like 1e200)."""
-    if ci and all(math.isfinite(c) for c in ci) and math.isfinite(x_max) and ci[1] > UNBOUNDED_FACTOR * x_max:
+    if ci and not any(math.isnan(c) for c in ci) and math.isfinite(x_max) and ci[1] > UNBOUNDED_FACTOR * x_max:
         return (f" (95% interval from {_fmt(ci[0])} to more than {UNBOUNDED_FACTOR:g}x the largest {axis} measured: "
                 "these data do not bound it)")
     return _ci_txt(ci)
@@ -140,8 +142,12 @@ def learnable_window(
     groups: np.ndarray | None = None,
     n_boot: int = 200,
     seed: int = 0,
+    comparison: Comparison | None = None,
 ) -> WindowResult:
-    """Estimate the learnable window of `metric` along `axis` (never raises on degenerate data)."""
+    """Estimate the learnable window of `metric` along `axis` (never raises on degenerate data).
+
+    comparison: the offset_power and log fits of exactly these points when already made (the
+    report passes its own, so the window and the parameter table show the same intervals)."""
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     e = None if yerr is None else np.broadcast_to(np.asarray(yerr, dtype=float), x.shape)
@@ -163,8 +169,10 @@ def learnable_window(
     res.y_at_xmin_observed = float(ys[xs == xs.min()].mean())
     sigma, sigma_src = _sigma(xs, ys, None if e is None else e[ok])
     res.sigma, res.sigma_source = sigma, sigma_src
-    cmp = compare_laws(x[ok], y[ok], ("offset_power", "log"), yerr=e_ok,
-                       groups=None if groups is None else np.asarray(groups)[ok], n_boot=n_boot, seed=seed)
+    cmp = comparison
+    if cmp is None or not {"offset_power", "log"} <= set(cmp.results):
+        cmp = compare_laws(x[ok], y[ok], ("offset_power", "log"), yerr=e_ok,
+                           groups=None if groups is None else np.asarray(groups)[ok], n_boot=n_boot, seed=seed)
     off, lg = cmp.results["offset_power"], cmp.results["log"]
     if not off.ok and not lg.ok:
         res.status = off.status
@@ -172,8 +180,17 @@ def learnable_window(
         res.fit = off
         res.explanations["status"] = f"No window can be given for {metric} vs {name}: {off.message}."
         return res
+    if off.status == UNDERDETERMINED:
+        res.status, res.fit, res.alternative = UNDERDETERMINED, off, lg
+        res.law = "log" if lg.ok else None
+        res.message = (f"a saturating law is not determined by these points ({off.message}): "
+                       f"whether {metric} saturates along {axis} cannot be told")
+        slope = (f" As a description only, each tenfold increase of {axis} lowers {metric} by b = "
+                 f"{_fmt(lg.params['b'])}{_ci_txt(lg.ci.get('b'))} (logarithmic law)." if lg.ok else "")
+        res.explanations["status"] = (f"No learnable window: {res.message}. More values of {axis} are needed.{slope}")
+        return res
     a_lo_hit = off.ok and "alpha at its lower bound" in off.message
-    saturates = off.ok and not a_lo_hit and (not lg.ok or off.aic <= lg.aic + 2.0)
+    saturates = off.ok and not a_lo_hit and (not lg.ok or off.aicc <= lg.aicc + 2.0)
     ex = res.explanations
     if not saturates:
         res.status, res.law, res.fit, res.alternative = NOT_SATURATING, "log", lg, off
@@ -181,7 +198,7 @@ def learnable_window(
         res.y_at_xmin = float(lg.predict(res.x_min))
         why = ("the saturating law could not be fitted" if not off.ok else
                "the saturating law finds no saturation (exponent at its lower bound)" if a_lo_hit else
-               f"the logarithmic law describes the data better (AIC {lg.aic:.1f} vs {off.aic:.1f})")
+               f"the logarithmic law describes the data better (AICc {lg.aicc:.1f} vs {off.aicc:.1f})")
         res.message = f"{metric} does not saturate in the measured range of {axis}: {why}"
         ex["status"] = (f"{metric} keeps falling with {name} over the measured range "
                         f"({_fmt(res.x_min)} to {_fmt(res.x_max)} {unit}): {why}. A logarithmic law has no "
@@ -204,20 +221,27 @@ def learnable_window(
         setattr(res, k, float(v))
     if math.isfinite(res.floor):
         res.excess_over_floor = E - res.floor
-    # bootstrap intervals of every number from the fit's resamples
+    # intervals: E and (through alpha) x_90 / x_99 from the fit's own intervals; the rest bootstrap
+    res.ci["asymptote"] = off.ci["E"]
+    a_lo, a_hi = off.ci["alpha"]
+    for key, f in (("x_90", 10.0), ("x_99", 100.0)):  # x_f = x_min f^(1/alpha), decreasing in alpha
+        if math.isnan(a_lo) or math.isnan(a_hi):
+            continue
+        lo = res.x_min * f ** (1.0 / a_hi) if a_hi > 0 else math.inf
+        hi = res.x_min * f ** (1.0 / a_lo) if a_lo > 0 else math.inf  # alpha down to 0: no upper limit
+        res.ci[key] = (lo, hi)
+    if math.isfinite(res.floor):
+        res.ci["excess_over_floor"] = (off.ci["E"][0] - res.floor, off.ci["E"][1] - res.floor)
     if off.samples is not None and len(off.samples) >= 2:
-        vals = {k: [] for k in nums}
-        for s in off.samples:
-            for k, v in window_numbers(s[0], s[1], s[2], res.x_min, sig).items():
-                vals[k].append(v)
-        for k, v in vals.items():
-            arr = np.asarray(v, dtype=float)
-            arr = arr[np.isfinite(arr)]
-            if len(arr) >= 2:
-                res.ci[k] = (float(np.quantile(arr, 0.025)), float(np.quantile(arr, 0.975)))
-        if math.isfinite(res.floor):
-            arr = off.samples[:, 0] - res.floor
-            res.ci["excess_over_floor"] = (float(np.quantile(arr, 0.025)), float(np.quantile(arr, 0.975)))
+        keys = ("y_at_xmin", "width", "x_sat")
+        S = np.array([[window_numbers(s[0], s[1], s[2], res.x_min, sig)[k] for k in keys] for s in off.samples])
+        est = np.array([nums[k] for k in keys])
+        good = np.all(np.isfinite(S), axis=1) if sig is not None else np.isfinite(S[:, 0])
+        S = np.where(np.isfinite(S), S, np.nan)
+        ab = off.samples_at_bound[good] if off.samples_at_bound is not None else None
+        for k, c in percentile_ci(S[good], list(keys), off.ci_level, est, ab).items():
+            if math.isfinite(nums[k]):
+                res.ci[k] = c
     res.message = f"{metric} saturates along {axis}: y = E + A {axis}^-alpha with alpha = {alpha:.3g} ({off.status})"
 
     def where(v: float) -> str:
@@ -229,7 +253,7 @@ def learnable_window(
 
     ex["status"] = (f"{metric} approaches a plateau as {name} grows: a saturating law "
                     f"{metric} = E + A·{axis}^-alpha fits with alpha = {_fmt(alpha)}{_ci_txt(off.ci.get('alpha'))} "
-                    f"(AIC {off.aic:.1f} vs {lg.aic:.1f} for a logarithmic law; fit status {off.status}).")
+                    f"(AICc {off.aicc:.1f} vs {lg.aicc:.1f} for a logarithmic law; fit status {off.status}).")
     ex["y_at_xmin"] = (f"At the smallest {axis} measured ({_fmt(res.x_min)} {unit}) the fitted {metric} is "
                        f"{_fmt(res.y_at_xmin)}{_ci_txt(res.ci.get('y_at_xmin'))} (observed {_fmt(res.y_at_xmin_observed)}).")
     ex["asymptote"] = (f"With unlimited {name} the {metric} would level off at E = {_fmt(E)}"

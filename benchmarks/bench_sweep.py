@@ -51,6 +51,7 @@ def write_spec(work: Path, data: Path, steps: int | None, max_concurrent: int, t
         for m in spec["sweeps"]:
             if m["phase"] != "isoflop":
                 m.setdefault("train", {})["steps"] = steps
+                m.pop("schedule", None)  # --steps replaces a member's schedule
     path = work / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path

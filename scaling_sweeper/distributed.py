@@ -67,6 +67,7 @@ from typing import Any
 from scaling_sweeper import flops
 from scaling_sweeper.config import from_dict, to_dict
 from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.position_loss import evaluate_positions, training_baseline
 from scaling_sweeper.runfolder import (
     append_jsonl,
     atomic_write_json,
@@ -637,7 +638,8 @@ def _train_loop(config: dict[str, Any]) -> None:
                 break
             val = None
             if do_eval:
-                val = T.evaluate_loss(engine.module, data.val, data.pad_token, cfg.batch_size, device)
+                pos = evaluate_positions(engine.module, data.val, data.pad_token, cfg.batch_size, device)
+                val = pos.loss
                 st["last_val"] = val
                 st["best_val"] = val if st["best_val"] is None else min(st["best_val"], val)
                 engine.train()
@@ -648,6 +650,8 @@ def _train_loop(config: dict[str, Any]) -> None:
             rec = {"step": st["step"], "tokens": seen, "flops": flops.train_flops(n_incl, seen),
                    "train_loss": train_loss, "val_loss": val, "lr": lr, "tokens_per_s": tps,
                    "wall_s": wall()}  # fmt: skip
+            if do_eval:  # per-position loss, stop token, unigram baseline (position_loss.py)
+                rec.update(pos.record(training_baseline(cfg.data, data.pad_token)))
             if rank == 0:
                 relay.put.remote("record", {"attempt": attempt, "record": rec})
         if do_ckpt:

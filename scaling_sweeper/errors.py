@@ -19,3 +19,8 @@ class CheckpointError(SweeperError):
 
 class BudgetError(SweeperError):
     """A compute budget that cannot fit the requested work."""
+
+
+class ScheduleError(ConfigError):
+    """A training schedule that cannot run (passes <= 0, tokens_seen below one batch, two kinds
+    of schedule at once, a list that does not match its scan axis); names the spec field."""

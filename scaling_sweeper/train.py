@@ -42,6 +42,7 @@ from scaling_sweeper.config import dump_yaml, from_dict, load_yaml, to_dict
 from scaling_sweeper.data.shards import TokenShard
 from scaling_sweeper.errors import CheckpointError, ConfigError, DataError
 from scaling_sweeper.model import GPT, GPTConfig, config_for, count_params, get_size
+from scaling_sweeper.position_loss import evaluate_positions, training_baseline
 from scaling_sweeper.runfolder import (
     append_jsonl,
     atomic_write_json,
@@ -398,7 +399,8 @@ class _Trial:
                     return self._diverged(row, train_loss)
                 val = None
                 if do_eval:
-                    val = evaluate_loss(model, data.val, data.pad_token, cfg.batch_size, self.device)
+                    pos = evaluate_positions(model, data.val, data.pad_token, cfg.batch_size, self.device)
+                    val = pos.loss
                     self.last_val = val
                     self.best_val = val if self.best_val is None else min(self.best_val, val)
                 now = time.perf_counter()
@@ -408,6 +410,8 @@ class _Trial:
                 rec = {"step": self.step, "tokens": seen, "flops": flops.train_flops(n_incl, seen),
                        "train_loss": train_loss, "val_loss": val, "lr": lr, "tokens_per_s": tps,
                        "wall_s": self._wall()}  # fmt: skip
+                if do_eval:  # per-position loss, stop token, unigram baseline (position_loss.py)
+                    rec.update(pos.record(training_baseline(cfg.data, data.pad_token)))
                 append_jsonl(self.metrics, rec)
                 progress = Progress(self.step, cfg.steps, seen, rec["flops"], train_loss, val, lr, tps)
                 if self.on_progress is not None and not do_ckpt:

@@ -13,7 +13,7 @@ $SW data make --out data/demo --n-jets "$N_JETS" --workers 2 --seed 0
 $SW plan sweeps/demo.yaml
 $SW run sweeps/demo.yaml
 $SW status
-$SW query "SELECT sweep, size, N, D, passes, C_spent, final_val_loss, swd, swd_err, swd_floor FROM trials WHERE sweep LIKE 'demo%' ORDER BY sweep, N, D"
+$SW query "SELECT sweep, size, N, D, tokens_seen, passes, C_spent, final_val_loss, swd, swd_err, swd_floor, reused_from FROM trials WHERE sweep LIKE 'demo%' ORDER BY sweep, N, D"
 $SW report demo --out runs/demo/report.html
 $SW report demo-data --out runs/demo-data/report.html
 echo "reports: runs/demo/report.html (vary N), runs/demo-data/report.html (vary D)"

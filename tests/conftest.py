@@ -1,7 +1,7 @@
 """Session fixtures shared by every test module.
 
 `real_jets_dir`: a small real dataset (Pythia 8 QCD jets, 500-650 GeV, anti-kT R=0.8), made once
-and tokenized: a folder with jets.parquet, {train,val,test}.parquet and tokens/. It is cached
+and tokenized: a folder with chunks/, {train,val,test}.parquet and tokens/. It is cached
 across sessions in pytest's cache folder, keyed by the source of scaling_sweeper/data (a change
 to the data code regenerates it); SWEEPER_FRESH_TEST_DATA=1 makes it in a temp folder instead.
 `tokens_dir`: real_jets_dir / "tokens".
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REAL_JETS = {"source": "pythia", "n_jets": 3000, "seed": 0, "workers": 2}
+REAL_JETS = {"source": "pythia", "n_jets": 3000, "seed": 0, "workers": 2, "chunk_jets": 1500}
 
 
 def _data_code_hash() -> str:

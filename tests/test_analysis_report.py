@@ -25,9 +25,10 @@ FIGURES = [
     "fig-loss-vs-n", "fig-loss-vs-d", "fig-isoflop", "fig-isoflop-opt", "fig-swd-vs-n", "fig-swd-vs-d",
     "fig-loss-vs-swd",
     "fig-learning-curves", "fig-frontier", "fig-window-val-loss-D", "fig-window-swd-D", "fig-window-val-loss-C",
-    "fig-window-val-loss-N", "fig-window-swd-N", "fig-chinchilla",
+    "fig-window-val-loss-N", "fig-window-swd-N", "fig-chinchilla", "fig-position-loss", "fig-position-gain",
 ]
-SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "swd-vs-d", "loss-vs-swd", "learning-curves",
+SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "swd-vs-d", "loss-vs-swd", "histograms",
+            "positions", "learning-curves",
             "windows", "chinchilla", "parameters"]
 
 
@@ -95,6 +96,10 @@ def test_report_renders_every_figure(results, tmp_path):
     # parameter table with statuses and the plain-words window explanations
     assert "converged" in text and "90% of the window is closed" in text and "learnable window" in text.lower()
     assert "Pearson r" in text and "Spearman rho" in text
+    # a histogram figure (with ratio panels) per evaluated cell
+    n_eval = sum(1 for r in synthetic_rows("syn") if r["status"] == "done")
+    assert len([i for i in p.ids if i.startswith("fig-hist-")]) == n_eval
+    assert "ratio to real" in text and "fraction of gap to E closed" in text
 
 
 def test_report_sections_say_when_data_missing(tmp_path):
@@ -223,3 +228,36 @@ def test_frontier_frame_names_the_run_that_is_best_at_each_C():
     assert set(below["cell_id"]) == {"small"} and set(above["cell_id"]) == {"big"}
     expect = np.minimum(5.0 - 0.2 * np.log10(fr["C"].to_numpy()), 5.6 - 0.4 * np.log10(fr["C"].to_numpy()))
     assert np.allclose(fr["val_loss"].to_numpy(), expect)
+
+
+def test_n_only_sweep_collapses_other_axes_and_prints_headline(tmp_path, capsys):
+    """A sweep of 4 sizes at one D: D, isoFLOP and joint-fit sections collapse into one summary
+    line; the 3-parameter law on 4 points is underdetermined (drawn as points with a note, never
+    'converged'); `sweeper report` prints the headline fits; no interval is printed as a bound."""
+    import re
+
+    from analysis.synthetic import LADDER, TrueLaw, _row, curve, synthetic_eval
+
+    rng = np.random.default_rng(0)
+    sd = tmp_path / "runs" / "nonly"
+    for size in LADDER[:4]:
+        row, _ = _row("nonly", "model_size", size, 2e8, 2e8, 0, TrueLaw(), rng)
+        ev = synthetic_eval(row, rng)
+        (sd / row["cell_id"]).mkdir(parents=True)
+        (sd / row["cell_id"] / "eval.json").write_text(json.dumps(ev))
+        write_cell_tables(sd, row["cell_id"], row, curve(row, TrueLaw(), 5, rng),
+                          [{k: v for k, v in ev.items() if k != "histograms"}])
+    out = tmp_path / "n.html"
+    assert cli_main(["report", "nonly", "--runs", str(tmp_path / "runs"), "--out", str(out), "--n-boot", "4"]) == 0
+    printed = capsys.readouterr().out
+    p, text = _parse(out)
+    assert "This sweep varies N only" in text and "D = 2.000e+08" in text
+    for sid in ("loss-vs-d", "swd-vs-d", "isoflop", "chinchilla"):
+        assert sid not in p.ids
+    assert "loss-vs-n" in p.ids and "fig-position-loss" in p.ids and len([i for i in p.ids if i.startswith("fig-hist-")]) == 4
+    assert "is not drawn" in text and "4 distinct x for 3 parameters" in text
+    assert "cannot decide" in text
+    assert "This sweep varies N only" in printed and "underdetermined" in printed and "report written" in printed
+    assert "validation loss vs N: logarithmic law" in printed
+    # intervals in the HTML text never show a fit bound (alpha 5 or 0.001) as an end
+    assert not re.search(r"\[[^\]]*, 5\]", text) and not re.search(r"\[0\.001,", text)

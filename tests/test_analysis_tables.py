@@ -193,22 +193,22 @@ def test_query_examples_and_errors(tmp_path):
 def test_cli_query(tmp_path, capsys):
     write_synthetic_sweep(tmp_path / "s", n_curve_points=3)
     rc = cli_main(["query", "SELECT phase, count(*) AS n FROM trials GROUP BY phase ORDER BY phase",
-                   "--runs", str(tmp_path), "--format", "csv"])
+                   "--storage", str(tmp_path), "--format", "csv"])
     out = capsys.readouterr().out
     assert rc == 0 and out.splitlines()[0] == "phase,n" and "size," in out
-    assert cli_main(["query", "SELECT * FROM trials", "--runs", str(tmp_path)]) == 0
+    assert cli_main(["query", "SELECT * FROM trials", "--storage", str(tmp_path)]) == 0
     assert "cell_id" in capsys.readouterr().out
     pq = tmp_path / "c.parquet"
-    assert cli_main(["query", "SELECT * FROM curves", "--runs", str(tmp_path), "--format", "parquet", "-o", str(pq)]) == 0
+    assert cli_main(["query", "SELECT * FROM curves", "--storage", str(tmp_path), "--format", "parquet", "-o", str(pq)]) == 0
     assert pl.read_parquet(pq).height == analysis.open(tmp_path).curves.collect().height
     js = tmp_path / "t.json"
-    assert cli_main(["query", "SELECT cell_id FROM trials", "--runs", str(tmp_path), "--format", "json", "-o", str(js)]) == 0
+    assert cli_main(["query", "SELECT cell_id FROM trials", "--storage", str(tmp_path), "--format", "json", "-o", str(js)]) == 0
     assert len(json.loads(js.read_text())) == analysis.open(tmp_path).trials.collect().height
     capsys.readouterr()
-    rc = cli_main(["query", "SELECT nope FROM trials", "--runs", str(tmp_path)])
+    rc = cli_main(["query", "SELECT nope FROM trials", "--storage", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error: query failed") and "Traceback" not in err
-    assert cli_main(["query", "SELECT 1", "--runs", str(tmp_path / "missing")]) == 2
+    assert cli_main(["query", "SELECT 1", "--storage", str(tmp_path / "missing")]) == 2
 
 
 def test_compact_finished_sweep(tmp_path):
@@ -241,3 +241,19 @@ def test_evals_from_evaluation_output(tmp_path):
     assert set(got) == {"swd", "swd_floor", "invalid_frac", "w1_jet_pt", "w1_floor.jet_pt", "counts.invalid"}
     assert got["swd"]["err"] == 0.001 and got["swd_floor"]["err"] == 0.0005 and got["w1_jet_pt"]["err"] == 0.1
     assert got["w1_floor.jet_pt"]["value"] == 0.4
+
+
+def test_positions_table_from_eval_records(tmp_path):
+    sd = tmp_path / "s"
+    curves = [{"step": 5, "tokens": 10, "train_loss": 3.0},
+              {"step": 10, "tokens": 20, "val_loss": 2.5, "val_loss_err": 0.01, "val_loss_pos": [2.0, 3.0],
+               "val_count_pos": [7, 4], "val_loss_stop": 1.5, "val_count_stop": 7,
+               "baseline_pos": [4.0, 5.0], "baseline_stop": 2.0}]
+    paths = analysis.write_cell_tables(sd, "c1", {"sweep": "s", "status": "done"}, curves)
+    assert "positions" in paths
+    t = analysis.open(sd)
+    pos = t.positions.collect().sort("position", nulls_last=True)
+    assert pos["position"].to_list() == [1, 2, None]
+    assert pos["loss"].to_list() == [2.0, 3.0, 1.5] and pos["count"].to_list() == [7, 4, 7]
+    assert pos["baseline"].to_list() == [4.0, 5.0, 2.0] and set(pos["step"].to_list()) == {10}
+    assert t.curves.collect().sort("step")["val_loss_err"].to_list() == [None, 0.01]

@@ -15,16 +15,17 @@ from scaling_sweeper.data.shards import TokenShard
 from scaling_sweeper.data.tokenizer import load_tokenizer
 from scaling_sweeper.errors import ConfigError, DataError
 from tests.conftest import REAL_JETS
-from tests.test_data_loaders import synthetic_jets, write_aspen
+from tests.test_data_loaders import jets_in_source_order, synthetic_jets, write_aspen
 
 
 def test_folder_contract_and_splits(real_jets_dir, tokens_dir):
     m = json.loads((real_jets_dir / "manifest.json").read_text())
-    assert m["args"]["n_jets"] == 3000 and m["args"]["seed"] == 0 and m["args"]["workers"] == 2
+    assert m["args"]["n_jets"] == 3000 and m["args"]["seed"] == 0 and m["args"]["workers"] is None
     assert m["versions"]["pythia8mc"].startswith("8.317") and m["versions"]["fastjet"]
     assert m["splits"] == {"train": 2400, "val": 300, "test": 300}
+    assert m["n_chunks"] == len(list((real_jets_dir / "chunks").glob("chunk-*.parquet")))
     parts = {s: read_jets(real_jets_dir / f"{s}.parquet") for s in ("train", "val", "test")}
-    everything = read_jets(real_jets_dir / "jets.parquet")
+    everything = jets_in_source_order(real_jets_dir)
     # the splits partition the jets: same multiset of jet pts
     joined = np.sort(np.concatenate([ak.to_numpy(p.jet_pt) for p in parts.values()]))
     np.testing.assert_array_equal(joined, np.sort(ak.to_numpy(everything.jet_pt)))
@@ -47,7 +48,7 @@ def test_shard_head_reads_exactly_the_first_rows(real_jets_dir, tokens_dir):
 
 
 def test_second_make_is_a_no_op(real_jets_dir):
-    watched = ["manifest.json", "jets.parquet", "train.parquet", "tokens/index.json", "tokens/train.bin",
+    watched = ["manifest.json", "chunks/chunk-00000.parquet", "train.parquet", "tokens/index.json", "tokens/train.bin",
                "tokens/tokenizer.json"]
     before = {f: (real_jets_dir / f).stat().st_mtime_ns for f in watched}
     make_dataset(real_jets_dir, progress=False, **REAL_JETS)  # would take ~20 s if not cached
@@ -59,13 +60,13 @@ def test_cache_key_changes_remake(tmp_path):
     write_aspen(tmp_path / "aoj.h5", truth)
     out = tmp_path / "ds"
     make_dataset(out, source="aspen", input=tmp_path / "aoj.h5", n_jets=None)
-    t0 = (out / "jets.parquet").stat().st_mtime_ns
+    t0 = (out / "manifest.json").stat().st_mtime_ns
     tokens_t0 = (out / "tokens" / "train.bin").stat().st_mtime_ns
     make_dataset(out, source="aspen", input=tmp_path / "aoj.h5", n_jets=None)
-    assert (out / "jets.parquet").stat().st_mtime_ns == t0
+    assert (out / "manifest.json").stat().st_mtime_ns == t0
     make_dataset(out, source="aspen", input=tmp_path / "aoj.h5", n_jets=20)  # other args: remade
-    assert (out / "jets.parquet").stat().st_mtime_ns != t0
-    assert len(read_jets(out / "jets.parquet")) == 20
+    assert (out / "manifest.json").stat().st_mtime_ns != t0
+    assert len(jets_in_source_order(out)) == 20
     assert (out / "tokens" / "train.bin").stat().st_mtime_ns != tokens_t0
     assert TokenShard(out / "tokens", "train").n_seq == 16
     # re-tokenizing with other bins replaces the shards and the tokenizer

@@ -66,6 +66,22 @@ def write_jetclass(path, jets):
         })
 
 
+def jets_in_source_order(out):
+    """All jets of a dataset folder in source order: each chunk part un-shuffled with the chunk's
+    split permutation (`split_order`), chunks in order."""
+    import json
+
+    from scaling_sweeper.data.chunks import read_chunk, split_order
+
+    parts = []
+    for m in sorted((out / "chunks").glob("chunk-*.json")):
+        marker = json.loads(m.read_text())
+        t = marker["task"]
+        perm, _ = split_order(marker["n_jets"], t["splits"], t["split_seed"], t["index"])
+        parts.append(read_chunk(out, marker)[np.argsort(perm)])
+    return ak.concatenate(parts)
+
+
 def check_against_truth(loaded, truth, max_constituents=128):
     assert len(loaded) == len(truth)
     for got, j in zip(loaded, truth):
@@ -98,13 +114,16 @@ def test_all_sources_give_the_same_parquet_schema(tmp_path, real_jets_dir):
     truth = synthetic_jets(40, seed=3)
     write_aspen(tmp_path / "aoj.h5", truth)
     write_jetclass(tmp_path / "jc.root", truth)
-    a = make_dataset(tmp_path / "a", source="aspen", input=tmp_path / "aoj.h5", n_jets=None)
-    j = make_dataset(tmp_path / "j", source="jetclass", input=tmp_path / "jc.root", n_jets=None)
-    schema = pq.read_schema(real_jets_dir / "jets.parquet")
+    # chunks of 15 rows: reads from row/entry offsets inside each file
+    a = make_dataset(tmp_path / "a", source="aspen", input=tmp_path / "aoj.h5", n_jets=None, chunk_jets=15)
+    j = make_dataset(tmp_path / "j", source="jetclass", input=tmp_path / "jc.root", n_jets=None, chunk_jets=15)
+    schema = pq.read_schema(real_jets_dir / "train.parquet")
     for d in (a, j):
-        assert pq.read_schema(d / "jets.parquet").equals(schema)
+        for s in ("train", "val", "test"):
+            assert pq.read_schema(d / f"{s}.parquet").equals(schema)
         assert (d / "tokens" / "index.json").is_file()
-    ja, jj = read_jets(a / "jets.parquet"), read_jets(j / "jets.parquet")
+    check_against_truth(jets_in_source_order(j), truth)
+    ja, jj = read_jets(a / "train.parquet"), read_jets(j / "train.parquet")
     assert ak.fields(ja) == list(FIELDS)
     for f in FIELDS:  # same input jets through two formats -> same jets
         np.testing.assert_allclose(ak.to_numpy(ak.flatten(ja[f], axis=None)),
@@ -132,7 +151,7 @@ def test_bad_input_files_raise_data_error_naming_the_file(tmp_path):
 
 def test_corrupt_parquet_and_shard_raise_data_error(tmp_path, real_jets_dir, tokens_dir):
     bad = tmp_path / "jets.parquet"
-    bad.write_bytes((real_jets_dir / "jets.parquet").read_bytes()[:5000])
+    bad.write_bytes((real_jets_dir / "train.parquet").read_bytes()[:5000])
     with pytest.raises(DataError, match=str(bad)):
         read_jets(bad)
     tok = tmp_path / "tokens"
@@ -154,8 +173,9 @@ def test_several_input_files_and_beam_constituents(tmp_path):
     write_aspen(tmp_path / "a2.h5", second)
     out = make_dataset(tmp_path / "ds", source="aspen", input=[tmp_path / "a1.h5", tmp_path / "a2.h5"],
                        n_jets=45, tokenize=False)
-    jets = read_jets(out / "jets.parquet")
+    jets = jets_in_source_order(out)
     check_against_truth(jets, first + second[:15])  # files in order, capped at n_jets
+    assert len(list((out / "chunks").glob("*.parquet"))) == 2  # chunks never cross files
     # a constituent along the beam (px = py = 0) has no eta: dropped, the rest kept
     with h5py.File(tmp_path / "a1.h5", "r+") as f:
         c = f["PFCands"][...]

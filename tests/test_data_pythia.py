@@ -7,20 +7,20 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from scaling_sweeper.data.jets import constituent_jet_kinematics, make_jets, read_jets
+from scaling_sweeper.data.jets import constituent_jet_kinematics, read_jets
 from scaling_sweeper.data.pythia import (
-    _SHARE_STATS,
+    PYTHIA_MAX_SEED,
     PythiaConfig,
-    _generate_share,
+    chunk_quotas,
+    chunk_seed,
+    generate_chunk,
     generate_jets,
-    worker_quotas,
-    worker_seeds,
 )
 from scaling_sweeper.errors import ConfigError
 
 
 def test_generated_jets_pass_the_selection(real_jets_dir):
-    jets = read_jets(real_jets_dir / "jets.parquet")
+    jets = ak.concatenate([read_jets(real_jets_dir / f"{s}.parquet") for s in ("train", "val", "test")])
     assert len(jets) == 3000
     pt = ak.to_numpy(jets.jet_pt)
     assert pt.min() >= 500.0 and pt.max() <= 650.0
@@ -45,23 +45,26 @@ def test_generated_jets_pass_the_selection(real_jets_dir):
     assert 30 < np.median(mass) < 150  # QCD jet mass at ~550 GeV, R=0.8
 
 
-def test_generation_is_deterministic_in_the_seed():
+def test_generation_is_deterministic_and_independent_of_workers():
     cfg = PythiaConfig()
-    a = generate_jets(30, seed=7, workers=2, cfg=cfg, progress=False)
-    # the same jets in-process from the same derived seeds and quotas
-    shares = [_generate_share(cfg, k, s) for k, s in zip(worker_quotas(30, 2), worker_seeds(7, 2))]
-    flat = {k: np.concatenate([s[k] for s in shares]) for k in shares[0] if k not in _SHARE_STATS}
-    b = make_jets(flat.pop("counts"), **flat, max_constituents=cfg.max_constituents)
+    a = generate_jets(30, seed=7, workers=2, cfg=cfg, chunk_jets=12, progress=False)
+    # the same jets chunk by chunk in this process from the derived seeds and quotas
+    b = ak.concatenate([generate_chunk(cfg, k, chunk_seed(7, i))[0] for i, k in enumerate(chunk_quotas(30, 12))])
     assert ak.to_list(a) == ak.to_list(b)
-    c = generate_jets(15, seed=8, workers=1, cfg=cfg, progress=False)
+    c = generate_jets(15, seed=8, workers=1, cfg=cfg, chunk_jets=12, progress=False)
     assert not np.array_equal(ak.to_numpy(c.jet_pt), ak.to_numpy(a.jet_pt)[:15])
 
 
-def test_worker_seeds_and_quotas():
-    s = worker_seeds(0, 8)
-    assert len(set(s)) == 8 and all(1 <= x <= 900_000_000 for x in s)
-    assert worker_seeds(0, 8) == s and worker_seeds(1, 8) != s
-    assert worker_quotas(10, 3) == [4, 3, 3] and sum(worker_quotas(20000, 7)) == 20000
+def test_chunk_seeds_and_quotas():
+    s = [chunk_seed(0, i) for i in range(8)]
+    assert len(set(s)) == 8 and all(1 <= x <= PYTHIA_MAX_SEED for x in s)
+    assert [chunk_seed(1, i) for i in range(8)] != s
+    # independent reference: child i of the master SeedSequence, whatever the number of chunks
+    kids = np.random.SeedSequence(0).spawn(20)
+    assert s == [int(k.generate_state(1, np.uint32)[0]) % (PYTHIA_MAX_SEED - 1) + 1 for k in kids[:8]]
+    assert chunk_quotas(10, 4) == [4, 4, 2] and sum(chunk_quotas(20000, 7)) == 20000
+    with pytest.raises(ConfigError, match="chunk_jets"):
+        chunk_quotas(10, 0)
 
 
 def test_bad_generation_settings_fail_before_compute():

@@ -61,6 +61,141 @@ def test_paper_specs_ranges():
     assert len(p3.budgets) == 5 and max(p3.budgets) / min(p3.budgets) == pytest.approx(10.0)
 
 
+def test_paper_phase2_passes_196_to_063_log_linear():
+    """The study's phase 2: 196 scheduled passes at D = 6.4e6, 0.63 at 8.1e9, log-linear between
+    (checked against numpy's interpolation in log-log space, not the schedule code)."""
+    (p2,) = load_specs(REPO / "sweeps" / "paper" / "phase2_data_size.yaml")
+    cells = sorted(resolve_cells(p2, SHAPE), key=lambda c: c.D)
+    per_step = 256 * 130
+    assert 0 <= cells[0].passes - 196 < per_step / cells[0].D  # whole steps, rounded up
+    assert 0 <= cells[-1].passes - 0.63 < per_step / cells[-1].D
+    want = np.exp(np.interp(np.log([c.D for c in cells]), np.log([6.4e6, 8.1e9]), np.log([196, 0.63])))
+    for c, w in zip(cells, want):
+        assert c.tokens_seen == flops.tokens_seen(c.steps, 256, 130)
+        assert c.tokens_seen - per_step < w * c.D <= c.tokens_seen  # whole steps, rounded up
+    seen = [c.tokens_seen for c in cells]
+    assert seen == sorted(seen) and seen[-1] > 3 * seen[0]  # the scan varies tokens seen
+
+
+def test_paper_phase3_budgets_and_repeated_runs():
+    """Phase 3: five log-uniform budgets over one decade inside the study's C axis (1e17..1e19);
+    every ladder size offered, the kept runs have warmup <= 10% of their steps, and exactly two
+    repeat data, by 4% and 17% (the study's Table IV)."""
+    from scaling_sweeper.model_config import SIZES
+    from scaling_sweeper.sweep.cells import format_plan, repeated_data
+
+    (p3,) = load_specs(REPO / "sweeps" / "paper" / "phase3_isoflop.yaml")
+    b = np.array(p3.budgets)
+    assert len(b) == 5 and 1e17 <= b.min() and b.max() <= 1e19
+    assert np.allclose(np.diff(np.log10(b)), 0.25, atol=0.01)
+    assert p3.sizes == list(SIZES)
+    left: list[str] = []
+    cells = resolve_cells(p3, SHAPE, left)
+    assert all(c.config["warmup_steps"] <= 0.1 * c.steps for c in cells)
+    assert all(c.C <= c.C_budget and c.C > 0.99 * c.C_budget for c in cells)
+    assert all(c.D <= 8.1e9 for c in cells)
+    rep = sorted((c.size, round(c.passes - 1, 2)) for c in cells if repeated_data(c.tokens_seen, c.D, 256, 130))
+    assert rep == [("L", 0.04), ("XL", 0.17)]
+    assert {len([c for c in cells if c.C_budget == x]) for x in p3.budgets} >= {2, 3}
+    assert len(left) == 5 and all("max_passes" in x for x in left)
+    plan = format_plan(p3, cells, left)
+    assert "+4%" in plan and "+17%" in plan and "repeated-data runs" in plan and "left out" in plan
+
+
+def sched(**kw) -> dict:
+    return base(**{"phase": "data_size", "sizes": ["Pico"], "tokens": [2600, 26000], "train": {"batch_size": 2},
+                   **kw})
+
+
+@pytest.mark.parametrize("schedule, want_steps", [
+    ({"steps": [7, 9]}, [7, 9]),
+    ({"passes": 2.0}, [20, 200]),  # ceil(2 D / (2 x 130))
+    ({"passes": [4, 1]}, [40, 100]),
+    ({"tokens_seen": 5200}, [20, 20]),
+    ({"tokens_seen": {"start": 2600, "end": 26000}}, [10, 100]),
+    ({"passes": {"start": 4, "end": 0.5}}, [40, 50]),
+])
+def test_schedule_forms(schedule, want_steps):
+    cells = resolve_cells(spec_from_dict(sched(schedule=schedule)), SHAPE)
+    assert [c.steps for c in cells] == want_steps
+
+
+def test_schedule_end_points_interpolate_along_the_axis():
+    """{start, end} is log-linear in D (data_size) or N (model_size) between the first and last
+    point; compared with the closed form v0 (x / x0)^k."""
+    Ds = [2600, 5200, 13000, 26000]
+    cells = resolve_cells(spec_from_dict(base(phase="data_size", sizes=["Pico"], tokens=Ds, train={"batch_size": 1},
+                                              schedule={"tokens_seen": {"start": 1300, "end": 130000}})), SHAPE)
+    k = np.log(130000 / 1300) / np.log(26000 / 2600)
+    for c, D in zip(cells, Ds):
+        assert c.steps == int(np.ceil(1300 * (D / 2600) ** k / 130 - 1e-9))
+    sizes = ["Pico", "XS", "S"]
+    cells = resolve_cells(spec_from_dict(base(sizes=sizes, train={"tokens": 13000, "batch_size": 1},
+                                              schedule={"steps": {"start": 100, "end": 1000}})), SHAPE)
+    n = [count_params(config_for(s, 8195, 129))[0] for s in sizes]
+    want = 100 * (np.array(n) / n[0]) ** (np.log(10) / np.log(n[-1] / n[0]))
+    assert [c.steps for c in cells] == [round(x) for x in want]
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"schedule": {"passes": 0}}, "schedule.passes"),
+    ({"schedule": {"passes": -1.0}}, "schedule.passes"),
+    ({"schedule": {"passes": [1.0, 0.0]}}, r"schedule.passes\[1\]"),
+    ({"schedule": {"passes": {"start": 2.0, "end": -1}}}, "schedule.passes.end"),
+    ({"schedule": {"passes": {"start": 2.0}}}, "schedule.passes"),
+    ({"schedule": {"passes": "many"}}, "schedule.passes"),
+    ({"schedule": {"tokens_seen": 100}}, "less than one batch"),
+    ({"schedule": {"tokens_seen": [5200, 200]}}, r"schedule.tokens_seen\[1\].*less than one batch"),
+    ({"schedule": {"passes": 0.001}}, r"schedule.passes \(tokens\[0\]\).*less than one batch"),
+    ({"schedule": {"steps": 10, "passes": 1.0}}, "schedule: give one of steps, passes, tokens_seen"),
+    ({"schedule": {"steps": 2.5}}, "schedule.steps"),
+    ({"schedule": {"passes": [1, 2, 3]}}, "3 values for 2 points"),
+    ({"schedule": {"passes": 1.0}, "passes": 2.0}, "passes: give either"),
+    ({"schedule": {"passes": 1.0}, "train": {"batch_size": 2, "steps": 5}}, "train.steps or a schedule"),
+    ({"passes": 0.0}, "passes: must be > 0"),
+    ({"phase": "isoflop", "budgets": [1e12], "schedule": {"passes": 1.0}}, "schedule: an isoflop sweep"),
+    ({"schedule": {"passes": 1.0}, "grid": {"batch_size": [2, 4]}}, "grid.batch_size"),
+])
+def test_bad_schedules_are_named_errors(patch, field):
+    from scaling_sweeper.errors import ScheduleError
+
+    with pytest.raises(ScheduleError, match=field):
+        resolve_cells(spec_from_dict(sched(**patch)), SHAPE)
+
+
+def test_bad_schedule_refused_before_ray(tmp_path):
+    import ray
+
+    from scaling_sweeper.errors import ScheduleError
+    from scaling_sweeper.sweep.tune_runner import run_sweep
+
+    spec = spec_from_dict(sched(schedule={"tokens_seen": 10}, storage=str(tmp_path / "runs")))
+    with pytest.raises(ScheduleError, match="less than one batch"):
+        run_sweep(spec, progress=False)
+    assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+
+
+def test_plan_warns_when_a_D_scan_does_not_vary_tokens_seen():
+    from scaling_sweeper.sweep.cells import format_plan, plan_warnings
+
+    fixed = spec_from_dict(sched(train={"batch_size": 2, "steps": 50}))
+    cells = resolve_cells(fixed, SHAPE)
+    assert len({c.tokens_seen for c in cells}) == 1
+    w = plan_warnings(fixed, cells)
+    assert any("same tokens_seen" in x for x in w)
+    assert any("less than one pass" in x and "D=2.6e+04" in x for x in w)  # 13000 of 26000 seen
+    by_passes = spec_from_dict(sched(schedule={"passes": 2.0}, train={"batch_size": 2, "warmup_steps": 2}))
+    assert not plan_warnings(by_passes, resolve_cells(by_passes, SHAPE))
+    long_warmup = spec_from_dict(sched(schedule={"passes": 2.0}, train={"batch_size": 2, "warmup_steps": 15}))
+    (w,) = plan_warnings(long_warmup, resolve_cells(long_warmup, SHAPE))
+    assert "warmup is more than 10% of the run in 1 cell(s) (Pico 20 steps)" in w  # 15 of 200 is not
+    out = format_plan(fixed, cells)
+    assert "tokens_seen" in out.splitlines()[1] and "warning: 2 cells (Pico) see the same tokens_seen" in out
+    # an N scan at fixed D and steps is not a D scan: nothing to warn about
+    n_scan = spec_from_dict(base(train={"tokens": 13000, "steps": 10, "batch_size": 4, "warmup_steps": 1}))
+    assert not plan_warnings(n_scan, resolve_cells(n_scan, SHAPE))
+
+
 def test_cells_match_flop_accounting():
     spec = spec_from_dict(base(phase="isoflop", budgets=[5e9], sizes=["Pico", "XXS", "XS"],
                                isoflop={"passes": 2.0, "min_steps": 3}, train={"batch_size": 4}))
@@ -335,3 +470,36 @@ def test_worker_env_needs_pythonpath_only_without_install(tmp_path):
         assert worker_env()["PYTHONPATH"].split(":")[0] == str(REPO)
     else:  # the test venv installs it editable (scripts/setup.sh)
         assert worker_env() == {}
+
+
+def test_isoflop_rules_leave_out_points_with_reasons():
+    """dataset_tokens caps D (repeated data beyond it), max_passes and max_warmup_fraction drop
+    (size, budget) points, listed with their reason; a budget that keeps nothing is an error."""
+    per_step = lambda s: 6 * count_params(config_for(s, 8195, 129))[1] * 4 * 130  # noqa: E731
+    C = 100 * per_step("XS")  # XS: 100 steps; Pico and XXS more
+    iso = {"dataset_tokens": 100 * 4 * 130, "max_passes": 2.0, "max_warmup_fraction": 0.1}
+    spec = spec_from_dict(base(phase="isoflop", budgets=[C], sizes=["Pico", "XXS", "XS"], isoflop=iso,
+                               train={"batch_size": 4, "warmup_steps": 12}))
+    left: list[str] = []
+    cells = {c.size: c for c in resolve_cells(spec, SHAPE, left)}
+    steps = {s: int(C // per_step(s)) for s in ("Pico", "XXS", "XS")}
+    assert steps["XS"] == 100 and 100 < steps["XXS"] < 2 * 100 < steps["Pico"]
+    # XS: 100 steps < 12 / 0.1 = 120 -> out; Pico: more than 2 passes over 100 batches -> out
+    assert set(cells) == {"XXS"}
+    assert cells["XXS"].D == 100 * 4 * 130 and cells["XXS"].passes == pytest.approx(steps["XXS"] / 100)
+    (note,) = left
+    assert "XS 100" in note and "max_warmup_fraction" in note and "Pico" in note and "max_passes 2" in note
+    with pytest.raises(ConfigError, match=r"budgets\[0\].*leaves no size"):
+        resolve_cells(spec_from_dict(base(phase="isoflop", budgets=[C], sizes=["Pico", "XS"], isoflop=iso,
+                                          train={"batch_size": 4, "warmup_steps": 12})), SHAPE)
+
+
+def test_grid_phase_scans_D_with_a_schedule():
+    """grid: sizes x tokens (D axis, default [train.tokens]) x grid axes, the schedule along D."""
+    spec = spec_from_dict(base(phase="grid", sizes=["Pico"], tokens=[1300, 5200], train={"batch_size": 2},
+                               schedule={"passes": [2.0, 1.0]}, grid={"lr": [1e-3, 3e-3]}))
+    cells = resolve_cells(spec, SHAPE)
+    assert sorted((c.D, c.steps, c.config["lr"]) for c in cells) == [
+        (1300, 10, 1e-3), (1300, 10, 3e-3), (5200, 20, 1e-3), (5200, 20, 3e-3)]
+    fixed = resolve_cells(spec_from_dict(base(phase="grid", grid={"lr": [1e-3, 3e-3]})), SHAPE)
+    assert {(c.D, c.steps) for c in fixed} == {(13000, 10)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -40,13 +41,17 @@ def bootstrap_samples(
 
 
 def percentile_ci(
-    samples: np.ndarray, names: list[str], level: float = 0.95, estimate: np.ndarray | None = None
+    samples: np.ndarray, names: list[str], level: float = 0.95, estimate: np.ndarray | None = None,
+    at_bound: np.ndarray | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Percentile intervals per parameter; nan when fewer than 2 samples.
 
     With `estimate` (the full-data fit) the intervals are bias-corrected (BC percentile,
     Efron 1987): quantiles Phi(2 z0 +- z) with z0 = Phi^-1(share of resamples below the
     estimate), which fixes the under-coverage of plain percentiles for skewed nonlinear fits.
+    With `at_bound` (one flag per resample: its refit put a parameter at a bound) a side is open
+    (-inf / +inf) when most resamples at or beyond that end are such refits: their values say
+    where the bound is, not where the data put the parameter.
     """
     from scipy.stats import norm
 
@@ -61,6 +66,19 @@ def percentile_ci(
             frac = (np.sum(col < estimate[i]) + 0.5 * np.sum(col == estimate[i])) / len(col)
             z0 = norm.ppf(np.clip(frac, 1.0 / (len(col) + 1), 1 - 1.0 / (len(col) + 1)))
             qs = norm.cdf(2 * z0 + norm.ppf(qs))
-        lo, hi = np.quantile(col, qs)
-        out[k] = (float(lo), float(hi))
+        lo, hi = (float(v) for v in np.quantile(col, qs))
+        out[k] = open_sides(col, lo, hi, at_bound)
     return out
+
+
+def open_sides(col: np.ndarray, lo: float, hi: float, at_bound: np.ndarray | None) -> tuple[float, float]:
+    """(lo, hi) with a side set to -inf / +inf when most resamples at or beyond it hit a bound."""
+    if at_bound is None or len(at_bound) != len(col):
+        return (lo, hi)
+    ab = np.asarray(at_bound, bool)
+    low, high = col <= lo, col >= hi
+    if low.any() and ab[low].mean() > 0.5:
+        lo = -math.inf
+    if high.any() and ab[high].mean() > 0.5:
+        hi = math.inf
+    return (lo, hi)

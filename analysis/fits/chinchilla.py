@@ -17,6 +17,7 @@ import numpy as np
 from scipy import optimize
 
 from analysis.blas import blas_single
+from analysis.fits import profile
 from analysis.fits.bootstrap import bootstrap_samples, group_index, percentile_ci
 from analysis.fits.result import (
     AT_BOUND,
@@ -24,6 +25,8 @@ from analysis.fits.result import (
     FAILED,
     ILL_CONDITIONED,
     INSUFFICIENT_DATA,
+    MIN_DOF,
+    UNDERDETERMINED,
     FitResult,
     failed_result,
     goodness,
@@ -111,6 +114,56 @@ def _to_params(theta: np.ndarray) -> np.ndarray:
     return np.array([math.exp(e), math.exp(a), alpha, math.exp(b), beta])
 
 
+_SUBSETS = [s for s in itertools.product((0, 1), repeat=3) if any(s)]
+
+
+def _rss_grid(N: np.ndarray, D: np.ndarray, L: np.ndarray, al: np.ndarray, be: np.ndarray) -> np.ndarray:
+    """min over E, A, B >= 0 of sum(((E + A N^-alpha + B D^-beta) / L - 1)^2) for each (alpha, beta)
+    pair (flattened arrays): the linear parameters by exact 3-variable NNLS (best feasible
+    least-squares solution over all supports)."""
+    lN, lD = np.log(N / np.exp(np.log(N).mean())), np.log(D / np.exp(np.log(D).mean()))
+    M = np.stack([np.broadcast_to(1.0 / L, (len(al), len(L))), np.exp(-al[:, None] * lN) / L,
+                  np.exp(-be[:, None] * lD) / L], axis=-1)  # (G, n, 3)
+    G = np.einsum("gni,gnj->gij", M, M)
+    r = M.sum(1)  # M^T 1
+    best = np.full(len(al), float(len(L)))  # all zero: rss = n
+    for sub in _SUBSETS:
+        idx = [i for i in range(3) if sub[i]]
+        Gs, rs = G[:, idx][:, :, idx], r[:, idx]
+        with np.errstate(all="ignore"):
+            det_ok = np.abs(np.linalg.det(Gs)) > 1e-300
+            c = np.linalg.solve(np.where(det_ok[:, None, None], Gs, np.eye(len(idx))), rs[..., None])[..., 0]
+        feas = det_ok & np.all(c >= 0, axis=1)
+        rss = len(L) - np.sum(c * rs, axis=1)
+        best = np.where(feas & (rss < best), rss, best)
+    return np.maximum(best, 0.0)
+
+
+def _profile_exponents(N, D, L, level: float) -> dict[str, tuple[float, float]]:
+    """Profile-likelihood intervals of alpha and beta (Gaussian relative errors on L; E, A, B
+    profiled out), on a coarse (alpha, beta) grid over their bounds, then a fine one around the
+    region. A side reaching a bound of the exponent (0 or 5) is open."""
+    n = len(L)
+    lo_b, hi_b = BOUNDS[1]
+    fa = fb = np.linspace(lo_b, hi_b, 51)
+    zooms = (1 - (1 - level) / 100, level, level)  # the first zoom keeps a generous region
+    for it in range(len(zooms) + 1):
+        A_, B_ = np.meshgrid(fa, fb, indexing="ij")
+        R = _rss_grid(N, D, L, A_.ravel(), B_.ravel()).reshape(A_.shape)
+        thr = profile.threshold(float(R.min()), n - len(NAMES), level, False)
+        if it == len(zooms):
+            break
+        near = R <= profile.threshold(float(R.min()), n - len(NAMES), zooms[it], False)
+        ia, ib = np.flatnonzero(near.any(1)), np.flatnonzero(near.any(0))
+        sa, sb = fa[1] - fa[0], fb[1] - fb[0]
+        fa = np.linspace(max(lo_b, fa[ia[0]] - 2 * sa), min(hi_b, fa[ia[-1]] + 2 * sa), 41)
+        fb = np.linspace(max(lo_b, fb[ib[0]] - 2 * sb), min(hi_b, fb[ib[-1]] + 2 * sb), 41)
+    out = {}
+    for name, grid, prof in (("alpha", fa, R.min(1)), ("beta", fb, R.min(0))):
+        out[name] = profile.interval_from_profile(grid, prof, thr, open_lo=grid[0] <= lo_b, open_hi=grid[-1] >= hi_b)
+    return out
+
+
 @blas_single
 def fit_chinchilla(
     N: np.ndarray,
@@ -155,6 +208,15 @@ def fit_chinchilla(
         return failed_result("chinchilla", FORMULA, NAMES, FAILED, f"optimiser failed: {exc}", **base)
     params = dict(zip(NAMES, (float(v) for v in _to_params(theta))))
     gof = goodness(L, chinchilla_law(params, N, D), len(NAMES))
+    dof = len({(a, b) for a, b in zip(N, D)}) - len(NAMES)
+    if dof < MIN_DOF:
+        return FitResult(law="chinchilla", formula=FORMULA, params=params,
+                         ci={k: (math.nan, math.nan) for k in NAMES}, status=UNDERDETERMINED,
+                         message=f"{dof + len(NAMES)} distinct (N, D) for 5 parameters ({dof} degrees of freedom): "
+                                 f"not determined; needs at least {len(NAMES) + MIN_DOF}",
+                         n_params=len(NAMES), **gof, **base)
+
+    at_flags: list[bool] = []
 
     def refit(idx):
         if len(np.unique(N[idx])) < 2 or len(np.unique(D[idx])) < 2:
@@ -163,12 +225,20 @@ def fit_chinchilla(
             with np.errstate(all="ignore"):
                 # a resample's optimum lies near the full-data one: start there
                 th, _ = _fit_theta(lN[idx], lD[idx], lL[idx], delta, theta[None])
-            return _to_params(th)
+            p = _to_params(th)
         except (ValueError, FloatingPointError, OverflowError):
             return None
+        if np.all(np.isfinite(p)):
+            at_flags.append(bool(any(abs(th[i] - lo) < 1e-6 or abs(th[i] - hi) < 1e-6
+                                     for i, (lo, hi) in enumerate(BOUNDS))))
+        return p
 
     samples = bootstrap_samples(refit, group_index(g, n), n_boot, seed) if n_boot > 0 else np.empty((0, 0))
-    ci = percentile_ci(samples, NAMES, ci_level, _to_params(theta))
+    ci = percentile_ci(samples, NAMES, ci_level, _to_params(theta), np.array(at_flags) if len(samples) else None)
+    ci_method = dict.fromkeys(NAMES, "bootstrap over cells (BC percentile)")
+    with np.errstate(all="ignore"):
+        ci.update(_profile_exponents(N, D, L, ci_level))
+    ci_method.update(alpha="profile likelihood", beta="profile likelihood")
     # conditioning: Jacobian of log L_pred with respect to theta, columns scaled
     T = _terms(theta, lN, lD)
     s = softmax(T, axis=0)
@@ -192,4 +262,5 @@ def fit_chinchilla(
     derived = {"a_N": be / (al + be), "b_D": al / (al + be)} if al + be > 0 else {}
     return FitResult(law="chinchilla", formula=FORMULA, params=params, ci=ci, status=status, message=msg,
                      n_params=len(NAMES), n_boot=len(samples), samples=samples if len(samples) else None,
-                     derived=derived, x_range=(float(N.min()), float(N.max())), **gof, **base)
+                     derived=derived, x_range=(float(N.min()), float(N.max())), ci_method=ci_method,
+                     samples_at_bound=np.array(at_flags) if len(samples) else None, **gof, **base)

@@ -1,8 +1,14 @@
-"""Loss at fixed FLOPs from learning curves: the compute-efficient frontier.
+"""The compute-efficient frontier of learning curves: the best loss any run has reached with at
+most C FLOPs,
 
-For each FLOP value C on a grid, every run whose curve covers C contributes its loss
-interpolated linearly in log10 C; the frontier is the minimum over runs (and which run).
-No run is extrapolated beyond the FLOPs it actually spent.
+    frontier(C) = min over runs r of min over f <= C of loss_r(f),
+
+with each curve interpolated linearly in log10 f between its logged points. This is the
+monotone (non-increasing) lower envelope of all runs' curves: a run that stopped at C_r < C has
+still reached its best loss within C, and a noisy rise of one curve cannot make the frontier
+rise (a per-C minimum over interpolated curves does, and draws a sawtooth). No run gets a
+value below its first logged point. `Frontier.run` names the run that owns each point.
+`loss_at_flops` keeps the plain interpolated loss of each run at C (nan outside its range).
 """
 
 from __future__ import annotations
@@ -19,6 +25,19 @@ class Frontier:
     loss: np.ndarray  # min over runs of the interpolated loss (nan where no run covers C)
     run: np.ndarray  # index into the curves (or -1)
     labels: list[str] | None = None
+
+    def owners(self) -> list[tuple[str, float, float]]:
+        """The runs that own the frontier, in order of C: (label, first C, last C) per stretch."""
+        out: list[tuple[str, float, float]] = []
+        names = self.best_label()
+        for c, name in zip(self.flops, names):
+            if name is None:
+                continue
+            if out and out[-1][0] == name:
+                out[-1] = (name, out[-1][1], float(c))
+            else:
+                out.append((name, float(c), float(c)))
+        return out
 
     def best_label(self) -> list[str | None]:
         if self.labels is None:
@@ -51,6 +70,23 @@ def loss_at_flops(curves: Sequence[tuple[np.ndarray, np.ndarray]], C: np.ndarray
     return out
 
 
+def best_so_far(curve: tuple[np.ndarray, np.ndarray], C: np.ndarray) -> np.ndarray:
+    """The best loss one run reached with at most C FLOPs (nan before its first point)."""
+    lf, yy = _prep(*curve)
+    lc = np.log10(np.asarray(C, dtype=float))
+    out = np.full(len(lc), np.nan)
+    if len(lf) == 0:
+        return out
+    runmin = np.minimum.accumulate(yy)
+    k = np.searchsorted(lf, lc, side="right") - 1  # last logged point with f <= C
+    have = k >= 0
+    out[have] = runmin[k[have]]
+    inside = have & (lc <= lf[-1]) & (len(lf) > 1)
+    if inside.any():
+        out[inside] = np.minimum(out[inside], np.interp(lc[inside], lf, yy))
+    return out
+
+
 def compute_frontier(
     curves: Sequence[tuple[np.ndarray, np.ndarray]],
     flops: np.ndarray | None = None,
@@ -58,7 +94,8 @@ def compute_frontier(
     n_grid: int = 100,
     labels: list[str] | None = None,
 ) -> Frontier:
-    """The compute-efficient frontier of learning curves [(flops, loss), ...]."""
+    """The compute-efficient frontier (monotone lower envelope, see the module docstring) of
+    learning curves [(flops, loss), ...] on `flops` (default: a log grid over all curves)."""
     if flops is None:
         lo, hi = np.inf, -np.inf
         for f, _ in curves:
@@ -68,9 +105,9 @@ def compute_frontier(
                 lo, hi = min(lo, f.min()), max(hi, f.max())
         flops = np.geomspace(lo, hi, n_grid) if np.isfinite(lo) and hi > lo else np.array([])
     flops = np.asarray(flops, dtype=float)
-    M = loss_at_flops(curves, flops) if len(curves) and len(flops) else np.full((0, len(flops)), np.nan)
-    if M.shape[0] == 0:
+    if not len(curves) or not len(flops):
         return Frontier(flops, np.full(len(flops), np.nan), np.full(len(flops), -1), labels)
+    M = np.array([best_so_far(c, flops) for c in curves])
     allnan = np.all(np.isnan(M), axis=0)
     run = np.where(allnan, -1, np.argmin(np.where(np.isnan(M), np.inf, M), axis=0))
     loss = np.where(allnan, np.nan, np.nanmin(np.where(allnan[None], 0.0, M), axis=0))

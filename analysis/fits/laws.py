@@ -18,17 +18,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, stats
 
 from analysis.blas import blas_single
-from analysis.fits.bootstrap import bootstrap_samples, group_index, percentile_ci
+from analysis.fits import profile
+from analysis.fits.bootstrap import bootstrap_samples, group_index
 from analysis.fits.result import (
     AT_BOUND,
     CONVERGED,
     FAILED,
     ILL_CONDITIONED,
     INSUFFICIENT_DATA,
+    MIN_DOF,
     MODELS,
+    UNDERDETERMINED,
     FitResult,
     failed_result,
     goodness,
@@ -173,6 +176,83 @@ def _fit_power(x: np.ndarray, y: np.ndarray, w: np.ndarray, x_ref: float, **_: o
     return _Core(np.array([math.exp(logA) * x_ref**alpha, alpha]), notes, _cond(jac(sol.x)))
 
 
+# ---------------------------------------------------------------------------------------------
+# intervals: profile likelihood (analysis/fits/profile.py); exact t intervals for the log law
+
+
+def _ci_log(x, y, w, x_ref, params, rss_min, thr_args, **_):
+    """Linear law: the profile interval is the t interval (or normal, errors scaled by
+    max(1, chi2/dof), with per-point errors)."""
+    dof, level, errors_given = thr_args
+    X = np.column_stack([np.ones_like(x), -np.log10(x)])
+    cov = np.linalg.inv(X.T @ (X * w[:, None]))
+    if errors_given:
+        q = stats.norm.ppf(0.5 + level / 2) * math.sqrt(max(1.0, rss_min / dof))
+    else:
+        q = stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(rss_min / dof)
+    se = np.sqrt(np.diag(cov))
+    return {k: (params[k] - q * se[i], params[k] + q * se[i]) for i, k in enumerate(("a", "b"))}
+
+
+def _ci_offset_power(x, y, w, x_ref, params, rss_min, thr_args, E_bounds=(0.0, math.inf), **_):
+    lx = np.log(x / x_ref)
+    E_lo, E_hi = E_bounds
+    a_lo, a_hi = ALPHA_BOUNDS
+    thr = profile.threshold(rss_min, *thr_args)
+    inner = np.geomspace(a_lo, a_hi, 60)
+    scale = max(float(np.ptp(y)), 1e-12)
+    sw = w.sum()
+
+    def rss_E(v, al):  # E fixed (m, 1); A' >= 0 in closed form
+        Z = np.exp(-al[..., None] * lx)  # (m, g, n)
+        r0 = y - v[..., None]
+        zz = (w * Z * Z).sum(-1)
+        Ap = np.maximum((w * Z * r0).sum(-1) / np.where(zz > 0, zz, 1), 0.0)
+        return (w * (r0 - Ap[..., None] * Z) ** 2).sum(-1)
+
+    def rss_A(v, al):  # reported A fixed (m, 1); E in closed form, clipped to its bounds
+        Z = np.exp(-al[..., None] * lx) * (v * np.exp(-al * math.log(x_ref)))[..., None]
+        E = np.clip((w * (y - Z)).sum(-1) / sw, E_lo, E_hi)
+        return (w * (y - E[..., None] - Z) ** 2).sum(-1)
+
+    ci = {}
+    ag = np.union1d(np.geomspace(a_lo, a_hi, 160), [params["alpha"]])
+    ci["alpha"] = profile.profile_1d(lambda a: _offset_grid(lx, y, w, E_lo, E_hi, a)[2], ag, thr)
+    eg = profile.spread_grid(params["E"], 50 * scale, n=101)
+    eg = np.union1d(eg[(eg >= E_lo) & (eg <= E_hi)], [v for v in (E_lo, E_hi) if math.isfinite(v)])
+    eg = np.union1d(eg[eg <= float(y.max()) + scale], [min(E_hi, float(y.max()) + scale)])
+    ci["E"] = profile.profile_1d(lambda v: profile.inner_min(rss_E, v, inner), eg, thr)
+    if params["A"] > 0:
+        lg = np.exp(profile.spread_grid(math.log(params["A"]), 60.0, n=101))
+        ci["A"] = profile.profile_1d(lambda v: profile.inner_min(rss_A, v, inner), np.union1d(lg, [0.0]), thr)
+    else:
+        ci["A"] = (math.nan, math.nan)
+    return ci
+
+
+def _ci_power(x, y, w, x_ref, params, rss_min, thr_args, **_):
+    lx = np.log(x / x_ref)
+    a_lo, a_hi = POWER_ALPHA_BOUNDS
+    thr = profile.threshold(rss_min, *thr_args)
+    inner = np.linspace(a_lo, a_hi, 80)
+
+    def rss_alpha(al):
+        Z = np.exp(-np.asarray(al)[:, None] * lx)
+        zz = (w * Z * Z).sum(-1)
+        Ap = (w * Z * y).sum(-1) / zz
+        return (w * (y - Ap[:, None] * Z) ** 2).sum(-1)
+
+    def rss_A(v, al):
+        Z = np.exp(-al[..., None] * lx) * (v * np.exp(-al * math.log(x_ref)))[..., None]
+        return (w * (y - Z) ** 2).sum(-1)
+
+    ag = np.union1d(np.linspace(a_lo, a_hi, 400), [params["alpha"]])
+    ci = {"alpha": profile.profile_1d(rss_alpha, ag, thr)}
+    lg = np.exp(profile.spread_grid(math.log(params["A"]), 60.0, n=101))
+    ci["A"] = profile.profile_1d(lambda v: profile.inner_min(rss_A, v, inner), np.union1d(lg, [0.0]), thr)
+    return ci
+
+
 @dataclass(frozen=True)
 class Law:
     name: str
@@ -181,12 +261,16 @@ class Law:
     min_distinct_x: int
     positive_y: bool
     core: Callable[..., _Core]
+    intervals: Callable[..., dict[str, tuple[float, float]]]
+    ci_method: str
 
 
+_PROFILE = "profile likelihood"
 LAWS: dict[str, Law] = {
-    "log": Law("log", "y = a - b * log10(x)", ("a", "b"), 2, False, _fit_log),
-    "offset_power": Law("offset_power", "y = E + A * x^-alpha", ("E", "A", "alpha"), 3, False, _fit_offset_power),
-    "power": Law("power", "y = A * x^-alpha", ("A", "alpha"), 2, True, _fit_power),
+    "log": Law("log", "y = a - b * log10(x)", ("a", "b"), 2, False, _fit_log, _ci_log, "t interval (linear law)"),
+    "offset_power": Law("offset_power", "y = E + A * x^-alpha", ("E", "A", "alpha"), 3, False, _fit_offset_power,
+                        _ci_offset_power, _PROFILE),
+    "power": Law("power", "y = A * x^-alpha", ("A", "alpha"), 2, True, _fit_power, _ci_power, _PROFILE),
 }
 
 
@@ -258,7 +342,17 @@ def fit_law(
     yhat = MODELS[law](params, x)
     gof = goodness(y, yhat, k, e)
 
-    n_bound = [0]  # bootstrap refits with a parameter at a bound (their intervals are clipped there)
+    dof = n_distinct - k  # a 1-D law is tested only at distinct x (repeats there measure noise)
+    nan_ci = {kk: (math.nan, math.nan) for kk in names}
+    if dof < MIN_DOF:
+        return FitResult(
+            law=law, formula=L.formula, params=params, ci=nan_ci, status=UNDERDETERMINED,
+            message=(f"{n_distinct} distinct x for {k} parameters ({dof} degree{'s' if dof != 1 else ''} of freedom): "
+                     f"the law passes through its points, so its parameters are not determined; "
+                     f"needs at least {k + MIN_DOF} distinct x"),
+            n_params=k, **gof, **base)
+
+    at_flags: list[bool] = []  # bootstrap refits with a parameter at a bound
 
     def refit(idx: np.ndarray):
         xi, yi = x[idx], y[idx]
@@ -269,13 +363,18 @@ def fit_law(
                 c = L.core(xi, yi, w[idx], x_ref, **kw)
         except (ValueError, np.linalg.LinAlgError, FloatingPointError):
             return None
-        if c.at_bound and np.all(np.isfinite(c.params)):
-            n_bound[0] += 1
+        if np.all(np.isfinite(c.params)):
+            at_flags.append(bool(c.at_bound))
         return c.params
 
     samples = bootstrap_samples(refit, group_index(g, n), n_boot, seed) if n_boot > 0 else np.empty((0, 0))
-    boot_at_bound = n_bound[0] / len(samples) if len(samples) else 0.0
-    ci = percentile_ci(samples, names, ci_level, core.params)
+    boot_at_bound = float(np.mean(at_flags)) if at_flags else 0.0
+    rss_min = float(np.sum(w * (y - yhat) ** 2))
+    try:
+        with np.errstate(all="ignore"):
+            ci = L.intervals(x, y, w, x_ref, params, rss_min, (n - k, ci_level, e is not None), **kw)
+    except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+        ci = nan_ci
     if core.cond > COND_LIMIT:
         status, msg = ILL_CONDITIONED, f"parameters are not determined by the data (condition number {core.cond:.2g})"
         if core.at_bound:
@@ -288,10 +387,11 @@ def fit_law(
         msg += f"; only {len(samples)} of {n_boot} bootstrap resamples could be fitted"
     if status == CONVERGED and boot_at_bound >= BOOT_AT_BOUND_WARN:
         msg += (f", but {boot_at_bound:.0%} of the bootstrap refits put a parameter at its bound: the data "
-                "barely constrain it and its interval is cut off there")
+                "barely constrain it")
     return FitResult(
         law=law, formula=L.formula, params=params, ci=ci, status=status, message=msg, n_params=k,
         n_boot=len(samples), boot_at_bound=boot_at_bound, samples=samples if len(samples) else None,
-        **gof, **base,
+        samples_at_bound=np.array(at_flags) if len(samples) else None,
+        ci_method=dict.fromkeys(names, L.ci_method), **gof, **base,
     )
 

@@ -1,4 +1,15 @@
-"""The typed result of every fit: parameters, bootstrap CIs, status, goodness of fit, AIC/BIC."""
+"""The typed result of every fit: parameters, one interval per parameter, status, goodness of fit,
+AIC / AICc / BIC.
+
+Intervals: `ci[name] = (lo, hi)` is THE interval of that parameter (the one every table, text
+and plot shows; `ci_method` says how it was made). A side the data do not bound - the interval
+runs into a bound of the fit, e.g. alpha <= 5 or E >= 0 - is stored as -inf / +inf and printed
+as open on that side (`format_interval`), never as the bound.
+
+A fit with fewer than 2 degrees of freedom (points - parameters) is `underdetermined`: it passes
+through (or almost through) its points, so neither its parameters nor its goodness of fit mean
+anything; it is not usable and takes no part in model comparison.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +25,9 @@ AT_BOUND = "at_bound"
 ILL_CONDITIONED = "ill_conditioned"
 INSUFFICIENT_DATA = "insufficient_data"
 FAILED = "failed"
-STATUSES = (CONVERGED, AT_BOUND, ILL_CONDITIONED, INSUFFICIENT_DATA, FAILED)
+UNDERDETERMINED = "underdetermined"
+STATUSES = (CONVERGED, AT_BOUND, ILL_CONDITIONED, UNDERDETERMINED, INSUFFICIENT_DATA, FAILED)
+MIN_DOF = 2  # fewer degrees of freedom than this: underdetermined
 USABLE = (CONVERGED, AT_BOUND)  # statuses whose parameters mean something
 
 # law name -> f(params, *xs) -> y; filled by the modules defining laws
@@ -32,7 +45,7 @@ class FitResult:
     law: str  # "log" | "offset_power" | "power" | "chinchilla"
     formula: str  # the law in words, e.g. "y = E + A * x^-alpha"
     params: dict[str, float]  # nan when not fitted
-    ci: dict[str, tuple[float, float]]  # bootstrap percentile intervals (resampling cells)
+    ci: dict[str, tuple[float, float]]  # THE interval of each parameter; +-inf: not bounded by the data
     status: str  # one of STATUSES
     message: str  # plain words: why this status
     n: int = 0  # points used
@@ -42,13 +55,16 @@ class FitResult:
     r2: float = math.nan
     chi2_ndof: float | None = None  # only when per-point errors were given
     aic: float = math.nan
+    aicc: float = math.nan  # small-sample AIC: AIC + 2k(k+1)/(n-k-1); nan when n - k - 1 <= 0
     bic: float = math.nan
     ci_level: float = 0.95
     n_boot: int = 0  # bootstrap resamples that converged
     boot_at_bound: float = 0.0  # share of those with a parameter at a bound (a loosely constrained law)
     x_range: tuple[float, float] = (math.nan, math.nan)
     derived: dict[str, float] = field(default_factory=dict)  # law-specific derived numbers
+    ci_method: dict[str, str] = field(default_factory=dict)  # how each interval was made
     samples: np.ndarray | None = field(default=None, repr=False)  # (n_boot, n_params), param order
+    samples_at_bound: np.ndarray | None = field(default=None, repr=False)  # (n_boot,) refit hit a bound
 
     @property
     def ok(self) -> bool:
@@ -82,7 +98,8 @@ class FitResult:
             "status": self.status,
             "message": self.message,
             "params": dict(self.params),
-            "ci": {k: list(v) for k, v in self.ci.items()},
+            "ci": {k: [_json_float(v) for v in c] for k, c in self.ci.items()},
+            "ci_method": dict(self.ci_method),
             "ci_level": self.ci_level,
             "n": self.n,
             "n_dropped": self.n_dropped,
@@ -90,11 +107,58 @@ class FitResult:
             "r2": self.r2,
             "chi2_ndof": self.chi2_ndof,
             "aic": self.aic,
+            "aicc": self.aicc,
             "bic": self.bic,
             "n_boot": self.n_boot,
             "boot_at_bound": self.boot_at_bound,
             "derived": dict(self.derived),
         }
+
+
+    @property
+    def dof(self) -> int:
+        return self.n - self.n_params
+
+    def interval_text(self, name: str) -> str:
+        """The parameter's interval as printed everywhere (see `format_interval`)."""
+        lo, hi = self.ci.get(name, (math.nan, math.nan))
+        return format_interval(lo, hi)
+
+
+def _json_float(v: float) -> float | None | str:
+    """JSON-safe: nan -> None, +-inf -> "inf" / "-inf" (not bounded by the data)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return float(v)
+
+
+def fmt_num(v: float | None) -> str:
+    """Four significant digits; scientific outside [1e-4, 1e4); n/a for None / nan."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v:.4g}" if 1e-4 <= abs(v) < 1e4 or v == 0 else f"{v:.3e}"
+
+
+def format_interval(lo: float, hi: float) -> str:
+    """'[lo, hi]'; a side the data do not bound (+-inf) as open: '< hi', '> lo', 'not bounded'."""
+    lo_ok = lo is not None and not math.isnan(lo)
+    hi_ok = hi is not None and not math.isnan(hi)
+    if not (lo_ok and hi_ok):
+        return "n/a"
+    if math.isinf(lo) and math.isinf(hi):
+        return "not bounded by the data"
+    if math.isinf(lo):
+        return f"< {fmt_num(hi)} (no lower limit from the data)"
+    if math.isinf(hi):
+        return f"> {fmt_num(lo)} (no upper limit from the data)"
+    return f"[{fmt_num(lo)}, {fmt_num(hi)}]"
+
+
+def aicc(aic: float, n: int, k: int) -> float:
+    """Small-sample corrected AIC (Hurvich & Tsai 1989); nan when n - k - 1 <= 0."""
+    return aic + 2.0 * k * (k + 1) / (n - k - 1) if n - k - 1 > 0 else math.nan
 
 
 def failed_result(law: str, formula: str, names: list[str], status: str, message: str, **kw: Any) -> FitResult:
@@ -135,4 +199,5 @@ def goodness(y: np.ndarray, yhat: np.ndarray, k: int, yerr: np.ndarray | None = 
         ll = n * math.log(max(rss, 1e-300) / n)
         out["aic"] = ll + 2 * k
         out["bic"] = ll + k * math.log(n)
+    out["aicc"] = aicc(out["aic"], n, k)
     return out

@@ -52,12 +52,22 @@ def register(sub) -> None:
     mk = dsub.add_parser("make", help="generate (Pythia 8) or load (Aspen/JetClass) jets, split and tokenize")
     mk.add_argument("--out", required=True, type=Path, help="dataset folder, e.g. data/jets")
     mk.add_argument("--source", choices=("pythia", "aspen", "jetclass"), default="pythia")
-    mk.add_argument("--input", type=Path, nargs="+",
-                    help="input file(s) for --source aspen (HDF5) / jetclass (ROOT), read in order")
+    mk.add_argument("--input", nargs="+",
+                    help="input files or quoted globs ('aoj/*.h5') for --source aspen (HDF5) / jetclass (ROOT), "
+                         "read in order, file by file in chunks")
     mk.add_argument("--n-jets", type=_n_jets, default=None,
                     help="jets to generate (pythia, default 20000) or read at most (files, default all)")
     mk.add_argument("--seed", type=int, default=0)
-    mk.add_argument("--workers", type=int, default=1, help="Pythia processes (part of the cache key)")
+    mk.add_argument("--workers", type=int, default=1,
+                    help="local processes running chunks (the jets do not depend on it)")
+    mk.add_argument("--chunk-jets", type=_n_jets, default=None,
+                    help="jets per chunk: one seeded task and one parquet part each, the unit of resume "
+                         "(default 5000; part of the cache key)")
+    mk.add_argument("--address", default=None,
+                    help="run the chunks as Ray tasks on this cluster (e.g. 127.0.0.1:6379, or auto inside "
+                         "a Ray job); --out must be on storage every node sees")
+    mk.add_argument("--rows-per-shard", type=int, default=None,
+                    help="token rows per shard file (default: ~1 GiB shards)")
     mk.add_argument("--pt-min", type=float, default=500.0, help="jet pt window low edge, GeV")
     mk.add_argument("--pt-max", type=float, default=650.0, help="jet pt window high edge, GeV")
     mk.add_argument("--eta-max", type=float, default=2.5, help="|jet eta| cut")
@@ -73,6 +83,8 @@ def register(sub) -> None:
     tk.add_argument("--jets", required=True, type=Path, help="dataset folder with {train,val,test}.parquet")
     tk.add_argument("--out", type=Path, default=None, help="tokens folder (default JETS/tokens)")
     tk.add_argument("--max-constituents", type=int, default=128)
+    tk.add_argument("--rows-per-shard", type=int, default=None,
+                    help="token rows per shard file (default: ~1 GiB shards)")
     _tok_args(tk)
     tk.set_defaults(func=cmd_tokenize)
 
@@ -94,11 +106,13 @@ def cmd_make(args: argparse.Namespace) -> int:
         n_jets = 20000
     pythia = PythiaConfig(pt_min=args.pt_min, pt_max=args.pt_max, eta_max=args.eta_max,
                           pthat_min=args.pthat_min, max_constituents=args.max_constituents)
+    extra = {"chunk_jets": args.chunk_jets} if args.chunk_jets is not None else {}
     make_dataset(
         args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
         input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,
-        tokenize=not args.no_tokenize,
-        tokenizer=TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents, binning=args.binning),
+        address=args.address, tokenize=not args.no_tokenize, **extra,
+        tokenizer=TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents, binning=args.binning,
+                                 rows_per_shard=args.rows_per_shard),
         progress=False if args.no_progress else None, force=args.force, verbose=True,
     )
     return 0
@@ -109,7 +123,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
     tokenize_dataset(args.jets, args.out,
                      cfg=TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents,
-                                        binning=args.binning),
+                                        binning=args.binning, rows_per_shard=args.rows_per_shard),
                      force=args.force, verbose=True)
     return 0
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from scaling_sweeper.cli.options import add_storage, storage_overrides
 from scaling_sweeper.errors import ConfigError, SweeperError
 
 
@@ -21,10 +22,10 @@ def _load(args: argparse.Namespace) -> list:
         text = os.environ.get(args.spec_env)
         if not text:
             raise ConfigError(f"--spec-env: environment variable {args.spec_env} is empty")
-        return specs_from_dict(yaml.safe_load(text), args.set)
+        return specs_from_dict(yaml.safe_load(text), storage_overrides(args))
     if not args.spec:
         raise ConfigError("a spec file is required")
-    return load_specs(args.spec, args.set)
+    return load_specs(args.spec, storage_overrides(args))
 
 
 def _sweep_dirs(args: argparse.Namespace) -> list[Path]:
@@ -40,12 +41,14 @@ def _suite(args: argparse.Namespace) -> str | None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep.cells import format_plan
+    from scaling_sweeper.sweep.cells import format_plan, resolve_cells
     from scaling_sweeper.sweep.tune_runner import prepare
 
     for i, s in enumerate(_load(args)):
-        spec, _, cells = prepare(s)
-        print(("\n" if i else "") + format_plan(spec, cells))
+        spec, shape, cells = prepare(s)
+        left_out: list[str] = []
+        resolve_cells(spec, shape, left_out)  # pure and cheap: the points a phase rule dropped
+        print(("\n" if i else "") + format_plan(spec, cells, left_out))
     return 0
 
 
@@ -53,6 +56,8 @@ def _report_outcome(out) -> int:
     print(f"sweep {out.name}: {out.n_cells} cells; skipped {len(out.skipped_done)} already done; "
           f"ran {len(out.submitted)}: done {len(out.done)}, failed {len(out.failed)}, "
           f"refused {len(out.refused)}, unfinished {len(out.unfinished)} ({out.wall_s:.1f} s)")
+    if out.reused:
+        print(f"reused (trained by another sweep, charged there once): {', '.join(out.reused)}")
     if out.refused:
         print(f"refused by the FLOP ledger: {', '.join(out.refused)} (see `sweeper budget`)")
     if out.unfinished:
@@ -201,9 +206,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("spec", nargs=None if required else "?", help="sweep spec YAML (sweeps/*.yaml)")
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec field, e.g. --set budget.flops=1e15 (repeatable)")
+        add_storage(p, spec=True)
 
-    def storage_arg(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--storage", default="runs", help="runs root holding <sweep>/ and ledger/ (default runs)")
+    storage_arg = add_storage
 
     p = subparsers.add_parser("plan", help="print a sweep's cells (N, D, C, passes) and totals; runs nothing")
     spec_args(p)

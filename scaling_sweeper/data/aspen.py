@@ -17,9 +17,24 @@ from scaling_sweeper.data.jets import jets_from_p4
 from scaling_sweeper.errors import DataError
 
 
-def read_aspen(path: str | Path, *, n_jets: int | None = None, max_constituents: int = 128,
+def count_aspen(path: str | Path) -> int:
+    """Jets in an Aspen Open Jets file (metadata only)."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            if "jet_kinematics" not in f:
+                raise DataError(f"{path}: no dataset 'jet_kinematics' (have {sorted(f.keys())}); not an Aspen Open Jets file")
+            return int(f["jet_kinematics"].shape[0])
+    except OSError as e:
+        raise DataError(f"{path}: cannot read HDF5 ({e})") from None
+
+
+def read_aspen(path: str | Path, *, start: int = 0, n_jets: int | None = None, max_constituents: int = 128,
                chunk: int = 50_000) -> ak.Array:
-    """Read up to `n_jets` jets (None: all) from an Aspen Open Jets HDF5 file."""
+    """Read up to `n_jets` jets (None: all) from row `start` of an Aspen Open Jets HDF5 file,
+    `chunk` rows at a time."""
     import h5py
 
     path = Path(path)
@@ -35,10 +50,10 @@ def read_aspen(path: str | Path, *, n_jets: int | None = None, max_constituents:
                 raise DataError(f"{path}: PFCands {cands.shape} / jet_kinematics {kin.shape} have the wrong shape")
             if cands.shape[0] != kin.shape[0]:
                 raise DataError(f"{path}: PFCands has {cands.shape[0]} jets, jet_kinematics {kin.shape[0]}")
-            n = cands.shape[0] if n_jets is None else min(n_jets, cands.shape[0])
+            stop = cands.shape[0] if n_jets is None else min(start + n_jets, cands.shape[0])
             parts = []
-            for lo in range(0, n, chunk):
-                hi = min(lo + chunk, n)
+            for lo in range(start, stop, chunk):
+                hi = min(lo + chunk, stop)
                 p4 = np.asarray(cands[lo:hi, :, :4], dtype=np.float64)
                 k = np.asarray(kin[lo:hi, :4], dtype=np.float64)
                 parts.append(_from_padded(p4, k, max_constituents))

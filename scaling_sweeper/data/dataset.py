@@ -1,27 +1,49 @@
-"""Make a dataset folder: jets from a source -> parquet splits -> tokenizer + token shards.
+"""Make a dataset folder: jets from a source, in chunks -> parquet splits -> tokenizer + token shards.
 
     <out>/manifest.json          args + package versions + counts (written last: its presence
                                  with the same args makes `make_dataset` a no-op)
-    <out>/jets.parquet           all jets, in source order (see jets.py for the form)
-    <out>/{train,val,test}.parquet   seeded shuffle of jets.parquet cut by split fractions
-    <out>/tokens/                index.json, {train,val,test}.bin (shards.py), tokenizer.json,
-                                 tokenization_report.json, manifest.json (tokenize args)
+    <out>/chunks/chunk-NNNNN.{parquet,json}   one part + done-marker per chunk (chunks.py): the
+                                 unit of work, of parallelism (local processes or Ray tasks) and
+                                 of resume; a re-run makes only the chunks without a valid marker
+    <out>/{train,val,test}.parquet   each chunk's split parts concatenated in chunk order (one
+                                 row group per chunk), streamed: memory is one chunk
+    <out>/tokens/                index.json, train.bin or train-00000.bin ... (shards.py),
+                                 tokenizer.json, tokenization_report.json, manifest.json
+
+Splits are assigned inside each chunk (a seeded shuffle of the chunk cut by the split fractions),
+the tokenizer is fitted on a seeded sample of at most `fit_jets` training jets, and encoding
+streams the split files row group by row group into shards, so peak memory is bounded by the
+chunk size and the fit sample, not by the dataset size. Folders made by the format-1 code (one
+`jets.parquet`, whole-dataset shuffle) are still recognised as cached and their tokens still load.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
 import awkward as ak
+import numpy as np
 
-from scaling_sweeper.data.jets import read_jets, split_jets, write_jets
-from scaling_sweeper.data.pythia import PythiaConfig, generate_jets
-from scaling_sweeper.data.shards import SPLITS, ShardIndex, sha256_file, write_shards
+from scaling_sweeper.data.chunks import (
+    DEFAULT_CHUNK_JETS,
+    ChunkProgress,
+    ChunkTask,
+    chunk_splits,
+    finished_marker,
+    iter_split_files,
+    make_chunk,
+    read_chunk,
+    run_tasks,
+)
+from scaling_sweeper.data.pythia import PythiaConfig, chunk_quotas, chunk_seed
+from scaling_sweeper.data.shards import SPLITS, ShardIndex, ShardWriter, sha256_file
 from scaling_sweeper.data.tokenizer import (
     DEFAULT_N_BINS,
     TOKENIZER_VERSION,
@@ -32,7 +54,8 @@ from scaling_sweeper.errors import ConfigError, DataError
 from scaling_sweeper.progress import Progress
 from scaling_sweeper.runfolder import atomic_write_json
 
-DATASET_FORMAT_VERSION = 1
+DATASET_FORMAT_VERSION = 2
+LEGACY_FORMAT_VERSION = 1  # one jets.parquet, whole-dataset shuffle, worker-count-dependent jets
 SOURCES = ("pythia", "aspen", "jetclass")
 _VERSIONED = ("scaling-sweeper", "numpy", "awkward", "pyarrow", "pythia8mc", "fastjet", "uproot", "h5py")
 
@@ -44,18 +67,39 @@ class TokenizeConfig:
     n_bins: tuple[int, int, int] = DEFAULT_N_BINS  # bins for (log pt, eta_rel, phi_rel)
     max_constituents: int = 128  # seq_len = max_constituents + 2
     binning: tuple[str, str, str] = ("uniform", "quantile", "quantile")  # per feature: uniform | quantile
-    fit_seed: int = 0  # seed of the subsample used for quantiles when the train split is huge
+    fit_seed: int = 0  # seed of the fit sample (jets) and of the constituent subsample for quantiles
+    fit_jets: int = 100_000  # the tokenizer is fitted on a seeded sample of at most this many train jets
+    rows_per_shard: int | None = None  # rows per token shard file; None: ~1 GiB shards
+
+    def key(self) -> dict:
+        """Cache key (JSON form): the format-1 fields always, later fields only when set away from
+        their default, so tokens made by older code stay cached."""
+        d = {"n_bins": list(self.n_bins), "max_constituents": self.max_constituents,
+             "binning": list(self.binning), "fit_seed": self.fit_seed}
+        for name, default in (("fit_jets", 100_000), ("rows_per_shard", None)):
+            if getattr(self, name) != default:
+                d[name] = getattr(self, name)
+        return d
+
+    def validate(self) -> TokenizeConfig:
+        if self.fit_jets < 1:
+            raise ConfigError(f"fit_jets must be >= 1, got {self.fit_jets}")
+        if self.rows_per_shard is not None and self.rows_per_shard < 1:
+            raise ConfigError(f"rows_per_shard must be >= 1, got {self.rows_per_shard}")
+        BinnedTokenizer(self.n_bins, self.max_constituents, self.binning)  # bad bins fail here
+        return self
 
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """What `make_dataset` makes; all fields (bar `workers` for file sources) form the cache key."""
+    """What `make_dataset` makes; all fields but `workers` form the cache key."""
 
     source: str = "pythia"  # pythia | aspen | jetclass
     n_jets: int | None = 20000  # jets to generate (pythia) or read at most (files; None = all)
-    seed: int = 0  # master seed: Pythia worker seeds and the split shuffle
-    workers: int = 1  # Pythia processes (changes the jets: part of the cache key)
+    seed: int = 0  # master seed: per-chunk Pythia seeds and per-chunk split shuffles
+    workers: int = 1  # local processes running chunks (does not change the jets; not in the key)
     inputs: tuple[str, ...] = ()  # input files for aspen / jetclass, read in this order
+    chunk_jets: int = DEFAULT_CHUNK_JETS  # jets per chunk: the unit of work and of resume
     pythia: PythiaConfig = field(default_factory=PythiaConfig)
     max_constituents: int = 128  # constituents kept per jet (highest pt)
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test fractions
@@ -79,6 +123,8 @@ class DatasetConfig:
                 raise ConfigError(f"n_jets must be >= 1 or None (all), got {self.n_jets}")
         if self.workers < 1:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.chunk_jets < 1:
+            raise ConfigError(f"chunk_jets must be >= 1, got {self.chunk_jets}")
         if self.max_constituents < 1:
             raise ConfigError(f"max_constituents must be >= 1, got {self.max_constituents}")
         f = self.splits
@@ -87,6 +133,19 @@ class DatasetConfig:
         return self
 
     def cache_key(self) -> dict:
+        d = self._key_base()
+        d["workers"] = None
+        d["format_version"] = DATASET_FORMAT_VERSION
+        return json.loads(json.dumps(d))  # the form it has when read back from manifest.json
+
+    def legacy_cache_key(self) -> dict:
+        """The key format-1 code wrote for these arguments (its jets depended on `workers`)."""
+        d = self._key_base()
+        d.pop("chunk_jets")
+        d["format_version"] = LEGACY_FORMAT_VERSION
+        return json.loads(json.dumps(d))
+
+    def _key_base(self) -> dict:
         d = asdict(self)
         d["splits"] = list(self.splits)
         if self.source != "pythia":
@@ -99,8 +158,7 @@ class DatasetConfig:
             ]
         else:
             d["pythia"]["max_constituents"] = self.max_constituents
-        d["format_version"] = DATASET_FORMAT_VERSION
-        return json.loads(json.dumps(d))  # the form it has when read back from manifest.json
+        return d
 
 
 def package_versions() -> dict[str, str | None]:
@@ -120,25 +178,33 @@ def _read_manifest(path: Path) -> dict | None:
         return None
 
 
-def load_source_jets(cfg: DatasetConfig, *, progress: bool | None = None, stats: dict | None = None):
-    """The jets of `cfg.source` in the common in-memory form."""
+def plan_chunks(cfg: DatasetConfig) -> list[ChunkTask]:
+    """The chunk tasks of a dataset (pythia: quotas of chunk_jets; files: row ranges of at most
+    chunk_jets rows within each file, in file order, capped at n_jets in total)."""
+    common = {"splits": tuple(cfg.splits), "split_seed": cfg.seed, "max_constituents": cfg.max_constituents}
     if cfg.source == "pythia":
-        from dataclasses import replace
-
         pcfg = replace(cfg.pythia, max_constituents=cfg.max_constituents)
-        return generate_jets(cfg.n_jets, seed=cfg.seed, workers=cfg.workers, cfg=pcfg, progress=progress,
-                             stats=stats)
+        return [ChunkTask(index=i, source="pythia", n_jets=k, pythia=pcfg, pythia_seed=chunk_seed(cfg.seed, i),
+                          **common) for i, k in enumerate(chunk_quotas(cfg.n_jets, cfg.chunk_jets))]
     if cfg.source == "aspen":
-        from scaling_sweeper.data.aspen import read_aspen as read
+        from scaling_sweeper.data.aspen import count_aspen as count
     else:
-        from scaling_sweeper.data.jetclass import read_jetclass as read
-    parts, left = [], cfg.n_jets
+        from scaling_sweeper.data.jetclass import count_jetclass as count
+    tasks: list[ChunkTask] = []
+    left = cfg.n_jets
     for f in cfg.inputs:
-        if left is not None and left <= 0:
+        n = count(f)
+        if left is not None:
+            n = min(n, left)
+            left -= n
+        for lo in range(0, n, cfg.chunk_jets):
+            tasks.append(ChunkTask(index=len(tasks), source=cfg.source, n_jets=min(cfg.chunk_jets, n - lo),
+                                   input=str(Path(f).resolve()), start=lo, **common))
+        if left == 0:
             break
-        parts.append(read(f, n_jets=left, max_constituents=cfg.max_constituents))
-        left = None if left is None else left - len(parts[-1])
-    return ak.concatenate(parts) if len(parts) > 1 else parts[0]
+    if not tasks:
+        raise DataError(f"{', '.join(cfg.inputs)}: no jets")
+    return tasks
 
 
 def make_dataset(
@@ -152,70 +218,166 @@ def make_dataset(
     pythia: PythiaConfig | None = None,
     max_constituents: int = 128,
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    chunk_jets: int = DEFAULT_CHUNK_JETS,
+    address: str | None = None,
     tokenize: bool = True,
     tokenizer: TokenizeConfig | None = None,
     progress: bool | None = None,
     force: bool = False,
     verbose: bool = False,
 ) -> Path:
-    """Make (or reuse) the dataset folder `out_dir`; see the module docstring. `input`: one file or
-    a list of files (aspen/jetclass; n_jets caps the total). A second call with the same
-    arguments (and unchanged input files) is a no-op. Returns out_dir."""
+    """Make (or reuse, or finish) the dataset folder `out_dir`; see the module docstring.
+    `input`: files or globs (aspen/jetclass; n_jets caps the total). Chunks run in this process
+    (workers=1), on `workers` local processes, or as Ray tasks on the cluster at `address`
+    ("auto": the one this process runs in); the folder must be on storage every node sees. A
+    second call with the same arguments (and unchanged input files) is a no-op; a call after an
+    interrupted one makes only the missing chunks. Returns out_dir."""
     out = Path(out_dir)
     cfg = DatasetConfig(
         source=source, n_jets=n_jets, seed=seed, workers=workers,
         inputs=_as_inputs(input), pythia=pythia or PythiaConfig(),
-        max_constituents=max_constituents, splits=tuple(splits),
+        max_constituents=max_constituents, splits=tuple(splits), chunk_jets=chunk_jets,
     ).validate()
     tok_cfg = tokenizer or TokenizeConfig(max_constituents=max_constituents)
     if tokenize:  # bad tokenizer settings fail here, before any generation
-        BinnedTokenizer(tok_cfg.n_bins, tok_cfg.max_constituents, tok_cfg.binning)
-    key = cfg.cache_key()
+        tok_cfg.validate()
     manifest_path = out / "manifest.json"
     old = _read_manifest(manifest_path)
-    files = ["jets.parquet"] + [f"{s}.parquet" for s in SPLITS]
-    cached = (not force and old is not None and old.get("args") == key
-              and all((out / f).is_file() for f in files))
+    split_files = [f"{s}.parquet" for s in SPLITS]
+    cached = not force and old is not None and all((out / f).is_file() for f in split_files) and (
+        old.get("args") == cfg.cache_key()
+        or (old.get("format_version") == LEGACY_FORMAT_VERSION and old.get("args") == cfg.legacy_cache_key()
+            and (out / "jets.parquet").is_file()))
     if cached:
         if verbose:
             print(f"jets: cached in {out} ({old.get('n_jets')} jets)")
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        manifest_path.unlink(missing_ok=True)
-        stats: dict = {}
-        t0 = time.perf_counter()
-        jets = load_source_jets(cfg, progress=progress, stats=stats)
-        write_jets(jets, out / "jets.parquet")
-        parts = split_jets(jets, cfg.splits, seed=cfg.seed)
-        for name, part in parts.items():
-            write_jets(part, out / f"{name}.parquet")
-        manifest = {
-            "format_version": DATASET_FORMAT_VERSION,
-            "args": key,
-            "versions": package_versions(),
-            "n_jets": len(jets),
-            "splits": {k: len(v) for k, v in parts.items()},
-            "generation": {k: v for k, v in stats.items() if k != "config"},
-            "wall_s": time.perf_counter() - t0,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        atomic_write_json(manifest_path, manifest)
+        manifest = _make_jets(out, cfg, address=address, progress=progress, force=force)
         if verbose:
-            rate = stats.get("jets_per_s_per_core")
+            rate = manifest["generation"].get("jets_per_s_per_core")
             extra = f", {rate:.1f} jets/s per core" if rate else ""
-            print(f"jets: wrote {len(jets)} jets to {out}{extra}")
+            print(f"jets: wrote {manifest['n_jets']} jets to {out} in {manifest['n_chunks']} chunks"
+                  f" ({manifest['chunks_made']} made now){extra}")
     if tokenize:
         tokenize_dataset(out, out / "tokens", cfg=tok_cfg,
                          force=force or not cached, verbose=verbose, progress=progress)
     return out
 
 
+def _make_jets(out: Path, cfg: DatasetConfig, *, address: str | None, progress: bool | None,
+               force: bool) -> dict:
+    """Make the missing chunks, then the split files and manifest.json, holding the folder's
+    lock (two makes never write one folder; a killed one releases it). Returns the manifest."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".make.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError(f"{out} is being written by another `sweeper data make`") from None
+        return _make_jets_locked(out, cfg, address=address, progress=progress, force=force)
+
+
+def _make_jets_locked(out: Path, cfg: DatasetConfig, *, address: str | None, progress: bool | None,
+                      force: bool) -> dict:
+    t0 = time.perf_counter()
+    (out / "manifest.json").unlink(missing_ok=True)
+    tasks = plan_chunks(cfg)
+    markers: dict[int, dict] = {}
+    if not force:
+        for t in tasks:
+            m = finished_marker(out, t)
+            if m is not None:
+                markers[t.index] = m
+    todo = [t for t in tasks if t.index not in markers]
+    total = sum(t.n_jets for t in tasks)
+    prog = ChunkProgress(len(tasks), total, f"{cfg.source} jets", enabled=progress,
+                         done_chunks=len(markers), done_jets=sum(m["n_jets"] for m in markers.values()))
+
+    def done(i: int, marker: dict) -> None:
+        markers[todo[i].index] = marker
+        prog.done(marker["n_jets"])
+
+    where = str(out.resolve())  # the tasks may run in other processes or on other nodes
+    run_tasks(make_chunk, [(t, where) for t in todo], workers=cfg.workers, address=address, on_done=done)
+    _drop_stale_chunks(out, len(tasks))
+    (out / "jets.parquet").unlink(missing_ok=True)  # a format-1 file of an older make
+    ordered = [markers[t.index] for t in tasks]
+    counts = _write_split_files(out, ordered)
+    stats = [m["stats"] for m in ordered]
+    cpu_s = sum(st.get("cpu_seconds", 0.0) for st in stats)
+    generation = {
+        "n_events": sum(st["n_events"] for st in stats) if cfg.source == "pythia" else None,
+        "worker_s": sum(st.get("seconds", 0.0) for st in stats),
+        "worker_cpu_s": cpu_s,
+        "jets_per_s_per_core": total / cpu_s if cpu_s > 0 else None,
+    }
+    manifest = {
+        "format_version": DATASET_FORMAT_VERSION,
+        "args": cfg.cache_key(),
+        "versions": package_versions(),
+        "n_jets": total,
+        "splits": counts,
+        "n_chunks": len(tasks),
+        "chunks_made": len(todo),
+        "chunk_sha256": [m["sha256"] for m in ordered],
+        "generation": generation,
+        "wall_s": time.perf_counter() - t0,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+def _drop_stale_chunks(out: Path, n_chunks: int) -> None:
+    """Remove chunk files numbered beyond this plan (left by a larger earlier request)."""
+    for p in (out / "chunks").glob("chunk-*.*"):
+        try:
+            i = int(p.name.split(".")[0].split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if i >= n_chunks:
+            p.unlink(missing_ok=True)
+
+
+def _write_split_files(out: Path, markers: list[dict]) -> dict[str, int]:
+    """{train,val,test}.parquet from the chunk parts in chunk order, one row group per chunk,
+    each part's sha256 checked as it is read. Returns the jets per split."""
+    counts = {s: sum(m["splits"][s] for m in markers) for s in SPLITS}
+    for s in SPLITS:
+        path = out / f"{s}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+        def parts(split: str = s):
+            for m in markers:
+                if m["splits"][split]:
+                    yield chunk_splits(read_chunk(out, m), m)[split]
+
+        if counts[s]:
+            ak.to_parquet_row_groups(parts(), tmp)
+        else:  # an empty split: an empty file with the schema
+            ak.to_parquet(read_chunk(out, markers[0])[:0], tmp)
+        tmp.replace(path)
+    return counts
+
+
 def _as_inputs(input) -> tuple[str, ...]:
+    """Input files in order; a pattern with *, ? or [ expands to its sorted matches."""
     if input is None:
         return ()
-    if isinstance(input, (str, Path)):
-        return (str(input),)
-    return tuple(str(f) for f in input)
+    items = [input] if isinstance(input, (str, Path)) else list(input)
+    out: list[str] = []
+    for f in items:
+        f = str(f)
+        if any(c in f for c in "*?["):
+            hits = sorted(glob.glob(f))
+            if not hits:
+                raise DataError(f"{f}: no input file matches")
+            out.extend(hits)
+        else:
+            out.append(f)
+    return tuple(out)
 
 
 def _split_jets_files(jets_dir: Path) -> dict[str, Path]:
@@ -233,18 +395,20 @@ def tokenize_dataset(
     cfg: TokenizeConfig | None = None,
     force: bool = False,
     verbose: bool = False,
+    report_jets: int = 20_000,
     progress: bool | None = None,
 ) -> Path:
-    """Fit a BinnedTokenizer on jets_dir/train.parquet, encode every split into token shards in
-    out_dir (default jets_dir/tokens) with tokenizer.json beside them, and write
-    tokenization_report.json. Cached on (cfg, sha256 of the split files). progress: see
+    """Fit a tokenizer on a seeded sample of jets_dir/train.parquet (at most cfg.fit_jets jets),
+    encode every split row group by row group into token shards in out_dir (default
+    jets_dir/tokens) with tokenizer.json beside them, and write tokenization_report.json (on the
+    first `report_jets` test jets). Cached on (cfg, sha256 of the split files). progress: see
     scaling_sweeper.progress (None: a bar or periodic lines; False: silent). Returns out_dir."""
     jets_dir = Path(jets_dir)
     out = Path(out_dir) if out_dir is not None else jets_dir / "tokens"
-    cfg = cfg or TokenizeConfig()
+    cfg = (cfg or TokenizeConfig()).validate()
     files = _split_jets_files(jets_dir)
     key = {
-        "tokenize": {**asdict(cfg), "n_bins": list(cfg.n_bins), "binning": list(cfg.binning)},
+        "tokenize": cfg.key(),
         "jets_sha256": {s: sha256_file(p) for s, p in files.items()},
         "tokenizer_version": TOKENIZER_VERSION,
     }
@@ -261,26 +425,78 @@ def tokenize_dataset(
             pass
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
-    jets = {s: read_jets(p) for s, p in files.items()}
-    with Progress(sum(len(j) for j in jets.values()), "tokenize", unit="jet", enabled=progress) as bar:
-        bar.note(f"fitting the tokenizer on {len(jets['train']):,} train jets")
-        tok = BinnedTokenizer(cfg.n_bins, cfg.max_constituents, cfg.binning).fit(jets["train"], seed=cfg.fit_seed)
+    n = {s: _parquet_rows(p) for s, p in files.items()}
+    with Progress(sum(n.values()), "tokenize", unit="jet", enabled=progress) as bar:
+        bar.note(f"fitting the tokenizer on {min(cfg.fit_jets, n['train']):,} train jets")
+        tok = _fit_tokenizer(cfg, fit_sample(files["train"], cfg.fit_jets, cfg.fit_seed))
         tok_path = tok.save(out / "tokenizer.json")
-        arrays = {}
-        for s, j in jets.items():  # encoding: progress per split
-            arrays[s] = tok.encode(j)
-            bar.update(len(j))
-    write_shards(out, arrays, vocab_size=tok.vocab_size, pad_token=tok.pad_token, tokenizer_file=tok_path)
-    report_split = "test" if len(jets["test"]) else "train"
-    report = {"split": report_split, **tokenization_report(tok, jets[report_split])}
+        writer = ShardWriter(out, seq_len=tok.seq_len, vocab_size=tok.vocab_size, pad_token=tok.pad_token,
+                             rows_per_shard=cfg.rows_per_shard)
+        try:
+            for s, path in files.items():
+                for jets in iter_split_files(path):  # encoding: progress per row group
+                    writer.append(s, tok.encode(jets))
+                    bar.update(len(jets))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close(tok_path)
+    report_split = "test" if n["test"] else "train"
+    report = {"split": report_split, **tokenization_report(tok, _head(files[report_split], report_jets))}
     atomic_write_json(out / "tokenization_report.json", report)
     atomic_write_json(manifest_path, {"args": key, "versions": package_versions(),
                                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     if verbose:
         print(f"tokens: wrote {out} (vocab {tok.vocab_size}, seq_len {tok.seq_len}, "
-              + ", ".join(f"{s} {len(a)} jets" for s, a in arrays.items()) + ")")
+              + ", ".join(f"{s} {k} jets" for s, k in n.items()) + ")")
         print(format_report(report))
     return out
+
+
+def _fit_tokenizer(cfg: TokenizeConfig, sample: ak.Array) -> BinnedTokenizer:
+    """The tokenizer of `cfg` fitted on `sample` (the one place a tokenizer is built and fitted)."""
+    return BinnedTokenizer(cfg.n_bins, cfg.max_constituents, cfg.binning).fit(sample, seed=cfg.fit_seed)
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except Exception as e:
+        raise DataError(f"{path}: corrupt or unreadable parquet ({type(e).__name__}: {e})") from None
+
+
+def fit_sample(path: str | Path, n: int, seed: int) -> ak.Array:
+    """The tokenizer's fit sample: all jets of the split file if it holds at most n, else n jets
+    drawn without replacement with `seed` (kept in file order); read one row group at a time."""
+    path = Path(path)
+    total = _parquet_rows(path)
+    if total == 0:
+        raise DataError(f"{path}: no training jets to fit the tokenizer on")
+    pick = None if total <= n else np.sort(np.random.default_rng([seed, 0x5EED]).choice(total, n, replace=False))
+    parts, lo = [], 0
+    for jets in iter_split_files(path):
+        hi = lo + len(jets)
+        if pick is None:
+            parts.append(jets)
+        else:
+            sel = pick[(pick >= lo) & (pick < hi)] - lo
+            if len(sel):  # packed: a plain jets[sel] would keep the whole row group alive
+                parts.append(ak.to_packed(jets[sel]))
+        lo = hi
+    return ak.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _head(path: Path, n: int) -> ak.Array:
+    """The first n jets of a split file (row group by row group)."""
+    parts, got = [], 0
+    for jets in iter_split_files(path):
+        parts.append(ak.to_packed(jets[: n - got]))
+        got += len(parts[-1])
+        if got >= n:
+            break
+    return ak.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def format_report(report: dict) -> str:
@@ -318,8 +534,8 @@ def describe(path: str | Path) -> dict:
     manifest = _read_manifest(path / "manifest.json")
     if manifest is None:
         raise DataError(f"{path}: neither a dataset folder (manifest.json) nor a tokens folder (index.json)")
-    out = {"dataset_dir": str(path), **{k: manifest.get(k) for k in ("n_jets", "splits", "args", "versions",
-                                                                     "generation", "created_at")}}
+    out = {"dataset_dir": str(path), **{k: manifest.get(k) for k in ("n_jets", "splits", "n_chunks", "args",
+                                                                     "versions", "generation", "created_at")}}
     if (path / "tokens" / "index.json").is_file():
         out["tokens"] = describe(path / "tokens")
     return out

@@ -17,9 +17,25 @@ from scaling_sweeper.errors import DataError
 BRANCHES = ("part_px", "part_py", "part_pz", "part_energy", "jet_pt", "jet_eta", "jet_phi", "jet_sdmass")
 
 
-def read_jetclass(path: str | Path, *, n_jets: int | None = None, max_constituents: int = 128,
+def count_jetclass(path: str | Path, tree: str = "tree") -> int:
+    """Jets (entries of `tree`) in a JetClass ROOT file (metadata only)."""
+    import uproot
+
+    path = Path(path)
+    try:
+        with uproot.open(path) as f:
+            if tree not in f:
+                raise DataError(f"{path}: no TTree {tree!r} (have {f.keys()}); not a JetClass file")
+            return int(f[tree].num_entries)
+    except DataError:
+        raise
+    except Exception as e:  # uproot raises many types on damaged files
+        raise DataError(f"{path}: cannot read ROOT file ({type(e).__name__}: {e})") from None
+
+
+def read_jetclass(path: str | Path, *, start: int = 0, n_jets: int | None = None, max_constituents: int = 128,
                   tree: str = "tree") -> ak.Array:
-    """Read up to `n_jets` jets (None: all) from a JetClass ROOT file."""
+    """Read up to `n_jets` jets (None: all) from entry `start` of a JetClass ROOT file."""
     import uproot
 
     path = Path(path)
@@ -33,7 +49,8 @@ def read_jetclass(path: str | Path, *, n_jets: int | None = None, max_constituen
             missing = [b for b in BRANCHES if b not in t.keys()]
             if missing:
                 raise DataError(f"{path}: tree {tree!r} lacks branches {missing}")
-            a = t.arrays(list(BRANCHES), entry_stop=n_jets)
+            a = t.arrays(list(BRANCHES), entry_start=start,
+                         entry_stop=None if n_jets is None else start + n_jets)
     except DataError:
         raise
     except Exception as e:  # uproot raises many types on damaged files

@@ -1,14 +1,14 @@
-"""QCD jets from Pythia 8 (pythia8mc) clustered with anti-kT (fastjet), multi-process and seeded.
+"""QCD jets from Pythia 8 (pythia8mc) clustered with anti-kT (fastjet), in seeded chunks.
 
-Each worker runs its own Pythia with a seed derived from the master seed (numpy SeedSequence
-spawn), generates exactly its share of the jets, and the shares are concatenated in worker order,
-so the output is a deterministic function of (config, n_jets, seed, workers).
+The jets are made in chunks of `chunk_jets` jets: chunk i runs its own Pythia with seed
+`chunk_seed(seed, i)` (numpy SeedSequence child i of the master seed) and generates exactly its
+quota. Chunks are concatenated in chunk order, so the output is a deterministic function of
+(config, n_jets, seed, chunk_jets) and does not depend on how many processes ran the chunks; the
+first k chunks of a larger request are the jets of a smaller one.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
-import queue as queue_mod
 import time
 from dataclasses import asdict, dataclass
 
@@ -51,16 +51,18 @@ class PythiaConfig:
         return 0.85 * self.pt_min if self.pthat_min is None else self.pthat_min
 
 
-def worker_seeds(seed: int, workers: int) -> list[int]:
-    """Distinct Pythia seeds (1..9e8) for each worker, derived from the master seed."""
-    states = np.random.SeedSequence(seed).spawn(workers)
-    return [int(s.generate_state(1, np.uint32)[0]) % (PYTHIA_MAX_SEED - 1) + 1 for s in states]
+def chunk_seed(seed: int, index: int) -> int:
+    """Pythia seed (1..9e8) of chunk `index`: child `index` of the master seed's SeedSequence
+    (independent of how many chunks there are)."""
+    state = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1, np.uint32)[0]
+    return int(state) % (PYTHIA_MAX_SEED - 1) + 1
 
 
-def worker_quotas(n_jets: int, workers: int) -> list[int]:
-    """Split n_jets into per-worker counts (the first n_jets % workers workers get one more)."""
-    base, extra = divmod(n_jets, workers)
-    return [base + (i < extra) for i in range(workers)]
+def chunk_quotas(n_jets: int, chunk_jets: int) -> list[int]:
+    """Split n_jets into chunks of chunk_jets (the last one holds the rest)."""
+    if chunk_jets < 1:
+        raise ConfigError(f"chunk_jets must be >= 1, got {chunk_jets}")
+    return [min(chunk_jets, n_jets - lo) for lo in range(0, n_jets, chunk_jets)]
 
 
 def _make_pythia(cfg: PythiaConfig, seed: int):
@@ -88,16 +90,10 @@ def _make_pythia(cfg: PythiaConfig, seed: int):
     return pythia
 
 
-_progress_queue = None
 _SHARE_STATS = ("n_events", "seconds", "cpu_seconds")
 
 
-def _init_worker(q) -> None:
-    global _progress_queue
-    _progress_queue = q
-
-
-def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int, report_every: int = 20) -> dict:
+def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int) -> dict:
     """Generate exactly n_jets jets with one Pythia; returns flat numpy arrays (see make_jets)."""
     import fastjet
 
@@ -105,7 +101,7 @@ def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int, report_every: int
     pythia = _make_pythia(cfg, seed)
     jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r)
     counts, pts, etas, phis, jets = [], [], [], [], []
-    n, n_events, pending, t0, c0 = 0, 0, 0, time.perf_counter(), time.process_time()
+    n, n_events, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
     while n < n_jets:
         if not pythia.next():
             continue
@@ -137,12 +133,8 @@ def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int, report_every: int
             phis.append(wrap_phi(phi - jet.phi_std()))
             jets.append((jet.pt(), jet.eta(), jet.phi_std(), jet.m()))
             n += 1
-            pending += 1
             if n >= n_jets:
                 break
-        if _progress_queue is not None and (pending >= report_every or n >= n_jets):
-            _progress_queue.put(pending)
-            pending = 0
     cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))  # noqa: E731
     jk = np.array(jets, dtype=np.float64).reshape(-1, 4)
     return {
@@ -160,21 +152,13 @@ def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int, report_every: int
     }
 
 
-class _BarFeed:
-    """Queue stand-in for in-process generation: put(n) advances the bar."""
-
-    def __init__(self, bar):
-        self.bar = bar
-
-    def put(self, n: int) -> None:
-        self.bar.update(n)
-
-
-def _progress_bar(total: int, enabled: bool | None):
-    """A bar on a terminal, a line every few seconds in a log (scaling_sweeper.progress)."""
-    from scaling_sweeper.progress import Progress
-
-    return Progress(total, "pythia8 jets", unit="jet", enabled=enabled)
+def generate_chunk(cfg: PythiaConfig, n_jets: int, seed: int) -> tuple[ak.Array, dict]:
+    """`n_jets` jets from one Pythia seeded with `seed` (one chunk, this process); and its stats
+    (n_events, seconds, cpu_seconds: Pythia init included)."""
+    share = _generate_share(cfg.validate(), n_jets, seed)
+    stats = {k: share.pop(k) for k in _SHARE_STATS}
+    counts = share.pop("counts")
+    return make_jets(counts, **share, max_constituents=cfg.max_constituents), stats
 
 
 def generate_jets(
@@ -183,56 +167,38 @@ def generate_jets(
     seed: int = 0,
     workers: int = 1,
     cfg: PythiaConfig | None = None,
+    chunk_jets: int | None = None,
     progress: bool | None = None,
     stats: dict | None = None,
 ) -> ak.Array:
-    """Generate `n_jets` QCD jets (see PythiaConfig) in `workers` processes; deterministic in
-    (cfg, n_jets, seed, workers). progress: None -> a bar on a terminal, else a line every few
-    seconds (scaling_sweeper.progress); False -> silent.
-    If `stats` is a dict it receives n_events, wall_s, worker_s and worker_cpu_s (summed over
-    workers, Pythia init included) and jets_per_s_per_core (jets per CPU-second of a worker, so a
-    busy machine does not skew it)."""
+    """Generate `n_jets` QCD jets (see PythiaConfig) in memory, chunk by chunk on `workers`
+    processes; deterministic in (cfg, n_jets, seed, chunk_jets), whatever `workers` is.
+    chunk_jets None: the dataset default (`DEFAULT_CHUNK_JETS` of data/chunks.py). progress: a
+    line per finished chunk (None: only on a TTY). If `stats` is a dict it receives n_events,
+    wall_s, worker_s and worker_cpu_s (summed over chunks, Pythia init included) and
+    jets_per_s_per_core (jets per CPU-second of a worker, so a busy machine does not skew it)."""
+    from scaling_sweeper.data.chunks import DEFAULT_CHUNK_JETS, ChunkProgress, run_tasks
+
     cfg = (cfg or PythiaConfig()).validate()
     if n_jets < 1:
         raise ConfigError(f"n_jets must be >= 1, got {n_jets}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
-    workers = min(workers, n_jets)
-    seeds, quotas = worker_seeds(seed, workers), worker_quotas(n_jets, workers)
+    quotas = chunk_quotas(n_jets, chunk_jets or DEFAULT_CHUNK_JETS)
     t0 = time.perf_counter()
-    bar = _progress_bar(n_jets, progress)
-    try:
-        if workers == 1:  # in-process: progress goes straight to the bar
-            _init_worker(_BarFeed(bar))
-            try:
-                shares = [_generate_share(cfg, quotas[0], seeds[0])]
-            finally:
-                _init_worker(None)
-        else:
-            # spawn: workers must not inherit the parent's threads (torch, ray) through fork
-            ctx = mp.get_context("spawn")
-            q = ctx.Queue()
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(q,)) as pool:
-                results = [pool.apply_async(_generate_share, (cfg, k, s)) for k, s in zip(quotas, seeds)]
-                while not all(r.ready() for r in results):
-                    try:
-                        bar.update(q.get(timeout=0.2))
-                    except queue_mod.Empty:
-                        bar.update(0)  # a line every few seconds in a log, even between reports
-                shares = [r.get() for r in results]  # re-raises a worker's exception
-    finally:
-        bar.close()
+    tasks = [(cfg, k, chunk_seed(seed, i)) for i, k in enumerate(quotas)]
+    prog = ChunkProgress(len(tasks), n_jets, "pythia8 jets", enabled=progress)
+    results = run_tasks(generate_chunk, tasks, workers=workers, on_done=lambda i, r: prog.done(quotas[i]))
     wall = time.perf_counter() - t0
-    merged = {k: np.concatenate([s[k] for s in shares]) for k in shares[0] if k not in _SHARE_STATS}
     if stats is not None:
-        cpu_s = sum(s["cpu_seconds"] for s in shares)
+        cpu_s = sum(r[1]["cpu_seconds"] for r in results)
         stats.update(
-            n_events=sum(s["n_events"] for s in shares),
+            n_events=sum(r[1]["n_events"] for r in results),
             wall_s=wall,
-            worker_s=sum(s["seconds"] for s in shares),
+            worker_s=sum(r[1]["seconds"] for r in results),
             worker_cpu_s=cpu_s,
             jets_per_s_per_core=n_jets / cpu_s if cpu_s > 0 else float("nan"),
             config=asdict(cfg),
         )
-    counts = merged.pop("counts")
-    return make_jets(counts, **merged, max_constituents=cfg.max_constituents)
+    jets = [r[0] for r in results]
+    return ak.concatenate(jets) if len(jets) > 1 else jets[0]

@@ -10,13 +10,9 @@ summation order), and how often we evaluate/checkpoint). So the id does not depe
 order, on the machine, or on logging intervals; the data set's identity is guarded per sweep instead (`sweep.json` records the
 train split's sha256, and a sweep cannot be resumed on different data).
 
-Phases (every phase also takes the product with `grid` axes and `seeds`):
-    model_size  one cell per size at fixed D (train.tokens) and steps (train.steps or `passes`)
-    data_size   one cell per D in `tokens` (x sizes, default [train.size])
-    isoflop     for each budget C and size: steps = floor(C / (6 N_incl B S)),
-                tokens_seen = steps B S, D = tokens_seen / isoflop.passes (whole rows);
-                sizes with fewer than isoflop.min_steps steps are left out of that budget
-    grid        the product of the grid axes (x sizes if given)
+Phases: each phase's points (size, D, steps) come from its entry in sweep/phases.py PHASES
+(schedules by steps / passes / tokens_seen live there too); every phase then takes the product
+with the `grid` axes and `seeds` here.
 
 Strategy: each cell's TrainConfig.strategy comes from `spec.strategy_for(size, train.strategy)`
 (per-size map, XL/XXL default `auto`), with `auto` resolved here (see the spec module doc); a
@@ -37,9 +33,10 @@ from typing import Any
 
 from scaling_sweeper import flops
 from scaling_sweeper.config import dump_yaml, from_dict, to_dict
-from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.errors import ConfigError, DataError, ScheduleError
 from scaling_sweeper.model_config import config_for, count_params, get_size
 from scaling_sweeper.runfolder import atomic_write_json, atomic_write_text
+from scaling_sweeper.sweep.phases import PlanContext, get_phase
 from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec
 from scaling_sweeper.train_config import TrainConfig
 
@@ -208,9 +205,10 @@ def resolve_strategy(cfg: Any, shape: DataShape, where: str) -> Any:
     return dataclasses.replace(cfg, strategy=strategy, zero_offload=offload)
 
 
-def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]:
+def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: list[str] | None = None) -> list[Cell]:
     """All cells of `spec`, in plan order, deduplicated by cell id. Raises ConfigError/BudgetError
-    naming the field for anything that cannot run (before any compute)."""
+    naming the field for anything that cannot run (before any compute). The phase's points come
+    from its PhaseDef (sweep/phases.py); `left_out` collects the points a phase rule dropped."""
     shape = shape or data_shape(spec)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in spec.grid:
@@ -226,70 +224,36 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None) -> list[Cell]
     base = dict(spec.train)
     if "size" in base:
         _check_sizes([base["size"]], "train.size")
-    if spec.passes is not None and "steps" in base:
-        raise ConfigError("passes: give either train.steps or passes (steps follow from D), not both")
+    sched = spec.effective_schedule()
+    if sched is not None and "steps" in base:
+        field_name = "passes" if spec.schedule.kind is None else f"schedule.{sched.kind}"
+        raise ScheduleError(f"{field_name}: give either train.steps or a schedule (steps follow from it), not both")
     if spec.phase == "isoflop" and "steps" in base:
         raise ConfigError("train.steps: an isoflop sweep derives steps from budgets; remove train.steps")
+    if sched is not None and sched.kind != "steps" and "batch_size" in spec.grid:
+        raise ScheduleError(f"grid.batch_size: a schedule by {sched.kind} needs one batch size (train.batch_size)")
     # validate the defaults once, naming train.<field> (placeholders for what the phase fills in)
     probe = {"size": "Pico", "data": spec.data, "tokens": shape.seq_len, "steps": 1, **base}
     defaults = from_dict(TrainConfig, probe, _path="train")
-    batch = int(defaults.batch_size)
     seeds = list(spec.seeds) or [int(defaults.seed)]
     grid_keys = list(spec.grid)
     grid_points = [dict(zip(grid_keys, vals)) for vals in itertools.product(*(spec.grid[k] for k in grid_keys))]
     S = shape.seq_len
     n_cache: dict = {}
     strategy_cache: dict = {}  # (size, knobs) -> resolved (strategy, zero_offload); auto may ask DeepSpeed
-
-    def steps_for(D: int, where: str) -> int:
-        if spec.passes is not None:
-            return flops.steps_for_tokens(D, batch, S, spec.passes)
-        if "steps" not in base:
-            raise ConfigError(f"train.steps: {where} needs train.steps (or `passes`)")
-        return int(defaults.steps)
-
-    # (size, D, steps, C_budget, where) before grid/seed expansion
-    points: list[tuple[str, int, int, float | None, str]] = []
-    if spec.phase in ("model_size", "grid"):
-        sizes = spec.sizes or [base.get("size", "")]
-        if not sizes[0]:
-            raise ConfigError(f"sizes: phase {spec.phase} needs sizes (or train.size)")
-        if "tokens" not in base:
-            raise ConfigError(f"train.tokens: phase {spec.phase} needs D (train.tokens)")
-        D = int(defaults.tokens)
-        for s in sizes:
-            points.append((s, D, steps_for(D, "train.tokens"), None, "train.tokens"))
-    elif spec.phase == "data_size":
-        sizes = spec.sizes or [base.get("size", "")]
-        if not sizes[0]:
-            raise ConfigError("sizes: phase data_size needs sizes (or train.size)")
-        for s in sizes:
-            for i, D in enumerate(spec.tokens):
-                points.append((s, int(D), steps_for(int(D), f"tokens[{i}]"), None, f"tokens[{i}]"))
-    else:  # isoflop
-        smallest = min(spec.sizes, key=lambda s: _param_counts(s, shape, n_cache)[1])
-        for i, C in enumerate(spec.budgets):
-            kept = 0
-            for s in spec.sizes:
-                n_incl = _param_counts(s, shape, n_cache)[1]
-                per_step = flops.train_flops(n_incl, flops.tokens_seen(1, batch, S))
-                steps = int(C // per_step)
-                if steps < spec.isoflop.min_steps:
-                    if s == smallest:
-                        raise ConfigError(
-                            f"budgets[{i}]: C={C:.3g} FLOPs is too small for the smallest size {s} "
-                            f"(N_incl={n_incl}): {steps} steps < isoflop.min_steps={spec.isoflop.min_steps}; "
-                            f"needs >= {per_step * spec.isoflop.min_steps:.3g} FLOPs"
-                        )
-                    continue
-                seen = flops.tokens_seen(steps, batch, S)
-                D = max(S, int(seen / spec.isoflop.passes) // S * S)
-                points.append((s, D, steps, float(C), f"budgets[{i}] (size {s})"))
-                kept += 1
-            assert kept, "the smallest size always fits once the check above passed"
+    ctx = PlanContext(
+        spec=spec, seq_len=S, batch=int(defaults.batch_size), warmup_steps=int(defaults.warmup_steps), base=base,
+        default_steps=int(defaults.steps) if "steps" in base else None,
+        default_tokens=int(defaults.tokens) if "tokens" in base else None,
+        params=lambda s: _param_counts(s, shape, n_cache),
+    )
+    points = get_phase(spec.phase).points(ctx)
+    if left_out is not None:
+        left_out.extend(ctx.left_out)
 
     cells: dict[str, Cell] = {}
-    for size, D, steps, c_budget, where in points:
+    for p in points:
+        size, D, steps, c_budget, where = p.size, p.D, p.steps, p.C_budget, p.where
         if D < S:
             raise ConfigError(f"{where}: D={D} tokens is less than one sequence ({S} tokens)")
         if shape.train_tokens is not None and D > shape.train_tokens:
@@ -400,9 +364,62 @@ def plan_totals(cells: list[Cell]) -> dict[str, float]:
     }
 
 
-def format_plan(spec: SweepSpec, cells: list[Cell]) -> str:
-    """The `sweeper plan` table."""
-    head = f"{'cell_id':<13}{'size':<6}{'N':>10}{'N_incl':>10}{'D':>11}{'steps':>8}{'C':>11}{'passes':>8}"
+WARMUP_WARN_FRACTION = 0.1  # the plan warns when warmup is more than this fraction of a run
+
+
+def repeated_data(tokens_seen: int, D: int, batch: int, seq_len: int) -> bool:
+    """A repeated-data run: it sees at least one batch of its D tokens a second time (passes > 1;
+    the last, partly filled batch of a one-pass schedule, steps = ceil(D / (B S)), does not count)."""
+    return tokens_seen - D >= batch * seq_len
+
+
+def _repeat_label(c: Cell) -> str:
+    """Data repetition as the study's Table IV writes it: +4% (passes 1.04), x196 from 2 passes."""
+    if not repeated_data(c.tokens_seen, c.D, c.batch, c.seq_len):
+        return ""
+    return f"+{(c.passes - 1) * 100:.0f}%" if c.passes < 2 else f"x{c.passes:.3g}"
+
+
+def plan_warnings(spec: SweepSpec, cells: list[Cell]) -> list[str]:
+    """What a plan does not measure (pure): in a scan over D, cells that differ only in D but see
+    the same tokens_seen (the scan then varies nothing the model sees, only which data) and cells
+    that see less than one pass (part of D is never trained on); warmup that is a large part of
+    a run."""
+    out: list[str] = []
+    Ds = {c.D for c in cells}
+    if get_phase(spec.phase).varies_D and len(Ds) > 1:
+        groups: dict[tuple, list[Cell]] = {}
+        for c in cells:
+            rest = {k: v for k, v in c.config.items() if k not in ("tokens", "steps") and k not in ID_EXCLUDED}
+            groups.setdefault((json.dumps(rest, sort_keys=True, default=str), c.tokens_seen), []).append(c)
+        for (_, seen), cs in groups.items():
+            if len({c.D for c in cs}) > 1:
+                out.append(
+                    f"warning: {len(cs)} cells ({cs[0].size}) see the same tokens_seen = {seen:.4g} while D differs "
+                    f"({', '.join(f'{c.D:.3g}' for c in cs)}): the scan varies which data, not how much is "
+                    "learned from; give a schedule by passes or tokens_seen"
+                )
+        under = [c for c in cells if c.passes < 1 - 1e-9]
+        if under:
+            out.append(
+                f"warning: {len(under)} cell(s) of this D scan see less than one pass "
+                f"({', '.join(f'D={c.D:.3g}: {c.passes:.2g}' for c in under)}): "
+                "part of D is never trained on, so at these points the scan measures tokens_seen, not D"
+            )
+    warm = [c for c in cells if int(c.config.get("warmup_steps", 0)) > WARMUP_WARN_FRACTION * c.steps]
+    if warm:
+        out.append(
+            f"warning: warmup is more than {WARMUP_WARN_FRACTION:.0%} of the run in {len(warm)} cell(s) "
+            f"({', '.join(f'{c.size} {c.steps} steps' for c in warm[:4])}{', ...' if len(warm) > 4 else ''})"
+        )
+    return out
+
+
+def format_plan(spec: SweepSpec, cells: list[Cell], left_out: list[str] | None = None) -> str:
+    """The `sweeper plan` table: per cell N, D, steps, tokens_seen, passes, C (and the data
+    repetition of repeated-data runs), then totals, `left_out` points and plan_warnings."""
+    head = (f"{'cell_id':<13}{'size':<6}{'N':>10}{'N_incl':>10}{'D':>11}{'steps':>8}{'tokens_seen':>12}"
+            f"{'passes':>8}{'repeat':>8}{'C':>11}")
     if spec.phase == "isoflop":
         head += f"{'budget':>10}"
     labels = ["single" if c.strategy == "single" else f"{c.strategy} x{c.workers}" for c in cells]
@@ -416,7 +433,7 @@ def format_plan(spec: SweepSpec, cells: list[Cell]) -> str:
     lines = [f"sweep {spec.name} (phase {spec.phase}): {len(cells)} cells, storage {spec.sweep_dir}", head.rstrip()]
     for c, label in zip(cells, labels):
         line = (f"{c.cell_id:<13}{c.size:<6}{c.N:>10.3g}{c.N_incl:>10.3g}{c.D:>11.3g}{c.steps:>8d}"
-                f"{c.C:>11.3g}{c.passes:>8.3g}")
+                f"{c.tokens_seen:>12.3g}{c.passes:>8.3g}{_repeat_label(c):>8}{c.C:>11.3g}")
         if spec.phase == "isoflop":
             line += f"{c.C_budget:>10.2g}"
         line += f"  {label:<{width}}"
@@ -427,6 +444,12 @@ def format_plan(spec: SweepSpec, cells: list[Cell]) -> str:
         lines.append(line.rstrip())
     t = plan_totals(cells)
     lines.append(f"total: {t['cells']} cells, C = {t['C_total']:.4g} FLOPs, tokens_seen = {t['tokens_seen_total']:.4g}")
+    n_rep = sum(repeated_data(c.tokens_seen, c.D, c.batch, c.seq_len) for c in cells)
+    if n_rep:
+        lines.append(f"repeated-data runs (passes > 1, `repeat` column): {n_rep} of {len(cells)}")
     if spec.budget.flops is not None:
         lines.append(f"budget: {spec.budget.flops:.4g} FLOPs on cluster {spec.budget.cluster!r}")
+    for note in left_out or []:
+        lines.append(f"left out: {note}")
+    lines.extend(plan_warnings(spec, cells))
     return "\n".join(lines)

@@ -13,7 +13,8 @@ Invariant, checked on every write: used <= budget. A cell is admitted only if it
 fits in what is left (its own earlier spending counts towards it, so a retried cell is never
 charged twice); `spend` is monotone per cell and capped so the budget is never exceeded;
 `release` frees the unspent part of a commitment. Cells that do not fit are recorded as refused.
-Cells are keyed `<sweep>/<cell_id>` (two sweeps may hold the same config).
+Cells are keyed `<sweep>/<cell_id>` (two sweeps may hold the same config: the one that trains it
+is charged, the other records `reused_from` and holds nothing, see `record_reuse`).
 A budget of None means unlimited (spending is still recorded).
 """
 
@@ -199,6 +200,16 @@ class Ledger:
             if cell is not None and cell["state"] != "finished":
                 cell["state"] = "finished"
                 cell["finished_at"] = time.time()
+
+    def record_reuse(self, key: str, origin_key: str) -> None:
+        """Record cell `key` as a reuse of the finished cell `origin_key` (one config, trained once):
+        it holds nothing new; what it spent before (an interrupted attempt) stays charged."""
+        with self._locked() as state:
+            cell = state["cells"].get(key) or {"planned": 0.0, "spent": 0.0, "attempts": 0}
+            cell.update(state="finished", planned=min(float(cell["planned"]), float(cell["spent"])),
+                        reused_from=origin_key, finished_at=time.time())
+            state["cells"][key] = cell
+            state.get("refused", {}).pop(key, None)
 
     def refuse(self, key: str, planned: float, reason: str) -> None:
         """Record a refusal decided elsewhere (e.g. a cell that can never fit)."""

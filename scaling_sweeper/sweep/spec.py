@@ -3,17 +3,18 @@
 A spec (see `sweeps/*.yaml`):
 
     name: demo                 # the sweep's folder: <storage>/<name>/
-    phase: model_size          # model_size | data_size | isoflop | grid
+    phase: model_size          # model_size | data_size | isoflop | grid (sweep/phases.py PHASES)
     data: data/demo/tokens     # tokens folder (seq_len and vocab_size are read from it)
     train: {steps: 300, batch_size: 16, tokens: 2.6e6}   # TrainConfig defaults for every cell
     sizes: [Pico, XXS, XS, S]  # model_size / isoflop (and optional for data_size / grid)
-    tokens: [6.4e6, 2.6e7]     # data_size: the D values
-    budgets: [1e15, 3e15]      # isoflop: C values (FLOPs); steps = C / (6 N_incl B S), D = tokens_seen/passes
-    isoflop: {passes: 1.0, min_steps: 20}
+    tokens: [6.4e6, 2.6e7]     # data_size (and grid): the D values
+    schedule: {passes: {start: 196, end: 0.63}}   # how long each point trains (Schedules below)
+    budgets: [1e15, 3e15]      # isoflop: C values (FLOPs); steps = C / (6 N_incl B S)
+    isoflop: {passes: 1.0, min_steps: 20}   # + dataset_tokens, max_passes, max_warmup_fraction
     grid: {lr: [1e-3, 3e-3]}   # any TrainConfig fields: cartesian product (all phases)
     strategies: {L: zero2}     # per-size train.strategy (see Strategies below)
     seeds: [0, 1]              # default: train.seed
-    passes: null               # if set, steps follow from D: steps = ceil(passes * D / (B S))
+    passes: null               # shorthand for schedule: {passes: <number>}
     resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 2}
     failure: {max_retries: 1}
     storage: runs              # run folders + ledger: a local path or a shared (NFS) mount
@@ -48,6 +49,17 @@ starts. So a worker group never waits on its own driver: it waits at most for ru
 finish, and a group larger than the whole cluster is refused before training. The trial counts
 toward resources.max_concurrent like any other.
 
+Schedules. How long each cell trains is one of `schedule.steps`, `schedule.passes` (tokens_seen
+= passes x D) or `schedule.tokens_seen` (token positions), or else `train.steps` for every
+cell. Each is a number (every point), a list with one value per point of the phase's scan axis
+(data_size and grid: the `tokens` list; model_size: the `sizes` list), or `{start, end}`: the
+values at the axis' first and last point, interpolated log-linearly in D (or N) in between,
+e.g. passes(D) = 196 (D / 6.4e6)^k from 196 at D = 6.4e6 to 0.63 at 8.1e9. Steps are whole:
+ceil(tokens_seen / (B S)). An isoflop sweep takes no schedule (its budgets fix the steps).
+`sweeper plan` prints D, tokens_seen and passes per cell and warns when the cells of a data
+scan share one tokens_seen while D differs, or see less than one pass (see
+`cells.plan_warnings`).
+
 `load_spec(path, overrides)` applies `--set a.b=v` overrides and validates strictly (a typo'd
 key or a bad type raises ConfigError naming the dotted field). Semantic checks (unknown size,
 negative budget, isoflop budget too small for the smallest size, D larger than the dataset)
@@ -57,16 +69,16 @@ happen when the spec is resolved into cells (`scaling_sweeper.sweep.cells.resolv
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from scaling_sweeper.config import apply_overrides, from_dict, load_yaml, to_dict
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.errors import ConfigError, ScheduleError
+from scaling_sweeper.sweep.phases import get_phase
 
-Phase = Literal["model_size", "data_size", "isoflop", "grid"]
-PHASES: tuple[str, ...] = ("model_size", "data_size", "isoflop", "grid")
 ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
 AUTO_FALLBACK = "zero3"  # what `auto` becomes when no GPU memory (train.gpu_mem_gib) is declared
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -94,22 +106,94 @@ class BudgetSpec:
 class IsoflopSpec:
     passes: float = 1.0  # D = tokens_seen / passes (1.0: every token seen once)
     min_steps: int = 10  # sizes that get fewer steps from a budget are left out of that budget
+    # the unique tokens available to each run: D = min(tokens_seen, dataset_tokens), so a run
+    # that needs more repeats its data (passes > 1, flagged as repeated-data); None: use `passes`
+    dataset_tokens: float | None = None
+    max_passes: float | None = None  # (size, budget) points repeating their data more are left out
+    max_warmup_fraction: float | None = None  # points whose train.warmup_steps exceed this fraction
+    # of their steps are left out (warmup must stay a small part of the run)
+
+
+_SCHEDULE_KINDS = ("steps", "passes", "tokens_seen")
+
+
+def _schedule_number(v: Any, where: str) -> float:
+    """A YAML number (PyYAML reads `6.4e6` as a string) as a float; ScheduleError otherwise."""
+    if isinstance(v, bool):
+        raise ScheduleError(f"{where}: expected a number, got {v!r}")
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        raise ScheduleError(f"{where}: expected a number, got {v!r}") from None
+    if not math.isfinite(x):
+        raise ScheduleError(f"{where}: expected a finite number, got {v!r}")
+    return x
+
+
+@dataclass
+class ScheduleSpec:
+    """How long each cell trains: at most one of steps, passes (tokens_seen = passes x D) and
+    tokens_seen (token positions). Each is a number, a list (one value per point of the phase's
+    scan axis) or {start, end} (log-linear along the axis; module doc, sweep/phases.py)."""
+
+    steps: Any = None
+    passes: Any = None
+    tokens_seen: Any = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in _SCHEDULE_KINDS if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ScheduleError(f"schedule: give one of steps, passes, tokens_seen, not {' and '.join(given)}")
+        for k in given:
+            setattr(self, k, self._check(k, getattr(self, k)))
+
+    @staticmethod
+    def _check(kind: str, v: Any) -> Any:
+        def one(x: Any, where: str) -> float:
+            x = _schedule_number(x, where)
+            if kind == "passes" and not x > 0:
+                raise ScheduleError(f"{where}: passes must be > 0, got {x:g}")
+            if kind == "tokens_seen" and not x > 0:
+                raise ScheduleError(f"{where}: tokens_seen must be > 0, got {x:g}")
+            if kind == "steps" and not (x >= 1 and x.is_integer()):
+                raise ScheduleError(f"{where}: steps must be a whole number >= 1, got {x:g}")
+            return x
+
+        where = f"schedule.{kind}"
+        if isinstance(v, list):
+            if not v:
+                raise ScheduleError(f"{where}: needs at least one value")
+            return [one(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        if isinstance(v, dict):
+            if set(v) != {"start", "end"}:
+                raise ScheduleError(f"{where}: end points are {{start: .., end: ..}}, got keys {sorted(v)}")
+            return {k: one(v[k], f"{where}.{k}") for k in ("start", "end")}
+        return one(v, where)
+
+    @property
+    def kind(self) -> str | None:
+        return next((k for k in _SCHEDULE_KINDS if getattr(self, k) is not None), None)
+
+    @property
+    def value(self) -> Any:
+        return getattr(self, self.kind) if self.kind else None
 
 
 @dataclass
 class SweepSpec:
     name: str  # sweep name: folder <storage>/<name>/
-    phase: Phase  # model_size | data_size | isoflop | grid
+    phase: str  # a key of sweep/phases.py PHASES: model_size | data_size | isoflop | grid
     data: str  # tokens folder
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults
     sizes: list[str] = field(default_factory=list)  # size ladder names
-    tokens: list[int] = field(default_factory=list)  # data_size: D values (tokens)
+    tokens: list[int] = field(default_factory=list)  # data_size / grid: D values (tokens)
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)  # steps / passes / tokens_seen per point
     budgets: list[float] = field(default_factory=list)  # isoflop: C values (FLOPs)
     isoflop: IsoflopSpec = field(default_factory=IsoflopSpec)
     grid: dict[str, list[Any]] = field(default_factory=dict)  # TrainConfig field -> values
     strategies: dict[str, str] = field(default_factory=dict)  # size -> train.strategy for that size
     seeds: list[int] = field(default_factory=list)  # default [train.seed]
-    passes: float | None = None  # steps = ceil(passes * D / (batch * seq_len)) when set
+    passes: float | None = None  # shorthand for schedule.passes (a number)
     seq_len: int | None = None  # only needed when the data folder is absent (planning elsewhere)
     vocab_size: int | None = None  # idem
     resources: ResourcesSpec = field(default_factory=ResourcesSpec)
@@ -147,23 +231,40 @@ class SweepSpec:
             if d <= 0:
                 raise ConfigError(f"tokens[{i}]: D must be > 0 tokens, got {d}")
         if self.passes is not None and not self.passes > 0:
-            raise ConfigError(f"passes: must be > 0, got {self.passes}")
-        if not self.isoflop.passes > 0:
-            raise ConfigError(f"isoflop.passes: must be > 0, got {self.isoflop.passes}")
-        if self.isoflop.min_steps < 1:
-            raise ConfigError(f"isoflop.min_steps: must be >= 1, got {self.isoflop.min_steps}")
+            raise ScheduleError(f"passes: must be > 0, got {self.passes}")
+        if self.passes is not None and self.schedule.kind is not None:
+            raise ScheduleError(f"passes: give either passes or schedule.{self.schedule.kind}, not both")
+        iso = self.isoflop
+        if not iso.passes > 0:
+            raise ConfigError(f"isoflop.passes: must be > 0, got {iso.passes}")
+        if iso.min_steps < 1:
+            raise ConfigError(f"isoflop.min_steps: must be >= 1, got {iso.min_steps}")
+        for k in ("dataset_tokens", "max_passes"):
+            if getattr(iso, k) is not None and not getattr(iso, k) > 0:
+                raise ConfigError(f"isoflop.{k}: must be > 0, got {getattr(iso, k)}")
+        if iso.max_warmup_fraction is not None and not 0 < iso.max_warmup_fraction <= 1:
+            raise ConfigError(f"isoflop.max_warmup_fraction: must be in (0, 1], got {iso.max_warmup_fraction}")
+        if iso.dataset_tokens is not None and iso.passes != 1.0:
+            raise ConfigError("isoflop.passes: with isoflop.dataset_tokens, D follows from the data available; "
+                              "remove isoflop.passes")
         for k, v in self.grid.items():
             if not v:
                 raise ConfigError(f"grid.{k}: needs at least one value")
         if self.strategies:
             self._check_strategies()
-        need = {"model_size": "sizes", "data_size": "tokens", "isoflop": "budgets"}.get(self.phase)
-        if need and not getattr(self, need):
-            raise ConfigError(f"{need}: phase {self.phase} needs a non-empty `{need}` list")
-        if self.phase == "isoflop" and not self.sizes:
-            raise ConfigError("sizes: phase isoflop needs a non-empty `sizes` list")
+        for need in get_phase(self.phase).requires:
+            if not getattr(self, need):
+                raise ConfigError(f"{need}: phase {self.phase} needs a non-empty `{need}` list")
         if self.phase == "grid" and not self.grid and not self.sizes and len(self.seeds) < 2:
             raise ConfigError("grid: phase grid needs a `grid` mapping (or sizes/seeds to vary)")
+
+    def effective_schedule(self) -> ScheduleSpec | None:
+        """The schedule in force: `schedule`, or the `passes` shorthand, or None (train.steps)."""
+        if self.schedule.kind is not None:
+            return self.schedule
+        if self.passes is not None:
+            return ScheduleSpec(passes=self.passes)
+        return None
 
     def _check_strategies(self) -> None:
         from scaling_sweeper.model_config import get_size

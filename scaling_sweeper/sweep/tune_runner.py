@@ -4,7 +4,11 @@
       1. resolve cells, write <storage>/<sweep>/{spec.yaml,cells.json,sweep.json}
       2. reconcile with the run folders (the source of truth, not Tune's experiment state):
          done cells are skipped (and their ledger entry/tables brought up to date), everything
-         else is pending; interrupted cells continue from their own checkpoints
+         else is pending; interrupted cells continue from their own checkpoints. One config is
+         trained once: a pending cell that another sweep under the same storage has finished (same
+         cell id, same data) is adopted from it (`adopt_cell`: files copied, origin recorded,
+         charged 0 in the ledger); one pending in several sweeps of this run trains in the first
+         and is adopted by the others when it is done (`defer_shared_cells`)
       3. refuse up front (BudgetError) when not even the cheapest pending cell fits the ledger
       4. Tuner(function trainable per cell, CellSearcher (ledger admission) in a
          ConcurrencyLimiter, RunConfig(storage_path, FailureConfig(max_failures), ...)).fit()
@@ -175,7 +179,10 @@ def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, tria
         atomic_write_json(run_dir / "result.json", row)
     spent = row.get("C_spent")
     led = Ledger(ctx.ledger_file, ctx.cluster)
-    led.release(cell_key(ctx.sweep, cell["cell_id"]), spent=float(spent) if spent is not None else None)
+    if row.get("reused_from"):  # one config, trained once: the sweep that trained it was charged
+        led.record_reuse(cell_key(ctx.sweep, cell["cell_id"]), row["reused_from"])
+    else:
+        led.release(cell_key(ctx.sweep, cell["cell_id"]), spent=float(spent) if spent is not None else None)
     if evals is None and (run_dir / "eval.json").is_file():
         ev = read_json_file(run_dir / "eval.json")
         evals = [ev] if ev else None
@@ -419,6 +426,7 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)  # interrupted or stopped
+    reused: list[str] = field(default_factory=list)  # trained by another sweep: copied, not charged
     stopped: bool = False  # a STOP file asked the trials to stop
     interrupted: bool = False  # Ctrl-C / SIGINT
     wall_s: float = 0.0
@@ -470,6 +478,10 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
     ledger_cells = led.state()["cells"]
     for c in cells:
         run_dir = sweep_dir / c.cell_id
+        if not is_done(run_dir) and not (run_dir / "metrics.jsonl").exists():
+            origin = reuse_origin(spec, c.cell_id)
+            if origin is not None:
+                adopt_cell(spec, c, origin, ctx)
         needs_eval = spec.eval is not None and not (run_dir / "eval.json").is_file()
         if is_done(run_dir) and not needs_eval:
             done.append(c.cell_id)
@@ -485,6 +497,90 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
                 (run_dir / "STATUS").unlink(missing_ok=True)
             todo.append(c)
     return todo, done
+
+
+# ---------------------------------------------------------------------------------------------
+# one config, trained once: a cell already trained by another sweep under the same storage is
+# reused (its files copied, its checkpoints linked, the origin recorded), never trained or charged
+# again. Same cell id = same training math (cells.cell_id_of); same data is checked (sweep.json).
+
+REUSED_FILE = "REUSED.json"  # in a reused run folder: {"origin": path, "origin_key": sweep/cell_id}
+_REUSED_COPIES = ("config.yaml", "metrics.jsonl", "eval.json")
+
+
+def _same_data(a: Path, b: Path) -> bool:
+    """Two sweep folders made on the same tokens (sweep.json: train sha256, seq_len, vocab_size)."""
+    ma, mb = read_json_file(a / "sweep.json"), read_json_file(b / "sweep.json")
+    keys = ("train_sha256", "seq_len", "vocab_size")
+    return bool(ma and mb and ma.get("train_sha256")) and all(ma.get(k) == mb.get(k) for k in keys)
+
+
+def reuse_origin(spec: SweepSpec, cell_id: str) -> Path | None:
+    """The run folder of a finished training of `cell_id` by another sweep under spec.storage, on
+    the same data (an original, not itself a reuse), or None."""
+    here = spec.sweep_dir.resolve()
+    for d in sorted(Path(spec.storage).glob(f"*/{cell_id}")):
+        if d.parent.resolve() == here or (d / REUSED_FILE).exists():
+            continue
+        if is_done(d) and _same_data(d.parent, spec.sweep_dir):
+            return d
+    return None
+
+
+def adopt_cell(spec: SweepSpec, cell: Cell, origin: Path, ctx: TrialContext) -> dict[str, Any]:
+    """Make <sweep>/<cell_id> a finished copy of `origin`: result.json with this sweep's columns and
+    `reused_from`, eval.json, metrics.jsonl, config.yaml, checkpoints linked (an evaluation can
+    still run here); the ledger records the reuse at 0 FLOPs; the tables get their rows."""
+    run_dir = spec.sweep_dir / cell.cell_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    origin_key = cell_key(origin.parent.name, cell.cell_id)
+    for name in _REUSED_COPIES:
+        if (origin / name).is_file():
+            shutil.copy2(origin / name, run_dir / name)
+    if not (run_dir / "checkpoints").exists() and (origin / "checkpoints").is_dir():
+        (run_dir / "checkpoints").symlink_to(os.path.relpath(origin / "checkpoints", run_dir))
+    row = {**(read_result(origin) or {}), "sweep": spec.name, "phase": spec.phase, "cell_id": cell.cell_id,
+           "C_planned": cell.C, "ray_trial_id": None, "reused_from": origin_key}
+    atomic_write_json(run_dir / REUSED_FILE, {"origin": str(origin.resolve()), "origin_key": origin_key,
+                                              "at": time.time()})
+    atomic_write_json(run_dir / "result.json", row)
+    write_status(run_dir, "done")
+    Ledger(ctx.ledger_file, ctx.cluster).record_reuse(cell_key(spec.name, cell.cell_id), origin_key)
+    _event(run_dir, "reused", origin=origin_key)
+    ev = read_json_file(run_dir / "eval.json")
+    write_tables(spec.sweep_dir, cell.cell_id, row, [ev] if ev else None)
+    return row
+
+
+def defer_shared_cells(todo: list[tuple[SweepSpec, Cell]]) -> tuple[list[tuple[SweepSpec, Cell]], list[tuple]]:
+    """Within one run: of pending cells with one id in several sweeps (same data), the first
+    trains; the others -> (spec, cell, spec that trains it), adopted once it is done."""
+    first: dict[str, SweepSpec] = {}
+    keep, later = [], []
+    for spec, c in todo:
+        o = first.get(c.cell_id)
+        if o is not None and _same_data(o.sweep_dir, spec.sweep_dir):
+            later.append((spec, c, o))
+        else:
+            first.setdefault(c.cell_id, spec)
+            keep.append((spec, c))
+    return keep, later
+
+
+def adopt_deferred(later: list[tuple], ctxs: dict[str, TrialContext], outs: dict[str, SweepOutcome]) -> None:
+    """After the run: adopt each deferred cell from the sweep that trained it (evaluating it here
+    if this sweep asks for an evaluation the other did not run)."""
+    for spec, c, o in later:
+        origin, run_dir, out = o.sweep_dir / c.cell_id, spec.sweep_dir / c.cell_id, outs[spec.name]
+        if not is_done(origin) or (run_dir / "metrics.jsonl").exists():
+            out.unfinished.append(c.cell_id)
+            continue
+        adopt_cell(spec, c, origin, ctxs[spec.name])
+        if spec.eval is not None and not (run_dir / "eval.json").is_file():
+            finalize_cell(spec.sweep_dir, c.row() | {"config": c.config}, ctxs[spec.name], None,
+                          _evaluate(run_dir, spec.eval))
+        out.done.append(c.cell_id)
+        out.reused.append(c.cell_id)
 
 
 def _trial_name(trial: Any) -> str:
@@ -540,9 +636,10 @@ def run_sweeps(
         )
         mine, done_ids = reconcile(spec, cells, led, ctx)
         check_budget(led, spec.name, mine)
-        outs.append(SweepOutcome(name=spec.name, sweep_dir=spec.sweep_dir, n_cells=len(cells),
-                                 skipped_done=done_ids))
+        outs.append(SweepOutcome(name=spec.name, sweep_dir=spec.sweep_dir, n_cells=len(cells), skipped_done=done_ids,
+                                 reused=[i for i in done_ids if (spec.sweep_dir / i / REUSED_FILE).exists()]))
         todo += [(spec, c) for c in mine]
+    todo, later = defer_shared_cells(todo)
     if not todo:
         for o in outs:
             o.wall_s = time.time() - t0
@@ -606,6 +703,7 @@ def run_sweeps(
         if progress and (stream or sys.stderr).isatty():
             (stream or sys.stderr).write("\n")
     by_name = {o.name: o for o in outs}
+    adopt_deferred(later, ctxs, by_name)
     for spec, _, _ in prepared:
         o = by_name[spec.name]
         o.stopped = (spec.sweep_dir / sweep_status.STOP_FILE).exists()

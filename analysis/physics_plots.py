@@ -1,0 +1,254 @@
+"""The physics figures of the report: generated-vs-real histograms with ratio panels (from the
+histograms eval.json stores) and the validation loss per constituent position against the
+zero-parameter unigram baseline (from the `positions` table). Pure: frames and dicts in,
+plotly figures and HTML out; reading eval.json files is the one I/O helper (`load_histograms`).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+from analysis.fits.result import fmt_num, format_interval
+
+#: observables drawn, in order, with axis labels (units)
+HIST_OBSERVABLES: dict[str, str] = {
+    "jet_pt": "jet p<sub>T</sub> [GeV]",
+    "jet_mass": "jet mass [GeV]",
+    "n_constituents": "number of constituents",
+    "tau21": "τ<sub>21</sub>",
+    "tau32": "τ<sub>32</sub>",
+    "d2": "D<sub>2</sub>",
+}
+RATIO_RANGE = (0.0, 2.0)
+MIN_POSITION_JETS = 20  # positions with fewer validation jets are left out of the per-position plots
+
+
+def load_histograms(sweep_dir: Path, cell_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """{cell_id: {"histograms": ..., "reference": ...}} from each run folder's eval.json."""
+    out = {}
+    for cid in cell_ids:
+        p = Path(sweep_dir) / cid / "eval.json"
+        try:
+            ev = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(ev, dict) and isinstance(ev.get("histograms"), dict) and ev["histograms"]:
+            out[cid] = {"histograms": ev["histograms"], "reference": ev.get("reference", "tokenized")}
+    return out
+
+
+def _density(h: dict[str, Any], label: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(density, its Poisson error) per bin, normalised to all jets of the sample (incl. under/overflow)."""
+    c = h.get("counts", {}).get(label)
+    if c is None:
+        return None
+    c = np.asarray(c, float)
+    tot = c.sum() + h.get("underflow", {}).get(label, 0) + h.get("overflow", {}).get(label, 0)
+    w = np.diff(np.asarray(h["edges"], float))
+    if tot <= 0:
+        return None
+    return c / (tot * w), np.sqrt(c) / (tot * w)
+
+
+def _ratio(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(b[0] > 0, a[0] / b[0], np.nan)
+        e = r * np.sqrt(np.where(a[0] > 0, (a[1] / a[0]) ** 2, 0) + np.where(b[0] > 0, (b[1] / b[0]) ** 2, 0))
+    return r, e
+
+
+def _steps(edges: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.repeat(edges, 2)[1:-1], np.repeat(y, 2)
+
+
+def _ax(k: int) -> tuple[str, str]:
+    """(trace reference, layout key) of axis number k: ("x", "xaxis") for 1, ("x3", "xaxis3") ..."""
+    return ("" if k == 1 else str(k)), ("" if k == 1 else str(k))
+
+
+def histogram_figure(hists: dict[str, Any], reference: str, title: str) -> dict[str, Any] | None:
+    """Generated vs real histograms (density) of up to six observables, each with a ratio panel
+    generated / real below it; the second real sample / real shows the statistical scatter.
+
+    Returned as a plain plotly figure dict (rendered without plotly's per-property validation,
+    which costs seconds per 12-panel figure and a sweep has one per evaluated cell)."""
+    names = [n for n in HIST_OBSERVABLES if n in hists and hists[n].get("edges")]
+    if not names:
+        return None
+    ref_label = "real_tokenized" if reference == "tokenized" and any(
+        "real_tokenized" in hists[n].get("counts", {}) for n in names) else "real"
+    ref_name = "real jets, tokenized" if ref_label == "real_tokenized" else "real jets"
+    ncol = 3
+    nband = math.ceil(len(names) / ncol)
+    data: list[dict[str, Any]] = []
+    layout: dict[str, Any] = {
+        "title": {"text": title}, "template": _template(), "height": 330 * nband + 130,
+        "legend": {"orientation": "h", "yanchor": "top", "y": -0.1 if nband == 1 else -0.06, "x": 0,
+                   "font": {"size": 12}},
+        "margin": {"l": 60, "r": 20, "t": 60, "b": 40}}
+    gap_x, band_gap = 0.06, 0.09
+    band_h = (1.0 - band_gap * (nband - 1)) / nband
+    for i, name in enumerate(names):
+        h = hists[name]
+        band, col = i // ncol, i % ncol
+        kh, kr = 2 * i + 1, 2 * i + 2
+        (th, lh), (tr, lr) = _ax(kh), _ax(kr)
+        x0 = col / ncol + (gap_x / 2 if col else 0.0)
+        x1 = (col + 1) / ncol - (gap_x / 2 if col < ncol - 1 else 0.0)
+        top = 1.0 - band * (band_h + band_gap)
+        split = top - 0.68 * band_h
+        edges = np.asarray(h["edges"], float)
+        rng = [float(edges[0]), float(edges[-1])]
+        layout[f"xaxis{lh}"] = {"domain": [x0, x1], "anchor": f"y{th}", "range": rng, "showticklabels": False,
+                                "matches": f"x{tr}"}
+        layout[f"yaxis{lh}"] = {"domain": [split + 0.01, top], "anchor": f"x{th}", "rangemode": "tozero",
+                                "title": {"text": "1/N dN/dx"} if col == 0 else None}
+        layout[f"xaxis{lr}"] = {"domain": [x0, x1], "anchor": f"y{tr}", "range": rng,
+                                "title": {"text": HIST_OBSERVABLES[name], "standoff": 2}}
+        layout[f"yaxis{lr}"] = {"domain": [top - band_h, split - 0.01], "anchor": f"x{tr}", "range": list(RATIO_RANGE),
+                                "title": {"text": "ratio to real"} if col == 0 else None}
+        ref, gen, rb = _density(h, ref_label), _density(h, "generated"), _density(h, "real_b")
+        first = i == 0
+        on_h = {"xaxis": f"x{th}", "yaxis": f"y{th}"}
+        on_r = {"xaxis": f"x{tr}", "yaxis": f"y{tr}"}
+        if ref is not None:
+            x, y = _steps(edges, ref[0])
+            data.append({"type": "scatter", "x": x.tolist(), "y": y.tolist(), "mode": "lines", "fill": "tozeroy",
+                         "line": {"color": "#888", "width": 1}, "fillcolor": "rgba(150,150,150,0.35)",
+                         "name": ref_name, "legendgroup": "ref", "showlegend": first, **on_h})
+        if gen is not None:
+            x, y = _steps(edges, gen[0])
+            data.append({"type": "scatter", "x": x.tolist(), "y": y.tolist(), "mode": "lines",
+                         "line": {"color": "#d62728", "width": 2}, "name": "generated jets", "legendgroup": "gen",
+                         "showlegend": first, **on_h})
+        centers = (0.5 * (edges[1:] + edges[:-1])).tolist()
+        data.append({"type": "scatter", "x": rng, "y": [1.0, 1.0], "mode": "lines", "hoverinfo": "skip",
+                     "line": {"color": "black", "width": 1, "dash": "dot"}, "showlegend": False, **on_r})
+        for a, color, size, label, grp in ((rb, "#888", 4, "second real sample / real (statistical scatter)", "rb"),
+                                           (gen, "#d62728", 5, "generated / real", "gr")):
+            if ref is None or a is None:
+                continue
+            r, e = _ratio(a, ref)
+            data.append({"type": "scatter", "x": centers, "y": _nan_none(r), "mode": "markers",
+                         "marker": {"color": color, "size": size},
+                         "error_y": {"type": "data", "array": _nan_none(e), "thickness": 1, "width": 0},
+                         "name": label, "legendgroup": grp, "showlegend": first, **on_r})
+    return {"data": data, "layout": layout}
+
+
+@functools.lru_cache(maxsize=1)
+def _template() -> dict[str, Any]:
+    """plotly_white as a plain dict (a figure dict rendered without validation needs it resolved)."""
+    import plotly.io as pio
+
+    return pio.templates["plotly_white"].to_plotly_json()
+
+
+def value_pm(v: float | None, e: float | None) -> str:
+    """'0.130 ± 0.004': the error to 2 significant digits, the value to the same decimal place."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    if e is None or not math.isfinite(e) or e <= 0:
+        return fmt_num(v)
+    d = max(0, 1 - int(math.floor(math.log10(e))))
+    return f"{v:.{d}f} ± {e:.{d}f}" if d <= 8 else f"{fmt_num(v)} ± {fmt_num(e)}"
+
+
+def _nan_none(v: np.ndarray) -> list[float | None]:
+    return [None if not math.isfinite(x) else float(x) for x in v]
+
+
+# ---------------------------------------------------------------------------------------------
+# loss per constituent position
+
+
+def final_positions(positions: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:
+    """Each cell's last evaluation from the positions table, joined with size, N, D."""
+    if positions.height == 0 or cells.height == 0:
+        return positions.clear()
+    last = positions.group_by("cell_id").agg(pl.col("step").max().alias("_last"))
+    p = positions.join(last, on="cell_id").filter(pl.col("step") == pl.col("_last")).drop("_last")
+    keep = [c for c in ("cell_id", "size", "N", "D", "val_loss") if c in cells.columns]
+    return p.join(cells.select(keep), on="cell_id", how="inner")
+
+
+def _label(row: dict[str, Any], several_d: bool) -> str:
+    return f"{row.get('size')}" + (f", D = {fmt_num(float(row['D']))}" if several_d and row.get("D") is not None else "")
+
+
+def position_figures(fp: pl.DataFrame) -> dict[str, go.Figure]:
+    """Loss per constituent position per cell with the unigram baseline, and the gain over it."""
+    d = fp.filter(pl.col("position").is_not_null() & (pl.col("count") >= MIN_POSITION_JETS))
+    if d.height == 0:
+        return {}
+    several_d = d["D"].n_unique() > 1 if "D" in d.columns else False
+    cells = d.select("cell_id", "size", "N", "D").unique().sort(["N", "D"], nulls_last=True)
+    colors = _ramp(cells.height)
+    f1, f2 = go.Figure(), go.Figure()
+    base = d.group_by("position").agg(pl.col("baseline").mean()).sort("position")
+    f1.add_trace(go.Scatter(x=base["position"], y=base["baseline"], mode="lines", line={"color": "black", "dash": "dash"},
+                            name="unigram baseline (0 parameters)"))
+    for i, row in enumerate(cells.iter_rows(named=True)):
+        g = d.filter(pl.col("cell_id") == row["cell_id"]).sort("position")
+        name = _label(row, several_d)
+        f1.add_trace(go.Scatter(x=g["position"], y=g["loss"], mode="lines", line={"color": colors[i]}, name=name))
+        f2.add_trace(go.Scatter(x=g["position"], y=g["baseline"] - g["loss"], mode="lines", line={"color": colors[i]},
+                                name=name))
+    f2.add_hline(y=0, line={"color": "black", "width": 1})
+    for f, t, yl in ((f1, "Validation loss per constituent position", "loss (nats/token)"),
+                     (f2, "Gain over the unigram baseline per position", "baseline − loss (nats/token)")):
+        f.update_layout(title=t, xaxis_title="constituent position (pT order, 1 = hardest)", yaxis_title=yl,
+                        template="plotly_white", height=430, legend={"font": {"size": 12}},
+                        margin={"l": 60, "r": 20, "t": 60, "b": 50})
+    return {"fig-position-loss": f1, "fig-position-gain": f2}
+
+
+def _ramp(n: int) -> list[str]:
+    """n colours from light to dark blue (small to large models)."""
+    if n <= 1:
+        return ["#1f4e99"]
+    return [f"rgb({int(160 - 140 * t)},{int(190 - 120 * t)},{int(240 - 90 * t)})" for t in np.linspace(0, 1, n)]
+
+
+def position_table(fp: pl.DataFrame, asymptote: tuple[float, tuple[float, float]] | None,
+                   asymptote_note: str) -> str:
+    """Per cell: validation loss, unigram baseline on the same tokens, stop-token loss, the gain and
+    the fraction of the baseline-to-asymptote gap closed, (H - L) / (H - E)."""
+    if fp.height == 0:
+        return ""
+    rows = []
+    several_d = fp["D"].n_unique() > 1
+    for _, g in fp.sort("N", nulls_last=True).group_by("cell_id", maintain_order=True):
+        g = g.filter(pl.col("loss").is_not_null() & pl.col("count").is_not_null())
+        n = g["count"].cast(pl.Float64).to_numpy()
+        L = float(np.sum(n * g["loss"].to_numpy()) / n.sum()) if n.sum() else math.nan
+        b = g.filter(pl.col("baseline").is_not_null())
+        H = float(np.sum(b["count"].to_numpy() * b["baseline"].to_numpy()) / b["count"].sum()) if b.height == g.height and b.height else math.nan
+        st = g.filter(pl.col("position").is_null())
+        stop = f"{fmt_num(st['loss'][0])} (baseline {fmt_num(st['baseline'][0])})" if st.height else "n/a"
+        frac = "n/a"
+        if asymptote is not None and math.isfinite(H):
+            E, (lo, hi) = asymptote
+            f = (H - L) / (H - E) if H > E else math.nan
+            f_lo = (H - L) / (H - lo) if math.isfinite(lo) and H > lo else -math.inf  # smaller E: smaller fraction
+            f_hi = (H - L) / (H - hi) if math.isfinite(hi) and H > hi else math.inf
+            frac = f"{fmt_num(f)} {format_interval(f_lo, f_hi)}"
+        first = g.row(0, named=True)
+        rows.append((html.escape(_label(first, several_d)), fmt_num(first.get("N")), fmt_num(L), fmt_num(H),
+                     fmt_num(H - L), stop, frac))
+    head = "".join(f"<th>{h}</th>" for h in ("cell", "N", "validation loss", "unigram baseline", "gain",
+                                               "stop token loss", "fraction of gap to E closed [95%]"))
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return (f"<table class='params'><tr>{head}</tr>{body}</table><p class='note'>Losses in nats per token over the "
+            f"validation jets (all positions and the stop token); the baseline is the per-position unigram model "
+            f"of the training tokens (no parameters, Miller-Madow corrected entropy). Fraction closed = (baseline − "
+            f"loss) / (baseline − E). {html.escape(asymptote_note)}</p>")

@@ -1,0 +1,333 @@
+"""Chunked, resumable dataset building: one seeded task per chunk of jets, run anywhere.
+
+A dataset request is cut into chunks of at most `chunk_jets` jets (Pythia: consecutive quotas;
+files: consecutive row ranges of one file, chunks never cross files). Chunk i is a pure function
+of its `ChunkTask` (source, rows or seed, selection, split fractions and the split seed), so the
+dataset does not depend on how many workers ran it or where. Each task writes
+
+    <out>/chunks/chunk-00007.parquet   the chunk's jets, ordered train | val | test (each part a
+                                       seeded shuffle of the chunk: `split_order`)
+    <out>/chunks/chunk-00007.json      the done-marker, written last: the task, n_jets, split
+                                       counts, bytes and sha256 of the part, generation stats
+
+A chunk is finished only when its marker names the same task and its part has the recorded size
+and sha256; anything else (no marker, another task, a truncated or altered part) is made again, so
+a killed job resumes by making only the missing chunks. `run_tasks` runs the same task function
+in this process (workers=1), on a local process pool (workers>1), or as Ray tasks on a cluster
+(`address`), reporting each finished chunk to a callback.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+
+from scaling_sweeper.data.jets import read_jets, write_jets
+from scaling_sweeper.data.pythia import PythiaConfig
+from scaling_sweeper.errors import DataError
+from scaling_sweeper.runfolder import atomic_write_json
+
+DEFAULT_CHUNK_JETS = 5_000  # ~1.5 min of Pythia per core; peak memory per task ~tens of MB
+CHUNK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Everything that determines one chunk's jets and split order."""
+
+    index: int  # chunk number (names the files)
+    source: str  # pythia | aspen | jetclass
+    n_jets: int  # jets in the chunk (pythia: generated; files: rows start .. start + n_jets)
+    splits: tuple[float, float, float]  # train, val, test fractions
+    split_seed: int  # master seed: the chunk's split shuffle uses (split_seed, index)
+    max_constituents: int = 128
+    pythia: PythiaConfig | None = None  # pythia only (max_constituents already set)
+    pythia_seed: int | None = None  # pythia only: chunk_seed(master seed, index)
+    input: str | None = None  # files only: the input file
+    start: int = 0  # files only: first row of the chunk in `input`
+
+    def key(self) -> dict:
+        """The marker's record of the task (JSON form)."""
+        d = asdict(self)
+        d["splits"] = list(self.splits)
+        return json.loads(json.dumps(d))
+
+
+def split_counts(n: int, fractions: Sequence[float]) -> dict[str, int]:
+    """Jets per split of a chunk of n jets (rounded as split_jets rounds)."""
+    n_train = int(round(fractions[0] * n))
+    n_val = min(int(round(fractions[1] * n)), n - n_train)
+    return {"train": n_train, "val": n_val, "test": n - n_train - n_val}
+
+
+def split_order(n: int, fractions: Sequence[float], seed: int, index: int) -> tuple[np.ndarray, dict[str, int]]:
+    """The permutation that orders a chunk's n jets as train | val | test, and the split counts."""
+    return np.random.default_rng([seed, index]).permutation(n), split_counts(n, fractions)
+
+
+def part_path(out: Path, index: int) -> Path:
+    return Path(out) / "chunks" / f"chunk-{index:05d}.parquet"
+
+
+def marker_path(out: Path, index: int) -> Path:
+    return Path(out) / "chunks" / f"chunk-{index:05d}.json"
+
+
+def _load_source(task: ChunkTask) -> tuple[ak.Array, dict]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    if task.source == "pythia":
+        from scaling_sweeper.data.pythia import generate_chunk
+
+        return generate_chunk(task.pythia, task.n_jets, task.pythia_seed)
+    if task.source == "aspen":
+        from scaling_sweeper.data.aspen import read_aspen as read
+    elif task.source == "jetclass":
+        from scaling_sweeper.data.jetclass import read_jetclass as read
+    else:
+        raise DataError(f"unknown source {task.source!r}")
+    jets = read(task.input, start=task.start, n_jets=task.n_jets, max_constituents=task.max_constituents)
+    if len(jets) != task.n_jets:
+        raise DataError(f"{task.input}: rows {task.start}..{task.start + task.n_jets} gave {len(jets)} jets "
+                        "(file changed while the dataset was made?)")
+    return jets, {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0}
+
+
+def make_chunk(task: ChunkTask, out: str) -> dict:
+    """Make chunk `task.index` of the dataset in `out`: the part file, then its marker. Returns
+    the marker. Runs in whatever process the executor chose; output depends on `task` only."""
+    jets, stats = _load_source(task)
+    perm, counts = split_order(len(jets), task.splits, task.split_seed, task.index)
+    part = write_jets(jets[perm], part_path(Path(out), task.index))
+    blob = part.read_bytes()
+    marker = {
+        "format": CHUNK_FORMAT,
+        "task": task.key(),
+        "n_jets": len(jets),
+        "splits": counts,
+        "bytes": len(blob),
+        "sha256": _sha256(blob),
+        "stats": stats,
+        "ran_on": _where(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(marker_path(Path(out), task.index), marker)
+    return marker
+
+
+def _where() -> dict:
+    """Host, pid and (inside a Ray task) the Ray node id of the process that made a chunk."""
+    import socket
+
+    d: dict = {"host": socket.gethostname(), "pid": os.getpid()}
+    if "ray" in sys.modules:  # never import Ray just to ask
+        import ray
+
+        if ray.is_initialized():
+            d["ray_node"] = ray.get_runtime_context().get_node_id()
+    return d
+
+
+def _sha256(blob: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(blob).hexdigest()
+
+
+def finished_marker(out: Path, task: ChunkTask, *, check_sha256: bool = True) -> dict | None:
+    """The marker of a finished chunk for exactly this task, or None (not made, another task,
+    part missing, truncated or not matching its sha256)."""
+    try:
+        marker = json.loads(marker_path(out, task.index).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("format") != CHUNK_FORMAT or marker.get("task") != task.key():
+        return None
+    part = part_path(out, task.index)
+    try:
+        if part.stat().st_size != marker["bytes"]:
+            return None
+        if check_sha256 and _sha256(part.read_bytes()) != marker["sha256"]:
+            return None
+    except (OSError, KeyError):
+        return None
+    return marker
+
+
+def read_chunk(out: Path, marker: dict) -> ak.Array:
+    """A finished chunk's jets (train | val | test order), its bytes checked against the marker's
+    sha256 as they are read; DataError naming the part if they differ."""
+    index = marker["task"]["index"]
+    part = part_path(out, index)
+    try:
+        blob = part.read_bytes()
+    except OSError as e:
+        raise DataError(f"{part}: chunk part unreadable ({e})") from None
+    if _sha256(blob) != marker["sha256"]:
+        raise DataError(f"{part}: corrupt chunk part (sha256 does not match {marker_path(out, index).name}); "
+                        "run `sweeper data make` again to remake it")
+    import pyarrow.parquet as pq
+
+    try:
+        jets = ak.from_arrow(pq.read_table(io.BytesIO(blob)))
+    except Exception as e:  # pyarrow raises several types
+        raise DataError(f"{part}: unreadable chunk part ({type(e).__name__}: {e})") from None
+    if len(jets) != marker["n_jets"]:
+        raise DataError(f"{part}: {len(jets)} jets, marker says {marker['n_jets']}")
+    return jets
+
+
+def chunk_splits(jets: ak.Array, marker: dict) -> dict[str, ak.Array]:
+    """Cut a chunk read by `read_chunk` into its train / val / test parts."""
+    c = marker["splits"]
+    a, b = c["train"], c["train"] + c["val"]
+    return {"train": jets[:a], "val": jets[a:b], "test": jets[b:]}
+
+
+# ------------------------------------------------------------------------------------------
+# executors: one task function, three places to run it
+
+
+def _call(fn_task: tuple[Callable, Any]) -> Any:
+    fn, task = fn_task
+    return fn(*task) if isinstance(task, tuple) else fn(task)
+
+
+def run_tasks(
+    fn: Callable,
+    tasks: Sequence[Any],
+    *,
+    workers: int = 1,
+    address: str | None = None,
+    on_done: Callable[[int, Any], None] | None = None,
+) -> list:
+    """Run fn(task) (fn(*task) for a tuple) for every task; returns the results in task order.
+    address: run as Ray tasks (one CPU each) on that cluster ("auto": the cluster this process
+    runs in); else workers=1 runs them here, workers>1 on a spawned process pool. `on_done(i,
+    result)` is called as each task finishes (any order). A failing task's error is raised;
+    what finished tasks wrote stays on disk."""
+    if address:
+        return _run_ray(fn, tasks, address, on_done)
+    results: list = [None] * len(tasks)
+    if workers <= 1 or len(tasks) <= 1:
+        for i, t in enumerate(tasks):
+            results[i] = _call((fn, t))
+            if on_done:
+                on_done(i, results[i])
+        return results
+    import multiprocessing as mp
+
+    # spawn: workers must not inherit the parent's threads (torch, ray) through fork
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(min(workers, len(tasks))) as pool:
+        it = pool.imap_unordered(_indexed, [(i, fn, t) for i, t in enumerate(tasks)])
+        for i, r in it:
+            results[i] = r
+            if on_done:
+                on_done(i, r)
+    return results
+
+
+def _indexed(item: tuple[int, Callable, Any]) -> tuple[int, Any]:
+    i, fn, task = item
+    return i, _call((fn, task))
+
+
+def _run_ray(fn: Callable, tasks: Sequence[Any], address: str, on_done) -> list:
+    import ray
+
+    from scaling_sweeper.sweep.ray_cluster import init_ray
+
+    started = not ray.is_initialized()
+    init_ray(None if address == "auto" and os.environ.get("RAY_ADDRESS") else address)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=2)(_call)
+        refs = {remote.remote((fn, t)): i for i, t in enumerate(tasks)}
+        results: list = [None] * len(tasks)
+        pending, error = list(refs), None
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    results[refs[ref]] = ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    error = error or e.as_instanceof_cause()
+                    continue
+                if on_done:
+                    on_done(refs[ref], results[refs[ref]])
+        if error is not None:
+            raise error
+        return results
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class ChunkProgress:
+    """Progress of chunked work through scaling_sweeper.progress: a bar on a terminal; in a file or
+    pipe a line when it starts and one per finished chunk (jets done/total, jets/s of this run,
+    ETA). enabled None: on (SWEEPER_PROGRESS=0 turns it off); False: silent."""
+
+    def __init__(self, n_chunks: int, n_jets: int, what: str = "jets", *, enabled: bool | None = None,
+                 done_chunks: int = 0, done_jets: int = 0):
+        from scaling_sweeper.progress import Progress
+
+        self.what = what
+        self.n_chunks, self.n_jets = n_chunks, n_jets
+        self.chunks, self.jets, self.new_jets = done_chunks, done_jets, 0
+        self.t0 = time.perf_counter()
+        desc = what + (f", {done_jets} jets already made" if done_jets else "")
+        self.bar = Progress(max(0, n_jets - done_jets), desc, unit="jet", enabled=enabled, every_s=0.0)
+        self.enabled = self.bar.enabled
+
+    def done(self, n_jets: int) -> None:
+        self.chunks += 1
+        self.jets += n_jets
+        self.new_jets += n_jets
+        self.bar.update(n_jets)
+        if self.jets >= self.n_jets:
+            self.bar.close()
+
+    def line(self) -> str:
+        dt = time.perf_counter() - self.t0
+        rate = self.new_jets / dt if dt > 0 else float("nan")
+        left = self.n_jets - self.jets
+        eta = _duration(left / rate) if rate > 0 and np.isfinite(rate) else "?"
+        return (f"{self.what}: chunk {self.chunks}/{self.n_chunks}, {self.jets}/{self.n_jets} jets, "
+                f"{rate:.1f} jets/s, ETA {eta}")
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    h, m = divmod(s // 60, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s % 60:02d}s"
+
+
+def iter_split_files(path: Path):
+    """Jets of a split parquet file one row group at a time (memory: one row group)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: jets file missing")
+    try:
+        n_groups = pq.ParquetFile(path).metadata.num_row_groups
+    except Exception as e:
+        raise DataError(f"{path}: corrupt or unreadable parquet ({type(e).__name__}: {e})") from None
+    if n_groups == 0:
+        yield read_jets(path)
+        return
+    for g in range(n_groups):
+        try:
+            yield ak.from_parquet(path, row_groups=[g])
+        except Exception as e:
+            raise DataError(f"{path}: corrupt or unreadable parquet ({type(e).__name__}: {e})") from None

@@ -1,0 +1,249 @@
+"""The sweep phases, one entry each in PHASES, and the training schedules (steps per point).
+
+A phase declares the spec lists it needs (`requires`), the axis a schedule runs along
+(`schedule_axis`: "D" = the `tokens` list, "N" = the `sizes` list, None = the phase derives its
+own step counts) and its point generator: spec -> [Point(size, D, steps, C_budget, where)],
+before the product with `grid` axes and `seeds` (done once for every phase in
+`cells.resolve_cells`). Adding a phase is one PhaseDef here.
+
+    model_size  one point per size at fixed D (train.tokens); steps from the schedule along N
+    data_size   one point per D in `tokens` (x sizes, default [train.size]); schedule along D
+    isoflop     for each budget C and size: steps = floor(C / (6 N_incl B S)), tokens_seen =
+                steps B S; D = tokens_seen / isoflop.passes, or with isoflop.dataset_tokens the
+                data available (D = min(tokens_seen, dataset_tokens): a run that needs more
+                repeats data, passes > 1). A (size, budget) is left out when it gets fewer than
+                isoflop.min_steps steps, when its warmup exceeds isoflop.max_warmup_fraction of
+                the run, or when it would repeat its data more than isoflop.max_passes times
+    grid        sizes (default [train.size]) x D (`tokens`, default [train.tokens]); schedule along D
+
+Schedules (spec `schedule:`, units: steps, passes = tokens_seen / D, tokens_seen in token
+positions; see spec.ScheduleSpec): a number (every point), a list (one value per point of the
+axis) or {start, end}, the values at the axis' first and last point, interpolated
+log-linearly: v(x) = start * (x / x0)^k with k = ln(end / start) / ln(x1 / x0) (x = D or N).
+Steps follow as steps = ceil(passes * D / (B S)) or ceil(tokens_seen / (B S)); a bad schedule
+(passes <= 0, tokens_seen below one batch, two kinds at once, a list of the wrong length) is a
+ScheduleError naming the field, before any compute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from scaling_sweeper import flops
+from scaling_sweeper.errors import ConfigError, ScheduleError
+
+if TYPE_CHECKING:  # spec.py imports this module
+    from scaling_sweeper.sweep.spec import ScheduleSpec, SweepSpec
+
+
+@dataclass(frozen=True)
+class Point:
+    """One (size, D, steps) of a phase, before the grid/seed product (units: tokens, steps)."""
+
+    size: str
+    D: int
+    steps: int
+    C_budget: float | None
+    where: str  # the spec field it comes from (error messages)
+
+
+@dataclass
+class PlanContext:
+    """What a point generator needs besides the spec: data shape, batch, defaults, N_incl."""
+
+    spec: SweepSpec
+    seq_len: int
+    batch: int
+    warmup_steps: int
+    base: dict[str, Any]  # the spec's train: section
+    default_steps: int | None  # train.steps, if given
+    default_tokens: int | None  # train.tokens, if given
+    params: Callable[[str], tuple[int, int]]  # size -> (N, N_incl)
+    left_out: list[str] = field(default_factory=list)  # points a rule dropped (shown by `sweeper plan`)
+
+    def sizes(self) -> list[str]:
+        sizes = self.spec.sizes or ([self.base["size"]] if self.base.get("size") else [])
+        if not sizes:
+            raise ConfigError(f"sizes: phase {self.spec.phase} needs sizes (or train.size)")
+        return list(sizes)
+
+    def fixed_D(self) -> int:
+        if self.default_tokens is None:
+            raise ConfigError(f"train.tokens: phase {self.spec.phase} needs D (train.tokens)")
+        return self.default_tokens
+
+    def steps_along(self, axis: list[float], Ds: list[int], wheres: list[str]) -> list[int]:
+        """Steps at each point of a scan axis (values `axis`, D per point) from the schedule."""
+        sched = self.spec.effective_schedule()
+        if sched is None:
+            if self.default_steps is None:
+                raise ConfigError(f"train.steps: {wheres[0]} needs train.steps (or a schedule)")
+            return [self.default_steps] * len(axis)
+        kind, values = schedule_values(sched, axis)
+        out = []
+        for i, (v, D, where) in enumerate(zip(values, Ds, wheres)):
+            D_rows = max(self.seq_len, D // self.seq_len * self.seq_len)  # passes over what the trainer reads
+            out.append(steps_from(kind, v, D_rows, self.batch, self.seq_len, f"schedule.{kind}" + _at(sched, i), where))
+        return out
+
+
+def _at(sched: ScheduleSpec, i: int) -> str:
+    return f"[{i}]" if isinstance(sched.value, list) else ""
+
+
+def schedule_values(sched: ScheduleSpec, axis: list[float]) -> tuple[str, list[float]]:
+    """(kind, value at each axis point): a number repeated, a list checked for length, or
+    {start, end} interpolated log-linearly between the axis' first and last point."""
+    kind, v = sched.kind, sched.value
+    n = len(axis)
+    if isinstance(v, list):
+        if len(v) != n:
+            raise ScheduleError(f"schedule.{kind}: {len(v)} values for {n} points of the scan "
+                                "(one per point, in the order of the axis list)")
+        return kind, [float(x) for x in v]
+    if isinstance(v, dict):
+        start, end = float(v["start"]), float(v["end"])
+        x0, x1 = float(axis[0]), float(axis[-1])
+        if x0 == x1:
+            if start != end:
+                raise ScheduleError(f"schedule.{kind}: start != end needs an axis whose first and last "
+                                    f"points differ (got {x0:.4g} for both)")
+            return kind, [start] * n
+        k = math.log(end / start) / math.log(x1 / x0)
+        vals = [start * (float(x) / x0) ** k for x in axis]
+        vals[0], vals[-1] = start, end  # exact at the end points
+        return kind, vals
+    return kind, [float(v)] * n
+
+
+def steps_from(kind: str, value: float, D: int, batch: int, seq_len: int, field_name: str, where: str) -> int:
+    """Optimizer steps for one point: steps as given (rounded), or enough whole steps to see
+    passes * D / tokens_seen tokens. ScheduleError naming `field_name` for a value that cannot run."""
+    per_step = flops.tokens_seen(1, batch, seq_len)
+    if kind == "steps":
+        steps = round(value)
+        if steps < 1:
+            raise ScheduleError(f"{field_name} ({where}): steps must be >= 1, got {value:.4g}")
+        return steps
+    if kind == "passes":
+        if not value > 0:
+            raise ScheduleError(f"{field_name} ({where}): passes must be > 0, got {value:.4g}")
+        seen = value * D
+    else:
+        seen = value
+    if seen < per_step:
+        raise ScheduleError(
+            f"{field_name} ({where}): {seen:.4g} tokens seen is less than one batch "
+            f"({batch} x {seq_len} = {per_step} tokens)"
+        )
+    return max(1, math.ceil(seen / per_step - 1e-9))
+
+
+# ---------------------------------------------------------------------------------------------
+# point generators
+
+
+def _model_size_points(ctx: PlanContext) -> list[Point]:
+    sizes = ctx.sizes()
+    D = ctx.fixed_D()
+    wheres = [f"sizes[{i}]" for i in range(len(sizes))]
+    steps = ctx.steps_along([ctx.params(s)[0] for s in sizes], [D] * len(sizes), wheres)
+    return [Point(s, D, n, None, w) for s, n, w in zip(sizes, steps, wheres)]
+
+
+def _d_scan_points(ctx: PlanContext, Ds: list[int], label: str) -> list[Point]:
+    wheres = [f"{label}[{i}]" for i in range(len(Ds))]
+    steps = ctx.steps_along([float(d) for d in Ds], Ds, wheres)
+    return [Point(s, D, n, None, w) for s in ctx.sizes() for D, n, w in zip(Ds, steps, wheres)]
+
+
+def _data_size_points(ctx: PlanContext) -> list[Point]:
+    return _d_scan_points(ctx, [int(d) for d in ctx.spec.tokens], "tokens")
+
+
+def _grid_points(ctx: PlanContext) -> list[Point]:
+    if ctx.spec.tokens:
+        return _d_scan_points(ctx, [int(d) for d in ctx.spec.tokens], "tokens")
+    return _d_scan_points(ctx, [ctx.fixed_D()], "train.tokens")
+
+
+def _isoflop_points(ctx: PlanContext) -> list[Point]:
+    spec, iso, S, B = ctx.spec, ctx.spec.isoflop, ctx.seq_len, ctx.batch
+    if spec.effective_schedule() is not None:
+        raise ScheduleError("schedule: an isoflop sweep derives steps from its budgets; remove the schedule")
+    sizes = ctx.sizes()
+    smallest = min(sizes, key=lambda s: ctx.params(s)[1])
+    min_steps = iso.min_steps
+    frac = iso.max_warmup_fraction
+    min_warm = math.ceil(ctx.warmup_steps / frac - 1e-9) if frac is not None else 0  # steps warmup allows
+    points: list[Point] = []
+    for i, C in enumerate(spec.budgets):
+        reasons: dict[str, list[str]] = {}  # rule -> "size value" it dropped
+        kept = 0
+        for s in sizes:
+            n_incl = ctx.params(s)[1]
+            per_step = flops.train_flops(n_incl, flops.tokens_seen(1, B, S))
+            steps = int(C // per_step)
+            if steps < min_steps:
+                if s == smallest:
+                    raise ConfigError(
+                        f"budgets[{i}]: C={C:.3g} FLOPs is too small for the smallest size {s} "
+                        f"(N_incl={n_incl}): {steps} steps < isoflop.min_steps={min_steps}; "
+                        f"needs >= {per_step * min_steps:.3g} FLOPs"
+                    )
+                reasons.setdefault(f"steps < isoflop.min_steps {min_steps}", []).append(f"{s} {steps}")
+                continue
+            if steps < min_warm:
+                rule = f"warmup {ctx.warmup_steps} > {frac:g} x steps (isoflop.max_warmup_fraction)"
+                reasons.setdefault(rule, []).append(f"{s} {steps}")
+                continue
+            seen = flops.tokens_seen(steps, B, S)
+            if iso.dataset_tokens is not None:
+                D = min(seen, int(iso.dataset_tokens)) // S * S
+            else:
+                D = int(seen / iso.passes) // S * S
+            D = max(S, D)
+            if iso.max_passes is not None and seen / D > iso.max_passes * (1 + 1e-12):
+                reasons.setdefault(f"passes > isoflop.max_passes {iso.max_passes:g}", []).append(f"{s} {seen / D:.3g}")
+                continue
+            points.append(Point(s, D, steps, float(C), f"budgets[{i}] (size {s})"))
+            kept += 1
+        why = "; ".join(f"{rule}: {', '.join(v)}" for rule, v in reasons.items())
+        if not kept:
+            raise ConfigError(f"budgets[{i}]: C={C:.3g} FLOPs leaves no size ({why})")
+        if reasons:
+            ctx.left_out.append(f"C={C:.3g}: {why}")
+    return points
+
+
+@dataclass(frozen=True)
+class PhaseDef:
+    """One phase: the non-empty spec lists it needs, its schedule axis, its point generator."""
+
+    name: str
+    requires: tuple[str, ...]  # SweepSpec list fields that must be non-empty
+    schedule_axis: str | None  # "D" (tokens list), "N" (sizes list), None (no schedule)
+    points: Callable[[PlanContext], list[Point]]
+    varies_D: bool  # a scan over D: the plan warns when its tokens_seen do not follow D
+
+
+PHASES: dict[str, PhaseDef] = {
+    p.name: p
+    for p in (
+        PhaseDef("model_size", ("sizes",), "N", _model_size_points, varies_D=False),
+        PhaseDef("data_size", ("tokens",), "D", _data_size_points, varies_D=True),
+        PhaseDef("isoflop", ("budgets", "sizes"), None, _isoflop_points, varies_D=False),
+        PhaseDef("grid", (), "D", _grid_points, varies_D=True),
+    )
+}
+
+
+def get_phase(name: str) -> PhaseDef:
+    """The PhaseDef called `name` (ConfigError listing the phases)."""
+    try:
+        return PHASES[name]
+    except KeyError:
+        raise ConfigError(f"phase: {name!r} is not one of {', '.join(PHASES)}") from None
