@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scaling_sweeper.cli.options import add_storage
 from scaling_sweeper.config import apply_overrides, from_dict, load_yaml
 
 
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("cell", nargs="?", default=None,
                    help="with a sweep name: the cell's id, a unique id prefix, or a size name only one of its "
                         "cells has (e.g. `sweeper eval smoke-model Pico`)")
-    p.add_argument("--storage", default="runs", help="results root holding the sweeps (default runs)")
+    add_storage(p)
     p.add_argument("--config", default=None, help="YAML file of EvalConfig fields (flags override it)")
     p.add_argument("--n-jets", default=None,
                    help="evaluation size (default 50000); capped at half the real jets, since the SWD floor "
