@@ -42,7 +42,7 @@ def test_find_sweeps_by_name_suite_folder(runs):
     assert status.find_sweeps(str(runs / "smk-data"), runs) == [runs / "smk-data"]
     assert status.find_sweeps("smk", runs) == [runs / "smk-data", runs / "smk-model"]  # suite order
     assert status.list_suites(runs) == {"smk": [runs / "smk-data", runs / "smk-model"]}
-    with pytest.raises(SweeperError, match=r"no sweep, suite or spec file 'nope'.*smk-model.*suites: smk"):
+    with pytest.raises(SweeperError, match=r"no sweep 'nope' \(nor a suite or spec file.*smk-model.*suites: smk"):
         status.find_sweeps("nope", runs)
 
 

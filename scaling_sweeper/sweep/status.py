@@ -305,8 +305,8 @@ def find_sweeps(target: str | Path, storage: str | Path = "runs") -> list[Path]:
     names = [d.name for d in list_sweeps(storage)]
     have = (f"sweeps: {', '.join(names)}" if names else "no sweeps") + (
         f"; suites: {', '.join(sorted(suites))}" if suites else "")
-    raise SweeperError(f"no sweep, suite or spec file {str(target)!r} under {storage} ({have}; "
-                       "pass --storage for another results folder)")
+    raise SweeperError(f"no sweep {str(target)!r} (nor a suite or spec file of that name) under {storage} "
+                       f"({have}; pass --storage for another results folder)")
 
 
 def find_cell(sweep_dirs: list[Path], cell: str) -> Path:
