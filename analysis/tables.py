@@ -2,7 +2,7 @@
 
 Layout (hive-style partition by sweep; every file also carries a `sweep` column):
 
-    runs/<sweep>/tables/trials/<cell_id>.parquet   one row: the results row (DESIGN.md)
+    runs/<sweep>/tables/trials/<cell_id>.parquet   one row: the results row (docs/DESIGN.md)
     runs/<sweep>/tables/curves/<cell_id>.parquet   one row per logged step (metrics.jsonl)
     runs/<sweep>/tables/evals/<cell_id>.parquet    long format: one row per (step, metric)
     runs/<sweep>/tables/positions/<cell_id>.parquet  validation loss per constituent position and
@@ -41,7 +41,7 @@ from scaling_sweeper.runfolder import atomic_write
 
 TABLES: tuple[str, ...] = ("trials", "curves", "evals", "positions")
 
-# The results row (DESIGN.md) with storage dtypes; `extra` and `written_at` are added here.
+# The results row (docs/DESIGN.md) with storage dtypes; `extra` and `written_at` are added here.
 TRIALS_SCHEMA: dict[str, pl.DataType] = {
     "sweep": pl.String(),
     "phase": pl.String(),

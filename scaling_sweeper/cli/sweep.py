@@ -28,14 +28,16 @@ def _load(args: argparse.Namespace) -> list:
     return load_specs(args.spec, storage_overrides(args))
 
 
-def _sweep_dir(args: argparse.Namespace) -> Path:
-    d = Path(args.sweep)
-    if (d / "cells.json").is_file():
-        return d
-    d = Path(args.storage) / args.sweep
-    if not (d / "cells.json").is_file():
-        raise SweeperError(f"no sweep {args.sweep!r} under {args.storage} (pass --storage)")
-    return d
+def _sweep_dirs(args: argparse.Namespace) -> list[Path]:
+    """The sweep folders args.sweep names: a sweep, a suite (spec file stem) or a spec file."""
+    from scaling_sweeper.sweep.status import find_sweeps
+
+    return find_sweeps(args.sweep, args.storage)
+
+
+def _suite(args: argparse.Namespace) -> str | None:
+    """The suite name of a run: the spec file's stem (`smoke` for sweeps/smoke.yaml)."""
+    return Path(args.spec).stem if getattr(args, "spec", None) and not getattr(args, "spec_env", None) else None
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -85,16 +87,16 @@ def _run(args: argparse.Namespace) -> int:
         storage.mkdir(parents=True, exist_ok=True)
         os.chdir(storage)
     outs = run_sweeps(specs, address=args.address, num_cpus=args.num_cpus, progress=not args.quiet,
-                      insecure=args.insecure)
+                      insecure=args.insecure, suite=_suite(args))
     return max(_report_outcome(out) for out in outs)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep.tune_runner import resume_sweep
+    from scaling_sweeper.sweep.tune_runner import resume_sweeps
 
-    out = resume_sweep(args.sweep, args.storage, args.set, address=args.address, num_cpus=args.num_cpus,
-                       progress=not args.quiet, insecure=args.insecure)
-    return _report_outcome(out)
+    outs = resume_sweeps(_sweep_dirs(args), args.set, address=args.address, num_cpus=args.num_cpus,
+                         progress=not args.quiet, insecure=args.insecure)
+    return max(_report_outcome(out) for out in outs)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -122,9 +124,9 @@ def _status(args: argparse.Namespace) -> int:
         for d in sweeps:
             print(status.progress_line(status.collect(d)))
         return 0
-    d = _sweep_dir(args)
+    dirs = _sweep_dirs(args)
     while True:
-        text = status.format_status(status.collect(d), verbose=not args.brief)
+        text = "\n\n".join(status.format_status(status.collect(d), verbose=not args.brief) for d in dirs)
         if not args.watch:
             print(text)
             return 0
@@ -136,27 +138,30 @@ def _status(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     from scaling_sweeper.runfolder import read_jsonl
     from scaling_sweeper.sweep import jobs
+    from scaling_sweeper.sweep.status import find_cell
 
-    d = _sweep_dir(args)
+    dirs = _sweep_dirs(args)
     if args.cell:
-        run_dir = d / args.cell
+        run_dir = find_cell(dirs, args.cell)
         if not run_dir.is_dir():
-            raise SweeperError(f"no cell {args.cell} in {d}")
+            raise SweeperError(f"cell {run_dir.name} of {run_dir.parent.name} has not started (no {run_dir})")
         for e in read_jsonl(run_dir / "events.jsonl"):
             print(f"{time.strftime('%H:%M:%S', time.localtime(e.pop('t', 0)))} {e.pop('event')} {e}")
         for m in read_jsonl(run_dir / "metrics.jsonl")[-args.lines:]:
             print(m)
         return 0
     events = []
-    for run_dir in sorted(p for p in d.iterdir() if p.is_dir()):
-        for e in read_jsonl(run_dir / "events.jsonl"):
-            events.append((e.get("t", 0), run_dir.name, e))
+    for d in dirs:
+        for run_dir in sorted(p for p in d.iterdir() if p.is_dir()):
+            for e in read_jsonl(run_dir / "events.jsonl"):
+                events.append((e.get("t", 0), f"{d.name}/{run_dir.name}" if len(dirs) > 1 else run_dir.name, e))
     for t, cid, e in sorted(events, key=lambda x: x[0])[-args.lines:]:
         e = {k: v for k, v in e.items() if k not in ("t", "tb")}
         print(f"{time.strftime('%H:%M:%S', time.localtime(t))} {cid} {e.pop('event')} {e}")
-    job = jobs.read_job(d)
-    if job and args.job:
-        print(jobs.job_logs(job["address"], job["job_id"], insecure=args.insecure)[-20000:])
+    for d in dirs:
+        job = jobs.read_job(d)
+        if job and args.job:
+            print(jobs.job_logs(job["address"], job["job_id"], insecure=args.insecure)[-20000:])
     return 0
 
 
@@ -164,13 +169,13 @@ def _stop(args: argparse.Namespace) -> int:
     from scaling_sweeper.sweep import jobs
     from scaling_sweeper.sweep.tune_runner import request_stop
 
-    d = _sweep_dir(args)
-    request_stop(d)
-    print(f"stop requested for {d.name}: trials checkpoint and stop at their next step")
-    job = jobs.read_job(d)
-    if args.kill_job and job:
-        jobs.stop_job(job["address"], job["job_id"], insecure=args.insecure)
-        print(f"stopped Ray job {job['job_id']}")
+    for d in _sweep_dirs(args):
+        request_stop(d)
+        print(f"stop requested for {d.name}: trials checkpoint and stop at their next step")
+        job = jobs.read_job(d)
+        if args.kill_job and job:
+            jobs.stop_job(job["address"], job["job_id"], insecure=args.insecure)
+            print(f"stopped Ray job {job['job_id']}")
     return 0
 
 
@@ -235,6 +240,10 @@ def _cluster(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+SWEEP_TARGET_HELP = ("a sweep name (a folder under --storage), a suite (the stem of the spec file a run came "
+                     "from: smoke = every sweep of sweeps/smoke.yaml), a spec file, or a sweep folder")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     def spec_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         p.add_argument("spec", nargs=None if required else "?", help="sweep spec YAML (sweeps/*.yaml)")
@@ -271,34 +280,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     insecure_arg(p)
     p.set_defaults(func=_submit)
 
-    p = subparsers.add_parser("resume", help="continue a sweep: done cells skipped, interrupted cells resumed")
-    p.add_argument("sweep", help="sweep name (or its folder)")
+    p = subparsers.add_parser(
+        "resume", help="continue a sweep or suite: done cells skipped, interrupted cells resumed",
+        description="Run what is left of a sweep (or every sweep of a suite) from its stored resolved spec "
+                    "(<storage>/<sweep>/spec.yaml): cells with STATUS done are never trained again, "
+                    "interrupted cells continue from their last checkpoint, failed and refused cells are tried "
+                    "again. Safe after Ctrl-C, a killed driver or a restarted cluster.")
+    p.add_argument("sweep", help=SWEEP_TARGET_HELP)
     storage_arg(p)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--address", default=None)
-    p.add_argument("--num-cpus", type=int, default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the stored spec for this resume, e.g. --set budget.flops=2e15 or "
+                        "--set resources.max_concurrent=1 (repeatable; fields that change cells make new cells)")
+    p.add_argument("--address", default=None,
+                   help="existing Ray cluster to resume on (e.g. 127.0.0.1:6379 or auto; default: an embedded "
+                        "local Ray started and stopped by this command)")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of the embedded local Ray (default: all of this machine's); ignored with --address")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress output (no live line on a terminal, no per-cell lines in a log)")
     insecure_arg(p)
     p.set_defaults(func=_resume)
 
     p = subparsers.add_parser("status", help="cells done/running/pending/failed, FLOPs, ETA")
-    p.add_argument("sweep", nargs="?", help="sweep name (default: list all)")
+    p.add_argument("sweep", nargs="?", help=SWEEP_TARGET_HELP + " (default: one line per sweep)")
     storage_arg(p)
     p.add_argument("--watch", type=float, default=0.0, metavar="S", help="refresh every S seconds")
     p.add_argument("--brief", action="store_true", help="no per-cell table")
     p.set_defaults(func=_status)
 
-    p = subparsers.add_parser("logs", help="a sweep's events (or one cell's events and metrics)")
-    p.add_argument("sweep")
-    p.add_argument("cell", nargs="?")
+    p = subparsers.add_parser(
+        "logs", help="a sweep's events (or one cell's events and metrics)",
+        description="Without a cell: the newest events of every cell of the sweep(s) (admitted, train_start, "
+                    "train_done, eval_done, refused, train_error, ...), oldest first. With a cell: that cell's "
+                    "events and its last metrics records (metrics.jsonl).")
+    p.add_argument("sweep", help=SWEEP_TARGET_HELP)
+    p.add_argument("cell", nargs="?",
+                   help="a cell: its id (as `sweeper status` prints it), a unique id prefix, or a size name "
+                        "that only one cell of the sweep has (e.g. Pico)")
     storage_arg(p)
-    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("-n", "--lines", type=int, default=50,
+                   help="how many of the newest events (or, with a cell, metrics records) to print (default 50)")
     p.add_argument("--job", action="store_true", help="also print the Ray job's driver log (submitted sweeps)")
     insecure_arg(p)
     p.set_defaults(func=_logs)
 
     p = subparsers.add_parser("stop", help="ask a sweep's trials to checkpoint and stop")
-    p.add_argument("sweep")
+    p.add_argument("sweep", help=SWEEP_TARGET_HELP)
     storage_arg(p)
     p.add_argument("--kill-job", action="store_true", help="also stop the Ray job of a submitted sweep")
     insecure_arg(p)

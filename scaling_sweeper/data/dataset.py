@@ -56,6 +56,7 @@ from scaling_sweeper.data.tokenizer import (
     tokenizer_info,
 )
 from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.progress import Progress
 from scaling_sweeper.runfolder import atomic_write_json
 
 DATASET_FORMAT_VERSION = 2
@@ -291,7 +292,8 @@ def make_dataset(
             print(f"jets: wrote {manifest['n_jets']} jets to {out} in {manifest['n_chunks']} chunks"
                   f" ({manifest['chunks_made']} made now){extra}")
     if tokenize:
-        tokenize_dataset(out, out / "tokens", cfg=tok_cfg, force=force or not cached, verbose=verbose)
+        tokenize_dataset(out, out / "tokens", cfg=tok_cfg,
+                         force=force or not cached, verbose=verbose, progress=progress)
     return out
 
 
@@ -427,13 +429,15 @@ def tokenize_dataset(
     force: bool = False,
     verbose: bool = False,
     report_jets: int = 20_000,
+    progress: bool | None = None,
 ) -> Path:
     """Fit a tokenizer of kind cfg.kind on a seeded sample of jets_dir/train.parquet (at most
     cfg.fit_jets jets; or load cfg.tokenizer_file), encode every split row group by row group into
     token shards in out_dir (default jets_dir/tokens) with tokenizer.json beside them, and write
     tokenization_report.json (on the first `report_jets` test jets, with the round-trip SWD vs the
     floor). Cached on (cfg, sha256 of the split files). A vq fit checkpoints to out_dir/vq_train.pt
-    and resumes from it. Returns out_dir."""
+    and resumes from it. progress: see scaling_sweeper.progress (None: a bar or periodic lines;
+    False: silent). Returns out_dir."""
     jets_dir = Path(jets_dir)
     out = Path(out_dir) if out_dir is not None else jets_dir / "tokens"
     cfg = (cfg or TokenizeConfig()).validate()
@@ -457,19 +461,23 @@ def tokenize_dataset(
             pass
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
-    tok = _fit_tokenizer(cfg, tok, fit_sample(files["train"], cfg.fit_jets, cfg.fit_seed), out, verbose)
-    tok_path = tok.save(out / "tokenizer.json")
-    writer = ShardWriter(out, seq_len=tok.seq_len, vocab_size=tok.vocab_size, pad_token=tok.pad_token,
-                         rows_per_shard=cfg.rows_per_shard)
-    try:
-        for s, path in files.items():
-            for jets in iter_split_files(path):
-                writer.append(s, tok.encode(jets))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close(tok_path)
     n = {s: _parquet_rows(p) for s, p in files.items()}
+    with Progress(sum(n.values()), "tokenize", unit="jet", enabled=progress) as bar:
+        if not tok.fitted:
+            bar.note(f"fitting the {cfg.kind} tokenizer on {min(cfg.fit_jets, n['train']):,} train jets")
+        tok = _fit_tokenizer(cfg, tok, fit_sample(files["train"], cfg.fit_jets, cfg.fit_seed), out, verbose)
+        tok_path = tok.save(out / "tokenizer.json")
+        writer = ShardWriter(out, seq_len=tok.seq_len, vocab_size=tok.vocab_size, pad_token=tok.pad_token,
+                             rows_per_shard=cfg.rows_per_shard)
+        try:
+            for s, path in files.items():
+                for jets in iter_split_files(path):  # encoding: progress per row group
+                    writer.append(s, tok.encode(jets))
+                    bar.update(len(jets))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close(tok_path)
     report_split = "test" if n["test"] else "train"
     report_set = _head(files[report_split], report_jets)
     report = {"split": report_split, **tokenization_report(tok, report_set),

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -115,7 +116,7 @@ def _compiled_step(device: torch.device, enabled: bool):
 def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: float = 1.0,
              top_k: int | None = None, seed: int = 0, batch_size: int | None = None,
              use_cache: bool = True, max_len: int | None = None, precision: str = "auto",
-             compile: bool | None = None) -> np.ndarray:
+             compile: bool | None = None, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Sample `n_jets` token rows (n_jets, max_len) uint16: [start, c_1.., stop, pad...].
 
     model: a `GPT` (forward(idx, kv_cache=...) -> (logits, loss), new_static_kv_cache(B, max_len)).
@@ -123,7 +124,8 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
     tokenizer.seq_len (capped at the model's block_size + 1). use_cache=False recomputes the
     whole prefix every step (the reference the cache is tested against). batch_size None:
     `auto_batch_size`. precision: auto | fp32 | bf16 (module doc). compile: torch.compile the
-    cached decode step (default: on CUDA only).
+    cached decode step (default: on CUDA only). on_batch(n) is called after each batch of n jets
+    (progress display).
     """
     if n_jets < 0 or (batch_size is not None and batch_size < 1):
         raise ConfigError(f"n_jets must be >= 0 and batch_size >= 1, got {n_jets}, {batch_size}")
@@ -194,6 +196,8 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
                 if t % check_every == 0 and bool(done.all()):
                     break
             out[lo:lo + b_keep] = rows[:b_keep].cpu().numpy().astype(np.uint16)
+            if on_batch is not None:
+                on_batch(b_keep)
     finally:
         model.train(was_training)
     return out

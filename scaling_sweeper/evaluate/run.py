@@ -242,13 +242,28 @@ def _real_jets_path(cfg: EvalConfig, tokens_dir: Path) -> Path:
     return tokens_dir.parent / f"{cfg.split}.parquet"
 
 
-def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: bool = True) -> dict[str, Any]:
-    """Evaluate the finished run in `run_dir`; returns (and writes) the eval.json dict."""
+def cap_note(n_requested: int, n_used: int, n_real: int, real_path: str | Path) -> str | None:
+    """Why fewer jets than asked are evaluated (None when none were dropped): the floor compares two
+    disjoint real samples of the evaluation size, so n is at most half the real jets."""
+    if n_used >= n_requested:
+        return None
+    return (f"evaluating {n_used:,} jets, not the {n_requested:,} asked: {real_path} holds {n_real:,} real "
+            f"jets and the SWD floor needs two disjoint real samples of the evaluation size (n <= "
+            f"{n_real:,} / 2); pass --real with more jets to evaluate more")
+
+
+def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: bool = True,
+                 progress: bool | None = False) -> dict[str, Any]:
+    """Evaluate the finished run in `run_dir`; returns (and writes) the eval.json dict.
+    progress: None = a bar on a terminal / periodic lines in a log (scaling_sweeper.progress),
+    False = silent (inside sweep trials). A capped evaluation size is recorded in
+    counts.n_jets_cap_note (and said on the progress display)."""
     import torch
 
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer, tokenizer_info
     from scaling_sweeper.evaluate.generate import generate, valid_rows
+    from scaling_sweeper.progress import Progress
     from scaling_sweeper.train import load_model, resolve_device
 
     cfg = cfg or EvalConfig()
@@ -265,8 +280,10 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     tokens_dir = Path(tcfg.data)
     tokenizer = load_tokenizer(tokens_dir)  # the cell's own tokenizer, whatever its kind
     tok_info = tokenizer_info(tokens_dir)
-    real = read_jets(_real_jets_path(cfg, tokens_dir))
+    real_path = _real_jets_path(cfg, tokens_dir)
+    real = read_jets(real_path)
     n = min(cfg.n_jets, len(real) // 2)
+    note = cap_note(cfg.n_jets, n, len(real), real_path)
     if n < cfg.min_jets:
         raise DataError(f"{_real_jets_path(cfg, tokens_dir)}: {len(real)} real jets, need at least "
                         f"{2 * cfg.min_jets} for two disjoint samples")
@@ -275,9 +292,15 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     timings["load_s"] = time.time() - t0
 
     t = time.time()
-    tokens = generate(model, n, tokenizer=tokenizer, temperature=cfg.temperature, top_k=cfg.top_k,
-                      seed=cfg.seed, batch_size=cfg.batch_size, use_cache=cfg.use_cache)
+    with Progress(n, "eval: generate", unit="jet", enabled=progress) as bar:
+        if note:
+            bar.note(note)
+        tokens = generate(model, n, tokenizer=tokenizer, temperature=cfg.temperature, top_k=cfg.top_k,
+                          seed=cfg.seed, batch_size=cfg.batch_size, use_cache=cfg.use_cache,
+                          on_batch=bar.update)
     timings["generate_s"] = time.time() - t
+    stages = Progress(2, "eval: score", unit="stage", enabled=progress)
+    stages.note(f"observables of {n:,} generated and 4 x {n:,} real jets")
     rows_ok = valid_rows(tokens, tokenizer)
     gen_jets, decode_stats = tokenizer.decode(tokens, return_stats=True)
 
@@ -289,6 +312,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     rt_a = compute_observables(tokenizer.decode(tokenizer.encode(real_a)), names)
     rt_b = compute_observables(tokenizer.decode(tokenizer.encode(real_b)), names)
     timings["observables_s"] = time.time() - t
+    stages.update(1)
+    stages.note(f"SWD and W1 with {cfg.n_bootstrap} bootstrap resamples")
     empty = gen_obs["n_constituents"] == 0 if "n_constituents" in gen_obs else \
         ak.to_numpy(ak.num(gen_jets.part_pt, axis=1)) == 0
     nonfinite = invalid_mask({k: gen_obs[k] for k in cfg.observables}) & ~empty
@@ -297,9 +322,11 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     t = time.time()
     metrics = evaluate_samples(gen_obs, obs_a, obs_b, rt_a, rt_b, gen_invalid, cfg)
     timings["swd_s"] = time.time() - t
+    stages.update(1)
+    stages.close()
     lengths = ak.to_numpy(ak.num(gen_jets.part_pt, axis=1))
     metrics["counts"].update(
-        n_jets=int(n), n_jets_requested=int(cfg.n_jets), n_real_available=int(len(real)),
+        n_jets=int(n), n_jets_requested=int(cfg.n_jets), n_real_available=int(len(real)), n_jets_cap_note=note,
         invalid_no_stop=int((~rows_ok).sum()), invalid_empty=int((rows_ok & empty).sum()),
         invalid_nonfinite=int((rows_ok & ~empty & nonfinite).sum()), invalid=int(gen_invalid.sum()),
         generated_mean_constituents=float(lengths.mean()) if n else 0.0,

@@ -342,14 +342,24 @@ def cell_dir(spec: SweepSpec, cell_id: str) -> Path:
     return spec.sweep_dir / cell_id
 
 
-def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape) -> Path:
+def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
+                      suite: tuple[str, int] | None = None) -> Path:
     """Create <storage>/<sweep>/ with spec.yaml (the resolved spec), cells.json (the plan) and
-    sweep.json (data identity). Refuses to reuse a sweep folder made on different data."""
+    sweep.json (data identity; `suite`: the spec file's stem and the sweep's place in it, kept
+    from an earlier run when None). Refuses to reuse a sweep folder made on different data."""
     d = spec.sweep_dir
     d.mkdir(parents=True, exist_ok=True)
     meta_path = d / "sweep.json"
+    old_meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            old_meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            old_meta = {}
+    if suite is None and old_meta.get("suite"):
+        suite = (old_meta["suite"], int(old_meta.get("suite_index", 0)))
     if meta_path.is_file() and shape.train_sha256:
-        old = json.loads(meta_path.read_text()).get("train_sha256")
+        old = old_meta.get("train_sha256")
         if old and old != shape.train_sha256:
             raise ConfigError(
                 f"name: sweep {spec.name!r} in {spec.storage} was run on different data "
@@ -360,6 +370,7 @@ def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape) -> P
     meta = {
         "name": spec.name, "phase": spec.phase, "seq_len": shape.seq_len,
         "vocab_size": shape.vocab_size, "train_sha256": shape.train_sha256,
+        **({"suite": suite[0], "suite_index": suite[1]} if suite else {}),
     }
     if shape.tokenizer is not None:
         meta["tokenizer"] = {k: shape.tokenizer[k] for k in ("kind", "id", "codebook_size")}

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import scaling_sweeper
 from scaling_sweeper.errors import SweeperError
+from scaling_sweeper.noise import quiet_ray_token_notice
 
 _AUTH_ENV = "RAY_AUTH_MODE"
 INSECURE_HINT = "--insecure"
@@ -156,6 +158,7 @@ def token_available() -> bool:
 def enable_token_auth_if_available() -> bool:
     """Make this process send the Ray auth token when one exists and RAY_AUTH_MODE is unset.
     Returns whether token auth is on."""
+    quiet_ray_token_notice()
     mode = os.environ.get(_AUTH_ENV)
     if mode is not None:
         return mode.lower() == "token"
@@ -214,6 +217,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    quiet_ray_token_notice()
     if ray.is_initialized():
         return ray.cluster_resources()
     if address is None and os.environ.get("RAY_ADDRESS"):
@@ -233,8 +237,17 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         # for the first trial instead of handing out one it prestarted at init (~0.5 s)
         os.environ.update(worker_env())
         _loopback_only()  # a single-node cluster: nothing of it listens beyond 127.0.0.1
-        ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        for attempt in (1, 2):
+            try:
+                ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+                break
+            except Exception as e:  # Ray waits a fixed 30 s for its raylet: a busy machine can miss it
+                if attempt == 2 or "timed out during startup" not in str(e):
+                    raise
+                ray.shutdown()
+                print("embedded Ray did not start within its 30 s (busy machine?): trying once more",
+                      file=sys.stderr, flush=True)
     from scaling_sweeper.sweep.local_cluster import tighten_token_file
 
     tighten_token_file()  # Ray writes a token it generates 0644

@@ -413,11 +413,19 @@ def _progress_callback_class():
     from ray.tune import Callback
 
     class ProgressCallback(Callback):
-        """Heartbeat file + a live one-line progress display on stderr."""
+        """Heartbeat file + progress on `stream`: on a terminal one live line; in a file or pipe one
+        line per cell state change and a short summary every `summary_every_s` (and at the start)."""
 
-        def __init__(self, sweep_dirs: list[Path], every_s: float, stream, experiment: str):
+        def __init__(self, sweep_dirs: list[Path], every_s: float, stream, experiment: str,
+                     summary_every_s: float = 60.0):
             self.sweep_dirs, self.every_s, self.stream, self.experiment = sweep_dirs, every_s, stream, experiment
+            self.summary_every_s = summary_every_s
             self._last = 0.0
+            self._last_summary = 0.0
+            self._states: dict[tuple[str, str], str] = {}
+
+        def _log(self, text: str) -> None:
+            self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
 
         def on_step_end(self, iteration, trials, **info):  # Tune calls this every loop step
             now = time.time()
@@ -426,11 +434,24 @@ def _progress_callback_class():
             self._last = now
             for d in self.sweep_dirs:
                 sweep_status.write_driver(d, "running", experiment=self.experiment)
-            if self.stream is not None:
-                line = "  ".join(sweep_status.progress_line(sweep_status.collect(d)) for d in self.sweep_dirs)
-                tty = getattr(self.stream, "isatty", lambda: False)()
-                self.stream.write(("\r" + line + "\x1b[K") if tty else line + "\n")
+            if self.stream is None:
+                return
+            sts = [sweep_status.collect(d) for d in self.sweep_dirs]
+            if getattr(self.stream, "isatty", lambda: False)():
+                self.stream.write("\r" + sweep_status.summary_line(sts) + "\x1b[K")
                 self.stream.flush()
+                return
+            first = not self._states
+            for st in sts:
+                for c in st.cells:
+                    key = (st.name, c.cell_id)
+                    if self._states.get(key) != c.state and not (first and c.state in ("pending", "done")):
+                        self._log(sweep_status.cell_change_line(st, c))
+                    self._states[key] = c.state
+            if first or now - self._last_summary >= self.summary_every_s:
+                self._last_summary = now
+                self._log(sweep_status.summary_line(sts))
+            self.stream.flush()
 
     return ProgressCallback
 
@@ -666,6 +687,7 @@ def run_sweeps(
     progress_every_s: float = 5.0,
     stream=None,
     insecure: bool = False,
+    suite: str | None = None,
 ) -> list[SweepOutcome]:
     """Run (or resume) sweeps on Ray Tune, all pending cells in ONE Tune experiment (one worker
     start-up for a whole suite); returns what happened per sweep. Never retrains a done cell.
@@ -673,7 +695,9 @@ def run_sweeps(
     Every spec, its data and its ledger are validated before anything is written, then each
     sweep's driver lock is taken (module doc). Trials of a suite share one concurrency limit and
     retry count (the largest of the specs'); resources and the ledger stay per sweep. `insecure`:
-    accept an `address` whose cluster does not require Ray's auth token."""
+    accept an `address` whose cluster does not require Ray's auth token. `suite`: the name of the
+    spec file the sweeps come from (recorded in each sweep.json, so `sweeper status <suite>` finds
+    them all)."""
     t0 = time.time()
     prepared = [prepare(s) for s in specs]
     if address:  # an open cluster is refused before anything is written (init_ray checks again)
@@ -693,14 +717,15 @@ def run_sweeps(
         for spec, _, _ in prepared:
             locks.append(DriverLock(spec.sweep_dir).acquire())  # a second driver: DriverLockError
         return _run_locked(prepared, ledgers, t0, address=address, train_fn=train_fn, num_cpus=num_cpus,
-                           progress=progress, progress_every_s=progress_every_s, stream=stream, insecure=insecure)
+                           progress=progress, progress_every_s=progress_every_s, stream=stream, insecure=insecure,
+                           suite=suite)
     finally:
         for lock in locks:
             lock.release()
 
 
 def _run_locked(prepared, ledgers, t0, *, address, train_fn, num_cpus, progress, progress_every_s, stream,
-                insecure) -> list[SweepOutcome]:
+                insecure, suite) -> list[SweepOutcome]:
     """run_sweeps once validated and holding every sweep's driver lock."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -712,8 +737,8 @@ def _run_locked(prepared, ledgers, t0, *, address, train_fn, num_cpus, progress,
     outs: list[SweepOutcome] = []
     ctxs: dict[str, TrialContext] = {}
     todo: list[tuple[SweepSpec, Cell]] = []
-    for spec, shape, cells in prepared:
-        write_sweep_files(spec, cells, shape)
+    for i, (spec, shape, cells) in enumerate(prepared):
+        write_sweep_files(spec, cells, shape, suite=(suite, i) if suite else None)
         (spec.sweep_dir / sweep_status.STOP_FILE).unlink(missing_ok=True)
         led = ledgers[spec.name]
         led.expire_stale()  # commitments of dead drivers (this sweep's own included) free their budget
@@ -741,6 +766,11 @@ def _run_locked(prepared, ledgers, t0, *, address, train_fn, num_cpus, progress,
     # run, before the first trial): keep only its CSV and JSON loggers (run folders hold the
     # metrics anyway). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0 brings the TensorBoard files back.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if progress:
+        n_done = sum(len(o.skipped_done) for o in outs)
+        (stream or sys.stderr).write(
+            f"{', '.join(names)}: {len(todo)} cells to run ({n_done} already done); starting Ray\n")
+        (stream or sys.stderr).flush()
     init_ray(address, num_cpus=num_cpus, insecure=insecure)
     first = prepared[0][0]
     experiment = f"{first.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
@@ -838,6 +868,16 @@ def resume_sweep(name_or_dir: str, storage: str = "runs", overrides: list[str] |
     return run_sweep(load_spec(d / "spec.yaml", overrides), **kw)
 
 
+def resume_sweeps(sweep_dirs: list[Path], overrides: list[str] | None = None, **kw) -> list[SweepOutcome]:
+    """Resume several sweeps (e.g. a suite) from their stored specs in one Tune experiment."""
+    from scaling_sweeper.sweep.spec import load_spec
+
+    for d in sweep_dirs:
+        if not (Path(d) / "spec.yaml").is_file():
+            raise ConfigError(f"sweep: no spec.yaml in {d}")
+    return run_sweeps([load_spec(Path(d) / "spec.yaml", overrides) for d in sweep_dirs], **kw)
+
+
 def request_stop(sweep_dir: Path) -> None:
     """Ask running trials to stop at their next step (they checkpoint and return)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -856,6 +896,6 @@ def run_cells_in_loop(spec: SweepSpec, train_fn: TrainFn | None = None) -> float
 
 __all__ = [
     "CellSearcher", "SweepOutcome", "TrialContext", "cell_trainable", "check_budget", "default_train_fn",
-    "prepare", "reconcile", "request_stop", "resume_sweep", "run_cells_in_loop", "run_sweep", "run_sweeps",
+    "prepare", "reconcile", "request_stop", "resume_sweep", "resume_sweeps", "run_cells_in_loop", "run_sweep", "run_sweeps",
     "trial_resources",
 ]
