@@ -105,8 +105,11 @@ def test_against_fastjet_on_pythia_jets(pythia_jets):
         assert obs["jet_mass"][i] == pytest.approx(total.m(), rel=1e-6)
         for n in (1, 2, 3):
             assert obs[f"tau{n}"][i] == pytest.approx(_brute_force_tau(pt, eta, phi, n), rel=1e-8, abs=1e-12)
-    # sanity: close to the dataset's jet_pt (that one keeps hadron masses, so not exact)
-    np.testing.assert_allclose(obs["jet_pt"], ak.to_numpy(jets.jet_pt), rtol=2e-2)
+    # sanity: close to the dataset's jet_pt (that one keeps hadron masses, so not exact); a jet
+    # truncated to its 128 hardest constituents lost the rest of its pT, so it is not compared
+    kept = ak.to_numpy(ak.num(jets.part_pt)) < 128
+    assert kept.sum() > 0.9 * len(jets)
+    np.testing.assert_allclose(obs["jet_pt"][kept], ak.to_numpy(jets.jet_pt)[kept], rtol=2e-2)
     # D2 against fastjet contrib's EnergyCorrelatorD2 (beta = 1) on the whole jet
     pt, eta, phi = (ak.values_astype(jets[f], np.float64) for f in ("part_pt", "part_eta_rel", "part_phi_rel"))
     p4 = ak.zip({"px": pt * np.cos(phi), "py": pt * np.sin(phi), "pz": pt * np.sinh(eta), "E": pt * np.cosh(eta)})

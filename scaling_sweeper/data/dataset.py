@@ -464,7 +464,7 @@ def tokenize_dataset(
     n = {s: _parquet_rows(p) for s, p in files.items()}
     with Progress(sum(n.values()), "tokenize", unit="jet", enabled=progress) as bar:
         if not tok.fitted:
-            bar.note(f"fitting the {cfg.kind} tokenizer on {min(cfg.fit_jets, n['train']):,} train jets")
+            bar.note(f"fitting the tokenizer on {min(cfg.fit_jets, n['train']):,} train jets ({cfg.kind})")
         tok = _fit_tokenizer(cfg, tok, fit_sample(files["train"], cfg.fit_jets, cfg.fit_seed), out, verbose)
         tok_path = tok.save(out / "tokenizer.json")
         writer = ShardWriter(out, seq_len=tok.seq_len, vocab_size=tok.vocab_size, pad_token=tok.pad_token,
