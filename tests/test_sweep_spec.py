@@ -540,3 +540,21 @@ def test_repetition_pool_must_hold_the_one_pass_arm(small_tokens):
         resolve_cells(spec_from_dict(base(**kw, repetition={"tokens_seen": 2000, "passes": [1, 2, 4]})))
     cells = resolve_cells(spec_from_dict(base(**kw, repetition={"tokens_seen": 1000, "passes": [1, 2, 4]})))
     assert sorted(c.D for c in cells) == [250, 500, 1000]
+
+
+def test_shipped_data_constrained_specs():
+    """The toy study fits the demo data (24k train jets x 130 tokens) with its 1-pass arms fresh;
+    the GPU study plans at the study's scale; a pool too small is refused by name."""
+    from scaling_sweeper.errors import RepetitionError
+
+    demo = dataclasses.replace(SHAPE, train_tokens=24000 * 130)
+    toy = load_specs(REPO / "sweeps" / "data_constrained.yaml")
+    gpu = load_specs(REPO / "sweeps" / "data_constrained_gpu.yaml")
+    for specs, shape in ((toy, demo), (gpu, SHAPE)):
+        assert {s.phase for s in specs} == {"repetition"}
+        cells = [c for s in specs for c in resolve_cells(s, shape)]
+        assert max(c.passes for c in cells) > 30 and min(c.passes for c in cells) == pytest.approx(1.0)
+        assert len({c.size for c in cells}) >= 2 and len({round(c.tokens_seen, -4) for c in cells}) == 2
+    assert max(c.passes for s in gpu for c in resolve_cells(s, SHAPE)) == pytest.approx(196, rel=0.01)
+    with pytest.raises(RepetitionError, match="1-pass arm"):
+        resolve_cells(toy[0], dataclasses.replace(SHAPE, train_tokens=10**6))
