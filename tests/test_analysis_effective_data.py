@@ -56,3 +56,18 @@ def test_comparison_prefers_effective_law_when_repetition_costs():
     assert eff.ok and chin.ok
     assert eff.aic < chin.aic - 2
     assert "effective-data law describes the data better" in text
+
+
+def test_report_section_states_R_star_in_words():
+    import polars as pl
+
+    from analysis.effective_data_report import effective_data_sections
+
+    s = effective_data_study(R_star=3.0, seed=1)
+    n = s["N"].size
+    done = pl.DataFrame({"N": s["N"], "D": s["U"], "tokens_seen": s["tokens_seen"], "val_loss": s["L"],
+                         "phase": ["repetition"] * n, "cell_id": [f"c{i}" for i in range(n)]})
+    (sec,) = effective_data_sections(done, n_boot=20)
+    assert "R* = " in sec.html and "worth less than half a fresh one" in sec.html
+    assert "effective-data law describes the data better" in sec.html
+    assert effective_data_sections(done.with_columns(pl.lit("model_size").alias("phase"))) == []
