@@ -71,3 +71,14 @@ def test_report_section_states_R_star_in_words():
     assert "R* = " in sec.html and "worth less than half a fresh one" in sec.html
     assert "effective-data law describes the data better" in sec.html
     assert effective_data_sections(done.with_columns(pl.lit("model_size").alias("phase"))) == []
+
+
+def test_R_star_beyond_the_arms_is_an_open_interval():
+    """Repeats nearly as good as fresh data (R* = 1000) seen only up to 8 passes: R* is bounded
+    from below only, and the message says the estimate is an extrapolation."""
+    s = effective_data_study(R_star=1000.0, passes=np.array([1.0, 2.0, 4.0, 8.0]))
+    r = fit_effective_data(s["N"], s["U"], s["tokens_seen"], s["L"], n_boot=30)
+    lo, hi = r.ci["R_star"]
+    assert math.isinf(hi) and lo > 7  # more than the largest R measured
+    assert "extrapolation" in r.message and "bounded from below only" in r.message
+    assert math.isinf(r.derived["passes_half_hi"])

@@ -232,6 +232,9 @@ def fit_effective_data(
     if n_boot > 0 and len(samples) < max(2, n_boot // 2):
         msg += f"; only {len(samples)} of {n_boot} bootstrap resamples could be fitted"
     lo, hi = ci["R_star"]
+    if params["R_star"] > R.max():
+        msg += (f"; R* = {params['R_star']:.3g} lies beyond the largest repeat count measured (R = {R.max():g}): "
+                "an extrapolation" + (", bounded from below only" if math.isinf(hi) else ""))
     derived = {"passes_half": passes_half(params["R_star"]), "R_max": float(R.max()),
                "passes_half_lo": passes_half(lo) if math.isfinite(lo) else lo,
                "passes_half_hi": passes_half(hi) if math.isfinite(hi) else hi}
