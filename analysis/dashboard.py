@@ -394,12 +394,14 @@ class _FitsCache:
                 return hit
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                secs, _, _ = build_sections(trials, tables.curves.collect(), sweep, self.n_boot)
+                secs, _, _ = build_sections(trials, tables.curves.collect(), sweep, self.n_boot,
+                                            tables.evals.collect(), tables.positions.collect())
             plain = []
             for sec in secs:
                 if sec.id == "summary":
                     continue
-                figs = [(fid, fig.update_layout(**FIT_LAYOUT).to_dict()) for fid, fig in sec.figures.items()]
+                figs = [(fid, fig if isinstance(fig, dict) else fig.update_layout(**FIT_LAYOUT).to_dict())
+                        for fid, fig in sec.figures.items()]
                 plain.append({"title": sec.title, "missing": sec.missing, "figures": figs, "html": sec.html})
             self._cache[sweep] = (key, plain)
             return key, plain

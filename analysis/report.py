@@ -49,6 +49,7 @@ from analysis.physics_plots import (
     value_pm,
 )
 from analysis.tables import open_tables
+from analysis.tokenizer_compare import tokenizer_sections
 from analysis.window import WindowResult, learnable_window
 
 LOSS = "val_loss"
@@ -570,6 +571,8 @@ def _section_params(fits: list[FitRow]) -> Section:
             r = fr.fit
             if r.status == UNDERDETERMINED:
                 params = "not determined (no intervals)"
+            elif all(math.isnan(v) for v in r.params.values()):
+                params = "no parameters"
             else:
                 params = "<br>".join(f"{k} = {_fmt(v)} {html.escape(format_interval(*r.ci[k]))}"
                                      for k, v in r.params.items())
@@ -671,7 +674,10 @@ def _section_histograms(done: pl.DataFrame, hists: dict[str, dict[str, Any]]) ->
     for r in cells.iter_rows(named=True):
         h = hists[r["cell_id"]]
         fid = f"fig-hist-{r['cell_id']}"
-        swd = f", SWD = {value_pm(r.get('swd'), r.get('swd_err'))}" if r.get("swd") is not None else ""
+        swd = (f", SWD = {value_pm(r.get('swd'), r.get('swd_err'))}" if r.get("swd") is not None
+               else ", no SWD (too few valid generated jets)")
+        if r.get("invalid_frac") is not None:
+            swd += f", {100 * r['invalid_frac']:.0f}% of generated jets invalid"
         fig = histogram_figure(h["histograms"], h["reference"], f"{names[r['cell_id']]} (N = {_fmt(r['N'])}){swd}")
         if fig is not None:
             s.figures[fid] = fig
@@ -785,6 +791,7 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
         scans[("N", "swd")] = (d_swd, c_swd, err_of(d_swd, "swd_err"))
     s_w, wins = _section_windows(scans, owners, n_boot)
     sections += [s_w, _section_chinchilla(done, fits, n_boot), section_holdout(done, max(10, n_boot // 8))]
+    sections += tokenizer_sections(trials, n_boot)  # sweeps that differ only by tokenizer
     sections += effective_data_sections(done, max(20, n_boot // 4))
     sections.append(_section_params(fits))
     return _collapse(sections, done), fits, wins
@@ -803,8 +810,10 @@ def headline(fits: list[FitRow], wins: list[WindowResult]) -> list[str]:
         elif fr.extra and "pearson_r" in fr.extra:
             e = fr.extra
             p = "" if e["pearson_p"] is None or math.isnan(e["pearson_p"]) else f", p = {_fmt(e['pearson_p'])}"
-            out.append(f"{fr.name}: Pearson r = {_fmt(e['pearson_r'])} "
-                       f"{format_interval(*e['pearson_ci'])}{p}; Spearman rho = {_fmt(e['spearman_rho'])}; n = {e['n']}")
+            ci = format_interval(*e["pearson_ci"])
+            ci = f" (no interval or p-value with {e['n']} points)" if ci == "n/a" else f" {ci}"
+            out.append(f"{fr.name}: Pearson r = {_fmt(e['pearson_r'])}{ci}{p}; "
+                       f"Spearman rho = {_fmt(e['spearman_rho'])}; n = {e['n']}")
         elif fr.extra and "a" in fr.extra:
             e = fr.extra
             out.append(f"{fr.name}: {e['status']}; a = {_fmt(e['a'])} {format_interval(*e['a_ci'])}")
@@ -867,8 +876,12 @@ def write_report(
     png_dir: str | Path | None = None,
     n_boot: int = 200,
     image_format: str = "png",
+    groups: list[list[str]] | None = None,
+    title: str | None = None,
+    note: str | None = None,
 ) -> Report:
-    """Write the HTML report of `sweep` (None: every sweep under `path`); see `build_report`."""
+    """Write the HTML report of `sweep` (None: every sweep under `path`); see `build_report`.
+    groups: fit each group of sweeps on its own (analysis.pooling), sections one group after another."""
     path = Path(path)
     if sweep is not None and not (path / sweep).is_dir() and path.name != sweep:
         raise AnalysisError(f"no sweep {sweep!r} under {path}")
@@ -880,11 +893,25 @@ def write_report(
     positions = tables.positions.collect()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        sections, fits, wins = build_sections(trials, curves, sweep, n_boot, evals, positions,
-                                              _histograms(root, trials))
-    name = sweep or path.name
+        if groups is None:
+            sections, fits, wins = build_sections(trials, curves, sweep, n_boot, evals, positions,
+                                                  _histograms(root, trials))
+        else:
+            sections, fits, wins = [], [], []
+            for i, group in enumerate(groups):
+                def part(df: pl.DataFrame, group: list[str] = group) -> pl.DataFrame:
+                    return df.filter(pl.col("sweep").is_in(group)) if df.height and "sweep" in df.columns else df
+
+                t = part(trials)
+                secs, f, w = build_sections(t, part(curves), group[0] if len(group) == 1 else None, n_boot,
+                                            part(evals), part(positions), _histograms(root, t))
+                sections += _prefixed(secs, f"g{i}", " + ".join(group))
+                fits += f
+                wins += w
+    name = title or sweep or path.name
     n_done = trials.filter(pl.col("status") == "done").height if trials.height else 0
-    text = _render(sections, f"Scaling report: {name}", f"{trials.height} cells, {n_done} finished; results from {root}")
+    sub = f"{trials.height} cells, {n_done} finished; results from {root}" + (f". {note}" if note else "")
+    text = _render(sections, f"Scaling report: {name}", sub)
     out = Path(out) if out else (root / "report.html")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -904,14 +931,34 @@ def build_report(
     png_dir: str | Path | None = None,
     n_boot: int = 200,
     image_format: str = "png",
+    groups: list[list[str]] | None = None,
+    title: str | None = None,
+    note: str | None = None,
 ) -> Path:
     """Write the HTML report of `sweep` (None: every sweep under `path`) and return its path.
+
+    groups: fit each group of sweeps on its own (sections one group after another; see
+    analysis.pooling); None = every cell under `path` (or of `sweep`) in one fit.
 
     out: default <path>/<sweep>/report.html (or <path>/report.html). png_dir: also export each
     figure as a static image (png or svg) via kaleido; without kaleido the HTML is still written
     and an AnalysisError says how to get the images.
     """
-    return write_report(path, sweep, out, png_dir, n_boot, image_format).path
+    return write_report(path, sweep, out, png_dir, n_boot, image_format, groups=groups, title=title,
+                        note=note).path
+
+
+def _prefixed(sections: list[Section], prefix: str, label: str) -> list[Section]:
+    """Sections of one group of sweeps, with ids, figure ids and titles made unique per group."""
+    out = []
+    for sec in sections:
+        html_text = sec.html
+        figs = {}
+        for fid, fig in sec.figures.items():
+            html_text = html_text.replace(f"<!--FIG:{fid}-->", f"<!--FIG:{prefix}-{fid}-->")
+            figs[f"{prefix}-{fid}"] = fig
+        out.append(Section(f"{prefix}-{sec.id}", f"{label}: {sec.title}", figs, html_text, sec.missing))
+    return out
 
 
 def export_images(sections: list[Section], png_dir: Path, image_format: str, html_path: Path) -> list[Path]:
@@ -920,7 +967,8 @@ def export_images(sections: list[Section], png_dir: Path, image_format: str, htm
         import kaleido  # noqa: F401
     except ImportError:
         raise AnalysisError(f"HTML report written to {html_path}, but static {image_format.upper()} export needs "
-                            "the optional package kaleido (pip install kaleido)") from None
+                            "the optional package kaleido and a Chrome/Chromium: pip install -e '.[report]' "
+                            "(or pip install 'kaleido>=1'), and e.g. apt-get install chromium") from None
     import plotly.io as pio
 
     png_dir.mkdir(parents=True, exist_ok=True)

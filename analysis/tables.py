@@ -2,7 +2,7 @@
 
 Layout (hive-style partition by sweep; every file also carries a `sweep` column):
 
-    runs/<sweep>/tables/trials/<cell_id>.parquet   one row: the results row (DESIGN.md)
+    runs/<sweep>/tables/trials/<cell_id>.parquet   one row: the results row (docs/DESIGN.md)
     runs/<sweep>/tables/curves/<cell_id>.parquet   one row per logged step (metrics.jsonl)
     runs/<sweep>/tables/evals/<cell_id>.parquet    long format: one row per (step, metric)
     runs/<sweep>/tables/positions/<cell_id>.parquet  validation loss per constituent position and
@@ -41,7 +41,7 @@ from scaling_sweeper.runfolder import atomic_write
 
 TABLES: tuple[str, ...] = ("trials", "curves", "evals", "positions")
 
-# The results row (DESIGN.md) with storage dtypes; `extra` and `written_at` are added here.
+# The results row (docs/DESIGN.md) with storage dtypes; `extra` and `written_at` are added here.
 TRIALS_SCHEMA: dict[str, pl.DataType] = {
     "sweep": pl.String(),
     "phase": pl.String(),
@@ -69,12 +69,16 @@ TRIALS_SCHEMA: dict[str, pl.DataType] = {
     "swd_err": pl.Float64(),
     "swd_floor": pl.Float64(),
     "invalid_frac": pl.Float64(),
+    "tokenizer_kind": pl.String(),  # binned | vq | ... (data.tokenizer.TOKENIZER_KINDS); null: unnamed
+    "tokenizer_id": pl.String(),  # <kind>-<sha256[:12]> of the tokens folder's tokenizer file
+    "codebook_size": pl.Int64(),  # content tokens of that tokenizer (vocab_size - 3)
     "wall_s": pl.Float64(),
     "tokens_per_s": pl.Float64(),
     "started_at": pl.String(),
     "finished_at": pl.String(),
     "ray_trial_id": pl.String(),
     "error": pl.String(),
+    "precision": pl.String(),  # training numerics: bf16 | fp32 (null for rows written before it)
     "reused_from": pl.String(),  # <sweep>/<cell_id> that trained this cell (one config, trained once)
     "extra": pl.String(),  # JSON object of the row's non-canonical keys
     "written_at": pl.Float64(),  # unix time (s) the table file was written; the latest wins

@@ -25,6 +25,21 @@ def rows_to_xy(rows: np.ndarray, pad_token: int) -> tuple[torch.Tensor, torch.Te
     return x, y
 
 
+def to_device_xy(rows: np.ndarray, pad_token: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rows_to_xy` on `device` without a host sync: on CUDA the rows go to pinned host memory
+    and are copied non-blocking (the copy overlaps the previous step's kernels), and the padding
+    mask is applied on the device. On CPU it is exactly `rows_to_xy`."""
+    if device.type == "cpu":
+        return rows_to_xy(rows, pad_token)
+    t = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))
+    if device.type == "cuda":
+        t = t.pin_memory()
+    t = t.to(device, non_blocking=True)  # (B, seq_len) long
+    x = t[:, :-1]
+    y = t[:, 1:].masked_fill(t[:, 1:] == pad_token, IGNORE_INDEX)
+    return x, y
+
+
 class EpochSampler:
     """Row indices for each training step (see module doc)."""
 

@@ -7,6 +7,8 @@ It is written to a temp file in the same folder, fsynced and renamed, so a crash
 the old set of checkpoints or the new one. Loading verifies the digest; a file that does not
 load or verify is renamed to `*.corrupt` (never deleted) and the previous one is tried.
 Files load with `torch.load(weights_only=True)`: the state holds only tensors and primitives.
+Model weights are stored under the plain module's keys (`plain_state_dict`), never with
+torch.compile's `_orig_mod.` prefix, so compiled and eager runs resume from each other.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ from scaling_sweeper.runfolder import atomic_write
 
 CHECKPOINT_FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
+
+
+COMPILED_PREFIX = "_orig_mod."  # what torch.compile's module wrapper puts before every key
+
+
+def plain_state_dict(sd: dict[str, Any]) -> dict[str, Any]:
+    """A model state dict with torch.compile's `_orig_mod.` prefixes removed, so a checkpoint
+    saved from (or loaded into) a compiled module matches the plain module's keys."""
+    if not any(k.startswith(COMPILED_PREFIX) for k in sd):
+        return sd
+    return {k.removeprefix(COMPILED_PREFIX): v for k, v in sd.items()}
 
 
 def checkpoint_path(ckpt_dir: str | Path, step: int) -> Path:

@@ -2,15 +2,20 @@
 
 `run_distributed_trial(cfg, run_dir)` has the contract of `train.run_trial`: same run folder
 (config.yaml, STATUS, metrics.jsonl, checkpoints/, result.json), same metrics records, same
-results row, same `Progress` callbacks, same resume behaviour. What differs is inside:
+results row, same `Progress` callbacks, same resume behaviour, and a finished or diverged run
+is returned from its stored row, never retrained (all of it from `trial.py`). Precision: bf16
+(auto on a bf16-capable GPU) is DeepSpeed's bf16 engine, fp32 uses TF32 matmuls on GPU;
+bf16 on CPU is refused (plan_precision). `compile` calls `engine.compile()` (not exercised by
+the CPU tests). What differs is inside:
 
     driver (the caller: a Tune trial, `sweeper train`, a test)
       |  TorchTrainer(num_workers, gloo on CPU / nccl on GPU), storage <run_dir>/ray/<cell>
       |  fit() runs in a thread; the caller's thread polls a `_Relay` actor every 0.2 s:
       |  writes metrics.jsonl, calls on_progress(Progress) and forwards should_stop()
       v
-    worker r of W (train.py pieces reused: open_data, GPT, EpochSampler, rows_to_xy, lr_at,
-      make_optimizer, evaluate_loss): deepspeed.initialize(model, Ranger client optimizer,
+    worker r of W (the lifecycle is trial.py's, shared with train.py: open_data, Lifecycle for
+      eval/log/checkpoint/stop/divergence and metrics records, evaluate_loss, make_optimizer;
+      the driver ends the run with trial.close_run): deepspeed.initialize(model, Ranger client optimizer,
       config from zero_config.build_ds_config); each step takes the SAME global batch as the
       single-process trainer (EpochSampler(seed).indices(step)) and splits it into
       grad_accum micro-batches per worker, rows [(k*W + r)*mb, (k*W + r + 1)*mb).
@@ -53,7 +58,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import tempfile
 import threading
@@ -64,18 +68,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper import flops
+from scaling_sweeper import checkpoint_manifest, flops
 from scaling_sweeper.config import from_dict, to_dict
 from scaling_sweeper.errors import ConfigError
-from scaling_sweeper.position_loss import evaluate_positions, training_baseline
 from scaling_sweeper.runfolder import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
-    is_done,
-    read_jsonl,
-    read_result,
-    write_status,
 )
 from scaling_sweeper.zero_config import DistributedConfig, build_ds_config, strategy_name
 
@@ -101,8 +100,9 @@ class DistributedPlan:
     micro_batch: int  # rows per worker per micro-step
     grad_accum: int  # micro-steps per optimizer step
     use_gpu: bool
-    bf16: bool
+    bf16: bool  # DeepSpeed's bf16 engine (GPU, precision bf16)
     ds_config: dict[str, Any]
+    precision: str = "fp32"  # the resolved TrainConfig.precision (trial.resolve_precision)
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "ds_config"}
@@ -119,12 +119,13 @@ def _use_gpu(device: str) -> bool:
 
 
 def resolve_strategy(
-    cfg: Any, dist: DistributedConfig, *, vocab_size: int, seq_len: int, use_gpu: bool, micro_batch: int
+    cfg: Any, dist: DistributedConfig, *, vocab_size: int, seq_len: int, use_gpu: bool, micro_batch: int,
+    bf16: bool | None = None,
 ) -> str:
     """cfg.strategy (or dist.strategy) -> a concrete strategy; `auto` asks `memory.choose_strategy`.
 
     auto on GPU uses dist.gpu_mem_gib (or the device's total memory); on CPU the host memory
-    divided over the workers (fp32)."""
+    divided over the workers (fp32). bf16 (default: use_gpu) sizes activations in bf16."""
     strategy = dist.strategy or cfg.strategy
     if strategy == "single":
         raise ConfigError("strategy single: use train.run_trial (run_distributed_trial needs ddp/zero2/zero3/auto)")
@@ -143,24 +144,44 @@ def resolve_strategy(
 
         mem = dist.gpu_mem_gib or psutil.virtual_memory().total / memory.GIB / dist.num_workers
     return memory.choose_strategy(
-        gcfg, gpus=dist.num_workers, micro_batch=micro_batch, gpu_mem_gib=mem, seq_len=seq_len - 1, bf16=use_gpu
+        gcfg, gpus=dist.num_workers, micro_batch=micro_batch, gpu_mem_gib=mem, seq_len=seq_len - 1,
+        bf16=use_gpu if bf16 is None else bf16,
     )
 
 
+def plan_precision(precision: str, use_gpu: bool) -> str:
+    """TrainConfig.precision of a DeepSpeed trial -> "bf16" | "fp32" (trial.resolve_precision on
+    the workers' device type). bf16 runs as DeepSpeed's bf16 engine, which needs a GPU."""
+    import torch
+
+    from scaling_sweeper.trial import resolve_precision
+
+    if not use_gpu:
+        if precision == "bf16":
+            raise ConfigError("precision bf16 with a DeepSpeed strategy needs GPUs (DeepSpeed's bf16 engine); "
+                              "use precision fp32 or auto on CPU")  # fmt: skip
+        return "fp32"
+    return resolve_precision(precision, torch.device("cuda"))
+
+
 def make_plan(cfg: Any, dist: DistributedConfig, *, vocab_size: int, seq_len: int) -> DistributedPlan:
-    """Resolve strategy, micro-batching and the DeepSpeed config of a trial (ConfigError if inconsistent)."""
+    """Resolve strategy, precision, micro-batching and the DeepSpeed config of a trial (ConfigError
+    if inconsistent)."""
     from scaling_sweeper.zero_config import micro_batching
 
     use_gpu = _use_gpu(cfg.device)
+    precision = plan_precision(cfg.precision, use_gpu)
+    bf16 = precision == "bf16"
     mb, gas = micro_batching(cfg.batch_size, dist.num_workers, dist.micro_batch_size)
-    base = resolve_strategy(cfg, dist, vocab_size=vocab_size, seq_len=seq_len, use_gpu=use_gpu, micro_batch=mb)
+    base = resolve_strategy(cfg, dist, vocab_size=vocab_size, seq_len=seq_len, use_gpu=use_gpu, micro_batch=mb,
+                            bf16=bf16)  # fmt: skip
     name = strategy_name(base, dist.zero_offload)
     ds = build_ds_config(
         name, batch_size=cfg.batch_size, world_size=dist.num_workers, micro_batch=mb,
-        grad_clip=cfg.grad_clip, bf16=use_gpu, template=dist.ds_config, overrides=dist.ds_overrides,
+        grad_clip=cfg.grad_clip, bf16=bf16, template=dist.ds_config, overrides=dist.ds_overrides,
     )  # fmt: skip
     stage = int(ds.get("zero_optimization", {}).get("stage", 0))
-    return DistributedPlan(name, stage, dist.num_workers, mb, gas, use_gpu, use_gpu, ds)
+    return DistributedPlan(name, stage, dist.num_workers, mb, gas, use_gpu, bf16, ds, precision)
 
 
 def check_resources(plan: DistributedPlan, dist: DistributedConfig, total: dict[str, float]) -> None:
@@ -257,15 +278,15 @@ def run_distributed_trial(
     Same contract as `train.run_trial` (see the module doc for the FLOP-ledger semantic).
     `dist` defaults to `DistributedConfig.from_train_config(cfg)`. Ray: uses the running
     cluster (a Tune trial's, or `ray.init()` already called), else starts a local one."""
-    from scaling_sweeper import train as T
+    from scaling_sweeper import trial
 
     run_dir = Path(run_dir).absolute()
     dist = dist or DistributedConfig.from_train_config(cfg)
-    has_config = T._check_config_file(run_dir, cfg)
-    if is_done(run_dir):
-        return read_result(run_dir)  # type: ignore[return-value]
-    data = T.open_data(cfg)
-    derived = T.derived_quantities(cfg, data)
+    has_config, stored = trial.stored_outcome(cfg, run_dir)
+    if stored is not None:  # finished, or diverged (deterministic: it would diverge again)
+        return stored
+    data = trial.open_data(cfg)
+    derived = trial.derived_quantities(cfg, data)
     plan = make_plan(cfg, dist, vocab_size=data.vocab_size, seq_len=data.seq_len)
     derived["distributed"] = plan.summary()
     import ray
@@ -275,9 +296,10 @@ def run_distributed_trial(
     check_resources(plan, dist, ray.cluster_resources())
 
     # one driver per run folder (SweeperError if another one trains it)
-    with T.training_run(run_dir, cfg, derived, has_config) as row:
+    with trial.training_run(run_dir, cfg, derived, has_config) as row:
         atomic_write_json(run_dir / "ds_config.json", plan.ds_config)
         row["strategy"] = plan.strategy  # the resolved DeepSpeed template (auto/offload spelled out)
+        row["precision"] = plan.precision
         return _Driver(cfg, dist, plan, run_dir, data.seq_len, derived, on_progress, should_stop).run(row)
 
 
@@ -347,7 +369,7 @@ class _Driver:
     def run(self, row: dict[str, Any]) -> dict[str, Any]:
         import ray
 
-        from scaling_sweeper import train as T
+        from scaling_sweeper import trial
 
         relay = _relay_class().remote()
         trainer = self.trainer(relay)
@@ -386,39 +408,17 @@ class _Driver:
         fin = self.final
         if fin is None:
             raise RuntimeError("distributed training ended without a final report from rank 0")
-        seen = flops.tokens_seen(fin["step"], self.cfg.batch_size, self.seq_len)
-        row.update(C_spent=self.flops_spent(), wall_s=fin["wall_s"], started_at=fin["started_at"])
-        if fin.get("diverged") is not None:
-            row.update(status="failed", error=f"diverged: train loss {fin['diverged']} at step {fin['step']}",
-                       finished_at=T._now())  # fmt: skip
-            atomic_write_json(self.run_dir / "result.json", row)
-            write_status(self.run_dir, "failed")
-            return row
-        if fin.get("stopped"):
-            write_status(self.run_dir, "pending")
-            row.update(status="stopped")
-            return row
-        row.update(
-            status="done",
-            tokens_seen=seen,
-            final_val_loss=fin["last_val"],
-            best_val_loss=fin["best_val"],
-            tokens_per_s=seen / fin["train_s"] if fin["train_s"] > 0 else None,
-            finished_at=T._now(),
-        )
-        atomic_write_json(self.run_dir / "result.json", row)
-        write_status(self.run_dir, "done")
-        return row
+        return trial.close_run(self.run_dir, row, fin, cfg=self.cfg, seq_len=self.seq_len, n_incl=self.n_incl,
+                               c_spent=self.flops_spent())  # fmt: skip
 
     def handle(self, messages: list[tuple[str, Any]]) -> None:
-        from scaling_sweeper.train import Progress
+        from scaling_sweeper.trial import Progress, progress_of, truncate_metrics
 
         for kind, m in messages:
             if kind == "start":
                 # a worker group (re)started at step m["step"]: records after it will be redone
                 self.spent.start(m["attempt"], m["step"])
-                kept = [r for r in read_jsonl(self.metrics) if r.get("step", 0) <= m["step"]]
-                atomic_write_text(self.metrics, "".join(json.dumps(r, default=float) + "\n" for r in kept))
+                truncate_metrics(self.metrics, m["step"])
             elif kind == "tick":
                 self.spent.tick(m["attempt"], m["step"])
             elif kind == "record":
@@ -426,9 +426,7 @@ class _Driver:
                 self.spent.tick(m["attempt"], rec["step"])
                 append_jsonl(self.metrics, rec)
                 if self.on_progress is not None:
-                    self.on_progress(Progress(rec["step"], self.cfg.steps, rec["tokens"], self.flops_spent(),
-                                              rec["train_loss"], rec["val_loss"], rec["lr"],
-                                              rec["tokens_per_s"]))  # fmt: skip
+                    self.on_progress(progress_of(rec, self.cfg.steps, flops_spent=self.flops_spent()))
             elif kind == "checkpoint":
                 if self.on_progress is not None:
                     seen = flops.tokens_seen(m["step"], self.cfg.batch_size, self.seq_len)
@@ -444,8 +442,8 @@ class _Driver:
 
 
 def make_zero_optimizer(model: Any, cfg: Any) -> Any:
-    """train.make_optimizer's Ranger with gradient centralization off (see module doc)."""
-    from scaling_sweeper.train import make_optimizer
+    """trial.make_optimizer's Ranger with gradient centralization off (see module doc)."""
+    from scaling_sweeper.trial import make_optimizer
 
     opt = make_optimizer(model, cfg)
     if hasattr(opt, "use_gc"):
@@ -499,7 +497,8 @@ def _maybe_die(fault: str, step: int, rank: int) -> None:
 
 
 def _train_loop(config: dict[str, Any]) -> None:
-    """Ray Train worker function (every rank)."""
+    """Ray Train worker function (every rank): the DeepSpeed step math and checkpoint format;
+    the bookkeeping is trial.Lifecycle, the same as the single-process trainer's."""
     import deepspeed
     import ray
     import ray.train
@@ -509,12 +508,12 @@ def _train_loop(config: dict[str, Any]) -> None:
     import torch.nn.functional as F
 
     from scaling_sweeper import checkpoint as ckpt_mod
-    from scaling_sweeper import train as T
-    from scaling_sweeper.batches import IGNORE_INDEX, EpochSampler, rows_to_xy
+    from scaling_sweeper import trial
+    from scaling_sweeper.batches import EpochSampler, to_device_xy
     from scaling_sweeper.model import GPT, config_for
-    from scaling_sweeper.schedule import lr_at
+    from scaling_sweeper.train_config import TrainConfig
 
-    cfg = from_dict(T.TrainConfig, config["cfg"])
+    cfg = from_dict(TrainConfig, config["cfg"])
     plan = DistributedPlan(**config["plan"])
     relay = config["relay"]
     run_dir = Path(config["run_dir"])
@@ -524,8 +523,9 @@ def _train_loop(config: dict[str, Any]) -> None:
     if world != plan.world_size:
         raise RuntimeError(f"world size {world} != planned {plan.world_size}")
     device = ray.train.torch.get_device() if plan.use_gpu else torch.device("cpu")
+    trial.configure_matmul(device, plan.precision)  # TF32 for fp32 on CUDA
 
-    data = T.open_data(cfg)
+    data = trial.open_data(cfg)
     gcfg = config_for(cfg.size, data.vocab_size, data.seq_len - 1, cfg.dropout)
     if not plan.use_gpu:
         skip_shm_op_build()
@@ -535,41 +535,36 @@ def _train_loop(config: dict[str, Any]) -> None:
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=opt, config=plan.ds_config, dist_init_required=False
     )
+    if cfg.compile:
+        engine.compile()  # DeepSpeed compiles the wrapped module; engine.module stays plain
     opt = engine.optimizer
     sampler = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed)
-    n_incl = T.derived_quantities(cfg, data)["N_incl"]
     seq_len = data.seq_len
+    book = trial.Lifecycle(cfg, seq_len, trial.derived_quantities(cfg, data)["N_incl"])
 
-    st: dict[str, Any] = {"step": 0, "loss_sum": 0.0, "loss_count": 0, "best_val": None, "last_val": None,
-                          "wall_s": 0.0, "train_s": 0.0, "started_at": T._now()}  # fmt: skip
     ck = ray.train.get_checkpoint()
     if ck is not None:
         with ck.as_directory() as d:
+            checkpoint_manifest.verify(d, sub="ds")  # torch.load(weights_only=False) follows: hashes first
             _, client = engine.load_checkpoint(d, tag="ds")
-        if client is None or not T.same_config(client.get("config"), cfg):
+        if client is None or not trial.same_config(client.get("config"), cfg):
             raise RuntimeError("Ray Train checkpoint belongs to a different config")
-        st.update(client["trainer"])
+        book.restore(client["trainer"])
         if "rng" in client:
             torch.set_rng_state(client["rng"])
-    t0 = time.perf_counter()
-    wall_prev, train_s_prev = float(st["wall_s"]), float(st["train_s"])
-    train_s = 0.0
-
-    def wall() -> float:
-        return wall_prev + time.perf_counter() - t0
 
     attempt = uuid.uuid4().hex[:12]
     if rank == 0:
-        ray.get(relay.put.remote("start", {"attempt": attempt, "step": st["step"]}))
+        ray.get(relay.put.remote("start", {"attempt": attempt, "step": book.step}))
 
     def save(lr: float) -> None:
-        state = dict(st, wall_s=wall(), train_s=train_s_prev + train_s)
-        client = {"trainer": state, "config": to_dict(cfg), "rng": torch.get_rng_state()}
+        client = {"trainer": book.state(), "config": to_dict(cfg), "rng": torch.get_rng_state()}
         with tempfile.TemporaryDirectory(prefix="ds-ckpt-") as d:
             engine.save_checkpoint(d, tag="ds", client_state=client)
+            checkpoint_manifest.write(d, f"rank{rank}", sub="ds")
             if rank == 0:
-                atomic_write_json(Path(d) / "sweeper.json", {"step": st["step"], "strategy": plan.strategy})
-            ray.train.report({"step": st["step"]}, checkpoint=ray.train.Checkpoint.from_directory(d))
+                atomic_write_json(Path(d) / "sweeper.json", {"step": book.step, "strategy": plan.strategy})
+            ray.train.report({"step": book.step}, checkpoint=ray.train.Checkpoint.from_directory(d))
         # wait until the controller has committed it: a worker dying right after report() would
         # otherwise lose a checkpoint every rank believes is saved
         reported = ray.train.get_all_reported_checkpoints(
@@ -577,101 +572,76 @@ def _train_loop(config: dict[str, Any]) -> None:
         )
         if rank == 0:
             path = reported[-1].checkpoint.path if reported else None
-            relay.put.remote("checkpoint", {"step": st["step"], "lr": lr, "path": path})
+            relay.put.remote("checkpoint", {"step": book.step, "lr": lr, "path": path})
 
     engine.train()
-    loss_acc = torch.zeros((), dtype=torch.float64)  # this rank's share of sum_steps(step mean loss)
+    # this rank's share of sum_steps(step mean loss), kept on the device: no host sync per step
+    loss_acc = torch.zeros((), dtype=torch.float32 if plan.use_gpu else torch.float64, device=device)
     n_acc = 0
-    t_log, step_log = time.perf_counter(), st["step"]
-    lr = lr_at(st["step"], peak=cfg.peak_lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
-               min_lr_ratio=cfg.min_lr_ratio)  # fmt: skip
+    lr = book.lr()
     stopped = False
     diverged = None
     flag = torch.zeros(1, device=device)
-    while st["step"] < cfg.steps:
+    while book.step < cfg.steps:
         t_step = time.perf_counter()
-        rows = data.train[sampler.indices(st["step"])]  # the single-process global batch
-        x_all, y_all = rows_to_xy(rows, data.pad_token)
-        n_valid = int((y_all != IGNORE_INDEX).sum())
-        scale = world * plan.grad_accum / max(n_valid, 1)
-        lr = lr_at(st["step"], peak=cfg.peak_lr, warmup_steps=cfg.warmup_steps, total_steps=cfg.steps,
-                   min_lr_ratio=cfg.min_lr_ratio)  # fmt: skip
+        rows = data.train[sampler.indices(book.step)]  # the single-process global batch
+        n_valid = max(int((rows[:, 1:] != data.pad_token).sum()), 1)  # counted on the host
+        x_all, y_all = to_device_xy(rows, data.pad_token, device)
+        scale = world * plan.grad_accum / n_valid
+        lr = book.lr()
         for g in opt.param_groups:
             g["lr"] = lr
         for sl in split_batch(rows.shape[0], rank, world, plan.micro_batch, plan.grad_accum):
-            x, y = x_all[sl].to(device), y_all[sl].to(device)
-            logits, _ = engine(x)
-            ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX,
+            logits, _ = engine(x_all[sl])
+            ce = F.cross_entropy(logits.float().flatten(0, 1), y_all[sl].flatten(), ignore_index=-100,
                                  reduction="sum")  # fmt: skip
             engine.backward(ce * scale)
             engine.step()  # the optimizer steps at the accumulation boundary only
-            loss_acc += ce.detach().double().cpu() / max(n_valid, 1)
+            loss_acc += ce.detach().to(loss_acc.dtype) / n_valid
         n_acc += 1
-        st["step"] += 1
-        train_s += time.perf_counter() - t_step
+        book.stepped(t_step)
 
         # stop flag from the driver (via rank 0), agreed by all ranks; also the tick that counts
         # executed steps for the ledger
         if rank == 0:
-            flag.fill_(float(ray.get(relay.put.remote("tick", {"attempt": attempt, "step": st["step"]}))))
+            flag.fill_(float(ray.get(relay.put.remote("tick", {"attempt": attempt, "step": book.step}))))
         torch_dist.broadcast(flag, src=0)
-        stop = bool(flag.item())
         if config.get("fault"):
-            _maybe_die(config["fault"], st["step"], rank)
+            _maybe_die(config["fault"], book.step, rank)
 
-        last = st["step"] == cfg.steps
-        do_eval = st["step"] % cfg.eval_every == 0 or last
-        do_log = st["step"] % cfg.log_every == 0 or do_eval
-        do_ckpt = st["step"] % cfg.ckpt_every == 0 or last or stop
-        if do_log or do_ckpt:
-            tot = loss_acc.to(device=device, dtype=torch.float32 if plan.use_gpu else torch.float64)
+        act = book.actions(bool(flag.item()))
+        if act.fold:
+            tot = loss_acc.clone()
             torch_dist.all_reduce(tot)
-            st["loss_sum"] += float(tot)
-            st["loss_count"] += n_acc
+            book.fold(float(tot), n_acc)
             loss_acc.zero_()
             n_acc = 0
-        if do_log:
-            train_loss = st["loss_sum"] / st["loss_count"] if st["loss_count"] else None
-            st["loss_sum"], st["loss_count"] = 0.0, 0
-            if train_loss is not None and not math.isfinite(train_loss):
+        if act.log:
+            train_loss = book.take_train_loss()
+            if book.diverged(train_loss):
                 diverged = train_loss
                 break
-            val = None
-            if do_eval:
-                pos = evaluate_positions(engine.module, data.val, data.pad_token, cfg.batch_size, device)
-                val = pos.loss
-                st["last_val"] = val
-                st["best_val"] = val if st["best_val"] is None else min(st["best_val"], val)
+            val, extra = None, None
+            if act.eval:
+                val, extra = trial.validate(engine.module, data, cfg, device, plan.precision)
                 engine.train()
-            now = time.perf_counter()
-            tps = (st["step"] - step_log) * cfg.batch_size * seq_len / max(now - t_log, 1e-9)
-            t_log, step_log = now, st["step"]
-            seen = flops.tokens_seen(st["step"], cfg.batch_size, seq_len)
-            rec = {"step": st["step"], "tokens": seen, "flops": flops.train_flops(n_incl, seen),
-                   "train_loss": train_loss, "val_loss": val, "lr": lr, "tokens_per_s": tps,
-                   "wall_s": wall()}  # fmt: skip
-            if do_eval:  # per-position loss, stop token, unigram baseline (position_loss.py)
-                rec.update(pos.record(training_baseline(cfg.data, data.pad_token)))
+            rec = book.record(train_loss, val, lr, extra)
             if rank == 0:
                 relay.put.remote("record", {"attempt": attempt, "record": rec})
-        if do_ckpt:
-            if last:  # consolidated weights in train.py's format, before the final report
+        if act.ckpt:
+            if act.last:  # consolidated weights in train.py's format, before the final report
                 sd = consolidated_state_dict(engine, plan.zero_stage, rank)
                 if rank == 0:
                     ckpt_mod.save_checkpoint(
-                        run_dir / "checkpoints", st["step"],
-                        {"model": sd, "config": to_dict(cfg), "trainer": dict(st, wall_s=wall()),
+                        run_dir / "checkpoints", book.step,
+                        {"model": ckpt_mod.plain_state_dict(sd), "config": to_dict(cfg), "trainer": book.state(),
                          "strategy": plan.strategy},
                         keep=cfg.keep_checkpoints,
                     )  # fmt: skip
             save(lr)
-        if stop and not last:
+        if act.stop and not act.last:
             stopped = True
             break
 
     if rank == 0:
-        ray.get(relay.put.remote("final", {
-            "step": st["step"], "wall_s": wall(), "train_s": train_s_prev + train_s,
-            "started_at": st["started_at"], "best_val": st["best_val"], "last_val": st["last_val"],
-            "stopped": stopped, "diverged": diverged,
-        }))  # fmt: skip
+        ray.get(relay.put.remote("final", book.outcome(stopped=stopped, diverged=diverged)))

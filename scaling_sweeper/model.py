@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from scaling_sweeper.model_config import SIZES, GPTConfig, SizePreset, config_for, count_params, get_size
 
-__all__ = ["GPT", "SIZES", "GPTConfig", "KVCache", "SizePreset", "config_for", "count_params", "get_size"]
+__all__ = ["GPT", "SIZES", "GPTConfig", "KVCache", "SizePreset", "StaticKVCache", "config_for", "count_params",
+           "get_size"]
 
 
 @dataclass
@@ -57,6 +58,30 @@ class KVCache:
         self.length = 0
 
 
+@dataclass
+class StaticKVCache:
+    """Fixed-shape cache for one-token decode steps (torch.compile / CUDA-graph friendly).
+
+    k[i], v[i]: (batch_size, n_head, max_len, head_dim). `pos` is a 0-d long tensor on the
+    device: the position of the token fed next. A forward pass with one token writes slot
+    `pos` (index_copy_) and attends over all max_len slots with the mask slot <= pos, so every
+    step has the same shapes and no host-side integer changes; the caller sets `pos` (it is
+    not advanced here). Equal to `KVCache` up to float round-off of the masked softmax.
+    """
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+    pos: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -67,7 +92,8 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | StaticKVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape  # (batch, time, d_model)
         hd = C // self.n_head
         q, k, v = self.c_attn(x).split(self.d_model, dim=2)  # each (B, T, C)
@@ -75,7 +101,15 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
         v = v.view(B, T, self.n_head, hd).transpose(1, 2)  # (B, nh, T, hd)
         dropout_p = self.dropout if self.training else 0.0
-        if kv_cache is None or kv_cache.length == 0:
+        if isinstance(kv_cache, StaticKVCache):  # one token at position kv_cache.pos
+            if T != 1 or B != kv_cache.batch_size:
+                raise ValueError(f"a static cache decodes one token for {kv_cache.batch_size} rows, got ({B}, {T})")
+            slot = kv_cache.pos.view(1)
+            kv_cache.k[layer].index_copy_(2, slot, k)
+            kv_cache.v[layer].index_copy_(2, slot, v)
+            mask = (torch.arange(kv_cache.max_len, device=x.device) <= kv_cache.pos).view(1, -1)  # (1, max_len)
+            y = F.scaled_dot_product_attention(q, kv_cache.k[layer], kv_cache.v[layer], attn_mask=mask)
+        elif kv_cache is None or kv_cache.length == 0:
             if kv_cache is not None:  # first call: fill the cache, attend causally within x
                 kv_cache.k[layer][:B, :, :T] = k
                 kv_cache.v[layer][:B, :, :T] = v
@@ -118,7 +152,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | StaticKVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), kv_cache, layer)
         x = x + self.mlp(self.ln_2(x))
         return x
@@ -182,8 +217,19 @@ class GPT(nn.Module):
             v=[torch.zeros(shape, **kw) for _ in range(cfg.n_layer)],
         )
 
-    def hidden(self, idx: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def new_static_kv_cache(self, batch_size: int, max_len: int | None = None, *,
+                            dtype: torch.dtype | None = None) -> StaticKVCache:
+        """Empty fixed-shape cache (see StaticKVCache) on the model's device, pos = 0."""
+        c = self.new_kv_cache(batch_size, max_len, dtype=dtype)
+        return StaticKVCache(c.k, c.v, torch.zeros((), dtype=torch.long, device=c.k[0].device))
+
+    def hidden(self, idx: torch.Tensor, kv_cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
         """idx (B, T) long -> final-LayerNorm hidden states (B, T, C), before the head."""
+        if isinstance(kv_cache, StaticKVCache):
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(kv_cache.pos.view(1)))
+            for i, block in enumerate(self.transformer.h):
+                x = block(x, kv_cache, i)  # (B, 1, C)
+            return self.transformer.ln_f(x)
         B, T = idx.shape
         start = 0 if kv_cache is None else kv_cache.length
         limit = self.config.block_size if kv_cache is None else min(self.config.block_size, kv_cache.max_len)
@@ -214,7 +260,7 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | StaticKVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) long -> logits (B, T, V), mean cross-entropy over targets != -100 (or None)."""
         logits = self.lm_head(self.hidden(idx, kv_cache))  # (B, T, V)

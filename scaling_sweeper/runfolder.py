@@ -79,8 +79,9 @@ def read_result(run_dir: str | Path) -> dict[str, Any] | None:
 
 
 def is_done(run_dir: str | Path) -> bool:
-    """True iff STATUS is done and result.json parses: such a run is never trained again."""
-    return read_status(run_dir) == "done" and read_result(run_dir) is not None
+    """True iff STATUS is done and result.json parses to a non-empty object: such a run is never
+    trained again (an empty or `{}` result.json is not a result)."""
+    return read_status(run_dir) == "done" and bool(read_result(run_dir))
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from scaling_sweeper.model_config import get_size
 
 STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
 ZERO_OFFLOADS = ("none", "optimizer", "all")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass
@@ -37,6 +38,11 @@ class TrainConfig:
     device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto"
     strategy: str = "single"  # "single" here; "ddp" | "zero2" | "zero3" | "auto" -> distributed.py
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
+    # numerics (trial.py): auto = bf16 autocast on CUDA devices with bf16, fp32 elsewhere; bf16 =
+    # bf16 autocast on any device; fp32 = fp32 (TF32 matmuls on CUDA). Part of a cell id only when
+    # set away from auto. The resolved precision is in the results row.
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the training loss (not part of the id, may change on resume)
     # distributed strategies only (read by zero_config.DistributedConfig.from_train_config;
     # ignored by the single-process trainer; not part of a sweep's cell id)
     num_workers: int = 2  # Ray Train workers = data-parallel ranks (one GPU each on GPU)
@@ -44,6 +50,10 @@ class TrainConfig:
     zero_offload: str = "none"  # "none" | "optimizer" (zero2/zero3) | "all" (zero3: parameters too)
     gpu_mem_gib: float | None = None  # declared GPU memory per worker (GiB) for strategy auto
     cpus_per_worker: float = 1.0  # Ray CPUs reserved per worker (also its torch threads)
+    # the tokens folder's tokenizer, "<kind>-<sha256[:12]>" (data.tokenizer.tokenizer_id); sweeps set
+    # it for every kind but binned (binned cells keep their ids, their data identity is per sweep);
+    # training refuses a data folder whose tokenizer differs. None: not checked.
+    tokenizer_id: str | None = None
 
     def __post_init__(self) -> None:
         get_size(self.size)  # ConfigError listing valid sizes
@@ -65,6 +75,10 @@ class TrainConfig:
             raise ConfigError(f"strategy {self.strategy!r} is not one of {list(STRATEGIES)}")
         if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
             raise ConfigError(f"device {self.device!r} must be cpu, cuda[:N] or auto")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
         if self.num_workers < 1:
             raise ConfigError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:

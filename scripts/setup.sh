@@ -8,7 +8,12 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
-# torch first, pinned to the CPU wheel; pip install -e . below must never replace it.
+# numpy before torch: the CPU torch wheel does not depend on numpy, and importing torch without
+# it prints "Failed to initialize NumPy" (the check below imports torch).
+if ! .venv/bin/python -c "import numpy" 2>/dev/null; then
+  .venv/bin/pip install -q "numpy>=1.26"
+fi
+# torch next, pinned to the CPU wheel; pip install -e . below must never replace it.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "torch==${TORCH_VERSION:-2.13.0}"
 fi

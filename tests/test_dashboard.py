@@ -187,7 +187,7 @@ def test_dashboard_serves_live_and_finished_sweeps(tmp_path):
         # the report's fits for the finished sweep
         fits = page.call("fits", {"fit-sweep.value": "syn", "tick.n_intervals": 4})
         text = json.dumps(fits["fits"])
-        assert "Validation loss vs model size N" in text and "offset_power" in text
+        assert "Validation loss vs model size N" in text and "preferred" in text  # the fitted laws
         again = page.call("fits", {"fit-sweep.value": "syn", "tick.n_intervals": 5},
                           {"fits-seen.data": fits["fits-seen"]["data"]})
         assert again == {}  # unchanged fits are not resent

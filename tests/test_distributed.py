@@ -32,7 +32,7 @@ from scaling_sweeper.distributed import (
     split_batch,
 )
 from scaling_sweeper.errors import ConfigError
-from scaling_sweeper.runfolder import read_jsonl, read_status
+from scaling_sweeper.runfolder import read_jsonl, read_result, read_status
 from scaling_sweeper.zero_config import DistributedConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,3 +310,22 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
     assert trials.height == 2 and sorted(trials["size"].to_list()) == ["Pico", "XXS"]
     extra = {r["size"]: json.loads(r["extra"])["strategy"] for r in trials.iter_rows(named=True)}
     assert extra == {"Pico": "single", "XXS": "zero3"}
+
+
+def test_diverged_zero_cell_is_not_retrained(tokens, ray_session, tmp_path, monkeypatch):
+    """A diverged ZeRO run is a stored failed row (trial.close_run), and running the cell again
+    returns it without starting a worker group (trial.stored_outcome), as for run_trial."""
+    import scaling_sweeper.distributed as D
+
+    cfg = _cfg(tokens, steps=10, lr=1e6, grad_clip=0.0, ckpt_every=100, eval_every=100)
+    run = tmp_path / "run"
+    row = run_distributed_trial(cfg, run, dist=DIST)
+    assert row["status"] == "failed" and row["error"].startswith("diverged"), row
+    assert read_status(run) == "failed" and read_result(run) == row
+    assert row["C_spent"] > 0 and row["precision"] == "fp32"
+
+    def no_training(*a, **kw):
+        raise AssertionError("a diverged cell was trained again")
+
+    monkeypatch.setattr(D, "_Driver", no_training)
+    assert run_distributed_trial(cfg, run, dist=DIST) == row

@@ -112,3 +112,48 @@ def test_bad_arguments_are_config_errors():
         generate(_model(), 2, tokenizer=TOK, temperature=-1.0)
     with pytest.raises(ConfigError, match="top_k"):
         generate(_model(), 2, tokenizer=TOK, top_k=0)
+
+
+def test_tokens_do_not_depend_on_the_batch_size():
+    """The uniforms are a function of (seed, jet, position): any batching gives the same jets."""
+    m = _model(dtype=torch.float64)
+    a = generate(m, 21, tokenizer=TOK, seed=4, batch_size=21)
+    b = generate(m, 21, tokenizer=TOK, seed=4, batch_size=5)
+    c = generate(m, 21, tokenizer=TOK, seed=4)  # automatic batch (all 21 on the CPU)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+
+
+def test_compiled_static_cache_decode_matches_eager(monkeypatch):
+    """The torch.compile'd decode step (dynamo capture; aot_eager backend: no C++ build in the
+    suite) gives the eager tokens."""
+    monkeypatch.setenv("SWEEPER_COMPILE_BACKEND", "aot_eager")
+    m = _model(dtype=torch.float64)
+    kw = dict(tokenizer=TOK, seed=2, batch_size=6)
+    # 13 jets in batches of 6: the compiled path pads the last batch to 6 rows (one graph shape)
+    np.testing.assert_array_equal(generate(m, 13, compile=True, **kw), generate(m, 13, compile=False, **kw))
+
+
+def test_bf16_sampling_leaves_the_model_alone():
+    m = _model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    tokens = generate(m, 16, tokenizer=TOK, seed=0, precision="bf16")
+    assert tokens.shape == (16, TOK.seq_len) and (tokens[:, 0] == TOK.start_token).all()
+    assert valid_rows(tokens, TOK).sum() > 0
+    for k, v in m.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, before[k])
+    with pytest.raises(Exception, match="precision"):
+        generate(m, 2, tokenizer=TOK, precision="fp16")
+
+
+def test_a_failing_compiled_decode_step_falls_back_to_eager(monkeypatch):
+    import scaling_sweeper.evaluate.generate as G
+
+    def broken(*a, **kw):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(G, "_compiled_step", lambda device, enabled: broken if enabled else G._decode_step)
+    m = _model(dtype=torch.float64)
+    with pytest.warns(UserWarning, match="sampling eagerly"):
+        got = generate(m, 9, tokenizer=TOK, seed=8, batch_size=4, compile=True)
+    np.testing.assert_array_equal(got, generate(m, 9, tokenizer=TOK, seed=8, batch_size=4, compile=False))

@@ -56,11 +56,11 @@ def test_spend_is_capped_by_budget(tmp_path):
 def test_budget_below_used_and_bad_budget(tmp_path):
     led = Ledger.open(tmp_path, "c", budget=100.0)
     led.admit("s/a", 60.0)
-    with pytest.raises(BudgetError, match="budget.flops"):
-        Ledger.open(tmp_path, "c", budget=50.0)
+    with pytest.raises(BudgetError, match="below what"):
+        Ledger.open(tmp_path, "c", budget=50.0, set_budget=True)
     with pytest.raises(BudgetError, match="budget.flops"):
         Ledger.open(tmp_path, "d", budget=-1.0)
-    assert Ledger.open(tmp_path, "c", budget=200.0).summary().left == 140.0
+    assert Ledger.open(tmp_path, "c", budget=200.0, set_budget=True).summary().left == 140.0
 
 
 def test_unlimited_budget_records_spending(tmp_path):
@@ -125,7 +125,7 @@ def _apply(led, op, key, amount):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(budget=st.integers(min_value=0, max_value=150).map(float), seq=ops)
+@given(budget=st.integers(min_value=1, max_value=150).map(float), seq=ops)
 def test_matches_reference_model(tmp_path_factory, budget, seq):
     led = Ledger.open(tmp_path_factory.mktemp("led"), "c", budget=budget)
     ref = RefLedger(budget)
@@ -153,7 +153,7 @@ def _worker(path, budget, seq, out):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(budget=st.integers(min_value=0, max_value=120).map(float), seqs=st.lists(ops, min_size=2, max_size=4))
+@given(budget=st.integers(min_value=1, max_value=120).map(float), seqs=st.lists(ops, min_size=2, max_size=4))
 def test_concurrent_threads_never_exceed_budget(tmp_path_factory, budget, seqs):
     led = Ledger.open(tmp_path_factory.mktemp("led"), "c", budget=budget)
     out: list[int] = []

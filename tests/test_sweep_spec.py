@@ -369,11 +369,17 @@ def test_plan_prints_cells_and_runs_nothing(tmp_path, capsys):
 
 
 def test_budget_too_small_refused_before_ray(tmp_path):
+    import numpy as np
     import ray
 
+    from scaling_sweeper.data.shards import write_shards
     from scaling_sweeper.sweep.tune_runner import run_sweep
 
-    spec = spec_from_dict(base(storage=str(tmp_path / "runs"), budget={"flops": 1e6, "cluster": "tiny"}))
+    # the driver checks the data before the budget: a real (tiny) tokens folder of base()'s shape
+    tokens = write_shards(tmp_path / "tokens", {"train": np.zeros((200, 130), np.uint16),
+                                                "val": np.zeros((8, 130), np.uint16)}, vocab_size=8195, pad_token=0)
+    spec = spec_from_dict(base(storage=str(tmp_path / "runs"), data=str(tokens),
+                               budget={"flops": 1e6, "cluster": "tiny"}))
     with pytest.raises(BudgetError, match=r"budget.flops.*cheapest pending cell"):
         run_sweep(spec, progress=False)
     assert not ray.is_initialized()

@@ -35,6 +35,34 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_sweeps(target: str, runs: Path) -> list[str] | None:
+    """None for one sweep (a folder under runs), else the sweep names `all`, a suite or a spec file
+    stands for."""
+    from scaling_sweeper.sweep.status import find_sweeps, list_sweeps
+
+    if target != "all" and (runs / target).is_dir():
+        return None
+    if target == "all":
+        return [d.name for d in list_sweeps(runs)] or None
+    return [d.name for d in find_sweeps(target, runs)]
+
+
+def _pooling(runs: Path, names: list[str], pool: bool) -> tuple[list[list[str]], str]:
+    """Groups of sweeps fitted together and the sentence that says so (analysis.pooling)."""
+    from analysis.pooling import describe, pooling_groups, read_signature
+
+    sigs = {n: read_signature(runs, n) for n in names}
+    what = "; ".join(f"{n} ({describe(sigs[n])})" for n in names)
+    if pool:
+        return [names], f"pooled into one fit (--pool): {what}"
+    groups = pooling_groups(sigs)
+    if len(groups) == 1:
+        return groups, f"pooled into one fit (same phase and schedule): {what}"
+    parts = "; ".join(f"[{' + '.join(g)}] ({describe(sigs[g[0]])})" for g in groups)
+    return groups, (f"not pooled: the sweeps differ in phase or schedule, so each group is fitted on its own: "
+                    f"{parts}; --pool fits them all together")
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     try:
         from analysis.dashboard import list_sweep_names, serve
@@ -61,8 +89,16 @@ def _report(args: argparse.Namespace) -> int:
     runs = Path(args.storage)
     if not runs.exists():
         raise SweeperError(f"no results folder {runs} (pass --storage)")
-    rep = write_report(runs, sweep=args.sweep, out=args.out, png_dir=args.png, n_boot=args.n_boot,
-                       image_format=args.image_format)
+    names = _report_sweeps(args.sweep, runs)
+    if names is None:
+        rep = write_report(runs, sweep=None if args.sweep == "all" else args.sweep, out=args.out,
+                           png_dir=args.png, n_boot=args.n_boot, image_format=args.image_format)
+    else:
+        groups, note = _pooling(runs, names, args.pool)
+        print(note)
+        default = runs / ("report.html" if args.sweep == "all" else f"report-{Path(args.sweep).stem}.html")
+        rep = write_report(runs, out=args.out or default, png_dir=args.png, n_boot=args.n_boot,
+                           image_format=args.image_format, groups=groups, title=args.sweep, note=note)
     for line in rep.summary:  # the headline fits, also on the terminal
         print(line)
     print(f"report written to {rep.path}")
@@ -107,17 +143,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="self-contained HTML report of one sweep (plotly figures, fits, learnable windows)",
     )
-    r.add_argument("sweep", help="sweep name (a folder under --storage); 'all' for every sweep")
+    r.add_argument("sweep", help="sweep name (a folder under --storage), a suite (the stem of the spec file a run "
+                                 "came from, e.g. smoke) or spec file, or 'all' for every sweep")
     add_storage(r)
-    r.add_argument("--out", default=None, help="HTML file (default: <storage>/<sweep>/report.html)")
+    r.add_argument("--out", default=None, help="HTML file (default: <storage>/<sweep>/report.html; a suite or all: "
+                                               "<storage>/report-<suite>.html, <storage>/report.html)")
+    r.add_argument("--pool", action="store_true",
+                   help="several sweeps (a suite, all): fit them together even when their phases or schedules "
+                        "differ (default: each group of the same phase and schedule is fitted on its own)")
     r.add_argument("--png", default=None, metavar="DIR",
-                   help="also export each figure as a static image into DIR (needs kaleido)")
+                   help="also export each figure as a static image into DIR (needs kaleido: "
+                        "pip install -e '.[report]')")
     r.add_argument("--image-format", choices=("png", "svg"), default="png", help="format for --png (default png)")
     r.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples for the fit CIs (default 200)")
-    r.set_defaults(func=lambda a: _report(_fix_sweep(a)))
-
-
-def _fix_sweep(args: argparse.Namespace) -> argparse.Namespace:
-    if args.sweep == "all":
-        args.sweep = None
-    return args
+    r.set_defaults(func=_report)

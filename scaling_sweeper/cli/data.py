@@ -1,4 +1,8 @@
-"""`sweeper data make|tokenize|info`: make a jet dataset, tokenize it, show what a folder holds."""
+"""`sweeper data make|tokenize|info`: make a jet dataset, tokenize it, show what a folder holds.
+
+`--tokenizer` picks a tokenizer kind (binned, the default, or vq: the learned VQ-VAE); `sweeper
+data tokenize --jets DIR --out DIR/tokens_vq --tokenizer vq` fits a new tokenizer on an
+existing jets folder (or, with --tokenizer-file, encodes with one fitted before)."""
 
 from __future__ import annotations
 
@@ -37,7 +41,23 @@ def _n_jets(text: str) -> int | None:
     return int(float(text))
 
 
+def _vq_setting(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--vq wants KEY=VALUE (a VQConfig field), got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
 def _tok_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer", default="binned", metavar="KIND",
+                   help="tokenizer kind: binned (fixed bins, default) | vq (learned VQ-VAE codebook)")
+    p.add_argument("--codebook-size", type=int, default=None,
+                   help="vq: codebook size (content tokens), default 8192")
+    p.add_argument("--vq", type=_vq_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="vq: any VQConfig field, e.g. --vq steps=3000 --vq n_layers=2 --vq device=cuda")
+    p.add_argument("--fit-seed", type=int, default=0, help="seed of the tokenizer fit")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads for a vq fit/encode (0: torch's default; 1 on a busy machine)")
     p.add_argument("--bins", type=_bins, default=DEFAULT_N_BINS,
                    help="bins for (log pt, eta_rel, phi_rel), default 32,16,16 (vocab = product + 3)")
     p.add_argument("--binning", type=_binning, default=("uniform", "quantile", "quantile"),
@@ -83,6 +103,8 @@ def register(sub) -> None:
     tk.add_argument("--jets", required=True, type=Path, help="dataset folder with {train,val,test}.parquet")
     tk.add_argument("--out", type=Path, default=None, help="tokens folder (default JETS/tokens)")
     tk.add_argument("--max-constituents", type=int, default=128)
+    tk.add_argument("--tokenizer-file", type=Path, default=None,
+                    help="encode with this fitted tokenizer file (its kind must match --tokenizer) instead of fitting")
     tk.add_argument("--rows-per-shard", type=int, default=None,
                     help="token rows per shard file (default: ~1 GiB shards)")
     _tok_args(tk)
@@ -93,8 +115,35 @@ def register(sub) -> None:
     info.set_defaults(func=cmd_info)
 
 
+def tokenize_config(args: argparse.Namespace):
+    """The dataset.TokenizeConfig of the tokenizer options (ConfigError for a bad --vq value)."""
+    import yaml
+
+    from scaling_sweeper.data.dataset import TokenizeConfig
+
+    vq: dict = {}
+    for k, v in args.vq:
+        try:
+            vq[k] = yaml.safe_load(v)
+        except yaml.YAMLError:
+            raise ConfigError(f"--vq {k}={v}: not a value") from None
+    if args.codebook_size is not None:
+        vq["codebook_size"] = args.codebook_size
+    if (vq or args.codebook_size) and args.tokenizer != "vq":
+        raise ConfigError(f"--vq/--codebook-size are vq settings; --tokenizer is {args.tokenizer}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    tf = getattr(args, "tokenizer_file", None)
+    return TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents, binning=args.binning,
+                          fit_seed=args.fit_seed, kind=args.tokenizer, vq=vq,
+                          tokenizer_file=None if tf is None else str(tf),
+                          rows_per_shard=getattr(args, "rows_per_shard", None))
+
+
 def cmd_make(args: argparse.Namespace) -> int:
-    from scaling_sweeper.data.dataset import TokenizeConfig, make_dataset
+    from scaling_sweeper.data.dataset import make_dataset
     from scaling_sweeper.data.pythia import PythiaConfig
 
     try:
@@ -111,20 +160,16 @@ def cmd_make(args: argparse.Namespace) -> int:
         args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
         input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,
         address=args.address, tokenize=not args.no_tokenize, **extra,
-        tokenizer=TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents, binning=args.binning,
-                                 rows_per_shard=args.rows_per_shard),
+        tokenizer=tokenize_config(args),
         progress=False if args.no_progress else None, force=args.force, verbose=True,
     )
     return 0
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from scaling_sweeper.data.dataset import TokenizeConfig, tokenize_dataset
+    from scaling_sweeper.data.dataset import tokenize_dataset
 
-    tokenize_dataset(args.jets, args.out,
-                     cfg=TokenizeConfig(n_bins=args.bins, max_constituents=args.max_constituents,
-                                        binning=args.binning, rows_per_shard=args.rows_per_shard),
-                     force=args.force, verbose=True)
+    tokenize_dataset(args.jets, args.out, cfg=tokenize_config(args), force=args.force, verbose=True)
     return 0
 
 

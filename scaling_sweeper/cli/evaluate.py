@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scaling_sweeper.cli.options import add_storage
 from scaling_sweeper.config import apply_overrides, from_dict, load_yaml
 
 
@@ -14,13 +15,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Writes <run>/eval.json and updates <run>/result.json (swd, swd_err, swd_floor, "
                     "invalid_frac, w1_*).",
     )
-    p.add_argument("run", help="run folder with STATUS=done (e.g. runs/<sweep>/<cell_id>)")
+    p.add_argument("run", help="a run folder with STATUS=done (runs/<sweep>/<cell_id>, as `sweeper status` "
+                               "prints it), or a sweep name / suite followed by CELL")
+    p.add_argument("cell", nargs="?", default=None,
+                   help="with a sweep name: the cell's id, a unique id prefix, or a size name only one of its "
+                        "cells has (e.g. `sweeper eval smoke-model Pico`)")
+    add_storage(p)
     p.add_argument("--config", default=None, help="YAML file of EvalConfig fields (flags override it)")
-    p.add_argument("--n-jets", default=None, help="evaluation size (default 50000, capped at real/2)")
+    p.add_argument("--n-jets", default=None,
+                   help="evaluation size (default 50000); capped at half the real jets, since the SWD floor "
+                        "needs two disjoint real samples of this size (the command says when it caps)")
     p.add_argument("--real", default=None, help="real jets parquet or dataset folder (default: the "
                                                 "test split beside the run's tokens folder)")
     p.add_argument("--device", default=None, help="cpu | cuda[:N] | auto")
-    p.add_argument("--seed", default=None)
+    p.add_argument("--seed", default=None, help="seed of sampling, real-sample split, projections and bootstrap (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any EvalConfig field, e.g. --set n_bootstrap=20 (repeatable)")
     p.add_argument("--json", action="store_true", help="print eval.json's metrics as JSON")
@@ -59,19 +67,65 @@ def _fmt(v, err=None) -> str:
     return f"{v:.4g}" + (f" +- {err:.2g}" if err is not None else "")
 
 
+def run_folder(target: str, cell: str | None, storage: str) -> Path:
+    """The run folder `sweeper eval` works on: a folder holding a run (STATUS / config.yaml), or a
+    cell (id, id prefix or size) of the sweep or suite `target` names."""
+    from scaling_sweeper.errors import SweeperError
+    from scaling_sweeper.sweep.status import find_cell, find_sweeps
+
+    p = Path(target)
+    if cell is None and ((p / "STATUS").is_file() or (p / "config.yaml").is_file()):
+        return p
+    if cell is None and p.is_dir() and not (p / "cells.json").is_file():
+        raise SweeperError(f"{p}: not a run folder (no STATUS or config.yaml)")
+    dirs = find_sweeps(target, storage)
+    if cell is None:
+        cells = [d / c["cell_id"] for d in dirs for c in _cells(d)]
+        if len(cells) != 1:
+            raise SweeperError(f"{target} has {len(cells)} cells: name one, e.g. `sweeper eval {target} "
+                               "<cell_id|size>` (`sweeper status` lists them)")
+        return cells[0]
+    return find_cell(dirs, cell)
+
+
+def _cells(sweep_dir: Path) -> list[dict]:
+    from scaling_sweeper.sweep.cells import read_cells
+
+    return read_cells(sweep_dir)
+
+
+def _w1_line(out: dict) -> str:
+    """Per-observable W1 with units (W1 has the unit of its observable)."""
+    from scaling_sweeper.evaluate.observables import OBSERVABLE_UNITS
+
+    parts = []
+    for k, v in out.items():
+        if not k.startswith("w1_") or k.endswith("_err") or k == "w1_floor" or isinstance(v, dict):
+            continue
+        name = k[3:]
+        unit = OBSERVABLE_UNITS.get(name, "")
+        floor = (out.get("w1_floor") or {}).get(name)
+        parts.append(f"{name} {_fmt(v, out.get(f'{k}_err'))}{' ' + unit if unit and v is not None else ''}"
+                     + (f" (floor {_fmt(floor)})" if floor is not None else ""))
+    return "  W1 vs real (units of each observable; tau ratios and d2 are dimensionless): " + ", ".join(parts)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
     from scaling_sweeper.evaluate.run import evaluate_run
 
     cfg = build_eval_config(args)
-    out = evaluate_run(Path(args.run), cfg)
-    refreshed = _refresh_sweep_tables(Path(args.run), out)
+    run = run_folder(args.run, args.cell, args.storage)
+    out = evaluate_run(run, cfg, progress=None if not args.json else False)
+    refreshed = _refresh_sweep_tables(run, out)
     if args.json:
         print(json.dumps({k: v for k, v in out.items() if not isinstance(v, (dict, list))}, indent=1))
         return 0
     c = out["counts"]
-    print(f"{args.run}: {c['n_jets']} jets generated, invalid_frac {out['invalid_frac']:.3f} "
+    if c.get("n_jets_cap_note"):
+        print(f"note: {c['n_jets_cap_note']}")
+    print(f"{run}: {c['n_jets']} jets generated, invalid_frac {out['invalid_frac']:.3f} "
           f"(no stop {c['invalid_no_stop']}, empty {c['invalid_empty']}, NaN {c['invalid_nonfinite']})")
     print(f"  swd            {_fmt(out['swd'], out['swd_err'])}   over {', '.join(out['observables'])}")
     print(f"  swd floor      {_fmt(out['swd_floor'], out['swd_floor_err'])}   (real vs real, "
@@ -80,8 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in out["checks"].items())
     print(f"  swd roundtrip  {_fmt(out['swd_roundtrip'], out['swd_roundtrip_err'])}   "
           f"(real vs its tokenize-decode round trip){'; ' + checks if checks else ''}")
-    w1 = {k[3:]: v for k, v in out.items() if k.startswith("w1_") and not k.endswith("_err") and k != "w1_floor"}
-    print("  W1 " + ", ".join(f"{k} {_fmt(v)}" for k, v in w1.items()))
-    print(f"  wrote {Path(args.run) / 'eval.json'} ({out['timings']['wall_s']:.1f} s)"
+    print(_w1_line(out))
+    print(f"  wrote {run / 'eval.json'} ({out['timings']['wall_s']:.1f} s)"
           + (f"; refreshed {refreshed}" if refreshed else ""))
     return 0

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from scaling_sweeper.noise import quiet_deepspeed_accelerator
+
+    quiet_deepspeed_accelerator()  # no "Setting accelerator to CPU" warning on a CPU-only machine
     from scaling_sweeper import memory  # torch: imported only when the command runs
 
     vocab, seq_len = resolve_token_shape(args.data, args.vocab_size, args.seq_len)

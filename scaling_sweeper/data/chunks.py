@@ -273,24 +273,29 @@ def _run_ray(fn: Callable, tasks: Sequence[Any], address: str, on_done) -> list:
 
 
 class ChunkProgress:
-    """One line per finished chunk on stderr: chunks done, jets/s (this run) and ETA.
-    enabled None: only when stderr is a terminal and CI is not set."""
+    """Progress of chunked work through scaling_sweeper.progress: a bar on a terminal; in a file or
+    pipe a line when it starts and one per finished chunk (jets done/total, jets/s of this run,
+    ETA). enabled None: on (SWEEPER_PROGRESS=0 turns it off); False: silent."""
 
     def __init__(self, n_chunks: int, n_jets: int, what: str = "jets", *, enabled: bool | None = None,
                  done_chunks: int = 0, done_jets: int = 0):
-        if enabled is None:
-            enabled = sys.stderr.isatty() and os.environ.get("CI", "").lower() not in ("1", "true", "yes")
-        self.enabled, self.what = enabled, what
+        from scaling_sweeper.progress import Progress
+
+        self.what = what
         self.n_chunks, self.n_jets = n_chunks, n_jets
         self.chunks, self.jets, self.new_jets = done_chunks, done_jets, 0
         self.t0 = time.perf_counter()
+        desc = what + (f", {done_jets} jets already made" if done_jets else "")
+        self.bar = Progress(max(0, n_jets - done_jets), desc, unit="jet", enabled=enabled, every_s=0.0)
+        self.enabled = self.bar.enabled
 
     def done(self, n_jets: int) -> None:
         self.chunks += 1
         self.jets += n_jets
         self.new_jets += n_jets
-        if self.enabled:
-            print(self.line(), file=sys.stderr, flush=True)
+        self.bar.update(n_jets)
+        if self.jets >= self.n_jets:
+            self.bar.close()
 
     def line(self) -> str:
         dt = time.perf_counter() - self.t0

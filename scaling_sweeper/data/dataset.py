@@ -47,10 +47,16 @@ from scaling_sweeper.data.shards import SPLITS, ShardIndex, ShardWriter, sha256_
 from scaling_sweeper.data.tokenizer import (
     DEFAULT_N_BINS,
     TOKENIZER_VERSION,
-    BinnedTokenizer,
+    Tokenizer,
+    TokenizerMismatchError,
+    load_tokenizer_file,
     tokenization_report,
+    tokenizer_class,
+    tokenizer_id,
+    tokenizer_info,
 )
 from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.progress import Progress
 from scaling_sweeper.runfolder import atomic_write_json
 
 DATASET_FORMAT_VERSION = 2
@@ -61,32 +67,60 @@ _VERSIONED = ("scaling-sweeper", "numpy", "awkward", "pyarrow", "pythia8mc", "fa
 
 @dataclass(frozen=True)
 class TokenizeConfig:
-    """Tokenizer settings for `tokenize_dataset`."""
+    """Tokenizer settings for `tokenize_dataset` (kind: a tokenizer.TOKENIZER_KINDS entry)."""
 
-    n_bins: tuple[int, int, int] = DEFAULT_N_BINS  # bins for (log pt, eta_rel, phi_rel)
+    n_bins: tuple[int, int, int] = DEFAULT_N_BINS  # binned: bins for (log pt, eta_rel, phi_rel)
     max_constituents: int = 128  # seq_len = max_constituents + 2
-    binning: tuple[str, str, str] = ("uniform", "quantile", "quantile")  # per feature: uniform | quantile
-    fit_seed: int = 0  # seed of the fit sample (jets) and of the constituent subsample for quantiles
+    binning: tuple[str, str, str] = ("uniform", "quantile", "quantile")  # binned: uniform | quantile
+    fit_seed: int = 0  # seed of the fit sample (jets) and of the fit (binned: quantile subsample; vq: init,
+    # batches, dead-code replacement)
     fit_jets: int = 100_000  # the tokenizer is fitted on a seeded sample of at most this many train jets
     rows_per_shard: int | None = None  # rows per token shard file; None: ~1 GiB shards
+    kind: str = "binned"  # binned | vq (a tokenizer.TOKENIZER_KINDS entry)
+    vq: dict = field(default_factory=dict)  # vq: vq_tokenizer.VQConfig fields (defaults otherwise)
+    tokenizer_file: str | None = None  # encode with this fitted tokenizer file instead of fitting one
 
     def key(self) -> dict:
         """Cache key (JSON form): the format-1 fields always, later fields only when set away from
-        their default, so tokens made by older code stay cached."""
+        their default, so tokens made by older code stay cached (a tokenizer file by its sha256)."""
         d = {"n_bins": list(self.n_bins), "max_constituents": self.max_constituents,
              "binning": list(self.binning), "fit_seed": self.fit_seed}
-        for name, default in (("fit_jets", 100_000), ("rows_per_shard", None)):
+        for name, default in (("fit_jets", 100_000), ("rows_per_shard", None), ("kind", "binned"), ("vq", {})):
             if getattr(self, name) != default:
                 d[name] = getattr(self, name)
-        return d
+        if self.tokenizer_file is not None:
+            d["tokenizer_file"] = {"path": str(Path(self.tokenizer_file).resolve()),
+                                   "sha256": sha256_file(self.tokenizer_file)}
+        return json.loads(json.dumps(d))
 
     def validate(self) -> TokenizeConfig:
         if self.fit_jets < 1:
             raise ConfigError(f"fit_jets must be >= 1, got {self.fit_jets}")
         if self.rows_per_shard is not None and self.rows_per_shard < 1:
             raise ConfigError(f"rows_per_shard must be >= 1, got {self.rows_per_shard}")
-        BinnedTokenizer(self.n_bins, self.max_constituents, self.binning)  # bad bins fail here
+        make_tokenizer(self)  # bad bins / vq settings, a file of another kind or size fail here
         return self
+
+
+def make_tokenizer(cfg: TokenizeConfig) -> Tokenizer:
+    """The (unfitted, or loaded from cfg.tokenizer_file) tokenizer `cfg` asks for; bad settings,
+    a file of another kind (TokenizerKindError) or of another codebook size / max_constituents
+    (TokenizerMismatchError) raise here, before any compute."""
+    cls = tokenizer_class(cfg.kind)
+    try:
+        tok = cls.from_config(cfg)  # type: ignore[attr-defined]
+    except TypeError as e:
+        raise ConfigError(f"tokenizer {cfg.kind}: bad settings ({e})") from None
+    if cfg.tokenizer_file is None:
+        return tok
+    loaded = load_tokenizer_file(cfg.tokenizer_file, cfg.kind)
+    if loaded.max_constituents != cfg.max_constituents:
+        raise TokenizerMismatchError(f"{cfg.tokenizer_file}: max_constituents {loaded.max_constituents} != "
+                                     f"{cfg.max_constituents} asked for")
+    if cfg.kind == "vq" and cfg.vq.get("codebook_size") not in (None, loaded.codebook_size):
+        raise TokenizerMismatchError(f"{cfg.tokenizer_file}: codebook size {loaded.codebook_size} != "
+                                     f"{cfg.vq['codebook_size']} asked for")
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -258,7 +292,8 @@ def make_dataset(
             print(f"jets: wrote {manifest['n_jets']} jets to {out} in {manifest['n_chunks']} chunks"
                   f" ({manifest['chunks_made']} made now){extra}")
     if tokenize:
-        tokenize_dataset(out, out / "tokens", cfg=tok_cfg, force=force or not cached, verbose=verbose)
+        tokenize_dataset(out, out / "tokens", cfg=tok_cfg,
+                         force=force or not cached, verbose=verbose, progress=progress)
     return out
 
 
@@ -394,15 +429,20 @@ def tokenize_dataset(
     force: bool = False,
     verbose: bool = False,
     report_jets: int = 20_000,
+    progress: bool | None = None,
 ) -> Path:
-    """Fit a tokenizer on a seeded sample of jets_dir/train.parquet (at most cfg.fit_jets jets),
-    encode every split row group by row group into token shards in out_dir (default
-    jets_dir/tokens) with tokenizer.json beside them, and write tokenization_report.json (on the
-    first `report_jets` test jets). Cached on (cfg, sha256 of the split files). Returns out_dir."""
+    """Fit a tokenizer of kind cfg.kind on a seeded sample of jets_dir/train.parquet (at most
+    cfg.fit_jets jets; or load cfg.tokenizer_file), encode every split row group by row group into
+    token shards in out_dir (default jets_dir/tokens) with tokenizer.json beside them, and write
+    tokenization_report.json (on the first `report_jets` test jets, with the round-trip SWD vs the
+    floor). Cached on (cfg, sha256 of the split files). A vq fit checkpoints to out_dir/vq_train.pt
+    and resumes from it. progress: see scaling_sweeper.progress (None: a bar or periodic lines;
+    False: silent). Returns out_dir."""
     jets_dir = Path(jets_dir)
     out = Path(out_dir) if out_dir is not None else jets_dir / "tokens"
     cfg = (cfg or TokenizeConfig()).validate()
     files = _split_jets_files(jets_dir)
+    tok = make_tokenizer(cfg)  # named errors before any reading or fitting
     key = {
         "tokenize": cfg.key(),
         "jets_sha256": {s: sha256_file(p) for s, p in files.items()},
@@ -421,34 +461,54 @@ def tokenize_dataset(
             pass
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)
-    tok = _fit_tokenizer(cfg, fit_sample(files["train"], cfg.fit_jets, cfg.fit_seed))
-    tok_path = tok.save(out / "tokenizer.json")
-    writer = ShardWriter(out, seq_len=tok.seq_len, vocab_size=tok.vocab_size, pad_token=tok.pad_token,
-                         rows_per_shard=cfg.rows_per_shard)
-    try:
-        for s, path in files.items():
-            for jets in iter_split_files(path):
-                writer.append(s, tok.encode(jets))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close(tok_path)
     n = {s: _parquet_rows(p) for s, p in files.items()}
+    with Progress(sum(n.values()), "tokenize", unit="jet", enabled=progress) as bar:
+        if not tok.fitted:
+            bar.note(f"fitting the {cfg.kind} tokenizer on {min(cfg.fit_jets, n['train']):,} train jets")
+        tok = _fit_tokenizer(cfg, tok, fit_sample(files["train"], cfg.fit_jets, cfg.fit_seed), out, verbose)
+        tok_path = tok.save(out / "tokenizer.json")
+        writer = ShardWriter(out, seq_len=tok.seq_len, vocab_size=tok.vocab_size, pad_token=tok.pad_token,
+                             rows_per_shard=cfg.rows_per_shard)
+        try:
+            for s, path in files.items():
+                for jets in iter_split_files(path):  # encoding: progress per row group
+                    writer.append(s, tok.encode(jets))
+                    bar.update(len(jets))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close(tok_path)
     report_split = "test" if n["test"] else "train"
-    report = {"split": report_split, **tokenization_report(tok, _head(files[report_split], report_jets))}
+    report_set = _head(files[report_split], report_jets)
+    report = {"split": report_split, **tokenization_report(tok, report_set),
+              "tokenizer_id": tokenizer_id(tok.kind, sha256_file(tok_path))}
+    report["roundtrip_swd"] = roundtrip_swd(tok, report_set)
     atomic_write_json(out / "tokenization_report.json", report)
     atomic_write_json(manifest_path, {"args": key, "versions": package_versions(),
                                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     if verbose:
-        print(f"tokens: wrote {out} (vocab {tok.vocab_size}, seq_len {tok.seq_len}, "
+        print(f"tokens: wrote {out} ({tok.kind} tokenizer, vocab {tok.vocab_size}, seq_len {tok.seq_len}, "
               + ", ".join(f"{s} {k} jets" for s, k in n.items()) + ")")
         print(format_report(report))
     return out
 
 
-def _fit_tokenizer(cfg: TokenizeConfig, sample: ak.Array) -> BinnedTokenizer:
-    """The tokenizer of `cfg` fitted on `sample` (the one place a tokenizer is built and fitted)."""
-    return BinnedTokenizer(cfg.n_bins, cfg.max_constituents, cfg.binning).fit(sample, seed=cfg.fit_seed)
+def roundtrip_swd(tok: Tokenizer, jets) -> dict:
+    """SWD of the tokenize-decode round trip vs the floor on (up to 2 x 5000 of) `jets`
+    (evaluate.run.tokenizer_roundtrip_swd with 20 bootstraps)."""
+    from scaling_sweeper.evaluate.run import EvalConfig, tokenizer_roundtrip_swd
+
+    return tokenizer_roundtrip_swd(tok, jets, EvalConfig(n_jets=5000, n_bootstrap=20))
+
+
+def _fit_tokenizer(cfg: TokenizeConfig, tok: Tokenizer, sample: ak.Array, work_dir: Path,
+                   verbose: bool = False) -> Tokenizer:
+    """`tok` (make_tokenizer(cfg)) fitted on `sample` unless it came fitted from a file (the one
+    place a tokenizer is fitted); a vq fit checkpoints to and resumes from work_dir."""
+    if tok.fitted:
+        return tok
+    kw = {"work_dir": work_dir, "verbose": verbose} if cfg.kind == "vq" else {}
+    return tok.fit(sample, seed=cfg.fit_seed, **kw)
 
 
 def _parquet_rows(path: Path) -> int:
@@ -501,7 +561,22 @@ def format_report(report: dict) -> str:
         f"constituent pt rel {report['pt_rel_mae']:.3%}; jet pt rel change {report['jet_pt_rel']['mean']:+.3%}"
         f" (|.| {report['jet_pt_rel']['mean_abs']:.3%}), jet mass rel change {report['jet_mass_rel']['mean']:+.3%}"
         f" (|.| {report['jet_mass_rel']['mean_abs']:.3%}); truncated jets {report['truncated_jet_frac']:.2%}"
+        + _health_text(report)
     )
+
+
+def _health_text(report: dict) -> str:
+    """Codebook use and round-trip SWD of a report ('' for reports written before they existed)."""
+    out = ""
+    cb = report.get("codebook")
+    if cb:
+        out += (f"; {report.get('kind', 'binned')} codebook {cb['codebook_size']}: {cb['codes_used_frac']:.1%} "
+                f"used, perplexity {cb['perplexity']:.0f}")
+    rt = report.get("roundtrip_swd") or {}
+    if rt.get("swd_roundtrip") is not None and rt.get("swd_floor") is not None:
+        out += (f"; round-trip SWD {rt['swd_roundtrip']:.4f} +- {rt['swd_roundtrip_err']:.4f} vs floor "
+                f"{rt['swd_floor']:.4f} +- {rt['swd_floor_err']:.4f} ({'within' if rt['within_floor'] else 'ABOVE'})")
+    return out
 
 
 def describe(path: str | Path) -> dict:
@@ -520,6 +595,11 @@ def describe(path: str | Path) -> dict:
                 for s, m in idx.splits.items()
             },
         }
+        if idx.tokenizer is not None:
+            try:
+                out["tokenizer_info"] = {k: v for k, v in tokenizer_info(path).items() if k != "sha256"}
+            except DataError as e:
+                out["tokenizer_info"] = {"error": str(e)}
         rep = _read_manifest(path / "tokenization_report.json")
         if rep is not None:
             out["tokenization_report"] = rep

@@ -1,6 +1,6 @@
 """Jets in memory and on disk: one awkward record per jet, constituents relative to the jet axis.
 
-In-memory form (every source maps to it; see DESIGN.md):
+In-memory form (every source maps to it; see docs/DESIGN.md):
     part_pt       jagged float32, GeV, sorted descending within each jet
     part_eta_rel  jagged float32, constituent eta - jet eta
     part_phi_rel  jagged float32, constituent phi - jet phi, wrapped to [-pi, pi)

@@ -9,8 +9,6 @@ first k chunks of a larger request are the jets of a smaller one.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from scaling_sweeper.data.jets import make_jets, wrap_phi
 from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.noise import silence_fastjet_banner
 
 PYTHIA_MAX_SEED = 900_000_000
 # neutrinos are invisible; Pythia's isVisible() also drops them (and other invisibles)
@@ -66,20 +65,6 @@ def chunk_quotas(n_jets: int, chunk_jets: int) -> list[int]:
     return [min(chunk_jets, n_jets - lo) for lo in range(0, n_jets, chunk_jets)]
 
 
-def _silence_fastjet_banner(fastjet) -> None:
-    """fastjet prints a banner to stdout on the first clustering of a process; swallow it."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 1)
-            jd = fastjet.JetDefinition(fastjet.antikt_algorithm, 0.4)
-            fastjet.ClusterSequence([fastjet.PseudoJet(1.0, 0.0, 0.0, 1.0)], jd).inclusive_jets()
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def _make_pythia(cfg: PythiaConfig, seed: int):
     import pythia8mc
 
@@ -112,7 +97,7 @@ def _generate_share(cfg: PythiaConfig, n_jets: int, seed: int) -> dict:
     """Generate exactly n_jets jets with one Pythia; returns flat numpy arrays (see make_jets)."""
     import fastjet
 
-    _silence_fastjet_banner(fastjet)
+    silence_fastjet_banner()
     pythia = _make_pythia(cfg, seed)
     jet_def = fastjet.JetDefinition(fastjet.antikt_algorithm, cfg.jet_r)
     counts, pts, etas, phis, jets = [], [], [], [], []

@@ -259,6 +259,10 @@ class ShardIndex:
             raise DataError(f"{root}: not a tokens folder (no index.json); run `sweeper data tokenize` first")
         try:
             d = json.loads(p.read_text())
+            if not isinstance(d, dict) or not isinstance(d.get("splits"), dict) or not all(
+                    isinstance(v, dict) and isinstance(v.get("n_seq"), int) for v in d["splits"].values()):
+                raise DataError(f"{p}: corrupt shard index (expected an object with a `splits` mapping of "
+                                "{n_seq, bytes, sha256} per split)")
             if d.get("format_version") not in READABLE_FORMATS:
                 raise DataError(f"{p}: shard format {d.get('format_version')} is not one of {READABLE_FORMATS}")
             idx = cls(
@@ -274,7 +278,7 @@ class ShardIndex:
             for s in idx.splits:
                 idx.shard_files(s)  # malformed shard lists fail here, named
             return idx
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
             raise DataError(f"{p}: corrupt shard index ({type(e).__name__}: {e})") from None
 
     def shard_files(self, split: str) -> list[ShardFile]:

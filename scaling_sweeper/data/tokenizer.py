@@ -1,4 +1,15 @@
-"""Binned jet tokenizer (OmniJet-alpha style: one token per constituent).
+"""Jet tokenizers: one interface (`Tokenizer`), a registry of kinds (TOKENIZER_KINDS), and the
+binned kind (one token per constituent, as in OmniJet-alpha's binned baseline).
+
+Every kind writes the same row layout and the same special tokens, so shards, training,
+generation and evaluation do not care which kind made them (the learned VQ-VAE kind lives in
+`vq_tokenizer.py`, imported only when used: it needs torch). A new kind is one entry in
+TOKENIZER_KINDS: a class with `kind`, `FORMAT`, `n_content`, `max_constituents`,
+`encode_constituents`, `decode_constituents`, `fit`, `to_dict`/`from_dict`. Tokenizer files are
+versioned JSON with a top-level "kind"; `load_tokenizer_file` dispatches on it and
+`tokenizer_id` names a file as `<kind>-<first 12 hex of its sha256>`.
+
+The binned kind:
 
 Each constituent has three features (log pt/GeV, eta_rel, phi_rel), each cut into bins fitted on
 the training constituents: "uniform" bins (default for log pt: equal widths between the 0.1% and
@@ -21,6 +32,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import awkward as ak
 import numpy as np
@@ -72,8 +84,169 @@ class DecodeStats:
         return self.n_invalid_jets / self.n_jets if self.n_jets else 0.0
 
 
-class BinnedTokenizer:
+class TokenizerKindError(DataError):
+    """A tokenizer file of another kind than the one asked for (e.g. a binned file given as vq)."""
+
+
+class TokenizerMismatchError(DataError):
+    """A tokenizer that does not fit the shards it is used with (vocabulary / codebook size or
+    sequence length differ from the tokens folder's index.json)."""
+
+
+class Tokenizer:
+    """The interface every tokenizer kind implements (see the module docstring). Subclasses set
+    `kind`, `FORMAT`, `VERSION`, `max_constituents`, `fit_info` and implement `fitted`,
+    `n_content`, `fit`, `encode_constituents`, `decode_constituents`, `to_dict`, `from_dict`."""
+
+    kind: ClassVar[str] = ""
+    FORMAT: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+    max_constituents: int
+    fit_info: dict
+
+    # ---- to implement -----------------------------------------------------------------------
+    @property
+    def fitted(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def n_content(self) -> int:
+        """Content tokens (the codebook size): ids 0 .. n_content-1."""
+        raise NotImplementedError
+
+    def fit(self, jets: ak.Array, *, seed: int = 0, **kwargs) -> Tokenizer:
+        raise NotImplementedError
+
+    def encode_constituents(self, x: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(n, 3) features of jets with `counts` constituents each -> (n,) content token ids."""
+        raise NotImplementedError
+
+    def decode_constituents(self, tokens: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """(n,) content tokens of jets with `counts` tokens each -> (n, 3) features."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "tokenizer") -> Tokenizer:
+        raise NotImplementedError
+
+    # ---- shared vocabulary ------------------------------------------------------------------
+    def _need_fit(self) -> None:
+        if not self.fitted:
+            raise DataError("tokenizer is not fitted: call fit(jets) or load(path)")
+
+    @property
+    def codebook_size(self) -> int:
+        return self.n_content
+
+    @property
+    def start_token(self) -> int:
+        return self.n_content
+
+    @property
+    def stop_token(self) -> int:
+        return self.n_content + 1
+
+    @property
+    def pad_token(self) -> int:
+        return self.n_content + 2
+
+    @property
+    def vocab_size(self) -> int:
+        return self.n_content + 3
+
+    @property
+    def seq_len(self) -> int:
+        return self.max_constituents + 2
+
+    # ---- shared row layout ------------------------------------------------------------------
+    def encode(self, jets: ak.Array) -> np.ndarray:
+        """Jets -> (n_jets, seq_len) uint16 rows [start, c_1..c_n, stop, pad...], n <= max_constituents."""
+        self._need_fit()
+        check_jets(jets)
+        x, counts = constituent_features(jets, self.max_constituents)
+        out = np.full((len(counts), self.seq_len), self.pad_token, dtype=np.uint16)
+        out[:, 0] = self.start_token
+        rows = np.repeat(np.arange(len(counts)), counts)
+        starts = np.cumsum(counts) - counts
+        cols = np.arange(len(x)) - np.repeat(starts, counts) + 1
+        out[rows, cols] = self.encode_constituents(x, counts)
+        out[np.arange(len(counts)), counts + 1] = self.stop_token
+        return out
+
+    def decode(self, tokens: np.ndarray, *, return_stats: bool = False):
+        """(n_jets, L) tokens -> jets (part_pt, part_eta_rel, part_phi_rel, jet_pt, jet_eta,
+        jet_phi, jet_mass; jet quantities summed from the constituents, eta/phi relative to the
+        original axis). Reads each row from position 1 up to the first stop or pad; special
+        tokens in between are dropped and counted (see DecodeStats). Also sets `last_stats`."""
+        self._need_fit()
+        t = np.asarray(tokens)
+        if t.ndim != 2:
+            raise DataError(f"decode expects a 2-d (n_jets, seq_len) array, got shape {t.shape}")
+        t = t.astype(np.int64)
+        n, length = t.shape
+        pos = np.arange(length)[None, :]
+        ends_row = (t == self.stop_token) | (t == self.pad_token)
+        ends_row[:, 0] = False
+        has_end = ends_row.any(axis=1)
+        end = np.where(has_end, ends_row.argmax(axis=1), length)
+        inside = (pos >= 1) & (pos < end[:, None])
+        content = (t >= 0) & (t < self.n_content)
+        keep = inside & content
+        bad_tok = inside & ~content
+        stopped = has_end & (t[np.arange(n), np.minimum(end, length - 1)] == self.stop_token)
+        invalid = (t[:, 0] != self.start_token) | ~stopped | bad_tok.any(axis=1) if n else np.zeros(0, bool)
+        counts = keep.sum(axis=1)
+        x = self.decode_constituents(t[keep], counts)
+        pt = np.exp(x[:, 0]).astype(np.float32)
+        parts = ak.zip(
+            {
+                "part_pt": ak.unflatten(pt, counts),
+                "part_eta_rel": ak.unflatten(x[:, 1].astype(np.float32), counts),
+                "part_phi_rel": ak.unflatten(x[:, 2].astype(np.float32), counts),
+            },
+            depth_limit=1,
+        )
+        kin = constituent_jet_kinematics(parts)
+        jets = ak.zip(
+            {**{f: parts[f] for f in ak.fields(parts)},
+             "jet_pt": kin["pt"], "jet_eta": kin["eta"], "jet_phi": kin["phi"], "jet_mass": kin["mass"]},
+            depth_limit=1,
+        )
+        self.last_stats = DecodeStats(
+            n_jets=int(n),
+            n_invalid_jets=int(np.sum(invalid)),
+            n_constituent_tokens=int(counts.sum()),
+            n_invalid_tokens=int(bad_tok.sum() + np.sum(t[:, 0] != self.start_token) if n else 0),
+        )
+        return (jets, self.last_stats) if return_stats else jets
+
+    # ---- persistence ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the versioned JSON file (deterministic bytes for the same fitted tokenizer)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        """Read a tokenizer file of this kind; TokenizerKindError for a file of another kind."""
+        path = Path(path)
+        d = _read_tokenizer_json(path)
+        if d.get("kind") != cls.kind:
+            raise TokenizerKindError(f"{path}: a {d.get('kind')!r} tokenizer file, not a {cls.kind!r} one")
+        return cls.from_dict(d, str(path))
+
+
+class BinnedTokenizer(Tokenizer):
     """Deterministic quantile-binned tokenizer; see the module docstring."""
+
+    kind = "binned"
+    FORMAT = "scaling_sweeper.binned_tokenizer"
+    VERSION = 1
 
     def __init__(
         self,
@@ -102,14 +275,14 @@ class BinnedTokenizer:
         self.centers: list[np.ndarray] | None = None  # per feature, len n_bins_f (bin medians)
         self.fit_info: dict = {}
 
-    # ---- vocabulary -------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg) -> BinnedTokenizer:
+        """From a dataset.TokenizeConfig (n_bins, max_constituents, binning)."""
+        return cls(cfg.n_bins, cfg.max_constituents, cfg.binning)
+
     @property
     def fitted(self) -> bool:
         return self.edges is not None
-
-    def _need_fit(self) -> None:
-        if not self.fitted:
-            raise DataError("tokenizer is not fitted: call fit(jets) or load(path)")
 
     @property
     def n_bins(self) -> tuple[int, int, int]:
@@ -121,26 +294,6 @@ class BinnedTokenizer:
     def n_content(self) -> int:
         a, b, c = self.n_bins
         return a * b * c
-
-    @property
-    def start_token(self) -> int:
-        return self.n_content
-
-    @property
-    def stop_token(self) -> int:
-        return self.n_content + 1
-
-    @property
-    def pad_token(self) -> int:
-        return self.n_content + 2
-
-    @property
-    def vocab_size(self) -> int:
-        return self.n_content + 3
-
-    @property
-    def seq_len(self) -> int:
-        return self.max_constituents + 2
 
     # ---- fitting ----------------------------------------------------------------------------
     def fit(self, jets: ak.Array, *, max_fit_constituents: int | None = 2_000_000, seed: int = 0) -> BinnedTokenizer:
@@ -214,66 +367,11 @@ class BinnedTokenizer:
         idx = (t // (nb * nc), (t // nc) % nb, t % nc)
         return np.stack([self.centers[f][idx[f]] for f in range(3)], axis=1)
 
-    def encode(self, jets: ak.Array) -> np.ndarray:
-        """Jets -> (n_jets, seq_len) uint16 rows [start, c_1..c_n, stop, pad...], n <= max_constituents."""
-        self._need_fit()
-        check_jets(jets)
-        x, counts = constituent_features(jets, self.max_constituents)
-        out = np.full((len(counts), self.seq_len), self.pad_token, dtype=np.uint16)
-        out[:, 0] = self.start_token
-        rows = np.repeat(np.arange(len(counts)), counts)
-        starts = np.cumsum(counts) - counts
-        cols = np.arange(len(x)) - np.repeat(starts, counts) + 1
-        out[rows, cols] = self.encode_features(x)
-        out[np.arange(len(counts)), counts + 1] = self.stop_token
-        return out
+    def encode_constituents(self, x: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return self.encode_features(x)
 
-    def decode(self, tokens: np.ndarray, *, return_stats: bool = False):
-        """(n_jets, L) tokens -> jets (part_pt, part_eta_rel, part_phi_rel, jet_pt, jet_eta,
-        jet_phi, jet_mass; jet quantities summed from the constituents, eta/phi relative to the
-        original axis). Reads each row from position 1 up to the first stop or pad; special
-        tokens in between are dropped and counted (see DecodeStats). Also sets `last_stats`."""
-        self._need_fit()
-        t = np.asarray(tokens)
-        if t.ndim != 2:
-            raise DataError(f"decode expects a 2-d (n_jets, seq_len) array, got shape {t.shape}")
-        t = t.astype(np.int64)
-        n, length = t.shape
-        pos = np.arange(length)[None, :]
-        ends_row = (t == self.stop_token) | (t == self.pad_token)
-        ends_row[:, 0] = False
-        has_end = ends_row.any(axis=1)
-        end = np.where(has_end, ends_row.argmax(axis=1), length)
-        inside = (pos >= 1) & (pos < end[:, None])
-        content = (t >= 0) & (t < self.n_content)
-        keep = inside & content
-        bad_tok = inside & ~content
-        stopped = has_end & (t[np.arange(n), np.minimum(end, length - 1)] == self.stop_token)
-        invalid = (t[:, 0] != self.start_token) | ~stopped | bad_tok.any(axis=1) if n else np.zeros(0, bool)
-        counts = keep.sum(axis=1)
-        x = self.decode_features(t[keep])
-        pt = np.exp(x[:, 0]).astype(np.float32)
-        parts = ak.zip(
-            {
-                "part_pt": ak.unflatten(pt, counts),
-                "part_eta_rel": ak.unflatten(x[:, 1].astype(np.float32), counts),
-                "part_phi_rel": ak.unflatten(x[:, 2].astype(np.float32), counts),
-            },
-            depth_limit=1,
-        )
-        kin = constituent_jet_kinematics(parts)
-        jets = ak.zip(
-            {**{f: parts[f] for f in ak.fields(parts)},
-             "jet_pt": kin["pt"], "jet_eta": kin["eta"], "jet_phi": kin["phi"], "jet_mass": kin["mass"]},
-            depth_limit=1,
-        )
-        self.last_stats = DecodeStats(
-            n_jets=int(n),
-            n_invalid_jets=int(np.sum(invalid)),
-            n_constituent_tokens=int(counts.sum()),
-            n_invalid_tokens=int(bad_tok.sum() + np.sum(t[:, 0] != self.start_token) if n else 0),
-        )
-        return (jets, self.last_stats) if return_stats else jets
+    def decode_constituents(self, tokens: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        return self.decode_features(tokens)
 
     # ---- persistence ------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -318,26 +416,114 @@ class BinnedTokenizer:
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{where}: corrupt tokenizer ({type(e).__name__}: {e})") from None
 
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> BinnedTokenizer:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: tokenizer file missing")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: corrupt tokenizer JSON ({e})") from None
-        return cls.from_dict(d, str(path))
 
 
-def load_tokenizer(tokens_dir: str | Path) -> BinnedTokenizer:
-    """The tokenizer referenced by a tokens folder's index.json (sha256 checked)."""
+TOKENIZER_KINDS: dict[str, str] = {
+    # kind -> "module:Class" (imported when used: the vq kind needs torch)
+    "binned": "scaling_sweeper.data.tokenizer:BinnedTokenizer",
+    "vq": "scaling_sweeper.data.vq_tokenizer:VQTokenizer",
+}
+
+
+def tokenizer_class(kind: str) -> type[Tokenizer]:
+    """The Tokenizer subclass registered for `kind` (DataError naming the known kinds)."""
+    if kind not in TOKENIZER_KINDS:
+        raise DataError(f"unknown tokenizer kind {kind!r} (kinds: {', '.join(TOKENIZER_KINDS)})")
+    import importlib
+
+    module, name = TOKENIZER_KINDS[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _read_tokenizer_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: tokenizer file missing")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: corrupt tokenizer JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: corrupt tokenizer JSON (not an object)")
+    return d
+
+
+def tokenizer_kind_of(path: str | Path) -> str:
+    """The kind recorded in a tokenizer file (without building the tokenizer)."""
+    path = Path(path)
+    kind = _read_tokenizer_json(path).get("kind")
+    if kind not in TOKENIZER_KINDS:
+        raise DataError(f"{path}: unknown tokenizer kind {kind!r} (kinds: {', '.join(TOKENIZER_KINDS)})")
+    return kind
+
+
+def load_tokenizer_file(path: str | Path, kind: str | None = None) -> Tokenizer:
+    """Load a tokenizer file of any registered kind; with `kind`, TokenizerKindError if the file
+    is of another kind."""
+    path = Path(path)
+    found = tokenizer_kind_of(path)
+    if kind is not None and found != kind:
+        raise TokenizerKindError(f"{path}: a {found!r} tokenizer file, not a {kind!r} one")
+    return tokenizer_class(found).load(path)
+
+
+def tokenizer_id(kind: str, sha256: str) -> str:
+    """A tokenizer's short name: `<kind>-<first 12 hex of the file's sha256>`."""
+    return f"{kind}-{sha256[:12]}"
+
+
+def tokenizer_info(tokens_dir: str | Path) -> dict:
+    """{kind, id, codebook_size, sha256} of a tokens folder's tokenizer, read from its files
+    only (no torch, no decoding); TokenizerMismatchError if the file's vocabulary disagrees with
+    index.json."""
+    from scaling_sweeper.data.shards import ShardIndex, sha256_file
+
+    idx = ShardIndex.load(tokens_dir)
+    path = idx.tokenizer_path()
+    if path is None:
+        raise DataError(f"{tokens_dir}: index.json names no tokenizer")
+    d = _read_tokenizer_json(path)
+    kind = d.get("kind")
+    if kind not in TOKENIZER_KINDS:
+        raise DataError(f"{path}: unknown tokenizer kind {kind!r} (kinds: {', '.join(TOKENIZER_KINDS)})")
+    sha = idx.tokenizer_sha256 or sha256_file(path)
+    vocab = d.get("vocab_size")
+    if vocab != idx.vocab_size:
+        raise TokenizerMismatchError(
+            f"{path}: tokenizer vocabulary {vocab} (codebook {None if vocab is None else vocab - 3}) != "
+            f"the shards' vocab_size {idx.vocab_size} in {tokens_dir}/index.json"
+        )
+    out = {"kind": kind, "id": tokenizer_id(kind, sha), "codebook_size": int(vocab) - 3, "sha256": sha}
+    health = tokenizer_health(Path(tokens_dir) / "tokenization_report.json")
+    if health:
+        out["health"] = health
+    return out
+
+
+def tokenizer_health(report_path: str | Path) -> dict:
+    """The few numbers of a tokenization_report.json a results row carries (codebook use,
+    per-feature MAE, round-trip SWD vs floor); {} if the report is missing or older."""
+    try:
+        rep = json.loads(Path(report_path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    out: dict = {}
+    cb = rep.get("codebook") or {}
+    for k in ("codes_used_frac", "perplexity"):
+        if k in cb:
+            out[k] = cb[k]
+    for f, v in (rep.get("feature_mae") or {}).items():
+        out[f"mae_{f}"] = v
+    rt = rep.get("roundtrip_swd") or {}
+    for k in ("swd_roundtrip", "swd_roundtrip_err", "swd_floor", "swd_floor_err"):
+        if rt.get(k) is not None:
+            out[k] = rt[k]
+    return out
+
+
+def load_tokenizer(tokens_dir: str | Path, kind: str | None = None) -> Tokenizer:
+    """The tokenizer referenced by a tokens folder's index.json, of whatever kind it is (sha256
+    checked; TokenizerMismatchError if its vocabulary or sequence length differ from the shards';
+    with `kind`, TokenizerKindError if it is another kind)."""
     from scaling_sweeper.data.shards import ShardIndex, sha256_file
 
     idx = ShardIndex.load(tokens_dir)
@@ -348,36 +534,80 @@ def load_tokenizer(tokens_dir: str | Path) -> BinnedTokenizer:
         raise DataError(f"{path}: tokenizer file missing")
     if idx.tokenizer_sha256 and sha256_file(path) != idx.tokenizer_sha256:
         raise DataError(f"{path}: tokenizer does not match the sha256 in {tokens_dir}/index.json")
-    return BinnedTokenizer.load(path)
+    tok = load_tokenizer_file(path, kind)
+    if tok.vocab_size != idx.vocab_size or tok.seq_len != idx.seq_len or tok.pad_token != idx.pad_token:
+        raise TokenizerMismatchError(
+            f"{path}: tokenizer (codebook {tok.codebook_size}, vocab {tok.vocab_size}, seq_len {tok.seq_len}) "
+            f"does not match the shards in {tokens_dir} (vocab {idx.vocab_size}, seq_len {idx.seq_len})"
+        )
+    return tok
 
 
-def tokenization_report(tok: BinnedTokenizer, jets: ak.Array) -> dict:
+def codebook_health(tokens: np.ndarray, n_content: int) -> dict:
+    """Usage of the content tokens in (n,) constituent tokens: fraction of the codebook used,
+    perplexity exp(H) of the usage distribution (natural log; n_content for uniform use) and
+    the largest single-code share."""
+    t = np.asarray(tokens, dtype=np.int64)
+    counts = np.bincount(t, minlength=n_content).astype(np.float64)
+    if counts.sum() == 0:
+        return {"codebook_size": int(n_content), "codes_used": 0, "codes_used_frac": 0.0,
+                "perplexity": 0.0, "max_code_share": 0.0}
+    p = counts / counts.sum()
+    nz = p[p > 0]
+    return {
+        "codebook_size": int(n_content),
+        "codes_used": int(len(nz)),
+        "codes_used_frac": float(len(nz) / n_content),
+        "perplexity": float(np.exp(-np.sum(nz * np.log(nz)))),
+        "max_code_share": float(p.max()),
+    }
+
+
+def tokenization_report(tok: Tokenizer, jets: ak.Array) -> dict:
     """How much tokenization alone distorts jets: decode(encode(jets)) vs jets truncated to
-    max_constituents. Per-feature mean abs error of the round trip, relative change of the jet pt
-    and mass (summed from constituents), and the fraction of jets/constituents cut by truncation."""
+    max_constituents. Per-feature mean abs error, RMS error and 50/90/99% quantiles of the abs
+    error (the feature resolution) of the round trip, relative change of the jet pt and mass
+    (summed from constituents), the fraction of jets/constituents cut by truncation, and the
+    codebook health on these jets (`codebook_health`)."""
     check_jets(jets)
     x, counts = constituent_features(jets, tok.max_constituents)
-    x_rt = tok.decode_features(tok.encode_features(x))
+    rows = tok.encode(jets)
+    content = rows[:, 1:][(rows[:, 1:] < tok.n_content)].astype(np.int64)  # row-major: jet by jet
+    dec = tok.decode(rows)
+    x_rt = np.stack([np.log(ak.to_numpy(ak.flatten(dec.part_pt)).astype(np.float64)),
+                     ak.to_numpy(ak.flatten(dec.part_eta_rel)).astype(np.float64),
+                     ak.to_numpy(ak.flatten(dec.part_phi_rel)).astype(np.float64)], axis=1).reshape(-1, 3)
     n_all = ak.to_numpy(ak.num(jets.part_pt, axis=1))
     order = ak.argsort(jets.part_pt, axis=1, ascending=False, stable=True)
     trunc = jets[["part_pt", "part_eta_rel", "part_phi_rel"]][order][:, : tok.max_constituents]
     truth = constituent_jet_kinematics(trunc)
-    rt = constituent_jet_kinematics(tok.decode(tok.encode(jets)))
+    rt = constituent_jet_kinematics(dec)
 
     def rel(a: np.ndarray, b: np.ndarray) -> dict:
         r = (b - a) / np.where(a > 0, a, np.nan)
         r = r[np.isfinite(r)]
         return {"mean": float(np.mean(r)), "std": float(np.std(r)), "mean_abs": float(np.mean(np.abs(r)))}
 
-    return {
+    err = np.abs(x_rt - x)
+    out = {
+        "kind": tok.kind,
         "n_jets": int(len(jets)),
         "n_constituents": int(len(x)),
         "vocab_size": tok.vocab_size,
-        "n_bins": list(tok.n_bins),
-        "feature_mae": {f: float(np.mean(np.abs(x_rt[:, i] - x[:, i]))) for i, f in enumerate(FEATURES)},
+        "codebook_size": tok.codebook_size,
+        "feature_mae": {f: float(np.mean(err[:, i])) for i, f in enumerate(FEATURES)},
+        "feature_rmse": {f: float(np.sqrt(np.mean(err[:, i] ** 2))) for i, f in enumerate(FEATURES)},
+        "feature_abs_err_quantiles": {
+            f: dict(zip(("p50", "p90", "p99"), map(float, np.quantile(err[:, i], [0.5, 0.9, 0.99]))))
+            for i, f in enumerate(FEATURES)
+        } if len(err) else {},
         "pt_rel_mae": float(np.mean(np.abs(np.exp(x_rt[:, 0]) - np.exp(x[:, 0])) / np.exp(x[:, 0]))),
         "jet_pt_rel": rel(truth["pt"], rt["pt"]),
         "jet_mass_rel": rel(truth["mass"], rt["mass"]),
         "truncated_jet_frac": float(np.mean(n_all > tok.max_constituents)) if len(n_all) else 0.0,
         "truncated_constituent_frac": float(1 - counts.sum() / max(int(n_all.sum()), 1)),
+        "codebook": codebook_health(content, tok.n_content),
     }
+    if isinstance(tok, BinnedTokenizer):
+        out["n_bins"] = list(tok.n_bins)
+    return out

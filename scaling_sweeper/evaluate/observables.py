@@ -32,6 +32,11 @@ import numpy as np
 OBSERVABLES: tuple[str, ...] = (
     "jet_pt", "jet_mass", "n_constituents", "tau1", "tau2", "tau3", "tau21", "tau32", "d2",
 )
+#: units of each observable (and of its 1-D Wasserstein distance W1, which has the same unit)
+OBSERVABLE_UNITS: dict[str, str] = {
+    "jet_pt": "GeV", "jet_mass": "GeV", "n_constituents": "constituents", "tau1": "", "tau2": "", "tau3": "",
+    "tau21": "", "tau32": "", "d2": "",
+}
 #: the five observables of the SWD (the reference paper's choice)
 SWD_OBSERVABLES: tuple[str, ...] = ("jet_pt", "jet_mass", "n_constituents", "tau21", "tau32")
 
@@ -182,6 +187,10 @@ def exclusive_kt_axes_fastjet_multi(pt: np.ndarray, eta: np.ndarray, phi: np.nda
                                     ns: list[int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Exclusive-kT axes for several subjet counts `ns` from ONE fastjet clustering per jet."""
     import fastjet  # optional dependency (physics extra)
+
+    from scaling_sweeper.noise import silence_fastjet_banner
+
+    silence_fastjet_banner()
 
     b = pt.shape[0]
     num = mask.sum(1)

@@ -1,7 +1,7 @@
 """Evaluate a finished run folder: sample jets, compute observables, SWD vs real jets with floor.
 
 `evaluate_run(run_dir, cfg)`:
-1. loads the newest good checkpoint (`train.load_model`) and the run's tokenizer (`tokens/`);
+1. loads the newest good checkpoint (`train.load_model`) and the run's own tokenizer (`tokens/`, any kind);
 2. reads real jets (default: the `test` split beside the run's tokens folder) and draws two
    disjoint real samples A and B of the evaluation size n, plus their tokenize-decode round trips;
 3. generates n jets, decodes them, computes observables; invalid jets (no stop token before the
@@ -59,7 +59,7 @@ class EvalConfig:
     seed: int = 0  # projections, real-sample split, bootstrap and sampling
     temperature: float = 1.0  # sampling temperature (0 = greedy)
     top_k: int | None = None  # keep the k most likely tokens (None = all)
-    batch_size: int = 512  # jets generated per batch
+    batch_size: int | None = None  # jets generated per batch; None: from free GPU memory (256 on CPU)
     use_cache: bool = True  # KV cache during generation
     device: str = "cpu"  # "cpu" | "cuda[:N]" | "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
@@ -69,7 +69,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_jets", "n_projections", "batch_size", "hist_bins", "min_jets"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_bootstrap < 2:
             raise ConfigError(f"eval.n_bootstrap must be >= 2, got {self.n_bootstrap}")
@@ -210,6 +210,30 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
     return out
 
 
+def tokenizer_roundtrip_swd(tokenizer, jets: ak.Array, cfg: EvalConfig | None = None) -> dict[str, Any]:
+    """Tokenization alone against the statistical floor, for any tokenizer kind: two disjoint
+    halves A, B of `jets` (at most cfg.n_jets each, seeded); swd_roundtrip = SWD(rt(A) vs A),
+    swd_floor = SWD(B vs A) (cfg.observables, bootstrap errors) and `within_floor` =
+    roundtrip <= floor + 2 sigma (the check `evaluate_samples` makes per run)."""
+    cfg = cfg or EvalConfig()
+    n = min(cfg.n_jets, len(jets) // 2)
+    if n < cfg.min_jets:
+        return {"n_jets": int(n), "swd_roundtrip": None, "swd_floor": None, "within_floor": None}
+    perm = np.random.default_rng([cfg.seed, 3]).permutation(len(jets))
+    a, b = jets[perm[:n]], jets[perm[n:2 * n]]
+    names = list(cfg.observables)
+    obs = {k: compute_observables(j, names) for k, j in
+           (("a", a), ("b", b), ("rt", tokenizer.decode(tokenizer.encode(a))))}
+    mats = {k: _matrix(o, names)[~invalid_mask(o)] for k, o in obs.items()}
+    rt, fl = compare_samples(mats["rt"], mats["a"], cfg), compare_samples(mats["b"], mats["a"], cfg)
+    out: dict[str, Any] = {"n_jets": int(n), "observables": names}
+    out["swd_roundtrip"], out["swd_roundtrip_err"] = _swd_entry(rt)
+    out["swd_floor"], out["swd_floor_err"] = _swd_entry(fl)
+    out["within_floor"] = (None if rt is None or fl is None
+                           else bool(rt.mean <= fl.mean + 2.0 * math.hypot(rt.std, fl.std)))
+    return out
+
+
 # ------------------------------------------------------------------------------ I/O edges
 def _real_jets_path(cfg: EvalConfig, tokens_dir: Path) -> Path:
     if cfg.real is not None:
@@ -218,13 +242,28 @@ def _real_jets_path(cfg: EvalConfig, tokens_dir: Path) -> Path:
     return tokens_dir.parent / f"{cfg.split}.parquet"
 
 
-def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: bool = True) -> dict[str, Any]:
-    """Evaluate the finished run in `run_dir`; returns (and writes) the eval.json dict."""
+def cap_note(n_requested: int, n_used: int, n_real: int, real_path: str | Path) -> str | None:
+    """Why fewer jets than asked are evaluated (None when none were dropped): the floor compares two
+    disjoint real samples of the evaluation size, so n is at most half the real jets."""
+    if n_used >= n_requested:
+        return None
+    return (f"evaluating {n_used:,} jets, not the {n_requested:,} asked: {real_path} holds {n_real:,} real "
+            f"jets and the SWD floor needs two disjoint real samples of the evaluation size (n <= "
+            f"{n_real:,} / 2); pass --real with more jets to evaluate more")
+
+
+def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: bool = True,
+                 progress: bool | None = False) -> dict[str, Any]:
+    """Evaluate the finished run in `run_dir`; returns (and writes) the eval.json dict.
+    progress: None = a bar on a terminal / periodic lines in a log (scaling_sweeper.progress),
+    False = silent (inside sweep trials). A capped evaluation size is recorded in
+    counts.n_jets_cap_note (and said on the progress display)."""
     import torch
 
     from scaling_sweeper.data.jets import read_jets
-    from scaling_sweeper.data.tokenizer import load_tokenizer
+    from scaling_sweeper.data.tokenizer import load_tokenizer, tokenizer_info
     from scaling_sweeper.evaluate.generate import generate, valid_rows
+    from scaling_sweeper.progress import Progress
     from scaling_sweeper.train import load_model, resolve_device
 
     cfg = cfg or EvalConfig()
@@ -239,9 +278,12 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
         torch.set_num_threads(cfg.threads)
     model, tcfg = load_model(run_dir, device=device)
     tokens_dir = Path(tcfg.data)
-    tokenizer = load_tokenizer(tokens_dir)
-    real = read_jets(_real_jets_path(cfg, tokens_dir))
+    tokenizer = load_tokenizer(tokens_dir)  # the cell's own tokenizer, whatever its kind
+    tok_info = tokenizer_info(tokens_dir)
+    real_path = _real_jets_path(cfg, tokens_dir)
+    real = read_jets(real_path)
     n = min(cfg.n_jets, len(real) // 2)
+    note = cap_note(cfg.n_jets, n, len(real), real_path)
     if n < cfg.min_jets:
         raise DataError(f"{_real_jets_path(cfg, tokens_dir)}: {len(real)} real jets, need at least "
                         f"{2 * cfg.min_jets} for two disjoint samples")
@@ -250,9 +292,15 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     timings["load_s"] = time.time() - t0
 
     t = time.time()
-    tokens = generate(model, n, tokenizer=tokenizer, temperature=cfg.temperature, top_k=cfg.top_k,
-                      seed=cfg.seed, batch_size=cfg.batch_size, use_cache=cfg.use_cache)
+    with Progress(n, "eval: generate", unit="jet", enabled=progress) as bar:
+        if note:
+            bar.note(note)
+        tokens = generate(model, n, tokenizer=tokenizer, temperature=cfg.temperature, top_k=cfg.top_k,
+                          seed=cfg.seed, batch_size=cfg.batch_size, use_cache=cfg.use_cache,
+                          on_batch=bar.update)
     timings["generate_s"] = time.time() - t
+    stages = Progress(2, "eval: score", unit="stage", enabled=progress)
+    stages.note(f"observables of {n:,} generated and 4 x {n:,} real jets")
     rows_ok = valid_rows(tokens, tokenizer)
     gen_jets, decode_stats = tokenizer.decode(tokens, return_stats=True)
 
@@ -264,6 +312,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     rt_a = compute_observables(tokenizer.decode(tokenizer.encode(real_a)), names)
     rt_b = compute_observables(tokenizer.decode(tokenizer.encode(real_b)), names)
     timings["observables_s"] = time.time() - t
+    stages.update(1)
+    stages.note(f"SWD and W1 with {cfg.n_bootstrap} bootstrap resamples")
     empty = gen_obs["n_constituents"] == 0 if "n_constituents" in gen_obs else \
         ak.to_numpy(ak.num(gen_jets.part_pt, axis=1)) == 0
     nonfinite = invalid_mask({k: gen_obs[k] for k in cfg.observables}) & ~empty
@@ -272,9 +322,11 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     t = time.time()
     metrics = evaluate_samples(gen_obs, obs_a, obs_b, rt_a, rt_b, gen_invalid, cfg)
     timings["swd_s"] = time.time() - t
+    stages.update(1)
+    stages.close()
     lengths = ak.to_numpy(ak.num(gen_jets.part_pt, axis=1))
     metrics["counts"].update(
-        n_jets=int(n), n_jets_requested=int(cfg.n_jets), n_real_available=int(len(real)),
+        n_jets=int(n), n_jets_requested=int(cfg.n_jets), n_real_available=int(len(real)), n_jets_cap_note=note,
         invalid_no_stop=int((~rows_ok).sum()), invalid_empty=int((rows_ok & empty).sum()),
         invalid_nonfinite=int((rows_ok & ~empty & nonfinite).sum()), invalid=int(gen_invalid.sum()),
         generated_mean_constituents=float(lengths.mean()) if n else 0.0,
@@ -287,6 +339,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
         "observables": list(cfg.observables),
         "timings": timings,
         "model": {"size": tcfg.size, "N": stored.get("N"), "run_dir": str(run_dir)},
+        "tokenizer": {k: tok_info[k] for k in ("kind", "id", "codebook_size")},
         "config": to_dict(cfg),
     }
     if write:

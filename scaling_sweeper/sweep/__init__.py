@@ -9,6 +9,6 @@
     status.py       status, ETA and the live progress line, read from run folders only
     ray_cluster.py  embedded local Ray or an existing cluster, Ray 2.59+ token auth
 
-The run folders are the source of truth (DESIGN.md): a cell with STATUS=done and a parseable
+The run folders are the source of truth (docs/DESIGN.md): a cell with STATUS=done and a parseable
 result.json is never trained again, whatever Ray Tune's own experiment state says.
 """

@@ -9,6 +9,11 @@ trained (ID_EXCLUDED: where the data lives, the device, the parallel strategy an
 summation order), and how often we evaluate/checkpoint). So the id does not depend on dict
 order, on the machine, or on logging intervals; the data set's identity is guarded per sweep instead (`sweep.json` records the
 train split's sha256, and a sweep cannot be resumed on different data).
+The tokenizer is part of the id through TrainConfig.tokenizer_id, which `resolve_cells` sets from
+the tokens folder for every tokenizer kind but binned (`DataShape.tokenizer_id`): binned cells
+keep their first-rule ids, a vq cell's id names its codebook. The tokenizer as a study axis is one
+sweep per tokens folder (a `sweeps:` list differing only by `data`, e.g. sweeps/tokenizer_smoke.yaml;
+`grid.data` is refused), compared side by side by analysis.tokenizer_compare.
 
 Phases: each phase's points (size, D, steps) come from its entry in sweep/phases.py PHASES
 (schedules by steps / passes / tokens_seen live there too); every phase then takes the product
@@ -37,7 +42,7 @@ from scaling_sweeper.errors import ConfigError, DataError, ScheduleError
 from scaling_sweeper.model_config import config_for, count_params, get_size
 from scaling_sweeper.runfolder import atomic_write_json, atomic_write_text
 from scaling_sweeper.sweep.phases import PlanContext, get_phase
-from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec
+from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec, spec_to_dict
 from scaling_sweeper.train_config import TrainConfig
 
 ID_LENGTH = 12
@@ -91,6 +96,16 @@ class DataShape:
     vocab_size: int
     train_tokens: int | None  # tokens (positions) in the train split; None if the folder is absent
     train_sha256: str | None
+    tokenizer: dict | None = None  # {kind, id, codebook_size, sha256} (data.tokenizer.tokenizer_info)
+
+    @property
+    def tokenizer_id(self) -> str | None:
+        """What a cell's TrainConfig.tokenizer_id is: the tokenizer's id for every kind but binned
+        (binned cells keep the ids of the first id rule: their tokenizer is part of the sweep's
+        data identity), None without a tokenizer."""
+        if self.tokenizer is None or self.tokenizer["kind"] == "binned":
+            return None
+        return self.tokenizer["id"]
 
 
 @dataclass(frozen=True)
@@ -140,7 +155,12 @@ def data_shape(spec: SweepSpec) -> DataShape:
         train = idx.splits.get("train")
         if train is None:
             raise DataError(f"{root}: no train split")
-        return DataShape(idx.seq_len, idx.vocab_size, int(train["n_seq"]) * idx.seq_len, train.get("sha256"))
+        tok = None
+        if idx.tokenizer is not None:
+            from scaling_sweeper.data.tokenizer import tokenizer_info
+
+            tok = tokenizer_info(root)  # TokenizerMismatchError if its codebook disagrees with the shards
+        return DataShape(idx.seq_len, idx.vocab_size, int(train["n_seq"]) * idx.seq_len, train.get("sha256"), tok)
     if spec.seq_len is None or spec.vocab_size is None:
         raise ConfigError(
             f"data: {root} is not a tokens folder (no index.json); create it (`sweeper data ...`) "
@@ -214,7 +234,10 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: lis
     for key in spec.grid:
         if key not in fields:
             raise ConfigError(f"grid.{key}: not a TrainConfig field (fields: {', '.join(sorted(fields))})")
-        if key in ("size", "tokens", "steps", "data"):
+        if key == "data" or key == "tokenizer_id":
+            raise ConfigError(f"grid.{key}: the tokenizer / tokens folder axis is one sweep per tokens folder "
+                              "(a `sweeps:` list differing only by `data`; see sweeps/tokenizer_smoke.yaml)")
+        if key in ("size", "tokens", "steps"):
             raise ConfigError(f"grid.{key}: use the phase axes (sizes/tokens/budgets) for {key}")
         if key == "strategy":
             raise ConfigError("grid.strategy: give per-size strategies in `strategies` (the strategy is not "
@@ -235,6 +258,10 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: lis
     # validate the defaults once, naming train.<field> (placeholders for what the phase fills in)
     probe = {"size": "Pico", "data": spec.data, "tokens": shape.seq_len, "steps": 1, **base}
     defaults = from_dict(TrainConfig, probe, _path="train")
+    if "tokenizer_id" in base and shape.tokenizer is not None and base["tokenizer_id"] != shape.tokenizer_id:
+        raise ConfigError(f"train.tokenizer_id: spec says {base['tokenizer_id']} but {spec.data} has "
+                          f"{shape.tokenizer_id} (tokenizer {shape.tokenizer['id']})")
+    base.setdefault("tokenizer_id", shape.tokenizer_id)
     seeds = list(spec.seeds) or [int(defaults.seed)]
     grid_keys = list(spec.grid)
     grid_points = [dict(zip(grid_keys, vals)) for vals in itertools.product(*(spec.grid[k] for k in grid_keys))]
@@ -315,25 +342,39 @@ def cell_dir(spec: SweepSpec, cell_id: str) -> Path:
     return spec.sweep_dir / cell_id
 
 
-def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape) -> Path:
+def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
+                      suite: tuple[str, int] | None = None) -> Path:
     """Create <storage>/<sweep>/ with spec.yaml (the resolved spec), cells.json (the plan) and
-    sweep.json (data identity). Refuses to reuse a sweep folder made on different data."""
+    sweep.json (data identity; `suite`: the spec file's stem and the sweep's place in it, kept
+    from an earlier run when None). Refuses to reuse a sweep folder made on different data."""
     d = spec.sweep_dir
     d.mkdir(parents=True, exist_ok=True)
     meta_path = d / "sweep.json"
+    old_meta: dict[str, Any] = {}
+    if meta_path.is_file():
+        try:
+            old_meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            old_meta = {}
+    if suite is None and old_meta.get("suite"):
+        suite = (old_meta["suite"], int(old_meta.get("suite_index", 0)))
     if meta_path.is_file() and shape.train_sha256:
-        old = json.loads(meta_path.read_text()).get("train_sha256")
+        old = old_meta.get("train_sha256")
         if old and old != shape.train_sha256:
             raise ConfigError(
                 f"name: sweep {spec.name!r} in {spec.storage} was run on different data "
                 f"(train sha256 {old[:12]} != {shape.train_sha256[:12]}); choose a new name"
             )
-    atomic_write_text(d / "spec.yaml", dump_yaml(spec))
+    atomic_write_text(d / "spec.yaml", dump_yaml(spec_to_dict(spec, redact=True)))  # no credentials on disk
     atomic_write_json(d / "cells.json", [dict(c.row(), config=c.config) for c in cells])
-    atomic_write_json(meta_path, {
+    meta = {
         "name": spec.name, "phase": spec.phase, "seq_len": shape.seq_len,
         "vocab_size": shape.vocab_size, "train_sha256": shape.train_sha256,
-    })
+        **({"suite": suite[0], "suite_index": suite[1]} if suite else {}),
+    }
+    if shape.tokenizer is not None:
+        meta["tokenizer"] = {k: shape.tokenizer[k] for k in ("kind", "id", "codebook_size")}
+    atomic_write_json(meta_path, meta)
     return d
 
 

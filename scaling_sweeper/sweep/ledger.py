@@ -16,6 +16,18 @@ charged twice); `spend` is monotone per cell and capped so the budget is never e
 Cells are keyed `<sweep>/<cell_id>` (two sweeps may hold the same config: the one that trains it
 is charged, the other records `reused_from` and holds nothing, see `record_reuse`).
 A budget of None means unlimited (spending is still recorded).
+
+Who sets the budget: a spec's `budget.flops` only initialises a NEW ledger. Opening an existing
+ledger with a different budget is a BudgetError that shows both numbers; changing it takes
+`sweeper budget --set-flops C` (`set_budget`, also `Ledger.open(..., set_budget=True)`), and every
+change is logged in the ledger's `budget_log`. A budget of 0 is refused before anything is written.
+
+Stale commitments: an admitted cell records the driver file of its sweep
+(`<sweep_dir>/driver.json`, the heartbeat of sweep.status). When that driver is no longer alive
+(state not running, or heartbeat older than status.HEARTBEAT_STALE_S) the commitment is stale:
+`stale()` lists them, `expire_stale()` finishes them (the cell keeps what it spent, the unspent
+rest is freed). Drivers expire stale commitments before admitting and before refusing for
+budget; `sweeper budget` shows them and `--release-stale` releases them.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from scaling_sweeper.errors import BudgetError
 from scaling_sweeper.runfolder import atomic_write_json
 
 LEDGER_VERSION = 1
+_CELL_STATES = ("active", "finished")
 
 # flock excludes separate open() calls even within one process, but we also serialise threads
 # of this process per ledger path so the read-modify-write never interleaves.
@@ -90,24 +103,55 @@ class Ledger:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def open(cls, storage: str | Path, cluster: str, budget: float | None = None) -> Ledger:
+    def open(cls, storage: str | Path, cluster: str, budget: float | None = None, *,
+             set_budget: bool = False, by: str = "spec") -> Ledger:
         """Open (creating if missing) the ledger of `cluster` under `storage`.
 
-        A given `budget` replaces the stored one (the latest spec wins); a budget below what is
-        already used raises BudgetError. Without one the stored budget is kept."""
-        if budget is not None and (not math.isfinite(budget) or budget < 0):
-            raise BudgetError(f"budget.flops: {budget!r} must be a finite number >= 0")
+        A given `budget` initialises a new ledger. For an existing one it must equal the stored
+        budget (BudgetError showing both otherwise), unless `set_budget`: then it replaces it
+        (logged with `by`). A budget below what is already used raises BudgetError. Without one
+        the stored budget is kept."""
+        _check_budget_value(budget)
         led = cls(ledger_path(storage, cluster), cluster)
+        if budget is None:
+            return led
         with led._locked() as state:
-            if budget is not None and state["budget"] != float(budget):
-                used = _used(state)
-                if budget < used:
-                    raise BudgetError(
-                        f"budget.flops: {budget:.3e} FLOPs is below what cluster {cluster!r} has "
-                        f"already used ({used:.3e} FLOPs; see `sweeper budget`)"
-                    )
-                state["budget"] = float(budget)
+            new = not led.path.is_file()
+            stored = state["budget"]
+            if stored == float(budget) and not new:
+                return led
+            if not new and not set_budget:
+                have = "unlimited" if stored is None else f"{stored:.6g}"
+                raise BudgetError(
+                    f"budget.flops: the spec asks for {float(budget):.6g} FLOPs but ledger {cluster!r} "
+                    f"({led.path}) already has a budget of {have} FLOPs. A spec's budget only initialises a "
+                    "new ledger: change it with `sweeper budget --cluster "
+                    f"{cluster} --set-flops {float(budget):.6g}`, or drop budget.flops from the spec")
+            led._apply_budget(state, float(budget), by="new ledger" if new else by)
         return led
+
+    def set_budget(self, budget: float, by: str = "sweeper budget --set-flops") -> None:
+        """Change the budget of this (existing or new) ledger; logged in `budget_log`."""
+        _check_budget_value(budget)
+        with self._locked() as state:
+            if state["budget"] != float(budget):
+                self._apply_budget(state, float(budget), by=by)
+
+    def _apply_budget(self, state: dict[str, Any], budget: float, by: str) -> None:
+        used = _used(state)
+        if budget < used:
+            raise BudgetError(
+                f"budget.flops: {budget:.3e} FLOPs is below what cluster {self.cluster!r} has "
+                f"already used ({used:.3e} FLOPs; see `sweeper budget`)"
+            )
+        import os
+        import socket
+
+        state.setdefault("budget_log", []).append({
+            "at": time.time(), "old": state["budget"], "new": budget, "by": by,
+            "pid": os.getpid(), "host": socket.gethostname(),
+        })
+        state["budget"] = budget
 
     # ---- locking + persistence ------------------------------------------------------------
     def _read(self) -> dict[str, Any]:
@@ -115,8 +159,11 @@ class Ledger:
             state = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {"version": LEDGER_VERSION, "cluster": self.cluster, "budget": None, "cells": {}}
-        except json.JSONDecodeError as e:  # atomic writes make this impossible short of tampering
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # atomic writes: only tampering does this
             raise BudgetError(f"{self.path}: corrupt ledger ({e}); fix or remove it") from None
+        problem = _shape_problem(state)
+        if problem:
+            raise BudgetError(f"{self.path}: corrupt ledger ({problem}); fix or remove it")
         state.setdefault("cells", {})
         return state
 
@@ -139,12 +186,13 @@ class Ledger:
                 fcntl.flock(lf.fileno(), fcntl.LOCK_UN)
 
     # ---- operations -------------------------------------------------------------------------
-    def admit(self, key: str, planned: float, *, record_refusal: bool = True) -> bool:
+    def admit(self, key: str, planned: float, *, record_refusal: bool = True, driver: str | Path | None = None) -> bool:
         """Commit `planned` FLOPs to cell `key` if they fit in what is left; True if admitted.
 
         Idempotent: an already active cell is admitted again without a second commitment; a
         finished cell coming back (a retry) is charged only for max(planned, spent) once.
-        A refusal is recorded (and reported) unless record_refusal is False (a cell that waits)."""
+        A refusal is recorded (and reported) unless record_refusal is False (a cell that waits).
+        `driver`: the admitting sweep's driver file (heartbeat), for stale-commitment expiry."""
         if planned < 0 or not math.isfinite(planned):
             raise BudgetError(f"cell {key}: planned FLOPs {planned!r} must be finite and >= 0")
         with self._locked() as state:
@@ -167,6 +215,8 @@ class Ledger:
                 "state": "active", "planned": float(planned), "spent": spent,
                 "admitted_at": now, "attempts": (cell or {}).get("attempts", 0) + 1,
             }
+            if driver is not None:
+                cells[key]["driver"] = str(driver)
             state.get("refused", {}).pop(key, None)
             return True
 
@@ -200,6 +250,45 @@ class Ledger:
             if cell is not None and cell["state"] != "finished":
                 cell["state"] = "finished"
                 cell["finished_at"] = time.time()
+
+    def _driver_file(self, key: str, cell: dict[str, Any]) -> Path:
+        if cell.get("driver"):
+            return Path(cell["driver"])
+        from scaling_sweeper.sweep.status import DRIVER_FILE
+
+        return self.path.parent.parent / key.split("/", 1)[0] / DRIVER_FILE  # <storage>/<sweep>/driver.json
+
+    def stale(self, skip_sweeps: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+        """Active commitments whose driver is not alive (module doc), by cell key; those of the
+        sweeps in `skip_sweeps` (the caller's own, alive by definition) are never stale."""
+        from scaling_sweeper.sweep.status import read_driver
+
+        out = {}
+        for key, cell in self.state()["cells"].items():
+            if cell["state"] != "active" or key.split("/", 1)[0] in skip_sweeps:
+                continue
+            f = self._driver_file(key, cell)
+            driver, alive = read_driver(f.parent, f.name)
+            if not alive:
+                out[key] = {**cell, "driver_file": str(f), "driver_state": (driver or {}).get("state", "missing"),
+                            "heartbeat": (driver or {}).get("heartbeat")}
+        return out
+
+    def expire_stale(self, skip_sweeps: set[str] | frozenset[str] = frozenset()) -> list[str]:
+        """Finish the stale commitments (their unspent rest is freed); returns their keys."""
+        stale = self.stale(skip_sweeps)
+        if not stale:
+            return []
+        done = []
+        with self._locked() as state:
+            now = time.time()
+            for key, was in stale.items():
+                cell = state["cells"].get(key)
+                # re-check under the lock: a driver may have re-admitted the cell meanwhile
+                if cell is not None and cell["state"] == "active" and cell.get("admitted_at") == was.get("admitted_at"):
+                    cell.update(state="finished", finished_at=now, expired=True)
+                    done.append(key)
+        return done
 
     def record_reuse(self, key: str, origin_key: str) -> None:
         """Record cell `key` as a reuse of the finished cell `origin_key` (one config, trained once):
@@ -248,6 +337,37 @@ class Ledger:
 
     def refused(self, prefix: str = "") -> dict[str, dict[str, Any]]:
         return {k: v for k, v in self.state().get("refused", {}).items() if k.startswith(prefix)}
+
+
+def _check_budget_value(budget: float | None) -> None:
+    if budget is None:
+        return
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget < 0:
+        raise BudgetError(f"budget.flops: {budget!r} must be a finite number > 0")
+    if budget == 0:
+        raise BudgetError("budget.flops: 0 FLOPs admits nothing; give a positive budget (or none to keep the stored one)")
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _shape_problem(state: Any) -> str | None:
+    """What is wrong with the shape of a parsed ledger file, or None."""
+    if not isinstance(state, dict):
+        return f"expected a JSON object, got {type(state).__name__}"
+    if state.get("budget") is not None and not _is_num(state["budget"]):
+        return f"budget {state['budget']!r} is not a number"
+    cells = state.get("cells", {})
+    if not isinstance(cells, dict):
+        return "cells is not an object"
+    for key, c in cells.items():
+        if not isinstance(c, dict) or c.get("state") not in _CELL_STATES or not _is_num(c.get("planned")) \
+                or not _is_num(c.get("spent")):
+            return f"cell {key!r} is not {{state: active|finished, planned: number, spent: number}}"
+    if not isinstance(state.get("refused", {}), dict):
+        return "refused is not an object"
+    return None
 
 
 def cell_key(sweep: str, cell_id: str) -> str:

@@ -82,7 +82,53 @@ from scaling_sweeper.sweep.phases import get_phase
 
 ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
 AUTO_FALLBACK = "zero3"  # what `auto` becomes when no GPU memory (train.gpu_mem_gib) is declared
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # always re.fullmatch ("$" lets "a\n" through)
+MAX_NAME_LEN = 100  # folder names (and Ray trial names built from them) stay well under NAME_MAX
+REDACTED = "***"
+# query parameters of object-store URIs that carry secrets (pyarrow / fsspec spellings)
+_SECRET_QUERY = ("access_key", "secret_key", "session_token", "password", "token", "key", "secret",
+                 "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "sas_token", "account_key")
+
+
+def check_name(field_name: str, value: Any) -> str:
+    """ConfigError unless `value` is a folder-safe name: letters, digits, '_', '-', '.', not starting
+    with '.', '-' or '_', at most MAX_NAME_LEN characters, nothing else (no trailing newline)."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ConfigError(f"{field_name}: {value!r} must be letters, digits, '_', '-', '.' (a folder name)")
+    if len(value) > MAX_NAME_LEN:
+        raise ConfigError(f"{field_name}: {len(value)} characters is too long (at most {MAX_NAME_LEN})")
+    return value
+
+
+def _split_uri(uri: str):
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(uri)
+    return parts, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def uri_has_credentials(uri: str) -> bool:
+    """Whether a storage URI carries a user:password or a secret query parameter."""
+    if "://" not in uri:
+        return False
+    parts, query = _split_uri(uri)
+    return bool(parts.username or parts.password) or any(k.lower() in _SECRET_QUERY for k, _ in query)
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` with its user:password and secret query values replaced by REDACTED (for spec.yaml,
+    logs); a URI without credentials comes back unchanged."""
+    if not uri_has_credentials(uri):
+        return uri
+    from urllib.parse import urlencode, urlunsplit
+
+    parts, query = _split_uri(uri)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{REDACTED}@{host}" if (parts.username or parts.password) else host
+    q = urlencode([(k, REDACTED if k.lower() in _SECRET_QUERY else v) for k, v in query], safe="*:/")
+    return urlunsplit((parts.scheme, netloc, parts.path, q, parts.fragment))
 
 
 @dataclass
@@ -216,8 +262,10 @@ class SweepSpec:
     eval: dict[str, Any] | None = None  # EvalConfig fields; None = no evaluation
 
     def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ConfigError(f"name: {self.name!r} must be letters, digits, '_', '-', '.' (a folder name)")
+        check_name("name", self.name)
+        if self.tune_storage is not None and REDACTED in self.tune_storage:
+            raise ConfigError("tune_storage: its credentials were redacted when the spec was stored; pass "
+                              "--set tune_storage=... or give the nodes credentials in their environment")
         if "://" in self.storage:
             raise ConfigError(
                 f"storage: {self.storage!r}: run folders need a POSIX filesystem (local or NFS); "
@@ -234,8 +282,10 @@ class SweepSpec:
             raise ConfigError(f"failure.max_retries: must be >= 0, got {self.failure.max_retries}")
         if self.budget.flops is not None and not (self.budget.flops >= 0 and self.budget.flops < float("inf")):
             raise ConfigError(f"budget.flops: must be a finite number >= 0, got {self.budget.flops}")
-        if not _NAME_RE.match(self.budget.cluster):
-            raise ConfigError(f"budget.cluster: {self.budget.cluster!r} is not a valid ledger name")
+        check_name("budget.cluster", self.budget.cluster)
+        if self.budget.flops is not None and self.budget.flops == 0:
+            raise ConfigError("budget.flops: 0 FLOPs admits nothing; leave it out (keep the ledger's budget) or "
+                              "give a positive number")
         for i, b in enumerate(self.budgets):
             if not b > 0:
                 raise ConfigError(f"budgets[{i}]: a FLOP budget must be > 0, got {b}")
@@ -375,5 +425,9 @@ def with_absolute_paths(spec: SweepSpec, base: str | Path | None = None) -> Swee
     return dataclasses.replace(spec, data=_abs(spec.data), storage=_abs(spec.storage), tune_storage=ts)
 
 
-def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
-    return to_dict(spec)
+def spec_to_dict(spec: SweepSpec, *, redact: bool = False) -> dict[str, Any]:
+    """The spec as a mapping; `redact`: credentials in tune_storage replaced (for files on disk)."""
+    d = to_dict(spec)
+    if redact and d.get("tune_storage"):
+        d["tune_storage"] = redact_uri(d["tune_storage"])
+    return d

@@ -102,13 +102,19 @@ def _attempts(run_dir: Path) -> int:
     return sum(e.get("event") == "train_start" for e in read_jsonl(run_dir / "events.jsonl"))
 
 
-def read_driver(sweep_dir: Path) -> tuple[dict[str, Any] | None, bool]:
+def read_driver(sweep_dir: Path, name: str = DRIVER_FILE) -> tuple[dict[str, Any] | None, bool]:
+    """(driver.json, alive): alive = state running and a heartbeat younger than HEARTBEAT_STALE_S."""
     try:
-        d = json.loads((sweep_dir / DRIVER_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        d = json.loads((Path(sweep_dir) / name).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None, False
-    alive = d.get("state") == "running" and time.time() - float(d.get("heartbeat", 0)) < HEARTBEAT_STALE_S
-    return d, alive
+    if not isinstance(d, dict):
+        return None, False
+    try:
+        age = time.time() - float(d.get("heartbeat", 0))
+    except (TypeError, ValueError):
+        return d, False
+    return d, d.get("state") == "running" and age < HEARTBEAT_STALE_S
 
 
 def write_driver(sweep_dir: Path, state: str, **extra: Any) -> None:
@@ -199,6 +205,35 @@ def progress_line(st: SweepStatus) -> str:
     return " | ".join(parts)
 
 
+def summary_line(sts: list[SweepStatus]) -> str:
+    """One short line over several sweeps (a suite): cell counts, FLOPs spent/planned, ETA."""
+    n = sum(len(st.cells) for st in sts)
+    tot: dict[str, int] = {}
+    for st in sts:
+        for k, v in st.counts.items():
+            tot[k] = tot.get(k, 0) + v
+    name = sts[0].name if len(sts) == 1 else f"{len(sts)} sweeps"
+    parts = [f"[{name}] done {tot.get('done', 0)}/{n}", f"running {tot.get('running', 0)}",
+             f"pending {tot.get('pending', 0) + tot.get('interrupted', 0)}"]
+    parts += [f"{k} {tot[k]}" for k in ("failed", "refused") if tot.get(k)]
+    etas = [st.eta_s() for st in sts]
+    eta = None if any(e is None for e in etas) else sum(etas)
+    parts.append(f"C {sum(st.C_spent for st in sts):.3g}/{sum(st.C_planned for st in sts):.3g} FLOPs")
+    parts.append(f"ETA {_fmt_s(eta)}")
+    return " | ".join(parts)
+
+
+def cell_change_line(st: SweepStatus, c: CellStatus) -> str:
+    """One line for a cell that changed state (the sweep's file log)."""
+    extra = ""
+    if c.state == "done":
+        vl = f"val_loss {c.val_loss:.4f}, " if isinstance(c.val_loss, (int, float)) else ""
+        extra = f" ({vl}C {c.C_spent:.3g} FLOPs)"
+    elif c.state == "running" and c.attempts > 1:
+        extra = f" (attempt {c.attempts})"
+    return f"{st.name}/{c.cell_id} {c.size}: {c.state}{extra}"
+
+
 def format_status(st: SweepStatus, verbose: bool = True) -> str:
     lines = [progress_line(st)]
     if st.driver:
@@ -213,6 +248,7 @@ def format_status(st: SweepStatus, verbose: bool = True) -> str:
         lines.append(f"ledger {lg.cluster}: budget {b}, spent {lg.spent:.4g}, committed {lg.committed:.4g}, "
                      f"left {lg.left:.4g} FLOPs")
     if verbose:
+        lines.append(f"run folders {st.sweep_dir}/<cell_id> (evaluate one: sweeper eval {st.name} <cell_id|size>)")
         lines.append(f"{'cell_id':<13}{'size':<6}{'state':<12}{'step':>12}{'C_spent':>11}{'C_planned':>11}"
                      f"{'val_loss':>10}{'tries':>6}")
         for c in st.cells:
@@ -228,3 +264,72 @@ def list_sweeps(storage: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if (p / "cells.json").is_file())
+
+
+def _suite_of(sweep_dir: Path) -> tuple[str | None, int]:
+    try:
+        meta = json.loads((sweep_dir / "sweep.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None, 0
+    return meta.get("suite"), int(meta.get("suite_index", 0))
+
+
+def list_suites(storage: str | Path) -> dict[str, list[Path]]:
+    """Suite name (the stem of the spec file a run came from) -> its sweep folders, in file order."""
+    out: dict[str, list[tuple[int, Path]]] = {}
+    for d in list_sweeps(storage):
+        name, i = _suite_of(d)
+        if name:
+            out.setdefault(name, []).append((i, d))
+    return {k: [d for _, d in sorted(v)] for k, v in out.items()}
+
+
+def find_sweeps(target: str | Path, storage: str | Path = "runs") -> list[Path]:
+    """The sweep folders `target` names, tried in this order: a sweep folder; a sweep name under
+    `storage`; a spec file (its sweeps, under the spec's own storage); a suite, i.e. the stem of
+    the spec file the sweeps were run from (`smoke` for sweeps/smoke.yaml: smoke-model, smoke-data,
+    smoke-isoflop). SweeperError lists what exists when nothing matches."""
+    from scaling_sweeper.errors import SweeperError
+
+    t = Path(target)
+    if (t / "cells.json").is_file():
+        return [t]
+    if (Path(storage) / str(target) / "cells.json").is_file():
+        return [Path(storage) / str(target)]
+    if t.is_file() and t.suffix in (".yaml", ".yml"):
+        from scaling_sweeper.sweep.spec import load_specs
+
+        dirs = [s.sweep_dir for s in load_specs(t)]
+        found = [d for d in dirs if (d / "cells.json").is_file()]
+        if not found:
+            raise SweeperError(f"{t}: none of its sweeps ({', '.join(d.name for d in dirs)}) has been run "
+                               f"(no {dirs[0].parent}/<sweep>/cells.json); `sweeper run {t}` first")
+        return found
+    suites = list_suites(storage)
+    if str(target) in suites:
+        return suites[str(target)]
+    names = [d.name for d in list_sweeps(storage)]
+    have = (f"sweeps: {', '.join(names)}" if names else "no sweeps") + (
+        f"; suites: {', '.join(sorted(suites))}" if suites else "")
+    raise SweeperError(f"no sweep {str(target)!r} (nor a suite or spec file of that name) under {storage} "
+                       f"({have}; pass --storage for another results folder)")
+
+
+def find_cell(sweep_dirs: list[Path], cell: str) -> Path:
+    """A cell's run folder from an id, a unique id prefix or a size name that only one of the
+    sweeps' cells has (e.g. `Pico` in a model_size sweep). SweeperError lists the candidates."""
+    from scaling_sweeper.errors import SweeperError
+    from scaling_sweeper.sweep.cells import read_cells
+
+    rows = [(d, r) for d in sweep_dirs for r in read_cells(d)]
+    for pred in (lambda r: r["cell_id"] == cell, lambda r: r["cell_id"].startswith(cell),
+                 lambda r: str(r.get("size", "")).lower() == cell.lower()):
+        hits = [(d, r) for d, r in rows if pred(r)]
+        if len(hits) == 1:
+            d, r = hits[0]
+            return d / r["cell_id"]
+        if len(hits) > 1:
+            listing = "; ".join(f"{d.name}/{r['cell_id']} ({r['size']}, D={float(r['D']):.3g})" for d, r in hits)
+            raise SweeperError(f"{cell!r} names {len(hits)} cells: {listing}; name one by its id")
+    listing = "; ".join(f"{d.name}/{r['cell_id']} ({r['size']})" for d, r in rows) or "none"
+    raise SweeperError(f"no cell {cell!r} in {', '.join(d.name for d in sweep_dirs)} (cells: {listing})")

@@ -21,6 +21,14 @@ sweep folder is polled through `should_stop`); Tune never stops a running trial.
 Ledger accounting per cell (key `<sweep>/<cell_id>`): admitted by the searcher before the trial
 starts, `spend(C so far)` on every progress report, `release(C_spent)` when the cell finishes,
 fails for good or is interrupted; so after a sweep, spent == sum of the cells' C_spent.
+
+Before Ray starts, the driver validates (named errors, nothing written): every spec, its data
+(index.json shape, train/val shards present, sizes and sha256 as in the index), the ledger's
+file and budget (a spec's budget only initialises a new ledger, see sweep.ledger); then it
+takes the sweep's driver lock (sweep.driver_lock: a second driver refuses, naming the first).
+Per-cell I/O errors (an unwritable or broken cell folder) fail that cell alone, with the error
+in SweepOutcome.errors; its commitment is released and the other cells go on. Commitments of
+drivers whose heartbeat went stale are expired before admitting (ledger.expire_stale).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling_sweeper.config import from_dict
-from scaling_sweeper.errors import BudgetError, ConfigError
+from scaling_sweeper.errors import BudgetError, ConfigError, DataError
 from scaling_sweeper.runfolder import (
     append_jsonl,
     atomic_write_json,
@@ -52,6 +60,7 @@ from scaling_sweeper.runfolder import (
 )
 from scaling_sweeper.sweep import status as sweep_status
 from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells, write_sweep_files
+from scaling_sweeper.sweep.driver_lock import DriverLock
 from scaling_sweeper.sweep.ledger import Ledger, cell_key, ledger_path
 from scaling_sweeper.sweep.spec import SweepSpec, with_absolute_paths
 
@@ -295,6 +304,7 @@ class CellSearcher(_searcher_base()):
         self.ctxs = ctxs
         self.live: dict[str, dict[str, Any]] = {}
         self.refused: list[str] = []
+        self.io_failed: dict[str, str] = {}  # "<sweep>/<cell_id>" -> the I/O error that failed it
         self._ledgers = {n: Ledger(c.ledger_file, c.cluster) for n, c in ctxs.items()}
 
     def _ctx(self, cell: dict[str, Any]) -> TrialContext:
@@ -315,39 +325,72 @@ class CellSearcher(_searcher_base()):
             self.pending = [c for c in self.pending if self._ctx(c).sweep not in stopped]
         if not self.pending:
             return self.FINISHED
-        for i, cell in enumerate(self.pending):
-            if self._ledger(cell).admit(self._key(cell), float(cell["C"]), record_refusal=False):
-                self.pending.pop(i)
-                self.live[trial_id] = cell
-                _event(self._run_dir(cell), "admitted", trial_id=trial_id, C=cell["C"])
-                return {"cell": cell}
+        picked = self._admit_first(trial_id)
+        if picked is None:  # nothing fits: commitments of dead drivers may be holding the budget
+            if any([led.expire_stale(skip_sweeps=set(self.ctxs)) for led in self._ledgers.values()]):
+                picked = self._admit_first(trial_id)
+        if picked is not None:
+            return picked
+        if not self.pending:
+            return self.FINISHED
         if self.live:
             return None
         for cell in self.pending:
             ctx, led = self._ctx(cell), self._ledger(cell)
             reason = f"needs {cell['C']:.4g} FLOPs, ledger {ctx.cluster!r} has {led.summary().left:.4g} left"
             led.refuse(self._key(cell), float(cell["C"]), reason)
-            write_status(self._run_dir(cell), "refused")
-            _event(self._run_dir(cell), "refused", reason=reason)
+            try:
+                write_status(self._run_dir(cell), "refused")
+                _event(self._run_dir(cell), "refused", reason=reason)
+            except OSError as e:
+                self.io_failed[self._key(cell)] = f"{type(e).__name__}: {e}"
+                continue
             self.refused.append(cell["cell_id"])
         self.pending.clear()
         return self.FINISHED
+
+    def _admit_first(self, trial_id: str) -> dict | None:
+        """Admit and return the first pending cell that fits (a cell whose folder cannot be
+        written fails alone: its commitment is released, the search goes on)."""
+        i = 0
+        while i < len(self.pending):
+            cell = self.pending[i]
+            ctx = self._ctx(cell)
+            driver = Path(ctx.sweep_dir) / sweep_status.DRIVER_FILE
+            if not self._ledger(cell).admit(self._key(cell), float(cell["C"]), record_refusal=False, driver=driver):
+                i += 1
+                continue
+            self.pending.pop(i)
+            try:
+                _event(self._run_dir(cell), "admitted", trial_id=trial_id, C=cell["C"])
+            except OSError as e:
+                self.io_failed[self._key(cell)] = f"{type(e).__name__}: {e}"
+                self._ledger(cell).release(self._key(cell))
+                continue
+            self.live[trial_id] = cell
+            return {"cell": cell}
+        return None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.live.pop(trial_id, None)
         if cell is None:
             return
         run_dir = self._run_dir(cell)
-        if not is_done(run_dir):  # errored for good (retries used up) or stopped: free the rest
-            if error and read_status(run_dir) != "failed":
+        try:
+            if is_done(run_dir):
+                return
+            if error and read_status(run_dir) != "failed":  # errored for good (retries used up)
                 write_status(run_dir, "failed")
-            self._ledger(cell).release(self._key(cell))
+        except OSError as e:  # the cell's folder is broken: it fails alone
+            self.io_failed[self._key(cell)] = f"{type(e).__name__}: {e}"
+        self._ledger(cell).release(self._key(cell))  # errored or stopped: free the rest
 
     def get_state(self) -> dict:
-        return {"pending": self.pending, "live": self.live, "refused": self.refused}
+        return {"pending": self.pending, "live": self.live, "refused": self.refused, "io_failed": self.io_failed}
 
     def set_state(self, state: dict) -> None:
         self.pending, self.live, self.refused = state["pending"], state["live"], state["refused"]
+        self.io_failed = state.get("io_failed", {})
 
     def save(self, checkpoint_path: str) -> None:
         import pickle
@@ -370,11 +413,19 @@ def _progress_callback_class():
     from ray.tune import Callback
 
     class ProgressCallback(Callback):
-        """Heartbeat file + a live one-line progress display on stderr."""
+        """Heartbeat file + progress on `stream`: on a terminal one live line; in a file or pipe one
+        line per cell state change and a short summary every `summary_every_s` (and at the start)."""
 
-        def __init__(self, sweep_dirs: list[Path], every_s: float, stream, experiment: str):
+        def __init__(self, sweep_dirs: list[Path], every_s: float, stream, experiment: str,
+                     summary_every_s: float = 60.0):
             self.sweep_dirs, self.every_s, self.stream, self.experiment = sweep_dirs, every_s, stream, experiment
+            self.summary_every_s = summary_every_s
             self._last = 0.0
+            self._last_summary = 0.0
+            self._states: dict[tuple[str, str], str] = {}
+
+        def _log(self, text: str) -> None:
+            self.stream.write(f"{time.strftime('%H:%M:%S')} {text}\n")
 
         def on_step_end(self, iteration, trials, **info):  # Tune calls this every loop step
             now = time.time()
@@ -383,11 +434,24 @@ def _progress_callback_class():
             self._last = now
             for d in self.sweep_dirs:
                 sweep_status.write_driver(d, "running", experiment=self.experiment)
-            if self.stream is not None:
-                line = "  ".join(sweep_status.progress_line(sweep_status.collect(d)) for d in self.sweep_dirs)
-                tty = getattr(self.stream, "isatty", lambda: False)()
-                self.stream.write(("\r" + line + "\x1b[K") if tty else line + "\n")
+            if self.stream is None:
+                return
+            sts = [sweep_status.collect(d) for d in self.sweep_dirs]
+            if getattr(self.stream, "isatty", lambda: False)():
+                self.stream.write("\r" + sweep_status.summary_line(sts) + "\x1b[K")
                 self.stream.flush()
+                return
+            first = not self._states
+            for st in sts:
+                for c in st.cells:
+                    key = (st.name, c.cell_id)
+                    if self._states.get(key) != c.state and not (first and c.state in ("pending", "done")):
+                        self._log(sweep_status.cell_change_line(st, c))
+                    self._states[key] = c.state
+            if first or now - self._last_summary >= self.summary_every_s:
+                self._last_summary = now
+                self._log(sweep_status.summary_line(sts))
+            self.stream.flush()
 
     return ProgressCallback
 
@@ -405,6 +469,7 @@ class SweepOutcome:
     failed: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)  # interrupted or stopped
+    errors: dict[str, str] = field(default_factory=dict)  # cell_id -> I/O error that failed it (also in failed)
     reused: list[str] = field(default_factory=list)  # trained by another sweep: copied, not charged
     stopped: bool = False  # a STOP file asked the trials to stop
     interrupted: bool = False  # Ctrl-C / SIGINT
@@ -423,6 +488,23 @@ def prepare(spec: SweepSpec) -> tuple[SweepSpec, DataShape, list[Cell]]:
     if not cells:
         raise ConfigError(f"{spec.name}: the spec resolves to no cells")
     return spec, shape, cells
+
+
+TRAINING_SPLITS = ("train", "val")
+
+
+def check_data(spec: SweepSpec) -> None:
+    """DataError unless the spec's tokens folder is there and whole: index.json of the right
+    shape, the train and val shards present, of the size and sha256 the index records (hashes
+    are remembered per file, so this reads each shard once). Run before Ray starts."""
+    from scaling_sweeper.data.shards import TokenShard
+
+    root = Path(spec.data)
+    if not (root / "index.json").is_file():
+        raise DataError(f"data: {root} is missing or not a tokens folder (no index.json); "
+                        "create it with `sweeper data ...` or fix `data:`")
+    for split in TRAINING_SPLITS:
+        TokenShard(root, split, verify="sha256")  # DataError names the file and what is wrong
 
 
 def check_budget(led: Ledger, sweep: str, todo: list[Cell]) -> None:
@@ -449,33 +531,55 @@ def check_budget(led: Ledger, sweep: str, todo: list[Cell]) -> None:
         )
 
 
-def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext) -> tuple[list[Cell], list[str]]:
+def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext,
+              errors: dict[str, str] | None = None) -> tuple[list[Cell], list[str]]:
     """Split cells into (todo, done ids) from the run folders; settle finished cells' ledger and
-    tables (covers a driver killed between a cell finishing and its bookkeeping)."""
-    todo, done = [], []
-    sweep_dir = spec.sweep_dir
+    tables (covers a driver killed between a cell finishing and its bookkeeping). With `errors`,
+    a cell whose folder cannot be read or written goes there (cell_id -> error) instead of raising."""
+    todo: list[Cell] = []
+    done: list[str] = []
     ledger_cells = led.state()["cells"]
     for c in cells:
-        run_dir = sweep_dir / c.cell_id
-        if not is_done(run_dir) and not (run_dir / "metrics.jsonl").exists():
-            origin = reuse_origin(spec, c.cell_id)
-            if origin is not None:
-                adopt_cell(spec, c, origin, ctx)
-        needs_eval = spec.eval is not None and not (run_dir / "eval.json").is_file()
-        if is_done(run_dir) and not needs_eval:
-            done.append(c.cell_id)
-            row = read_result(run_dir) or {}
-            key = cell_key(spec.name, c.cell_id)
-            entry = ledger_cells.get(key)
-            if entry is None or entry["state"] != "finished" or row.get("sweep") is None:
-                finalize_cell(sweep_dir, c.row() | {"config": c.config}, ctx, None, None)
-            elif not (sweep_dir / "tables" / "trials" / f"{c.cell_id}.parquet").is_file():
-                write_tables(sweep_dir, c.cell_id, row, None)
-        else:
-            if read_status(run_dir) == "refused":  # refused last time: try again now
-                (run_dir / "STATUS").unlink(missing_ok=True)
-            todo.append(c)
+        run_dir = spec.sweep_dir / c.cell_id
+        try:
+            _reconcile_cell(spec, c, run_dir, led, ctx, ledger_cells, todo, done)
+        except OSError as e:  # a broken cell folder: this cell fails alone (run_sweeps reports it)
+            if errors is None:
+                raise
+            errors[c.cell_id] = f"{type(e).__name__}: {e}"
     return todo, done
+
+
+def _probe_writable(run_dir: Path) -> None:
+    """OSError unless a file can be created in the cell's folder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe = run_dir / f".probe-{os.getpid()}"
+    probe.write_text("")
+    probe.unlink()
+
+
+def _reconcile_cell(spec, c, run_dir, led, ctx, ledger_cells, todo, done) -> None:
+    """reconcile() for one cell (OSError when its folder is broken)."""
+    sweep_dir = spec.sweep_dir
+    if not is_done(run_dir) and not (run_dir / "metrics.jsonl").exists():
+        origin = reuse_origin(spec, c.cell_id)
+        if origin is not None:
+            adopt_cell(spec, c, origin, ctx)
+    needs_eval = spec.eval is not None and not (run_dir / "eval.json").is_file()
+    if is_done(run_dir) and not needs_eval:
+        done.append(c.cell_id)
+        row = read_result(run_dir) or {}
+        key = cell_key(spec.name, c.cell_id)
+        entry = ledger_cells.get(key)
+        if entry is None or entry["state"] != "finished" or row.get("sweep") is None:
+            finalize_cell(sweep_dir, c.row() | {"config": c.config}, ctx, None, None)
+        elif not (sweep_dir / "tables" / "trials" / f"{c.cell_id}.parquet").is_file():
+            write_tables(sweep_dir, c.cell_id, row, None)
+    else:
+        _probe_writable(run_dir)
+        if read_status(run_dir) == "refused":  # refused last time: try again now
+            (run_dir / "STATUS").unlink(missing_ok=True)
+        todo.append(c)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,39 +686,73 @@ def run_sweeps(
     progress: bool = True,
     progress_every_s: float = 5.0,
     stream=None,
+    insecure: bool = False,
+    suite: str | None = None,
 ) -> list[SweepOutcome]:
     """Run (or resume) sweeps on Ray Tune, all pending cells in ONE Tune experiment (one worker
     start-up for a whole suite); returns what happened per sweep. Never retrains a done cell.
 
-    Every spec is validated and every ledger checked before anything starts. Trials of a suite
-    share one concurrency limit and retry count (the largest of the specs'); resources and the
-    ledger stay per sweep."""
+    Every spec, its data and its ledger are validated before anything is written, then each
+    sweep's driver lock is taken (module doc). Trials of a suite share one concurrency limit and
+    retry count (the largest of the specs'); resources and the ledger stay per sweep. `insecure`:
+    accept an `address` whose cluster does not require Ray's auth token. `suite`: the name of the
+    spec file the sweeps come from (recorded in each sweep.json, so `sweeper status <suite>` finds
+    them all)."""
+    t0 = time.time()
+    prepared = [prepare(s) for s in specs]
+    if address:  # an open cluster is refused before anything is written (init_ray checks again)
+        from scaling_sweeper.sweep.ray_cluster import check_cluster_auth
+
+        check_cluster_auth(address, insecure=insecure)
+    names = [p[0].name for p in prepared]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"name: sweeps run together need distinct names, got {names}")
+    for spec, _, _ in prepared:  # named errors before anything is written or Ray starts
+        check_data(spec)
+        Ledger(ledger_path(spec.storage, spec.budget.cluster), spec.budget.cluster).state()  # its file's shape
+    ledgers = {spec.name: Ledger.open(spec.storage, spec.budget.cluster, spec.budget.flops)
+               for spec, _, _ in prepared}  # a budget that differs from an existing ledger's: BudgetError
+    locks: list[DriverLock] = []
+    try:
+        for spec, _, _ in prepared:
+            locks.append(DriverLock(spec.sweep_dir).acquire())  # a second driver: DriverLockError
+        return _run_locked(prepared, ledgers, t0, address=address, train_fn=train_fn, num_cpus=num_cpus,
+                           progress=progress, progress_every_s=progress_every_s, stream=stream, insecure=insecure,
+                           suite=suite)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _run_locked(prepared, ledgers, t0, *, address, train_fn, num_cpus, progress, progress_every_s, stream,
+                insecure, suite) -> list[SweepOutcome]:
+    """run_sweeps once validated and holding every sweep's driver lock."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
     from scaling_sweeper.sweep.ray_cluster import init_ray
 
-    t0 = time.time()
-    prepared = [prepare(s) for s in specs]
+    specs = [p[0] for p in prepared]
     names = [p[0].name for p in prepared]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"name: sweeps run together need distinct names, got {names}")
     outs: list[SweepOutcome] = []
     ctxs: dict[str, TrialContext] = {}
     todo: list[tuple[SweepSpec, Cell]] = []
-    for spec, shape, cells in prepared:
-        write_sweep_files(spec, cells, shape)
+    for i, (spec, shape, cells) in enumerate(prepared):
+        write_sweep_files(spec, cells, shape, suite=(suite, i) if suite else None)
         (spec.sweep_dir / sweep_status.STOP_FILE).unlink(missing_ok=True)
-        led = Ledger.open(spec.storage, spec.budget.cluster, spec.budget.flops)
+        led = ledgers[spec.name]
+        led.expire_stale()  # commitments of dead drivers (this sweep's own included) free their budget
         ctx = ctxs[spec.name] = TrialContext(
             sweep=spec.name, phase=spec.phase, sweep_dir=str(spec.sweep_dir),
             ledger_file=str(ledger_path(spec.storage, spec.budget.cluster)), cluster=spec.budget.cluster,
             eval=spec.eval, train_fn=train_fn, torch_threads=max(1, int(spec.resources.cpus_per_trial)),
         )
-        mine, done_ids = reconcile(spec, cells, led, ctx)
+        errors: dict[str, str] = {}
+        mine, done_ids = reconcile(spec, cells, led, ctx, errors)
         check_budget(led, spec.name, mine)
         outs.append(SweepOutcome(name=spec.name, sweep_dir=spec.sweep_dir, n_cells=len(cells), skipped_done=done_ids,
-                                 reused=[i for i in done_ids if (spec.sweep_dir / i / REUSED_FILE).exists()]))
+                                 reused=[i for i in done_ids if (spec.sweep_dir / i / REUSED_FILE).exists()],
+                                 failed=list(errors), errors=errors))
         todo += [(spec, c) for c in mine]
     todo, later = defer_shared_cells(todo)
     if not todo:
@@ -628,7 +766,12 @@ def run_sweeps(
     # run, before the first trial): keep only its CSV and JSON loggers (run folders hold the
     # metrics anyway). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0 brings the TensorBoard files back.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    init_ray(address, num_cpus=num_cpus)
+    if progress:
+        n_done = sum(len(o.skipped_done) for o in outs)
+        (stream or sys.stderr).write(
+            f"{', '.join(names)}: {len(todo)} cells to run ({n_done} already done); starting Ray\n")
+        (stream or sys.stderr).flush()
+    init_ray(address, num_cpus=num_cpus, insecure=insecure)
     first = prepared[0][0]
     experiment = f"{first.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
     sweep_dirs = [p[0].sweep_dir for p in prepared]
@@ -681,14 +824,22 @@ def run_sweeps(
         o.stopped = (spec.sweep_dir / sweep_status.STOP_FILE).exists()
         sweep_status.write_driver(spec.sweep_dir, "stopped" if (interrupted or o.stopped) else "finished",
                                   experiment=experiment)
-    ledgers = {n: Ledger(c.ledger_file, c.cluster) for n, c in ctxs.items()}
     for spec, c in todo:
         o, run_dir, led = by_name[spec.name], spec.sweep_dir / c.cell_id, ledgers[spec.name]
         o.submitted.append(c.cell_id)
-        if is_done(run_dir):
-            o.done.append(c.cell_id)
+        key = cell_key(spec.name, c.cell_id)
+        try:
+            if key in searcher.io_failed:
+                raise OSError(searcher.io_failed[key])
+            if is_done(run_dir):
+                o.done.append(c.cell_id)
+                continue
+            st = read_status(run_dir)
+        except OSError as e:  # its folder broke during the run: it failed alone
+            o.failed.append(c.cell_id)
+            o.errors[c.cell_id] = str(e)
+            led.release(key)
             continue
-        st = read_status(run_dir)
         if st == "refused":
             o.refused.append(c.cell_id)
         elif st == "failed":
@@ -717,6 +868,16 @@ def resume_sweep(name_or_dir: str, storage: str = "runs", overrides: list[str] |
     return run_sweep(load_spec(d / "spec.yaml", overrides), **kw)
 
 
+def resume_sweeps(sweep_dirs: list[Path], overrides: list[str] | None = None, **kw) -> list[SweepOutcome]:
+    """Resume several sweeps (e.g. a suite) from their stored specs in one Tune experiment."""
+    from scaling_sweeper.sweep.spec import load_spec
+
+    for d in sweep_dirs:
+        if not (Path(d) / "spec.yaml").is_file():
+            raise ConfigError(f"sweep: no spec.yaml in {d}")
+    return run_sweeps([load_spec(Path(d) / "spec.yaml", overrides) for d in sweep_dirs], **kw)
+
+
 def request_stop(sweep_dir: Path) -> None:
     """Ask running trials to stop at their next step (they checkpoint and return)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -735,6 +896,6 @@ def run_cells_in_loop(spec: SweepSpec, train_fn: TrainFn | None = None) -> float
 
 __all__ = [
     "CellSearcher", "SweepOutcome", "TrialContext", "cell_trainable", "check_budget", "default_train_fn",
-    "prepare", "reconcile", "request_stop", "resume_sweep", "run_cells_in_loop", "run_sweep", "run_sweeps",
+    "prepare", "reconcile", "request_stop", "resume_sweep", "resume_sweeps", "run_cells_in_loop", "run_sweep", "run_sweeps",
     "trial_resources",
 ]
