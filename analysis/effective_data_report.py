@@ -39,6 +39,12 @@ def effective_data_sections(done: pl.DataFrame, n_boot: int = 100) -> list[Any]:
     rs = eff.params["R_star"]
     lo, hi = eff.ci["R_star"]
     ph = eff.derived
+    if not (np.isfinite(lo) or np.isfinite(hi)):
+        s.html = head + (f"<p>The data do not bound R* on either side (best fit {_fmt(rs)}, interval "
+                         f"{html.escape(format_interval(lo, hi))}): this study does not say what a repeated pass of "
+                         "jet data is worth. More pass counts, sizes or budgets of tokens seen are needed.</p>"
+                         f"<p>Against the Chinchilla law in tokens seen: {html.escape(verdict)}.</p>")
+        return [s]
     s.html = head + (
         f"<p>R* = {_fmt(rs)} {html.escape(format_interval(lo, hi))} repeated passes "
         f"(Muennighoff et al. found about 15 for text). In plain words: the k-th repeated pass over the same jets "

@@ -560,7 +560,8 @@ def test_shipped_data_constrained_specs():
         assert {s.phase for s in specs} == {"repetition"}
         cells = [c for s in specs for c in resolve_cells(s, shape)]
         assert max(c.passes for c in cells) > 30 and min(c.passes for c in cells) == pytest.approx(1.0)
-        assert len({c.size for c in cells}) >= 2 and len({round(c.tokens_seen, -4) for c in cells}) == 2
+        # 7+ distinct (N, tokens seen): the Chinchilla law that ignores repetition can be fitted too
+        assert len({c.size for c in cells}) >= 2 and len({(c.size, round(c.tokens_seen, -4)) for c in cells}) >= 7
     assert max(c.passes for s in gpu for c in resolve_cells(s, SHAPE)) == pytest.approx(196, rel=0.01)
     with pytest.raises(RepetitionError, match="1-pass arm"):
         resolve_cells(toy[0], dataclasses.replace(SHAPE, train_tokens=10**6))
