@@ -31,12 +31,14 @@ import polars as pl
 
 from analysis.blas import blas_single
 from analysis.correlation import correlate
+from analysis.effective_data_report import effective_data_sections
 from analysis.errors import AnalysisError
 from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.compare import Comparison, compare_laws
 from analysis.fits.frontier import compute_frontier
 from analysis.fits.isoflop import isoflop
 from analysis.fits.result import UNDERDETERMINED, FitResult, fmt_num, format_interval
+from analysis.holdout_report import section_holdout
 from analysis.physics_plots import (
     MIN_POSITION_JETS,
     final_positions,
@@ -788,8 +790,9 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
         scans[("N", LOSS)] = (d_n, c_n, err_of(d_n, loss_err))
         scans[("N", "swd")] = (d_swd, c_swd, err_of(d_swd, "swd_err"))
     s_w, wins = _section_windows(scans, owners, n_boot)
-    sections += [s_w, _section_chinchilla(done, fits, n_boot)]
+    sections += [s_w, _section_chinchilla(done, fits, n_boot), section_holdout(done, max(10, n_boot // 8))]
     sections += tokenizer_sections(trials, n_boot)  # sweeps that differ only by tokenizer
+    sections += effective_data_sections(done, max(20, n_boot // 4))
     sections.append(_section_params(fits))
     return _collapse(sections, done), fits, wins
 

@@ -297,3 +297,21 @@ def chinchilla_coverage(*, n_studies: int = 100, law: TrueLaw = TrueLaw(noise=0.
             e.append(r.params[k])
             iv.append(r.ci[k])
     return {k: _coverage("chinchilla", k, getattr(law, k), e, iv) for k, (e, iv) in out.items()}
+
+
+def effective_data_study(*, R_star: float = 15.0, law: TrueLaw = TrueLaw(noise=0.003), seed: int = 0,
+                         Ns: np.ndarray | None = None, tokens: np.ndarray | None = None,
+                         passes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A data-constrained study drawn from the effective-data law (analysis/fits/effective_data.py)
+    with the generating `law`'s E, A, alpha, B, beta and the given R*: every N x tokens_seen x
+    passes arm, U = tokens_seen / passes, log-normal noise. Returns arrays N, U, tokens_seen, L."""
+    from analysis.fits.effective_data import effective_data_law
+
+    Ns = np.geomspace(1e5, 1e7, 3) if Ns is None else np.asarray(Ns, float)
+    tokens = np.geomspace(1e7, 1e9, 3) if tokens is None else np.asarray(tokens, float)
+    passes = np.array([1, 2, 4, 8, 16, 32, 64], float) if passes is None else np.asarray(passes, float)
+    N, T, P = (a.ravel() for a in np.meshgrid(Ns, tokens, passes, indexing="ij"))
+    U = T / P
+    p = {"E": law.E, "A": law.A, "alpha": law.alpha, "B": law.B, "beta": law.beta, "R_star": R_star}
+    L = effective_data_law(p, N, U, T) * np.exp(np.random.default_rng(seed).normal(0, law.noise, N.size))
+    return {"N": N, "U": U, "tokens_seen": T, "L": L}

@@ -399,7 +399,9 @@ def _empty(table: str) -> pl.LazyFrame:
 
 
 def _derive(table: str, lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Derived columns: trials gain passes / C_spent when missing, `val_loss` and `C` aliases."""
+    """Derived columns: trials gain passes / C_spent when missing, `val_loss` and `C` aliases, and
+    for data-constrained studies U (unique tokens: the cell's D) and R = passes - 1 (repeated
+    passes, 0 for a run that sees at most its data once)."""
     if table == "trials":
         lf = lf.with_columns(
             pl.coalesce(pl.col("passes"), pl.col("tokens_seen") / pl.col("D")).alias("passes"),
@@ -407,6 +409,8 @@ def _derive(table: str, lf: pl.LazyFrame) -> pl.LazyFrame:
         ).with_columns(
             pl.coalesce(pl.col("final_val_loss"), pl.col("best_val_loss")).alias("val_loss"),
             pl.coalesce(pl.col("C_spent"), pl.col("C_planned")).alias("C"),
+            pl.col("D").alias("U"),
+            (pl.col("passes") - 1.0).clip(lower_bound=0.0).alias("R"),
             # a repeated-data run sees >= one batch of its D tokens twice (sweep.cells.repeated_data)
             (pl.col("tokens_seen") - pl.col("D") >= pl.col("batch") * pl.col("seq_len")).alias("repeated_data"),
         )

@@ -24,3 +24,8 @@ class BudgetError(SweeperError):
 class ScheduleError(ConfigError):
     """A training schedule that cannot run (passes <= 0, tokens_seen below one batch, two kinds
     of schedule at once, a list that does not match its scan axis); names the spec field."""
+
+
+class RepetitionError(ConfigError):
+    """A repetition phase that cannot measure what repeating data is worth: unique tokens beyond
+    the dataset (the 1-pass arm would repeat), or pass counts that cannot identify R*."""

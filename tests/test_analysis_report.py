@@ -29,7 +29,7 @@ FIGURES = [
 ]
 SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "swd-vs-d", "loss-vs-swd", "histograms",
             "positions", "learning-curves",
-            "windows", "chinchilla", "parameters"]
+            "windows", "chinchilla", "holdout", "parameters"]
 
 
 class _Collect(HTMLParser):

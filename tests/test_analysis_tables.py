@@ -54,6 +54,7 @@ def test_derived_columns_when_missing(tmp_path):
     write_cell_tables(tmp_path / "s", "c1", row, [])
     got = analysis.open(tmp_path / "s").trials.collect().row(0, named=True)
     assert got["passes"] == pytest.approx(2.5)  # tokens_seen / D
+    assert got["U"] == 400 and got["R"] == pytest.approx(1.5)  # unique tokens, repeated passes
     assert got["C_spent"] == pytest.approx(6 * 1000 * 1000)
     assert got["val_loss"] == 2.5  # falls back to best_val_loss
     assert got["swd"] is None

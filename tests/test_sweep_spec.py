@@ -509,3 +509,59 @@ def test_grid_phase_scans_D_with_a_schedule():
         (1300, 10, 1e-3), (1300, 10, 3e-3), (5200, 20, 1e-3), (5200, 20, 3e-3)]
     fixed = resolve_cells(spec_from_dict(base(phase="grid", grid={"lr": [1e-3, 3e-3]})), SHAPE)
     assert {(c.D, c.steps) for c in fixed} == {(13000, 10)}
+
+
+def test_repetition_phase_arms_at_fixed_tokens_seen():
+    """repetition: per size, U = tokens_seen / passes at one step count; R = passes - 1 follows."""
+    from scaling_sweeper.errors import RepetitionError
+
+    seen = 64 * 4 * 130  # 64 steps of batch 4
+    spec = spec_from_dict(base(phase="repetition", sizes=["Pico", "XXS"], train={"batch_size": 4},
+                               repetition={"tokens_seen": seen, "passes": [1, 2, 4, 8]}))
+    cells = resolve_cells(spec, SHAPE)
+    assert len(cells) == 8
+    for c in cells:
+        assert c.steps == 64 and c.tokens_seen == seen
+    pico = sorted((c for c in cells if c.size == "Pico"), key=lambda c: -c.D)
+    assert [c.D for c in pico] == [seen, seen // 2, seen // 4, seen // 8]
+    assert [c.passes for c in pico] == pytest.approx([1, 2, 4, 8])
+    bad = [({"tokens_seen": seen, "passes": [1, 2]}, "2\\+ distinct pass counts above 1"),
+           ({"tokens_seen": seen, "passes": [0.5, 2, 4]}, r"passes\[0\]"),
+           ({"passes": [1, 2, 4]}, "tokens_seen")]
+    for rep, msg in bad:
+        with pytest.raises(RepetitionError, match=msg):
+            resolve_cells(spec_from_dict(base(phase="repetition", sizes=["Pico"], train={"batch_size": 4},
+                                              repetition=rep)), SHAPE)
+    with pytest.raises(ConfigError, match="schedule"):
+        resolve_cells(spec_from_dict(base(phase="repetition", sizes=["Pico"], repetition={"tokens_seen": seen})),
+                      SHAPE)
+
+
+def test_repetition_pool_must_hold_the_one_pass_arm(small_tokens):
+    from scaling_sweeper.errors import RepetitionError
+
+    kw = {"data": str(small_tokens), "seq_len": None, "vocab_size": None, "phase": "repetition", "sizes": ["Pico"],
+          "train": {"batch_size": 2}}
+    with pytest.raises(RepetitionError, match="1-pass arm needs U = 2000.*has 1000"):
+        resolve_cells(spec_from_dict(base(**kw, repetition={"tokens_seen": 2000, "passes": [1, 2, 4]})))
+    cells = resolve_cells(spec_from_dict(base(**kw, repetition={"tokens_seen": 1000, "passes": [1, 2, 4]})))
+    assert sorted(c.D for c in cells) == [250, 500, 1000]
+
+
+def test_shipped_data_constrained_specs():
+    """The toy study fits the demo data (24k train jets x 130 tokens) with its 1-pass arms fresh;
+    the GPU study plans at the study's scale; a pool too small is refused by name."""
+    from scaling_sweeper.errors import RepetitionError
+
+    demo = dataclasses.replace(SHAPE, train_tokens=24000 * 130)
+    toy = load_specs(REPO / "sweeps" / "data_constrained.yaml")
+    gpu = load_specs(REPO / "sweeps" / "data_constrained_gpu.yaml")
+    for specs, shape in ((toy, demo), (gpu, SHAPE)):
+        assert {s.phase for s in specs} == {"repetition"}
+        cells = [c for s in specs for c in resolve_cells(s, shape)]
+        assert max(c.passes for c in cells) > 30 and min(c.passes for c in cells) == pytest.approx(1.0)
+        # 7+ distinct (N, tokens seen): the Chinchilla law that ignores repetition can be fitted too
+        assert len({c.size for c in cells}) >= 2 and len({(c.size, round(c.tokens_seen, -4)) for c in cells}) >= 7
+    assert max(c.passes for s in gpu for c in resolve_cells(s, SHAPE)) == pytest.approx(196, rel=0.01)
+    with pytest.raises(RepetitionError, match="1-pass arm"):
+        resolve_cells(toy[0], dataclasses.replace(SHAPE, train_tokens=10**6))

@@ -272,7 +272,7 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: lis
         spec=spec, seq_len=S, batch=int(defaults.batch_size), warmup_steps=int(defaults.warmup_steps), base=base,
         default_steps=int(defaults.steps) if "steps" in base else None,
         default_tokens=int(defaults.tokens) if "tokens" in base else None,
-        params=lambda s: _param_counts(s, shape, n_cache),
+        params=lambda s: _param_counts(s, shape, n_cache), train_tokens=shape.train_tokens,
     )
     points = get_phase(spec.phase).points(ctx)
     if left_out is not None:

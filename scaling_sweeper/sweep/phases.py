@@ -15,6 +15,11 @@ before the product with `grid` axes and `seeds` (done once for every phase in
                 isoflop.min_steps steps, when its warmup exceeds isoflop.max_warmup_fraction of
                 the run, or when it would repeat its data more than isoflop.max_passes times
     grid        sizes (default [train.size]) x D (`tokens`, default [train.tokens]); schedule along D
+    repetition  data-constrained arms: for each size, at fixed repetition.tokens_seen, one point per
+                pass count p in repetition.passes with unique tokens U = D = tokens_seen / p
+                (whole sequences) and steps = ceil(tokens_seen / (B S)); repeated passes R = p - 1.
+                The largest U must fit the dataset's train split (the 1-pass arm never repeats)
+                and 2+ pass counts above 1 are needed to identify R* (RepetitionError otherwise)
 
 Schedules (spec `schedule:`, units: steps, passes = tokens_seen / D, tokens_seen in token
 positions; see spec.ScheduleSpec): a number (every point), a list (one value per point of the
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scaling_sweeper import flops
-from scaling_sweeper.errors import ConfigError, ScheduleError
+from scaling_sweeper.errors import ConfigError, RepetitionError, ScheduleError
 
 if TYPE_CHECKING:  # spec.py imports this module
     from scaling_sweeper.sweep.spec import ScheduleSpec, SweepSpec
@@ -63,6 +68,7 @@ class PlanContext:
     default_tokens: int | None  # train.tokens, if given
     params: Callable[[str], tuple[int, int]]  # size -> (N, N_incl)
     left_out: list[str] = field(default_factory=list)  # points a rule dropped (shown by `sweeper plan`)
+    train_tokens: int | None = None  # tokens in the dataset's train split (None: unknown, planning elsewhere)
 
     def sizes(self) -> list[str]:
         sizes = self.spec.sizes or ([self.base["size"]] if self.base.get("size") else [])
@@ -219,6 +225,38 @@ def _isoflop_points(ctx: PlanContext) -> list[Point]:
     return points
 
 
+def _repetition_points(ctx: PlanContext) -> list[Point]:
+    rep, S, B = ctx.spec.repetition, ctx.seq_len, ctx.batch
+    if ctx.spec.effective_schedule() is not None or ctx.default_steps is not None:
+        raise ScheduleError("schedule: a repetition sweep derives steps from repetition.tokens_seen; remove "
+                            "the schedule / train.steps")
+    if rep.tokens_seen is None or not rep.tokens_seen > 0:
+        raise RepetitionError(f"repetition.tokens_seen: phase repetition needs tokens_seen > 0, got {rep.tokens_seen}")
+    passes = [float(p) for p in rep.passes]
+    for i, p in enumerate(passes):
+        if not p >= 1:
+            raise RepetitionError(f"repetition.passes[{i}]: must be >= 1 (U = tokens_seen / passes), got {p:g}")
+    if len(set(passes)) != len(passes):
+        raise RepetitionError(f"repetition.passes: values must be distinct, got {passes}")
+    if len({p for p in passes if p > 1}) < 2:
+        raise RepetitionError("repetition.passes: needs 2+ distinct pass counts above 1 (and 1 for the fresh-data "
+                              f"arm) to identify R* of the effective-data law; got {passes}")
+    steps = math.ceil(rep.tokens_seen / flops.tokens_seen(1, B, S) - 1e-9)
+    seen = flops.tokens_seen(steps, B, S)
+    U_max = int(seen / min(passes)) // S * S
+    if ctx.train_tokens is not None and U_max > ctx.train_tokens:
+        raise RepetitionError(
+            f"repetition.tokens_seen: the {min(passes):g}-pass arm needs U = {U_max:.4g} unique tokens but the "
+            f"dataset's train split has {ctx.train_tokens:.4g}; it would repeat data. Lower tokens_seen to "
+            f"<= {ctx.train_tokens * min(passes):.4g} or make a larger dataset (`sweeper data make`)")
+    points = []
+    for s in ctx.sizes():
+        for i, p in enumerate(passes):
+            U = max(S, int(seen / p) // S * S)
+            points.append(Point(s, U, steps, None, f"repetition.passes[{i}] (size {s})"))
+    return points
+
+
 @dataclass(frozen=True)
 class PhaseDef:
     """One phase: the non-empty spec lists it needs, its schedule axis, its point generator."""
@@ -237,6 +275,7 @@ PHASES: dict[str, PhaseDef] = {
         PhaseDef("data_size", ("tokens",), "D", _data_size_points, varies_D=True),
         PhaseDef("isoflop", ("budgets", "sizes"), None, _isoflop_points, varies_D=False),
         PhaseDef("grid", (), "D", _grid_points, varies_D=True),
+        PhaseDef("repetition", ("sizes",), None, _repetition_points, varies_D=False),
     )
 }
 

@@ -3,7 +3,7 @@
 A spec (see `sweeps/*.yaml`):
 
     name: demo                 # the sweep's folder: <storage>/<name>/
-    phase: model_size          # model_size | data_size | isoflop | grid (sweep/phases.py PHASES)
+    phase: model_size          # model_size | data_size | isoflop | grid | repetition (sweep/phases.py)
     data: data/demo/tokens     # tokens folder (seq_len and vocab_size are read from it)
     train: {steps: 300, batch_size: 16, tokens: 2.6e6}   # TrainConfig defaults for every cell
     sizes: [Pico, XXS, XS, S]  # model_size / isoflop (and optional for data_size / grid)
@@ -11,6 +11,7 @@ A spec (see `sweeps/*.yaml`):
     schedule: {passes: {start: 196, end: 0.63}}   # how long each point trains (Schedules below)
     budgets: [1e15, 3e15]      # isoflop: C values (FLOPs); steps = C / (6 N_incl B S)
     isoflop: {passes: 1.0, min_steps: 20}   # + dataset_tokens, max_passes, max_warmup_fraction
+    repetition: {tokens_seen: 2e7, passes: [1, 2, 4, 8, 16]}   # repetition: U = tokens_seen / passes
     grid: {lr: [1e-3, 3e-3]}   # any TrainConfig fields: cartesian product (all phases)
     strategies: {L: zero2}     # per-size train.strategy (see Strategies below)
     seeds: [0, 1]              # default: train.seed
@@ -160,6 +161,16 @@ class IsoflopSpec:
     # of their steps are left out (warmup must stay a small part of the run)
 
 
+@dataclass
+class RepetitionSpec:
+    """Repetition arms (phase repetition): at fixed N and fixed tokens seen, unique tokens
+    U = tokens_seen / passes for each pass count (U is the cell's D; all arms read nested prefixes
+    of the dataset, whose train split must hold the largest U so the 1-pass arm never repeats)."""
+
+    tokens_seen: float | None = None  # tokens trained on by every arm
+    passes: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0])  # >= 1 each
+
+
 _SCHEDULE_KINDS = ("steps", "passes", "tokens_seen")
 
 
@@ -236,6 +247,7 @@ class SweepSpec:
     schedule: ScheduleSpec = field(default_factory=ScheduleSpec)  # steps / passes / tokens_seen per point
     budgets: list[float] = field(default_factory=list)  # isoflop: C values (FLOPs)
     isoflop: IsoflopSpec = field(default_factory=IsoflopSpec)
+    repetition: RepetitionSpec = field(default_factory=RepetitionSpec)  # phase repetition
     grid: dict[str, list[Any]] = field(default_factory=dict)  # TrainConfig field -> values
     strategies: dict[str, str] = field(default_factory=dict)  # size -> train.strategy for that size
     seeds: list[int] = field(default_factory=list)  # default [train.seed]

@@ -1,0 +1,84 @@
+"""Report section "Do the laws extrapolate?": every 1-D law of the loss / SWD scans and the
+Chinchilla joint law refitted without its largest 1 and 2 values of x (analysis/fits/holdout.py)
+and asked to predict them. Hooked into analysis/report.py's build_sections by one line."""
+
+from __future__ import annotations
+
+import html
+from functools import partial
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from analysis.fits.chinchilla import fit_chinchilla
+from analysis.fits.holdout import HoldoutCheck, leave_largest_out
+from analysis.fits.laws import LAWS, fit_law
+
+SCANS = (("N", "val_loss", "val_loss_err"), ("D", "val_loss", "val_loss_err"), ("N", "swd", "swd_err"),
+         ("D", "swd", "swd_err"))
+
+
+def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
+    """All leave-largest-out checks (n_out = 1, 2) of the report's laws on the finished cells."""
+    from analysis.report import _arr, _scan  # lazy: report.py imports this module
+
+    out: list[HoldoutCheck] = []
+    for x, y, ecol in SCANS:
+        if done.height == 0 or x not in done.columns or y not in done.columns:
+            continue
+        d, label = _scan(done, x, y)
+        if d.height == 0 or d[x].n_unique() < 4:
+            continue
+        err = _arr(d, ecol) if ecol in d.columns and d[ecol].null_count() == 0 else None
+        for law in LAWS:
+            for k in (1, 2):
+                fit = partial(_fit_1d, law=law, n_boot=n_boot)
+                out.append(leave_largest_out(fit, (_arr(d, x),), _arr(d, y), n_out=k, yerr=err,
+                                             name=f"{y} vs {x} ({label}): {law} law"))
+    need = {"N", "D", "tokens_seen", "val_loss"}
+    if done.height and need <= set(done.columns):
+        d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
+        if d.height >= 8 and d["N"].n_unique() >= 3 and d["D"].n_unique() >= 2:
+            Deff = np.minimum(_arr(d, "D"), _arr(d, "tokens_seen"))
+            fit = partial(_fit_chin, n_boot=max(10, n_boot // 4))
+            for k in (1, 2):
+                out.append(leave_largest_out(fit, (_arr(d, "N"), Deff), _arr(d, "val_loss"), n_out=k,
+                                             name="Chinchilla L(N, D), largest N held out"))
+    return out
+
+
+def _fit_1d(x: np.ndarray, y: np.ndarray, *, law: str, n_boot: int):
+    return fit_law(x, y, law, n_boot=n_boot)
+
+
+def _fit_chin(N: np.ndarray, D: np.ndarray, L: np.ndarray, *, n_boot: int):
+    return fit_chinchilla(N, D, L, n_boot=n_boot)
+
+
+def section_holdout(done: pl.DataFrame, n_boot: int = 50) -> Any:
+    """The report section: a table of prediction vs measurement with prediction intervals."""
+    from analysis.report import Section, _fmt  # lazy: report.py imports this module
+
+    s = Section("holdout", "Do the laws extrapolate? (leave-largest-out)")
+    checks = holdout_checks(done, n_boot)
+    if not checks:
+        s.missing = ("No law could be checked: needs a scan with 4 or more distinct values of N or D (the largest 1-2 "
+                     "are held out and predicted by a refit on the rest).")
+        return s
+    rows = []
+    for c in checks:
+        verdict = {True: "extrapolates", False: "<b>fails to extrapolate</b>", None: "not checkable"}[c.extrapolates]
+        pts = "; ".join(f"x={_fmt(x)}: {_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}] vs {_fmt(y)}"
+                        for x, p, lo, hi, y in zip(c.x_held, c.pred, c.lo, c.hi, c.y_held)) or "-"
+        rows.append(f"<tr><td>{html.escape(c.law)}</td><td>{c.n_out}</td><td>{verdict}</td>"
+                    f"<td>{html.escape(pts)}</td></tr>")
+    n_fail = sum(c.extrapolates is False for c in checks)
+    n_pass = sum(c.extrapolates is True for c in checks)
+    s.html = (f"<p>Each law is refitted without the cells at its largest 1 or 2 values of x and predicts them "
+              f"(prediction interval: the refit's bootstrap band and the scatter of a new measurement). "
+              f"{n_pass} checks extrapolate, {n_fail} fail, {len(checks) - n_pass - n_fail} cannot be checked. "
+              "An exponent from a law that fails here should not be trusted beyond the fitted range.</p>"
+              "<table><tr><th>law</th><th>held out</th><th>verdict</th>"
+              "<th>prediction [interval] vs measured</th></tr>" + "".join(rows) + "</table>")
+    return s
