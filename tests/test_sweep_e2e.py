@@ -130,7 +130,8 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
         out = run_sweep(flaky, train_fn=flaky_train, num_cpus=2, progress=False)
         assert out.ok and len(out.done) == 1
         # `sweeper stop`: trials stop themselves at their next step, pending cells are not started
-        stoppy = dataclasses.replace(flaky, name="stoppy", seeds=[0, 1], failure=FailureSpec(0), eval=None)
+        # (seeds 1, 2: flaky's seed-0 cell is finished under this storage and would be reused, not trained)
+        stoppy = dataclasses.replace(flaky, name="stoppy", seeds=[1, 2], failure=FailureSpec(0), eval=None)
         out = run_sweep(stoppy, train_fn=stopping_train, progress=False)
         assert out.stopped and not out.interrupted and len(out.unfinished) == 2 and not out.done
         out = run_sweep(stoppy, progress=False)  # `sweeper resume` clears the request
