@@ -33,8 +33,22 @@ __all__ = ["GPT", "SIZES", "GPTConfig", "KVCache", "SizePreset", "StaticKVCache"
            "get_size"]
 
 
+class _CacheShape:
+    """Shape accessors shared by the two KV caches (k[i]: (batch_size, n_head, max_len, head_dim))."""
+
+    k: list[torch.Tensor]
+
+    @property
+    def batch_size(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+
 @dataclass
-class KVCache:
+class KVCache(_CacheShape):
     """Preallocated keys/values for incremental decoding.
 
     k[i], v[i]: layer i, shape (batch_size, n_head, max_len, head_dim); positions
@@ -46,20 +60,12 @@ class KVCache:
     v: list[torch.Tensor]
     length: int = 0
 
-    @property
-    def batch_size(self) -> int:
-        return self.k[0].shape[0]
-
-    @property
-    def max_len(self) -> int:
-        return self.k[0].shape[2]
-
     def reset(self) -> None:
         self.length = 0
 
 
 @dataclass
-class StaticKVCache:
+class StaticKVCache(_CacheShape):
     """Fixed-shape cache for one-token decode steps (torch.compile / CUDA-graph friendly).
 
     k[i], v[i]: (batch_size, n_head, max_len, head_dim). `pos` is a 0-d long tensor on the
@@ -72,14 +78,6 @@ class StaticKVCache:
     k: list[torch.Tensor]
     v: list[torch.Tensor]
     pos: torch.Tensor
-
-    @property
-    def batch_size(self) -> int:
-        return self.k[0].shape[0]
-
-    @property
-    def max_len(self) -> int:
-        return self.k[0].shape[2]
 
 
 class CausalSelfAttention(nn.Module):
