@@ -17,6 +17,8 @@ from scipy import stats
 from analysis.blas import blas_single
 from analysis.fits.result import CONVERGED, INSUFFICIENT_DATA
 
+DESCRIPTIVE = "descriptive"  # coefficients computed, but too few pairs for an interval or a p-value
+
 MIN_PAIRS = 5  # fewer pairs: no interval, no p-value
 SPEARMAN_VAR = 1.06  # Fieller, Hartley & Pearson (1957): var(atanh rho) ~ 1.06 / (n - 3)
 
@@ -80,4 +82,5 @@ def correlate(x: np.ndarray, y: np.ndarray, *, ci_level: float = 0.95, **_: obje
         msg = f"only {n} pairs: intervals are wide"
     else:
         msg = "ok"
-    return CorrelationResult(n, r, p_ci, p_p, rho, s_ci, s_p, CONVERGED, msg, ci_level)
+    status = DESCRIPTIVE if n < MIN_PAIRS else CONVERGED
+    return CorrelationResult(n, r, p_ci, p_p, rho, s_ci, s_p, status, msg, ci_level)

@@ -21,7 +21,7 @@ SCANS = (("N", "val_loss", "val_loss_err"), ("D", "val_loss", "val_loss_err"), (
 
 def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
     """All leave-largest-out checks (n_out = 1, 2) of the report's laws on the finished cells."""
-    from analysis.report import _arr, _scan  # lazy: report.py imports this module
+    from analysis.report import LAW_SHORT, METRIC_LABEL, _arr, _scan  # lazy: report.py imports this module
 
     out: list[HoldoutCheck] = []
     for x, y, ecol in SCANS:
@@ -35,7 +35,8 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
             for k in (1, 2):
                 fit = partial(_fit_1d, law=law, n_boot=n_boot)
                 out.append(leave_largest_out(fit, (_arr(d, x),), _arr(d, y), n_out=k, yerr=err,
-                                             name=f"{y} vs {x} ({label}): {law} law"))
+                                             name=f"{METRIC_LABEL.get(y, y)} vs {x} ({label}): "
+                                                  f"{LAW_SHORT.get(law, law)} law"))
     need = {"N", "D", "tokens_seen", "val_loss"}
     if done.height and need <= set(done.columns):
         d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
@@ -68,17 +69,27 @@ def section_holdout(done: pl.DataFrame, n_boot: int = 50) -> Any:
         return s
     rows = []
     for c in checks:
-        verdict = {True: "extrapolates", False: "<b>fails to extrapolate</b>", None: "not checkable"}[c.extrapolates]
+        if c.extrapolates is None:
+            continue
+        verdict = "extrapolates" if c.extrapolates else "<b>fails to extrapolate</b>"
         pts = "; ".join(f"x={_fmt(x)}: {_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}] vs {_fmt(y)}"
                         for x, p, lo, hi, y in zip(c.x_held, c.pred, c.lo, c.hi, c.y_held)) or "-"
         rows.append(f"<tr><td>{html.escape(c.law)}</td><td>{c.n_out}</td><td>{verdict}</td>"
                     f"<td>{html.escape(pts)}</td></tr>")
     n_fail = sum(c.extrapolates is False for c in checks)
     n_pass = sum(c.extrapolates is True for c in checks)
+    skipped = [c for c in checks if c.extrapolates is None]
+    # the checks that cannot be made are one line per reason, not a table of n/a
+    reasons: dict[str, list[str]] = {}
+    for c in skipped:
+        why_not = c.message.removeprefix(f"{c.law}: ").removeprefix("cannot be checked: ")
+        reasons.setdefault(why_not, []).append(f"{c.law} ({c.n_out} held out)")
+    why = "".join(f"<li>{html.escape('; '.join(v))}: {html.escape(k)}</li>" for k, v in reasons.items())
+    table = ("<table><tr><th>law</th><th>held out</th><th>verdict</th>"
+             "<th>prediction [interval] vs measured</th></tr>" + "".join(rows) + "</table>") if rows else ""
     s.html = (f"<p>Each law is refitted without the cells at its largest 1 or 2 values of x and predicts them "
               f"(prediction interval: the refit's bootstrap band and the scatter of a new measurement). "
-              f"{n_pass} checks extrapolate, {n_fail} fail, {len(checks) - n_pass - n_fail} cannot be checked. "
-              "An exponent from a law that fails here should not be trusted beyond the fitted range.</p>"
-              "<table><tr><th>law</th><th>held out</th><th>verdict</th>"
-              "<th>prediction [interval] vs measured</th></tr>" + "".join(rows) + "</table>")
+              f"{n_pass} checks extrapolate, {n_fail} fail, {len(skipped)} cannot be checked. "
+              "An exponent from a law that fails here should not be trusted beyond the fitted range.</p>" + table
+              + (f"<p class='note'>Not checkable:</p><ul class='explain'>{why}</ul>" if why else ""))
     return s

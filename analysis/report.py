@@ -35,9 +35,9 @@ from analysis.effective_data_report import effective_data_sections
 from analysis.errors import AnalysisError
 from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.compare import Comparison, compare_laws
-from analysis.fits.frontier import compute_frontier
+from analysis.fits.frontier import compute_frontier, frontier_points
 from analysis.fits.isoflop import isoflop
-from analysis.fits.result import UNDERDETERMINED, FitResult, fmt_num, format_interval
+from analysis.fits.result import POOR_FIT, UNDERDETERMINED, FitResult, fmt_num, format_interval
 from analysis.holdout_report import section_holdout
 from analysis.physics_plots import (
     MIN_POSITION_JETS,
@@ -207,12 +207,13 @@ def _comparison_html(cmp: Comparison, what: str) -> str:
     msg = re.sub(r"\b(offset_power|power|log)\b", lambda m: LAW_SHORT[m.group(1)], cmp.message)
     out = f"<p class='fitmsg'>{html.escape(what[:1].upper() + what[1:])}: {html.escape(msg)}.</p>"
     under = [r for r in cmp.results.values() if r.status == UNDERDETERMINED]
-    if under:
+    if under and any(r.ok for r in cmp.results.values()):  # when no law is drawn the message above says why
         out += ("<p class='note'>" + " ".join(
             f"The {html.escape(LAW_LABEL.get(r.law, r.law))} is not drawn: {html.escape(r.message)}." for r in under)
             + "</p>")
     items = "".join(f"<li>{html.escape(LAW_LABEL.get(k, k))}: <i>{html.escape(r.status)}</i>"
-                    + (f"; {html.escape(_params_text(r))}" if r.ok else "") + "</li>"
+                    + (f"; {html.escape(_params_text(r))}" if r.ok else "")
+                    + (f" ({html.escape(r.message)})" if r.status == POOR_FIT else "") + "</li>"
                     for k, r in cmp.results.items())
     return out + f"<ul class='explain'>{items}</ul>"
 
@@ -520,9 +521,11 @@ def _section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison
         label = {"y_at_xmin": f"{METRIC_LABEL.get(y, y)} at the smallest {x}", "asymptote": "asymptote E",
                  "width": "window width", "x_sat": "x_sat", "floor": "floor", "excess_over_floor": "E − floor"}
         items = "".join(f"<li><b>{label.get(k, k)}</b>: {html.escape(v)}</li>" for k, v in w.explanations.items())
-        own = (f"<p class='note'>The frontier points are owned by: {html.escape(owners)}. They are interpolated "
-               f"from these few runs and are not independent measurements, so the intervals of this window are too "
-               f"narrow; read it as a description of the frontier.</p>") if x == "C" else ""
+        own = (f"<p class='note'>The points are the logged evaluations that lie on the frontier (no run reached a "
+               f"lower loss with at most that many FLOPs), from the runs {html.escape(owners)}. Points from one run's "
+               f"learning curve share its weights and validation set, so they are not independent: the fit's "
+               f"intervals and its AICc comparison overstate the evidence. Read this window as a description of "
+               f"the frontier, not a measurement.</p>") if x == "C" else ""
         parts.append(f"{head}<p class='fitmsg'>{html.escape(METRIC_LABEL.get(y, y))} vs {x}: "
                      f"{WINDOW_STATUS.get(w.status, w.status)}.</p>{own}<ul class='explain'>{items}</ul>"
                      f"<!--FIG:{fid}-->")
@@ -612,7 +615,7 @@ body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em;c
 h1{border-bottom:2px solid #444} h2{margin-top:2em;border-bottom:1px solid #ccc}
 .missing{color:#a60;font-style:italic} .fitmsg{background:#f4f6f8;padding:.5em}
 table.params{border-collapse:collapse;font-size:.85em} table.params td,table.params th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}
-.st-converged{color:#060} .st-at_bound{color:#a60} .st-ill_conditioned,.st-failed,.st-insufficient_data{color:#a00}
+.st-converged{color:#060} .st-at_bound,.st-poor_fit,.st-descriptive{color:#a60} .st-ill_conditioned,.st-failed,.st-insufficient_data{color:#a00}
 ul.explain li{margin-bottom:.3em} .note{color:#444;font-size:.9em} .collapsed{background:#fff8e6;padding:.5em}
 """
 
@@ -803,7 +806,10 @@ def headline(fits: list[FitRow], wins: list[WindowResult]) -> list[str]:
     for fr in fits:
         if fr.fit is not None:
             r = fr.fit
-            if r.ok:
+            if r.status == POOR_FIT:
+                out.append(f"{fr.name}: poor fit (χ²/ndof = {_fmt(r.chi2_ndof)}: the law misses its points, a trend "
+                           f"only); {_params_text(r)}")
+            elif r.ok:
                 out.append(f"{fr.name}: {r.status}; {_params_text(r)}")
             elif r.status == UNDERDETERMINED:
                 out.append(f"{fr.name}: underdetermined ({r.n} points, {r.n_params} parameters)")
@@ -833,18 +839,16 @@ def _runs_by_cell(d: pl.DataFrame, ycol: str) -> tuple[list[tuple[np.ndarray, np
 
 
 def _frontier_frame(cj: pl.DataFrame) -> pl.DataFrame:
-    """The compute-efficient frontier as a frame with columns C and val_loss (for the C window)."""
+    """The logged evaluations on the compute-efficient frontier, as a frame with columns C and
+    val_loss (for the C window): measurements only, never the interpolated grid of the figure."""
     d = cj.filter(pl.col("flops").is_not_null() & pl.col("val_loss").is_not_null()) if cj.height else cj
     if d.height == 0:
         return pl.DataFrame(schema={"C": pl.Float64, LOSS: pl.Float64, "size": pl.String, "cell_id": pl.String})
     runs, labels = _runs_by_cell(d, "val_loss")
-    fr = compute_frontier(runs, n_grid=25, labels=labels)
-    ok = np.isfinite(fr.loss)
-    owner = [lab for lab, keep in zip(fr.best_label(), ok) if keep]
-    # cell_id: the run that is best at each C; the window's bootstrap resamples these runs,
-    # not the 25 grid points (which are interpolated from a few runs and far from independent)
-    return pl.DataFrame({"C": fr.flops[ok], LOSS: fr.loss[ok], "size": ["frontier"] * int(ok.sum()),
-                         "cell_id": owner})
+    C, loss, owner = frontier_points(runs, labels)
+    # cell_id: the run that logged each point; the window's bootstrap resamples these runs
+    return pl.DataFrame({"C": C, LOSS: loss, "size": ["frontier"] * len(C), "cell_id": owner},
+                        schema={"C": pl.Float64, LOSS: pl.Float64, "size": pl.String, "cell_id": pl.String})
 
 
 @dataclass

@@ -81,6 +81,7 @@ class WindowResult:
 
 
 _fmt = fmt_num
+METRIC_WORDS = {"val_loss": "validation loss", "swd": "SWD"}
 
 
 def _ci_txt(ci: tuple[float, float] | None) -> str:
@@ -153,11 +154,12 @@ def learnable_window(
     e = None if yerr is None else np.broadcast_to(np.asarray(yerr, dtype=float), x.shape)
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
     unit, name = UNITS.get(axis, ""), NAMES.get(axis, axis)
+    label = METRIC_WORDS.get(metric, metric)  # the quantity's one label in every sentence
     res = WindowResult(axis=axis, metric=metric, status=INSUFFICIENT_DATA, message="", law=None)
     if floor is not None and math.isfinite(floor):
         res.floor = float(floor)
     if ok.sum() == 0:
-        res.message = f"no finite {metric} values with {axis} > 0"
+        res.message = f"no finite {label} values with {axis} > 0"
         res.explanations["status"] = res.message
         return res
     # the fits weight by yerr only where every point has one
@@ -178,14 +180,14 @@ def learnable_window(
         res.status = off.status
         res.message = f"no law could be fitted: {off.message}"
         res.fit = off
-        res.explanations["status"] = f"No window can be given for {metric} vs {name}: {off.message}."
+        res.explanations["status"] = f"No window can be given for {label} vs {name}: {off.message}."
         return res
     if off.status == UNDERDETERMINED:
         res.status, res.fit, res.alternative = UNDERDETERMINED, off, lg
         res.law = "log" if lg.ok else None
         res.message = (f"a saturating law is not determined by these points ({off.message}): "
-                       f"whether {metric} saturates along {axis} cannot be told")
-        slope = (f" As a description only, each tenfold increase of {axis} lowers {metric} by b = "
+                       f"whether {label} saturates along {axis} cannot be told")
+        slope = (f" As a description only, each tenfold increase of {axis} lowers {label} by b = "
                  f"{_fmt(lg.params['b'])}{_ci_txt(lg.ci.get('b'))} (logarithmic law)." if lg.ok else "")
         res.explanations["status"] = (f"No learnable window: {res.message}. More values of {axis} are needed.{slope}")
         return res
@@ -199,17 +201,17 @@ def learnable_window(
         why = ("the saturating law could not be fitted" if not off.ok else
                "the saturating law finds no saturation (exponent at its lower bound)" if a_lo_hit else
                f"the logarithmic law describes the data better (AICc {lg.aicc:.1f} vs {off.aicc:.1f})")
-        res.message = f"{metric} does not saturate in the measured range of {axis}: {why}"
-        ex["status"] = (f"{metric} keeps falling with {name} over the measured range "
+        res.message = f"{label} does not saturate in the measured range of {axis}: {why}"
+        ex["status"] = (f"{label} keeps falling with {name} over the measured range "
                         f"({_fmt(res.x_min)} to {_fmt(res.x_max)} {unit}): {why}. A logarithmic law has no "
                         f"asymptote, so no finite window, no 90%/99% points and no saturation point can be given; "
-                        f"each tenfold increase of {axis} lowers {metric} by b = {_fmt(b)}{_ci_txt(lg.ci.get('b'))}.")
-        ex["y_at_xmin"] = (f"At the smallest {axis} measured ({_fmt(res.x_min)} {unit}) the fitted {metric} is "
+                        f"each tenfold increase of {axis} lowers {label} by b = {_fmt(b)}{_ci_txt(lg.ci.get('b'))}.")
+        ex["y_at_xmin"] = (f"At the smallest {axis} measured ({_fmt(res.x_min)} {unit}) the fitted {label} is "
                            f"{_fmt(res.y_at_xmin)} (observed {_fmt(res.y_at_xmin_observed)}).")
         for k in ("asymptote", "width", "x_90", "x_99", "x_sat"):
             ex[k] = "Not defined: the data do not saturate (logarithmic law)."
         if math.isfinite(res.floor):
-            ex["floor"] = (f"The floor {_fmt(res.floor)} is the {metric} between two samples of the true "
+            ex["floor"] = (f"The floor {_fmt(res.floor)} is the {label} between two samples of the true "
                            f"distribution; the last measured point is {_fmt(float(ys[xs == xs.max()].mean()) - res.floor)} above it.")
         return res
 
@@ -232,6 +234,8 @@ def learnable_window(
         res.ci[key] = (lo, hi)
     if math.isfinite(res.floor):
         res.ci["excess_over_floor"] = (off.ci["E"][0] - res.floor, off.ci["E"][1] - res.floor)
+    no_ci: dict[str, str] = {}
+    n_units = len(np.unique(np.asarray(groups)[ok])) if groups is not None else int(ok.sum())
     if off.samples is not None and len(off.samples) >= 2:
         keys = ("y_at_xmin", "width", "x_sat")
         S = np.array([[window_numbers(s[0], s[1], s[2], res.x_min, sig)[k] for k in keys] for s in off.samples])
@@ -239,10 +243,19 @@ def learnable_window(
         good = np.all(np.isfinite(S), axis=1) if sig is not None else np.isfinite(S[:, 0])
         S = np.where(np.isfinite(S), S, np.nan)
         ab = off.samples_at_bound[good] if off.samples_at_bound is not None else None
-        for k, c in percentile_ci(S[good], list(keys), off.ci_level, est, ab).items():
-            if math.isfinite(nums[k]):
+        for j, (k, c) in enumerate(percentile_ci(S[good], list(keys), off.ci_level, est, ab).items()):
+            if not math.isfinite(nums[k]):
+                continue
+            # resampling few cells gives few distinct refits: a percentile of those is not an
+            # interval (it can collapse onto the estimate, or miss it), so none is printed
+            distinct = len(np.unique(np.round(S[good][:, j][np.isfinite(S[good][:, j])], 9)))
+            if distinct < 5 or not (c[0] < c[1]) or not (c[0] <= nums[k] <= c[1]):
+                res.ci[k] = (math.nan, math.nan)
+                no_ci[k] = (f" (no interval: resampling the {n_units} {'cells' if groups is not None else 'points'}"
+                            f" gives {distinct} distinct refits)")
+            else:
                 res.ci[k] = c
-    res.message = f"{metric} saturates along {axis}: y = E + A {axis}^-alpha with alpha = {alpha:.3g} ({off.status})"
+    res.message = f"{label} saturates along {axis}: y = E + A {axis}^-alpha with alpha = {alpha:.3g} ({off.status})"
 
     def where(v: float) -> str:
         if not math.isfinite(v):
@@ -251,15 +264,15 @@ def learnable_window(
             return " - inside the measured range"
         return f" - beyond the largest {axis} measured ({_fmt(res.x_max)} {unit}), so an extrapolation"
 
-    ex["status"] = (f"{metric} approaches a plateau as {name} grows: a saturating law "
-                    f"{metric} = E + A·{axis}^-alpha fits with alpha = {_fmt(alpha)}{_ci_txt(off.ci.get('alpha'))} "
+    ex["status"] = (f"{label} approaches a plateau as {name} grows: a saturating law "
+                    f"{label} = E + A·{axis}^-alpha fits with alpha = {_fmt(alpha)}{_ci_txt(off.ci.get('alpha'))} "
                     f"(AICc {off.aicc:.1f} vs {lg.aicc:.1f} for a logarithmic law; fit status {off.status}).")
-    ex["y_at_xmin"] = (f"At the smallest {axis} measured ({_fmt(res.x_min)} {unit}) the fitted {metric} is "
-                       f"{_fmt(res.y_at_xmin)}{_ci_txt(res.ci.get('y_at_xmin'))} (observed {_fmt(res.y_at_xmin_observed)}).")
-    ex["asymptote"] = (f"With unlimited {name} the {metric} would level off at E = {_fmt(E)}"
+    ex["y_at_xmin"] = (f"At the smallest {axis} measured ({_fmt(res.x_min)} {unit}) the fitted {label} is "
+                       f"{_fmt(res.y_at_xmin)}{_ci_txt(res.ci.get('y_at_xmin')) or no_ci.get('y_at_xmin', '')} (observed {_fmt(res.y_at_xmin_observed)}).")
+    ex["asymptote"] = (f"With unlimited {name} the {label} would level off at E = {_fmt(E)}"
                        f"{_ci_txt(res.ci.get('asymptote'))}: the best this setup can reach along {axis}.")
-    ex["width"] = (f"The learnable window is {_fmt(res.width)}{_ci_txt(res.ci.get('width'))}: all the improvement in "
-                   f"{metric} that more {axis} can bring, starting from the smallest {axis}.")
+    ex["width"] = (f"The learnable window is {_fmt(res.width)}{_ci_txt(res.ci.get('width')) or no_ci.get('width', '')}: all the improvement in "
+                   f"{label} that more {axis} can bring, starting from the smallest {axis}.")
     ex["x_90"] = (f"90% of the window is closed at {axis} = {_fmt(res.x_90)} {unit}{_x_ci_txt(res.ci.get('x_90'), res.x_max, axis)}"
                   f"{where(res.x_90)}.")
     ex["x_99"] = (f"99% of the window is closed at {axis} = {_fmt(res.x_99)} {unit}{_x_ci_txt(res.ci.get('x_99'), res.x_max, axis)}"
@@ -267,18 +280,18 @@ def learnable_window(
     if math.isfinite(res.x_sat):
         if res.x_sat <= res.x_min:
             ex["x_sat"] = (f"Already at the smallest {axis} the remaining gap ({_fmt(res.width)}) is below the "
-                           f"statistical uncertainty of {metric} ({_fmt(sigma)}, {sigma_src}): more {axis} brings no "
+                           f"statistical uncertainty of {label} ({_fmt(sigma)}, {sigma_src}): more {axis} brings no "
                            "measurable improvement.")
         else:
-            ex["x_sat"] = (f"Beyond {axis} = {_fmt(res.x_sat)} {unit}{_x_ci_txt(res.ci.get('x_sat'), res.x_max, axis)} the remaining gap "
-                           f"to the plateau is smaller than the statistical uncertainty of {metric} ({_fmt(sigma)}, "
+            ex["x_sat"] = (f"Beyond {axis} = {_fmt(res.x_sat)} {unit}{_x_ci_txt(res.ci.get('x_sat'), res.x_max, axis) or no_ci.get('x_sat', '')} the remaining gap "
+                           f"to the plateau is smaller than the statistical uncertainty of {label} ({_fmt(sigma)}, "
                            f"{sigma_src}): further {axis} cannot be told apart from noise{where(res.x_sat)}.")
     else:
-        ex["x_sat"] = (f"No saturation point: the statistical uncertainty of {metric} is unknown (no per-point errors "
+        ex["x_sat"] = (f"No saturation point: the statistical uncertainty of {label} is unknown (no per-point errors "
                        "and no repeated runs at the same x).")
     if math.isfinite(res.floor):
-        ex["floor"] = (f"The floor {_fmt(res.floor)} is the {metric} between two independent samples of the true "
+        ex["floor"] = (f"The floor {_fmt(res.floor)} is the {label} between two independent samples of the true "
                        f"distribution (the smallest value measurable with this sample size).")
         ex["excess_over_floor"] = (f"The plateau lies {_fmt(res.excess_over_floor)}{_ci_txt(res.ci.get('excess_over_floor'))} "
-                                   f"above the floor: the part of {metric} that no amount of {axis} removes.")
+                                   f"above the floor: the part of {label} that no amount of {axis} removes.")
     return res

@@ -366,3 +366,28 @@ def test_interval_reaching_a_bound_is_open_and_printed_so():
     assert format_interval(1.0, math.inf).startswith("> 1")
     assert format_interval(0.5, 2.0) == "[0.5, 2]"
     assert r.to_dict()["ci"]["E"][0] == "-inf"
+
+
+def test_law_that_misses_its_points_is_poor_fit_not_converged():
+    """Points from a curved law with 0.5% errors: a straight power law misses them by many
+    sigma (chi2 p from scipy << 1e-3) and is `poor_fit`; the same law on points drawn from
+    itself with the same errors stays `converged`."""
+    from analysis.fits import fit_law
+
+    x = np.geomspace(1e4, 1e8, 8)
+    err = np.full(x.size, 0.005)
+    curved = 1.5 + 4.0 * x**-0.3  # an offset: not a pure power law
+    r = fit_law(x, curved, "power", yerr=err, n_boot=0)
+    chi2 = r.chi2_ndof * (x.size - 2)
+    assert stats.chi2.sf(chi2, x.size - 2) < 1e-3
+    assert r.status == "poor_fit" and r.ok and "misses its points" in r.message
+    rng = np.random.default_rng(0)
+    straight = 9.0 * x**-0.12 * (1 + rng.normal(0, 0.005 / 3, x.size))
+    r2 = fit_law(x, straight, "power", yerr=err, n_boot=0)
+    assert r2.status == "converged"
+
+
+def test_correlation_with_few_pairs_is_descriptive():
+    c = correlate(np.arange(4.0), np.array([1.0, 3.0, 2.0, 5.0]))
+    assert c.status == "descriptive" and math.isnan(c.pearson_ci[0])
+    assert correlate(np.arange(6.0), np.array([1.0, 3.0, 2.0, 5.0, 4.0, 7.0])).status == "converged"

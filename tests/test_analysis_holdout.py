@@ -54,6 +54,6 @@ def test_report_section_lists_checks():
                          "tokens_seen": np.full(x.size, 1e7)})
     s = section_holdout(done, n_boot=10)
     assert s.missing is None
-    assert "extrapolates" in s.html and "val_loss vs N" in s.html
+    assert "extrapolates" in s.html and "validation loss vs N" in s.html
     empty = section_holdout(done.head(2), n_boot=10)
     assert empty.missing and math.isfinite(len(empty.missing))

@@ -212,8 +212,9 @@ def test_analysis_imports_without_torch_ray_deepspeed(tmp_path):
 
 
 def test_frontier_frame_names_the_run_that_is_best_at_each_C():
-    """Two runs crossing at C = 1e3: the small one owns the frontier below, the big one above, so
-    the compute window's bootstrap resamples those runs, not interpolated grid points."""
+    """Two runs crossing at C = 1e3: the small one owns the frontier below, the big one above. The
+    frame holds only logged points on the envelope (checked against a brute-force minimum over
+    all logged points), so the compute window fits measurements, not interpolated grid points."""
     from analysis.report import _frontier_frame
 
     C = np.geomspace(1e1, 1e5, 9)
@@ -221,13 +222,32 @@ def test_frontier_frame_names_the_run_that_is_best_at_each_C():
     for cid, loss in (("small", 5.0 - 0.2 * np.log10(C)), ("big", 5.6 - 0.4 * np.log10(C))):
         rows += [{"cell_id": cid, "step": i, "flops": float(c), "val_loss": float(v)}
                  for i, (c, v) in enumerate(zip(C, loss))]
+    # a third run that never improves on the others: none of its points may appear
+    rows += [{"cell_id": "bad", "step": i, "flops": float(c) * 1.5, "val_loss": 9.0} for i, c in enumerate(C)]
     fr = _frontier_frame(pl.DataFrame(rows))
-    assert fr.height == 25 and set(fr["cell_id"]) == {"small", "big"}
+    assert set(fr["cell_id"]) == {"small", "big"}
+    assert fr.height == len(C)  # both runs log the same C; at 1e3 they tie: one point per C
     below = fr.filter(pl.col("C") < 1e3 * 0.99)
     above = fr.filter(pl.col("C") > 1e3 * 1.01)
     assert set(below["cell_id"]) == {"small"} and set(above["cell_id"]) == {"big"}
-    expect = np.minimum(5.0 - 0.2 * np.log10(fr["C"].to_numpy()), 5.6 - 0.4 * np.log10(fr["C"].to_numpy()))
-    assert np.allclose(fr["val_loss"].to_numpy(), expect)
+    expect = np.minimum(5.0 - 0.2 * np.log10(C), 5.6 - 0.4 * np.log10(C))
+    assert np.allclose(fr["C"].to_numpy(), C) and np.allclose(fr["val_loss"].to_numpy(), expect)
+
+
+def test_frontier_points_are_the_pareto_set_of_logged_points():
+    """A run whose single logged point is beaten later is on the frontier only at its own C; the
+    flat stretch the envelope draws after it is not a measurement (brute force over all points)."""
+    from analysis.fits.frontier import frontier_points
+
+    rng = np.random.default_rng(3)
+    curves = [(np.geomspace(s, s * 50, 6), 3 + rng.normal(0, 0.3, 6).cumsum() * 0.1 - np.arange(6) * 0.2)
+              for s in (1e9, 2e9, 5e9)]
+    curves.append((np.array([3e8]), np.array([9.0])))  # one early point, beaten by everything later
+    C, L, who = frontier_points(curves, ["a", "b", "c", "single"])
+    allpts = [(f, y) for fs, ys in curves for f, y in zip(fs, ys)]
+    ref = sorted((f, y) for f, y in allpts if all(y2 >= y for f2, y2 in allpts if f2 <= f))
+    assert np.allclose(C, [r[0] for r in ref]) and np.allclose(L, [r[1] for r in ref])
+    assert who[0] == "single" and np.all(np.diff(L) < 0)
 
 
 def test_n_only_sweep_collapses_other_axes_and_prints_headline(tmp_path, capsys):

@@ -99,3 +99,20 @@ def test_x_interval_far_beyond_the_data_is_said_in_words():
     bounded = _x_ci_txt((8.7e11, 5.0e13), 9.3e12, "C")
     assert "5.000e+13" in bounded and "bound" not in bounded
     assert _x_ci_txt((float("nan"), 1.0), 9.3e12, "C") == ""
+
+
+def test_bootstrap_over_two_runs_prints_no_interval():
+    """Points from 2 runs (groups): resampling 2 cells gives at most 3 distinct refits, so the
+    bootstrap numbers (width, value at the smallest x) get no interval and the text says why,
+    instead of a percentile that collapses onto the estimate."""
+    x = np.geomspace(1e10, 1e13, 8)
+    y = 2.0 + 40.0 * (x / 1e9) ** -0.8 + np.random.default_rng(1).normal(0, 0.01, 8)
+    groups = np.array(["a"] * 3 + ["b"] * 5)
+    w = learnable_window(x, y, axis="C", groups=groups, n_boot=60)
+    assert w.status == "saturating"
+    assert all(math.isnan(v) for v in w.ci["width"])
+    assert "no interval: resampling the 2 cells" in w.explanations["width"]
+    # with 8 runs the same points get a proper interval around the estimate
+    w8 = learnable_window(x, y, axis="C", groups=np.arange(8).astype(str), n_boot=60)
+    lo, hi = w8.ci["width"]
+    assert lo < w8.width < hi

@@ -31,8 +31,11 @@ from analysis.fits.result import (
     INSUFFICIENT_DATA,
     MIN_DOF,
     MODELS,
+    POOR_FIT,
+    POOR_FIT_P,
     UNDERDETERMINED,
     FitResult,
+    chi2_pvalue,
     failed_result,
     goodness,
     register_model,
@@ -383,6 +386,12 @@ def fit_law(
         status, msg = AT_BOUND, "; ".join(core.at_bound)
     else:
         status, msg = CONVERGED, "converged"
+    p_chi2 = chi2_pvalue(gof["chi2_ndof"], n - k)
+    if status == CONVERGED and p_chi2 < POOR_FIT_P:
+        status = POOR_FIT
+        msg = (f"the law misses its points by far more than their errors (χ²/ndof = {gof['chi2_ndof']:.3g} on "
+               f"{n - k} degrees of freedom, p = {p_chi2:.1g}): its parameters describe the trend only (intervals "
+               "widened by √(χ²/ndof)), and it does not support an extrapolation")
     if n_boot > 0 and len(samples) < max(2, n_boot // 2):
         msg += f"; only {len(samples)} of {n_boot} bootstrap resamples could be fitted"
     if status == CONVERGED and boot_at_bound >= BOOT_AT_BOUND_WARN:

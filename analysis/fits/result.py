@@ -6,6 +6,10 @@ and plot shows; `ci_method` says how it was made). A side the data do not bound 
 runs into a bound of the fit, e.g. alpha <= 5 or E >= 0 - is stored as -inf / +inf and printed
 as open on that side (`format_interval`), never as the bound.
 
+A fit with per-point errors whose chi2 has p < 0.001 is `poor_fit`: the law misses its points by
+far more than their errors, so its parameters describe the trend only (intervals widened by
+sqrt(chi2/ndof)) and an extrapolation from it is not supported.
+
 A fit with fewer than 2 degrees of freedom (points - parameters) is `underdetermined`: it passes
 through (or almost through) its points, so neither its parameters nor its goodness of fit mean
 anything; it is not usable and takes no part in model comparison.
@@ -26,9 +30,11 @@ ILL_CONDITIONED = "ill_conditioned"
 INSUFFICIENT_DATA = "insufficient_data"
 FAILED = "failed"
 UNDERDETERMINED = "underdetermined"
-STATUSES = (CONVERGED, AT_BOUND, ILL_CONDITIONED, UNDERDETERMINED, INSUFFICIENT_DATA, FAILED)
+POOR_FIT = "poor_fit"  # converged, but the points miss the law by far more than their errors
+STATUSES = (CONVERGED, AT_BOUND, POOR_FIT, ILL_CONDITIONED, UNDERDETERMINED, INSUFFICIENT_DATA, FAILED)
 MIN_DOF = 2  # fewer degrees of freedom than this: underdetermined
-USABLE = (CONVERGED, AT_BOUND)  # statuses whose parameters mean something
+POOR_FIT_P = 1e-3  # chi2 p-value below which a law with per-point errors is rejected by its points
+USABLE = (CONVERGED, AT_BOUND, POOR_FIT)  # statuses whose parameters mean something (poor_fit: as a trend)
 
 # law name -> f(params, *xs) -> y; filled by the modules defining laws
 MODELS: dict[str, Callable[..., np.ndarray]] = {}
@@ -173,6 +179,15 @@ def failed_result(law: str, formula: str, names: list[str], status: str, message
         n_params=len(names),
         **kw,
     )
+
+
+def chi2_pvalue(chi2_ndof: float | None, ndof: int) -> float:
+    """P(chi2 >= observed) for `ndof` degrees of freedom; nan without per-point errors."""
+    if chi2_ndof is None or ndof <= 0 or not math.isfinite(chi2_ndof):
+        return math.nan
+    from scipy.stats import chi2
+
+    return float(chi2.sf(chi2_ndof * ndof, ndof))
 
 
 def goodness(y: np.ndarray, yhat: np.ndarray, k: int, yerr: np.ndarray | None = None) -> dict[str, Any]:
