@@ -96,6 +96,7 @@ def histogram_figure(hists: dict[str, Any], reference: str, title: str) -> dict[
                    "font": {"size": 12}},
         "margin": {"l": 60, "r": 20, "t": 60, "b": 40}}
     gap_x, band_gap = 0.06, 0.09
+    annotations: list[dict[str, Any]] = []
     band_h = (1.0 - band_gap * (nband - 1)) / nband
     for i, name in enumerate(names):
         h = hists[name]
@@ -142,7 +143,24 @@ def histogram_figure(hists: dict[str, Any], reference: str, title: str) -> dict[
                          "marker": {"color": color, "size": size},
                          "error_y": {"type": "data", "array": _nan_none(e), "thickness": 1, "width": 0},
                          "name": label, "legendgroup": grp, "showlegend": first, **on_r})
+        out = [f"{who} {f:.0%}" for who, f in (("generated", _outside(h, "generated")), ("real", _outside(h, ref_label)))
+               if f is not None and f >= 0.01]
+        if out:  # jets the plotted range leaves out, so the densities above do not integrate to 1
+            annotations.append({"text": "outside the range: " + ", ".join(out), "showarrow": False,
+                                "xref": f"x{th} domain", "yref": f"y{th} domain", "x": 1.0, "y": 1.0,
+                                "xanchor": "right", "yanchor": "bottom", "font": {"size": 10, "color": "#555"}})
+    layout["annotations"] = annotations
     return {"data": data, "layout": layout}
+
+
+def _outside(h: dict[str, Any], label: str) -> float | None:
+    """Share of a sample's jets outside the histogram's range (under- plus overflow)."""
+    c = h.get("counts", {}).get(label)
+    if c is None:
+        return None
+    out = h.get("underflow", {}).get(label, 0) + h.get("overflow", {}).get(label, 0)
+    tot = float(np.sum(c)) + out
+    return out / tot if tot > 0 else None
 
 
 @functools.lru_cache(maxsize=1)

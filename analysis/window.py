@@ -82,6 +82,7 @@ class WindowResult:
 
 _fmt = fmt_num
 METRIC_WORDS = {"val_loss": "validation loss", "swd": "SWD"}
+MIN_BOOT_UNITS = 5  # a bootstrap over fewer cells (or points) than this gives no interval
 
 
 def _ci_txt(ci: tuple[float, float] | None) -> str:
@@ -249,9 +250,11 @@ def learnable_window(
             # resampling few cells gives few distinct refits: a percentile of those is not an
             # interval (it can collapse onto the estimate, or miss it), so none is printed
             distinct = len(np.unique(np.round(S[good][:, j][np.isfinite(S[good][:, j])], 9)))
-            if distinct < 5 or not (c[0] < c[1]) or not (c[0] <= nums[k] <= c[1]):
+            if n_units < MIN_BOOT_UNITS or distinct < 5 or not (c[0] < c[1]) or not (c[0] <= nums[k] <= c[1]):
                 res.ci[k] = (math.nan, math.nan)
-                no_ci[k] = (f" (no interval: resampling the {n_units} {'cells' if groups is not None else 'points'}"
+                no_ci[k] = (f" (no interval: resampling {n_units} {'cells' if groups is not None else 'points'}"
+                            f" cannot give one; needs {MIN_BOOT_UNITS} or more)" if n_units < MIN_BOOT_UNITS else
+                            f" (no interval: resampling the {n_units} {'cells' if groups is not None else 'points'}"
                             f" gives {distinct} distinct refits)")
             else:
                 res.ci[k] = c

@@ -115,23 +115,26 @@ def compute_frontier(
 
 
 def frontier_points(
-    curves: Sequence[tuple[np.ndarray, np.ndarray]], labels: list[str] | None = None
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], labels: list[str] | None = None, *, rtol: float = 1e-9
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The logged points on the frontier: (flops, loss, owner label) of every measured evaluation
-    that no logged evaluation of any run beats with at most as many FLOPs (the Pareto set of the
-    measurements), in order of C; of two points at the same C the lower one. These are
-    measurements, not the interpolated grid of `compute_frontier`: a fit along C uses them (the
-    grid's flat stretches and interpolated values would count as points no run logged)."""
+    whose loss is the frontier's own value at its C (no run, its curve interpolated between its
+    logged points as in the figure, was lower with at most that many FLOPs), in order of C; of two
+    such points at the same C, one. These are measurements, not the interpolated grid of
+    `compute_frontier`: a fit along C uses them (the grid's flat stretches and interpolated values
+    would count as points no run logged)."""
     names = labels if labels is not None else [str(i) for i in range(len(curves))]
     pts: list[tuple[float, float, str]] = []
     for (f, y), name in zip(curves, names):
         lf, yy = _prep(f, y)
         pts += [(float(10**a), float(b), name) for a, b in zip(lf, yy)]
-    pts.sort(key=lambda p: (p[0], p[1]))  # by C, the lower loss first at equal C
+    if not pts:
+        return np.array([]), np.array([]), []
+    pts.sort(key=lambda p: (p[0], p[1]))
+    C = np.array([p[0] for p in pts])
+    env = compute_frontier(curves, C).loss
     out: list[tuple[float, float, str]] = []
-    best = np.inf
-    for c, y, name in pts:
-        if y < best:
+    for (c, y, name), e in zip(pts, env):
+        if np.isfinite(e) and y <= e + rtol * max(1.0, abs(e)) and not (out and out[-1][0] == c):
             out.append((c, y, name))
-            best = y
     return np.array([p[0] for p in out]), np.array([p[1] for p in out]), [p[2] for p in out]
