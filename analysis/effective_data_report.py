@@ -16,9 +16,10 @@ from analysis.fits.effective_data import compare_with_chinchilla
 from analysis.fits.result import format_interval
 
 
-def effective_data_sections(done: pl.DataFrame, n_boot: int = 100) -> list[Any]:
-    """[the section] when `done` holds cells of a repetition phase, else []."""
-    from analysis.report import Section, _fmt, _params_text  # lazy: report.py imports this module
+def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[Any] | None = None) -> list[Any]:
+    """[the section] when `done` holds cells of a repetition phase, else []; the effective-data fit
+    and the Chinchilla fit in tokens seen are appended to `fits` (the parameter table)."""
+    from analysis.report import FitRow, Section, _fmt, _params_text  # lazy: report.py imports this module
 
     if done.height == 0 or "phase" not in done.columns or "repetition" not in set(done["phase"].drop_nulls()):
         return []
@@ -29,6 +30,9 @@ def effective_data_sections(done: pl.DataFrame, n_boot: int = 100) -> list[Any]:
     groups = d["cell_id"].to_numpy() if "cell_id" in d.columns else None
     eff, chin, verdict = compare_with_chinchilla(arr["N"], arr["D"], arr["tokens_seen"], arr["val_loss"],
                                                  groups=groups, n_boot=n_boot)
+    if fits is not None:
+        fits.append(FitRow("effective-data law L(N, U, tokens seen)", eff))
+        fits.append(FitRow("Chinchilla law in tokens seen (repeats counted as fresh)", chin))
     R = np.maximum(arr["tokens_seen"] / arr["D"] - 1, 0)
     head = (f"<p>{html.escape(eff.formula)}, fitted to {eff.n} cells (U = unique tokens = the cell's D, "
             f"repeated passes R up to {_fmt(float(R.max()) if R.size else float('nan'))}): status {eff.status} "

@@ -795,7 +795,7 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     s_w, wins = _section_windows(scans, owners, n_boot)
     sections += [s_w, _section_chinchilla(done, fits, n_boot), section_holdout(done, max(10, n_boot // 8))]
     sections += tokenizer_sections(trials, n_boot)  # sweeps that differ only by tokenizer
-    sections += effective_data_sections(done, max(20, n_boot // 4))
+    sections += effective_data_sections(done, max(20, n_boot // 4), fits)
     sections.append(_section_params(fits))
     return _collapse(sections, done), fits, wins
 

@@ -67,8 +67,12 @@ def test_report_section_states_R_star_in_words():
     n = s["N"].size
     done = pl.DataFrame({"N": s["N"], "D": s["U"], "tokens_seen": s["tokens_seen"], "val_loss": s["L"],
                          "phase": ["repetition"] * n, "cell_id": [f"c{i}" for i in range(n)]})
-    (sec,) = effective_data_sections(done, n_boot=20)
+    fits = []
+    (sec,) = effective_data_sections(done, n_boot=20, fits=fits)
     assert "R* = " in sec.html and "worth less than half a fresh one" in sec.html
+    # both laws go to the parameter table, with R* and its interval from the same fit
+    assert [f.fit.law for f in fits] == ["effective_data", "chinchilla"]
+    assert fits[0].fit.params["R_star"] == pytest.approx(3.0, rel=0.5) and fits[0].fit.ci["R_star"][0] < 3.0
     assert "effective-data law describes the data better" in sec.html
     assert effective_data_sections(done.with_columns(pl.lit("model_size").alias("phase"))) == []
 

@@ -564,4 +564,4 @@ def test_shipped_data_constrained_specs():
         assert len({c.size for c in cells}) >= 2 and len({(c.size, round(c.tokens_seen, -4)) for c in cells}) >= 7
     assert max(c.passes for s in gpu for c in resolve_cells(s, SHAPE)) == pytest.approx(196, rel=0.01)
     with pytest.raises(RepetitionError, match="1-pass arm"):
-        resolve_cells(toy[0], dataclasses.replace(SHAPE, train_tokens=10**6))
+        resolve_cells(toy[0], dataclasses.replace(SHAPE, train_tokens=5 * 10**5))
