@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from analysis.fits.chinchilla import fit_chinchilla
+from analysis.fits.effective_data import fit_effective_data
 from analysis.fits.holdout import HoldoutCheck, leave_largest_out
 from analysis.fits.laws import LAWS, fit_law
 
@@ -24,6 +25,9 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
     from analysis.report import LAW_SHORT, METRIC_LABEL, _arr, _scan  # lazy: report.py imports this module
 
     out: list[HoldoutCheck] = []
+    is_rep = (pl.col("phase") == "repetition").fill_null(False) if "phase" in done.columns else pl.lit(False)
+    rep = done.filter(is_rep) if done.height else done
+    done = done.filter(~is_rep) if done.height else done  # repetition arms are no 1-D scan: their own law below
     for x, y, ecol in SCANS:
         if done.height == 0 or x not in done.columns or y not in done.columns:
             continue
@@ -38,6 +42,15 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
                                              name=f"{METRIC_LABEL.get(y, y)} vs {x} ({label}): "
                                                   f"{LAW_SHORT.get(law, law)} law"))
     need = {"N", "D", "tokens_seen", "val_loss"}
+    if rep.height and need <= set(rep.columns):
+        # the effective-data law of a repetition study: the largest budgets of tokens seen held out
+        rep = rep.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
+        if rep.height >= 8 and rep["tokens_seen"].n_unique() >= 3:
+            fit = partial(_fit_eff, n_boot=max(10, n_boot // 2))
+            for k in (1, 2):
+                out.append(leave_largest_out(fit, (_arr(rep, "N"), _arr(rep, "D"), _arr(rep, "tokens_seen")),
+                                             _arr(rep, "val_loss"), axis=2, n_out=k,
+                                             name="effective-data law, largest tokens seen held out"))
     if done.height and need <= set(done.columns):
         d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
         if d.height >= 8 and d["N"].n_unique() >= 3 and d["D"].n_unique() >= 2:
@@ -51,6 +64,10 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
 
 def _fit_1d(x: np.ndarray, y: np.ndarray, *, law: str, n_boot: int):
     return fit_law(x, y, law, n_boot=n_boot)
+
+
+def _fit_eff(N: np.ndarray, U: np.ndarray, T: np.ndarray, L: np.ndarray, *, n_boot: int):
+    return fit_effective_data(N, U, T, L, n_boot=n_boot)
 
 
 def _fit_chin(N: np.ndarray, D: np.ndarray, L: np.ndarray, *, n_boot: int):

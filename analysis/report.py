@@ -758,14 +758,20 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     done = _with_errors(done, curves, evals)
     sections = [_section_summary(trials, sweep)]
     loss_err = "val_loss_err"
-    s_n, d_n, c_n = _section_law_vs(done, "N", LOSS, "loss-vs-n", "Validation loss vs model size N", "N (parameters)",
+    # repetition arms vary U, tokens seen and passes together: not a 1-D scan of N or D, and not
+    # Chinchilla's D (their own section fits them); every scan and joint fit leaves them out
+    rep = (pl.col("phase") == "repetition").fill_null(False) if "phase" in done.columns else pl.lit(False)
+    scan = done.filter(~rep) if done.height else done
+    n_rep = done.height - scan.height
+    s_n, d_n, c_n = _section_law_vs(scan, "N", LOSS, "loss-vs-n", "Validation loss vs model size N", "N (parameters)",
                                     "validation loss (nats/token)", fits, n_boot, yerr=loss_err)
-    s_d, d_d, c_d = _section_law_vs(done, "D", LOSS, "loss-vs-d", "Validation loss vs data size D", "D (tokens)",
+    s_d, d_d, c_d = _section_law_vs(scan, "D", LOSS, "loss-vs-d", "Validation loss vs data size D", "D (tokens)",
                                     "validation loss (nats/token)", fits, n_boot, yerr=loss_err)
-    sections += [s_n, s_d, _section_isoflop(done, fits, n_boot)]
-    s_swd, d_swd, c_swd = _section_law_vs(done, "N", "swd", "swd-vs-n", "SWD vs model size N", "N (parameters)",
+    s_iso = _section_isoflop(scan, fits, n_boot)
+    sections += [s_n, s_d, s_iso]
+    s_swd, d_swd, c_swd = _section_law_vs(scan, "N", "swd", "swd-vs-n", "SWD vs model size N", "N (parameters)",
                                           "SWD", fits, n_boot, yerr="swd_err", floor="swd_floor")
-    s_swd_d, d_swd_d, c_swd_d = _section_law_vs(done, "D", "swd", "swd-vs-d", "SWD vs data size D", "D (tokens)",
+    s_swd_d, d_swd_d, c_swd_d = _section_law_vs(scan, "D", "swd", "swd-vs-d", "SWD vs data size D", "D (tokens)",
                                                 "SWD", fits, n_boot, yerr="swd_err", floor="swd_floor")
     no_swd = done.height == 0 or "swd" not in done.columns or done["swd"].null_count() == done.height
     for sec in (s_swd, s_swd_d):
@@ -783,7 +789,7 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     fr = _frontier_frame(cj)
     names = _cell_names(cj) if cj.height else {}
     owners = "; ".join(f"{names.get(c, c)}" for c in dict.fromkeys(fr["cell_id"].to_list())) if fr.height else "no run"
-    var = _axes_varied(done)
+    var = _axes_varied(scan) if scan.height else {"N": False, "D": False, "isoflop": False}
     scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]] = {}
     if var["D"]:
         scans[("D", LOSS)] = (d_d, c_d, err_of(d_d, loss_err))
@@ -793,7 +799,14 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
         scans[("N", LOSS)] = (d_n, c_n, err_of(d_n, loss_err))
         scans[("N", "swd")] = (d_swd, c_swd, err_of(d_swd, "swd_err"))
     s_w, wins = _section_windows(scans, owners, n_boot)
-    sections += [s_w, _section_chinchilla(done, fits, n_boot), section_holdout(done, max(10, n_boot // 8))]
+    s_chin = _section_chinchilla(scan, fits, n_boot)
+    sections += [s_w, s_chin, section_holdout(done, max(10, n_boot // 8))]  # it leaves repetition arms to their own law
+    if n_rep:
+        for sec in (s_n, s_d, s_iso, s_swd, s_swd_d, s_chin):
+            if sec.missing and scan.height == 0:
+                sec.missing = (f"Left out: the {n_rep} repetition arms vary unique tokens, tokens seen and passes "
+                               "together, so they are not a scan of N or D; see 'What is a repeated pass of jet "
+                               "data worth?'.")
     sections += tokenizer_sections(trials, n_boot)  # sweeps that differ only by tokenizer
     sections += effective_data_sections(done, max(20, n_boot // 4), fits)
     sections.append(_section_params(fits))
@@ -812,7 +825,7 @@ def headline(fits: list[FitRow], wins: list[WindowResult]) -> list[str]:
             elif r.ok:
                 out.append(f"{fr.name}: {r.status}; {_params_text(r)}")
             elif r.status == UNDERDETERMINED:
-                out.append(f"{fr.name}: underdetermined ({r.n} points, {r.n_params} parameters)")
+                out.append(f"{fr.name}: underdetermined ({r.message.split(':')[0]})")
         elif fr.extra and "pearson_r" in fr.extra:
             e = fr.extra
             p = "" if e["pearson_p"] is None or math.isnan(e["pearson_p"]) else f", p = {_fmt(e['pearson_p'])}"
