@@ -5,7 +5,9 @@ A scaling law fitted over cells of a model-size scan and a data-size scan, or ov
 sweeps (`sweeper report all`, a suite such as `smoke`) groups them by `signature` and fits each
 group on its own; `--pool` puts every sweep in one group on purpose. The signature is read from
 each sweep's resolved spec (`<runs>/<sweep>/spec.yaml`): the phase and the sweep-wide training
-settings that shape the schedule (SCHEDULE_FIELDS).
+settings that shape the schedule (SCHEDULE_FIELDS), and the tokens folder (`data`): sweeps on
+different tokenizers or jets are compared side by side (analysis/tokenizer_compare.py), never
+fitted as one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ def signature(spec: dict[str, Any]) -> tuple[str, tuple[tuple[str, Any], ...]]:
     """(phase, schedule) of a resolved spec mapping; schedule = the SCHEDULE_FIELDS it sets (pure)."""
     train = spec.get("train") or {}
     sched = tuple((k, train[k]) for k in SCHEDULE_FIELDS if train.get(k) is not None)
+    if spec.get("data"):  # another tokens folder (tokenizer, jets) is another experiment: losses differ in scale
+        sched += (("data", str(spec["data"])),)
     if spec.get("phase") == "isoflop":
         iso = spec.get("isoflop") or {}
         sched += tuple((f"isoflop.{k}", v) for k, v in sorted(iso.items()))

@@ -925,6 +925,8 @@ def write_report(
                 sections += _prefixed(secs, f"g{i}", " + ".join(group))
                 fits += f
                 wins += w
+            if len(groups) > 1:  # sweeps that differ only by tokenizer sit in different groups
+                sections += tokenizer_sections(trials, n_boot)
     name = title or sweep or path.name
     n_done = trials.filter(pl.col("status") == "done").height if trials.height else 0
     sub = f"{trials.height} cells, {n_done} finished; results from {root}" + (f". {note}" if note else "")

@@ -128,11 +128,14 @@ def _figure(groups: dict[str, list[dict[str, Any]]], y: str, title: str) -> go.F
             error_y=None if any(e is None for e in err) else {"type": "data", "array": err}))
         if y == "swd":
             fl = [float(r["swd_floor"]) for r in rows if r.get("swd_floor") is not None]
-            if fl:
-                fig.add_hline(y=float(np.median(fl)), line_dash="dash", annotation_text=f"floor ({label})")
+            if fl:  # labelled in the legend, never over the data
+                x = [p[0] for p in pts]
+                fig.add_trace(go.Scatter(x=[min(x) / 1.5, max(x) * 1.5], y=[float(np.median(fl))] * 2, mode="lines",
+                                         line={"dash": "dash"}, name=f"SWD floor ({label})"))
     if n == 0:
         return None
-    fig.update_layout(title=title, xaxis_title="N (parameters)", yaxis_title=y, xaxis_type="log",
+    ylab = {"val_loss": "validation loss (nats/token, per vocabulary)", "swd": "SWD"}.get(y, y)
+    fig.update_layout(title=title, xaxis_title="N (parameters)", yaxis_title=ylab, xaxis_type="log",
                       template="plotly_white", height=420)
     return fig
 

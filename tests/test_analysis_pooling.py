@@ -37,3 +37,15 @@ def test_read_signature_and_cli_pooling_sentence(tmp_path):
     assert groups == [["m", "d"]] and note.startswith("pooled into one fit (--pool): m (model_size; steps 20)")
     groups, note = _pooling(tmp_path, ["m", "m2"], pool=False)
     assert groups == [["m", "m2"]] and note.startswith("pooled into one fit (same phase and schedule)")
+
+
+def test_sweeps_on_different_tokens_folders_are_never_pooled():
+    """Two sweeps that differ only by their tokens folder (e.g. binned vs vq tokenizer): losses of
+    different vocabularies are not one experiment, so they fall in different groups."""
+    from analysis.pooling import pooling_groups, signature
+
+    base = {"phase": "model_size", "train": {"steps": 200, "batch_size": 16}}
+    sigs = {"tok-binned": signature({**base, "data": "data/x/tokens_binned"}),
+            "tok-vq": signature({**base, "data": "data/x/tokens_vq"}),
+            "again": signature({**base, "data": "data/x/tokens_binned"})}
+    assert pooling_groups(sigs) == [["tok-binned", "again"], ["tok-vq"]]
