@@ -23,6 +23,7 @@ from scaling_sweeper.data.tokenizer import (
     TokenizerKindError,
     TokenizerMismatchError,
     codebook_health,
+    constituent_features,
     load_tokenizer,
     load_tokenizer_file,
     tokenization_report,
@@ -99,6 +100,7 @@ def test_resume_gives_the_uninterrupted_fit(vq, jets, tmp_path, one_torch_thread
     resumed = VQTokenizer(TINY).fit(jets, seed=0, work_dir=tmp_path)
     assert resumed.fit_info["steps_done"] == TINY.steps
     assert _weights(resumed) == _weights(vq)  # bit-identical to the run without interruption
+    assert np.array_equal(resumed.offset, vq.offset)  # and the same decoding calibration
     # a checkpoint of another config is not resumed (starts over: same as a fresh fit)
     other_cfg = replace(TINY, lr=1e-3)
     fresh = VQTokenizer(other_cfg).fit(jets, seed=0)
@@ -111,6 +113,9 @@ def test_persistence_round_trip(vq, jets, tmp_path):
     assert isinstance(back, VQTokenizer) and back.codebook_size == 32
     assert np.array_equal(back.encode(jets[:30]), vq.encode(jets[:30]))
     assert back.save(tmp_path / "again.json").read_bytes() == p.read_bytes()  # same bytes, same sha256
+    x, c = constituent_features(jets[:30], TINY.max_constituents)
+    codes = vq.encode_constituents(x, c)
+    assert np.array_equal(back.decode_constituents(codes, c), vq.decode_constituents(codes, c))
     d = json.loads(p.read_text())
     d["weights"]["codebook"]["shape"] = [31, 4]
     (tmp_path / "cut.json").write_text(json.dumps(d))
@@ -279,3 +284,27 @@ def test_trials_table_records_the_tokenizer(tmp_path):
     got = analysis.open(tmp_path).trials.collect().row(0, named=True)
     assert (got["tokenizer_kind"], got["tokenizer_id"], got["codebook_size"]) == ("vq", "vq-0123456789ab", 8192)
     assert json.loads(got["extra"])["tokenizer_health"] == {"perplexity": 5000.0}
+
+
+def test_calibration_unbiases_each_codes_decoded_pt_sum(vq, jets):
+    """The decoding offsets (fitted on all 300 jets here) shrink each code's log(sum pt_true /
+    sum pt_decoded) and its mean (eta, phi) residual by exactly n / (n + prior), computed here
+    code by code from the raw decoder's output; the total pT of the jets moves towards the truth."""
+    x, c = constituent_features(jets, TINY.max_constituents)
+    codes = vq.encode_constituents(x, c)
+    cal = vq.decode_constituents(codes, c)
+    offset, vq.offset = vq.offset, None
+    try:
+        raw = vq.decode_constituents(codes, c)
+    finally:
+        vq.offset = offset
+    assert offset is not None and vq.fit_info["calibration"]["jets"] == len(jets)
+    for k in np.unique(codes):
+        m = codes == k
+        keep = vq.CALIB_PRIOR / (m.sum() + vq.CALIB_PRIOR)
+        before = np.log(np.exp(x[m, 0]).sum() / np.exp(raw[m, 0]).sum())
+        after = np.log(np.exp(x[m, 0]).sum() / np.exp(cal[m, 0]).sum())
+        assert after == pytest.approx(keep * before, abs=1e-5)
+        assert (x[m, 1] - cal[m, 1]).mean() == pytest.approx(keep * (x[m, 1] - raw[m, 1]).mean(), abs=1e-5)
+    total = np.exp(x[:, 0]).sum()
+    assert abs(np.log(total / np.exp(cal[:, 0]).sum())) < abs(np.log(total / np.exp(raw[:, 0]).sum()))

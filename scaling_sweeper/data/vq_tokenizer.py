@@ -73,6 +73,8 @@ class VQConfig:
     ckpt_every: int = 250  # steps between training checkpoints (resume)
     max_constituents: int = 128  # constituents per jet (seq_len = max_constituents + 2)
     device: str = "cpu"  # "cpu" | "cuda[:N]" | "auto" (training, encoding, decoding)
+    # after training: per-code decoding offsets measured on up to this many training jets (0: none)
+    calib_jets: int = 8000
 
     def validate(self) -> VQConfig:
         for name in ("codebook_size", "latent_dim", "hidden", "n_heads", "steps", "batch_jets",
@@ -81,8 +83,8 @@ class VQConfig:
                 raise ConfigError(f"vq.{name} must be >= 1, got {getattr(self, name)}")
         if self.codebook_size + 3 > MAX_VOCAB:
             raise ConfigError(f"vq.codebook_size {self.codebook_size} gives a vocabulary over {MAX_VOCAB} (uint16)")
-        if self.n_layers < 0 or self.warmup_steps < 0 or self.replace_every < 0:
-            raise ConfigError("vq.n_layers, vq.warmup_steps and vq.replace_every must be >= 0")
+        if self.n_layers < 0 or self.warmup_steps < 0 or self.replace_every < 0 or self.calib_jets < 0:
+            raise ConfigError("vq.n_layers, vq.warmup_steps, vq.replace_every and vq.calib_jets must be >= 0")
         if self.hidden % self.n_heads:
             raise ConfigError(f"vq.n_heads {self.n_heads} must divide vq.hidden {self.hidden}")
         if not self.lr > 0 or self.beta < 0:
@@ -216,6 +218,7 @@ class VQTokenizer(Tokenizer):
         self.model: VQVAE | None = None
         self.mean = np.zeros(3)
         self.std = np.ones(3)
+        self.offset: np.ndarray | None = None  # (codebook_size, 3) decoding calibration, or None
         self.fit_info: dict = {}
 
     @classmethod
@@ -353,7 +356,40 @@ class VQTokenizer(Tokenizer):
                          "history": history[-10:]}
         if step < cfg.steps:
             self.fit_info["interrupted_at"] = int(step)
+        elif cfg.calib_jets:
+            self._calibrate(x, counts, seed)
         return self
+
+    CALIB_PRIOR = 5.0  # constituents: a code seen n times gets n / (n + CALIB_PRIOR) of its offset
+
+    def _calibrate(self, x: np.ndarray, counts: np.ndarray, seed: int) -> None:
+        """Per-code decoding offsets, so that decoded jets are unbiased where the VQ-VAE's are not:
+        on a seeded sample of training jets, each code's (eta_rel, phi_rel) offset is the mean
+        residual (true - decoded) of the constituents it encodes, and its log-pt offset is
+        log(sum pt_true / sum pt_decoded): jet pT is a sum of pT, and exp of a mean log is
+        biased low (Jensen). Shrunk by n / (n + CALIB_PRIOR) for codes seen n times."""
+        self.offset = None
+        rng = np.random.default_rng([seed, 7])
+        k = min(self.cfg.calib_jets, len(counts))
+        sel = np.sort(rng.choice(len(counts), k, replace=False))
+        starts = np.cumsum(counts) - counts
+        rows = np.concatenate([np.arange(starts[j], starts[j] + counts[j]) for j in sel]) if k else np.array([], int)
+        if not len(rows):
+            return
+        xs, cs = x[rows], counts[sel]
+        codes = self.encode_constituents(xs, cs)
+        xh = self.decode_constituents(codes, cs)
+        K = self.n_content
+        n = np.bincount(codes, minlength=K).astype(np.float64)
+        off = np.zeros((K, 3))
+        for f in (1, 2):
+            off[:, f] = np.bincount(codes, weights=xs[:, f] - xh[:, f], minlength=K) / np.maximum(n, 1.0)
+        num = np.bincount(codes, weights=np.exp(xs[:, 0]), minlength=K)
+        den = np.bincount(codes, weights=np.exp(xh[:, 0]), minlength=K)
+        off[:, 0] = np.where((num > 0) & (den > 0), np.log(np.maximum(num, 1e-300) / np.maximum(den, 1e-300)), 0.0)
+        self.offset = (off * (n / (n + self.CALIB_PRIOR))[:, None]).astype(np.float32)
+        self.fit_info["calibration"] = {"jets": int(k), "constituents": int(len(rows)),
+                                        "codes_seen": int((n > 0).sum())}
 
     @staticmethod
     def _replace_dead(model: VQVAE, opt: torch.optim.Optimizer, usage: torch.Tensor, z: torch.Tensor,
@@ -427,6 +463,8 @@ class VQTokenizer(Tokenizer):
             e = cb[torch.from_numpy(tb[..., 0].astype(np.int64)).to(dev)]
             xh = model.decoder(e, pad_t)[~pad_t].cpu().numpy().astype(np.float64)
             out[lo:lo + c.sum()] = xh * self.std + self.mean
+        if self.offset is not None:
+            out += self.offset[t]
         return out
 
     # ---- persistence ------------------------------------------------------------------------
@@ -446,7 +484,7 @@ class VQTokenizer(Tokenizer):
             "standardise": {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]},
             "weights": {k: _to_b64(v) for k, v in self.model.state_dict().items()},
             "fit": self.fit_info,
-        }
+        } | ({"calibration": _to_b64(torch.from_numpy(self.offset))} if self.offset is not None else {})
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "tokenizer") -> VQTokenizer:
@@ -466,6 +504,10 @@ class VQTokenizer(Tokenizer):
             tok.mean = np.asarray(d["standardise"]["mean"], dtype=np.float64)
             tok.std = np.asarray(d["standardise"]["std"], dtype=np.float64)
             tok.fit_info = dict(d.get("fit", {}))
+            if "calibration" in d:  # files fitted before the calibration have none
+                tok.offset = _from_b64(d["calibration"]).numpy().astype(np.float32)
+                if tok.offset.shape != (cfg.codebook_size, 3):
+                    raise ValueError(f"calibration shape {tok.offset.shape} != ({cfg.codebook_size}, 3)")
             if tok.vocab_size != d["vocab_size"] or tok.pad_token != d["special_tokens"]["pad"]:
                 raise DataError(f"{where}: vocab_size/special tokens inconsistent with the codebook")
             return tok
