@@ -13,6 +13,7 @@ import polars as pl
 
 from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.effective_data import fit_effective_data
+from analysis.fits.effective_data_measured import holdout_measured
 from analysis.fits.holdout import HoldoutCheck, leave_largest_out
 from analysis.fits.laws import LAWS, fit_law
 
@@ -47,10 +48,14 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
         rep = rep.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
         if rep.height >= 8 and rep["tokens_seen"].n_unique() >= 3:
             fit = partial(_fit_eff, n_boot=max(10, n_boot // 2))
+            err = _arr(rep, "val_loss_err") if "val_loss_err" in rep.columns and \
+                rep["val_loss_err"].null_count() == 0 else None
             for k in (1, 2):
                 out.append(leave_largest_out(fit, (_arr(rep, "N"), _arr(rep, "D"), _arr(rep, "tokens_seen")),
                                              _arr(rep, "val_loss"), axis=2, n_out=k,
                                              name="effective-data law, largest tokens seen held out"))
+                out.append(holdout_measured(_arr(rep, "N"), _arr(rep, "D"), _arr(rep, "tokens_seen"),
+                                            _arr(rep, "val_loss"), err, n_out=k, n_boot=max(20, n_boot)))
     if done.height and need <= set(done.columns):
         d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
         if d.height >= 8 and d["N"].n_unique() >= 3 and d["D"].n_unique() >= 2:

@@ -140,3 +140,24 @@ def test_measured_R_star_says_why_it_cannot_be_told():
     m = measure_effective_data(N, U, T, L)
     assert m.n_used == 1 and m.status == "underdetermined"
     assert [a.note for a in m.arms if a.U == 1e6] == ["its loss is above the smallest fresh budget's: outside the fresh curve"]
+
+
+def test_measured_R_star_leave_largest_out():
+    """Drawn from one R*: the R* measured without the largest budget predicts the held-out arms'
+    D'/U. When the largest budget's repeated arms come from a much smaller R* (repetition turns
+    worthless there), the check fails and says so; too few budgets: not checkable."""
+    from analysis.fits.effective_data_measured import holdout_measured
+    from analysis.synthetic import TrueLaw
+
+    law = TrueLaw(noise=0.003)
+    s = effective_data_study(R_star=5.0, seed=4, law=law, tokens=np.geomspace(1e7, 1e9, 6))
+    args = (s["N"], s["U"], s["tokens_seen"], s["L"], 0.003 * s["L"])
+    ok = holdout_measured(*args, n_out=1, n_boot=40)
+    assert ok.extrapolates is True, ok.message
+    bad = effective_data_study(R_star=0.3, seed=4, law=law, tokens=np.geomspace(1e7, 1e9, 6))
+    top = s["tokens_seen"] >= s["tokens_seen"].max() * 0.999
+    L = np.where(top & (s["tokens_seen"] > s["U"] * 1.5), bad["L"], s["L"])
+    fail = holdout_measured(s["N"], s["U"], s["tokens_seen"], L, 0.003 * L, n_out=1, n_boot=40)
+    assert fail.extrapolates is False and "FAILS to extrapolate" in fail.message
+    few = holdout_measured(*(a[s["tokens_seen"] < 2e7] for a in args), n_out=1)
+    assert few.extrapolates is None
