@@ -56,6 +56,10 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
                                              name="effective-data law, largest tokens seen held out"))
                 out.append(holdout_measured(_arr(rep, "N"), _arr(rep, "D"), _arr(rep, "tokens_seen"),
                                             _arr(rep, "val_loss"), err, n_out=k, n_boot=max(20, n_boot)))
+                out.append(leave_largest_out(partial(_fit_chin, n_boot=max(10, n_boot // 4)),
+                                             (_arr(rep, "N"), _arr(rep, "tokens_seen")), _arr(rep, "val_loss"),
+                                             axis=1, n_out=k, name="Chinchilla law in tokens seen (repeats counted "
+                                                                   "as fresh), largest tokens seen held out"))
     if done.height and need <= set(done.columns):
         d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
         if d.height >= 8 and d["N"].n_unique() >= 3 and d["D"].n_unique() >= 2:

@@ -161,3 +161,20 @@ def test_measured_R_star_leave_largest_out():
     assert fail.extrapolates is False and "FAILS to extrapolate" in fail.message
     few = holdout_measured(*(a[s["tokens_seen"] < 2e7] for a in args), n_out=1)
     assert few.extrapolates is None
+
+
+def test_holdout_section_checks_every_law_of_a_repetition_study():
+    """A repetition study's extrapolation checks cover its own laws (effective-data, measured R*,
+    Chinchilla in tokens seen), and its arms are never taken for a 1-D scan of N or D."""
+    import polars as pl
+
+    from analysis.holdout_report import holdout_checks
+
+    s = effective_data_study(R_star=5.0, seed=1, tokens=np.geomspace(1e7, 1e9, 4))
+    n = s["N"].size
+    done = pl.DataFrame({"N": s["N"], "D": s["U"], "tokens_seen": s["tokens_seen"], "val_loss": s["L"],
+                         "val_loss_err": 0.003 * s["L"], "phase": ["repetition"] * n,
+                         "cell_id": [f"c{i}" for i in range(n)]})
+    names = {c.law.split(",")[0] for c in holdout_checks(done, n_boot=10)}
+    assert names == {"effective-data law", "R* measured on the fresh-data arms",
+                     "Chinchilla law in tokens seen (repeats counted as fresh)"}
