@@ -178,7 +178,8 @@ def _fit_traces(fig: go.Figure, cmp: Comparison, x: np.ndarray) -> None:
         if not r.ok:
             continue
         best = cmp.decided and law == cmp.best
-        label = LAW_LABEL.get(law, law) + (" (preferred)" if best else "")
+        label = LAW_LABEL.get(law, law) + (" (preferred)" if best else "") + \
+            (f" (poor fit: χ²/ndof = {_fmt(r.chi2_ndof)})" if r.status == POOR_FIT else "")
         fig.add_trace(go.Scatter(x=grid, y=r.predict(grid), mode="lines", name=label,
                                  line={"dash": LAW_STYLE.get(law, "solid"), "width": 3 if best else 1.5,
                                        "color": "black" if best else "gray"}))
