@@ -17,12 +17,18 @@ from analysis.fits.effective_data_measured import MeasuredEffectiveData, measure
 from analysis.fits.result import format_interval
 
 
+def repetition_arms(df: pl.DataFrame) -> pl.Expr:
+    """Rows of a repetition phase: they vary U, tokens seen and passes together, so they are no 1-D
+    scan of N or D and not Chinchilla's D; this section and the extrapolation checks fit them."""
+    return (pl.col("phase") == "repetition").fill_null(False) if "phase" in df.columns else pl.lit(False)
+
+
 def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[Any] | None = None) -> list[Any]:
     """[the section] when `done` holds cells of a repetition phase, else []; the effective-data fit
     and the Chinchilla fit in tokens seen are appended to `fits` (the parameter table)."""
     from analysis.report import FitRow, Section, _fmt, _params_text  # lazy: report.py imports this module
 
-    if done.height == 0 or "phase" not in done.columns or "repetition" not in set(done["phase"].drop_nulls()):
+    if done.height == 0 or done.filter(repetition_arms(done)).height == 0:
         return []
     need = ["N", "D", "tokens_seen", "val_loss"]
     d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
@@ -31,15 +37,14 @@ def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[An
     groups = d["cell_id"].to_numpy() if "cell_id" in d.columns else None
     eff, chin, verdict = compare_with_chinchilla(arr["N"], arr["D"], arr["tokens_seen"], arr["val_loss"],
                                                  groups=groups, n_boot=n_boot)
-    if fits is not None:
-        fits.append(FitRow("effective-data law L(N, U, tokens seen)", eff))
-        fits.append(FitRow("Chinchilla law in tokens seen (repeats counted as fresh)", chin))
     err = d["val_loss_err"].cast(pl.Float64).to_numpy() if "val_loss_err" in d.columns and \
         d["val_loss_err"].null_count() == 0 else None
     meas = measure_effective_data(arr["N"], arr["D"], arr["tokens_seen"], arr["val_loss"], err,
                                   n_boot=max(50, 2 * n_boot))
     if fits is not None:
-        fits.append(FitRow("R* measured on the fresh-data arms", meas.to_fit_result()))
+        fits += [FitRow("effective-data law L(N, U, tokens seen)", eff),
+                 FitRow("Chinchilla law in tokens seen (repeats counted as fresh)", chin),
+                 FitRow("R* measured on the fresh-data arms", meas.to_fit_result())]
     measured = _measured_html(meas, _fmt)
     R = np.maximum(arr["tokens_seen"] / arr["D"] - 1, 0)
     head = (f"<p>{html.escape(eff.formula)}, fitted to {eff.n} cells (U = unique tokens = the cell's D, "

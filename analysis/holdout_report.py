@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from analysis.effective_data_report import repetition_arms
 from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.effective_data import fit_effective_data
 from analysis.fits.effective_data_measured import holdout_measured
@@ -26,7 +27,7 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
     from analysis.report import LAW_SHORT, METRIC_LABEL, _arr, _scan  # lazy: report.py imports this module
 
     out: list[HoldoutCheck] = []
-    is_rep = (pl.col("phase") == "repetition").fill_null(False) if "phase" in done.columns else pl.lit(False)
+    is_rep = repetition_arms(done)
     rep = done.filter(is_rep) if done.height else done
     done = done.filter(~is_rep) if done.height else done  # repetition arms are no 1-D scan: their own law below
     for x, y, ecol in SCANS:
@@ -47,19 +48,16 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
         # the effective-data law of a repetition study: the largest budgets of tokens seen held out
         rep = rep.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
         if rep.height >= 8 and rep["tokens_seen"].n_unique() >= 3:
-            fit = partial(_fit_eff, n_boot=max(10, n_boot // 2))
+            N, U, T, L = (_arr(rep, c) for c in ("N", "D", "tokens_seen", "val_loss"))
             err = _arr(rep, "val_loss_err") if "val_loss_err" in rep.columns and \
                 rep["val_loss_err"].null_count() == 0 else None
             for k in (1, 2):
-                out.append(leave_largest_out(fit, (_arr(rep, "N"), _arr(rep, "D"), _arr(rep, "tokens_seen")),
-                                             _arr(rep, "val_loss"), axis=2, n_out=k,
-                                             name="effective-data law, largest tokens seen held out"))
-                out.append(holdout_measured(_arr(rep, "N"), _arr(rep, "D"), _arr(rep, "tokens_seen"),
-                                            _arr(rep, "val_loss"), err, n_out=k, n_boot=max(20, n_boot)))
-                out.append(leave_largest_out(partial(_fit_chin, n_boot=max(10, n_boot // 4)),
-                                             (_arr(rep, "N"), _arr(rep, "tokens_seen")), _arr(rep, "val_loss"),
-                                             axis=1, n_out=k, name="Chinchilla law in tokens seen (repeats counted "
-                                                                   "as fresh), largest tokens seen held out"))
+                out.append(leave_largest_out(partial(_fit_eff, n_boot=max(10, n_boot // 2)), (N, U, T), L, axis=2,
+                                             n_out=k, name="effective-data law, largest tokens seen held out"))
+                out.append(holdout_measured(N, U, T, L, err, n_out=k, n_boot=max(20, n_boot)))
+                out.append(leave_largest_out(partial(_fit_chin, n_boot=max(10, n_boot // 4)), (N, T), L, axis=1,
+                                             n_out=k, name="Chinchilla law in tokens seen (repeats counted as "
+                                                           "fresh), largest tokens seen held out"))
     if done.height and need <= set(done.columns):
         d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
         if d.height >= 8 and d["N"].n_unique() >= 3 and d["D"].n_unique() >= 2:

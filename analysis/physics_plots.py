@@ -52,7 +52,7 @@ def _density(h: dict[str, Any], label: str) -> tuple[np.ndarray, np.ndarray] | N
     if c is None:
         return None
     c = np.asarray(c, float)
-    tot = c.sum() + h.get("underflow", {}).get(label, 0) + h.get("overflow", {}).get(label, 0)
+    tot = c.sum() + _out_of_range(h, label)
     w = np.diff(np.asarray(h["edges"], float))
     if tot <= 0:
         return None
@@ -158,9 +158,14 @@ def _outside(h: dict[str, Any], label: str) -> float | None:
     c = h.get("counts", {}).get(label)
     if c is None:
         return None
-    out = h.get("underflow", {}).get(label, 0) + h.get("overflow", {}).get(label, 0)
+    out = _out_of_range(h, label)
     tot = float(np.sum(c)) + out
     return out / tot if tot > 0 else None
+
+
+def _out_of_range(h: dict[str, Any], label: str) -> int:
+    """Jets of a sample below plus above the histogram's range."""
+    return h.get("underflow", {}).get(label, 0) + h.get("overflow", {}).get(label, 0)
 
 
 @functools.lru_cache(maxsize=1)

@@ -31,7 +31,7 @@ import polars as pl
 
 from analysis.blas import blas_single
 from analysis.correlation import correlate
-from analysis.effective_data_report import effective_data_sections
+from analysis.effective_data_report import effective_data_sections, repetition_arms
 from analysis.errors import AnalysisError
 from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.compare import Comparison, compare_laws
@@ -50,7 +50,7 @@ from analysis.physics_plots import (
 )
 from analysis.tables import open_tables
 from analysis.tokenizer_compare import tokenizer_sections
-from analysis.window import WindowResult, learnable_window
+from analysis.window import METRIC_LABEL, WindowResult, learnable_window
 
 LOSS = "val_loss"
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
@@ -60,7 +60,6 @@ LAW_LABEL = {"log": "logarithmic law a − b log₁₀x", "offset_power": "satur
 LAW_SHORT = {"log": "logarithmic", "offset_power": "saturating", "power": "power"}
 PHASE_LABEL = {"model_size": "model-size scan", "data_size": "data-size scan", "isoflop": "isoFLOP scan",
                "grid": "grid", "size": "model-size scan", "data": "data-size scan", "compute": "isoFLOP scan"}
-METRIC_LABEL = {LOSS: "validation loss", "swd": "SWD"}
 
 
 @dataclass
@@ -761,8 +760,7 @@ def build_sections(trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None
     loss_err = "val_loss_err"
     # repetition arms vary U, tokens seen and passes together: not a 1-D scan of N or D, and not
     # Chinchilla's D (their own section fits them); every scan and joint fit leaves them out
-    rep = (pl.col("phase") == "repetition").fill_null(False) if "phase" in done.columns else pl.lit(False)
-    scan = done.filter(~rep) if done.height else done
+    scan = done.filter(~repetition_arms(done)) if done.height else done
     n_rep = done.height - scan.height
     s_n, d_n, c_n = _section_law_vs(scan, "N", LOSS, "loss-vs-n", "Validation loss vs model size N", "N (parameters)",
                                     "validation loss (nats/token)", fits, n_boot, yerr=loss_err)

@@ -81,7 +81,7 @@ class WindowResult:
 
 
 _fmt = fmt_num
-METRIC_WORDS = {"val_loss": "validation loss", "swd": "SWD"}
+METRIC_LABEL = {"val_loss": "validation loss", "swd": "SWD"}  # one label per quantity (the report uses it too)
 MIN_BOOT_UNITS = 5  # a bootstrap over fewer cells (or points) than this gives no interval
 
 
@@ -155,7 +155,7 @@ def learnable_window(
     e = None if yerr is None else np.broadcast_to(np.asarray(yerr, dtype=float), x.shape)
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0)
     unit, name = UNITS.get(axis, ""), NAMES.get(axis, axis)
-    label = METRIC_WORDS.get(metric, metric)  # the quantity's one label in every sentence
+    label = METRIC_LABEL.get(metric, metric)  # the quantity's one label in every sentence
     res = WindowResult(axis=axis, metric=metric, status=INSUFFICIENT_DATA, message="", law=None)
     if floor is not None and math.isfinite(floor):
         res.floor = float(floor)

@@ -102,8 +102,6 @@ class MeasuredEffectiveData:
                                     else "profile (unweighted)"})
 
 
-
-
 def _log_ratio_model(R: np.ndarray) -> np.ndarray:
     """log(D' / U) for repeat counts R (rows) at every candidate R* of _GRID (columns)."""
     return np.log(effective_data(np.ones((len(R), 1)), np.asarray(R, float)[:, None], _GRID[None, :]))
@@ -133,20 +131,18 @@ def _invert(lt: np.ndarray, fL: np.ndarray, Lq: np.ndarray, linear: bool = False
     return pos, np.abs(curve.derivative()(np.nan_to_num(pos, nan=lt[0])))
 
 
-def _measure(sizes: list[_Size], T: np.ndarray, U: np.ndarray, L: np.ndarray, model: np.ndarray,
-             w: np.ndarray | None, linear: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
-    """(index of R* on _GRID, log D_eff per used arm, |slope| per used arm) for losses L."""
-    ld, sl = [], []
-    for sz in sizes:
-        x, s = _invert(np.log(T[sz.fresh]), L[sz.fresh], L[sz.rep], linear)
-        ld.append(x)
-        sl.append(s)
-    logd, slope = np.concatenate(ld), np.concatenate(sl)
-    y = logd - np.log(np.concatenate([U[sz.rep] for sz in sizes]))
+def _invert_sizes(sizes: list[_Size], T: np.ndarray, L: np.ndarray,
+                  linear: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """log D_eff and |dL/dlog T| of every invertible repeated arm for losses L, size after size."""
+    parts = [_invert(np.log(T[sz.fresh]), L[sz.fresh], L[sz.rep], linear) for sz in sizes]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _profile(y: np.ndarray, model: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """Weighted squared distance of log(D'/U) to the law at every R* of _GRID (non-finite y dropped)."""
     ok = np.isfinite(y)
     ww = np.ones(len(y)) if w is None else w
-    prof = np.sum((ww[ok, None]) * (y[ok, None] - model[ok]) ** 2, axis=0)
-    return int(np.argmin(prof)), logd, slope
+    return np.sum(ww[ok, None] * (y[ok, None] - model[ok]) ** 2, axis=0)
 
 
 def measure_effective_data(
@@ -174,7 +170,7 @@ def measure_effective_data(
                "curve with 2+ budgets")
         if why:
             notes.append(why)
-        inv = []
+        inv, inv_arms = [], []
         for i in rep:
             arm = Arm(float(n), float(U[i]), float(T[i]), float(R[i]), float(L[i]))
             arms.append(arm)
@@ -184,14 +180,18 @@ def measure_effective_data(
                 arm.note = ("its loss is above the smallest fresh budget's" if L[i] > fL[0] else
                             "its loss is below the largest fresh budget's") + ": outside the fresh curve"
             else:
-                x, slope = _invert(np.log(fT), fL, np.array([L[i]]))
-                arm.D_eff = float(np.exp(x[0]))
-                if E is not None and np.all(np.isfinite(E[fresh])) and np.isfinite(E[i]) and E[i] > 0 and slope[0] > 0:
-                    fE = float(np.interp(x[0], np.log(fT), E[fresh]))  # the fresh curve's own error there
-                    arm.sigma_log = float(math.hypot(E[i], fE) / slope[0])
                 inv.append(i)
+                inv_arms.append(arm)
         if inv:
-            sizes.append(_Size(fresh, np.array(inv)))
+            sz = _Size(fresh, np.array(inv))
+            sizes.append(sz)
+            x, slope = _invert_sizes([sz], T, L)
+            errs = E is not None and bool(np.all(np.isfinite(E[fresh])))
+            for arm, i, xi, si in zip(inv_arms, inv, x, slope):
+                arm.D_eff = float(np.exp(xi))
+                if errs and np.isfinite(E[i]) and E[i] > 0 and si > 0:
+                    fE = float(np.interp(xi, np.log(fT), E[fresh]))  # the fresh curve's own error there
+                    arm.sigma_log = float(math.hypot(E[i], fE) / si)
     used = [a for a in arms if math.isfinite(a.D_eff)]
     base_msg = "; ".join(dict.fromkeys(notes))
     if len(used) < 1 + MIN_DOF:
@@ -208,9 +208,10 @@ def measure_effective_data(
     sig = np.array([a.sigma_log for a in used])
     weighted = bool(np.all(np.isfinite(sig) & (sig > 0)))
     wts = 1.0 / sig**2 if weighted else None
-    j, logd, _ = _measure(sizes, T, U, L, model, wts)
+    log_u = np.log(np.concatenate([U[sz.rep] for sz in sizes]))
+    y = _invert_sizes(sizes, T, L)[0] - log_u
+    j = int(np.argmin(_profile(y, model, wts)))
     r_star = float(_GRID[j])
-    y = logd - np.log(np.concatenate([U[sz.rep] for sz in sizes]))
     resid = y - model[:, j]
     dof = len(used) - 1
     if weighted:
@@ -219,7 +220,7 @@ def measure_effective_data(
         draws, at_b = [], []
         for _ in range(n_boot):
             Ld = L + rng.normal(0.0, 1.0, L.size) * np.nan_to_num(E, nan=0.0)
-            k, _, _ = _measure(sizes, T, U, Ld, model, wts)
+            k = int(np.argmin(_profile(_invert_sizes(sizes, T, Ld)[0] - log_u, model, wts)))
             draws.append(math.log(_GRID[k]))
             at_b.append(k in (0, len(_GRID) - 1))
         S = np.array(draws)[:, None]
@@ -231,12 +232,12 @@ def measure_effective_data(
         how = f"parametric bootstrap of the losses ({n_boot} draws)"
     else:
         chi2_ndof = math.nan
-        prof = np.sum((y[:, None] - model) ** 2, axis=0)
+        prof = _profile(y, model, None)
         lo, hi = interval_from_profile(np.log(_GRID), prof, threshold(float(prof[j]), dof, level, False))
         how = "unweighted profile: no loss errors"
     # systematic of the interpolation between fresh budgets: R* from straight segments instead of
     # the monotone cubic, its shift added in quadrature to both sides (sparse budgets: a wide one)
-    j_lin, _, _ = _measure(sizes, T, U, L, model, wts, linear=True)
+    j_lin = int(np.argmin(_profile(_invert_sizes(sizes, T, L, linear=True)[0] - log_u, model, wts)))
     c, syst = math.log(r_star), abs(math.log(_GRID[j_lin]) - math.log(r_star))
     lo = c - math.hypot(c - lo, syst) if math.isfinite(lo) else lo
     hi = c + math.hypot(hi - c, syst) if math.isfinite(hi) else hi
