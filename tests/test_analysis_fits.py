@@ -391,3 +391,65 @@ def test_correlation_with_few_pairs_is_descriptive():
     c = correlate(np.arange(4.0), np.array([1.0, 3.0, 2.0, 5.0]))
     assert c.status == "descriptive" and math.isnan(c.pearson_ci[0])
     assert correlate(np.arange(6.0), np.array([1.0, 3.0, 2.0, 5.0, 4.0, 7.0])).status == "converged"
+
+
+# ---------------------------------------------------------------------------------------------
+# Interval widths follow the requested level (a 68% interval printed as 95% must fail here).
+
+@pytest.mark.parametrize("level", [0.68, 0.90, 0.95])
+def test_log_law_interval_width_follows_the_level(level):
+    y = _draw("log", seed=7, sigma=0.02)
+    r = fit_law(X, y, "log", n_boot=0, ci_level=level)
+    ref = stats.linregress(np.log10(X), y)
+    q = stats.t.ppf(0.5 + level / 2, X.size - 2)
+    lo, hi = r.ci["b"]
+    assert r.ci_level == level
+    assert hi - lo == pytest.approx(2 * q * ref.stderr, rel=1e-9)
+
+
+def test_log_law_coverage_matches_the_level():
+    """Over 400 synthetic draws a 68% interval covers the true slope 68% of the time (binomial
+    3-sigma band), and a 95% one 95%: the level printed is the level delivered."""
+    for level in (0.68, 0.95):
+        hits = 0
+        for s in range(400):
+            r = fit_law(X, _draw("log", seed=1000 + s, sigma=0.02), "log", n_boot=0, ci_level=level)
+            lo, hi = r.ci["b"]
+            hits += lo <= 0.2 <= hi
+        band = 3 * math.sqrt(level * (1 - level) / 400)
+        assert abs(hits / 400 - level) <= band, (level, hits)
+
+
+@pytest.mark.parametrize("level", [0.68, 0.95])
+def test_percentile_interval_is_the_requested_quantiles(level):
+    from analysis.fits.bootstrap import percentile_ci
+
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(4000, 2)) * [1.0, 3.0]
+    ci = percentile_ci(samples, ["a", "b"], level)
+    for i, k in enumerate("ab"):
+        want = np.quantile(samples[:, i], [(1 - level) / 2, (1 + level) / 2])
+        assert ci[k] == pytest.approx(tuple(want), rel=1e-12)
+        # and the width is that of a normal interval of that level, within sampling noise
+        assert ci[k][1] - ci[k][0] == pytest.approx(2 * stats.norm.ppf(0.5 + level / 2) * [1.0, 3.0][i], rel=0.06)
+
+
+def test_offset_power_profile_interval_follows_the_level():
+    """The profile interval of alpha at 68% is the brute-force profile at the 68% F threshold
+    (narrower than the 95% one)."""
+    from scipy.optimize import lsq_linear
+
+    x = np.geomspace(1e4, 1e8, 8)
+    y = 1.5 + 30 * x**-0.3 + np.random.default_rng(11).normal(0, 0.01, x.size)
+    n, k = x.size, 3
+    alphas = np.linspace(0.05, 1.0, 3000)
+    rss = np.array([lsq_linear(np.column_stack([np.ones(n), x**-a]), y, bounds=(0, np.inf)).cost * 2
+                    for a in alphas])
+    widths = {}
+    for level in (0.68, 0.95):
+        r = fit_law(x, y, "offset_power", n_boot=0, ci_level=level)
+        thr = rss.min() * (1 + stats.f.ppf(level, 1, n - k) / (n - k))
+        inside = alphas[rss <= thr]
+        assert r.ci["alpha"] == pytest.approx((inside.min(), inside.max()), abs=2e-3), level
+        widths[level] = r.ci["alpha"][1] - r.ci["alpha"][0]
+    assert widths[0.68] < 0.8 * widths[0.95]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,3 +158,46 @@ def test_reference_resolution_and_tokenizer_checks():
     for m in (tok, orig):
         assert m["checks"] == {"roundtrip_within_floor": False, "tokenized_floor_matches": True}
         assert m["swd_floor_original"] == orig["swd_floor"]
+
+
+def _jet_ids(jets) -> set[tuple[float, ...]]:
+    """One identity per jet: its constituents' pT, exactly as stored."""
+    import awkward as ak
+
+    return {tuple(row) for row in ak.to_list(jets.part_pt)}
+
+
+def test_evaluation_real_samples_are_disjoint(trained_run, monkeypatch, tmp_path):
+    """The floor compares two real samples that share no jet: any overlap pulls it down. Both the
+    evaluation and the tokenizer round trip are checked on the jets they actually score."""
+    import shutil
+
+    from scaling_sweeper.data.jets import read_jets
+    from scaling_sweeper.data.tokenizer import load_tokenizer
+    from scaling_sweeper.evaluate import run as run_mod
+    from scaling_sweeper.train import load_model
+
+    seen: list = []
+    real_compute = run_mod.compute_observables
+
+    def spy(jets, names):
+        seen.append(jets)
+        return real_compute(jets, names)
+
+    monkeypatch.setattr(run_mod, "compute_observables", spy)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    evaluate_run(run, EvalConfig(**SMALL), write=False)
+    _, real_a, real_b = seen[:3]  # generated, then the two real samples (then their round trips)
+    assert len(real_a) == len(real_b) == 120
+    ids_a, ids_b = _jet_ids(real_a), _jet_ids(real_b)
+    assert len(ids_a) == len(ids_b) == 120  # distinct jets within each sample ...
+    assert not ids_a & ids_b  # ... and none shared between them
+
+    seen.clear()
+    _, tcfg = load_model(run)
+    jets = read_jets(Path(tcfg.data).parent / "val.parquet")
+    out = run_mod.tokenizer_roundtrip_swd(load_tokenizer(tcfg.data), jets, EvalConfig(**SMALL))
+    a, b = seen[:2]
+    assert len(a) == len(b) == out["n_jets"] > 0
+    assert not _jet_ids(a) & _jet_ids(b)

@@ -11,7 +11,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scaling_sweeper.errors import BudgetError
+from scaling_sweeper.sweep import ledger as ledger_mod
 from scaling_sweeper.sweep.ledger import Ledger, ledger_path
+
+_SAFETY_NET = ledger_mod._check_within_budget
+
+
+@pytest.fixture(autouse=True)
+def no_safety_net(monkeypatch):
+    """The ledger refuses to store an overspent state (`_check_within_budget`). Every test here runs
+    with that last line switched off, so an overspend is caught by the test's own assertions
+    (forked workers inherit the switch)."""
+    monkeypatch.setattr(ledger_mod, "_check_within_budget", lambda state: None)
+
+
+def test_safety_net_refuses_an_overspent_state():
+    cells = {"s/a": {"state": "active", "planned": 8.0, "spent": 0.0},
+             "s/b": {"state": "finished", "planned": 5.0, "spent": 5.0}}
+    with pytest.raises(AssertionError, match="used > budget"):
+        _SAFETY_NET({"budget": 10.0, "cells": cells})
+    _SAFETY_NET({"budget": 13.0, "cells": cells})  # 8 + 5 fits
 
 
 def test_admit_spend_release_and_reopen(tmp_path):

@@ -138,13 +138,33 @@ def test_stop_and_resume_is_bit_identical(synth_tokens, reference_run, tmp_path)
     assert row["final_val_loss"] == read_result(reference_run)["final_val_loss"]
 
 
+def _folder_state(run: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file of a run folder: (mtime_ns, contents), by relative path."""
+    return {str(p.relative_to(run)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(run.rglob("*")) if p.is_file()}
+
+
 def test_rerun_of_finished_run_is_noop(synth_tokens, reference_run):
-    before = {p.name: p.stat().st_mtime_ns for p in (reference_run / "checkpoints").iterdir()}
-    metrics = (reference_run / "metrics.jsonl").read_text()
+    before = _folder_state(reference_run)
+    stored = (reference_run / "result.json").read_bytes()
     row = run_trial(_cfg(synth_tokens), reference_run)
+    assert (reference_run / "result.json").read_bytes() == stored  # not rewritten by the rerun
     assert row == read_result(reference_run)
-    assert {p.name: p.stat().st_mtime_ns for p in (reference_run / "checkpoints").iterdir()} == before
-    assert (reference_run / "metrics.jsonl").read_text() == metrics
+    assert _folder_state(reference_run) == before  # nothing written, checkpoints untouched
+
+
+def test_rerun_of_finished_run_without_checkpoints_trains_nothing(synth_tokens, reference_run, tmp_path):
+    """A done run whose checkpoints are gone (pruned to save space) is still done: the rerun
+    returns its stored row and neither retrains from scratch nor charges its compute again."""
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    shutil.rmtree(run / "checkpoints")
+    before = _folder_state(run)
+    row = run_trial(_cfg(synth_tokens), run)
+    assert row["C_spent"] == read_result(reference_run)["C_spent"]
+    assert row == read_result(run)
+    assert _folder_state(run) == before
+    assert not (run / "checkpoints").exists()
 
 
 def test_config_mismatch_is_an_error(synth_tokens, reference_run):

@@ -38,10 +38,11 @@ from scaling_sweeper.evaluate.observables import (
     compute_observables,
     invalid_mask,
 )
-from scaling_sweeper.evaluate.swd import SWDResult, bootstrap_swd
+from scaling_sweeper.evaluate.swd import SWDResult, bootstrap_swd, split_disjoint
 from scaling_sweeper.runfolder import atomic_write_json, read_result, read_status
 
 EVAL_FILE = "eval.json"
+EVAL_SPLIT_STREAM = 3  # random stream of the evaluation's real split (swd.split_disjoint)
 #: result.json keys that evaluation fills (plus w1_<observable>)
 RESULT_KEYS = ("swd", "swd_err", "swd_floor", "invalid_frac")
 
@@ -219,8 +220,7 @@ def tokenizer_roundtrip_swd(tokenizer, jets: ak.Array, cfg: EvalConfig | None = 
     n = min(cfg.n_jets, len(jets) // 2)
     if n < cfg.min_jets:
         return {"n_jets": int(n), "swd_roundtrip": None, "swd_floor": None, "within_floor": None}
-    perm = np.random.default_rng([cfg.seed, 3]).permutation(len(jets))
-    a, b = jets[perm[:n]], jets[perm[n:2 * n]]
+    a, b = split_disjoint(jets, n, cfg.seed, stream=EVAL_SPLIT_STREAM)
     names = list(cfg.observables)
     obs = {k: compute_observables(j, names) for k, j in
            (("a", a), ("b", b), ("rt", tokenizer.decode(tokenizer.encode(a))))}
@@ -287,8 +287,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     if n < cfg.min_jets:
         raise DataError(f"{_real_jets_path(cfg, tokens_dir)}: {len(real)} real jets, need at least "
                         f"{2 * cfg.min_jets} for two disjoint samples")
-    perm = np.random.default_rng([cfg.seed, 3]).permutation(len(real))
-    real_a, real_b = real[perm[:n]], real[perm[n:2 * n]]
+    real_a, real_b = split_disjoint(real, n, cfg.seed, stream=EVAL_SPLIT_STREAM)
     timings["load_s"] = time.time() - t0
 
     t = time.time()

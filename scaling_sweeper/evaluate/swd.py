@@ -20,6 +20,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -188,11 +189,14 @@ def bootstrap_swd(x: np.ndarray, y: np.ndarray, n_bootstrap: int = 50, n_project
                      values=values)
 
 
-def split_disjoint(real: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint random subsets of `real` (rows) of size n each; needs len(real) >= 2 n."""
+def split_disjoint(real: Any, n: int, seed: int = 0, stream: int = 2) -> tuple[Any, Any]:
+    """Two disjoint random subsets of `real` (rows of an array, or jets of an awkward array) of
+    size n each; needs len(real) >= 2 n. The one split of real samples: the floor, the evaluation
+    and the tokenizer round trip all take their two real samples from here. `stream` picks the
+    random stream of `seed` (the evaluation uses 3, so its numbers are those of earlier versions)."""
     if 2 * n > len(real):
         raise ValueError(f"need {2 * n} real jets for two disjoint samples of {n}, have {len(real)}")
-    perm = np.random.default_rng([seed, 2]).permutation(len(real))
+    perm = np.random.default_rng([seed, stream]).permutation(len(real))
     return real[perm[:n]], real[perm[n:2 * n]]
 
 

@@ -93,6 +93,15 @@ def _used(state: dict[str, Any]) -> float:
     return math.fsum(_holds(c) for c in state["cells"].values())
 
 
+def _check_within_budget(state: dict[str, Any]) -> None:
+    """Last line of defence, run before every write: never store a ledger that holds more than
+    its budget. The operations keep this by themselves (tests check them with it switched off);
+    tripping it is a bug in them."""
+    budget = state["budget"]
+    if budget is not None and _used(state) > budget * (1 + 1e-12):
+        raise AssertionError("ledger invariant violated: used > budget")
+
+
 class Ledger:
     """File-backed ledger for one cluster. Every method is one locked read-modify-write."""
 
@@ -177,9 +186,7 @@ class Ledger:
                 before = json.dumps(state, sort_keys=True)
                 yield state
                 if write and json.dumps(state, sort_keys=True) != before:
-                    budget = state["budget"]
-                    if budget is not None and _used(state) > budget * (1 + 1e-12):
-                        raise AssertionError("ledger invariant violated: used > budget")  # pragma: no cover
+                    _check_within_budget(state)
                     state["updated_at"] = time.time()
                     atomic_write_json(self.path, state)
             finally:
