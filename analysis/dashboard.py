@@ -71,7 +71,7 @@ def _table_sweeps(tables: Tables) -> list[str]:
 
 def list_sweep_names(root: Path) -> list[str]:
     """Sweeps under `root`: planned ones (cells.json) and ones that only have tables."""
-    from scaling_sweeper.sweep.status import list_sweeps
+    from scaling_sweeper.results.status import list_sweeps
 
     names = {p.name for p in list_sweeps(root)}
     names.update(_table_sweeps(Tables(str(root))))
@@ -79,7 +79,7 @@ def list_sweep_names(root: Path) -> list[str]:
 
 
 def _view_from_status(sweep_dir: Path) -> SweepView:
-    from scaling_sweeper.sweep.status import collect, progress_line
+    from scaling_sweeper.results.status import collect, progress_line
 
     st = collect(sweep_dir)
     plan = {}
@@ -148,7 +148,7 @@ class _JsonlCache:
             hit = self._seen.get(path)
             if hit and hit[0] == key:
                 return hit[1]
-        from scaling_sweeper.runfolder import read_jsonl
+        from scaling_sweeper.base.runfolder import read_jsonl
 
         rows = read_jsonl(path)
         with self._lock:

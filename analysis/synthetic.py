@@ -104,7 +104,7 @@ N_POSITIONS = 40
 
 
 def position_record(loss: float, law: TrueLaw) -> dict[str, Any]:
-    """Per-position keys of an eval record (see scaling_sweeper/position_loss.py) whose
+    """Per-position keys of an eval record (see scaling_sweeper/train/position_loss.py) whose
     token-weighted mean is `loss`: the baseline falls with position, the model gains a share
     of it that shrinks with position."""
     p = np.arange(1, N_POSITIONS + 1)

@@ -7,7 +7,7 @@ Layout (hive-style partition by sweep; every file also carries a `sweep` column)
     runs/<sweep>/tables/evals/<cell_id>.parquet    long format: one row per (step, metric)
     runs/<sweep>/tables/positions/<cell_id>.parquet  validation loss per constituent position and
                                                    stop token at each evaluation, with the
-                                                   unigram baseline (scaling_sweeper/position_loss.py)
+                                                   unigram baseline (scaling_sweeper/train/position_loss.py)
 
 Writers write a unique `.<cell_id>.parquet.<random>.tmp`, fsync, then `os.replace` it into place, and
 readers list only `*.parquet`, so a partial file is never read and the tables stay readable
@@ -37,7 +37,7 @@ from typing import Any
 
 import polars as pl
 
-from scaling_sweeper.runfolder import atomic_write
+from scaling_sweeper.base.runfolder import atomic_write
 
 TABLES: tuple[str, ...] = ("trials", "curves", "evals", "positions")
 

@@ -42,17 +42,17 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks.bench_trainer import synthetic_tokens  # noqa: E402
-from scaling_sweeper.batches import to_device_xy  # noqa: E402
 from scaling_sweeper.data.shards import TokenShard  # noqa: E402
 from scaling_sweeper.model import GPT, config_for, count_params  # noqa: E402
-from scaling_sweeper.train import TrainConfig, run_trial  # noqa: E402
-from scaling_sweeper.trial import (  # noqa: E402
+from scaling_sweeper.train.batches import to_device_xy  # noqa: E402
+from scaling_sweeper.train.lifecycle import (  # noqa: E402
     autocast,
     compile_loss,
     configure_matmul,
     make_optimizer,
     resolve_precision,
 )
+from scaling_sweeper.train.single import TrainConfig, run_trial  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -115,8 +115,8 @@ def zero_step(size: str, rows: int, stage: int, data: Path, a: argparse.Namespac
     import deepspeed
     import torch.nn.functional as F
 
-    from scaling_sweeper.distributed import make_zero_optimizer
-    from scaling_sweeper.zero_config import build_ds_config
+    from scaling_sweeper.train.deepspeed_config import build_ds_config
+    from scaling_sweeper.train.zero import make_zero_optimizer
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")

@@ -87,14 +87,14 @@ def sweeper_run(spec: Path, cpus: int, address: str | None = None) -> float:
 
 
 def events(storage: Path) -> list[tuple[float, str]]:
-    from scaling_sweeper.runfolder import read_jsonl
+    from scaling_sweeper.base.runfolder import read_jsonl
 
     return sorted((x["t"], x["event"]) for p in storage.glob("*/*/events.jsonl") for x in read_jsonl(p))
 
 
 def start_latencies(storage: Path) -> list[float]:
     """admitted -> train_start per cell, in admission order (the first is the cold start)."""
-    from scaling_sweeper.runfolder import read_jsonl
+    from scaling_sweeper.base.runfolder import read_jsonl
 
     out = []
     for ev in storage.glob("*/*/events.jsonl"):

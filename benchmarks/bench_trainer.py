@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scaling_sweeper.batches import rows_to_xy  # noqa: E402
 from scaling_sweeper.data.shards import TokenShard, write_shards  # noqa: E402
 from scaling_sweeper.model import GPT, config_for  # noqa: E402
-from scaling_sweeper.train import TrainConfig, make_optimizer, run_trial  # noqa: E402
+from scaling_sweeper.train.batches import rows_to_xy  # noqa: E402
+from scaling_sweeper.train.single import TrainConfig, make_optimizer, run_trial  # noqa: E402
 
 
 def synthetic_tokens(out: Path, n_rows: int = 4000, seq_len: int = 130, vocab: int = 8195) -> Path:
@@ -75,8 +75,8 @@ def bookkeeping_us(cfg: TrainConfig, n_rows: int, n: int = 2000) -> float:
     """Microseconds per step of what run_trial does per step beyond the bare loop: epoch sampler
     (vs rng.integers), the lr schedule, setting the lr, the on-device loss sum, the stop check and
     timers. Measured in isolation, so it is not drowned by other processes' load."""
-    from scaling_sweeper.batches import EpochSampler
-    from scaling_sweeper.schedule import lr_at
+    from scaling_sweeper.base.schedule import lr_at
+    from scaling_sweeper.train.batches import EpochSampler
 
     sampler = EpochSampler(n_rows, cfg.batch_size, cfg.seed)
     rng = np.random.default_rng(0)

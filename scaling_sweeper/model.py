@@ -1,7 +1,7 @@
 """GPT decoder for jet-token sequences (nanoGPT style).
 
 Its config (`GPTConfig`), the size ladder (`SIZES`, `config_for`) and the closed-form
-`count_params` live in `scaling_sweeper.model_config` (no torch) and are re-exported here.
+`count_params` live in `scaling_sweeper.base.model_config` (no torch) and are re-exported here.
 
 Architecture: learned token + position embeddings, `n_layer` pre-LayerNorm blocks of causal
 self-attention (`F.scaled_dot_product_attention`) and a 4x GELU MLP, a final LayerNorm and a
@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling_sweeper.model_config import SIZES, GPTConfig, SizePreset, config_for, count_params, get_size
+from scaling_sweeper.base.model_config import SIZES, GPTConfig, SizePreset, config_for, count_params, get_size
 
 __all__ = ["GPT", "SIZES", "GPTConfig", "KVCache", "SizePreset", "StaticKVCache", "config_for", "count_params",
            "get_size"]

@@ -20,20 +20,20 @@ import numpy as np
 import pytest
 import torch
 
-from scaling_sweeper import flops
-from scaling_sweeper import train as T
-from scaling_sweeper.config import load_yaml
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import load_yaml
+from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
 from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.distributed import (
+from scaling_sweeper.train import single as T
+from scaling_sweeper.train.deepspeed_config import DistributedConfig
+from scaling_sweeper.train.zero import (
     FAULT_ENV,
     SpentCounter,
     make_zero_optimizer,
     run_distributed_trial,
     split_batch,
 )
-from scaling_sweeper.errors import ConfigError
-from scaling_sweeper.runfolder import read_jsonl, read_result, read_status
-from scaling_sweeper.zero_config import DistributedConfig
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB, SEQ, PAD = 35, 18, 34
@@ -309,7 +309,7 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
 def test_diverged_zero_cell_is_not_retrained(tokens, ray_session, tmp_path, monkeypatch):
     """A diverged ZeRO run is a stored failed row (trial.close_run), and running the cell again
     returns it without starting a worker group (trial.stored_outcome), as for run_trial."""
-    import scaling_sweeper.distributed as D
+    import scaling_sweeper.train.zero as D
 
     cfg = _cfg(tokens, steps=10, lr=1e6, grad_clip=0.0, ckpt_every=100, eval_every=100)
     run = tmp_path / "run"

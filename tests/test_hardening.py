@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import yaml
 
+from scaling_sweeper.base.errors import BudgetError, CheckpointError, ConfigError, DataError
+from scaling_sweeper.base.runfolder import atomic_write_json, is_done, write_status
 from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.errors import BudgetError, CheckpointError, ConfigError, DataError
-from scaling_sweeper.runfolder import atomic_write_json, is_done, write_status
-from scaling_sweeper.sweep import status as sweep_status
+from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.driver_lock import DriverLock, DriverLockError
 from scaling_sweeper.sweep.ledger import Ledger, ledger_path
 from scaling_sweeper.sweep.spec import MAX_NAME_LEN, redact_uri, spec_from_dict
@@ -294,7 +294,7 @@ def test_tune_storage_credentials_are_redacted_in_spec_yaml(tokens, tmp_path):
 
 
 def test_credentials_never_go_through_runtime_env(monkeypatch):
-    from scaling_sweeper.sweep.ray_cluster import check_env_vars, worker_env
+    from scaling_sweeper.cluster.connection import check_env_vars, worker_env
 
     for bad in ({"AWS_SECRET_ACCESS_KEY": "x"}, {"AWS_ACCESS_KEY_ID": "x"}, {"HF_TOKEN": "x"},
                 {"DB_PASSWORD": "x"}, {"MY_API_KEY": "x"}):
@@ -324,7 +324,7 @@ def _git_checkout(root: Path) -> Path:
 
 
 def test_submit_ships_only_tracked_files_without_secrets(tokens, tmp_path, monkeypatch):
-    from scaling_sweeper.sweep import jobs
+    from scaling_sweeper.cluster import jobs
 
     root = _git_checkout(tmp_path / "checkout")
     files, secret = jobs.shipped_files(root)
@@ -367,7 +367,7 @@ def test_submit_ships_only_tracked_files_without_secrets(tokens, tmp_path, monke
 
 
 def test_checkpoint_manifest_catches_changed_unlisted_and_missing_files(tmp_path):
-    from scaling_sweeper import checkpoint_manifest as cm
+    from scaling_sweeper.train import checkpoint_manifest as cm
 
     for rank in (0, 1):  # two ranks, each in its own folder, merged as Ray Train does
         d = tmp_path / f"r{rank}"
@@ -405,9 +405,9 @@ def test_checkpoint_manifest_catches_changed_unlisted_and_missing_files(tmp_path
 
 
 def test_redone_steps_are_charged_in_the_single_process_path(tokens, tmp_path, one_torch_thread):
-    from scaling_sweeper import flops
-    from scaling_sweeper.train import run_trial
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.base import flops
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     cfg = TrainConfig(size="Pico", data=str(tokens), tokens=100 * SEQ_LEN, steps=20, batch_size=4, seed=0,
                       ckpt_every=10, log_every=5, eval_every=10, eval_batches=1, warmup_steps=2, threads=1)
@@ -435,7 +435,7 @@ def test_redone_steps_are_charged_in_the_single_process_path(tokens, tmp_path, o
 def test_token_file_is_owner_only(tmp_path, monkeypatch):
     import stat
 
-    from scaling_sweeper.sweep import local_cluster
+    from scaling_sweeper.cluster import local as local_cluster
 
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     p = tmp_path / "ray" / "auth_token"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaling_sweeper.sweep import local_cluster
+from scaling_sweeper.cluster import local as local_cluster
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def open_head():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
     try:  # Ray's own `ray start` through the loopback wrapper of local_cluster, with auth switched off
-        r = subprocess.run([PY, "-m", "scaling_sweeper.sweep.local_cluster", "--ray-start", "--head",
+        r = subprocess.run([PY, "-m", "scaling_sweeper.cluster.local", "--ray-start", "--head",
                             "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "1",
                             "--temp-dir", tmpd, "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                             "--dashboard-port", str(dash), "--object-store-memory", "80000000",
@@ -112,7 +112,7 @@ def test_local_cluster_listens_on_loopback_only(safe_cluster):
 
 
 def test_local_cluster_requires_the_token(safe_cluster):
-    from scaling_sweeper.sweep.ray_cluster import check_cluster_auth, gcs_requires_token
+    from scaling_sweeper.cluster.connection import check_cluster_auth, gcs_requires_token
 
     url = safe_cluster["RAY_DASHBOARD"] + "/api/jobs/"
     codes = []
@@ -133,8 +133,8 @@ def test_local_cluster_requires_the_token(safe_cluster):
 
 
 def test_address_without_token_auth_is_refused(open_head, tmp_path):
+    from scaling_sweeper.cluster.connection import InsecureClusterError, check_cluster_auth
     from scaling_sweeper.data.shards import write_shards
-    from scaling_sweeper.sweep.ray_cluster import InsecureClusterError, check_cluster_auth
     from tests.test_hardening import _rows
 
     tokens = write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1)}, vocab_size=24,
@@ -156,9 +156,9 @@ def test_address_without_token_auth_is_refused(open_head, tmp_path):
 
 
 def test_unwritable_cell_fails_alone(tmp_path):
+    from scaling_sweeper.cluster.connection import shutdown_ray
     from scaling_sweeper.data.shards import write_shards
     from scaling_sweeper.sweep.ledger import Ledger
-    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
     from scaling_sweeper.sweep.spec import spec_from_dict
     from scaling_sweeper.sweep.tune_runner import prepare, run_sweep
     from tests.test_hardening import SEQ_LEN, _rows
@@ -192,7 +192,7 @@ def test_unwritable_cell_fails_alone(tmp_path):
 def test_embedded_ray_listens_on_loopback_only():
     import psutil
 
-    from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
+    from scaling_sweeper.cluster.connection import init_ray, shutdown_ray
 
     try:
         init_ray(num_cpus=1)

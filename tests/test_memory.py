@@ -12,11 +12,11 @@ import json
 
 import pytest
 
-from scaling_sweeper import memory
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.cli import main
-from scaling_sweeper.errors import ConfigError
 from scaling_sweeper.model import GPTConfig, config_for, count_params
-from scaling_sweeper.zero_config import (
+from scaling_sweeper.train import memory
+from scaling_sweeper.train.deepspeed_config import (
     TEMPLATE_DIR,
     TEMPLATES,
     DistributedConfig,

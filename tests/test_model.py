@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.model import GPT, SIZES, GPTConfig, config_for, count_params, get_size
 
 REFERENCE_LRS = {

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from scaling_sweeper.model import GPT, GPTConfig
-from scaling_sweeper.position_loss import evaluate_positions, ratio_error, unigram_baseline
-from scaling_sweeper.train import evaluate_loss
+from scaling_sweeper.train.position_loss import evaluate_positions, ratio_error, unigram_baseline
+from scaling_sweeper.train.single import evaluate_loss
 
 V_CONTENT, SEQ = 20, 12
 START, STOP, PAD = V_CONTENT, V_CONTENT + 1, V_CONTENT + 2

@@ -10,11 +10,11 @@ import json
 
 import pytest
 
+from scaling_sweeper.base.errors import SweeperError
+from scaling_sweeper.base.runfolder import atomic_write_json, write_status
 from scaling_sweeper.cli import build_parser
 from scaling_sweeper.cli import main as cli_main
-from scaling_sweeper.errors import SweeperError
-from scaling_sweeper.runfolder import atomic_write_json, write_status
-from scaling_sweeper.sweep import status
+from scaling_sweeper.results import status
 
 SUITE = {"smk-model": ["Pico", "XXS"], "smk-data": ["Pico", "Pico"], "other": ["XS"]}
 

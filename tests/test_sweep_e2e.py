@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaling_sweeper.runfolder import is_done, read_jsonl, read_result
+from scaling_sweeper.base.runfolder import is_done, read_jsonl, read_result
 from scaling_sweeper.sweep.cells import read_cells
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import FailureSpec, load_specs, spec_from_dict
@@ -69,7 +69,7 @@ def check_sweep_finished(sweep_dir: Path, ledger_storage: Path, cluster: str = "
 
 def flaky_train(cfg, run_dir, *, on_progress=None, should_stop=None):
     """Test double around the real trainer: the first attempt dies after its first checkpoint."""
-    from scaling_sweeper.train import run_trial
+    from scaling_sweeper.train.single import run_trial
 
     marker = Path(run_dir) / "flaky_marker"
     if marker.exists():
@@ -87,7 +87,7 @@ def flaky_train(cfg, run_dir, *, on_progress=None, should_stop=None):
 def stopping_train(cfg, run_dir, *, on_progress=None, should_stop=None):
     """Test double: the real trainer, plus `sweeper stop` requested right after its first checkpoint."""
     from scaling_sweeper.sweep.tune_runner import request_stop
-    from scaling_sweeper.train import run_trial
+    from scaling_sweeper.train.single import run_trial
 
     def progress_then_stop(p):
         on_progress(p)
@@ -102,7 +102,7 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
     from ray import cloudpickle
 
     from analysis.tables import open_tables
-    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
+    from scaling_sweeper.cluster.connection import shutdown_ray
     from scaling_sweeper.sweep.tune_runner import run_sweep, run_sweeps
 
     storage = tmp_path / "runs"
@@ -322,7 +322,7 @@ def s3_bucket(monkeypatch):
 def test_tune_storage_on_s3(s3_bucket, tokens_dir, tmp_path):
     import pyarrow.fs
 
-    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
+    from scaling_sweeper.cluster.connection import shutdown_ray
     from scaling_sweeper.sweep.tune_runner import run_sweep
 
     fs, uri = s3_bucket

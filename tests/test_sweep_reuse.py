@@ -11,10 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from scaling_sweeper import flops
-from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.model_config import config_for, count_params
-from scaling_sweeper.runfolder import (
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.model_config import config_for, count_params
+from scaling_sweeper.base.runfolder import (
     append_jsonl,
     atomic_write_json,
     is_done,
@@ -22,6 +21,7 @@ from scaling_sweeper.runfolder import (
     read_result,
     write_status,
 )
+from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import spec_from_dict
 
@@ -64,7 +64,7 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
     from ray import cloudpickle
 
     from analysis.tables import open_tables
-    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
+    from scaling_sweeper.cluster.connection import shutdown_ray
     from scaling_sweeper.sweep.tune_runner import prepare, run_sweeps
 
     storage = tmp_path / "runs"

@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scaling_sweeper import flops
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import to_dict
+from scaling_sweeper.base.errors import BudgetError, ConfigError
 from scaling_sweeper.cli import main as cli_main
-from scaling_sweeper.config import to_dict
 from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.errors import BudgetError, ConfigError
 from scaling_sweeper.model import config_for, count_params
 from scaling_sweeper.sweep.cells import DataShape, cell_id_of, resolve_cells
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import load_specs, spec_from_dict, specs_from_dict
-from scaling_sweeper.train_config import TrainConfig
+from scaling_sweeper.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "sweeps").rglob("*.yaml"))
@@ -81,7 +81,7 @@ def test_paper_phase3_budgets_and_repeated_runs():
     """Phase 3: five log-uniform budgets over one decade inside the study's C axis (1e17..1e19);
     every ladder size offered, the kept runs have warmup <= 10% of their steps, and exactly two
     repeat data, by 4% and 17% (the study's Table IV)."""
-    from scaling_sweeper.model_config import SIZES
+    from scaling_sweeper.base.model_config import SIZES
     from scaling_sweeper.sweep.cells import format_plan, repeated_data
 
     (p3,) = load_specs(REPO / "sweeps" / "paper" / "phase3_isoflop.yaml")
@@ -157,7 +157,7 @@ def test_schedule_end_points_interpolate_along_the_axis():
     ({"schedule": {"passes": 1.0}, "grid": {"batch_size": [2, 4]}}, "grid.batch_size"),
 ])
 def test_bad_schedules_are_named_errors(patch, field):
-    from scaling_sweeper.errors import ScheduleError
+    from scaling_sweeper.base.errors import ScheduleError
 
     with pytest.raises(ScheduleError, match=field):
         resolve_cells(spec_from_dict(sched(**patch)), SHAPE)
@@ -166,7 +166,7 @@ def test_bad_schedules_are_named_errors(patch, field):
 def test_bad_schedule_refused_before_ray(tmp_path):
     import ray
 
-    from scaling_sweeper.errors import ScheduleError
+    from scaling_sweeper.base.errors import ScheduleError
     from scaling_sweeper.sweep.tune_runner import run_sweep
 
     spec = spec_from_dict(sched(schedule={"tokens_seen": 10}, storage=str(tmp_path / "runs")))
@@ -282,8 +282,8 @@ def test_bad_specs_name_the_field(patch, field):
 def test_per_size_strategies_resolve_into_the_cells(tmp_path, capsys):
     import yaml
 
-    from scaling_sweeper.memory import choose_strategy
     from scaling_sweeper.sweep.tune_runner import trial_resources
+    from scaling_sweeper.train.memory import choose_strategy
 
     train = {"tokens": 13000, "steps": 10, "batch_size": 8, "num_workers": 4, "cpus_per_worker": 0.5}
     spec = spec_from_dict(base(sizes=["Pico", "XXS", "XL", "XXL"], train=train,
@@ -396,7 +396,7 @@ class _Ctx:
 
 
 def test_searcher_admits_waits_and_refuses(tmp_path):
-    from scaling_sweeper.runfolder import read_status
+    from scaling_sweeper.base.runfolder import read_status
     from scaling_sweeper.sweep.tune_runner import CellSearcher
 
     ctx = _Ctx(tmp_path, budget=100.0).ctx
@@ -460,10 +460,10 @@ def test_worker_env_needs_pythonpath_only_without_install(tmp_path):
     import subprocess
     import sys
 
-    from scaling_sweeper.sweep.ray_cluster import worker_env
+    from scaling_sweeper.cluster.connection import worker_env
 
     code = ("import sys, json; sys.path.insert(0, sys.argv[1]);"
-            "from scaling_sweeper.sweep.ray_cluster import worker_env; print(json.dumps(worker_env()))")
+            "from scaling_sweeper.cluster.connection import worker_env; print(json.dumps(worker_env()))")
     bare = subprocess.run([sys.executable, "-S", "-c", code, str(REPO)], capture_output=True, text=True,
                           cwd=tmp_path)  # -S: no site-packages, so no install of the package
     assert bare.returncode == 0, bare.stderr[-2000:]
@@ -513,7 +513,7 @@ def test_grid_phase_scans_D_with_a_schedule():
 
 def test_repetition_phase_arms_at_fixed_tokens_seen():
     """repetition: per size, U = tokens_seen / passes at one step count; R = passes - 1 follows."""
-    from scaling_sweeper.errors import RepetitionError
+    from scaling_sweeper.base.errors import RepetitionError
 
     seen = 64 * 4 * 130  # 64 steps of batch 4
     spec = spec_from_dict(base(phase="repetition", sizes=["Pico", "XXS"], train={"batch_size": 4},
@@ -538,7 +538,7 @@ def test_repetition_phase_arms_at_fixed_tokens_seen():
 
 
 def test_repetition_pool_must_hold_the_one_pass_arm(small_tokens):
-    from scaling_sweeper.errors import RepetitionError
+    from scaling_sweeper.base.errors import RepetitionError
 
     kw = {"data": str(small_tokens), "seq_len": None, "vocab_size": None, "phase": "repetition", "sizes": ["Pico"],
           "train": {"batch_size": 2}}
@@ -551,7 +551,7 @@ def test_repetition_pool_must_hold_the_one_pass_arm(small_tokens):
 def test_shipped_data_constrained_specs():
     """The toy study fits the demo data (24k train jets x 130 tokens) with its 1-pass arms fresh;
     the GPU study plans at the study's scale; a pool too small is refused by name."""
-    from scaling_sweeper.errors import RepetitionError
+    from scaling_sweeper.base.errors import RepetitionError
 
     demo = dataclasses.replace(SHAPE, train_tokens=24000 * 130)
     toy = load_specs(REPO / "sweeps" / "data_constrained.yaml")

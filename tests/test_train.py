@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-from scaling_sweeper.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
-from scaling_sweeper.config import from_dict, load_yaml
+from scaling_sweeper.base.config import from_dict, load_yaml
+from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
+from scaling_sweeper.base.schedule import lr_at
 from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.errors import ConfigError, DataError
 from scaling_sweeper.model import GPT, GPTConfig
-from scaling_sweeper.runfolder import read_jsonl, read_result, read_status
-from scaling_sweeper.schedule import lr_at
-from scaling_sweeper.train import TrainConfig, load_model, make_optimizer, run_trial
+from scaling_sweeper.train.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
+from scaling_sweeper.train.single import TrainConfig, load_model, make_optimizer, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 N_CONTENT, SEQ_LEN = 32, 16
@@ -355,8 +355,8 @@ def test_replace_keeps_validation():
 def test_checkpoints_of_older_configs_still_match(synth_tokens):
     """A checkpoint written before the distributed fields existed resumes (they take defaults);
     any real difference, including a distributed knob, does not."""
-    from scaling_sweeper.config import to_dict
-    from scaling_sweeper.train import same_config
+    from scaling_sweeper.base.config import to_dict
+    from scaling_sweeper.train.single import same_config
 
     cfg = _cfg(synth_tokens)
     new = ("num_workers", "micro_batch_size", "zero_offload", "gpu_mem_gib", "cpus_per_worker")
@@ -390,7 +390,7 @@ def test_divergence_is_a_failed_row_and_final(synth_tokens, tmp_path):
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(synth_tokens, tmp_path):
-    from scaling_sweeper.errors import SweeperError
+    from scaling_sweeper.base.errors import SweeperError
 
     outer = tmp_path / "run"
     inner_error = {}

@@ -13,14 +13,19 @@ import numpy as np
 import pytest
 import torch
 
-from scaling_sweeper.checkpoint import COMPILED_PREFIX, list_checkpoints, load_checkpoint, plain_state_dict
-from scaling_sweeper.config import to_dict
+from scaling_sweeper.base.config import to_dict
+from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.runfolder import read_jsonl, read_result
 from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.errors import ConfigError
 from scaling_sweeper.model import GPT, GPTConfig
-from scaling_sweeper.runfolder import read_jsonl, read_result
-from scaling_sweeper.train import TrainConfig, load_model, run_trial
-from scaling_sweeper.trial import Lifecycle, resolve_precision
+from scaling_sweeper.train.checkpoint import (
+    COMPILED_PREFIX,
+    list_checkpoints,
+    load_checkpoint,
+    plain_state_dict,
+)
+from scaling_sweeper.train.lifecycle import Lifecycle, resolve_precision
+from scaling_sweeper.train.single import TrainConfig, load_model, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB, SEQ, PAD = 35, 16, 34
@@ -83,7 +88,7 @@ def test_precision_resolution_and_validation():
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(ConfigError, match="precision"):
         TrainConfig(size="Pico", data="d", tokens=10, steps=1, precision="fp16")
-    from scaling_sweeper.distributed import plan_precision
+    from scaling_sweeper.train.zero import plan_precision
 
     assert plan_precision("auto", use_gpu=False) == plan_precision("fp32", use_gpu=False) == "fp32"
     with pytest.raises(ConfigError, match="needs GPUs"):  # refused before any compute

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from scipy.stats import entropy
 
+from scaling_sweeper.base.errors import ConfigError, DataError
 from scaling_sweeper.data.dataset import TokenizeConfig, make_tokenizer, tokenize_dataset
 from scaling_sweeper.data.jets import make_jets, split_jets, write_jets
 from scaling_sweeper.data.shards import sha256_file, write_shards
@@ -30,7 +31,6 @@ from scaling_sweeper.data.tokenizer import (
     tokenizer_info,
 )
 from scaling_sweeper.data.vq_tokenizer import VQConfig, VQTokenizer
-from scaling_sweeper.errors import ConfigError, DataError
 
 TINY = VQConfig(codebook_size=32, latent_dim=4, hidden=16, n_layers=1, n_heads=2, steps=12, batch_jets=16,
                 warmup_steps=2, kmeans_iters=3, replace_every=4, ckpt_every=4, max_constituents=24)
@@ -219,8 +219,8 @@ def test_tokenize_dataset_vq_and_cli(jets_dir, tmp_path, one_torch_thread):
 def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one_torch_thread):
     from scaling_sweeper.sweep.cells import cell_id_of, resolve_cells
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from scaling_sweeper.train import open_data
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import open_data
 
     binned = tokenize_dataset(jets_dir, tmp_path / "tok_b", cfg=TokenizeConfig(n_bins=(4, 4, 2), max_constituents=24))
     vq_dir = tmp_path / "tok_v"

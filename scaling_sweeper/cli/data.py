@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.data.token_layout import DEFAULT_N_BINS
-from scaling_sweeper.errors import ConfigError
 
 
 def _bins(text: str) -> tuple[int, int, int]:

@@ -32,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from scaling_sweeper.noise import quiet_deepspeed_accelerator
+    from scaling_sweeper.base.quiet import quiet_deepspeed_accelerator
 
     quiet_deepspeed_accelerator()  # no "Setting accelerator to CPU" warning on a CPU-only machine
-    from scaling_sweeper import memory  # torch: imported only when the command runs
+    from scaling_sweeper.train import memory  # torch: imported only when the command runs
 
     vocab, seq_len = resolve_token_shape(args.data, args.vocab_size, args.seq_len)
     usable = None if args.gpu_mem is None else args.gpu_mem * args.headroom

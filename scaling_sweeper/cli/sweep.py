@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from scaling_sweeper.base.errors import ConfigError, SweeperError
 from scaling_sweeper.cli.options import add_storage, storage_overrides
-from scaling_sweeper.errors import ConfigError, SweeperError
 
 
 def _load(args: argparse.Namespace) -> list:
@@ -30,7 +30,7 @@ def _load(args: argparse.Namespace) -> list:
 
 def _sweep_dirs(args: argparse.Namespace) -> list[Path]:
     """The sweep folders args.sweep names: a sweep, a suite (spec file stem) or a spec file."""
-    from scaling_sweeper.sweep.status import find_sweeps
+    from scaling_sweeper.results.status import find_sweeps
 
     return find_sweeps(args.sweep, args.storage)
 
@@ -100,7 +100,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep import jobs
+    from scaling_sweeper.cluster import jobs
 
     specs = _load(args)
     job_id = jobs.submit_sweeps(specs, args.address, python=args.python, include=args.include,
@@ -115,7 +115,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep import status
+    from scaling_sweeper.results import status
 
     if not args.sweep:
         sweeps = status.list_sweeps(args.storage)
@@ -136,9 +136,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from scaling_sweeper.runfolder import read_jsonl
-    from scaling_sweeper.sweep import jobs
-    from scaling_sweeper.sweep.status import find_cell
+    from scaling_sweeper.base.runfolder import read_jsonl
+    from scaling_sweeper.cluster import jobs
+    from scaling_sweeper.results.status import find_cell
 
     dirs = _sweep_dirs(args)
     if args.cell:
@@ -166,7 +166,7 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep import jobs
+    from scaling_sweeper.cluster import jobs
     from scaling_sweeper.sweep.tune_runner import request_stop
 
     for d in _sweep_dirs(args):
@@ -218,7 +218,7 @@ def _budget(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep import local_cluster
+    from scaling_sweeper.cluster import local as local_cluster
 
     if args.action == "start":
         info = local_cluster.start(args.workers, args.cpus, args.temp_dir)

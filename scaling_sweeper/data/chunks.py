@@ -32,10 +32,10 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import DataError
+from scaling_sweeper.base.runfolder import atomic_write_json
 from scaling_sweeper.data.jets import read_jets, write_jets
 from scaling_sweeper.data.pythia import PythiaConfig
-from scaling_sweeper.errors import DataError
-from scaling_sweeper.runfolder import atomic_write_json
 
 DEFAULT_CHUNK_JETS = 5_000  # ~1.5 min of Pythia per core; peak memory per task ~tens of MB
 CHUNK_FORMAT = 1
@@ -245,7 +245,7 @@ def _indexed(item: tuple[int, Callable, Any]) -> tuple[int, Any]:
 def _run_ray(fn: Callable, tasks: Sequence[Any], address: str, on_done) -> list:
     import ray
 
-    from scaling_sweeper.sweep.ray_cluster import init_ray
+    from scaling_sweeper.cluster.connection import init_ray
 
     started = not ray.is_initialized()
     init_ray(None if address == "auto" and os.environ.get("RAY_ADDRESS") else address)
@@ -273,13 +273,13 @@ def _run_ray(fn: Callable, tasks: Sequence[Any], address: str, on_done) -> list:
 
 
 class ChunkProgress:
-    """Progress of chunked work through scaling_sweeper.progress: a bar on a terminal; in a file or
+    """Progress of chunked work through scaling_sweeper.base.progress: a bar on a terminal; in a file or
     pipe a line when it starts and one per finished chunk (jets done/total, jets/s of this run,
     ETA). enabled None: on (SWEEPER_PROGRESS=0 turns it off); False: silent."""
 
     def __init__(self, n_chunks: int, n_jets: int, what: str = "jets", *, enabled: bool | None = None,
                  done_chunks: int = 0, done_jets: int = 0):
-        from scaling_sweeper.progress import Progress
+        from scaling_sweeper.base.progress import Progress
 
         self.what = what
         self.n_chunks, self.n_jets = n_chunks, n_jets

@@ -31,6 +31,9 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.progress import Progress
+from scaling_sweeper.base.runfolder import atomic_write_json
 from scaling_sweeper.data.chunks import (
     DEFAULT_CHUNK_JETS,
     ChunkProgress,
@@ -55,9 +58,6 @@ from scaling_sweeper.data.tokenizer import (
     tokenizer_id,
     tokenizer_info,
 )
-from scaling_sweeper.errors import ConfigError, DataError
-from scaling_sweeper.progress import Progress
-from scaling_sweeper.runfolder import atomic_write_json
 
 DATASET_FORMAT_VERSION = 2
 LEGACY_FORMAT_VERSION = 1  # one jets.parquet, whole-dataset shuffle, worker-count-dependent jets
@@ -436,7 +436,7 @@ def tokenize_dataset(
     token shards in out_dir (default jets_dir/tokens) with tokenizer.json beside them, and write
     tokenization_report.json (on the first `report_jets` test jets, with the round-trip SWD vs the
     floor). Cached on (cfg, sha256 of the split files). A vq fit checkpoints to out_dir/vq_train.pt
-    and resumes from it. progress: see scaling_sweeper.progress (None: a bar or periodic lines;
+    and resumes from it. progress: see scaling_sweeper.base.progress (None: a bar or periodic lines;
     False: silent). Returns out_dir."""
     jets_dir = Path(jets_dir)
     out = Path(out_dir) if out_dir is not None else jets_dir / "tokens"

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.quiet import silence_fastjet_banner
 from scaling_sweeper.data.jets import make_jets, wrap_phi
-from scaling_sweeper.errors import ConfigError, DataError
-from scaling_sweeper.noise import silence_fastjet_banner
 
 PYTHIA_MAX_SEED = 900_000_000
 # neutrinos are invisible; Pythia's isVisible() also drops them (and other invisibles)

@@ -37,10 +37,10 @@ from typing import ClassVar
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import DataError
+from scaling_sweeper.base.runfolder import atomic_write_text
 from scaling_sweeper.data.jets import check_jets, constituent_jet_kinematics
 from scaling_sweeper.data.token_layout import DEFAULT_N_BINS, DEFAULT_VOCAB_SIZE  # noqa: F401 (re-exported)
-from scaling_sweeper.errors import DataError
-from scaling_sweeper.runfolder import atomic_write_text
 
 TOKENIZER_FORMAT = "scaling_sweeper.binned_tokenizer"
 TOKENIZER_VERSION = 1

@@ -40,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from scaling_sweeper.base.errors import ConfigError, DataError
 from scaling_sweeper.data.jets import check_jets
 from scaling_sweeper.data.tokenizer import MAX_VOCAB, Tokenizer, constituent_features
-from scaling_sweeper.errors import ConfigError, DataError
 
 CKPT_NAME = "vq_train.pt"
 INITS = ("kmeans", "data")

@@ -30,8 +30,9 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from scaling_sweeper.config import to_dict
-from scaling_sweeper.errors import ConfigError, DataError, SweeperError
+from scaling_sweeper.base.config import to_dict
+from scaling_sweeper.base.errors import ConfigError, DataError, SweeperError
+from scaling_sweeper.base.runfolder import atomic_write_json, read_result, read_status
 from scaling_sweeper.evaluate.observables import (
     OBSERVABLES,
     SWD_OBSERVABLES,
@@ -39,7 +40,6 @@ from scaling_sweeper.evaluate.observables import (
     invalid_mask,
 )
 from scaling_sweeper.evaluate.swd import SWDResult, bootstrap_swd, split_disjoint
-from scaling_sweeper.runfolder import atomic_write_json, read_result, read_status
 
 EVAL_FILE = "eval.json"
 EVAL_SPLIT_STREAM = 3  # random stream of the evaluation's real split (swd.split_disjoint)
@@ -255,16 +255,16 @@ def cap_note(n_requested: int, n_used: int, n_real: int, real_path: str | Path) 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: bool = True,
                  progress: bool | None = False) -> dict[str, Any]:
     """Evaluate the finished run in `run_dir`; returns (and writes) the eval.json dict.
-    progress: None = a bar on a terminal / periodic lines in a log (scaling_sweeper.progress),
+    progress: None = a bar on a terminal / periodic lines in a log (scaling_sweeper.base.progress),
     False = silent (inside sweep trials). A capped evaluation size is recorded in
     counts.n_jets_cap_note (and said on the progress display)."""
     import torch
 
+    from scaling_sweeper.base.progress import Progress
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer, tokenizer_info
     from scaling_sweeper.evaluate.generate import generate, valid_rows
-    from scaling_sweeper.progress import Progress
-    from scaling_sweeper.train import load_model, resolve_device
+    from scaling_sweeper.train.single import load_model, resolve_device
 
     cfg = cfg or EvalConfig()
     run_dir = Path(run_dir)

@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper import flops
-from scaling_sweeper.config import dump_yaml, from_dict, to_dict
-from scaling_sweeper.errors import ConfigError, DataError, ScheduleError
-from scaling_sweeper.model_config import config_for, count_params, get_size
-from scaling_sweeper.runfolder import atomic_write_json, atomic_write_text
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import dump_yaml, from_dict, to_dict
+from scaling_sweeper.base.errors import ConfigError, DataError, ScheduleError
+from scaling_sweeper.base.model_config import config_for, count_params, get_size
+from scaling_sweeper.base.runfolder import atomic_write_json, atomic_write_text
 from scaling_sweeper.sweep.phases import PlanContext, get_phase
 from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec, spec_to_dict
-from scaling_sweeper.train_config import TrainConfig
+from scaling_sweeper.train.config import TrainConfig
 
 ID_LENGTH = 12
 # TrainConfig fields that do not change the trained model (left out of the cell id)
@@ -200,7 +200,7 @@ def resolve_strategy(cfg: Any, shape: DataShape, where: str) -> Any:
     offload checked (ConfigError prefixed with `where`, e.g. strategies.XL)."""
     if cfg.strategy == "single":
         return cfg
-    from scaling_sweeper.zero_config import micro_batching, strategy_name
+    from scaling_sweeper.train.deepspeed_config import micro_batching, strategy_name
 
     strategy, offload = cfg.strategy, cfg.zero_offload
     try:
@@ -209,7 +209,7 @@ def resolve_strategy(cfg: Any, shape: DataShape, where: str) -> Any:
             if cfg.gpu_mem_gib is None:
                 strategy = AUTO_FALLBACK
             else:
-                from scaling_sweeper import memory
+                from scaling_sweeper.train import memory
 
                 gcfg = config_for(cfg.size, shape.vocab_size, shape.seq_len - 1)
                 picked = memory.choose_strategy(
@@ -328,7 +328,7 @@ def _template(cfg: dict[str, Any]) -> str:
     """single, or the DeepSpeed template name of a resolved config (zero3, zero2_offload, ...)."""
     if cfg["strategy"] == "single":
         return "single"
-    from scaling_sweeper.zero_config import strategy_name
+    from scaling_sweeper.train.deepspeed_config import strategy_name
 
     return strategy_name(cfg["strategy"], cfg.get("zero_offload", "none"))
 

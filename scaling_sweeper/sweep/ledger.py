@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.errors import BudgetError
-from scaling_sweeper.runfolder import atomic_write_json
+from scaling_sweeper.base.errors import BudgetError
+from scaling_sweeper.base.runfolder import atomic_write_json
 
 LEDGER_VERSION = 1
 _CELL_STATES = ("active", "finished")
@@ -261,14 +261,14 @@ class Ledger:
     def _driver_file(self, key: str, cell: dict[str, Any]) -> Path:
         if cell.get("driver"):
             return Path(cell["driver"])
-        from scaling_sweeper.sweep.status import DRIVER_FILE
+        from scaling_sweeper.results.status import DRIVER_FILE
 
         return self.path.parent.parent / key.split("/", 1)[0] / DRIVER_FILE  # <storage>/<sweep>/driver.json
 
     def stale(self, skip_sweeps: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
         """Active commitments whose driver is not alive (module doc), by cell key; those of the
         sweeps in `skip_sweeps` (the caller's own, alive by definition) are never stale."""
-        from scaling_sweeper.sweep.status import read_driver
+        from scaling_sweeper.results.status import read_driver
 
         out = {}
         for key, cell in self.state()["cells"].items():

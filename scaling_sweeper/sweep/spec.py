@@ -76,8 +76,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.config import apply_overrides, from_dict, load_yaml, to_dict
-from scaling_sweeper.errors import ConfigError, ScheduleError
+from scaling_sweeper.base.config import apply_overrides, from_dict, load_yaml, to_dict
+from scaling_sweeper.base.errors import ConfigError, ScheduleError
 from scaling_sweeper.sweep.phases import get_phase
 
 ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
@@ -329,8 +329,8 @@ class SweepSpec:
         return None
 
     def _check_strategies(self) -> None:
-        from scaling_sweeper.model_config import get_size
-        from scaling_sweeper.train_config import STRATEGIES
+        from scaling_sweeper.base.model_config import get_size
+        from scaling_sweeper.train.config import STRATEGIES
 
         for size, strategy in self.strategies.items():
             try:

@@ -46,9 +46,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.config import from_dict
-from scaling_sweeper.errors import BudgetError, ConfigError, DataError
-from scaling_sweeper.runfolder import (
+from scaling_sweeper.base.config import from_dict
+from scaling_sweeper.base.errors import BudgetError, ConfigError, DataError
+from scaling_sweeper.base.runfolder import (
     append_jsonl,
     atomic_write_json,
     is_done,
@@ -58,7 +58,7 @@ from scaling_sweeper.runfolder import (
     wait_for_run_lock,
     write_status,
 )
-from scaling_sweeper.sweep import status as sweep_status
+from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells, write_sweep_files
 from scaling_sweeper.sweep.driver_lock import DriverLock
 from scaling_sweeper.sweep.ledger import Ledger, cell_key, ledger_path
@@ -77,10 +77,10 @@ DRIVER_MEMORY = 256 * 2**20
 def default_train_fn(cfg: Any, run_dir: Path, *, on_progress=None, should_stop=None) -> dict:
     """Dispatch to the single-process trainer or, for strategy != single, DeepSpeed via Ray Train."""
     if getattr(cfg, "strategy", "single") != "single":
-        from scaling_sweeper.distributed import run_distributed_trial
+        from scaling_sweeper.train.zero import run_distributed_trial
 
         return run_distributed_trial(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
-    from scaling_sweeper.train import run_trial
+    from scaling_sweeper.train.single import run_trial
 
     return run_trial(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
 
@@ -221,7 +221,7 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
     train_fn = ctx.train_fn or default_train_fn
 
     if not is_done(run_dir):
-        from scaling_sweeper.train_config import TrainConfig
+        from scaling_sweeper.train.config import TrainConfig
 
         cfg = from_dict(TrainConfig, dict(cell["config"]))
         last = read_jsonl(run_dir / "metrics.jsonl")
@@ -701,7 +701,7 @@ def run_sweeps(
     t0 = time.time()
     prepared = [prepare(s) for s in specs]
     if address:  # an open cluster is refused before anything is written (init_ray checks again)
-        from scaling_sweeper.sweep.ray_cluster import check_cluster_auth
+        from scaling_sweeper.cluster.connection import check_cluster_auth
 
         check_cluster_auth(address, insecure=insecure)
     names = [p[0].name for p in prepared]
@@ -730,7 +730,7 @@ def _run_locked(prepared, ledgers, t0, *, address, train_fn, num_cpus, progress,
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from scaling_sweeper.sweep.ray_cluster import init_ray
+    from scaling_sweeper.cluster.connection import init_ray
 
     specs = [p[0] for p in prepared]
     names = [p[0].name for p in prepared]

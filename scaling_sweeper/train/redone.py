@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.runfolder import atomic_write_json
+from scaling_sweeper.base.runfolder import atomic_write_json
 
 REDONE_FILE = "redone.json"
 

@@ -42,13 +42,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from scaling_sweeper import flops
-from scaling_sweeper.batches import to_device_xy
-from scaling_sweeper.config import dump_yaml, from_dict, load_yaml, to_dict
-from scaling_sweeper.data.shards import TokenShard
-from scaling_sweeper.errors import ConfigError, DataError
-from scaling_sweeper.model import config_for, count_params, get_size
-from scaling_sweeper.runfolder import (
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import dump_yaml, from_dict, load_yaml, to_dict
+from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.runfolder import (
     atomic_write_json,
     atomic_write_text,
     is_done,
@@ -57,8 +54,11 @@ from scaling_sweeper.runfolder import (
     run_lock,
     write_status,
 )
-from scaling_sweeper.schedule import lr_at
-from scaling_sweeper.train_config import TrainConfig
+from scaling_sweeper.base.schedule import lr_at
+from scaling_sweeper.data.shards import TokenShard
+from scaling_sweeper.model import config_for, count_params, get_size
+from scaling_sweeper.train.batches import to_device_xy
+from scaling_sweeper.train.config import TrainConfig
 
 RESULT_KEYS = (
     "sweep", "phase", "cell_id", "size", "N", "N_incl", "n_layer", "d_model", "n_head", "D",
@@ -357,7 +357,7 @@ def validate(model: torch.nn.Module, data: TrialData, cfg: TrainConfig, device: 
     """An evaluation step of either trainer, in the trial's precision: (validation loss, extra
     metrics-record keys: per-position loss, stop-token loss, loss error and the unigram baseline,
     see position_loss.py)."""
-    from scaling_sweeper.position_loss import evaluate_positions, training_baseline
+    from scaling_sweeper.train.position_loss import evaluate_positions, training_baseline
 
     with autocast(device, precision):
         pos = evaluate_positions(model, data.val, data.pad_token, cfg.batch_size, device)

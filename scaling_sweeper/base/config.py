@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from scaling_sweeper.errors import SweeperError
+from scaling_sweeper.base.errors import SweeperError
 
 Status = Literal["pending", "running", "done", "failed", "refused"]
 STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed", "refused")

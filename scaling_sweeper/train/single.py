@@ -34,21 +34,22 @@ from typing import Any
 
 import torch
 
-from scaling_sweeper import flops, redone_steps
-from scaling_sweeper.batches import EpochSampler, to_device_xy
-from scaling_sweeper.checkpoint import (
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import from_dict, load_yaml, to_dict
+from scaling_sweeper.base.errors import CheckpointError, ConfigError
+from scaling_sweeper.base.runfolder import append_jsonl, atomic_write_text, read_jsonl
+from scaling_sweeper.model import GPT, GPTConfig, config_for
+from scaling_sweeper.train import redone as redone_steps
+from scaling_sweeper.train.batches import EpochSampler, to_device_xy
+from scaling_sweeper.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     load_latest,
     plain_state_dict,
     save_checkpoint,
 )
-from scaling_sweeper.config import from_dict, load_yaml, to_dict
-from scaling_sweeper.errors import CheckpointError, ConfigError
-from scaling_sweeper.model import GPT, GPTConfig, config_for
-from scaling_sweeper.runfolder import append_jsonl, atomic_write_text, read_jsonl
-from scaling_sweeper.train_config import STRATEGIES, ZERO_OFFLOADS, TrainConfig  # noqa: F401 (re-exported)
-from scaling_sweeper.trial import (  # noqa: F401 (re-exported: the trainer's public names)
+from scaling_sweeper.train.config import STRATEGIES, ZERO_OFFLOADS, TrainConfig  # noqa: F401 (re-exported)
+from scaling_sweeper.train.lifecycle import (  # noqa: F401 (re-exported: the trainer's public names)
     RESULT_KEYS,
     Lifecycle,
     Progress,

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import math
 
-from scaling_sweeper.errors import BudgetError, ConfigError
-from scaling_sweeper.model_config import GPTConfig
+from scaling_sweeper.base.errors import BudgetError, ConfigError
+from scaling_sweeper.base.model_config import GPTConfig
 
 
 def tokens_seen(steps: int, batch: int, seq_len: int) -> int:

@@ -25,9 +25,9 @@ import contextlib
 import io
 from dataclasses import dataclass
 
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.model import GPT, GPTConfig, config_for, count_params
-from scaling_sweeper.zero_config import STRATEGIES
+from scaling_sweeper.train.deepspeed_config import STRATEGIES
 
 GIB = 2**30
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.runfolder import atomic_write_json, is_done, read_jsonl, read_result, read_status
+from scaling_sweeper.base.runfolder import atomic_write_json, is_done, read_jsonl, read_result, read_status
 
 HEARTBEAT_STALE_S = 90.0
 STOP_FILE = "STOP"
@@ -126,7 +126,7 @@ def write_driver(sweep_dir: Path, state: str, **extra: Any) -> None:
 
 def collect(sweep_dir: str | Path) -> SweepStatus:
     """Read the state of every planned cell of a sweep folder."""
-    from scaling_sweeper.config import load_yaml
+    from scaling_sweeper.base.config import load_yaml
     from scaling_sweeper.sweep.cells import read_cells
 
     sweep_dir = Path(sweep_dir)
@@ -289,7 +289,7 @@ def find_sweeps(target: str | Path, storage: str | Path = "runs") -> list[Path]:
     `storage`; a spec file (its sweeps, under the spec's own storage); a suite, i.e. the stem of
     the spec file the sweeps were run from (`smoke` for sweeps/smoke.yaml: smoke-model, smoke-data,
     smoke-isoflop). SweeperError lists what exists when nothing matches."""
-    from scaling_sweeper.errors import SweeperError
+    from scaling_sweeper.base.errors import SweeperError
 
     t = Path(target)
     if (t / "cells.json").is_file():
@@ -318,7 +318,7 @@ def find_sweeps(target: str | Path, storage: str | Path = "runs") -> list[Path]:
 def find_cell(sweep_dirs: list[Path], cell: str) -> Path:
     """A cell's run folder from an id, a unique id prefix or a size name that only one of the
     sweeps' cells has (e.g. `Pico` in a model_size sweep). SweeperError lists the candidates."""
-    from scaling_sweeper.errors import SweeperError
+    from scaling_sweeper.base.errors import SweeperError
     from scaling_sweeper.sweep.cells import read_cells
 
     rows = [(d, r) for d in sweep_dirs for r in read_cells(d)]

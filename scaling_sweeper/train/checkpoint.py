@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from scaling_sweeper.errors import CheckpointError
-from scaling_sweeper.runfolder import atomic_write
+from scaling_sweeper.base.errors import CheckpointError
+from scaling_sweeper.base.runfolder import atomic_write
 
 CHECKPOINT_FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")

@@ -29,10 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.config import dump_yaml, to_dict
-from scaling_sweeper.errors import ConfigError, SweeperError
-from scaling_sweeper.runfolder import atomic_write_json
-from scaling_sweeper.sweep.ray_cluster import (
+from scaling_sweeper.base.config import dump_yaml, to_dict
+from scaling_sweeper.base.errors import ConfigError, SweeperError
+from scaling_sweeper.base.runfolder import atomic_write_json
+from scaling_sweeper.cluster.connection import (
     check_cluster_auth,
     check_env_vars,
     enable_token_auth_if_available,

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import scaling_sweeper
-from scaling_sweeper.errors import SweeperError
-from scaling_sweeper.noise import quiet_ray_token_notice
+from scaling_sweeper.base.errors import SweeperError
+from scaling_sweeper.base.quiet import quiet_ray_token_notice
 
 _AUTH_ENV = "RAY_AUTH_MODE"
 INSECURE_HINT = "--insecure"
@@ -104,7 +104,7 @@ def use_loopback_node_ip(address: str | None) -> None:
     machine's routable IP, where a `sweeper cluster start` cluster does not listen."""
     if not address or address.startswith("ray://") or address == "auto":
         return
-    from scaling_sweeper.sweep.local_cluster import is_loopback
+    from scaling_sweeper.cluster.local import is_loopback
 
     host = _split_host_port(address)[0]
     try:
@@ -189,7 +189,7 @@ def is_credential_env(name: str) -> bool:
 
 def check_env_vars(env: dict[str, str]) -> None:
     """ConfigError when a runtime_env's env_vars would carry credentials (names in _CREDENTIAL_ENV)."""
-    from scaling_sweeper.errors import ConfigError
+    from scaling_sweeper.base.errors import ConfigError
 
     bad = sorted(k for k in env if is_credential_env(k))
     if bad:
@@ -248,7 +248,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
                 ray.shutdown()
                 print("embedded Ray did not start within its 30 s (busy machine?): trying once more",
                       file=sys.stderr, flush=True)
-    from scaling_sweeper.sweep.local_cluster import tighten_token_file
+    from scaling_sweeper.cluster.local import tighten_token_file
 
     tighten_token_file()  # Ray writes a token it generates 0644
     return ray.cluster_resources()

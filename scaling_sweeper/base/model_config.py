@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.errors import ConfigError
 
 
 @dataclass

@@ -177,7 +177,7 @@ def evaluate_positions(model: Any, val: np.ndarray, pad_token: int, batch_size: 
     import torch
     import torch.nn.functional as F
 
-    from scaling_sweeper.batches import rows_to_xy
+    from scaling_sweeper.train.batches import rows_to_xy
 
     was_training = model.training
     model.eval()

@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from scaling_sweeper.errors import CheckpointError
+from scaling_sweeper.base.errors import CheckpointError
 
 PREFIX = "sha256-manifest."
 

@@ -68,15 +68,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper import checkpoint_manifest, flops
-from scaling_sweeper.config import from_dict, to_dict
-from scaling_sweeper.errors import ConfigError
-from scaling_sweeper.runfolder import (
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import from_dict, to_dict
+from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.runfolder import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
 )
-from scaling_sweeper.zero_config import DistributedConfig, build_ds_config, strategy_name
+from scaling_sweeper.train import checkpoint_manifest
+from scaling_sweeper.train.deepspeed_config import DistributedConfig, build_ds_config, strategy_name
 
 POLL_S = 0.2  # driver poll interval of the relay (seconds)
 STOP_GRACE_S = 120.0  # how long a failing driver waits for the workers to checkpoint and stop
@@ -131,8 +132,8 @@ def resolve_strategy(
         raise ConfigError("strategy single: use train.run_trial (run_distributed_trial needs ddp/zero2/zero3/auto)")
     if strategy != "auto":
         return strategy
-    from scaling_sweeper import memory
     from scaling_sweeper.model import config_for
+    from scaling_sweeper.train import memory
 
     gcfg = config_for(cfg.size, vocab_size, seq_len - 1)
     if use_gpu:
@@ -154,7 +155,7 @@ def plan_precision(precision: str, use_gpu: bool) -> str:
     the workers' device type). bf16 runs as DeepSpeed's bf16 engine, which needs a GPU."""
     import torch
 
-    from scaling_sweeper.trial import resolve_precision
+    from scaling_sweeper.train.lifecycle import resolve_precision
 
     if not use_gpu:
         if precision == "bf16":
@@ -167,7 +168,7 @@ def plan_precision(precision: str, use_gpu: bool) -> str:
 def make_plan(cfg: Any, dist: DistributedConfig, *, vocab_size: int, seq_len: int) -> DistributedPlan:
     """Resolve strategy, precision, micro-batching and the DeepSpeed config of a trial (ConfigError
     if inconsistent)."""
-    from scaling_sweeper.zero_config import micro_batching
+    from scaling_sweeper.train.deepspeed_config import micro_batching
 
     use_gpu = _use_gpu(cfg.device)
     precision = plan_precision(cfg.precision, use_gpu)
@@ -278,7 +279,7 @@ def run_distributed_trial(
     Same contract as `train.run_trial` (see the module doc for the FLOP-ledger semantic).
     `dist` defaults to `DistributedConfig.from_train_config(cfg)`. Ray: uses the running
     cluster (a Tune trial's, or `ray.init()` already called), else starts a local one."""
-    from scaling_sweeper import trial
+    from scaling_sweeper.train import lifecycle as trial
 
     run_dir = Path(run_dir).absolute()
     dist = dist or DistributedConfig.from_train_config(cfg)
@@ -335,7 +336,7 @@ class _Driver:
         import ray.train
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        from scaling_sweeper.sweep.ray_cluster import worker_env
+        from scaling_sweeper.cluster.connection import worker_env
 
         storage, name = self.storage()
         cfg, dist, plan = self.cfg, self.dist, self.plan
@@ -369,7 +370,7 @@ class _Driver:
     def run(self, row: dict[str, Any]) -> dict[str, Any]:
         import ray
 
-        from scaling_sweeper import trial
+        from scaling_sweeper.train import lifecycle as trial
 
         relay = _relay_class().remote()
         trainer = self.trainer(relay)
@@ -412,7 +413,7 @@ class _Driver:
                                c_spent=self.flops_spent())  # fmt: skip
 
     def handle(self, messages: list[tuple[str, Any]]) -> None:
-        from scaling_sweeper.trial import Progress, progress_of, truncate_metrics
+        from scaling_sweeper.train.lifecycle import Progress, progress_of, truncate_metrics
 
         for kind, m in messages:
             if kind == "start":
@@ -443,7 +444,7 @@ class _Driver:
 
 def make_zero_optimizer(model: Any, cfg: Any) -> Any:
     """trial.make_optimizer's Ranger with gradient centralization off (see module doc)."""
-    from scaling_sweeper.trial import make_optimizer
+    from scaling_sweeper.train.lifecycle import make_optimizer
 
     opt = make_optimizer(model, cfg)
     if hasattr(opt, "use_gc"):
@@ -507,11 +508,11 @@ def _train_loop(config: dict[str, Any]) -> None:
     import torch.distributed as torch_dist
     import torch.nn.functional as F
 
-    from scaling_sweeper import checkpoint as ckpt_mod
-    from scaling_sweeper import trial
-    from scaling_sweeper.batches import EpochSampler, to_device_xy
     from scaling_sweeper.model import GPT, config_for
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.train import checkpoint as ckpt_mod
+    from scaling_sweeper.train import lifecycle as trial
+    from scaling_sweeper.train.batches import EpochSampler, to_device_xy
+    from scaling_sweeper.train.config import TrainConfig
 
     cfg = from_dict(TrainConfig, config["cfg"])
     plan = DistributedPlan(**config["plan"])

@@ -1,15 +1,15 @@
 """`TrainConfig`: everything one training trial needs, validated, without torch.
 
 A sweep driver resolves and hashes these for every cell (`sweep/cells.py`) without importing
-torch; `scaling_sweeper.train` (the trainer) re-exports it. Field docs are the comments.
+torch; `scaling_sweeper.train.single` (the trainer) re-exports it. Field docs are the comments.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scaling_sweeper.errors import ConfigError
-from scaling_sweeper.model_config import get_size
+from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.model_config import get_size
 
 STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
 ZERO_OFFLOADS = ("none", "optimizer", "all")

@@ -3,7 +3,7 @@
 Strategies (lightest first): `ddp` (DeepSpeed ZeRO stage 0: plain data parallel), `zero2`,
 `zero3`, `zero2_offload` (optimizer states on the host), `zero3_offload` (optimizer states and
 parameters on the host). Each has a template, `TEMPLATES[name]`, mirrored in
-`cluster/deepspeed/<name>.json` (regenerate with `python -m scaling_sweeper.zero_config
+`cluster/deepspeed/<name>.json` (regenerate with `python -m scaling_sweeper.train.deepspeed_config
 cluster/deepspeed`; a test keeps the two identical). Template values "auto" are filled from the
 trial by `build_ds_config`:
 
@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.errors import ConfigError
 
 STRATEGIES: tuple[str, ...] = ("ddp", "zero2", "zero3", "zero2_offload", "zero3_offload")
 AUTO = "auto"
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "cluster" / "deepspeed"
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "cluster" / "deepspeed"
 
 _COMMON: dict[str, Any] = {
     "train_batch_size": AUTO,

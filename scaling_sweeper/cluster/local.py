@@ -17,7 +17,7 @@ What "safe" means here (checked by tests/test_hardening_cluster.py):
   every interface. Ray keeps the loopback IP only where multi-node clusters are off
   (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, its switch for laptops): the nodes start with that
   switch in their environment (inherited by every process of the node, so each resolves its own
-  IP to 127.0.0.1), and through `python -m scaling_sweeper.sweep.local_cluster --ray-start ...`,
+  IP to 127.0.0.1), and through `python -m scaling_sweeper.cluster.local --ray-start ...`,
   which lets `ray start --address` add a worker node despite the switch.
 - ports are chosen free, so several clusters of this user coexist; `stop` never uses `ray stop`
   (which stops every Ray cluster of the user).
@@ -36,7 +36,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scaling_sweeper.errors import SweeperError
+from scaling_sweeper.base.errors import SweeperError
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_ENV = "cluster.env"
@@ -102,7 +102,7 @@ def _node_env() -> dict[str, str]:
 
 
 def _ray_start(args: list[str], log: Path) -> None:
-    cmd = [sys.executable, "-m", "scaling_sweeper.sweep.local_cluster", "--ray-start", *args]
+    cmd = [sys.executable, "-m", "scaling_sweeper.cluster.local", "--ray-start", *args]
     with open(log, "w") as f:
         r = subprocess.run(cmd, env=_node_env(), stdout=f, stderr=subprocess.STDOUT, timeout=NODE_REGISTER_WAIT_S + 120)
     if r.returncode != 0:

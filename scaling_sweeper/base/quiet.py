@@ -60,6 +60,6 @@ RAY_NOTICE_LOGGERS = ("ray._private.authentication.authentication_token_setup",)
 
 def quiet_ray_token_notice() -> None:
     """Ray's "Token authentication is enabled for this Ray cluster" warning: tokens are handled
-    (scaling_sweeper.sweep.ray_cluster), so it is not actionable; errors still show."""
+    (scaling_sweeper.cluster.connection), so it is not actionable; errors still show."""
     for name in RAY_NOTICE_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
