@@ -14,7 +14,8 @@ Imports no Ray, torch or DeepSpeed: usable on a laptop with only the results fol
 from __future__ import annotations
 
 from analysis.query import query
-from analysis.tables import Tables, open_tables, rebuild, write_cell_tables
+from analysis.tables import Tables, open_tables
+from scaling_sweeper.results.tables import rebuild, write_cell_tables
 
 open = open_tables  # noqa: A001  (analysis.open(path) -> Tables)
 

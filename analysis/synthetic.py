@@ -182,7 +182,7 @@ def write_synthetic_sweep(
     metrics.jsonl, STATUS) under `sweep_dir`; returns the rows."""
     import json
 
-    from analysis.tables import write_cell_tables
+    from scaling_sweeper.results.tables import write_cell_tables
 
     sweep_dir = Path(sweep_dir)
     rows = synthetic_rows(sweep_dir.name, law=law, seed=seed, **kw)

@@ -146,7 +146,9 @@ def bench_scaling(n_jets: int, chunk_jets: int, nodes: list[int]) -> None:
                 continue
             try:
                 out = Path(tmp) / f"ray{n}"
-                wall = _timed_make(out, n_jets, chunk_jets, address=info["RAY_ADDRESS"])
+                from scaling_sweeper.cluster.ray_tasks import RayTasks
+
+                wall = _timed_make(out, n_jets, chunk_jets, executor=RayTasks(info["RAY_ADDRESS"]))
                 same = json.loads((out / "manifest.json").read_text())["chunk_sha256"] == ref
             finally:
                 subprocess.run(stop, capture_output=True, timeout=120)

@@ -28,22 +28,28 @@ def _data_code_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def _make_real_jets(out: Path) -> Path:
+    """The dataset as `sweeper data make` makes it (tokenization report with its round-trip check)."""
+    from scaling_sweeper.data.dataset import make_dataset
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
+
+    return make_dataset(out, progress=False, roundtrip=tokenizer_roundtrip_report, **REAL_JETS)
+
+
 @pytest.fixture(scope="session")
 def real_jets_dir(request, tmp_path_factory) -> Path:
-    from scaling_sweeper.data.dataset import make_dataset
-
     if os.environ.get("SWEEPER_FRESH_TEST_DATA"):
-        return make_dataset(tmp_path_factory.mktemp("real_jets"), progress=False, **REAL_JETS)
+        return _make_real_jets(tmp_path_factory.mktemp("real_jets"))
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     if cache is None:
-        return make_dataset(tmp_path_factory.mktemp("real_jets"), progress=False, **REAL_JETS)
+        return _make_real_jets(tmp_path_factory.mktemp("real_jets"))
     base = Path(cache.mkdir("sweeper_real_jets"))
     out = base / _data_code_hash()
     # other pytest sessions may make the same folder at the same time: serialise on a lock file
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            make_dataset(out, progress=False, **REAL_JETS)
+            _make_real_jets(out)
             _prune_stale(base, keep=out)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

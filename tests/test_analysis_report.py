@@ -16,8 +16,8 @@ import pytest
 
 from analysis.report import build_report
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep
-from analysis.tables import write_cell_tables
 from scaling_sweeper.cli import main as cli_main
+from scaling_sweeper.results.tables import write_cell_tables
 
 REPO = Path(__file__).resolve().parents[1]
 

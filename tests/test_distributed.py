@@ -24,6 +24,7 @@ from scaling_sweeper.base import flops
 from scaling_sweeper.base.config import load_yaml
 from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
+from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.train import single as T
 from scaling_sweeper.train.deepspeed_config import DistributedConfig
@@ -263,9 +264,9 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
     Train. Its 2 workers x 2 CPUs take the WHOLE 4-CPU test cluster, so this also checks that a
     ZeRO cell's Tune trial (the driver) reserves no CPU: a 1-CPU driver would starve its workers."""
     from analysis.tables import open_tables
+    from scaling_sweeper.sweep.driver import run_sweep
     from scaling_sweeper.sweep.ledger import Ledger
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from scaling_sweeper.sweep.tune_runner import run_sweep
 
     storage = tmp_path / "runs"
     assert ray_session.cluster_resources()["CPU"] == 4
@@ -277,7 +278,7 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
                   "ckpt_every": 3, "warmup_steps": 2, "num_workers": 2, "micro_batch_size": 2,
                   "cpus_per_worker": 2.0},
     })  # fmt: skip
-    out = run_sweep(spec, progress=False)
+    out = run_sweep(spec, RayConnection(), progress=False)
     assert out.ok and len(out.done) == 2, out
     rows = {}
     for cid in out.done:

@@ -17,6 +17,7 @@ import yaml
 
 from scaling_sweeper.base.errors import BudgetError, CheckpointError, ConfigError, DataError
 from scaling_sweeper.base.runfolder import atomic_write_json, is_done, write_status
+from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.driver_lock import DriverLock, DriverLockError
@@ -79,13 +80,13 @@ def test_over_long_names_are_a_named_error():
 
 
 def test_a_second_spec_budget_is_refused(tokens, tmp_path):
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
 
     storage = tmp_path / "runs"
     Ledger.open(storage, "local", budget=6e11)
     before = ledger_path(storage, "local").read_text()
     with pytest.raises(BudgetError) as e:
-        run_sweeps([_spec(tokens, storage, budget={"flops": 2e12})], progress=False)
+        run_sweeps([_spec(tokens, storage, budget={"flops": 2e12})], RayConnection(), progress=False)
     assert "2e+12" in str(e.value) and "6e+11" in str(e.value) and "--set-flops" in str(e.value)
     assert ledger_path(storage, "local").read_text() == before  # the cap is untouched
     assert not (storage / "hard").exists() and not _ray_started()  # nothing written, no Ray
@@ -142,7 +143,8 @@ def test_stale_commitment_expires(tmp_path):
 
 
 def test_searcher_expires_stale_commitments_before_refusing(tmp_path):
-    from scaling_sweeper.sweep.tune_runner import CellSearcher, TrialContext
+    from scaling_sweeper.sweep.admission import CellSearcher
+    from scaling_sweeper.sweep.cell_trial import TrialContext
 
     storage = tmp_path / "runs"
     led = Ledger.open(storage, "c", budget=100.0)
@@ -162,14 +164,14 @@ def test_searcher_expires_stale_commitments_before_refusing(tmp_path):
 
 
 def test_second_driver_is_refused(tokens, tmp_path):
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
 
     spec = _spec(tokens, tmp_path / "runs")
     with DriverLock(spec.sweep_dir):  # the first driver (this process, alive)
         with pytest.raises(DriverLockError, match=f"driver pid {os.getpid()}"):
             DriverLock(spec.sweep_dir).acquire()
         with pytest.raises(DriverLockError, match="already being run"):
-            run_sweeps([spec], progress=False)
+            run_sweeps([spec], RayConnection(), progress=False)
         assert not (spec.sweep_dir / "cells.json").exists() and not _ray_started()
     assert not (spec.sweep_dir / "driver.lock").exists()  # released
 
@@ -222,13 +224,14 @@ def _flip(tokens: Path) -> None:
      "corrupt shard index"),
 ], ids=["no-data", "no-val", "truncated", "flipped", "index-list", "index-splits-list"])
 def test_bad_data_is_a_named_error_before_ray(tokens, tmp_path, damage, error, match):
-    from scaling_sweeper.sweep.tune_runner import check_data, run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
+    from scaling_sweeper.sweep.reconcile import check_data
 
     spec = _spec(tokens, tmp_path / "runs", seq_len=SEQ_LEN, vocab_size=24)
     check_data(spec)  # whole data passes
     damage(tokens)
     with pytest.raises(error, match=match):
-        run_sweeps([spec], progress=False)
+        run_sweeps([spec], RayConnection(), progress=False)
     assert not _ray_started() and not (tmp_path / "runs" / "hard" / "cells.json").exists()
 
 
@@ -236,13 +239,13 @@ def test_bad_data_is_a_named_error_before_ray(tokens, tmp_path, damage, error, m
                                   '{"budget": 1e9, "cells": {"s/a": {"state": "active"}}}', "\x00\x01"],
                          ids=["list", "budget-str", "cells-list", "cell-fields", "binary"])
 def test_wrong_shaped_ledger_is_a_named_error(tokens, tmp_path, text):
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
 
     p = ledger_path(tmp_path / "runs", "local")
     p.parent.mkdir(parents=True)
     p.write_text(text)
     with pytest.raises(BudgetError, match="corrupt ledger"):
-        run_sweeps([_spec(tokens, tmp_path / "runs")], progress=False)
+        run_sweeps([_spec(tokens, tmp_path / "runs")], RayConnection(), progress=False)
     assert not _ray_started()
 
 
@@ -256,8 +259,9 @@ def test_empty_or_wrong_result_json_is_not_done(tmp_path, text):
 
 
 def test_reconcile_puts_a_cell_with_empty_result_back_in_todo(tokens, tmp_path):
+    from scaling_sweeper.sweep.cell_trial import TrialContext
     from scaling_sweeper.sweep.cells import write_sweep_files
-    from scaling_sweeper.sweep.tune_runner import TrialContext, prepare, reconcile
+    from scaling_sweeper.sweep.reconcile import prepare, reconcile
 
     spec, shape, cells = prepare(_spec(tokens, tmp_path / "runs"))
     write_sweep_files(spec, cells, shape)
@@ -277,8 +281,8 @@ def test_reconcile_puts_a_cell_with_empty_result_back_in_todo(tokens, tmp_path):
 
 def test_tune_storage_credentials_are_redacted_in_spec_yaml(tokens, tmp_path):
     from scaling_sweeper.sweep.cells import write_sweep_files
+    from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import load_spec
-    from scaling_sweeper.sweep.tune_runner import prepare
 
     uri = "s3://alice:hunter2@bucket/tune?endpoint_override=h:9000&secret_key=SEKRET&scheme=http"
     spec, shape, cells = prepare(_spec(tokens, tmp_path / "runs", tune_storage=uri))
@@ -294,7 +298,8 @@ def test_tune_storage_credentials_are_redacted_in_spec_yaml(tokens, tmp_path):
 
 
 def test_credentials_never_go_through_runtime_env(monkeypatch):
-    from scaling_sweeper.cluster.connection import check_env_vars, worker_env
+    from scaling_sweeper.base.worker_env import worker_env
+    from scaling_sweeper.cluster.connection import check_env_vars
 
     for bad in ({"AWS_SECRET_ACCESS_KEY": "x"}, {"AWS_ACCESS_KEY_ID": "x"}, {"HF_TOKEN": "x"},
                 {"DB_PASSWORD": "x"}, {"MY_API_KEY": "x"}):

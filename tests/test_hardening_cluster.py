@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from scaling_sweeper.cluster import local as local_cluster
+from scaling_sweeper.cluster.connection import RayConnection
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -158,9 +159,10 @@ def test_address_without_token_auth_is_refused(open_head, tmp_path):
 def test_unwritable_cell_fails_alone(tmp_path):
     from scaling_sweeper.cluster.connection import shutdown_ray
     from scaling_sweeper.data.shards import write_shards
+    from scaling_sweeper.sweep.driver import run_sweep
     from scaling_sweeper.sweep.ledger import Ledger
+    from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from scaling_sweeper.sweep.tune_runner import prepare, run_sweep
     from tests.test_hardening import SEQ_LEN, _rows
 
     tokens = write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1)}, vocab_size=24,
@@ -177,7 +179,7 @@ def test_unwritable_cell_fails_alone(tmp_path):
     # root ignores permission bits: a plain file where the cell's folder belongs cannot be written either
     (spec.sweep_dir / bad).write_text("not a folder\n")
     try:
-        out = run_sweep(spec, num_cpus=2, progress=False)
+        out = run_sweep(spec, RayConnection(num_cpus=2), progress=False)
     finally:
         shutdown_ray()
     assert out.done == [good] and out.failed == [bad], out

@@ -42,20 +42,10 @@ PLACED: dict[str, str] = {}
 # is no longer a violation fails `test_allow_list_is_current`, so it has to be deleted.
 ALLOWED: set[tuple[str, str]] = {
     # cycles (one edge of each)
-    ("scaling_sweeper.sweep.ledger", "scaling_sweeper.results.status"),
-    ("scaling_sweeper.data.pythia", "scaling_sweeper.data.chunks"),
     ("analysis.effective_data_report", "analysis.report"),
     ("analysis.holdout_report", "analysis.report"),
     ("analysis.tokenizer_compare", "analysis.report"),
     # upward imports
-    ("scaling_sweeper.data.chunks", "scaling_sweeper.cluster.connection"),
-    ("scaling_sweeper.data.dataset", "scaling_sweeper.evaluate.run"),
-    ("scaling_sweeper.train.zero", "scaling_sweeper.cluster.connection"),
-    ("scaling_sweeper.sweep.tune_runner", "scaling_sweeper.cluster.connection"),
-    ("scaling_sweeper.sweep.tune_runner", "analysis.tables"),
-    ("scaling_sweeper.results.status", "scaling_sweeper.sweep.cells"),
-    ("scaling_sweeper.results.status", "scaling_sweeper.sweep.spec"),
-    ("scaling_sweeper.results.status", "scaling_sweeper.sweep.ledger"),
 }
 
 

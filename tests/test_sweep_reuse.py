@@ -21,6 +21,7 @@ from scaling_sweeper.base.runfolder import (
     read_result,
     write_status,
 )
+from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import spec_from_dict
@@ -65,7 +66,8 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
 
     from analysis.tables import open_tables
     from scaling_sweeper.cluster.connection import shutdown_ray
-    from scaling_sweeper.sweep.tune_runner import prepare, run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
+    from scaling_sweeper.sweep.reconcile import prepare
 
     storage = tmp_path / "runs"
     # N scan (Pico, XXS at D = 1000) and D scan (Pico at D = 500, 1000): Pico at D = 1000 is one cell
@@ -79,7 +81,7 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
     by_id = {c.cell_id: c for c in cells_a + cells_b}
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        outs = run_sweeps([a, b], num_cpus=2, progress=False, train_fn=counting_train)
+        outs = run_sweeps([a, b], RayConnection(num_cpus=2), progress=False, train_fn=counting_train)
         assert all(o.ok for o in outs), outs
         calls = read_jsonl(storage / "train_calls.jsonl")
         assert sorted(c["cell_id"] for c in calls) == sorted(by_id)  # 3 distinct cells, 3 trainings
@@ -112,13 +114,13 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
 
         # a later sweep with the same cell (another run) adopts it before starting anything
         c = _spec(tokens, storage, name="c", phase="model_size", sizes=["Pico"])
-        (out_c,) = run_sweeps([c], num_cpus=2, progress=False, train_fn=counting_train)
+        (out_c,) = run_sweeps([c], RayConnection(num_cpus=2), progress=False, train_fn=counting_train)
         assert out_c.ok and out_c.skipped_done == [sid] and out_c.reused == [sid] and not out_c.submitted
         assert len(read_jsonl(storage / "train_calls.jsonl")) == 3  # still three trainings
         assert read_result(storage / "c" / sid)["reused_from"] == f"{trained_by}/{sid}"  # the original
         assert Ledger.open(storage, "c").summary().spent == pytest.approx(led.summary().spent)
         # and resuming it changes nothing
-        (again,) = run_sweeps([c], num_cpus=2, progress=False, train_fn=counting_train)
+        (again,) = run_sweeps([c], RayConnection(num_cpus=2), progress=False, train_fn=counting_train)
         assert again.skipped_done == [sid] and len(read_jsonl(storage / "train_calls.jsonl")) == 3
     finally:
         shutdown_ray()
@@ -127,7 +129,8 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
 def test_no_reuse_across_different_data(tokens, tmp_path):
     """Same cell id on different tokens (the id leaves out the data path) is not a reuse."""
     from scaling_sweeper.sweep.cells import write_sweep_files
-    from scaling_sweeper.sweep.tune_runner import prepare, reuse_origin
+    from scaling_sweeper.sweep.reconcile import prepare
+    from scaling_sweeper.sweep.reuse import reuse_origin
 
     storage = tmp_path / "runs"
     rng = np.random.default_rng(1)
@@ -153,7 +156,8 @@ def test_repeated_data_flag_in_tables_and_report(tmp_path):
     """Runs that see some of D again (>= one batch beyond one pass) are flagged in the trials
     table (repeated_data) and named in the report; a one-pass run rounded up to whole steps is not."""
     from analysis.report import repeated_data_note
-    from analysis.tables import open_tables, write_cell_tables
+    from analysis.tables import open_tables
+    from scaling_sweeper.results.tables import write_cell_tables
     from scaling_sweeper.sweep.cells import repeated_data
 
     sweep = tmp_path / "runs" / "s"

@@ -12,6 +12,7 @@ from scaling_sweeper.base import flops
 from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import BudgetError, ConfigError
 from scaling_sweeper.cli import main as cli_main
+from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.model import config_for, count_params
 from scaling_sweeper.sweep.cells import DataShape, cell_id_of, resolve_cells
@@ -167,11 +168,11 @@ def test_bad_schedule_refused_before_ray(tmp_path):
     import ray
 
     from scaling_sweeper.base.errors import ScheduleError
-    from scaling_sweeper.sweep.tune_runner import run_sweep
+    from scaling_sweeper.sweep.driver import run_sweep
 
     spec = spec_from_dict(sched(schedule={"tokens_seen": 10}, storage=str(tmp_path / "runs")))
     with pytest.raises(ScheduleError, match="less than one batch"):
-        run_sweep(spec, progress=False)
+        run_sweep(spec, RayConnection(), progress=False)
     assert not ray.is_initialized() and not (tmp_path / "runs").exists()
 
 
@@ -282,7 +283,7 @@ def test_bad_specs_name_the_field(patch, field):
 def test_per_size_strategies_resolve_into_the_cells(tmp_path, capsys):
     import yaml
 
-    from scaling_sweeper.sweep.tune_runner import trial_resources
+    from scaling_sweeper.sweep.cell_trial import trial_resources
     from scaling_sweeper.train.memory import choose_strategy
 
     train = {"tokens": 13000, "steps": 10, "batch_size": 8, "num_workers": 4, "cpus_per_worker": 0.5}
@@ -373,7 +374,7 @@ def test_budget_too_small_refused_before_ray(tmp_path):
     import ray
 
     from scaling_sweeper.data.shards import write_shards
-    from scaling_sweeper.sweep.tune_runner import run_sweep
+    from scaling_sweeper.sweep.driver import run_sweep
 
     # the driver checks the data before the budget: a real (tiny) tokens folder of base()'s shape
     tokens = write_shards(tmp_path / "tokens", {"train": np.zeros((200, 130), np.uint16),
@@ -381,14 +382,14 @@ def test_budget_too_small_refused_before_ray(tmp_path):
     spec = spec_from_dict(base(storage=str(tmp_path / "runs"), data=str(tokens),
                                budget={"flops": 1e6, "cluster": "tiny"}))
     with pytest.raises(BudgetError, match=r"budget.flops.*cheapest pending cell"):
-        run_sweep(spec, progress=False)
+        run_sweep(spec, RayConnection(), progress=False)
     assert not ray.is_initialized()
     assert Ledger.open(tmp_path / "runs", "tiny").summary().spent == 0.0
 
 
 class _Ctx:
     def __init__(self, tmp_path, budget):
-        from scaling_sweeper.sweep.tune_runner import TrialContext
+        from scaling_sweeper.sweep.cell_trial import TrialContext
 
         Ledger.open(tmp_path, "c", budget=budget)
         self.ctx = TrialContext(sweep="s", phase="grid", sweep_dir=str(tmp_path / "s"),
@@ -397,7 +398,7 @@ class _Ctx:
 
 def test_searcher_admits_waits_and_refuses(tmp_path):
     from scaling_sweeper.base.runfolder import read_status
-    from scaling_sweeper.sweep.tune_runner import CellSearcher
+    from scaling_sweeper.sweep.admission import CellSearcher
 
     ctx = _Ctx(tmp_path, budget=100.0).ctx
     cells = [{"cell_id": "a", "C": 60.0}, {"cell_id": "b", "C": 70.0}, {"cell_id": "c", "C": 30.0}]
@@ -437,7 +438,7 @@ def test_sweep_driver_plans_without_torch(tmp_path):
     code = (
         "import sys\n"
         "from scaling_sweeper.cli import main\n"
-        "import scaling_sweeper.sweep.tune_runner as tr\n"
+        "import scaling_sweeper.sweep.reconcile as tr\n"
         "from scaling_sweeper.sweep.spec import load_specs\n"
         f"specs = load_specs({str(REPO / 'sweeps' / 'smoke.yaml')!r}, ['data={tokens}'])\n"
         "cells = [c for s in specs for c in tr.prepare(s)[2]]\n"
@@ -460,10 +461,10 @@ def test_worker_env_needs_pythonpath_only_without_install(tmp_path):
     import subprocess
     import sys
 
-    from scaling_sweeper.cluster.connection import worker_env
+    from scaling_sweeper.base.worker_env import worker_env
 
     code = ("import sys, json; sys.path.insert(0, sys.argv[1]);"
-            "from scaling_sweeper.cluster.connection import worker_env; print(json.dumps(worker_env()))")
+            "from scaling_sweeper.base.worker_env import worker_env; print(json.dumps(worker_env()))")
     bare = subprocess.run([sys.executable, "-S", "-c", code, str(REPO)], capture_output=True, text=True,
                           cwd=tmp_path)  # -S: no site-packages, so no install of the package
     assert bare.returncode == 0, bare.stderr[-2000:]

@@ -124,7 +124,7 @@ def test_cli_trains_in_bf16_on_cpu(tokens, tmp_path):
     assert row["final_val_loss"] != fp32["final_val_loss"]
     # the trials table carries the precision column
     import analysis
-    from analysis.tables import write_cell_tables
+    from scaling_sweeper.results.tables import write_cell_tables
 
     write_cell_tables(tmp_path / "s", "c1", {**row, "sweep": "s", "cell_id": "c1"}, read_jsonl(out / "metrics.jsonl"))
     assert analysis.open(tmp_path).trials.collect()["precision"].to_list() == ["bf16"]

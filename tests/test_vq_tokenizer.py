@@ -196,7 +196,9 @@ def test_tokenize_dataset_vq_and_cli(jets_dir, tmp_path, one_torch_thread):
 
     vq_settings = {k: v for k, v in TINY.__dict__.items() if k not in ("max_constituents",)}
     cfg = TokenizeConfig(kind="vq", max_constituents=24, vq=vq_settings)
-    out = tokenize_dataset(jets_dir, tmp_path / "tok_vq", cfg=cfg)
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
+
+    out = tokenize_dataset(jets_dir, tmp_path / "tok_vq", cfg=cfg, roundtrip=tokenizer_roundtrip_report)
     tok = load_tokenizer(out, kind="vq")
     info = tokenizer_info(out)
     assert info["kind"] == "vq" and info["codebook_size"] == 32
@@ -275,7 +277,7 @@ def test_report_compares_tokenizers():
 def test_trials_table_records_the_tokenizer(tmp_path):
     import analysis
     from analysis.synthetic import synthetic_rows
-    from analysis.tables import write_cell_tables
+    from scaling_sweeper.results.tables import write_cell_tables
 
     row = synthetic_rows("s1", seeds=1, failed=0)[0]
     row.update(tokenizer_kind="vq", tokenizer_id="vq-0123456789ab", codebook_size=8192,

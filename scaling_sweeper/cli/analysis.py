@@ -38,7 +38,8 @@ def _query(args: argparse.Namespace) -> int:
 def _report_sweeps(target: str, runs: Path) -> list[str] | None:
     """None for one sweep (a folder under runs), else the sweep names `all`, a suite or a spec file
     stands for."""
-    from scaling_sweeper.results.status import find_sweeps, list_sweeps
+    from scaling_sweeper.results.status import list_sweeps
+    from scaling_sweeper.sweep.addressing import find_sweeps
 
     if target != "all" and (runs / target).is_dir():
         return None

@@ -16,15 +16,15 @@ embedded single-node cluster of `sweeper run` without `--address`.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import scaling_sweeper
 from scaling_sweeper.base.errors import SweeperError
 from scaling_sweeper.base.quiet import quiet_ray_token_notice
+from scaling_sweeper.base.worker_env import worker_env
 
 _AUTH_ENV = "RAY_AUTH_MODE"
 INSECURE_HINT = "--insecure"
@@ -124,30 +124,6 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def repo_root() -> Path:
-    """The folder that holds the `scaling_sweeper` package (the source checkout when not installed)."""
-    return Path(scaling_sweeper.__file__).resolve().parent.parent
-
-
-def _package_is_installed() -> bool:
-    """Whether any interpreter of this environment imports this checkout's package (a regular or
-    an editable `pip install`), so workers need no PYTHONPATH."""
-    if "site-packages" in str(Path(scaling_sweeper.__file__).resolve()):
-        return True
-    from importlib.metadata import distributions
-
-    # editable install (PEP 610 direct_url.json) pointing at this checkout; a source checkout's
-    # own *.egg-info in the cwd also shows up as a distribution, without direct_url.json
-    for dist in distributions(name="scaling-sweeper"):
-        try:
-            url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
-        except json.JSONDecodeError:
-            continue
-        if url.startswith("file://") and Path(url[len("file://"):]).resolve() == repo_root():
-            return True
-    return False
-
-
 def token_available() -> bool:
     if os.environ.get("RAY_AUTH_TOKEN"):
         return True
@@ -195,17 +171,6 @@ def check_env_vars(env: dict[str, str]) -> None:
     if bad:
         raise ConfigError(f"not sending {', '.join(bad)} through Ray's runtime_env (it is logged in clear "
                           "text): give the nodes their own credentials (their environment, an instance role)")
-
-
-def worker_env() -> dict[str, str]:
-    """Environment Ray workers need: PYTHONPATH to this checkout when the package is not installed
-    (empty otherwise, so no runtime_env is needed and prestarted workers can be used)."""
-    env: dict[str, str] = {}
-    if not _package_is_installed():
-        root = str(repo_root())
-        parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])
-    return env
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None,
@@ -259,3 +224,23 @@ def shutdown_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@dataclass(frozen=True)
+class RayConnection:
+    """How a sweep driver reaches Ray (sweep.driver.Connection): an embedded local cluster
+    (address None; `num_cpus` caps it), or the existing cluster at `address`, which must require
+    the auth token unless `insecure`."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    insecure: bool = False
+
+    def check(self) -> None:
+        """Refuse an open cluster (InsecureClusterError) before the driver writes anything."""
+        if self.address:
+            check_cluster_auth(self.address, insecure=self.insecure)
+
+    def open(self) -> None:
+        """Start or join Ray (init_ray checks the cluster again)."""
+        init_ray(self.address, num_cpus=self.num_cpus, insecure=self.insecure)

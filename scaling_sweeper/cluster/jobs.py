@@ -32,11 +32,11 @@ from typing import Any
 from scaling_sweeper.base.config import dump_yaml, to_dict
 from scaling_sweeper.base.errors import ConfigError, SweeperError
 from scaling_sweeper.base.runfolder import atomic_write_json
+from scaling_sweeper.base.worker_env import repo_root
 from scaling_sweeper.cluster.connection import (
     check_cluster_auth,
     check_env_vars,
     enable_token_auth_if_available,
-    repo_root,
 )
 from scaling_sweeper.sweep.spec import SweepSpec, uri_has_credentials, with_absolute_paths
 
@@ -121,7 +121,7 @@ def submit_sweeps(
 ) -> str:
     """Validate the specs here, then submit one Ray Job that runs them in order; returns the job id.
     Ships git-tracked files + `include` (module doc); `env` must hold no credentials."""
-    from scaling_sweeper.sweep.tune_runner import prepare
+    from scaling_sweeper.sweep.reconcile import prepare
 
     specs = [with_absolute_paths(s) for s in specs]
     if not specs:

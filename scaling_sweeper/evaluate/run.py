@@ -32,6 +32,7 @@ import numpy as np
 
 from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import ConfigError, DataError, SweeperError
+from scaling_sweeper.base.results_schema import EVAL_ROW_KEYS
 from scaling_sweeper.base.runfolder import atomic_write_json, read_result, read_status
 from scaling_sweeper.evaluate.observables import (
     OBSERVABLES,
@@ -43,8 +44,6 @@ from scaling_sweeper.evaluate.swd import SWDResult, bootstrap_swd, split_disjoin
 
 EVAL_FILE = "eval.json"
 EVAL_SPLIT_STREAM = 3  # random stream of the evaluation's real split (swd.split_disjoint)
-#: result.json keys that evaluation fills (plus w1_<observable>)
-RESULT_KEYS = ("swd", "swd_err", "swd_floor", "invalid_frac")
 
 
 @dataclass
@@ -234,6 +233,13 @@ def tokenizer_roundtrip_swd(tokenizer, jets: ak.Array, cfg: EvalConfig | None = 
     return out
 
 
+def tokenizer_roundtrip_report(tokenizer, jets: ak.Array) -> dict[str, Any]:
+    """The round-trip check of a tokens folder's tokenization_report.json (`roundtrip_swd`):
+    `tokenizer_roundtrip_swd` on up to 2 x 5000 jets with 20 bootstraps. The command line hands it
+    to data.dataset.tokenize_dataset (the data layer does not import the evaluation)."""
+    return tokenizer_roundtrip_swd(tokenizer, jets, EvalConfig(n_jets=5000, n_bootstrap=20))
+
+
 # ------------------------------------------------------------------------------ I/O edges
 def _real_jets_path(cfg: EvalConfig, tokens_dir: Path) -> Path:
     if cfg.real is not None:
@@ -354,7 +360,7 @@ def update_result(run_dir: str | Path, metrics: dict[str, Any]) -> dict[str, Any
     if row is None:
         raise SweeperError(f"{run_dir}: result.json missing or unreadable")
     for k, v in metrics.items():
-        if k in RESULT_KEYS or (k.startswith("w1_") and not isinstance(v, dict)):
+        if k in EVAL_ROW_KEYS or (k.startswith("w1_") and not isinstance(v, dict)):
             row[k] = v
     atomic_write_json(run_dir / "result.json", row)
     return row

@@ -20,11 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scaling_sweeper.base.config import load_yaml
 from scaling_sweeper.base.runfolder import atomic_write_json, is_done, read_jsonl, read_result, read_status
+from scaling_sweeper.results.ledger_file import ledger_path, read_summary
 
 HEARTBEAT_STALE_S = 90.0
-STOP_FILE = "STOP"
-DRIVER_FILE = "driver.json"
+STOP_FILE = "STOP"  # in a sweep folder: trials stop at their next step (`sweeper stop`)
+DRIVER_FILE = "driver.json"  # in a sweep folder: the driver's heartbeat (pid, host, state, time)
+CELLS_FILE = "cells.json"  # in a sweep folder: the plan, one record per cell (sweep.cells.write_sweep_files)
+
+
+def read_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """The plan of a sweep folder (cells.json: one record per cell, its config included), or []."""
+    try:
+        return json.loads((Path(sweep_dir) / CELLS_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
 
 
 def last_jsonl(path: Path, tail_bytes: int = 8192) -> dict[str, Any] | None:
@@ -126,9 +137,6 @@ def write_driver(sweep_dir: Path, state: str, **extra: Any) -> None:
 
 def collect(sweep_dir: str | Path) -> SweepStatus:
     """Read the state of every planned cell of a sweep folder."""
-    from scaling_sweeper.base.config import load_yaml
-    from scaling_sweeper.sweep.cells import read_cells
-
     sweep_dir = Path(sweep_dir)
     plan = read_cells(sweep_dir)
     driver, alive = read_driver(sweep_dir)
@@ -167,12 +175,10 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
     try:
         spec = load_yaml(sweep_dir / "spec.yaml")
         max_conc = int((spec.get("resources") or {}).get("max_concurrent", 1))
-        from scaling_sweeper.sweep.ledger import Ledger, ledger_path
-
         cluster = (spec.get("budget") or {}).get("cluster", "local")
         p = ledger_path(spec.get("storage") or sweep_dir.parent, cluster)
         if p.is_file():
-            ledger = Ledger(p, cluster).summary()
+            ledger = read_summary(p, cluster)
     except Exception:  # noqa: BLE001 - status is best effort about the extras
         pass
     return SweepStatus(
@@ -263,7 +269,7 @@ def list_sweeps(storage: str | Path) -> list[Path]:
     root = Path(storage)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / "cells.json").is_file())
+    return sorted(p for p in root.iterdir() if (p / CELLS_FILE).is_file())
 
 
 def _suite_of(sweep_dir: Path) -> tuple[str | None, int]:
@@ -282,54 +288,3 @@ def list_suites(storage: str | Path) -> dict[str, list[Path]]:
         if name:
             out.setdefault(name, []).append((i, d))
     return {k: [d for _, d in sorted(v)] for k, v in out.items()}
-
-
-def find_sweeps(target: str | Path, storage: str | Path = "runs") -> list[Path]:
-    """The sweep folders `target` names, tried in this order: a sweep folder; a sweep name under
-    `storage`; a spec file (its sweeps, under the spec's own storage); a suite, i.e. the stem of
-    the spec file the sweeps were run from (`smoke` for sweeps/smoke.yaml: smoke-model, smoke-data,
-    smoke-isoflop). SweeperError lists what exists when nothing matches."""
-    from scaling_sweeper.base.errors import SweeperError
-
-    t = Path(target)
-    if (t / "cells.json").is_file():
-        return [t]
-    if (Path(storage) / str(target) / "cells.json").is_file():
-        return [Path(storage) / str(target)]
-    if t.is_file() and t.suffix in (".yaml", ".yml"):
-        from scaling_sweeper.sweep.spec import load_specs
-
-        dirs = [s.sweep_dir for s in load_specs(t)]
-        found = [d for d in dirs if (d / "cells.json").is_file()]
-        if not found:
-            raise SweeperError(f"{t}: none of its sweeps ({', '.join(d.name for d in dirs)}) has been run "
-                               f"(no {dirs[0].parent}/<sweep>/cells.json); `sweeper run {t}` first")
-        return found
-    suites = list_suites(storage)
-    if str(target) in suites:
-        return suites[str(target)]
-    names = [d.name for d in list_sweeps(storage)]
-    have = (f"sweeps: {', '.join(names)}" if names else "no sweeps") + (
-        f"; suites: {', '.join(sorted(suites))}" if suites else "")
-    raise SweeperError(f"no sweep {str(target)!r} (nor a suite or spec file of that name) under {storage} "
-                       f"({have}; pass --storage for another results folder)")
-
-
-def find_cell(sweep_dirs: list[Path], cell: str) -> Path:
-    """A cell's run folder from an id, a unique id prefix or a size name that only one of the
-    sweeps' cells has (e.g. `Pico` in a model_size sweep). SweeperError lists the candidates."""
-    from scaling_sweeper.base.errors import SweeperError
-    from scaling_sweeper.sweep.cells import read_cells
-
-    rows = [(d, r) for d in sweep_dirs for r in read_cells(d)]
-    for pred in (lambda r: r["cell_id"] == cell, lambda r: r["cell_id"].startswith(cell),
-                 lambda r: str(r.get("size", "")).lower() == cell.lower()):
-        hits = [(d, r) for d, r in rows if pred(r)]
-        if len(hits) == 1:
-            d, r = hits[0]
-            return d / r["cell_id"]
-        if len(hits) > 1:
-            listing = "; ".join(f"{d.name}/{r['cell_id']} ({r['size']}, D={float(r['D']):.3g})" for d, r in hits)
-            raise SweeperError(f"{cell!r} names {len(hits)} cells: {listing}; name one by its id")
-    listing = "; ".join(f"{d.name}/{r['cell_id']} ({r['size']})" for d, r in rows) or "none"
-    raise SweeperError(f"no cell {cell!r} in {', '.join(d.name for d in sweep_dirs)} (cells: {listing})")

@@ -41,6 +41,7 @@ from scaling_sweeper.base.config import dump_yaml, from_dict, to_dict
 from scaling_sweeper.base.errors import ConfigError, DataError, ScheduleError
 from scaling_sweeper.base.model_config import config_for, count_params, get_size
 from scaling_sweeper.base.runfolder import atomic_write_json, atomic_write_text
+from scaling_sweeper.results.status import CELLS_FILE
 from scaling_sweeper.sweep.phases import PlanContext, get_phase
 from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec, spec_to_dict
 from scaling_sweeper.train.config import TrainConfig
@@ -366,7 +367,7 @@ def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
                 f"(train sha256 {old[:12]} != {shape.train_sha256[:12]}); choose a new name"
             )
     atomic_write_text(d / "spec.yaml", dump_yaml(spec_to_dict(spec, redact=True)))  # no credentials on disk
-    atomic_write_json(d / "cells.json", [dict(c.row(), config=c.config) for c in cells])
+    atomic_write_json(d / CELLS_FILE, [dict(c.row(), config=c.config) for c in cells])
     meta = {
         "name": spec.name, "phase": spec.phase, "seq_len": shape.seq_len,
         "vocab_size": shape.vocab_size, "train_sha256": shape.train_sha256,
@@ -376,14 +377,6 @@ def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
         meta["tokenizer"] = {k: shape.tokenizer[k] for k in ("kind", "id", "codebook_size")}
     atomic_write_json(meta_path, meta)
     return d
-
-
-def read_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """The plan written by write_sweep_files (list of cell rows incl. config), or []."""
-    try:
-        return json.loads((Path(sweep_dir) / "cells.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
 
 
 def plan_totals(cells: list[Cell]) -> dict[str, float]:

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from scaling_sweeper.base import flops
 from scaling_sweeper.base.config import dump_yaml, from_dict, load_yaml, to_dict
 from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.results_schema import ROW_KEYS
 from scaling_sweeper.base.runfolder import (
     atomic_write_json,
     atomic_write_text,
@@ -59,13 +60,6 @@ from scaling_sweeper.data.shards import TokenShard
 from scaling_sweeper.model import config_for, count_params, get_size
 from scaling_sweeper.train.batches import to_device_xy
 from scaling_sweeper.train.config import TrainConfig
-
-RESULT_KEYS = (
-    "sweep", "phase", "cell_id", "size", "N", "N_incl", "n_layer", "d_model", "n_head", "D",
-    "tokens_seen", "passes", "C_planned", "C_spent", "C_exact", "lr", "batch", "seq_len", "seed",
-    "status", "final_val_loss", "best_val_loss", "swd", "swd_err", "swd_floor", "invalid_frac",
-    "wall_s", "tokens_per_s", "started_at", "finished_at", "ray_trial_id", "error", "precision",
-)  # fmt: skip
 
 # TrainConfig fields that do not change the math and may differ when a run resumes
 RUNTIME_FIELDS = ("compile",)
@@ -278,7 +272,7 @@ def stored_outcome(cfg: TrainConfig, run_dir: Path) -> tuple[bool, dict[str, Any
 
 
 def empty_row(cfg: TrainConfig) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
+    row: dict[str, Any] = dict.fromkeys(ROW_KEYS)
     p = get_size(cfg.size)
     row.update(size=cfg.size, n_layer=p.n_layer, d_model=p.d_model, n_head=p.n_head, lr=cfg.peak_lr,
                batch=cfg.batch_size, seed=cfg.seed)  # fmt: skip

@@ -50,7 +50,6 @@ from scaling_sweeper.train.checkpoint import (
 )
 from scaling_sweeper.train.config import STRATEGIES, ZERO_OFFLOADS, TrainConfig  # noqa: F401 (re-exported)
 from scaling_sweeper.train.lifecycle import (  # noqa: F401 (re-exported: the trainer's public names)
-    RESULT_KEYS,
     Lifecycle,
     Progress,
     TrialData,

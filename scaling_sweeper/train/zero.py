@@ -336,7 +336,7 @@ class _Driver:
         import ray.train
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        from scaling_sweeper.cluster.connection import worker_env
+        from scaling_sweeper.base.worker_env import worker_env
 
         storage, name = self.storage()
         cfg, dist, plan = self.cfg, self.dist, self.plan
