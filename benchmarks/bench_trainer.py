@@ -26,8 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scaling_sweeper.base.model_config import config_for_rows  # noqa: E402
 from scaling_sweeper.data.shards import TokenShard, write_shards  # noqa: E402
-from scaling_sweeper.model import GPT, config_for  # noqa: E402
+from scaling_sweeper.model import GPT  # noqa: E402
 from scaling_sweeper.train.batches import rows_to_xy  # noqa: E402
 from scaling_sweeper.train.single import TrainConfig, make_optimizer, run_trial  # noqa: E402
 
@@ -55,7 +56,7 @@ def bare_loop(cfg: TrainConfig) -> tuple[float, float, float]:
     shard = TokenShard(cfg.data, "train", verify="none")
     data = shard.head(cfg.tokens)
     torch.manual_seed(cfg.seed)
-    model = GPT(config_for(cfg.size, shard.index.vocab_size, shard.seq_len - 1))
+    model = GPT(config_for_rows(cfg.size, shard.index.vocab_size, shard.seq_len))
     opt = make_optimizer(model, cfg)
     rng = np.random.default_rng(cfg.seed)
     model.train()

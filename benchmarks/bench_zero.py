@@ -46,11 +46,12 @@ def single_process(size: str, a: argparse.Namespace, device: str) -> dict:
     """run_trial's step (model(x, y) mean loss, backward, clip, Ranger) in this process."""
     import torch
 
-    from scaling_sweeper.model import GPT, config_for
+    from scaling_sweeper.base.model_config import config_for_rows
+    from scaling_sweeper.model import GPT
     from scaling_sweeper.train.zero import make_zero_optimizer
 
     torch.manual_seed(0)
-    model = GPT(config_for(size, a.vocab, a.seq_len - 1)).to(device)
+    model = GPT(config_for_rows(size, a.vocab, a.seq_len)).to(device)
     opt = make_zero_optimizer(model, SimpleNamespace(peak_lr=1e-3, weight_decay=0.0))
     rows = _batches(a.warmup + a.steps, a.batch, a.seq_len, a.vocab)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
@@ -90,7 +91,8 @@ def _bench_loop(config: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from scaling_sweeper.model import GPT, config_for
+    from scaling_sweeper.base.model_config import config_for_rows
+    from scaling_sweeper.model import GPT
     from scaling_sweeper.train.zero import make_zero_optimizer, skip_shm_op_build, split_batch
 
     torch.set_num_threads(config["threads"])
@@ -101,7 +103,7 @@ def _bench_loop(config: dict) -> dict:
     gpu = config["gpu"]
     device = ray.train.torch.get_device() if gpu else torch.device("cpu")
     torch.manual_seed(0)
-    model = GPT(config_for(config["size"], config["vocab"], config["seq_len"] - 1))
+    model = GPT(config_for_rows(config["size"], config["vocab"], config["seq_len"]))
     opt = make_zero_optimizer(model, SimpleNamespace(peak_lr=1e-3, weight_decay=0.0))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=config["ds"], dist_init_required=False)
     mb, gas = config["ds"]["train_micro_batch_size_per_gpu"], config["ds"]["gradient_accumulation_steps"]
@@ -170,8 +172,8 @@ def main() -> int:
     import torch
 
     from scaling_sweeper.base import flops
-    from scaling_sweeper.model import config_for, count_params
-    from scaling_sweeper.train import memory
+    from scaling_sweeper.base.model_config import config_for_rows, count_params
+    from scaling_sweeper.train import strategy as memory
 
     gpu = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
     a.sizes = a.sizes or (["M", "L", "XL"] if gpu else ["XS"])
@@ -189,7 +191,7 @@ def main() -> int:
     tokens_per_step = a.batch * (a.seq_len - 1)
     try:
         for size in a.sizes:
-            gcfg = config_for(size, a.vocab, a.seq_len - 1)
+            gcfg = config_for_rows(size, a.vocab, a.seq_len)
             _, n_incl = count_params(gcfg)
             if gpu:
                 runs = [("single", single_process(size, a, "cuda"))]

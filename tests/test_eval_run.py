@@ -175,7 +175,7 @@ def test_evaluation_real_samples_are_disjoint(trained_run, monkeypatch, tmp_path
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer
     from scaling_sweeper.evaluate import run as run_mod
-    from scaling_sweeper.train.single import load_model
+    from scaling_sweeper.train.checkpoint import load_model
 
     seen: list = []
     real_compute = run_mod.compute_observables

@@ -10,38 +10,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import yaml
 
 from scaling_sweeper.base.errors import BudgetError, CheckpointError, ConfigError, DataError
 from scaling_sweeper.base.runfolder import atomic_write_json, is_done, write_status
 from scaling_sweeper.cluster.connection import RayConnection
-from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.driver_lock import DriverLock, DriverLockError
 from scaling_sweeper.sweep.ledger import Ledger, ledger_path
 from scaling_sweeper.sweep.spec import MAX_NAME_LEN, redact_uri, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
-SEQ_LEN, PAD = 12, 0
-
-
-def _rows(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = np.full((n, SEQ_LEN), PAD, dtype=np.uint16)
-    for i in range(n):
-        k = int(rng.integers(3, SEQ_LEN - 1))
-        out[i, :k] = rng.integers(1, 20, size=k)
-    return out
+SEQ_LEN, N_CONTENT = 12, 21  # vocab 24
 
 
 @pytest.fixture
-def tokens(tmp_path) -> Path:
+def tokens(tmp_path, synthetic_tokens) -> Path:
     """A small tokens folder of our own (tests here corrupt it)."""
-    return write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1), "test": _rows(8, 2)},
-                        vocab_size=24, pad_token=PAD)
+    return synthetic_tokens(SEQ_LEN, N_CONTENT, {"train": 200, "val": 32, "test": 8}, path=tmp_path / "tokens")
 
 
 def _spec(tokens: Path, storage: Path, **kw):
@@ -152,8 +141,8 @@ def test_searcher_expires_stale_commitments_before_refusing(tmp_path):
     ctx = TrialContext(sweep="s", phase="model_size", sweep_dir=str(storage / "s"),
                        ledger_file=str(led.path), cluster="c")
     sweep_status.write_driver(storage / "s", "running")
-    searcher = CellSearcher([{"cell_id": "c1", "C": 50.0, "sweep": "s"}], ctx)
-    assert searcher.suggest("t1") == {"cell": {"cell_id": "c1", "C": 50.0, "sweep": "s"}}
+    searcher = CellSearcher([SimpleNamespace(cell_id="c1", C=50.0, sweep="s")], ctx)
+    assert searcher.suggest("t1") == {"sweep": "s", "cell_id": "c1"}
     st = led.state()["cells"]
     assert st["gone/x"]["state"] == "finished" and st["gone/x"]["expired"]
     assert st["s/c1"]["state"] == "active" and st["s/c1"]["driver"].endswith("s/driver.json")

@@ -133,13 +133,10 @@ def test_local_cluster_requires_the_token(safe_cluster):
         assert stat.S_IMODE(tok.stat().st_mode) == 0o600
 
 
-def test_address_without_token_auth_is_refused(open_head, tmp_path):
+def test_address_without_token_auth_is_refused(open_head, tmp_path, synthetic_tokens):
     from scaling_sweeper.cluster.connection import InsecureClusterError, check_cluster_auth
-    from scaling_sweeper.data.shards import write_shards
-    from tests.test_hardening import _rows
 
-    tokens = write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1)}, vocab_size=24,
-                          pad_token=0)
+    tokens = synthetic_tokens(12, 21, {"train": 200, "val": 32})
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({"name": "open", "phase": "model_size", "data": str(tokens),
                                     "storage": str(tmp_path / "runs"), "sizes": ["Pico"],
@@ -156,17 +153,15 @@ def test_address_without_token_auth_is_refused(open_head, tmp_path):
     assert check_cluster_auth(open_head["RAY_DASHBOARD"], jobs_api=True, insecure=True) is False
 
 
-def test_unwritable_cell_fails_alone(tmp_path):
+def test_unwritable_cell_fails_alone(tmp_path, synthetic_tokens):
     from scaling_sweeper.cluster.connection import shutdown_ray
-    from scaling_sweeper.data.shards import write_shards
     from scaling_sweeper.sweep.driver import run_sweep
     from scaling_sweeper.sweep.ledger import Ledger
     from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from tests.test_hardening import SEQ_LEN, _rows
+    from tests.test_hardening import N_CONTENT, SEQ_LEN
 
-    tokens = write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1)}, vocab_size=24,
-                          pad_token=0)
+    tokens = synthetic_tokens(SEQ_LEN, N_CONTENT, {"train": 200, "val": 32}, path=tmp_path / "tokens")
     spec = spec_from_dict({
         "name": "iso", "phase": "model_size", "data": str(tokens), "storage": str(tmp_path / "runs"),
         "sizes": ["Pico"], "seeds": [0, 1], "failure": {"max_retries": 0}, "budget": {"flops": 1e15},

@@ -22,7 +22,6 @@ from scaling_sweeper.base.runfolder import (
     write_status,
 )
 from scaling_sweeper.cluster.connection import RayConnection
-from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import spec_from_dict
 
@@ -48,11 +47,8 @@ def counting_train(cfg, run_dir, *, on_progress=None, should_stop=None):
 
 
 @pytest.fixture
-def tokens(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    splits = {k: rng.integers(0, 50, size=(n, SEQ)).astype(np.uint16) for k, n in
-              (("train", 200), ("val", 20), ("test", 20))}
-    return write_shards(tmp_path / "tokens", splits, vocab_size=VOCAB, pad_token=52)
+def tokens(tmp_path, synthetic_tokens) -> Path:
+    return synthetic_tokens(SEQ, VOCAB - 3, {"train": 200, "val": 20, "test": 20}, path=tmp_path / "tokens")
 
 
 def _spec(data: Path, storage: Path, **kw):
@@ -126,24 +122,22 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
         shutdown_ray()
 
 
-def test_no_reuse_across_different_data(tokens, tmp_path):
+def test_no_reuse_across_different_data(tokens, tmp_path, synthetic_tokens):
     """Same cell id on different tokens (the id leaves out the data path) is not a reuse."""
     from scaling_sweeper.sweep.cells import write_sweep_files
     from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.reuse import reuse_origin
 
     storage = tmp_path / "runs"
-    rng = np.random.default_rng(1)
-    other_tokens = write_shards(tmp_path / "tokens2", {k: rng.integers(0, 50, size=(n, SEQ)).astype(np.uint16)
-                                                       for k, n in (("train", 200), ("val", 20), ("test", 20))},
-                                vocab_size=VOCAB, pad_token=52)
+    other_tokens = synthetic_tokens(SEQ, VOCAB - 3, {"val": 20, "train": 200, "test": 20},
+                                    path=tmp_path / "tokens2")  # other seeds: other data
     a = _spec(tokens, storage, name="a", phase="model_size", sizes=["Pico"])
     b = _spec(other_tokens, storage, name="b", phase="model_size", sizes=["Pico"])
     (sa, shape_a, (ca,)), (sb, shape_b, (cb,)) = prepare(a), prepare(b)
     assert ca.cell_id == cb.cell_id
     write_sweep_files(sa, [ca], shape_a)
     write_sweep_files(sb, [cb], shape_b)
-    counting_train(ca.train_config(), sa.sweep_dir / ca.cell_id)
+    counting_train(ca.config, sa.sweep_dir / ca.cell_id)
     assert is_done(sa.sweep_dir / ca.cell_id)
     assert reuse_origin(sb, cb.cell_id) is None
     b_same = _spec(tokens, storage, name="b2", phase="model_size", sizes=["Pico"])

@@ -23,10 +23,15 @@ from scaling_sweeper.base.config import from_dict, load_yaml
 from scaling_sweeper.base.errors import ConfigError, DataError
 from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
 from scaling_sweeper.base.schedule import lr_at
-from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.model import GPT, GPTConfig
-from scaling_sweeper.train.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
-from scaling_sweeper.train.single import TrainConfig, load_model, make_optimizer, run_trial
+from scaling_sweeper.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    load_model,
+    save_checkpoint,
+)
+from scaling_sweeper.train.single import TrainConfig, make_optimizer, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 N_CONTENT, SEQ_LEN = 32, 16
@@ -36,25 +41,15 @@ START, STOP, PAD = N_CONTENT, N_CONTENT + 1, N_CONTENT + 2
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _synthetic_rows(n: int, seed: int) -> np.ndarray:
-    """Structured jets-like rows [start, a, a+1, ..., stop, pad...] (a learnable sequence)."""
-    rng = np.random.default_rng(seed)
-    out = np.full((n, SEQ_LEN), PAD, dtype=np.uint16)
-    for i in range(n):
-        length = rng.integers(3, SEQ_LEN - 2)
-        a = rng.integers(0, N_CONTENT)
-        out[i, 0] = START
-        out[i, 1 : length + 1] = (a + np.arange(length)) % N_CONTENT
-        out[i, length + 1] = STOP
-    return out
+def _shifted(rng: np.random.Generator, k: int) -> np.ndarray:
+    """A learnable constituent sequence a, a+1, ..., a+k-1 (mod N_CONTENT)."""
+    return (rng.integers(0, N_CONTENT) + np.arange(k)) % N_CONTENT
 
 
 @pytest.fixture(scope="module")
-def synth_tokens(tmp_path_factory) -> Path:
-    """A small stand-in tokens folder written with the real `write_shards`."""
-    d = tmp_path_factory.mktemp("synth") / "tokens"
-    splits = {"train": _synthetic_rows(300, 0), "val": _synthetic_rows(48, 1), "test": _synthetic_rows(8, 2)}
-    return write_shards(d, splits, vocab_size=N_CONTENT + 3, pad_token=PAD)
+def synth_tokens(synthetic_tokens) -> Path:
+    """A small stand-in tokens folder: learnable jet-like rows (conftest.synthetic_tokens)."""
+    return synthetic_tokens(SEQ_LEN, N_CONTENT, content=_shifted)
 
 
 def _cfg(data: Path, **kw) -> TrainConfig:

@@ -16,16 +16,17 @@ import torch
 from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.base.runfolder import read_jsonl, read_result
-from scaling_sweeper.data.shards import write_shards
 from scaling_sweeper.model import GPT, GPTConfig
 from scaling_sweeper.train.checkpoint import (
     COMPILED_PREFIX,
     list_checkpoints,
     load_checkpoint,
+    load_model,
     plain_state_dict,
 )
-from scaling_sweeper.train.lifecycle import Lifecycle, resolve_precision
-from scaling_sweeper.train.single import TrainConfig, load_model, run_trial
+from scaling_sweeper.train.lifecycle import Lifecycle
+from scaling_sweeper.train.precision import resolve_precision
+from scaling_sweeper.train.single import TrainConfig, run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB, SEQ, PAD = 35, 16, 34
@@ -34,20 +35,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-
-    def rows(n: int) -> np.ndarray:
-        out = np.full((n, SEQ), PAD, dtype=np.uint16)
-        for i in range(n):
-            k = int(rng.integers(3, SEQ - 2))
-            out[i, 0] = VOCAB - 3
-            out[i, 1 : k + 1] = (rng.integers(0, 32) + np.arange(k)) % 32
-            out[i, k + 1] = VOCAB - 2
-        return out
-
-    d = tmp_path_factory.mktemp("trial") / "tokens"
-    return write_shards(d, {"train": rows(120), "val": rows(16), "test": rows(8)}, vocab_size=VOCAB, pad_token=PAD)
+def tokens(synthetic_tokens) -> Path:
+    return synthetic_tokens(SEQ, VOCAB - 3, {"train": 120, "val": 16, "test": 8},
+                            content=lambda rng, k: (rng.integers(0, 32) + np.arange(k)) % 32)
 
 
 def _cfg(tokens: Path, **kw) -> TrainConfig:
@@ -62,9 +52,10 @@ def test_lifecycle_schedule_and_records():
     book = Lifecycle(cfg, seq_len=10, n_incl=100)
     seen = []
     for _ in range(cfg.steps):
-        book.stepped(0.0)
+        book.stepped()
         a = book.actions(stop=False)
         seen.append((book.step, a.eval, a.log, a.ckpt, a.last))
+        assert book.sync_due() == (a.log or a.ckpt)  # the steps that fold the loss (host sync)
     assert seen == [(1, False, False, False, False), (2, False, True, False, False), (3, True, True, False, False),
                     (4, False, True, False, False), (5, False, False, True, False), (6, True, True, False, False),
                     (7, True, True, True, True)]  # fmt: skip

@@ -236,9 +236,9 @@ def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one
             "train": {"tokens": 26 * 50, "steps": 2, "batch_size": 4}}
     (cb,) = resolve_cells(spec_from_dict({**spec, "data": str(binned)}))
     (cv,) = resolve_cells(spec_from_dict({**spec, "data": str(vq_dir)}))
-    assert cb.config["tokenizer_id"] is None  # binned: the first id rule, old ids unchanged
+    assert cb.config.tokenizer_id is None  # binned: the first id rule, old ids unchanged
     assert cb.cell_id == cell_id_of({k: v for k, v in cb.config.items() if k != "tokenizer_id"})
-    assert cv.config["tokenizer_id"] == tokenizer_info(vq_dir)["id"] and cv.cell_id != cb.cell_id
+    assert cv.config.tokenizer_id == tokenizer_info(vq_dir)["id"] and cv.cell_id != cb.cell_id
     with pytest.raises(ConfigError, match="grid.data"):
         resolve_cells(spec_from_dict({**spec, "data": str(vq_dir), "grid": {"data": [str(binned)]}}))
     with pytest.raises(ConfigError, match="train.tokenizer_id"):
@@ -248,7 +248,7 @@ def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one
     tc = TrainConfig(**{**cv.config, "data": str(binned)})
     with pytest.raises(TokenizerKindError, match="not the cell's tokenizer"):
         open_data(tc)
-    data = open_data(cv.train_config())
+    data = open_data(cv.config)
     assert data.tokenizer["kind"] == "vq" and data.tokenizer["codebook_size"] == 32
 
 

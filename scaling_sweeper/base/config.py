@@ -108,10 +108,35 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     return value
 
 
+def _move_legacy_keys(cls: type, data: dict[str, Any], path: str) -> dict[str, Any]:
+    """Keys of earlier versions of `cls` moved to where they live now: `cls.LEGACY_KEYS` maps an
+    old top-level key to a dotted path (e.g. num_workers -> zero.num_workers). Giving both is a
+    ConfigError naming them."""
+    legacy = getattr(cls, "LEGACY_KEYS", None)
+    if not legacy or not set(data) & set(legacy):
+        return data
+    out = {k: v for k, v in data.items() if k not in legacy}
+    for old, new in legacy.items():
+        if old not in data:
+            continue
+        *parents, leaf = new.split(".")
+        node = out
+        for k in parents:
+            node[k] = dict(node.get(k) or {})
+            node = node[k]
+        if leaf in node:
+            where = f"{path}." if path else ""
+            raise ConfigError(f"{where}{old} and {where}{new} are the same setting: give one")
+        node[leaf] = data[old]
+    return out
+
+
 def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
-    """Build dataclass `cls` from a plain dict, strictly (unknown keys and bad types raise)."""
+    """Build dataclass `cls` from a plain dict, strictly (unknown keys and bad types raise). Keys
+    of earlier versions listed in `cls.LEGACY_KEYS` are read into their new place first."""
     if not isinstance(data, dict):
         raise ConfigError(f"{_path or cls.__name__}: expected a mapping, got {data!r}")
+    data = _move_legacy_keys(cls, data, _path)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))

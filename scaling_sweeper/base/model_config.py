@@ -98,3 +98,9 @@ def config_for(size: str | SizePreset, vocab_size: int, block_size: int, dropout
         block_size=block_size,
         dropout=dropout,
     )
+
+
+def config_for_rows(size: str | SizePreset, vocab_size: int, seq_len: int, dropout: float = 0.0) -> GPTConfig:
+    """The GPTConfig the trainers build for token rows of `seq_len`: a row gives input row[:-1] and
+    target row[1:], so the context (block_size, hence the position embedding) is seq_len - 1."""
+    return config_for(size, vocab_size, seq_len - 1, dropout)

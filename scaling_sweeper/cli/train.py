@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_sizes(args: argparse.Namespace) -> int:
     from scaling_sweeper.base.flops import flops_per_token, forward_flops_per_token_exact
-    from scaling_sweeper.base.model_config import SIZES, config_for, count_params
+    from scaling_sweeper.base.model_config import SIZES, config_for_rows, count_params
 
     vocab, seq_len = resolve_token_shape(args.data, args.vocab, args.seq_len)
     print(f"vocab {vocab}, seq_len {seq_len} (context {seq_len - 1}); embeddings tied; "
@@ -49,7 +49,7 @@ def cmd_sizes(args: argparse.Namespace) -> int:
     print(head)
     print("-" * len(head))
     for name, p in SIZES.items():
-        cfg = config_for(name, vocab, seq_len - 1)
+        cfg = config_for_rows(name, vocab, seq_len)
         n, n_incl = count_params(cfg)
         exact = 3 * forward_flops_per_token_exact(cfg, seq_len - 1)
         print(f"{name:<5} {p.n_layer:>6} {p.d_model:>6} {p.n_head:>5} {n:>10.3e} {n_incl:>10.3e} "
@@ -71,7 +71,8 @@ def build_train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scaling_sweeper.train.single import Progress, run_trial
+    from scaling_sweeper.train.lifecycle import Progress
+    from scaling_sweeper.train.single import run_trial
 
     cfg = build_train_config(args)
     out = Path(args.out)

@@ -270,7 +270,8 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer, tokenizer_info
     from scaling_sweeper.evaluate.generate import generate, valid_rows
-    from scaling_sweeper.train.single import load_model, resolve_device
+    from scaling_sweeper.train.checkpoint import load_model
+    from scaling_sweeper.train.precision import resolve_device
 
     cfg = cfg or EvalConfig()
     run_dir = Path(run_dir)

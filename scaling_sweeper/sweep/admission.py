@@ -5,7 +5,6 @@ Imports Ray: the driver imports it once Ray is needed."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ray.tune.search import Searcher
 
@@ -15,7 +14,8 @@ from scaling_sweeper.base.runfolder import (
     write_status,
 )
 from scaling_sweeper.results import status as sweep_status
-from scaling_sweeper.sweep.cell_trial import TrialContext, log_event
+from scaling_sweeper.sweep.cell_trial import TrialContext, log_event, trial_config
+from scaling_sweeper.sweep.cells import Cell
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
 
 
@@ -27,28 +27,28 @@ class CellSearcher(Searcher):
     fits and nothing runs -> the rest are refused (STATUS=refused, recorded in the ledger) and
     the search is FINISHED. A STOP file also finishes the search."""
 
-    def __init__(self, cells: list[dict[str, Any]], ctxs: dict[str, TrialContext] | TrialContext):
+    def __init__(self, cells: list[Cell], ctxs: dict[str, TrialContext] | TrialContext):
         super().__init__(metric=None, mode=None)
         if isinstance(ctxs, TrialContext):
             ctxs = {ctxs.sweep: ctxs}
         self.pending = list(cells)
         self.ctxs = ctxs
-        self.live: dict[str, dict[str, Any]] = {}
+        self.live: dict[str, Cell] = {}
         self.refused: list[str] = []
         self.io_failed: dict[str, str] = {}  # "<sweep>/<cell_id>" -> the I/O error that failed it
         self._ledgers = {n: Ledger(c.ledger_file, c.cluster) for n, c in ctxs.items()}
 
-    def _ctx(self, cell: dict[str, Any]) -> TrialContext:
-        return self.ctxs[cell.get("sweep") or next(iter(self.ctxs))]
+    def _ctx(self, cell: Cell) -> TrialContext:
+        return self.ctxs[cell.sweep]
 
-    def _key(self, cell: dict[str, Any]) -> str:
-        return cell_key(self._ctx(cell).sweep, cell["cell_id"])
+    def _key(self, cell: Cell) -> str:
+        return cell_key(cell.sweep, cell.cell_id)
 
-    def _ledger(self, cell: dict[str, Any]) -> Ledger:
-        return self._ledgers[self._ctx(cell).sweep]
+    def _ledger(self, cell: Cell) -> Ledger:
+        return self._ledgers[cell.sweep]
 
-    def _run_dir(self, cell: dict[str, Any]) -> Path:
-        return Path(self._ctx(cell).sweep_dir) / cell["cell_id"]
+    def _run_dir(self, cell: Cell) -> Path:
+        return Path(self._ctx(cell).sweep_dir) / cell.cell_id
 
     def suggest(self, trial_id: str) -> dict | str | None:
         stopped = {n for n, c in self.ctxs.items() if (Path(c.sweep_dir) / sweep_status.STOP_FILE).exists()}
@@ -68,15 +68,15 @@ class CellSearcher(Searcher):
             return None
         for cell in self.pending:
             ctx, led = self._ctx(cell), self._ledger(cell)
-            reason = f"needs {cell['C']:.4g} FLOPs, ledger {ctx.cluster!r} has {led.summary().left:.4g} left"
-            led.refuse(self._key(cell), float(cell["C"]), reason)
+            reason = f"needs {cell.C:.4g} FLOPs, ledger {ctx.cluster!r} has {led.summary().left:.4g} left"
+            led.refuse(self._key(cell), float(cell.C), reason)
             try:
                 write_status(self._run_dir(cell), "refused")
                 log_event(self._run_dir(cell), "refused", reason=reason)
             except OSError as e:
                 self.io_failed[self._key(cell)] = f"{type(e).__name__}: {e}"
                 continue
-            self.refused.append(cell["cell_id"])
+            self.refused.append(cell.cell_id)
         self.pending.clear()
         return self.FINISHED
 
@@ -88,18 +88,18 @@ class CellSearcher(Searcher):
             cell = self.pending[i]
             ctx = self._ctx(cell)
             driver = Path(ctx.sweep_dir) / sweep_status.DRIVER_FILE
-            if not self._ledger(cell).admit(self._key(cell), float(cell["C"]), record_refusal=False, driver=driver):
+            if not self._ledger(cell).admit(self._key(cell), float(cell.C), record_refusal=False, driver=driver):
                 i += 1
                 continue
             self.pending.pop(i)
             try:
-                log_event(self._run_dir(cell), "admitted", trial_id=trial_id, C=cell["C"])
+                log_event(self._run_dir(cell), "admitted", trial_id=trial_id, C=cell.C)
             except OSError as e:
                 self.io_failed[self._key(cell)] = f"{type(e).__name__}: {e}"
                 self._ledger(cell).release(self._key(cell))
                 continue
             self.live[trial_id] = cell
-            return {"cell": cell}
+            return trial_config(cell)
         return None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

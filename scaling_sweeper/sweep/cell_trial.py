@@ -18,7 +18,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ from scaling_sweeper.base.runfolder import (
     wait_for_run_lock,
 )
 from scaling_sweeper.results import status as sweep_status
+from scaling_sweeper.sweep.cells import Cell
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
+from scaling_sweeper.train.config import TrainConfig
 
 TrainFn = Callable[..., dict]
 # Ray `memory` (bytes) a distributed cell's Tune trial reserves instead of CPUs/GPUs: it only
@@ -41,9 +43,9 @@ TrainFn = Callable[..., dict]
 DRIVER_MEMORY = 256 * 2**20
 
 
-def default_train_fn(cfg: Any, run_dir: Path, *, on_progress=None, should_stop=None) -> dict:
+def default_train_fn(cfg: TrainConfig, run_dir: Path, *, on_progress=None, should_stop=None) -> dict:
     """Dispatch to the single-process trainer or, for strategy != single, DeepSpeed via Ray Train."""
-    if getattr(cfg, "strategy", "single") != "single":
+    if cfg.strategy != "single":
         from scaling_sweeper.train.zero import run_distributed_trial
 
         return run_distributed_trial(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
@@ -54,7 +56,9 @@ def default_train_fn(cfg: Any, run_dir: Path, *, on_progress=None, should_stop=N
 
 @dataclass
 class TrialContext:
-    """Everything a trial needs besides its cell (shipped to workers by tune.with_parameters)."""
+    """What the trials of one sweep share, shipped to the workers once (tune.with_parameters): the
+    sweep's settings and its typed cells by id. A Tune trial's own config holds only the sweep
+    name and the cell id (`trial_config`)."""
 
     sweep: str
     phase: str
@@ -64,9 +68,22 @@ class TrialContext:
     eval: dict[str, Any] | None = None
     train_fn: TrainFn | None = None  # injectable for tests; None = default_train_fn
     torch_threads: int = 1
+    cells: dict[str, Cell] = field(default_factory=dict)  # the cells this run may train, by id
 
 
-def trial_resources(cell_config: dict[str, Any], resources: Any) -> dict[str, float]:
+def trial_config(cell: Cell) -> dict[str, str]:
+    """The Tune config of a cell's trial: which cell, nothing else (the cell itself travels typed,
+    in its sweep's TrialContext)."""
+    return {"sweep": cell.sweep, "cell_id": cell.cell_id}
+
+
+def cell_of(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> tuple[Cell, TrialContext]:
+    """The cell and TrialContext a Tune trial config names."""
+    ctx = ctxs[config["sweep"]]
+    return ctx.cells[config["cell_id"]], ctx
+
+
+def trial_resources(cell: Cell, resources: Any) -> dict[str, float]:
     """What the Tune trial of a cell reserves (tune.with_resources dict).
 
     Single process: resources.cpus_per_trial / gpus_per_trial. Distributed (strategy != single):
@@ -75,9 +92,9 @@ def trial_resources(cell_config: dict[str, Any], resources: Any) -> dict[str, fl
     (Ray Train 2.60 does not schedule them in the trial's placement group). So the driver holds
     no CPU or GPU, which would otherwise be kept from its own workers (on a 2-CPU machine a
     1-CPU driver plus 2 x 1-CPU workers never starts). Tune needs a non-empty bundle: a little
-    `memory`. The worker group then waits only for trials that finish; distributed.check_resources
+    `memory`. The worker group then waits only for trials that finish; zero.check_resources
     refuses a group larger than the cluster."""
-    if cell_config.get("strategy", "single") == "single":
+    if cell.strategy == "single":
         return {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}
     return {"cpu": 0, "gpu": 0, "memory": DRIVER_MEMORY}
 
@@ -138,57 +155,54 @@ def write_tables(sweep_dir: Path, cell_id: str, row: dict[str, Any], evals: list
         log_event(sweep_dir / cell_id, "tables_failed", error=f"{type(e).__name__}: {e}")
 
 
-def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, trial_id: str | None,
+def finalize_cell(sweep_dir: Path, cell: Cell, ctx: TrialContext, trial_id: str | None,
                   evals: list[dict] | None) -> dict[str, Any]:
     """Fill the sweep's columns of result.json, settle the ledger, write the tables."""
-    run_dir = sweep_dir / cell["cell_id"]
+    run_dir = sweep_dir / cell.cell_id
     row = read_result(run_dir) or {}
-    fill = {"sweep": ctx.sweep, "phase": ctx.phase, "cell_id": cell["cell_id"]}
+    fill = {"sweep": ctx.sweep, "phase": ctx.phase, "cell_id": cell.cell_id}
     if trial_id and not row.get("ray_trial_id"):
         fill["ray_trial_id"] = trial_id
     if row.get("C_planned") is None:
-        fill["C_planned"] = cell["C"]
+        fill["C_planned"] = cell.C
     if any(row.get(k) != v for k, v in fill.items()):
         row.update(fill)
         atomic_write_json(run_dir / "result.json", row)
     spent = row.get("C_spent")
     led = Ledger(ctx.ledger_file, ctx.cluster)
     if row.get("reused_from"):  # one config, trained once: the sweep that trained it was charged
-        led.record_reuse(cell_key(ctx.sweep, cell["cell_id"]), row["reused_from"])
+        led.record_reuse(cell_key(ctx.sweep, cell.cell_id), row["reused_from"])
     else:
-        led.release(cell_key(ctx.sweep, cell["cell_id"]), spent=float(spent) if spent is not None else None)
+        led.release(cell_key(ctx.sweep, cell.cell_id), spent=float(spent) if spent is not None else None)
     if evals is None and (run_dir / "eval.json").is_file():
         ev = read_json_file(run_dir / "eval.json")
         evals = [ev] if ev else None
-    write_tables(sweep_dir, cell["cell_id"], row, evals)
+    write_tables(sweep_dir, cell.cell_id, row, evals)
     return row
 
 
 def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> None:
     """Tune function trainable: train one cell (resuming its own checkpoint), evaluate, finalize.
-    `ctxs`: the TrialContext of every sweep of the experiment, by sweep name."""
+    `ctxs`: the TrialContext of every sweep of the experiment, by sweep name; `config` names the
+    cell (`trial_config`)."""
     from ray import tune
 
-    ctx = ctxs[config["cell"]["sweep"]]
+    cell, ctx = cell_of(config, ctxs)
     try:
         import torch
 
         torch.set_num_threads(max(1, ctx.torch_threads))
     except ImportError:  # pragma: no cover
         pass
-    cell = config["cell"]
     sweep_dir = Path(ctx.sweep_dir)
-    run_dir = sweep_dir / cell["cell_id"]
-    key = cell_key(ctx.sweep, cell["cell_id"])
+    run_dir = sweep_dir / cell.cell_id
+    key = cell_key(ctx.sweep, cell.cell_id)
     led = Ledger(ctx.ledger_file, ctx.cluster)
     trial_id = tune.get_context().get_trial_id()
     stop_file = sweep_dir / sweep_status.STOP_FILE
     train_fn = ctx.train_fn or default_train_fn
 
     if not is_done(run_dir):
-        from scaling_sweeper.train.config import TrainConfig
-
-        cfg = from_dict(TrainConfig, dict(cell["config"]))
         last = read_jsonl(run_dir / "metrics.jsonl")
         log_event(run_dir, "train_start", trial_id=trial_id, from_step=last[-1].get("step") if last else 0)
 
@@ -202,7 +216,7 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
             metrics = {
                 "step": int(p.step), "steps": int(p.steps), "tokens_seen": int(p.tokens_seen),
                 "flops": float(p.flops), "lr": float(p.lr),
-                "tokens_per_s": float(p.tokens_per_s), "cell_id": cell["cell_id"], "done": False,
+                "tokens_per_s": float(p.tokens_per_s), "cell_id": cell.cell_id, "done": False,
             }
             for name in ("train_loss", "val_loss"):
                 if getattr(p, name) is not None:
@@ -219,25 +233,25 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
 
         wait_for_run_lock(run_dir)
         try:
-            train_fn(cfg, run_dir, on_progress=on_progress, should_stop=should_stop)
+            train_fn(cell.config, run_dir, on_progress=on_progress, should_stop=should_stop)
         except BaseException as e:
             log_event(run_dir, "train_error", trial_id=trial_id, error=f"{type(e).__name__}: {e}",
-                   tb=traceback.format_exc()[-4000:])
+                      tb=traceback.format_exc()[-4000:])
             raise
         if read_status(run_dir) == "failed":  # diverged: deterministic, so no Tune retry
             log_event(run_dir, "train_failed", trial_id=trial_id)
             row = finalize_cell(sweep_dir, cell, ctx, trial_id, None)
-            tune.report({"cell_id": cell["cell_id"], "done": True, "status": "failed"})
+            tune.report({"cell_id": cell.cell_id, "done": True, "status": "failed"})
             return
         if not is_done(run_dir):  # stopped on request: give back the unspent commitment
             log_event(run_dir, "train_stopped", trial_id=trial_id)
             led.release(key)
-            tune.report({"cell_id": cell["cell_id"], "done": True, "status": "stopped"})
+            tune.report({"cell_id": cell.cell_id, "done": True, "status": "stopped"})
             return
         log_event(run_dir, "train_done", trial_id=trial_id)
     evals = evaluate_cell(run_dir, ctx.eval)
     row = finalize_cell(sweep_dir, cell, ctx, trial_id, evals)
     tune.report({
-        "cell_id": cell["cell_id"], "done": True, "status": "done",
+        "cell_id": cell.cell_id, "done": True, "status": "done",
         "final_val_loss": row.get("final_val_loss"), "C_spent": row.get("C_spent"),
     })

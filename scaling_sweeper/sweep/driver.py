@@ -50,6 +50,7 @@ from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.cell_trial import (
     TrainFn,
     TrialContext,
+    cell_of,
     cell_trainable,
     default_train_fn,
     evaluate_cell,
@@ -98,7 +99,7 @@ def adopt_deferred(later: list[tuple], ctxs: dict[str, TrialContext], outs: dict
             continue
         adopt_cell(spec, c, origin, ctxs[spec.name])
         if spec.eval is not None and not (run_dir / "eval.json").is_file():
-            finalize_cell(spec.sweep_dir, c.row() | {"config": c.config}, ctxs[spec.name], None,
+            finalize_cell(spec.sweep_dir, c, ctxs[spec.name], None,
                           evaluate_cell(run_dir, spec.eval))
         out.done.append(c.cell_id)
         out.reused.append(c.cell_id)
@@ -106,8 +107,8 @@ def adopt_deferred(later: list[tuple], ctxs: dict[str, TrialContext], outs: dict
 
 def _trial_name(trial: Any) -> str:
     """Tune trial (folder) name: <sweep>_<cell_id>_<trial id>, short and greppable."""
-    cell = trial.config.get("cell", {})
-    return f"{cell.get('sweep', 'cell')}_{cell.get('cell_id', 'x')}_{trial.trial_id}"
+    c = trial.config
+    return f"{c.get('sweep', 'cell')}_{c.get('cell_id', 'x')}_{trial.trial_id}"
 
 
 class Connection(Protocol):
@@ -199,6 +200,7 @@ class _Run:
                 sweep=spec.name, phase=spec.phase, sweep_dir=str(spec.sweep_dir),
                 ledger_file=str(ledger_path(spec.storage, spec.budget.cluster)), cluster=spec.budget.cluster,
                 eval=spec.eval, train_fn=train_fn, torch_threads=max(1, int(spec.resources.cpus_per_trial)),
+                cells={c.cell_id: c for c in cells},
             )
             errors: dict[str, str] = {}
             mine, done_ids = reconcile(spec, cells, led, ctx, errors)
@@ -231,11 +233,11 @@ class _Run:
         sweep_dirs = [s.sweep_dir for s in specs]
         for d in sweep_dirs:
             sweep_status.write_driver(d, "running", experiment=self.experiment)
-        self.searcher = CellSearcher([c.row() | {"config": c.config} for _, c in self.todo], self.ctxs)
+        self.searcher = CellSearcher([c for _, c in self.todo], self.ctxs)
         res = {s.name: s.resources for s in specs}
         trainable = tune.with_resources(
             tune.with_parameters(cell_trainable, ctxs=self.ctxs),
-            lambda config: trial_resources(config["cell"]["config"], res[config["cell"]["sweep"]]),
+            lambda config: trial_resources(cell_of(config, self.ctxs)[0], res[config["sweep"]]),
         )
         callbacks = [ProgressCallback(sweep_dirs, progress_every_s, stream, self.experiment),
                      CSVLoggerCallback(), JsonLoggerCallback()]
@@ -346,5 +348,5 @@ def run_cells_in_loop(spec: SweepSpec, train_fn: TrainFn | None = None) -> float
     fn = train_fn or default_train_fn
     t0 = time.time()
     for c in cells:
-        fn(c.train_config(), spec.sweep_dir / c.cell_id)
+        fn(c.config, spec.sweep_dir / c.cell_id)
     return time.time() - t0

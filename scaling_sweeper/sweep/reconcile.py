@@ -113,7 +113,7 @@ def _reconcile_cell(spec, c, run_dir, led, ctx, ledger_cells, todo, done) -> Non
         key = cell_key(spec.name, c.cell_id)
         entry = ledger_cells.get(key)
         if entry is None or entry["state"] != "finished" or row.get("sweep") is None:
-            finalize_cell(sweep_dir, c.row() | {"config": c.config}, ctx, None, None)
+            finalize_cell(sweep_dir, c, ctx, None, None)
         elif not (sweep_dir / "tables" / "trials" / f"{c.cell_id}.parquet").is_file():
             write_tables(sweep_dir, c.cell_id, row, None)
     else:

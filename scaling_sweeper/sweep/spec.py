@@ -31,12 +31,15 @@ overrides apply to every member.
 Strategies. A cell's TrainConfig.strategy is `strategies[size]` when the map has the size;
 otherwise `auto` for the sizes in ZERO_SIZES (XL, XXL) while train.strategy is `single` (the
 default): they train with DeepSpeed under Ray Train (`strategies: {XL: single}` forces one
-process); otherwise train.strategy. `auto` is resolved when the cells are planned, so `sweeper
-plan` shows what will run: with `train.gpu_mem_gib` declared, `memory.choose_strategy` picks the
-lightest of ddp, zero2, zero3, zero2_offload, zero3_offload that fits that memory per GPU (an
-offload pick sets zero_offload); without it, AUTO_FALLBACK (zero3). The distributed knobs are
-TrainConfig fields set in `train:` (num_workers, micro_batch_size, zero_offload, gpu_mem_gib,
-cpus_per_worker). Like the strategy itself they are not part of the cell id (they do not change
+process); otherwise train.strategy. `auto` is resolved when the cells are planned
+(train.strategy.resolve, the one resolver), so `sweeper plan` shows what will run: with
+`train.zero.gpu_mem_gib` declared, the lightest of ddp, zero2, zero3, zero2_offload, zero3_offload
+whose memory estimate fits that memory per GPU (an offload pick sets zero.offload); without it,
+strategy.AUTO_FALLBACK (zero3). The distributed knobs are the TrainConfig section `zero`, set in
+`train:` (zero: {num_workers, micro_batch_size, offload, gpu_mem_gib, cpus_per_worker,
+max_failures, ds_config, ds_overrides}; the first five are also read as top-level train keys
+num_workers, micro_batch_size, zero_offload, gpu_mem_gib, cpus_per_worker, their names before the
+section existed). Like the strategy itself they are not part of the cell id (they do not change
 the math: the ZeRO gradient is the single-process one up to summation order), but they are
 recorded in the cell's config (cells.json, config.yaml) and the strategy in its results row
 (`extra` column of the trials table). Changing them for an interrupted cell is refused by the
@@ -81,7 +84,6 @@ from scaling_sweeper.base.errors import ConfigError, ScheduleError
 from scaling_sweeper.sweep.phases import get_phase
 
 ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
-AUTO_FALLBACK = "zero3"  # what `auto` becomes when no GPU memory (train.gpu_mem_gib) is declared
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # always re.fullmatch ("$" lets "a\n" through)
 MAX_NAME_LEN = 100  # folder names (and Ray trial names built from them) stay well under NAME_MAX
 REDACTED = "***"
@@ -330,15 +332,15 @@ class SweepSpec:
 
     def _check_strategies(self) -> None:
         from scaling_sweeper.base.model_config import get_size
-        from scaling_sweeper.train.config import STRATEGIES
+        from scaling_sweeper.train.config import REQUESTABLE_STRATEGIES
 
         for size, strategy in self.strategies.items():
             try:
                 get_size(size)
             except ConfigError as e:
                 raise ConfigError(f"strategies.{size}: {e}") from None
-            if strategy not in STRATEGIES:
-                raise ConfigError(f"strategies.{size}: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+            if strategy not in REQUESTABLE_STRATEGIES:
+                raise ConfigError(f"strategies.{size}: {strategy!r} is not one of {', '.join(REQUESTABLE_STRATEGIES)}")
 
     def strategy_for(self, size: str, train_strategy: str = "single") -> str:
         """The strategy a cell of `size` asks for, before `auto` is resolved (module doc)."""

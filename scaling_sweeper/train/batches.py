@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100  # targets with this value are excluded from the loss
+from scaling_sweeper.model import IGNORE_INDEX
 
 
 def rows_to_xy(rows: np.ndarray, pad_token: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,8 +21,12 @@ from typing import Any
 
 import torch
 
+from scaling_sweeper.base.config import from_dict, load_yaml
 from scaling_sweeper.base.errors import CheckpointError
+from scaling_sweeper.base.model_config import config_for
 from scaling_sweeper.base.runfolder import atomic_write
+from scaling_sweeper.model import GPT
+from scaling_sweeper.train.config import TrainConfig
 
 CHECKPOINT_FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
@@ -143,3 +147,30 @@ def load_latest(ckpt_dir: str | Path, map_location: str | torch.device = "cpu") 
         payload["path"] = p
         return payload
     return None
+
+
+def load_model(run_dir: str | Path, *, device: str | torch.device = "cpu",
+               step: int | None = None) -> tuple[GPT, TrainConfig]:
+    """The trained model of a run folder (newest good checkpoint, or the one of `step`) in eval mode,
+    and its TrainConfig: (GPT, TrainConfig). Both trainers leave their final weights in this format."""
+    run_dir = Path(run_dir)
+    stored = load_yaml(run_dir / "config.yaml")
+    derived = stored.pop("derived", {})
+    cfg = from_dict(TrainConfig, stored)
+    ckpt_dir = run_dir / "checkpoints"
+    if step is None:
+        payload = load_latest(ckpt_dir, map_location=device)
+    else:
+        matches = [p for s, p in list_checkpoints(ckpt_dir) if s == step]
+        payload = load_checkpoint(matches[0], map_location=device) if matches else None
+    if payload is None:
+        raise CheckpointError(f"{run_dir}: no usable checkpoint" + (f" for step {step}" if step else ""))
+    vocab = derived.get("vocab_size")
+    block = derived.get("block_size")
+    sd = plain_state_dict(payload["state"]["model"])
+    if vocab is None or block is None:
+        vocab, _ = sd["transformer.wte.weight"].shape
+        block, _ = sd["transformer.wpe.weight"].shape
+    model = GPT(config_for(cfg.size, int(vocab), int(block)))
+    model.load_state_dict(sd)
+    return model.to(device).eval(), cfg

@@ -1,8 +1,9 @@
-"""DeepSpeed configs for the distributed strategies, and the distributed knobs of a trial.
+"""DeepSpeed configs of the distributed strategies (the strategies: train/strategy.py).
 
-Strategies (lightest first): `ddp` (DeepSpeed ZeRO stage 0: plain data parallel), `zero2`,
-`zero3`, `zero2_offload` (optimizer states on the host), `zero3_offload` (optimizer states and
-parameters on the host). Each has a template, `TEMPLATES[name]`, mirrored in
+Templates: `ddp` (DeepSpeed ZeRO stage 0: plain data parallel), `zero2`, `zero3`, `zero2_offload`
+(optimizer states on the host), `zero3_offload` (optimizer states and parameters on the host), and
+`zero3_offload_optimizer` (zero3_offload without the parameter offload). Each of the first five is
+`TEMPLATES[name]`, mirrored in
 `cluster/deepspeed/<name>.json` (regenerate with `python -m scaling_sweeper.train.deepspeed_config
 cluster/deepspeed`; a test keeps the two identical). Template values "auto" are filled from the
 trial by `build_ds_config`:
@@ -14,8 +15,8 @@ trial by `build_ds_config`:
     bf16.enabled                     = on GPU; fp32 on CPU
     pin_memory                       = on GPU
 
-A user template (`ds_config: path.json`) replaces the built-in one; `ds_overrides` (a nested
-mapping) is merged on top. Explicit values that contradict the trial (e.g. a train_batch_size
+A user template (TrainConfig.zero.ds_config, a JSON file) replaces the built-in one; zero.ds_overrides
+(a nested mapping) is merged on top. Explicit values that contradict the trial (e.g. a train_batch_size
 other than cfg.batch_size) raise ConfigError: the global batch is the single-process definition.
 """
 
@@ -23,13 +24,11 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scaling_sweeper.base.errors import ConfigError
 
-STRATEGIES: tuple[str, ...] = ("ddp", "zero2", "zero3", "zero2_offload", "zero3_offload")
 AUTO = "auto"
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "cluster" / "deepspeed"
 
@@ -62,60 +61,6 @@ TEMPLATES: dict[str, dict[str, Any]] = {
                       "zero_optimization": {**_Z3, "offload_optimizer": dict(_OFFLOAD),
                                             "offload_param": dict(_OFFLOAD)}},
 }  # fmt: skip
-
-
-@dataclass
-class DistributedConfig:
-    """Knobs of a distributed trial (read from TrainConfig fields of the same name when it has them)."""
-
-    num_workers: int = 2  # Ray Train workers = data-parallel ranks (GPUs, or CPU processes)
-    micro_batch_size: int | None = None  # rows per worker per micro-step; None -> batch / workers
-    zero_offload: str = "none"  # "none" | "optimizer" (zero2/3) | "all" (zero3: params too)
-    gpu_mem_gib: float | None = None  # declared per-GPU memory for strategy auto (None: detect)
-    cpus_per_worker: float = 1.0  # Ray CPUs reserved per worker (also its torch threads)
-    max_failures: int = 2  # Ray Train FailureConfig: worker-group restarts from the last checkpoint
-    ds_config: str | None = None  # JSON template replacing the built-in one of the strategy
-    ds_overrides: dict[str, Any] = field(default_factory=dict)  # merged over the template
-    strategy: str | None = None  # overrides cfg.strategy (e.g. "ddp" for benchmarks)
-
-    def __post_init__(self) -> None:
-        if self.num_workers < 1:
-            raise ConfigError(f"num_workers must be >= 1, got {self.num_workers}")
-        if self.micro_batch_size is not None and self.micro_batch_size < 1:
-            raise ConfigError(f"micro_batch_size must be >= 1, got {self.micro_batch_size}")
-        if self.zero_offload not in ("none", "optimizer", "all"):
-            raise ConfigError(f"zero_offload {self.zero_offload!r} is not one of none, optimizer, all")
-        if self.cpus_per_worker <= 0:
-            raise ConfigError(f"cpus_per_worker must be > 0, got {self.cpus_per_worker}")
-        if self.max_failures < 0:
-            raise ConfigError(f"max_failures must be >= 0, got {self.max_failures}")
-        if self.strategy is not None and self.strategy not in (*STRATEGIES, "auto"):
-            raise ConfigError(f"strategy {self.strategy!r} is not one of {[*STRATEGIES, 'auto']}")
-
-    @classmethod
-    def from_train_config(cls, cfg: Any, **overrides: Any) -> DistributedConfig:
-        """Take every field TrainConfig carries (getattr), then `overrides`."""
-        import dataclasses
-
-        kw = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)}
-        kw.pop("strategy", None)  # TrainConfig.strategy is the base; DistributedConfig.strategy overrides
-        kw.update(overrides)
-        return cls(**kw)
-
-
-def strategy_name(strategy: str, zero_offload: str = "none") -> str:
-    """Template name of a (strategy, offload) pair: zero2 + optimizer -> zero2_offload, etc."""
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"strategy {strategy!r} is not one of {list(STRATEGIES)}")
-    if zero_offload == "none" or strategy.endswith("_offload"):
-        return strategy
-    if strategy == "ddp":
-        raise ConfigError(f"strategy ddp cannot offload (zero_offload={zero_offload!r}); use zero2/zero3")
-    if strategy == "zero2":
-        if zero_offload == "all":
-            raise ConfigError("zero_offload: all (parameter offload) needs strategy zero3")
-        return "zero2_offload"
-    return "zero3_offload" if zero_offload == "all" else "zero3_offload_optimizer"
 
 
 def load_template(name: str, path: str | Path | None = None) -> dict[str, Any]:

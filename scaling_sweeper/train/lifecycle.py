@@ -1,28 +1,25 @@
-"""The lifecycle of one training trial, shared by the single-process trainer (`train.py`) and
-the DeepSpeed/ZeRO trainer (`distributed.py`); those keep only their step math and their
-checkpoint format.
+"""The lifecycle of one training trial and THE step loop, shared by the single-process trainer
+(train/single.py) and the DeepSpeed/ZeRO trainer (train/zero.py); those supply only their step
+math, their stop polling, their metrics output and their checkpoint format (`StepTrainer`).
 
 What lives here:
     set-up      `stored_outcome` (config.yaml check; a finished or diverged run is returned,
                 never retrained), `open_data` (sha256-verified shards), `derived_quantities`
                 (N, N_incl, D_effective, C_planned, ...), `training_run` (run lock, config.yaml,
                 STATUS=running, the results row to fill, failure row on an exception)
-    numerics    `resolve_precision` / `configure_matmul` / `autocast` (precision auto|bf16|fp32),
-                `compile_loss` (torch.compile), `validate` (an evaluation step: loss and extra
-                record keys), `evaluate_loss`, `make_optimizer`
+    model side  `validate` (an evaluation step: loss and extra record keys), `make_optimizer`
     bookkeeping `Lifecycle`: step counter, running train-loss sums, best/last validation loss,
                 wall and training seconds across resumes; which steps evaluate, log, checkpoint
                 (`actions`); the metrics record; divergence; the outcome of the run
+    the loop    `run_steps(book, trainer)`: step, poll for a stop, fold the device loss into the
+                host sums (the one host sync of a log or checkpoint step), log, evaluate,
+                checkpoint, stop; `ProgressOut`: metrics.jsonl and the observer's Progress
     ending      `close_run`: the final results row (done / stopped / diverged) and STATUS
 
-Precision (TrainConfig.precision): `auto` is bf16 autocast on CUDA devices that support bf16,
-fp32 elsewhere; `bf16` is bf16 autocast on any device (CPU included); `fp32` is plain fp32,
-with TF32 matmuls on CUDA. Weights, gradients and optimizer state stay fp32 (autocast), so a
-checkpoint resumes under any precision. The resolved precision is in the results row.
-
-Compile (TrainConfig.compile): the training loss function is `torch.compile`d; the module
-itself is never wrapped, so checkpoints hold the plain module's state dict and resume with
-compile on or off. `compile` does not change the math and is not compared when a run resumes.
+Timing: `tokens_per_s` of the results row is tokens_seen over the seconds spent in training steps,
+each stretch of steps timed up to the host sync that closes it (a device runs asynchronously:
+timing the Python side of a step alone would count kernels still queued as free). Numerics and
+compile: train/precision.py.
 """
 
 from __future__ import annotations
@@ -31,22 +28,22 @@ import contextlib
 import datetime as _dt
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from scaling_sweeper.base import flops
 from scaling_sweeper.base.config import dump_yaml, from_dict, load_yaml, to_dict
 from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.model_config import config_for_rows
 from scaling_sweeper.base.results_schema import ROW_KEYS
 from scaling_sweeper.base.runfolder import (
+    append_jsonl,
     atomic_write_json,
     atomic_write_text,
     is_done,
@@ -57,12 +54,13 @@ from scaling_sweeper.base.runfolder import (
 )
 from scaling_sweeper.base.schedule import lr_at
 from scaling_sweeper.data.shards import TokenShard
-from scaling_sweeper.model import config_for, count_params, get_size
-from scaling_sweeper.train.batches import to_device_xy
+from scaling_sweeper.model import count_params, get_size
 from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.position_loss import evaluate_positions, training_baseline
+from scaling_sweeper.train.precision import autocast
 
-# TrainConfig fields that do not change the math and may differ when a run resumes
-RUNTIME_FIELDS = ("compile",)
+# TrainConfig fields (dotted: in a section) that do not change the math and may differ when a run resumes
+RUNTIME_FIELDS = ("compile", "zero.max_failures")
 
 
 @dataclass
@@ -83,69 +81,6 @@ class Progress:
 def now() -> str:
     """UTC time stamp of the results row (ISO, seconds)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def resolve_device(name: str, field: str = "device") -> torch.device:
-    """cpu | cuda[:N] | auto (cuda when available) -> a torch device; ConfigError naming `field`
-    when CUDA is asked for but missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"{field} {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-# ---------------------------------------------------------------------------------------------
-# precision and compile
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """True where bf16 autocast runs natively: CPU always (emulated where needed), CUDA by device."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    return device.type == "cpu"
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """TrainConfig.precision -> "bf16" | "fp32" on `device` (auto: bf16 on CUDA with bf16 support)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and bf16_supported(device) else "fp32"
-    if precision == "bf16" and not bf16_supported(device):
-        raise ConfigError(f"precision bf16 is not supported on {device}")
-    return precision
-
-
-def configure_matmul(device: torch.device, precision: str) -> None:
-    """TF32 matmuls and convolutions for fp32 work on CUDA (bf16 autocast leaves fp32 matmuls
-    to the few ops autocast keeps in fp32). Process-wide; a no-op on CPU."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast context for forward passes, or a no-op for fp32 (bit-identical to no context)."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-# torch.compile backend of `compile: true`. Tests set SWEEPER_COMPILE_BACKEND=aot_eager: the same
-# graph capture (dynamo + AOTAutograd) without inductor's C++ code generation, which takes
-# minutes on a small shared CPU machine.
-COMPILE_BACKEND_ENV = "SWEEPER_COMPILE_BACKEND"
-
-
-def compile_loss(fn: Callable[..., torch.Tensor], enabled: bool,
-                 device: torch.device | None = None) -> Callable[..., torch.Tensor]:
-    """torch.compile `fn` (e.g. a bound `model.training_loss`) when enabled. The module is not
-    wrapped, so its state dict keeps plain keys (no `_orig_mod.`). On CUDA every batch shape gets
-    its own static graph (dynamic=False: the loss has fixed shapes there); on CPU the loss keeps
-    only non-pad positions (a data-dependent shape), so dynamic shapes stay allowed."""
-    if not enabled:
-        return fn
-    dynamic = False if device is not None and device.type == "cuda" else None
-    return torch.compile(fn, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"), dynamic=dynamic)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +133,7 @@ def open_data(cfg: TrainConfig) -> TrialData:
 
 def derived_quantities(cfg: TrainConfig, data: TrialData) -> dict[str, Any]:
     """N, N_incl, D_effective, tokens_seen, passes, C_planned, C_exact of a trial."""
-    gcfg = config_for(cfg.size, data.vocab_size, data.seq_len - 1, cfg.dropout)
+    gcfg = config_for_rows(cfg.size, data.vocab_size, data.seq_len, cfg.dropout)
     n, n_incl = count_params(gcfg)
     seen = flops.tokens_seen(cfg.steps, cfg.batch_size, data.seq_len)
     return {
@@ -222,7 +157,18 @@ def derived_quantities(cfg: TrainConfig, data: TrialData) -> dict[str, Any]:
 
 
 def _math_fields(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
+    """A config dict without RUNTIME_FIELDS."""
+    out = dict(d)
+    for name in RUNTIME_FIELDS:
+        *parents, leaf = name.split(".")
+        node = out
+        for k in parents:
+            if not isinstance(node.get(k), dict):
+                break
+            node[k] = node = dict(node[k])
+        else:
+            node.pop(leaf, None)
+    return out
 
 
 def check_config_file(run_dir: Path, cfg: TrainConfig) -> bool:
@@ -320,39 +266,11 @@ def truncate_metrics(path: Path, step: int) -> None:
 # model-side pieces both trainers use
 
 
-@torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, val: np.ndarray, pad_token: int, batch_size: int,
-                  device: torch.device, precision: str = "fp32") -> float:
-    """Mean cross-entropy (nats/token) over all non-pad targets of the validation rows, in the
-    trial's precision (the loss itself in fp32)."""
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)  # one host sync at the end
-    count = 0
-    for i in range(0, val.shape[0], batch_size):
-        rows = val[i : i + batch_size]
-        x, y = to_device_xy(rows, pad_token, device)
-        count += int((rows[:, 1:] != pad_token).sum())  # counted on the host: no device sync
-        with autocast(device, precision):
-            if device.type == "cpu":
-                keep = y != -100  # (B, T)
-                logits = model.lm_head(model.hidden(x)[keep])  # (n_kept, V): no logits for padding
-                ce = F.cross_entropy(logits.float(), y[keep], reduction="sum")
-            else:  # boolean indexing would sync the device; ignore_index instead
-                logits = model.lm_head(model.hidden(x))
-                ce = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum")
-        total += ce.double()
-    model.train(was_training)
-    return float(total) / max(count, 1)
-
-
 def validate(model: torch.nn.Module, data: TrialData, cfg: TrainConfig, device: torch.device,
              precision: str) -> tuple[float, dict[str, Any]]:
     """An evaluation step of either trainer, in the trial's precision: (validation loss, extra
     metrics-record keys: per-position loss, stop-token loss, loss error and the unigram baseline,
     see position_loss.py)."""
-    from scaling_sweeper.train.position_loss import evaluate_positions, training_baseline
-
     with autocast(device, precision):
         pos = evaluate_positions(model, data.val, data.pad_token, cfg.batch_size, device)
     return pos.loss, pos.record(training_baseline(cfg.data, data.pad_token))
@@ -403,6 +321,7 @@ class Lifecycle:
     def start_clock(self) -> None:
         self.t0 = time.perf_counter()
         self.train_s = 0.0
+        self.t_steps: float | None = None  # start of the stretch of steps since the last host sync
         self.t_log, self.step_log = self.t0, self.step
 
     # -- checkpointed state -------------------------------------------------------------------
@@ -436,10 +355,26 @@ class Lifecycle:
         return lr_at(self.step, peak=c.peak_lr, warmup_steps=c.warmup_steps, total_steps=c.steps,
                      min_lr_ratio=c.min_lr_ratio)  # fmt: skip
 
-    def stepped(self, t_start: float) -> None:
-        """An optimizer step that began at perf_counter() == t_start has finished."""
+    def stepping(self) -> None:
+        """A step is about to run: opens a stretch of training time unless one is open."""
+        if self.t_steps is None:
+            self.t_steps = time.perf_counter()
+
+    def stepped(self) -> None:
+        """An optimizer step has been issued (on an accelerator it may still be running)."""
         self.step += 1
-        self.train_s += time.perf_counter() - t_start
+
+    def synced(self) -> None:
+        """The host has waited for the device (the loss fold): the open stretch of steps is over
+        and counts as training time up to now."""
+        if self.t_steps is not None:
+            self.train_s += time.perf_counter() - self.t_steps
+            self.t_steps = None
+
+    def sync_due(self) -> bool:
+        """Whether the step just taken logs, checkpoints or ends the run (a host-sync step)."""
+        c, s = self.cfg, self.step
+        return s % c.log_every == 0 or s % c.eval_every == 0 or s % c.ckpt_every == 0 or s == c.steps
 
     def actions(self, stop: bool) -> Actions:
         c, s = self.cfg, self.step
@@ -494,17 +429,112 @@ def progress_of(rec: dict[str, Any], steps: int, flops_spent: int | None = None)
                     rec["train_loss"], rec["val_loss"], rec["lr"], rec["tokens_per_s"])  # fmt: skip
 
 
+class ProgressOut:
+    """Where a trial's metrics records and checkpoints go, in the process that owns the run folder
+    (the single-process trainer itself; the ZeRO trainer's driver): each record is appended to
+    metrics.jsonl, and the observer gets one Progress per log step, carrying the checkpoint's path
+    when the step also checkpoints (one Progress for a checkpoint-only step). FLOPs are the FLOPs
+    spent: `flops_spent(step)` counts redone steps too."""
+
+    def __init__(self, metrics: Path, cfg: TrainConfig, seq_len: int, flops_spent: Callable[[int], int],
+                 on_progress: Callable[[Progress], None] | None):
+        self.metrics, self.cfg, self.seq_len = metrics, cfg, seq_len
+        self.flops_spent, self.on_progress = flops_spent, on_progress
+        self._pending: Progress | None = None
+
+    def record(self, rec: dict[str, Any], checkpoint_follows: bool) -> None:
+        append_jsonl(self.metrics, rec)
+        p = progress_of(rec, self.cfg.steps, flops_spent=self.flops_spent(rec["step"]))
+        if checkpoint_follows:
+            self._pending = p
+        elif self.on_progress is not None:
+            self.on_progress(p)
+
+    def checkpoint(self, step: int, lr: float, path: Path | None) -> None:
+        p, self._pending = self._pending, None
+        if self.on_progress is None:
+            return
+        if p is None or p.step != step:
+            seen = flops.tokens_seen(step, self.cfg.batch_size, self.seq_len)
+            p = Progress(step, self.cfg.steps, seen, self.flops_spent(step), None, None, lr, 0.0)
+        p.checkpoint = path
+        self.on_progress(p)
+
+
+class StepTrainer(Protocol):
+    """What a trainer flavour supplies to `run_steps` (single.SingleSteps, zero.ZeroSteps)."""
+
+    def new_accumulator(self) -> torch.Tensor:
+        """A zero on the device: the running sum of step losses between host syncs."""
+
+    def step(self, step: int, lr: float, acc: torch.Tensor) -> None:
+        """One optimizer step on the batch of `step` at learning rate `lr`, adding this process's
+        share of the step's mean training loss to `acc` (no host sync)."""
+
+    def poll(self, step: int, sync_due: bool) -> bool:
+        """After step `step`: whether the observer asks to stop. `sync_due`: the step logs,
+        checkpoints or ends anyway; a flavour whose poll costs a host round trip polls there."""
+
+    def total_loss(self, acc: torch.Tensor) -> float:
+        """The accumulated losses of every process, on the host (the host sync)."""
+
+    def validate(self) -> tuple[float, dict[str, Any]]:
+        """An evaluation step: validation loss and extra metrics-record keys."""
+
+    def log(self, rec: dict[str, Any], checkpoint_follows: bool) -> None:
+        """A metrics record (see ProgressOut)."""
+
+    def save(self, lr: float, last: bool) -> None:
+        """Write a checkpoint of the current step (and report it)."""
+
+
+def run_steps(book: Lifecycle, trainer: StepTrainer) -> dict[str, Any]:
+    """THE step loop of every trainer, from `book.step` to the end, a stop or a divergence; returns
+    `book.outcome(...)` for close_run. Per step: the step, the stop poll, then on log/checkpoint
+    steps the one host sync (the losses folded into the checkpointed sums), the record (with a
+    validation on evaluation steps), the checkpoint, and the stop."""
+    cfg = book.cfg
+    acc = trainer.new_accumulator()
+    n_acc = 0
+    while book.step < cfg.steps:
+        book.stepping()
+        lr = book.lr()
+        trainer.step(book.step, lr, acc)
+        n_acc += 1
+        book.stepped()
+        act = book.actions(trainer.poll(book.step, book.sync_due()))
+        if act.fold:  # fold the device accumulator into the checkpointed sums (one sync)
+            book.fold(trainer.total_loss(acc), n_acc)
+            book.synced()
+            acc.zero_()
+            n_acc = 0
+        if act.log:
+            train_loss = book.take_train_loss()
+            if book.diverged(train_loss):
+                return book.outcome(diverged=train_loss)
+            val, extra = trainer.validate() if act.eval else (None, None)
+            trainer.log(book.record(train_loss, val, lr, extra), checkpoint_follows=act.ckpt)
+        if act.ckpt:
+            trainer.save(lr, last=act.last)
+        if act.stop and not act.last:
+            return book.outcome(stopped=True)
+    return book.outcome()
+
+
 def close_run(run_dir: Path, row: dict[str, Any], outcome: dict[str, Any], *, cfg: TrainConfig, seq_len: int,
-              n_incl: int, c_spent: int | None = None) -> dict[str, Any]:
+              n_incl: int, redone: int = 0) -> dict[str, Any]:
     """Fill and store the final results row of a trial from its `Lifecycle.outcome`.
 
     diverged -> status "failed", result.json, STATUS=failed (never retrained: `stored_outcome`);
     stopped  -> status "stopped", STATUS=pending, no result.json (resumes);
     else     -> status "done", result.json, STATUS=done.
-    c_spent: FLOPs of every executed step (default: the useful steps, 6 N_incl tokens)."""
+    redone: steps executed twice after crashes (train/redone.py): C_spent counts them, tokens_seen
+    does not; the row records them as `steps_redone`."""
     step = int(outcome["step"])
     seen = flops.tokens_seen(step, cfg.batch_size, seq_len)
-    row.update(C_spent=flops.train_flops(n_incl, seen) if c_spent is None else c_spent,
+    if redone:
+        row["steps_redone"] = redone
+    row.update(C_spent=flops.train_flops(n_incl, flops.tokens_seen(step + redone, cfg.batch_size, seq_len)),
                wall_s=outcome["wall_s"], started_at=outcome["started_at"])  # fmt: skip
     if outcome.get("diverged") is not None:
         row.update(status="failed", error=f"diverged: train loss {outcome['diverged']} at step {step}",

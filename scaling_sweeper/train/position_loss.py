@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 BASELINE_ROWS = 50_000  # training rows used for the unigram baseline
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -173,10 +172,10 @@ def training_baseline(tokens_dir: str | Path, pad_token: int, max_rows: int = BA
 
 def evaluate_positions(model: Any, val: np.ndarray, pad_token: int, batch_size: int, device: Any) -> PositionLoss:
     """One pass over the validation rows: per-target cross-entropy, summed per position and jet
-    (the model's `hidden` and `lm_head`, as in train.evaluate_loss, which it replaces)."""
+    (the model's `hidden` and `lm_head`: no logits for padding)."""
     import torch
-    import torch.nn.functional as F
 
+    from scaling_sweeper.model import IGNORE_INDEX, cross_entropy
     from scaling_sweeper.train.batches import rows_to_xy
 
     was_training = model.training
@@ -189,7 +188,7 @@ def evaluate_positions(model: Any, val: np.ndarray, pad_token: int, batch_size: 
             keep = y != IGNORE_INDEX
             tl = torch.zeros(y.shape, dtype=torch.float64, device=device)
             logits = model.lm_head(model.hidden(x)[keep])  # (n_kept, V): no logits for padding
-            tl[keep] = F.cross_entropy(logits.float(), y[keep], reduction="none").double()
+            tl[keep] = cross_entropy(logits, y[keep], reduction="none").double()
             parts.append(position_sums(tl.cpu().numpy(), keep.cpu().numpy()))
     model.train(was_training)
     return merge(parts)

@@ -1,4 +1,4 @@
-"""One resumable training trial (single process): `run_trial(cfg, run_dir)`.
+"""One resumable training trial in a single process: `run_trial(cfg, run_dir)`.
 
 Data: the first D = `cfg.tokens` token positions of the train shard (whole rows, see
 `data/shards.py`); each row gives input row[:-1] and target row[1:] (padding targets ignored),
@@ -6,12 +6,13 @@ so the model context is block_size = seq_len - 1. Batches are a pure function of
 (`batches.EpochSampler`). Optimizer: Ranger (RAdam + Lookahead, `pytorch_optimizer`), linear
 warmup + cosine decay to `min_lr_ratio * lr`, gradient-norm clipping.
 
-The run folder (contract shared with sweeps and analysis):
+The run folder (contract shared with sweeps and analysis, docs/DESIGN.md):
     config.yaml     the TrainConfig fields + `derived:` (N, N_incl, D_effective, C_planned, ...)
     STATUS          running -> done | failed (pending after a graceful `should_stop`)
     metrics.jsonl   one record per log/eval step: step, tokens, flops, train_loss, val_loss,
                     lr, tokens_per_s, wall_s
     checkpoints/    step_XXXXXXXX.pt, the newest `keep_checkpoints` (see checkpoint.py)
+    redone.json     steps executed twice after crashes (redone.py)
     result.json     the results row, written last, then STATUS=done
 
 Resume: started again with the same config, a trial continues from its newest good checkpoint
@@ -19,15 +20,14 @@ Resume: started again with the same config, a trial continues from its newest go
 ends with bit-identical weights to an uninterrupted run. A finished run returns its stored
 result without training; a different config in an existing folder is a ConfigError.
 
-This module holds only the single-process step math (forward/backward/clip/Ranger step under
-the trial's precision, optionally compiled) and its checkpoint format; the lifecycle (run
-folder, bookkeeping, metrics, final row, precision and compile resolution) is `trial.py`,
-shared with the ZeRO trainer (`distributed.py`).
+This module holds only what the single process supplies to the step loop (`SingleSteps`: the
+forward/backward/clip/Ranger step under the trial's precision, optionally compiled, its stop
+poll, metrics output and checkpoint format); the loop and the lifecycle (run folder, bookkeeping,
+metrics, final row) are train/lifecycle.py, shared with the ZeRO trainer (train/zero.py).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,41 +35,38 @@ from typing import Any
 import torch
 
 from scaling_sweeper.base import flops
-from scaling_sweeper.base.config import from_dict, load_yaml, to_dict
+from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import CheckpointError, ConfigError
-from scaling_sweeper.base.runfolder import append_jsonl, atomic_write_text, read_jsonl
-from scaling_sweeper.model import GPT, GPTConfig, config_for
-from scaling_sweeper.train import redone as redone_steps
+from scaling_sweeper.base.model_config import config_for_rows
+from scaling_sweeper.base.runfolder import atomic_write_text, read_jsonl
+from scaling_sweeper.model import GPT
 from scaling_sweeper.train.batches import EpochSampler, to_device_xy
-from scaling_sweeper.train.checkpoint import (
-    list_checkpoints,
-    load_checkpoint,
-    load_latest,
-    plain_state_dict,
-    save_checkpoint,
-)
-from scaling_sweeper.train.config import STRATEGIES, ZERO_OFFLOADS, TrainConfig  # noqa: F401 (re-exported)
-from scaling_sweeper.train.lifecycle import (  # noqa: F401 (re-exported: the trainer's public names)
+from scaling_sweeper.train.checkpoint import load_latest, plain_state_dict, save_checkpoint
+from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.lifecycle import (
     Lifecycle,
     Progress,
+    ProgressOut,
     TrialData,
-    autocast,
     close_run,
-    compile_loss,
-    configure_matmul,
     derived_quantities,
-    evaluate_loss,
     make_optimizer,
     open_data,
-    progress_of,
-    resolve_device,
-    resolve_precision,
+    run_steps,
     same_config,
     stored_outcome,
     training_run,
     truncate_metrics,
     validate,
 )
+from scaling_sweeper.train.precision import (
+    autocast,
+    compile_loss,
+    configure_matmul,
+    resolve_device,
+    resolve_precision,
+)
+from scaling_sweeper.train.redone import RedoneSteps
 
 
 def run_trial(
@@ -89,7 +86,7 @@ def run_trial(
     """
     run_dir = Path(run_dir)
     if cfg.strategy != "single":
-        raise ConfigError(f"strategy {cfg.strategy!r}: use distributed.run_distributed_trial")
+        raise ConfigError(f"strategy {cfg.strategy!r}: use train.zero.run_distributed_trial")
     has_config, stored = stored_outcome(cfg, run_dir)
     if stored is not None:
         return stored
@@ -100,30 +97,42 @@ def run_trial(
 
     with training_run(run_dir, cfg, derived, has_config) as row:
         row["precision"] = precision
-        return _Trial(cfg, run_dir, data, derived, device, precision, on_progress, should_stop).run(row)
+        steps = SingleSteps(cfg, run_dir, data, derived["N_incl"], device, precision, on_progress, should_stop)
+        outcome = run_steps(steps.book, steps)
+        return close_run(run_dir, row, outcome, cfg=cfg, seq_len=data.seq_len, n_incl=derived["N_incl"],
+                         redone=steps.redone.steps)
 
 
-class _Trial:
-    """The step math and checkpoint format of one single-process run (bookkeeping: `Lifecycle`)."""
+class SingleSteps:
+    """What one process supplies to lifecycle.run_steps: its step, stop poll, metrics output and
+    checkpoint format. Built, it has resumed from the run folder's newest good checkpoint."""
 
-    def __init__(self, cfg, run_dir, data, derived, device, precision, on_progress, should_stop):
-        self.cfg, self.run_dir, self.data, self.derived, self.device = cfg, run_dir, data, derived, device
-        self.precision = precision
-        self.on_progress, self.should_stop = on_progress, should_stop
+    def __init__(self, cfg: TrainConfig, run_dir: Path, data: TrialData, n_incl: int, device: torch.device,
+                 precision: str, on_progress: Callable[[Progress], None] | None,
+                 should_stop: Callable[[], bool] | None):
+        self.cfg, self.run_dir, self.data, self.device, self.precision = cfg, run_dir, data, device, precision
+        self.should_stop = should_stop
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        configure_matmul(device, precision)
+        configure_matmul(device)
         torch.manual_seed(cfg.seed)
-        self.gcfg: GPTConfig = config_for(cfg.size, data.vocab_size, data.seq_len - 1, cfg.dropout)
-        self.model = GPT(self.gcfg).to(device)  # the plain module: its state dict is checkpointed
+        self.model = GPT(config_for_rows(cfg.size, data.vocab_size, data.seq_len, cfg.dropout)).to(device)
+        self.params = list(self.model.parameters())  # the plain module: its state dict is checkpointed
         self.loss_fn = compile_loss(self.model.training_loss, cfg.compile, device)
         self.opt = make_optimizer(self.model, cfg)
         self.sampler = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed)
         self.ckpt_dir = run_dir / "checkpoints"
         self.metrics = run_dir / "metrics.jsonl"
-        self.book = Lifecycle(cfg, data.seq_len, derived["N_incl"])
-        self.redone = redone_steps.redone_steps(run_dir)  # steps lost to crashes, trained again
+        self.book = Lifecycle(cfg, data.seq_len, n_incl)
+        self.redone = RedoneSteps(run_dir)  # steps lost to crashes, trained again
+        self.out = ProgressOut(self.metrics, cfg, data.seq_len, self.flops_spent, on_progress)
         self._resume()
+        self.model.train()
+
+    def flops_spent(self, step: int) -> int:
+        """FLOPs executed up to `step`: the useful steps plus those redone after crashes."""
+        seen = flops.tokens_seen(step + self.redone.steps, self.cfg.batch_size, self.data.seq_len)
+        return flops.train_flops(self.book.n_incl, seen)
 
     # -- checkpoint format ------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -142,7 +151,7 @@ class _Trial:
         payload = load_latest(self.ckpt_dir, map_location=self.device)
         if payload is None:
             if self.metrics.exists():  # records of a run that never checkpointed
-                self.redone = redone_steps.note_resume(self.run_dir, 0, read_jsonl(self.metrics))
+                self.redone.resumed(0, read_jsonl(self.metrics))
                 atomic_write_text(self.metrics, "")
             return
         st = payload["state"]
@@ -154,101 +163,41 @@ class _Trial:
         if self.device.type == "cuda" and st["rng"].get("cuda"):
             torch.cuda.set_rng_state_all([s.cpu() for s in st["rng"]["cuda"]])
         self.book.restore(st["trainer"])
-        # records after it will be recomputed, and the steps behind them charged (redone_steps)
-        self.redone = redone_steps.note_resume(self.run_dir, self.book.step, read_jsonl(self.metrics))
+        # records after it will be recomputed, and the steps behind them charged (redone.py)
+        self.redone.resumed(self.book.step, read_jsonl(self.metrics))
         truncate_metrics(self.metrics, self.book.step)
 
-    def _c_spent(self) -> int:
-        """FLOPs executed: the useful steps plus those redone after crashes (redone_steps)."""
-        seen = flops.tokens_seen(self.book.step + self.redone, self.cfg.batch_size, self.data.seq_len)
-        return flops.train_flops(self.derived["N_incl"], seen)
+    # -- lifecycle.StepTrainer ---------------------------------------------------------------------
+    def new_accumulator(self) -> torch.Tensor:
+        return torch.zeros((), device=self.device)
 
-    def _save(self) -> Path:
-        return save_checkpoint(self.ckpt_dir, self.book.step, self._state(), keep=self.cfg.keep_checkpoints)
+    def step(self, step: int, lr: float, acc: torch.Tensor) -> None:
+        data = self.data
+        x, y = to_device_xy(data.train[self.sampler.indices(step)], data.pad_token, self.device)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        with autocast(self.device, self.precision):
+            loss = self.loss_fn(x, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        acc += loss.detach().float()
 
-    # -- the loop -------------------------------------------------------------------------------
-    def run(self, row: dict[str, Any]) -> dict[str, Any]:
-        cfg, model, opt, data, book, device = self.cfg, self.model, self.opt, self.data, self.book, self.device
-        params = list(model.parameters())
-        model.train()
-        loss_acc = torch.zeros((), device=device)  # on-device sum: no host sync per step
-        n_acc = 0
-        lr = book.lr()
-        while book.step < cfg.steps:
-            t_step = time.perf_counter()
-            x, y = to_device_xy(data.train[self.sampler.indices(book.step)], data.pad_token, device)
-            lr = book.lr()
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with autocast(device, self.precision):
-                loss = self.loss_fn(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            loss_acc += loss.detach().float()
-            n_acc += 1
-            book.stepped(t_step)
+    def poll(self, step: int, sync_due: bool) -> bool:
+        """The observer is asked after every step (a host call, no device sync)."""
+        return bool(self.should_stop()) if self.should_stop is not None else False
 
-            act = book.actions(bool(self.should_stop()) if self.should_stop is not None else False)
-            if act.fold:  # fold the device accumulator into the checkpointed sums (one sync)
-                book.fold(float(loss_acc), n_acc)
-                loss_acc.zero_()
-                n_acc = 0
-            progress = None
-            if act.log:
-                train_loss = book.take_train_loss()
-                if book.diverged(train_loss):
-                    return self._close(row, book.outcome(diverged=train_loss))
-                val, extra = validate(model, data, cfg, device, self.precision) if act.eval else (None, None)
-                rec = book.record(train_loss, val, lr, extra)
-                append_jsonl(self.metrics, rec)
-                progress = progress_of(rec, cfg.steps, flops_spent=self._c_spent())
-                if self.on_progress is not None and not act.ckpt:
-                    self.on_progress(progress)
-            if act.ckpt:
-                path = self._save()
-                if self.on_progress is not None:
-                    if progress is None:
-                        rec = {"step": book.step, "tokens": book.seen(), "train_loss": None, "val_loss": None,
-                               "lr": lr, "tokens_per_s": 0.0}  # fmt: skip
-                        progress = progress_of(rec, cfg.steps, flops_spent=self._c_spent())
-                    progress.checkpoint = path
-                    self.on_progress(progress)
-            if act.stop and not act.last:
-                return self._close(row, book.outcome(stopped=True))
-        return self._close(row, book.outcome())
+    def total_loss(self, acc: torch.Tensor) -> float:
+        return float(acc)
 
-    def _close(self, row: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
-        if self.redone:
-            row["steps_redone"] = self.redone
-        return close_run(self.run_dir, row, outcome, cfg=self.cfg, seq_len=self.data.seq_len,
-                         n_incl=self.derived["N_incl"], c_spent=self._c_spent())
+    def validate(self) -> tuple[float, dict[str, Any]]:
+        return validate(self.model, self.data, self.cfg, self.device, self.precision)
 
+    def log(self, rec: dict[str, Any], checkpoint_follows: bool) -> None:
+        self.out.record(rec, checkpoint_follows)
 
-def load_model(
-    run_dir: str | Path, *, device: str | torch.device = "cpu", step: int | None = None
-) -> tuple[GPT, TrainConfig]:
-    """The trained model of a run folder (newest good checkpoint, or the one of `step`), in eval mode."""
-    run_dir = Path(run_dir)
-    stored = load_yaml(run_dir / "config.yaml")
-    derived = stored.pop("derived", {})
-    cfg = from_dict(TrainConfig, stored)
-    ckpt_dir = run_dir / "checkpoints"
-    if step is None:
-        payload = load_latest(ckpt_dir, map_location=device)
-    else:
-        matches = [p for s, p in list_checkpoints(ckpt_dir) if s == step]
-        payload = load_checkpoint(matches[0], map_location=device) if matches else None
-    if payload is None:
-        raise CheckpointError(f"{run_dir}: no usable checkpoint" + (f" for step {step}" if step else ""))
-    vocab = derived.get("vocab_size")
-    block = derived.get("block_size")
-    sd = plain_state_dict(payload["state"]["model"])
-    if vocab is None or block is None:
-        vocab, _ = sd["transformer.wte.weight"].shape
-        block, _ = sd["transformer.wpe.weight"].shape
-    model = GPT(config_for(cfg.size, int(vocab), int(block)))
-    model.load_state_dict(sd)
-    return model.to(device).eval(), cfg
+    def save(self, lr: float, last: bool) -> None:
+        path = save_checkpoint(self.ckpt_dir, self.book.step, self._state(), keep=self.cfg.keep_checkpoints)
+        self.out.checkpoint(self.book.step, lr, path)

@@ -1,6 +1,28 @@
-"""Per-GPU memory estimates for DDP vs DeepSpeed ZeRO-2 / ZeRO-3 (+ offload), and `strategy: auto`.
+"""How a trial is parallelised: one table of strategies, their per-GPU memory estimates, and one
+resolver of `auto`. Importing it imports neither torch nor DeepSpeed (the estimates do, when called).
 
-Model states (parameters, gradients, optimizer states) come from DeepSpeed's own estimators,
+TrainConfig.strategy asks for single | ddp | zero2 | zero3 | auto; with zero.offload (none |
+optimizer | all) it names a template, the way the trial trains (its DeepSpeed config:
+train/deepspeed_config.py, its memory estimate: `estimate` below):
+
+    template                 base    ZeRO stage  optimizer states  parameters  auto order
+    single                   single  -           -                 -           -
+    ddp                      ddp     0           GPU               GPU         1
+    zero2                    zero2   2           GPU               GPU         2
+    zero3                    zero3   3           GPU               GPU         3
+    zero2_offload            zero2   2           host              GPU         4
+    zero3_offload_optimizer  zero3   3           host              GPU         -
+    zero3_offload            zero3   3           host              host        5
+
+`auto` picks the lightest template (auto order) whose memory estimate fits the memory per GPU
+(`choose_strategy`): the declared zero.gpu_mem_gib, else what the trial's machine has (at
+run time: the GPU's memory, or on CPU the host's divided over the workers); when planning a sweep
+nothing is detected, so without a declared memory auto becomes AUTO_FALLBACK (zero3). The
+estimate uses the numerics the trial will train with (train.config.expected_precision). The
+strategy is not part of a cell id: it changes how a cell trains, not what it learns.
+
+Memory estimates (`estimate`, `choose_strategy`). Model states (parameters, gradients, optimizer
+states) come from DeepSpeed's own estimators,
 `deepspeed.runtime.zero.stage_1_and_2.estimate_zero2_model_states_mem_needs` and
 `deepspeed.runtime.zero.stage3.estimate_zero3_model_states_mem_needs` (0.19.8; the `*_all_live` /
 `*_all_cold` variants only print tables). They assume bf16/fp16 mixed precision with Adam:
@@ -26,22 +48,76 @@ import io
 from dataclasses import dataclass
 
 from scaling_sweeper.base.errors import ConfigError
-from scaling_sweeper.model import GPT, GPTConfig, config_for, count_params
-from scaling_sweeper.train.deepspeed_config import STRATEGIES
+from scaling_sweeper.base.model_config import GPTConfig, config_for_rows, count_params
+from scaling_sweeper.train.config import TrainConfig, expected_precision
 
 GIB = 2**30
-
-# zero_config.STRATEGIES runs from lightest (least communication / host traffic) to heaviest;
-# `auto` picks the first that fits
-# zero stage, offload optimizer states to host, offload parameters to host
-STRATEGY_LAYOUT: dict[str, tuple[int, bool, bool]] = {
-    "ddp": (0, False, False),
-    "zero2": (2, False, False),
-    "zero3": (3, False, False),
-    "zero2_offload": (2, True, False),
-    "zero3_offload": (3, True, True),
-}
+AUTO_FALLBACK = "zero3"  # what `auto` becomes when planning without a declared GPU memory
 RANGER_EXTRA_BYTES = 4  # Lookahead slow weights, fp32, per parameter
+
+
+# ---------------------------------------------------------------------------------------------
+# the table
+
+@dataclass(frozen=True)
+class Strategy:
+    """One row of the table (module doc)."""
+
+    name: str  # template name
+    base: str  # TrainConfig.strategy that asks for it
+    offload: str  # zero.offload that asks for it: none | optimizer | all
+    stage: int | None  # ZeRO stage (0: plain data parallel); None: a single process
+    offload_optimizer: bool  # optimizer states on the host
+    offload_params: bool  # parameters on the host
+    auto_order: int | None = None  # position among auto's candidates, lightest first; None: never picked
+
+    @property
+    def distributed(self) -> bool:
+        return self.stage is not None
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("single", "single", "none", None, False, False),
+    Strategy("ddp", "ddp", "none", 0, False, False, auto_order=1),
+    Strategy("zero2", "zero2", "none", 2, False, False, auto_order=2),
+    Strategy("zero3", "zero3", "none", 3, False, False, auto_order=3),
+    Strategy("zero2_offload", "zero2", "optimizer", 2, True, False, auto_order=4),
+    Strategy("zero3_offload_optimizer", "zero3", "optimizer", 3, True, False),
+    Strategy("zero3_offload", "zero3", "all", 3, True, True, auto_order=5),
+)}
+
+# the templates `auto` chooses from, lightest (least communication and host traffic) first
+AUTO_CANDIDATES: tuple[str, ...] = tuple(
+    s.name for s in sorted((s for s in STRATEGIES.values() if s.auto_order), key=lambda s: s.auto_order))
+
+
+def template(base: str, offload: str = "none") -> Strategy:
+    """The table row a (strategy, zero.offload) pair asks for (single ignores the offload);
+    ConfigError for a pair that names none (ddp cannot offload, parameter offload needs zero3)."""
+    if base == "single":  # one process: the ZeRO section does not apply
+        return STRATEGIES["single"]
+    for s in STRATEGIES.values():
+        if s.base == base and s.offload == offload:
+            return s
+    if base == "ddp":
+        raise ConfigError(f"strategy ddp cannot offload (zero_offload={offload!r}); use zero2/zero3")
+    if base == "zero2" and offload == "all":
+        raise ConfigError("zero_offload: all (parameter offload) needs strategy zero3")
+    raise ConfigError(f"strategy {base!r} with zero_offload {offload!r} names no template; templates: "
+                      f"{', '.join(STRATEGIES)}")
+
+
+def get(name: str) -> Strategy:
+    """A table row by template name; ConfigError listing the names otherwise."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise ConfigError(f"strategy {name!r} is not one of {', '.join(STRATEGIES)}") from None
+
+
+
+# ---------------------------------------------------------------------------------------------
+# memory estimates
 
 
 @dataclass(frozen=True)
@@ -69,6 +145,8 @@ def largest_layer_params(cfg: GPTConfig) -> int:
 
     Counted on a meta-device model, so it costs no memory even for the largest sizes."""
     import torch
+
+    from scaling_sweeper.model import GPT
 
     with torch.device("meta"):
         model = GPT(cfg)
@@ -98,9 +176,10 @@ def model_states_bytes(
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
-    if strategy not in STRATEGY_LAYOUT:
-        raise ConfigError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
-    stage, off_opt, off_param = STRATEGY_LAYOUT[strategy]
+    s = get(strategy)
+    if not s.distributed:
+        raise ConfigError(f"strategy {strategy!r} has no DeepSpeed memory estimate; valid: {', '.join(AUTO_CANDIDATES)}")
+    stage, off_opt, off_param = s.stage, s.offload_optimizer, s.offload_params
     total_gpus = gpus_per_node * nodes
     P = int(total_params)
     if stage == 0:  # every rank holds everything; each loads the fp32 model on the host first
@@ -144,7 +223,7 @@ def estimate(
     nodes: int = 1,
     gpu_mem_gib: float | None = None,
     bf16: bool = True,
-    strategies: tuple[str, ...] = STRATEGIES,
+    strategies: tuple[str, ...] = AUTO_CANDIDATES,
 ) -> list[MemoryEstimate]:
     """Memory estimate of each strategy for model `cfg` on `nodes` x `gpus` GPUs."""
     if gpus < 1 or nodes < 1 or micro_batch < 1:
@@ -172,7 +251,7 @@ def choose_strategy(
     bf16: bool = True,
     headroom: float = 0.9,
 ) -> str:
-    """The lightest strategy (order of STRATEGIES) whose estimate fits `headroom * gpu_mem_gib`.
+    """The lightest strategy (order of AUTO_CANDIDATES) whose estimate fits `headroom * gpu_mem_gib`.
 
     `headroom` keeps room for the CUDA context, allocator fragmentation and communication buffers.
     Raises ConfigError if even ZeRO-3 with offload does not fit."""
@@ -195,8 +274,9 @@ def choose_strategy(
 def estimate_for_size(
     size: str, *, vocab_size: int, seq_len: int, gpus: int, micro_batch: int, **kwargs
 ) -> list[MemoryEstimate]:
-    """`estimate` for a preset of the size ladder (block_size = seq_len - 1 inputs per row)."""
-    cfg = config_for(size, vocab_size=vocab_size, block_size=seq_len)
+    """`estimate` for a preset of the size ladder, the model the trainer builds for token rows of
+    `seq_len` (context seq_len - 1: base.model_config.config_for_rows)."""
+    cfg = config_for_rows(size, vocab_size, seq_len)
     return estimate(cfg, gpus=gpus, micro_batch=micro_batch, seq_len=seq_len - 1, **kwargs)
 
 
@@ -211,3 +291,27 @@ def format_table(ests: list[MemoryEstimate], chosen: str | None = None) -> str:
             f"{e.total_gpu / GIB:>10.3f} {e.cpu / GIB:>8.2f}  {fits}{mark}"
         )
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the resolver
+
+
+def resolve(cfg: TrainConfig, *, vocab_size: int, seq_len: int, micro_batch: int,
+            detected_gib: float | None = None, bf16: bool | None = None) -> Strategy:
+    """The template `cfg` trains with (module doc). `auto` estimates memory for the model the trainer
+    builds from token rows of `seq_len`, with `micro_batch` rows per worker; per-GPU memory is
+    cfg.zero.gpu_mem_gib, else `detected_gib` (what the machine has), else AUTO_FALLBACK. `bf16`
+    (default: expected_precision of cfg) sizes the activations. An offload pick of auto replaces
+    zero.offload; otherwise zero.offload applies to the picked base."""
+    if cfg.strategy != "auto":
+        return template(cfg.strategy, cfg.zero.offload)
+    mem = cfg.zero.gpu_mem_gib if cfg.zero.gpu_mem_gib is not None else detected_gib
+    if mem is None:
+        return template(AUTO_FALLBACK, cfg.zero.offload)
+    if bf16 is None:
+        bf16 = expected_precision(cfg.precision, cfg.device) == "bf16"
+    picked = STRATEGIES[choose_strategy(
+        config_for_rows(cfg.size, vocab_size, seq_len), gpus=cfg.zero.num_workers, micro_batch=micro_batch,
+        gpu_mem_gib=mem, seq_len=seq_len - 1, bf16=bf16)]
+    return picked if picked.offload != "none" else template(picked.base, cfg.zero.offload)
