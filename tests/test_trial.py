@@ -79,7 +79,7 @@ def test_precision_resolution_and_validation():
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(ConfigError, match="precision"):
         TrainConfig(size="Pico", data="d", tokens=10, steps=1, precision="fp16")
-    from scaling_sweeper.train.zero import plan_precision
+    from scaling_sweeper.train.zero_plan import plan_precision
 
     assert plan_precision("auto", use_gpu=False) == plan_precision("fp32", use_gpu=False) == "fp32"
     with pytest.raises(ConfigError, match="needs GPUs"):  # refused before any compute

@@ -15,6 +15,9 @@ the tokenizer is fitted on a seeded sample of at most `fit_jets` training jets, 
 streams the split files row group by row group into shards, so peak memory is bounded by the
 chunk size and the fit sample, not by the dataset size. Folders made by the format-1 code (one
 `jets.parquet`, whole-dataset shuffle) are still recognised as cached and their tokens still load.
+
+One concept over ~600 lines: making a dataset folder (jets in chunks, the split files, the tokens,
+their reports, `describe`); a chunk's task is chunks.py, running tasks is tasks.py.
 """
 
 from __future__ import annotations

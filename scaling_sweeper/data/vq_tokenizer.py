@@ -24,6 +24,8 @@ resumed gives the same weights as one uninterrupted run (same device and thread 
 fitted tokenizer is a versioned JSON file (`kind: vq`) holding the config, the feature
 standardisation and the weights (float32, base64), so it is byte-identical for the same fit.
 Rows, special tokens and DecodeStats are those of `tokenizer.Tokenizer`.
+
+One concept over ~500 lines: the VQ-VAE tokenizer (model, fit with resume, decoding calibration).
 """
 
 from __future__ import annotations

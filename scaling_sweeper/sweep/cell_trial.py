@@ -92,7 +92,7 @@ def trial_resources(cell: Cell, resources: Any) -> dict[str, float]:
     (Ray Train 2.60 does not schedule them in the trial's placement group). So the driver holds
     no CPU or GPU, which would otherwise be kept from its own workers (on a 2-CPU machine a
     1-CPU driver plus 2 x 1-CPU workers never starts). Tune needs a non-empty bundle: a little
-    `memory`. The worker group then waits only for trials that finish; zero.check_resources
+    `memory`. The worker group then waits only for trials that finish; zero_plan.check_resources
     refuses a group larger than the cluster."""
     if cell.strategy == "single":
         return {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial}

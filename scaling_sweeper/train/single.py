@@ -48,15 +48,10 @@ from scaling_sweeper.train.lifecycle import (
     Progress,
     ProgressOut,
     TrialData,
-    close_run,
     derived_quantities,
     make_optimizer,
     open_data,
     run_steps,
-    same_config,
-    stored_outcome,
-    training_run,
-    truncate_metrics,
     validate,
 )
 from scaling_sweeper.train.precision import (
@@ -67,6 +62,13 @@ from scaling_sweeper.train.precision import (
     resolve_precision,
 )
 from scaling_sweeper.train.redone import RedoneSteps
+from scaling_sweeper.train.run_folder import (
+    close_run,
+    same_config,
+    stored_outcome,
+    training_run,
+    truncate_metrics,
+)
 
 
 def run_trial(
