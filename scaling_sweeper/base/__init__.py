@@ -7,5 +7,7 @@
     quiet.py           silencing third-party output nobody can act on
     flops.py           C = 6 N_incl tokens_seen, C_exact, steps <-> tokens <-> FLOPs
     schedule.py        the learning-rate schedule (warmup, cosine)
-    model_config.py    GPTConfig, the size ladder, closed-form parameter counts
+    model_config.py    GPTConfig, the size ladder, closed-form parameter counts, config_for_rows
+    results_schema.py  the results row and every results table's columns (names, types, fillers)
+    worker_env.py      the environment a Ray worker needs to import this checkout
 """

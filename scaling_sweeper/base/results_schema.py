@@ -89,10 +89,14 @@ TRIAL_COLUMNS: tuple[Column, ...] = RESULT_COLUMNS + (
     Column("written_at", float, WRITER, "unix time the table file was written; the latest row of a cell wins"),
 )
 
-# One row per metrics.jsonl record (a log or evaluation step of training)
-CURVE_COLUMNS: tuple[Column, ...] = (
+# the first columns of every per-cell table but trials: which cell a row belongs to
+CELL_KEY_COLUMNS: tuple[Column, ...] = (
     Column("sweep", str, WRITER, "sweep name"),
     Column("cell_id", str, WRITER, "cell"),
+)
+
+# One row per metrics.jsonl record (a log or evaluation step of training)
+CURVE_COLUMNS: tuple[Column, ...] = CELL_KEY_COLUMNS + (
     Column("step", int, TRAINER, "optimizer steps done"),
     Column("tokens", int, TRAINER, "tokens seen so far (useful steps)"),
     Column("flops", float, TRAINER, "C so far: 6 * N_incl * tokens (FLOPs)"),
@@ -105,9 +109,7 @@ CURVE_COLUMNS: tuple[Column, ...] = (
 )
 
 # Long format: one row per evaluated metric (swd, swd_floor, invalid_frac, w1_jet_pt, ...)
-EVAL_COLUMNS: tuple[Column, ...] = (
-    Column("sweep", str, WRITER, "sweep name"),
-    Column("cell_id", str, WRITER, "cell"),
+EVAL_COLUMNS: tuple[Column, ...] = CELL_KEY_COLUMNS + (
     Column("step", int, EVALUATION, "training step evaluated (null: the final evaluation)"),
     Column("metric", str, EVALUATION, "metric name"),
     Column("value", float, EVALUATION, "its value"),
@@ -115,9 +117,7 @@ EVAL_COLUMNS: tuple[Column, ...] = (
 )
 
 # One row per (evaluation step, position): validation loss per constituent, and the stop token
-POSITION_COLUMNS: tuple[Column, ...] = (
-    Column("sweep", str, WRITER, "sweep name"),
-    Column("cell_id", str, WRITER, "cell"),
+POSITION_COLUMNS: tuple[Column, ...] = CELL_KEY_COLUMNS + (
     Column("step", int, TRAINER, "training step of the evaluation"),
     Column("position", int, TRAINER, "constituent index (1-based); null: the stop token"),
     Column("loss", float, TRAINER, "mean cross-entropy there over the validation jets (nats)"),
