@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from scaling_sweeper.base.errors import BudgetError, CheckpointError, ConfigError, DataError
-from scaling_sweeper.base.runfolder import atomic_write_json, is_done, write_status
+from scaling_sweeper.base.runfolder import MAX_NAME_LEN, atomic_write_json, is_done, write_status
 from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.driver_lock import DriverLock, DriverLockError
 from scaling_sweeper.sweep.ledger import Ledger, ledger_path
-from scaling_sweeper.sweep.spec import MAX_NAME_LEN, redact_uri, spec_from_dict
+from scaling_sweeper.sweep.spec import redact_uri, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ_LEN, N_CONTENT = 12, 21  # vocab 24

@@ -12,13 +12,30 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from scaling_sweeper.base.errors import SweeperError
+from scaling_sweeper.base.errors import ConfigError, SweeperError
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # always re.fullmatch ("$" lets "a\n" through)
+MAX_NAME_LEN = 100  # folder names (and Ray trial names built from them) stay well under NAME_MAX
+
+
+def check_folder_name(field_name: str, value: Any) -> str:
+    """ConfigError unless `value` is a folder-safe name (a sweep, a ledger's cluster): letters,
+    digits, '_', '-', '.', not starting with '.', '-' or '_', at most MAX_NAME_LEN characters,
+    nothing else (no trailing newline). The one naming rule of everything that becomes a folder
+    or file name."""
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ConfigError(f"{field_name}: {value!r} must be letters, digits, '_', '-', '.' (a folder name)")
+    if len(value) > MAX_NAME_LEN:
+        raise ConfigError(f"{field_name}: {len(value)} characters is too long (at most {MAX_NAME_LEN})")
+    return value
+
 
 Status = Literal["pending", "running", "done", "failed", "refused"]
 STATUSES: tuple[str, ...] = ("pending", "running", "done", "failed", "refused")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling_sweeper.base.errors import BudgetError
+from scaling_sweeper.base.runfolder import check_folder_name
 
 LEDGER_VERSION = 1
 CELL_STATES = ("active", "finished")
@@ -43,9 +44,8 @@ def _thread_lock(path: Path) -> threading.Lock:
 
 
 def ledger_path(storage: str | Path, cluster: str) -> Path:
-    """`<storage>/ledger/<cluster>.json`."""
-    if not cluster or "/" in cluster or cluster.startswith("."):
-        raise BudgetError(f"budget.cluster: {cluster!r} is not a valid ledger name")
+    """`<storage>/ledger/<cluster>.json`; ConfigError for a cluster name that is not a folder-safe name."""
+    check_folder_name("budget.cluster", cluster)
     return Path(storage) / "ledger" / f"{cluster}.json"
 
 

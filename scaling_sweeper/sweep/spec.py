@@ -74,32 +74,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scaling_sweeper.base.config import apply_overrides, from_dict, load_yaml, to_dict
 from scaling_sweeper.base.errors import ConfigError, ScheduleError
+from scaling_sweeper.base.runfolder import check_folder_name
 from scaling_sweeper.sweep.phases import get_phase
 
 ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # always re.fullmatch ("$" lets "a\n" through)
-MAX_NAME_LEN = 100  # folder names (and Ray trial names built from them) stay well under NAME_MAX
 REDACTED = "***"
 # query parameters of object-store URIs that carry secrets (pyarrow / fsspec spellings)
 _SECRET_QUERY = ("access_key", "secret_key", "session_token", "password", "token", "key", "secret",
                  "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "sas_token", "account_key")
-
-
-def check_name(field_name: str, value: Any) -> str:
-    """ConfigError unless `value` is a folder-safe name: letters, digits, '_', '-', '.', not starting
-    with '.', '-' or '_', at most MAX_NAME_LEN characters, nothing else (no trailing newline)."""
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise ConfigError(f"{field_name}: {value!r} must be letters, digits, '_', '-', '.' (a folder name)")
-    if len(value) > MAX_NAME_LEN:
-        raise ConfigError(f"{field_name}: {len(value)} characters is too long (at most {MAX_NAME_LEN})")
-    return value
 
 
 def _split_uri(uri: str):
@@ -264,7 +252,7 @@ class SweepSpec:
     eval: dict[str, Any] | None = None  # EvalConfig fields; None = no evaluation
 
     def __post_init__(self) -> None:
-        check_name("name", self.name)
+        check_folder_name("name", self.name)
         if self.tune_storage is not None and REDACTED in self.tune_storage:
             raise ConfigError("tune_storage: its credentials were redacted when the spec was stored; pass "
                               "--set tune_storage=... or give the nodes credentials in their environment")
@@ -284,7 +272,7 @@ class SweepSpec:
             raise ConfigError(f"failure.max_retries: must be >= 0, got {self.failure.max_retries}")
         if self.budget.flops is not None and not (self.budget.flops >= 0 and self.budget.flops < float("inf")):
             raise ConfigError(f"budget.flops: must be a finite number >= 0, got {self.budget.flops}")
-        check_name("budget.cluster", self.budget.cluster)
+        check_folder_name("budget.cluster", self.budget.cluster)
         if self.budget.flops is not None and self.budget.flops == 0:
             raise ConfigError("budget.flops: 0 FLOPs admits nothing; leave it out (keep the ledger's budget) or "
                               "give a positive number")
