@@ -46,9 +46,10 @@ from scaling_sweeper.base.model_config import config_for_rows  # noqa: E402
 from scaling_sweeper.data.shards import TokenShard  # noqa: E402
 from scaling_sweeper.model import GPT, config_for, count_params  # noqa: E402
 from scaling_sweeper.train.batches import to_device_xy  # noqa: E402
+from scaling_sweeper.train.config import TrainConfig  # noqa: E402
 from scaling_sweeper.train.lifecycle import make_optimizer  # noqa: E402
 from scaling_sweeper.train.precision import autocast, compile_loss, configure_matmul, resolve_precision  # noqa: E402
-from scaling_sweeper.train.single import TrainConfig, run_trial  # noqa: E402
+from scaling_sweeper.train.single import run_trial  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

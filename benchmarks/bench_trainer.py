@@ -30,7 +30,9 @@ from scaling_sweeper.base.model_config import config_for_rows  # noqa: E402
 from scaling_sweeper.data.shards import TokenShard, write_shards  # noqa: E402
 from scaling_sweeper.model import GPT  # noqa: E402
 from scaling_sweeper.train.batches import rows_to_xy  # noqa: E402
-from scaling_sweeper.train.single import TrainConfig, make_optimizer, run_trial  # noqa: E402
+from scaling_sweeper.train.config import TrainConfig  # noqa: E402
+from scaling_sweeper.train.lifecycle import make_optimizer  # noqa: E402
+from scaling_sweeper.train.single import run_trial  # noqa: E402
 
 
 def synthetic_tokens(out: Path, n_rows: int = 4000, seq_len: int = 130, vocab: int = 8195) -> Path:

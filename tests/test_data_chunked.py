@@ -76,7 +76,8 @@ def test_same_data_whatever_the_workers_and_the_shard_layout(aspen_files, tmp_pa
     train = read_jets(one / "train.parquet")
     np.testing.assert_array_equal(np.asarray(b.head(12 * 130)), load_tokenizer(one / "tokens").encode(train[:12]))
     # a trial reads the same rows from either layout: the same results
-    from scaling_sweeper.train.single import TrainConfig, run_trial
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     rows = []
     for name, tokens in (("one", one / "tokens"), ("two", two / "tokens")):

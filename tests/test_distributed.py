@@ -26,7 +26,8 @@ from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
 from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.train import single as T
-from scaling_sweeper.train.config import ZeroConfig
+from scaling_sweeper.train.checkpoint import load_model
+from scaling_sweeper.train.config import TrainConfig, ZeroConfig
 from scaling_sweeper.train.redone import RedoneSteps
 from scaling_sweeper.train.zero import (
     FAULT_ENV,
@@ -48,10 +49,10 @@ def tokens(synthetic_tokens) -> Path:
                             content=lambda rng, k: np.sort(rng.integers(0, VOCAB - 3, k)))
 
 
-def _cfg(tokens: Path, **kw) -> T.TrainConfig:
+def _cfg(tokens: Path, **kw) -> TrainConfig:
     base = dict(size="Pico", data=str(tokens), tokens=400 * SEQ, steps=STEPS, batch_size=BATCH, log_every=1,
                 eval_every=3, ckpt_every=2, warmup_steps=2, seed=3, strategy="zero3", zero=ZERO)  # fmt: skip
-    return T.TrainConfig(**{**base, **kw})
+    return TrainConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def _losses(run_dir: Path, key: str) -> dict[int, float]:
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    model, _ = T.load_model(run_dir)
+    model, _ = load_model(run_dir)
     return model.state_dict()
 
 

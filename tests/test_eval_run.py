@@ -18,7 +18,8 @@ SMALL = dict(n_jets=120, n_bootstrap=10, n_projections=16, batch_size=64, hist_b
 
 @pytest.fixture(scope="module")
 def trained_run(tokens_dir, tmp_path_factory):
-    from scaling_sweeper.train.single import TrainConfig, run_trial
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)

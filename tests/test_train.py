@@ -31,7 +31,9 @@ from scaling_sweeper.train.checkpoint import (
     load_model,
     save_checkpoint,
 )
-from scaling_sweeper.train.single import TrainConfig, make_optimizer, run_trial
+from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.lifecycle import make_optimizer
+from scaling_sweeper.train.single import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 N_CONTENT, SEQ_LEN = 32, 16
@@ -351,7 +353,7 @@ def test_checkpoints_of_older_configs_still_match(synth_tokens):
     """A checkpoint written before the distributed fields existed resumes (they take defaults);
     any real difference, including a distributed knob, does not."""
     from scaling_sweeper.base.config import to_dict
-    from scaling_sweeper.train.single import same_config
+    from scaling_sweeper.train.run_folder import same_config
 
     cfg = _cfg(synth_tokens)
     new = ("num_workers", "micro_batch_size", "zero_offload", "gpu_mem_gib", "cpus_per_worker")

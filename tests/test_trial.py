@@ -24,9 +24,10 @@ from scaling_sweeper.train.checkpoint import (
     load_model,
     plain_state_dict,
 )
+from scaling_sweeper.train.config import TrainConfig
 from scaling_sweeper.train.lifecycle import Lifecycle
 from scaling_sweeper.train.precision import resolve_precision
-from scaling_sweeper.train.single import TrainConfig, run_trial
+from scaling_sweeper.train.single import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB, SEQ, PAD = 35, 16, 34

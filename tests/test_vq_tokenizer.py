@@ -222,7 +222,7 @@ def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one
     from scaling_sweeper.sweep.cells import cell_id_of, resolve_cells
     from scaling_sweeper.sweep.spec import spec_from_dict
     from scaling_sweeper.train.config import TrainConfig
-    from scaling_sweeper.train.single import open_data
+    from scaling_sweeper.train.lifecycle import open_data
 
     binned = tokenize_dataset(jets_dir, tmp_path / "tok_b", cfg=TokenizeConfig(n_bins=(4, 4, 2), max_constituents=24))
     vq_dir = tmp_path / "tok_v"
