@@ -324,5 +324,5 @@ def test_diverged_zero_cell_is_not_retrained(tokens, ray_session, tmp_path, monk
     def no_training(*a, **kw):
         raise AssertionError("a diverged cell was trained again")
 
-    monkeypatch.setattr(D, "_Driver", no_training)
+    monkeypatch.setattr(D, "_RayTrainCaller", no_training)
     assert run_distributed_trial(cfg, run) == row

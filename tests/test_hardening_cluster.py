@@ -159,9 +159,8 @@ def test_unwritable_cell_fails_alone(tmp_path, synthetic_tokens):
     from scaling_sweeper.sweep.ledger import Ledger
     from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from tests.test_hardening import N_CONTENT, SEQ_LEN
-
-    tokens = synthetic_tokens(SEQ_LEN, N_CONTENT, {"train": 200, "val": 32}, path=tmp_path / "tokens")
+    SEQ_LEN = 12
+    tokens = synthetic_tokens(SEQ_LEN, 21, {"train": 200, "val": 32}, path=tmp_path / "tokens")
     spec = spec_from_dict({
         "name": "iso", "phase": "model_size", "data": str(tokens), "storage": str(tmp_path / "runs"),
         "sizes": ["Pico"], "seeds": [0, 1], "failure": {"max_retries": 0}, "budget": {"flops": 1e15},

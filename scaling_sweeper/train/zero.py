@@ -168,14 +168,15 @@ def run_distributed_trial(
         atomic_write_json(run_dir / "ds_config.json", plan.ds_config)
         row["strategy"] = plan.strategy  # the resolved DeepSpeed template (auto/offload spelled out)
         row["precision"] = plan.precision
-        driver = _Driver(cfg, plan, run_dir, data.seq_len, derived["N_incl"], on_progress, should_stop)
+        driver = _RayTrainCaller(cfg, plan, run_dir, data.seq_len, derived["N_incl"], on_progress, should_stop)
         outcome = driver.run()
         return close_run(run_dir, row, outcome, cfg=cfg, seq_len=data.seq_len, n_incl=derived["N_incl"],
                          redone=driver.redone.steps)
 
 
-class _Driver:
-    """The caller's side of a Ray Train run: starts the worker group and relays its messages into
+class _RayTrainCaller:
+    """The caller's side of a Ray Train run (not the sweep driver: the process that calls
+    run_distributed_trial, e.g. a Tune trial): starts the worker group and relays its messages into
     the run folder (metrics.jsonl, redone.json) and to the observer; forwards a stop request."""
 
     def __init__(self, cfg: TrainConfig, plan: DistributedPlan, run_dir: Path, seq_len: int, n_incl: int,
