@@ -294,7 +294,7 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
     assert (single["strategy"], zero["strategy"]) == ("single", "zero3")
     for run_dir, strategy in ((s_dir, "single"), (z_dir, "zero3")):  # recorded in config.yaml
         cfg = load_yaml(run_dir / "config.yaml")
-        assert cfg["strategy"] == strategy and cfg["num_workers"] == 2
+        assert cfg["strategy"] == strategy and cfg["zero"]["num_workers"] == 2  # the ZeRO section
     assert single.keys() == zero.keys()
     for row in (single, zero):
         assert row["status"] == "done" and row["sweep"] == "mixed" and row["phase"] == "model_size"

@@ -189,3 +189,24 @@ def test_cli_sets_compile_and_precision():
     assert cfg.compile is True and cfg.precision == "fp32"
     with pytest.raises(ConfigError):
         build_train_config(Namespace(**{**vars(args), "overrides": ["compile=maybe"]}))
+
+
+def test_run_folders_of_earlier_versions_still_match_their_config(tmp_path):
+    """config.yaml files and checkpoints written before the ZeRO settings became TrainConfig.zero
+    hold them as top-level keys: they still match the same config (so the run resumes) and still
+    refuse a different one."""
+    import yaml
+
+    from scaling_sweeper.base.config import to_dict
+    from scaling_sweeper.base.errors import ConfigError
+    from scaling_sweeper.train.run_folder import check_config_file, same_config
+
+    cfg = TrainConfig(size="Pico", data="d", tokens=100, steps=1)
+    old = {k: v for k, v in to_dict(cfg).items() if k != "zero"}
+    old.update(num_workers=2, micro_batch_size=None, zero_offload="none", gpu_mem_gib=None, cpus_per_worker=1.0)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "derived": {"N": 1}}))
+    assert check_config_file(tmp_path, cfg)
+    assert same_config(old, cfg) and not same_config({**old, "num_workers": 4}, cfg)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "num_workers": 4}))
+    with pytest.raises(ConfigError, match="different config"):
+        check_config_file(tmp_path, cfg)
