@@ -12,7 +12,7 @@ from scaling_sweeper.base.results_schema import TABLE_COLUMNS
 from tests.test_layers import find_modules, layer_of
 
 REPO = Path(__file__).resolve().parents[1]
-DESIGN = REPO / "docs" / "DESIGN.md"
+DESIGN = REPO / "docs/DESIGN.md"
 
 
 def _section(text: str, heading: str) -> str:
