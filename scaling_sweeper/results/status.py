@@ -7,6 +7,10 @@ driver: `sweeper resume` continues it from its checkpoint), pending (not started
 ETA: the remaining FLOPs of running and pending cells divided by the sweep's throughput
 (FLOPs/s per trial from the latest metrics of running cells, else from finished cells'
 C_spent / wall_s), times the number of trials running at once.
+
+The sweep folder files this module reads and writes: cells.json (the plan, written by
+sweep.cells), driver.json (the driver's heartbeat), STOP; the ledger summary comes from the
+ledger's file (results/ledger_file.py). The dashboard (analysis) reads sweeps through here.
 """
 
 from __future__ import annotations
