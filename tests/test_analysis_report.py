@@ -306,3 +306,18 @@ def test_histogram_panel_says_how_many_jets_fall_outside_its_range():
     assert texts == ["outside the range: generated 25%"]
     h["underflow"]["generated"] = h["overflow"]["generated"] = 0
     assert histogram_figure({"jet_pt": h}, "real", "t")["layout"]["annotations"] == []
+
+
+def test_position_figures_and_table_do_not_depend_on_row_order():
+    """Two cells of one size and D (two seeds) tie on N and D: the figures' traces and the table's
+    rows come in the same order whatever the order of the positions rows (the cell id breaks the tie),
+    so the same results always give the same report."""
+    from analysis.physics_plots import position_figures, position_table
+
+    rows = [{"cell_id": cid, "size": "XXS", "N": 1000, "D": 5.0, "step": 10, "position": p,
+             "loss": 2.0 + off + (p or 0), "count": 500, "baseline": 4.0 + (p or 0) + off / 3}
+            for cid, off in (("a", 0.0), ("b", 0.5)) for p in (1, 2, None)]
+    fwd, back = pl.DataFrame(rows), pl.DataFrame(rows[::-1])
+    ys = [[list(t.y) for t in position_figures(fp)["fig-position-loss"].data] for fp in (fwd, back)]
+    assert ys[0] == ys[1] and ys[0][1] == [3.0, 4.0]  # cell "a" first
+    assert position_table(fwd, None, "") == position_table(back, None, "")
