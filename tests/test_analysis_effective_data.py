@@ -61,7 +61,7 @@ def test_comparison_prefers_effective_law_when_repetition_costs():
 def test_report_section_states_R_star_in_words():
     import polars as pl
 
-    from analysis.effective_data_report import effective_data_sections
+    from analysis.report.effective_data import effective_data_sections
 
     s = effective_data_study(R_star=3.0, seed=1)
     n = s["N"].size
@@ -168,7 +168,7 @@ def test_holdout_section_checks_every_law_of_a_repetition_study():
     Chinchilla in tokens seen), and its arms are never taken for a 1-D scan of N or D."""
     import polars as pl
 
-    from analysis.holdout_report import holdout_checks
+    from analysis.report.holdout import holdout_checks
 
     s = effective_data_study(R_star=5.0, seed=1, tokens=np.geomspace(1e7, 1e9, 4))
     n = s["N"].size

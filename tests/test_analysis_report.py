@@ -215,7 +215,7 @@ def test_frontier_frame_names_the_run_that_is_best_at_each_C():
     """Two runs crossing at C = 1e3: the small one owns the frontier below, the big one above. The
     frame holds only logged points on the envelope (checked against a brute-force minimum over
     all logged points), so the compute window fits measurements, not interpolated grid points."""
-    from analysis.report import _frontier_frame
+    from analysis.report.frames import frontier_frame
 
     C = np.geomspace(1e1, 1e5, 9)
     rows = []
@@ -224,7 +224,7 @@ def test_frontier_frame_names_the_run_that_is_best_at_each_C():
                  for i, (c, v) in enumerate(zip(C, loss))]
     # a third run that never improves on the others: none of its points may appear
     rows += [{"cell_id": "bad", "step": i, "flops": float(c) * 1.5, "val_loss": 9.0} for i, c in enumerate(C)]
-    fr = _frontier_frame(pl.DataFrame(rows))
+    fr = frontier_frame(pl.DataFrame(rows))
     assert set(fr["cell_id"]) == {"small", "big"}
     assert fr.height == len(C)  # both runs log the same C; at 1e3 they tie: one point per C
     below = fr.filter(pl.col("C") < 1e3 * 0.99)

@@ -251,7 +251,8 @@ def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one
 
 
 def test_report_compares_tokenizers():
-    from analysis.tokenizer_compare import compare_table, tokenizer_groups, tokenizer_sections
+    from analysis.report.tokenizers import tokenizer_sections
+    from analysis.tokenizer_compare import compare_table, tokenizer_groups
 
     rows = []
     for kind, tid, cb, loss0, extra in (("binned", "binned-aaa", 8192, 3.0, {"mae_log_pt": 0.02}),
