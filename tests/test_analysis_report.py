@@ -321,3 +321,26 @@ def test_position_figures_and_table_do_not_depend_on_row_order():
     ys = [[list(t.y) for t in position_figures(fp)["fig-position-loss"].data] for fp in (fwd, back)]
     assert ys[0] == ys[1] and ys[0][1] == [3.0, 4.0]  # cell "a" first
     assert position_table(fwd, None, "") == position_table(back, None, "")
+
+
+def test_sections_register_in_one_table():
+    """A section is one entry of analysis.report.sections.SECTIONS: its builder runs in table order,
+    `needs` leaves it out, and `axes` collapses it into the summary's line (built from the data, the
+    same text the terminal prints) when the sweep does not vary them."""
+    from analysis.report.build import build
+    from analysis.report.section import ReportData, Section, SectionDef
+    from analysis.report.sections import SECTIONS
+
+    ids = [e.id for e in SECTIONS]
+    assert len(ids) == len(set(ids)) and ids[0] == "summary" and ids[-1] == "parameters"
+    trials = pl.DataFrame([r for r in synthetic_rows("t", seeds=1, failed=0) if r["phase"] == "size"])
+    data = ReportData.of(trials, pl.DataFrame())
+    table = (SECTIONS[0],
+             SectionDef("extra", lambda d, f: Section("extra", "Extra", html=f"{d.done.height} cells")),
+             SectionDef("hidden", lambda d, f: Section("hidden", "Hidden"), needs=lambda d: False),
+             SectionDef("along-d", lambda d, f: Section("along-d", "Along D", missing="no scan"), axes=("D",)))
+    b = build(data, table)
+    assert [s.id for s in b.sections] == ["summary", "extra"]
+    assert b.sections[1].html == f"{trials.height} cells"
+    assert b.collapsed == "This sweep varies N only (D = 2.000e+08 for every cell): left out are Along D."
+    assert b.sections[0].html.startswith(f"<p class='collapsed'>{b.collapsed}</p>")

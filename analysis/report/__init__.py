@@ -14,18 +14,22 @@ loss), SWD points theirs (bootstrap), the SWD floor band its own error. Every pa
 interval (its FitResult's), printed open on a side the data do not bound. `write_report`
 also returns the headline fits as text for the terminal.
 
-Modules, low to high: text (numbers, intervals, labels), frames (which cells a section reads),
-plotting (shared plotly pieces), section (Section, FitRow); one module per section; build (all
-sections, the collapse, the headline); render (HTML); write (`write_report`, the only I/O).
+Sections register in ONE table, `analysis.report.sections.SECTIONS` (id, builder, when it appears,
+the axes it plots). Modules, low to high: text (numbers, intervals, labels), frames (which cells a
+section reads), plotting (shared plotly pieces), section (Section, FitRow, ReportData, Findings,
+SectionDef); one module per section; sections (the table); build (the table in order, the
+collapse); headline (terminal lines); render (HTML); write (`write_report`, the only I/O).
 """
 
 from __future__ import annotations
 
-from analysis.report.build import build_sections, headline
+from analysis.report.build import build_sections
+from analysis.report.headline import headline
 from analysis.report.render import export_images
-from analysis.report.section import FitRow, Section
+from analysis.report.section import FitRow, ReportData, Section, SectionDef
+from analysis.report.sections import SECTIONS
 from analysis.report.summary import repeated_data_note
 from analysis.report.write import Report, build_report, write_report
 
-__all__ = ["FitRow", "Report", "Section", "build_report", "build_sections", "export_images", "headline",
-           "repeated_data_note", "write_report"]
+__all__ = ["SECTIONS", "FitRow", "Report", "ReportData", "Section", "SectionDef", "build_report", "build_sections",
+           "export_images", "headline", "repeated_data_note", "write_report"]

@@ -7,7 +7,6 @@ repetition arms (its entry in analysis/report/sections.py asks for them)."""
 from __future__ import annotations
 
 import html
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -15,16 +14,14 @@ import polars as pl
 from analysis.fits.effective_data import compare_with_chinchilla
 from analysis.fits.effective_data_measured import MeasuredEffectiveData, measure_effective_data
 from analysis.fits.result import format_interval
-from analysis.report.frames import repetition_arms
 from analysis.report.section import FitRow, Section
 from analysis.report.text import fmt, params_text
 
 
-def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[Any] | None = None) -> list[Any]:
-    """[the section] when `done` holds cells of a repetition phase, else []; the effective-data fit
-    and the Chinchilla fit in tokens seen are appended to `fits` (the parameter table)."""
-    if done.height == 0 or done.filter(repetition_arms(done)).height == 0:
-        return []
+def section_effective_data(done: pl.DataFrame, n_boot: int = 100, fits: list[FitRow] | None = None) -> Section:
+    """The section on the finished cells `done` of a repetition study (frames.has_repetition_arms);
+    the effective-data fit, the Chinchilla fit in tokens seen and the measured R* are appended to
+    `fits` (the parameter table)."""
     need = ["N", "D", "tokens_seen", "val_loss"]
     d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
     s = Section("effective-data", "What is a repeated pass of jet data worth? (effective-data law)")
@@ -47,7 +44,7 @@ def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[An
             f"({html.escape(eff.message)}).</p>")
     if not eff.ok:
         s.html = measured + head + "<p>No value of a repeated pass is reported from this law: the fit is not usable.</p>"
-        return [s]
+        return s
     rs = eff.params["R_star"]
     lo, hi = eff.ci["R_star"]
     ph = eff.derived
@@ -57,7 +54,7 @@ def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[An
                          "jet data is worth (its loss-vs-data shape does not fit these runs); the measurement "
                          "above does not depend on that shape.</p>"
                          f"<p>Against the Chinchilla law in tokens seen: {html.escape(verdict)}.</p>")
-        return [s]
+        return s
     s.html = measured + head + (
         f"<p>R* = {fmt(rs)} {html.escape(format_interval(lo, hi))} repeated passes "
         f"(Muennighoff et al. found about 15 for text). In plain words: the k-th repeated pass over the same jets "
@@ -69,7 +66,7 @@ def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[An
         + f"</p><p>Parameters: {html.escape(params_text(eff))}.</p>"
         f"<p>Against the Chinchilla law in tokens seen (every repeated token counted as fresh; status "
         f"{chin.status}): {html.escape(verdict)}.</p>")
-    return [s]
+    return s
 
 
 def _measured_html(m: MeasuredEffectiveData) -> str:

@@ -22,6 +22,11 @@ def repetition_arms(df: pl.DataFrame) -> pl.Expr:
     return (pl.col("phase") == "repetition").fill_null(False) if "phase" in df.columns else pl.lit(False)
 
 
+def has_repetition_arms(done: pl.DataFrame) -> bool:
+    """Whether the finished cells hold repetition arms (then the report has their own section)."""
+    return done.height > 0 and done.filter(repetition_arms(done)).height > 0
+
+
 def scan(done: pl.DataFrame, x: str, y: str) -> tuple[pl.DataFrame, str]:
     """Rows of the phase that scans x: the fewest distinct values of the other axes (N for a D
     scan, D for an N scan), then the most distinct x; and a label."""

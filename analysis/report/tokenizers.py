@@ -42,9 +42,9 @@ def _figure(groups: dict[str, list[dict[str, Any]]], y: str, title: str) -> go.F
     return fig
 
 
-def tokenizer_sections(trials: pl.DataFrame, n_boot: int = 200) -> list:
-    """[the tokenizer section] when the trials hold 2+ tokenizers, else [] """
-    return [section_tokenizer_compare(trials, n_boot)] if len(tokenizer_groups(trials)) >= 2 else []
+def several_tokenizers(trials: pl.DataFrame) -> bool:
+    """Whether the trials hold finished cells of 2+ tokenizers (then the report compares them)."""
+    return len(tokenizer_groups(trials)) >= 2
 
 
 def section_tokenizer_compare(trials: pl.DataFrame, n_boot: int = 200) -> Section:

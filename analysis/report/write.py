@@ -4,7 +4,6 @@ headline lines the terminal prints."""
 
 from __future__ import annotations
 
-import html
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +13,11 @@ import polars as pl
 
 from analysis.errors import AnalysisError
 from analysis.physics_plots import load_histograms
-from analysis.report.build import build_sections, headline
+from analysis.report.build import Built, build
+from analysis.report.headline import headline
 from analysis.report.render import export_images, prefixed, render
-from analysis.report.section import FitRow
-from analysis.report.tokenizers import tokenizer_sections
+from analysis.report.section import FitRow, ReportData
+from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
 from analysis.tables import open_tables
 from analysis.window import WindowResult
 
@@ -42,6 +42,11 @@ def _histograms(root: Path, trials: pl.DataFrame) -> dict[str, dict[str, Any]]:
         base = root if (root.name == sw or sw is None) else root / str(sw)
         out.update(load_histograms(base, g["cell_id"].to_list()))
     return out
+
+
+def _collapsed_lines(parts: list[Built]) -> list[str]:
+    """The terminal's collapse line: the first report part's (the one at the top of the HTML)."""
+    return [parts[0].collapsed] if parts and parts[0].collapsed else []
 
 
 def write_report(
@@ -69,22 +74,23 @@ def write_report(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if groups is None:
-            sections, fits, wins = build_sections(trials, curves, sweep, n_boot, evals, positions,
-                                                  _histograms(root, trials))
+            parts = [build(ReportData.of(trials, curves, sweep, n_boot, evals, positions, _histograms(root, trials)))]
+            sections = parts[0].sections
         else:
-            sections, fits, wins = [], [], []
+            parts, sections = [], []
             for i, group in enumerate(groups):
                 def part(df: pl.DataFrame, group: list[str] = group) -> pl.DataFrame:
                     return df.filter(pl.col("sweep").is_in(group)) if df.height and "sweep" in df.columns else df
 
                 t = part(trials)
-                secs, f, w = build_sections(t, part(curves), group[0] if len(group) == 1 else None, n_boot,
-                                            part(evals), part(positions), _histograms(root, t))
-                sections += prefixed(secs, f"g{i}", " + ".join(group))
-                fits += f
-                wins += w
-            if len(groups) > 1:  # sweeps that differ only by tokenizer sit in different groups
-                sections += tokenizer_sections(trials, n_boot)
+                parts.append(build(ReportData.of(t, part(curves), group[0] if len(group) == 1 else None, n_boot,
+                                                 part(evals), part(positions), _histograms(root, t))))
+                sections += prefixed(parts[-1].sections, f"g{i}", " + ".join(group))
+            # sweeps that differ only by tokenizer sit in different groups
+            if len(groups) > 1 and several_tokenizers(trials):
+                sections.append(section_tokenizer_compare(trials, n_boot))
+    fits = [f for b in parts for f in b.fits]
+    wins = [w for b in parts for w in b.windows]
     name = title or sweep or path.name
     n_done = trials.filter(pl.col("status") == "done").height if trials.height else 0
     sub = f"{trials.height} cells, {n_done} finished; results from {root}" + (f". {note}" if note else "")
@@ -94,8 +100,7 @@ def write_report(
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(out)
-    collapsed = [line for line in (sections[0].html.split("</p>")[0],) if "class='collapsed'" in line]
-    summary = [html.unescape(c.split(">", 1)[1]) for c in collapsed] + headline(fits, wins)
+    summary = _collapsed_lines(parts) + headline(fits, wins)
     if png_dir is not None:
         export_images(sections, Path(png_dir), image_format, out)
     return Report(out, fits, wins, summary)
