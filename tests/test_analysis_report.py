@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.report import build_report
+from analysis.report import write_report
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep
 from analysis.tables import write_cell_tables
 from scaling_sweeper.cli import main as cli_main
@@ -79,7 +79,7 @@ def results(tmp_path_factory):
 
 
 def test_report_renders_every_figure(results, tmp_path):
-    out = build_report(results, "syn", out=tmp_path / "r.html", n_boot=8)
+    out = write_report(results, "syn", out=tmp_path / "r.html", n_boot=8).path
     p, text = _parse(out)
     for fid in FIGURES:
         assert fid in p.ids, f"figure {fid} missing"
@@ -105,7 +105,7 @@ def test_report_renders_every_figure(results, tmp_path):
 def test_report_sections_say_when_data_missing(tmp_path):
     root = tmp_path / "runs"
     write_synthetic_sweep(root / "noeval", n_curve_points=0, with_swd=False)
-    p, text = _parse(build_report(root, "noeval", n_boot=4))
+    p, text = _parse(write_report(root, "noeval", n_boot=4).path)
     assert "fig-loss-vs-n" in p.ids and "fig-swd-vs-n" not in p.ids and "fig-learning-curves" not in p.ids
     assert "fig-swd-vs-d" not in p.ids and "swd-vs-d" in p.ids
     joined = " ".join(p.missing)
@@ -114,12 +114,12 @@ def test_report_sections_say_when_data_missing(tmp_path):
     rows = synthetic_rows("broken", seeds=1, failed=2)
     for r in rows[-2:]:
         write_cell_tables(root / "broken", r["cell_id"], r, [])
-    p, _ = _parse(build_report(root, "broken", n_boot=4))
+    p, _ = _parse(write_report(root, "broken", n_boot=4).path)
     assert not [i for i in p.ids if i.startswith("fig-")]
     assert len(p.missing) >= 8
     # an empty sweep folder
     (root / "empty" / "tables").mkdir(parents=True)
-    p, _ = _parse(build_report(root, "empty", n_boot=4))
+    p, _ = _parse(write_report(root, "empty", n_boot=4).path)
     assert any("No trials" in m for m in p.missing)
 
 
@@ -169,7 +169,7 @@ BLOCKED_SCRIPT = textwrap.dedent(
     import numpy as np
     import analysis
     from analysis.fits import fit_law, fit_chinchilla
-    from analysis.report import build_report
+    from analysis.report import write_report
     from analysis.synthetic import write_synthetic_sweep
     from analysis.window import learnable_window
 
@@ -181,7 +181,7 @@ BLOCKED_SCRIPT = textwrap.dedent(
     x = np.geomspace(1e4, 1e8, 8)
     r = fit_law(x, 1.5 + 30 * x ** -0.3, "offset_power", n_boot=5)
     w = learnable_window(x, 1.5 + 30 * x ** -0.3, n_boot=5)
-    out = build_report(root, "iso", n_boot=3)
+    out = write_report(root, "iso", n_boot=3).path
     from scaling_sweeper.cli import main
     rc_query = main(["query", "SELECT count(*) AS n FROM trials", "--runs", root, "--format", "csv"])
     rc_report = main(["report", "iso", "--runs", root, "--n-boot", "2", "--out", root + "/cli.html"])

@@ -29,7 +29,7 @@ from analysis.report.render import export_images
 from analysis.report.section import FitRow, ReportData, Section, SectionDef
 from analysis.report.sections import SECTIONS
 from analysis.report.summary import repeated_data_note
-from analysis.report.write import Report, build_report, write_report
+from analysis.report.write import Report, write_report
 
-__all__ = ["SECTIONS", "FitRow", "Report", "ReportData", "Section", "SectionDef", "build_report", "build_sections",
+__all__ = ["SECTIONS", "FitRow", "Report", "ReportData", "Section", "SectionDef", "build_sections",
            "export_images", "headline", "repeated_data_note", "write_report"]

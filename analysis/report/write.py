@@ -60,8 +60,16 @@ def write_report(
     title: str | None = None,
     note: str | None = None,
 ) -> Report:
-    """Write the HTML report of `sweep` (None: every sweep under `path`); see `build_report`.
-    groups: fit each group of sweeps on its own (analysis.pooling), sections one group after another."""
+    """Write the HTML report of `sweep` (None: every sweep under `path`); the Report holds its path,
+    fits, windows and the headline lines `sweeper report` prints.
+
+    groups: fit each group of sweeps on its own (sections one group after another; see
+    analysis.pooling); None = every cell under `path` (or of `sweep`) in one fit.
+
+    out: default <path>/<sweep>/report.html (or <path>/report.html). png_dir: also export each
+    figure as a static image (png or svg) via kaleido; without kaleido the HTML is still written
+    and an AnalysisError says how to get the images.
+    """
     path = Path(path)
     if sweep is not None and not (path / sweep).is_dir() and path.name != sweep:
         raise AnalysisError(f"no sweep {sweep!r} under {path}")
@@ -104,27 +112,3 @@ def write_report(
     if png_dir is not None:
         export_images(sections, Path(png_dir), image_format, out)
     return Report(out, fits, wins, summary)
-
-
-def build_report(
-    path: str | Path = "runs",
-    sweep: str | None = None,
-    out: str | Path | None = None,
-    png_dir: str | Path | None = None,
-    n_boot: int = 200,
-    image_format: str = "png",
-    groups: list[list[str]] | None = None,
-    title: str | None = None,
-    note: str | None = None,
-) -> Path:
-    """Write the HTML report of `sweep` (None: every sweep under `path`) and return its path.
-
-    groups: fit each group of sweeps on its own (sections one group after another; see
-    analysis.pooling); None = every cell under `path` (or of `sweep`) in one fit.
-
-    out: default <path>/<sweep>/report.html (or <path>/report.html). png_dir: also export each
-    figure as a static image (png or svg) via kaleido; without kaleido the HTML is still written
-    and an AnalysisError says how to get the images.
-    """
-    return write_report(path, sweep, out, png_dir, n_boot, image_format, groups=groups, title=title,
-                        note=note).path
