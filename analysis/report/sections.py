@@ -31,10 +31,13 @@ from analysis.report.tokenizers import section_tokenizer_compare, several_tokeni
 from analysis.report.windows import section_windows
 
 NO_SWD = "No SWD data: no finished cell has been evaluated (swd is null)."
+LOSS_LABEL = "validation loss (nats/token)"
 
 
-def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: str, floor: str | None = None):
-    """Builder of the section of metric y against axis x (analysis/report/laws.py) on the scan."""
+def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: str,
+         floor: str | None = None) -> SectionDef:
+    """The entry of metric y against axis x (analysis/report/laws.py), fitted on the scan; it records
+    its cells and law comparison in Findings.scans[sid]."""
 
     def build(data: ReportData, found: Findings) -> Section:
         s, cells, cmp = section_law_vs(data.scan, x, y, sid, title, xlabel, ylabel, found.fits, data.n_boot,
@@ -45,7 +48,7 @@ def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: s
             s.missing = NO_SWD
         return s
 
-    return build
+    return SectionDef(sid, build, axes=(x,), repetition_note=True)
 
 
 def _windows(data: ReportData, found: Findings) -> Section:
@@ -61,7 +64,7 @@ def _windows(data: ReportData, found: Findings) -> Section:
     names = cell_names(cj) if cj.height else {}
     owners = "; ".join(f"{names.get(c, c)}" for c in dict.fromkeys(fr["cell_id"].to_list())) if fr.height else "no run"
     var = axes_varied(data.scan) if data.scan.height else {"N": False, "D": False, "isoflop": False}
-    scans = {}
+    scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]] = {}
     if var["D"]:
         scans[("D", LOSS)] = scan_of("loss-vs-d", "val_loss_err")
         scans[("D", "swd")] = scan_of("swd-vs-d", "swd_err")
@@ -74,22 +77,17 @@ def _windows(data: ReportData, found: Findings) -> Section:
     return s
 
 
-LOSS_LABEL = "validation loss (nats/token)"
-
 SECTIONS: tuple[SectionDef, ...] = (
     SectionDef("summary", lambda data, found: section_summary(data.trials, data.sweep)),
-    SectionDef("loss-vs-n", _law("loss-vs-n", "N", LOSS, "Validation loss vs model size N", "N (parameters)",
-                                 LOSS_LABEL, "val_loss_err"), axes=("N",), repetition_note=True),
-    SectionDef("loss-vs-d", _law("loss-vs-d", "D", LOSS, "Validation loss vs data size D", "D (tokens)",
-                                 LOSS_LABEL, "val_loss_err"), axes=("D",), repetition_note=True),
+    _law("loss-vs-n", "N", LOSS, "Validation loss vs model size N", "N (parameters)", LOSS_LABEL, "val_loss_err"),
+    _law("loss-vs-d", "D", LOSS, "Validation loss vs data size D", "D (tokens)", LOSS_LABEL, "val_loss_err"),
     SectionDef("isoflop", lambda data, found: section_isoflop(data.scan, found.fits, data.n_boot),
                axes=("isoflop",), repetition_note=True),
-    SectionDef("swd-vs-n", _law("swd-vs-n", "N", "swd", "SWD vs model size N", "N (parameters)", "SWD", "swd_err",
-                                floor="swd_floor"), axes=("N",), repetition_note=True),
-    SectionDef("swd-vs-d", _law("swd-vs-d", "D", "swd", "SWD vs data size D", "D (tokens)", "SWD", "swd_err",
-                                floor="swd_floor"), axes=("D",), repetition_note=True),
+    _law("swd-vs-n", "N", "swd", "SWD vs model size N", "N (parameters)", "SWD", "swd_err", floor="swd_floor"),
+    _law("swd-vs-d", "D", "swd", "SWD vs data size D", "D (tokens)", "SWD", "swd_err", floor="swd_floor"),
     SectionDef("loss-vs-swd", lambda data, found: section_loss_vs_swd(data.done, found.fits)),
     SectionDef("histograms", lambda data, found: section_histograms(data.done, data.histograms)),
+    # the gap closed per position needs the asymptote of the loss-vs-N comparison above
     SectionDef("positions", lambda data, found: section_positions(data.done, data.positions,
                                                                   found.scans["loss-vs-n"][1])),
     SectionDef("learning-curves", lambda data, found: section_curves(data.curves)),
