@@ -254,7 +254,8 @@ def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one
 
 
 def test_report_compares_tokenizers():
-    from analysis.tokenizer_compare import compare_table, tokenizer_groups, tokenizer_sections
+    from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
+    from analysis.tokenizer_compare import compare_table, tokenizer_groups
 
     rows = []
     for kind, tid, cb, loss0, extra in (("binned", "binned-aaa", 8192, 3.0, {"mae_log_pt": 0.02}),
@@ -270,9 +271,10 @@ def test_report_compares_tokenizers():
     head, table = compare_table(groups, n_boot=20)
     assert len(table) == 2 and len(table[0]) == len(head)
     assert "0.50x binned" in table[1][head.index("MAE log_pt")]
-    (sec,) = tokenizer_sections(trials, n_boot=20)
+    assert several_tokenizers(trials)  # the report has the section
+    sec = section_tokenizer_compare(trials, n_boot=20)
     assert sec.missing is None and sec.figures
-    assert tokenizer_sections(trials.filter(pl.col("tokenizer_kind") == "vq"), n_boot=20) == []
+    assert not several_tokenizers(trials.filter(pl.col("tokenizer_kind") == "vq"))
 
 
 def test_trials_table_records_the_tokenizer(tmp_path):

@@ -2,12 +2,11 @@
 (analysis/fits/effective_data.py) on the cells of repetition sweeps, R* with its interval, the
 pass count beyond which a repeated pass is worth less than half a fresh one, and the comparison
 with the Chinchilla law that counts repeated tokens as fresh. Present only when the results hold
-repetition arms; hooked into analysis/report.py's build_sections by one line."""
+repetition arms (its entry in analysis/report/sections.py asks for them)."""
 
 from __future__ import annotations
 
 import html
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -15,21 +14,14 @@ import polars as pl
 from analysis.fits.effective_data import compare_with_chinchilla
 from analysis.fits.effective_data_measured import MeasuredEffectiveData, measure_effective_data
 from analysis.fits.result import format_interval
+from analysis.report.section import FitRow, Section
+from analysis.report.text import fmt, params_text
 
 
-def repetition_arms(df: pl.DataFrame) -> pl.Expr:
-    """Rows of a repetition phase: they vary U, tokens seen and passes together, so they are no 1-D
-    scan of N or D and not Chinchilla's D; this section and the extrapolation checks fit them."""
-    return (pl.col("phase") == "repetition").fill_null(False) if "phase" in df.columns else pl.lit(False)
-
-
-def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[Any] | None = None) -> list[Any]:
-    """[the section] when `done` holds cells of a repetition phase, else []; the effective-data fit
-    and the Chinchilla fit in tokens seen are appended to `fits` (the parameter table)."""
-    from analysis.report import FitRow, Section, _fmt, _params_text  # lazy: report.py imports this module
-
-    if done.height == 0 or done.filter(repetition_arms(done)).height == 0:
-        return []
+def section_effective_data(done: pl.DataFrame, n_boot: int = 100, fits: list[FitRow] | None = None) -> Section:
+    """The section on the finished cells `done` of a repetition study (frames.has_repetition_arms);
+    the effective-data fit, the Chinchilla fit in tokens seen and the measured R* are appended to
+    `fits` (the parameter table)."""
     need = ["N", "D", "tokens_seen", "val_loss"]
     d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
     s = Section("effective-data", "What is a repeated pass of jet data worth? (effective-data law)")
@@ -45,39 +37,39 @@ def effective_data_sections(done: pl.DataFrame, n_boot: int = 100, fits: list[An
         fits += [FitRow("effective-data law L(N, U, tokens seen)", eff),
                  FitRow("Chinchilla law in tokens seen (repeats counted as fresh)", chin),
                  FitRow("R* measured on the fresh-data arms", meas.to_fit_result())]
-    measured = _measured_html(meas, _fmt)
+    measured = _measured_html(meas)
     R = np.maximum(arr["tokens_seen"] / arr["D"] - 1, 0)
     head = (f"<p>{html.escape(eff.formula)}, fitted to {eff.n} cells (U = unique tokens = the cell's D, "
-            f"repeated passes R up to {_fmt(float(R.max()) if R.size else float('nan'))}): status {eff.status} "
+            f"repeated passes R up to {fmt(float(R.max()) if R.size else float('nan'))}): status {eff.status} "
             f"({html.escape(eff.message)}).</p>")
     if not eff.ok:
         s.html = measured + head + "<p>No value of a repeated pass is reported from this law: the fit is not usable.</p>"
-        return [s]
+        return s
     rs = eff.params["R_star"]
     lo, hi = eff.ci["R_star"]
     ph = eff.derived
     if not (np.isfinite(lo) or np.isfinite(hi)):
-        s.html = measured + head + (f"<p>The law's fit does not bound R* on either side (best fit {_fmt(rs)}, interval "
+        s.html = measured + head + (f"<p>The law's fit does not bound R* on either side (best fit {fmt(rs)}, interval "
                          f"{html.escape(format_interval(lo, hi))}): the law does not say what a repeated pass of "
                          "jet data is worth (its loss-vs-data shape does not fit these runs); the measurement "
                          "above does not depend on that shape.</p>"
                          f"<p>Against the Chinchilla law in tokens seen: {html.escape(verdict)}.</p>")
-        return [s]
+        return s
     s.html = measured + head + (
-        f"<p>R* = {_fmt(rs)} {html.escape(format_interval(lo, hi))} repeated passes "
+        f"<p>R* = {fmt(rs)} {html.escape(format_interval(lo, hi))} repeated passes "
         f"(Muennighoff et al. found about 15 for text). In plain words: the k-th repeated pass over the same jets "
         f"is worth exp(-(k-1)/R*) of a pass over fresh jets, so a repeated pass is worth less than half a fresh one "
-        f"beyond {_fmt(ph['passes_half'])} passes "
+        f"beyond {fmt(ph['passes_half'])} passes "
         f"{html.escape(format_interval(ph['passes_half_lo'], ph['passes_half_hi']))}; many passes over U unique "
         f"tokens are worth at most U (1 + R*) fresh tokens. "
         + ("R* lies beyond the largest repeat count measured, so it is an extrapolation. " if rs > R.max() else "")
-        + f"</p><p>Parameters: {html.escape(_params_text(eff))}.</p>"
+        + f"</p><p>Parameters: {html.escape(params_text(eff))}.</p>"
         f"<p>Against the Chinchilla law in tokens seen (every repeated token counted as fresh; status "
         f"{chin.status}): {html.escape(verdict)}.</p>")
-    return [s]
+    return s
 
 
-def _measured_html(m: MeasuredEffectiveData, fmt: Any) -> str:
+def _measured_html(m: MeasuredEffectiveData) -> str:
     """R* read off the fresh-data arms, in words, and the arms it comes from."""
     head = ("<h3>Measured: each repeated arm placed on the fresh-data curve of its size</h3><p>At each size the "
             "1-pass arms trace the loss against tokens seen; a repeated arm's effective data D' is the fresh "

@@ -1,22 +1,24 @@
 """Report section "Do the laws extrapolate?": every 1-D law of the loss / SWD scans and the
 Chinchilla joint law refitted without its largest 1 and 2 values of x (analysis/fits/holdout.py)
-and asked to predict them. Hooked into analysis/report.py's build_sections by one line."""
+and asked to predict them. Every report has it (analysis/report/sections.py)."""
 
 from __future__ import annotations
 
 import html
 from functools import partial
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from analysis.effective_data_report import repetition_arms
 from analysis.fits.chinchilla import fit_chinchilla
 from analysis.fits.effective_data import fit_effective_data
 from analysis.fits.effective_data_measured import holdout_measured
 from analysis.fits.holdout import HoldoutCheck, leave_largest_out
 from analysis.fits.laws import LAWS, fit_law
+from analysis.report.frames import arr, repetition_arms, scan
+from analysis.report.section import Section
+from analysis.report.text import LAW_SHORT, fmt
+from analysis.window import METRIC_LABEL
 
 SCANS = (("N", "val_loss", "val_loss_err"), ("D", "val_loss", "val_loss_err"), ("N", "swd", "swd_err"),
          ("D", "swd", "swd_err"))
@@ -24,8 +26,6 @@ SCANS = (("N", "val_loss", "val_loss_err"), ("D", "val_loss", "val_loss_err"), (
 
 def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
     """All leave-largest-out checks (n_out = 1, 2) of the report's laws on the finished cells."""
-    from analysis.report import LAW_SHORT, METRIC_LABEL, _arr, _scan  # lazy: report.py imports this module
-
     out: list[HoldoutCheck] = []
     is_rep = repetition_arms(done)
     rep = done.filter(is_rep) if done.height else done
@@ -33,14 +33,14 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
     for x, y, ecol in SCANS:
         if done.height == 0 or x not in done.columns or y not in done.columns:
             continue
-        d, label = _scan(done, x, y)
+        d, label = scan(done, x, y)
         if d.height == 0 or d[x].n_unique() < 4:
             continue
-        err = _arr(d, ecol) if ecol in d.columns and d[ecol].null_count() == 0 else None
+        err = arr(d, ecol) if ecol in d.columns and d[ecol].null_count() == 0 else None
         for law in LAWS:
             for k in (1, 2):
                 fit = partial(_fit_1d, law=law, n_boot=n_boot)
-                out.append(leave_largest_out(fit, (_arr(d, x),), _arr(d, y), n_out=k, yerr=err,
+                out.append(leave_largest_out(fit, (arr(d, x),), arr(d, y), n_out=k, yerr=err,
                                              name=f"{METRIC_LABEL.get(y, y)} vs {x} ({label}): "
                                                   f"{LAW_SHORT.get(law, law)} law"))
     need = {"N", "D", "tokens_seen", "val_loss"}
@@ -48,8 +48,8 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
         # the effective-data law of a repetition study: the largest budgets of tokens seen held out
         rep = rep.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
         if rep.height >= 8 and rep["tokens_seen"].n_unique() >= 3:
-            N, U, T, L = (_arr(rep, c) for c in ("N", "D", "tokens_seen", "val_loss"))
-            err = _arr(rep, "val_loss_err") if "val_loss_err" in rep.columns and \
+            N, U, T, L = (arr(rep, c) for c in ("N", "D", "tokens_seen", "val_loss"))
+            err = arr(rep, "val_loss_err") if "val_loss_err" in rep.columns and \
                 rep["val_loss_err"].null_count() == 0 else None
             for k in (1, 2):
                 out.append(leave_largest_out(partial(_fit_eff, n_boot=max(10, n_boot // 2)), (N, U, T), L, axis=2,
@@ -61,10 +61,10 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
     if done.height and need <= set(done.columns):
         d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
         if d.height >= 8 and d["N"].n_unique() >= 3 and d["D"].n_unique() >= 2:
-            Deff = np.minimum(_arr(d, "D"), _arr(d, "tokens_seen"))
+            Deff = np.minimum(arr(d, "D"), arr(d, "tokens_seen"))
             fit = partial(_fit_chin, n_boot=max(10, n_boot // 4))
             for k in (1, 2):
-                out.append(leave_largest_out(fit, (_arr(d, "N"), Deff), _arr(d, "val_loss"), n_out=k,
+                out.append(leave_largest_out(fit, (arr(d, "N"), Deff), arr(d, "val_loss"), n_out=k,
                                              name="Chinchilla L(N, D), largest N held out"))
     return out
 
@@ -81,10 +81,8 @@ def _fit_chin(N: np.ndarray, D: np.ndarray, L: np.ndarray, *, n_boot: int):
     return fit_chinchilla(N, D, L, n_boot=n_boot)
 
 
-def section_holdout(done: pl.DataFrame, n_boot: int = 50) -> Any:
+def section_holdout(done: pl.DataFrame, n_boot: int = 50) -> Section:
     """The report section: a table of prediction vs measurement with prediction intervals."""
-    from analysis.report import Section, _fmt  # lazy: report.py imports this module
-
     s = Section("holdout", "Do the laws extrapolate? (leave-largest-out)")
     checks = holdout_checks(done, n_boot)
     if not checks:
@@ -96,7 +94,7 @@ def section_holdout(done: pl.DataFrame, n_boot: int = 50) -> Any:
         if c.extrapolates is None:
             continue
         verdict = "extrapolates" if c.extrapolates else "<b>fails to extrapolate</b>"
-        pts = "; ".join(f"x={_fmt(x)}: {_fmt(p)} [{_fmt(lo)}, {_fmt(hi)}] vs {_fmt(y)}"
+        pts = "; ".join(f"x={fmt(x)}: {fmt(p)} [{fmt(lo)}, {fmt(hi)}] vs {fmt(y)}"
                         for x, p, lo, hi, y in zip(c.x_held, c.pred, c.lo, c.hi, c.y_held)) or "-"
         rows.append(f"<tr><td>{html.escape(c.law)}</td><td>{c.n_out}</td><td>{verdict}</td>"
                     f"<td>{html.escape(pts)}</td></tr>")
