@@ -163,13 +163,14 @@ def unknown_commands(files: list[Path], parser, root: Path = ROOT) -> list[str]:
                     continue
                 sub = top[name]
                 nested = _subcommands(sub)
-                if nested:  # sweeper data make|tokenize|info
+                if nested:  # sweeper data make (`make|tokenize|info`: each alternative checked)
                     words = rest.split()
-                    action = next((w for w in words if not w.startswith("-")), None)
-                    if action not in nested:
-                        bad.append(f"{where}: no action {action!r} of {name}")
+                    action = next((w.strip("`") for w in words if not w.startswith("-")), None)
+                    missing = [a for a in (action or "").split("|") if a not in nested]
+                    if action is None or missing:
+                        bad.append(f"{where}: no action {missing[0] if missing else action!r} of {name}")
                         continue
-                    sub = nested[action]
+                    sub = nested[action.split("|")[0]]
                 known = {s for a in sub._actions for s in a.option_strings}
                 for opt in OPTION.findall(rest):
                     if opt not in known:
@@ -202,13 +203,46 @@ def test_the_command_and_anchor_checks_can_fail(tmp_path):
         "```bash\nsweeper frobnicate x\nsweeper data munge --out x\nsweeper run spec.yaml --no-such-flag\n"
         "sweeper run spec.yaml --set budget.flops=1  # --not-an-option in a comment\n"
         "sweeper query \"SELECT 1 -- --not-an-option\" --format csv\n```\n\n"
-        "`sweeper logs <sweep> [<cell>]` and `sweeper data make --out x \\\n--n-jets 5`\n")
+        "`sweeper logs <sweep> [<cell>]` and `sweeper data make --out x \\\n--n-jets 5`\n"
+        "```\ncli/data.py  `sweeper data make|tokenize|info`\ncli/x.py  `sweeper data info|munge2`\n```\n")
     bad = unknown_commands([page], build_parser(), root=tmp_path)
     assert any("no command 'frobnicate'" in b for b in bad)
     assert any("no action 'munge'" in b for b in bad)
+    assert any("no action 'munge2'" in b for b in bad)
     assert any("no option --no-such-flag" in b for b in bad)
-    assert len(bad) == 3, bad
+    assert len(bad) == 4, bad
     bad = dangling_anchors([page], root=tmp_path)
     assert len(bad) == 1 and "#nope-heading" in bad[0], bad
     assert heading_slugs("## Data-constrained arms: `phase: repetition`\n## A\n## A\n") == {
         "data-constrained-arms-phase-repetition", "a", "a-1"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The README is the front door: its "Where to go next" links every page of docs/ and the CHANGELOG.
+
+WHERE_NEXT = re.compile(r"^## Where to go next\s*$(.*?)(?=^## |\Z)", re.M | re.S)
+
+
+def pages_the_readme_does_not_link(root: Path = ROOT) -> list[str]:
+    """Pages under docs/ (and CHANGELOG.md) that README.md's "Where to go next" section does not link."""
+    m = WHERE_NEXT.search((root / "README.md").read_text())
+    if m is None:
+        return ["README.md has no '## Where to go next' section"]
+    linked = {(root / t).resolve() for t in MD_LINK.findall(m.group(1)) if "://" not in t}
+    pages = sorted((root / "docs").glob("*.md")) + [p for p in [root / "CHANGELOG.md"] if p.is_file()]
+    return [str(p.relative_to(root)) for p in pages if p.resolve() not in linked]
+
+
+def test_the_readme_links_every_docs_page():
+    assert pages_the_readme_does_not_link() == []
+
+
+def test_the_readme_link_check_can_fail(tmp_path):
+    """A docs page linked elsewhere in the README but not under "Where to go next" is found."""
+    (tmp_path / "docs").mkdir()
+    for name in ("a.md", "b.md", "DESIGN.md"):
+        (tmp_path / "docs" / name).write_text("# x\n")
+    (tmp_path / "README.md").write_text(
+        "# R\n\nsee [b](docs/b.md)\n\n## Where to go next\n\n| [docs/a.md](docs/a.md) | a |\n"
+        "| [docs/DESIGN.md](docs/DESIGN.md#layers) | design |\n\n## Later\n\n[b](docs/b.md)\n")
+    assert pages_the_readme_does_not_link(tmp_path) == ["docs/b.md"]
