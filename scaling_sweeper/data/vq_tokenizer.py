@@ -53,7 +53,7 @@ INITS = ("kmeans", "data")
 @dataclass(frozen=True)
 class VQConfig:
     """VQ-VAE tokenizer settings. Defaults are CPU scale (the 30k-jet demo in minutes on 2
-    cores); see the README for GPU-scale settings."""
+    cores); GPU-scale settings: docs/data.md, "The learned VQ tokenizer"."""
 
     codebook_size: int = 8192  # content tokens (OmniJet-alpha: 8192); vocab = codebook_size + 3
     latent_dim: int = 8  # dimension of the code vectors
