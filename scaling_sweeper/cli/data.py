@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from scaling_sweeper.data.token_layout import DEFAULT_N_BINS
@@ -86,6 +87,9 @@ def register(sub) -> None:
     mk.add_argument("--address", default=None,
                     help="run the chunks as Ray tasks on this cluster (e.g. 127.0.0.1:6379, or auto inside "
                          "a Ray job); --out must be on storage every node sees")
+    mk.add_argument("--insecure", action="store_true",
+                    help="with --address: accept a Ray cluster that does not require an auth token "
+                         "(anyone reaching it runs code)")
     mk.add_argument("--rows-per-shard", type=int, default=None,
                     help="token rows per shard file (default: ~1 GiB shards)")
     mk.add_argument("--pt-min", type=float, default=500.0, help="jet pt window low edge, GeV")
@@ -156,6 +160,11 @@ def cmd_make(args: argparse.Namespace) -> int:
     pythia = PythiaConfig(pt_min=args.pt_min, pt_max=args.pt_max, eta_max=args.eta_max,
                           pthat_min=args.pthat_min, max_constituents=args.max_constituents)
     extra = {"chunk_jets": args.chunk_jets} if args.chunk_jets is not None else {}
+    if args.address:  # an open cluster is refused before anything is written (--insecure overrides)
+        from scaling_sweeper.sweep.ray_cluster import init_ray
+
+        init_ray(None if args.address == "auto" and os.environ.get("RAY_ADDRESS") else args.address,
+                 insecure=args.insecure)
     make_dataset(
         args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
         input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,

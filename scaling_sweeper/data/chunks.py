@@ -245,7 +245,7 @@ def _indexed(item: tuple[int, Callable, Any]) -> tuple[int, Any]:
 def _run_ray(fn: Callable, tasks: Sequence[Any], address: str, on_done) -> list:
     import ray
 
-    from scaling_sweeper.sweep.ray_cluster import init_ray
+    from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
 
     started = not ray.is_initialized()
     init_ray(None if address == "auto" and os.environ.get("RAY_ADDRESS") else address)
@@ -269,7 +269,7 @@ def _run_ray(fn: Callable, tasks: Sequence[Any], address: str, on_done) -> list:
         return results
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray()
 
 
 class ChunkProgress:
