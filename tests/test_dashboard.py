@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -223,3 +224,75 @@ def test_dashboard_refuses_unknown_sweep_or_folder(tmp_path, capsys):
     assert "no sweep nosuch" in err and "sweeps: syn" in err
     assert cli_main(["dashboard", "--storage", str(tmp_path / "missing")]) == 2
     assert "no results folder" in capsys.readouterr().err
+
+
+def _request(url: str, host: str | None = None, data: bytes | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if data else {}
+    if host:
+        headers["Host"] = host
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=120) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_dashboard_confines_sweep_names_and_answers_only_its_own_host(tmp_path):
+    """Issue 30: a sweep name from the browser read another storage's cells and ledger
+    (`../other/...`, absolute paths); a request naming another Host (DNS rebinding) was answered."""
+    root = tmp_path / "runs"
+    _running_sweep(root)
+    victim = _running_sweep(tmp_path / "other").rename(tmp_path / "other" / "victim")  # another results root
+    proc, host = _start(root)
+    try:
+        base = f"http://{host}"
+        page = Page(base)
+        for bad in (["../other/victim"], [str(victim)], ["live/../../other/victim"], ["..", "."], ["x\nlive"]):
+            r = page.call("summary", {"tick.n_intervals": 1, "sweeps.value": bad})
+            assert "victim" not in json.dumps(r) and "cell1aaaa" in json.dumps(r), bad  # root's own sweeps only
+        fits = page.call("fits", {"fit-sweep.value": "../other/victim", "tick.n_intervals": 1})
+        assert "no such sweep" in json.dumps(fits["fits"])
+        # DNS rebinding: the browser sends the attacker's name as Host
+        payload = json.dumps({"output": "sql-result.children", "outputs": {"id": "sql-result", "property": "children"},
+                              "inputs": [{"id": "run-sql", "property": "n_clicks", "value": 1},
+                                         {"id": "tick", "property": "n_intervals", "value": 1}],
+                              "state": [{"id": "sql", "property": "value", "value": "SELECT * FROM trials"}],
+                              "changedPropIds": ["run-sql.n_clicks"]}).encode()
+        port = host.rsplit(":", 1)[1]
+        for evil in ("attacker.example", f"attacker.example:{port}", f"127.0.0.1.nip.io:{port}"):
+            assert _request(base + "/", evil)[0] == 403
+            code, body = _request(base + "/_dash-update-component", evil, payload)
+            assert code == 403 and b"cell" not in body
+        for good in (host, f"localhost:{port}"):
+            assert _request(base + "/", good)[0] == 200
+        assert _request(base + "/_dash-update-component", host, payload)[0] == 200
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_sweep_names_are_confined_to_the_results_folder(tmp_path):
+    from analysis.dashboard_guard import (
+        BadSweepName,
+        allowed_hosts,
+        confine_sweep,
+        confine_sweeps,
+        host_allowed,
+    )
+
+    (tmp_path / "runs" / "ok").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs" / "link").symlink_to(tmp_path / "elsewhere")  # leads out once resolved
+    root = tmp_path / "runs"
+    assert confine_sweep(root, "ok") == "ok" and confine_sweep(root, "not-yet.run_1") == "not-yet.run_1"
+    for bad in ("../runs_lock/lock", "/etc", str(root / "ok"), "a/b", "..", ".", "", "ok\n", ".hidden", "link", 3):
+        with pytest.raises(BadSweepName):
+            confine_sweep(root, bad)
+    assert confine_sweeps(root, ["ok", "../x", None]) == ["ok"]
+    hosts = allowed_hosts("127.0.0.1", 8050)
+    assert host_allowed("127.0.0.1:8050", hosts) and host_allowed("LOCALHOST:8050", hosts)
+    for bad in ("attacker.example:8050", "127.0.0.1:8051", "", None, "127.0.0.1"):
+        assert not host_allowed(bad, hosts)

@@ -107,6 +107,34 @@ def test_resume_gives_the_uninterrupted_fit(vq, jets, tmp_path, one_torch_thread
     assert _weights(VQTokenizer(other_cfg).fit(jets, seed=0, work_dir=tmp_path)) == _weights(fresh)
 
 
+class _Planted:
+    """A pickle that runs code when unpickled (creates a marker file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_pickle_in_the_work_dir_never_runs(vq, jets, tmp_path, capsys, one_torch_thread):
+    import shutil
+
+    import torch
+
+    marker = tmp_path / "pwned"
+    work = tmp_path / "out"
+    work.mkdir()
+    torch.save({"meta": _Planted(marker), "step": 3}, work / "vq_train.pt")  # a writer of the data folder
+    shutil.copy(work / "vq_train.pt", tmp_path / "planted.pt")
+    fitted = VQTokenizer(TINY).fit(jets, seed=0, work_dir=work)  # `data tokenize --tokenizer vq` resuming
+    assert not marker.exists()  # loaded with weights_only=True: the payload never ran
+    assert "ignoring checkpoint" in capsys.readouterr().err  # named, then trained from the start
+    assert _weights(fitted) == _weights(vq)
+    torch.load(tmp_path / "planted.pt", weights_only=False)  # what a plain load would have done
+    assert marker.exists()
+
+
 def test_persistence_round_trip(vq, jets, tmp_path):
     p = vq.save(tmp_path / "tok.json")
     back = load_tokenizer_file(p)
