@@ -6,6 +6,7 @@ torch; `scaling_sweeper.train` (the trainer) re-exports it. Field docs are the c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from scaling_sweeper.errors import ConfigError
@@ -14,6 +15,7 @@ from scaling_sweeper.model_config import get_size
 STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
 ZERO_OFFLOADS = ("none", "optimizer", "all")
 PRECISIONS = ("auto", "bf16", "fp32")
+FLOAT_FIELDS = ("lr", "min_lr_ratio", "grad_clip", "weight_decay", "dropout", "gpu_mem_gib", "cpus_per_worker")
 
 
 @dataclass
@@ -57,6 +59,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         get_size(self.size)  # ConfigError listing valid sizes
+        for name in FLOAT_FIELDS:  # inf/nan pass the range checks below (nan < 0 is False)
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+                raise ConfigError(f"{name} must be a finite number, got {v!r}")
+        if not 0 <= self.seed < 2**32:  # numpy and the data order take 32-bit unsigned seeds
+            raise ConfigError(f"seed must be in [0, 2^32), got {self.seed}")
         for name in ("tokens", "steps", "batch_size", "eval_every", "eval_batches", "log_every",
                      "ckpt_every", "keep_checkpoints"):  # fmt: skip
             if getattr(self, name) <= 0:

@@ -75,3 +75,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_tokens(tmp_path) -> Path:
+    """A small tokens folder of this test's own (seq_len 12, vocab 24, pad 0; train 200, val 32 and
+    test 8 rows of random lengths): cheap to make, free to corrupt."""
+    import numpy as np
+
+    from scaling_sweeper.data.shards import write_shards
+
+    def rows(n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        out = np.zeros((n, 12), dtype=np.uint16)
+        for i in range(n):
+            k = int(rng.integers(3, 11))
+            out[i, :k] = rng.integers(1, 20, size=k)
+        return out
+
+    return write_shards(tmp_path / "tokens", {"train": rows(200, 0), "val": rows(32, 1), "test": rows(8, 2)},
+                        vocab_size=24, pad_token=0)

@@ -379,11 +379,11 @@ def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
 
 
 def read_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """The plan written by write_sweep_files (list of cell rows incl. config), or []."""
-    try:
-        return json.loads((Path(sweep_dir) / "cells.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
+    """The plan written by write_sweep_files (list of cell rows incl. config), or [] when there is
+    none; RunFolderError when it is truncated or damaged (boundary_checks.read_plan)."""
+    from scaling_sweeper.sweep.boundary_checks import read_plan
+
+    return read_plan(sweep_dir)
 
 
 def plan_totals(cells: list[Cell]) -> dict[str, float]:

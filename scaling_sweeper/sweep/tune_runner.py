@@ -47,7 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from scaling_sweeper.config import from_dict
-from scaling_sweeper.errors import BudgetError, ConfigError, DataError
+from scaling_sweeper.errors import BudgetError, ConfigError, DataError, RunFolderError
+from scaling_sweeper.private_dirs import private_file, private_subdir
 from scaling_sweeper.runfolder import (
     append_jsonl,
     atomic_write_json,
@@ -59,6 +60,12 @@ from scaling_sweeper.runfolder import (
     write_status,
 )
 from scaling_sweeper.sweep import status as sweep_status
+from scaling_sweeper.sweep.boundary_checks import (
+    check_new_budget_fits,
+    check_storage,
+    flops_value,
+    resume_spec,
+)
 from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells, write_sweep_files
 from scaling_sweeper.sweep.driver_lock import DriverLock
 from scaling_sweeper.sweep.ledger import Ledger, cell_key, ledger_path
@@ -117,6 +124,7 @@ def trial_resources(cell_config: dict[str, Any], resources: Any) -> dict[str, fl
 
 def _event(run_dir: Path, event: str, **data: Any) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    private_file(run_dir / "events.jsonl")  # 0600: its tracebacks may quote the environment
     append_jsonl(run_dir / "events.jsonl", {"event": event, "t": time.time(), "pid": os.getpid(), **data})
 
 
@@ -178,6 +186,7 @@ def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, tria
     """Fill the sweep's columns of result.json, settle the ledger, write the tables."""
     run_dir = sweep_dir / cell["cell_id"]
     row = read_result(run_dir) or {}
+    spent = flops_value(row, "C_spent", run_dir / "result.json")  # RunFolderError, before anything is written
     fill = {"sweep": ctx.sweep, "phase": ctx.phase, "cell_id": cell["cell_id"]}
     if trial_id and not row.get("ray_trial_id"):
         fill["ray_trial_id"] = trial_id
@@ -186,7 +195,6 @@ def finalize_cell(sweep_dir: Path, cell: dict[str, Any], ctx: TrialContext, tria
     if any(row.get(k) != v for k, v in fill.items()):
         row.update(fill)
         atomic_write_json(run_dir / "result.json", row)
-    spent = row.get("C_spent")
     led = Ledger(ctx.ledger_file, ctx.cluster)
     if row.get("reused_from"):  # one config, trained once: the sweep that trained it was charged
         led.record_reuse(cell_key(ctx.sweep, cell["cell_id"]), row["reused_from"])
@@ -483,6 +491,7 @@ class SweepOutcome:
 def prepare(spec: SweepSpec) -> tuple[SweepSpec, DataShape, list[Cell]]:
     """Absolute paths, data shape and cells (all validation, no compute)."""
     spec = with_absolute_paths(spec)
+    check_storage(spec)  # a file where storage, the sweep folder or the ledger folder belongs
     shape = data_shape(spec)
     cells = resolve_cells(spec, shape)
     if not cells:
@@ -543,7 +552,7 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
         run_dir = spec.sweep_dir / c.cell_id
         try:
             _reconcile_cell(spec, c, run_dir, led, ctx, ledger_cells, todo, done)
-        except OSError as e:  # a broken cell folder: this cell fails alone (run_sweeps reports it)
+        except (OSError, RunFolderError) as e:  # a broken cell folder: this cell fails alone (run_sweeps reports it)
             if errors is None:
                 raise
             errors[c.cell_id] = f"{type(e).__name__}: {e}"
@@ -700,15 +709,17 @@ def run_sweeps(
     them all)."""
     t0 = time.time()
     prepared = [prepare(s) for s in specs]
-    if address:  # an open cluster is refused before anything is written (init_ray checks again)
-        from scaling_sweeper.sweep.ray_cluster import check_cluster_auth
+    if address or os.environ.get("RAY_ADDRESS"):  # an open cluster is refused before anything is written
+        from scaling_sweeper.sweep.ray_cluster import check_cluster_auth  # (init_ray checks again)
 
-        check_cluster_auth(address, insecure=insecure)
+        check_cluster_auth(address or os.environ["RAY_ADDRESS"], insecure=insecure)
     names = [p[0].name for p in prepared]
     if len(set(names)) != len(names):
         raise ConfigError(f"name: sweeps run together need distinct names, got {names}")
     for spec, _, _ in prepared:  # named errors before anything is written or Ray starts
         check_data(spec)
+    check_new_budget_fits(prepared)  # a new ledger's budget must fit one cell: refused before it is written
+    for spec, _, _ in prepared:
         Ledger(ledger_path(spec.storage, spec.budget.cluster), spec.budget.cluster).state()  # its file's shape
     ledgers = {spec.name: Ledger.open(spec.storage, spec.budget.cluster, spec.budget.flops)
                for spec, _, _ in prepared}  # a budget that differs from an existing ledger's: BudgetError
@@ -774,6 +785,8 @@ def _run_locked(prepared, ledgers, t0, *, address, train_fn, num_cpus, progress,
     init_ray(address, num_cpus=num_cpus, insecure=insecure)
     first = prepared[0][0]
     experiment = f"{first.name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    if "://" not in first.tune_storage_path:  # Tune's logs (trial stdout/stderr, params): owner only
+        private_subdir(Path(first.tune_storage_path) / experiment)
     sweep_dirs = [p[0].sweep_dir for p in prepared]
     for d in sweep_dirs:
         sweep_status.write_driver(d, "running", experiment=experiment)
@@ -858,24 +871,22 @@ def _run_locked(prepared, ledgers, t0, *, address, train_fn, num_cpus, progress,
 
 def resume_sweep(name_or_dir: str, storage: str = "runs", overrides: list[str] | None = None, **kw) -> SweepOutcome:
     """Resume from the stored resolved spec `<storage>/<name>/spec.yaml`."""
-    from scaling_sweeper.sweep.spec import load_spec
 
     d = Path(name_or_dir)
     if not (d / "spec.yaml").is_file():
         d = Path(storage) / name_or_dir
     if not (d / "spec.yaml").is_file():
         raise ConfigError(f"sweep: no sweep {name_or_dir!r} (no spec.yaml in {d})")
-    return run_sweep(load_spec(d / "spec.yaml", overrides), **kw)
+    return run_sweep(resume_spec(d, overrides), **kw)  # where the folder is; the ledger's budget
 
 
 def resume_sweeps(sweep_dirs: list[Path], overrides: list[str] | None = None, **kw) -> list[SweepOutcome]:
     """Resume several sweeps (e.g. a suite) from their stored specs in one Tune experiment."""
-    from scaling_sweeper.sweep.spec import load_spec
-
     for d in sweep_dirs:
         if not (Path(d) / "spec.yaml").is_file():
             raise ConfigError(f"sweep: no spec.yaml in {d}")
-    return run_sweeps([load_spec(Path(d) / "spec.yaml", overrides) for d in sweep_dirs], **kw)
+    # each runs where its folder is (not the storage recorded in spec.yaml) and keeps its ledger's budget
+    return run_sweeps([resume_spec(d, overrides) for d in sweep_dirs], **kw)
 
 
 def request_stop(sweep_dir: Path) -> None:
