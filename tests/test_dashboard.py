@@ -68,6 +68,14 @@ def _start(root: Path) -> tuple[subprocess.Popen, str]:
     return proc, line.split("http://")[1].split("/")[0]
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=120) as r:
         assert r.status == 200
@@ -207,11 +215,7 @@ def test_dashboard_serves_live_and_finished_sweeps(tmp_path):
             "syn/tables/evals", "syn/tables/evals/appended0001.parquet", "syn/tables/trials",
             "syn/tables/trials/appended0001.parquet"]), changed
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         time.sleep(0.1)
 
 
@@ -267,11 +271,7 @@ def test_dashboard_confines_sweep_names_and_answers_only_its_own_host(tmp_path):
             assert _request(base + "/", good)[0] == 200
         assert _request(base + "/_dash-update-component", host, payload)[0] == 200
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
 
 
 def test_sweep_names_are_confined_to_the_results_folder(tmp_path):

@@ -294,7 +294,7 @@ def test_submit_never_follows_symlinks_out_of_the_checkout_nor_ships_secrets(tin
         _git(root, *args)
     files = {
         "pkg/mod.py": "x = 1\n", "pkg/tokenizer.py": "# code\n", "tests/test_token_layout.py": "# a test\n",
-        "docs/guide.md": "# guide\n",
+        "pkg/README.txt": "# guide\n",
         # secrets under common names, all tracked
         "deploy/gcp-service-account.json": "{}", "deploy/kubeconfig": "apiVersion: v1\n",
         ".docker/config.json": "{}", "notes/api_token.txt": "t", "certs/client.p12": "x", "certs/server.pem": "x",
@@ -307,6 +307,7 @@ def test_submit_never_follows_symlinks_out_of_the_checkout_nor_ships_secrets(tin
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
+    (root / "docs").mkdir()
     (root / "docs" / "x").symlink_to(home / ".ray" / "auth_token")  # the audit's tracked symlink
     (root / "docs" / "y").symlink_to("../pkg/mod.py")  # inside, to a shipped file: fine
     (root / "docs" / "z").symlink_to("../local.txt")  # inside, to a file that is not shipped
@@ -320,7 +321,7 @@ def test_submit_never_follows_symlinks_out_of_the_checkout_nor_ships_secrets(tin
     (extra / "dirlink").symlink_to(home / ".ray")
 
     plan = jobs.ship_plan(root, include=["extra"])
-    assert sorted(plan.files) == ["docs/guide.md", "docs/y", "extra/data.txt", "pkg/mod.py", "pkg/tokenizer.py",
+    assert sorted(plan.files) == ["docs/y", "extra/data.txt", "pkg/README.txt", "pkg/mod.py", "pkg/tokenizer.py",
                                   "tests/test_token_layout.py"]
     ex = plan.excluded
     assert "outside the checkout" in ex["docs/x"] and "outside the checkout" in ex["extra/link"]
