@@ -35,6 +35,7 @@ from analysis.dashboard_guard import HostCheck, allowed_hosts, confine_sweeps
 from analysis.errors import QueryError
 from analysis.query import query
 from analysis.tables import Tables
+from scaling_sweeper.errors import RunFolderError
 
 STATES: tuple[str, ...] = ("done", "running", "interrupted", "pending", "failed", "refused")
 STATE_COLORS = {"done": "#2ca02c", "running": "#1f77b4", "interrupted": "#ff7f0e", "pending": "#c7c7c7",
@@ -126,7 +127,12 @@ def sweep_views(root: str | Path, sweeps: list[str] | None = None) -> list[Sweep
     for name in names:
         d = root / name
         if (d / "cells.json").is_file():
-            out.append(_view_from_status(d))
+            try:
+                out.append(_view_from_status(d))
+            except RunFolderError as e:  # a damaged plan: this sweep's tables, and why (the others still show)
+                view = _view_from_tables(tables, name)
+                view.line = f"{view.line} | {e}"
+                out.append(view)
         else:
             out.append(_view_from_tables(tables, name))
     return out

@@ -296,3 +296,15 @@ def test_sweep_names_are_confined_to_the_results_folder(tmp_path):
     assert host_allowed("127.0.0.1:8050", hosts) and host_allowed("LOCALHOST:8050", hosts)
     for bad in ("attacker.example:8050", "127.0.0.1:8051", "", None, "127.0.0.1"):
         assert not host_allowed(bad, hosts)
+
+
+def test_a_damaged_plan_does_not_take_the_other_sweeps_down(tmp_path):
+    from analysis.dashboard import sweep_views
+
+    _running_sweep(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "cells.json").write_text('[{"cell_id": "c0", "si')  # truncated
+    views = {v.name: v for v in sweep_views(tmp_path)}
+    assert views["live"].counts["done"] == 1
+    assert "truncated or not JSON" in views["broken"].line
