@@ -590,6 +590,14 @@ def test_a_file_where_a_cell_folder_belongs_is_shown_not_a_crash(tiny_tokens, tm
     assert [c.state for c in st.cells] == ["failed", "pending"] and "is a file" in st.cells[0].problem
     r = _cli("status", "h2", "--storage", str(tmp_path / "runs"))
     assert r.returncode == 0 and "is a file, not a run folder" in r.stdout, r.stderr[-1500:]
+    # the driver, with a budget that makes a new ledger: the broken cell fails alone, no Ray needed
+    from scaling_sweeper.sweep.tune_runner import run_sweeps
+
+    spec = spec_from_dict(_spec_dict(tiny_tokens, tmp_path / "runs", budget={"flops": 1e15, "cluster": "new"}))
+    _plant_done(spec, cells[1])
+    out = run_sweeps([spec], progress=False)[0]
+    assert out.failed == [cells[0].cell_id] and "NotADirectoryError" in out.errors[cells[0].cell_id]
+    assert not _ray_started()
 
 
 @pytest.mark.parametrize("damage, match", [

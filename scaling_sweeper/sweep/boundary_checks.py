@@ -67,7 +67,7 @@ def check_new_budget_fits(prepared: list[tuple[Any, Any, list[Any]]]) -> None:
         flops = spec.budget.flops
         if flops is None or exists(spec.storage, spec.budget.cluster):
             continue
-        todo = [c for c in cells if not is_done(Path(spec.sweep_dir) / c.cell_id)
+        todo = [c for c in cells if not _done_or_broken(is_done, Path(spec.sweep_dir) / c.cell_id)
                 and reuse_origin(spec, c.cell_id) is None]
         if not todo:
             continue
@@ -81,6 +81,14 @@ def check_new_budget_fits(prepared: list[tuple[Any, Any, list[Any]]]) -> None:
             raise BudgetError(
                 f"budget.flops: {budget:.4g} FLOPs cannot fit the cheapest pending cell ({cell}), which needs "
                 f"{c_min:.4g} FLOPs; no ledger {cluster!r} was created under {storage}. Raise budget.flops")
+
+
+def _done_or_broken(is_done, run_dir: Path) -> bool:
+    """Whether a cell needs no budget: finished, or its folder is broken (it fails alone later)."""
+    try:
+        return is_done(run_dir)
+    except OSError:
+        return True
 
 
 def check_plan(obj: Any, path: Path) -> list[dict[str, Any]]:
