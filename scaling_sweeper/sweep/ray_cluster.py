@@ -10,8 +10,9 @@ An existing cluster must itself require the token: `check_cluster_auth` asks it 
 GCS call for `sweeper run --address` or an address in RAY_ADDRESS, the Jobs API for `sweeper
 submit`) and refuses a cluster that answers (an open cluster runs anybody's code:
 CVE-2023-48022), unless the user passes `--insecure`; then this process joins it without token
-auth (`match_cluster_auth`: the token is not sent to it, and the trials can start). A loopback address (a cluster of `sweeper cluster start`) is joined with Ray's
-local-only switch, so the driver also stays on 127.0.0.1 (see `local_cluster`); so is the
+auth (`match_cluster_auth`: the token is not sent to it, and the trials can start). A loopback
+address (a cluster of `sweeper cluster start`) is joined with Ray's local-only switch, so the
+driver also stays on 127.0.0.1 (see `local_cluster`); so is the
 embedded single-node cluster of `sweeper run` without `--address`, whose temp dir lies in this
 user's private folder (private_dirs) and whose processes a watchdog stops when the driver dies
 (process_registry). Tune is kept from copying AWS_* credentials into trials' runtime_envs
