@@ -4,7 +4,7 @@ headers that name the address it is bound to.
 - Sweep names come back from the page (`sweeps.value`, `fit-sweep.value`) and anyone who can
   reach the port can send any: `../other/runs/x` or `/abs/path` would read another folder's cells,
   ledger and tables. `confine_sweeps` keeps a name only when it is a plain folder name (the
-  sweep-name rule: letters, digits, `_`, `-`, `.`, not starting with `.`) whose folder, resolved,
+  sweep-name rule, base.runfolder.check_folder_name) whose folder, resolved,
   is inside the root.
 - DNS rebinding: a web page on attacker.example can make the browser send requests to
   127.0.0.1:8050 under the name attacker.example, and read the answers (SQL results included).
@@ -18,13 +18,14 @@ dashboard can both use it.
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-_SWEEP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.runfolder import check_folder_name
+
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
@@ -36,8 +37,10 @@ class BadSweepName(ValueError):
 def confine_sweep(root: str | Path, name: Any) -> str:
     """`name` unchanged when it names a folder directly inside `root` (existing or not); else
     BadSweepName saying why."""
-    if not isinstance(name, str) or not _SWEEP_RE.fullmatch(name):
-        raise BadSweepName(f"{str(name)[:120]!r} is not a sweep name (letters, digits, '_', '-', '.')")
+    try:
+        check_folder_name("sweep", name)  # the one naming rule of sweep folders
+    except ConfigError:
+        raise BadSweepName(f"{str(name)[:120]!r} is not a sweep name (letters, digits, '_', '-', '.')") from None
     base = Path(root).resolve()
     where = (base / name).resolve()
     if where.parent != base:

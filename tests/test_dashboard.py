@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("dash")
 
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep  # noqa: E402
-from analysis.tables import write_cell_tables  # noqa: E402
-from scaling_sweeper.sweep.status import write_driver  # noqa: E402
+from scaling_sweeper.results.status import write_driver  # noqa: E402
+from scaling_sweeper.results.tables import write_cell_tables  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 N_INCL = 20_000
@@ -299,7 +299,7 @@ def test_sweep_names_are_confined_to_the_results_folder(tmp_path):
 
 
 def test_a_damaged_plan_does_not_take_the_other_sweeps_down(tmp_path):
-    from analysis.dashboard import sweep_views
+    from analysis.sweep_views import sweep_views
 
     _running_sweep(tmp_path)
     broken = tmp_path / "broken"

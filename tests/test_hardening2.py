@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaling_sweeper.errors import BudgetError, ConfigError, DataError
-from scaling_sweeper.private_dirs import (
+from scaling_sweeper.base.errors import BudgetError, ConfigError, DataError
+from scaling_sweeper.base.private_dirs import (
     SESSION_ROOT_ENV,
     UnsafeFolderError,
     check_private_dir,
@@ -31,7 +31,8 @@ from scaling_sweeper.private_dirs import (
     make_session_dir,
     session_root,
 )
-from scaling_sweeper.runfolder import atomic_write_json, write_status
+from scaling_sweeper.base.runfolder import atomic_write_json, write_status
+from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.sweep.spec import spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -210,7 +211,7 @@ def test_job_commands_never_send_the_token_where_storage_points(tmp_path, fake_d
     assert fake_dashboard.seen == []  # not even a probe reached the planted address
     assert not (d / "STOP").exists()  # `stop --kill-job` refused before doing anything
 
-    from scaling_sweeper.sweep.job_address import JobAddressError, job_endpoint
+    from scaling_sweeper.cluster.job_address import JobAddressError, job_endpoint
 
     job = json.loads((d / "job.json").read_text())
     assert job_endpoint(job, planted + "/", "sub") == (planted + "/", "raysubmit_abc123")  # the user's choice
@@ -233,7 +234,7 @@ def test_job_commands_never_send_the_token_where_storage_points(tmp_path, fake_d
     ("s3://b/p?my_api_key=APIKEY9", "APIKEY9"),
 ])
 def test_secrets_in_storage_uris_are_redacted(uri, secret):
-    from scaling_sweeper.secret_scrub import REDACTED, redact_uri, uri_has_credentials
+    from scaling_sweeper.base.secret_scrub import REDACTED, redact_uri, uri_has_credentials
 
     assert uri_has_credentials(uri)
     out = redact_uri(uri)
@@ -241,10 +242,10 @@ def test_secrets_in_storage_uris_are_redacted(uri, secret):
 
 
 def test_container_at_account_is_not_a_credential_so_the_sweep_resumes(tiny_tokens, tmp_path):
-    from scaling_sweeper.secret_scrub import redact_uri
+    from scaling_sweeper.base.secret_scrub import redact_uri
     from scaling_sweeper.sweep.cells import write_sweep_files
+    from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import load_spec
-    from scaling_sweeper.sweep.tune_runner import prepare
 
     for uri in ("abfs://container@account.dfs.core.windows.net/tune", "abfss://c1@acct.dfs.core.windows.net/x?sv=1",
                 "s3://bucket/x?region=us-east-1&endpoint_override=minio:9000&scheme=http"):
@@ -259,7 +260,7 @@ def test_container_at_account_is_not_a_credential_so_the_sweep_resumes(tiny_toke
 def test_tune_no_longer_copies_aws_credentials_into_trial_runtime_envs(monkeypatch):
     from ray.tune.execution import class_cache
 
-    from scaling_sweeper.sweep.ray_env_scrub import keep_credentials_out_of_tune, tune_trial_env_vars
+    from scaling_sweeper.cluster.ray_env_scrub import keep_credentials_out_of_tune, tune_trial_env_vars
 
     # Ray Tune 2.60 as shipped propagates these four from the driver to every trial's runtime_env
     monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", set(class_cache.ENV_VARS_TO_PROPAGATE) | {
@@ -283,7 +284,7 @@ def _git(root: Path, *args: str) -> None:
 
 
 def test_submit_never_follows_symlinks_out_of_the_checkout_nor_ships_secrets(tiny_tokens, tmp_path, monkeypatch):
-    from scaling_sweeper.sweep import jobs
+    from scaling_sweeper.cluster import jobs
 
     home = tmp_path / "home"
     (home / ".ray").mkdir(parents=True)
@@ -373,7 +374,7 @@ def _alive(p: subprocess.Popen) -> bool:
 def test_cluster_stop_signals_exactly_the_recorded_processes(tmp_path):
     import psutil
 
-    from scaling_sweeper.process_registry import REGISTRY_FILE, identity, record
+    from scaling_sweeper.base.process_registry import REGISTRY_FILE, identity, record
 
     base = tmp_path / "d"
     sess = make_session_dir(base / "rc3")
@@ -427,9 +428,9 @@ def test_ray_address_from_the_environment_is_checked_like_address(tiny_tokens, t
     import ray
 
     from scaling_sweeper.cli import main
-    from scaling_sweeper.sweep import ray_cluster
-    from scaling_sweeper.sweep.ray_cluster import InsecureClusterError, init_ray
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.cluster import connection
+    from scaling_sweeper.cluster.connection import InsecureClusterError, init_ray
+    from scaling_sweeper.sweep.driver import run_sweeps
 
     asked: list[str] = []
 
@@ -440,14 +441,14 @@ def test_ray_address_from_the_environment_is_checked_like_address(tiny_tokens, t
     def no_ray_init(*a, **kw):
         raise AssertionError("ray.init reached: the open cluster was joined")
 
-    monkeypatch.setattr(ray_cluster, "gcs_requires_token", open_cluster)
+    monkeypatch.setattr(connection, "gcs_requires_token", open_cluster)
     monkeypatch.setattr(ray, "init", no_ray_init)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6399")
     for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):  # restored after the test
         monkeypatch.delenv(k, raising=False)
     spec = spec_from_dict(_spec_dict(tiny_tokens, tmp_path / "runs"))
     with pytest.raises(InsecureClusterError, match="does not require an auth token"):
-        run_sweeps([spec], progress=False)
+        run_sweeps([spec], RayConnection(), progress=False)
     assert asked == ["127.0.0.1:6399"] and not (tmp_path / "runs").exists()  # refused before writing
     with pytest.raises(InsecureClusterError):
         init_ray()
@@ -514,15 +515,15 @@ def test_yaml_alias_bombs_fail_fast_with_a_bounded_message(tiny_tokens, tmp_path
      "cheapest pending cell"),
 ])
 def test_bad_inputs_are_named_before_anything_is_written(tiny_tokens, tmp_path, name, mutate, error, match):
+    from scaling_sweeper.sweep.driver import run_sweeps
     from scaling_sweeper.sweep.spec import load_specs
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
 
     d = _spec_dict(tiny_tokens, tmp_path / "runs")
     text = mutate(d, tmp_path)
     p = _write_spec(tmp_path / "s.yaml", text if isinstance(text, str) else d)
     before = _tree_bytes(tmp_path)
     with pytest.raises(error, match=match):
-        run_sweeps(load_specs(p), progress=False)
+        run_sweeps(load_specs(p), RayConnection(), progress=False)
     assert not _ray_started()
     assert _tree_bytes(tmp_path) == before  # nothing written: no sweep folder, no ledger
     assert not (tmp_path / "runs" / "ledger").exists()
@@ -546,14 +547,17 @@ def test_duplicate_yaml_keys_are_refused_not_last_one_wins(tiny_tokens, tmp_path
 
 
 def test_non_finite_and_negative_seed_training_values_are_refused():
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.train.config import TrainConfig, ZeroConfig
 
     base = {"size": "Pico", "data": "x", "tokens": 100, "steps": 10}
     for bad, match in (({"lr": float("inf")}, "lr must be a finite"), ({"grad_clip": float("nan")}, "grad_clip"),
                        ({"weight_decay": float("inf")}, "weight_decay"), ({"seed": -1}, "seed must be in"),
-                       ({"seed": 2**32}, "seed must be in"), ({"cpus_per_worker": float("inf")}, "cpus_per_worker")):
+                       ({"seed": 2**32}, "seed must be in")):
         with pytest.raises(ConfigError, match=match):
             TrainConfig(**base, **bad)
+    for bad, match in (({"cpus_per_worker": float("inf")}, "cpus_per_worker"), ({"gpu_mem_gib": float("inf")}, "gpu_mem")):
+        with pytest.raises(ConfigError, match=match):  # the ZeRO section of a TrainConfig
+            ZeroConfig(**bad)
     TrainConfig(**base, grad_clip=0.0, seed=2**32 - 1)  # clipping off and the largest seed are fine
 
 
@@ -564,13 +568,14 @@ def _file(p: Path) -> bool:
 
 
 def test_a_bad_result_json_fails_its_cell_alone_and_is_kept(tiny_tokens, tmp_path):
-    from scaling_sweeper.sweep.tune_runner import prepare, run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
+    from scaling_sweeper.sweep.reconcile import prepare
 
     spec, _, cells = prepare(spec_from_dict(_spec_dict(tiny_tokens, tmp_path / "runs")))
     bad = _plant_done(spec, cells[0], C_spent="lots")  # a hand-edited or foreign result.json
     _plant_done(spec, cells[1])
     before = _tree_bytes(bad)
-    out = run_sweeps([spec], progress=False)[0]
+    out = run_sweeps([spec], RayConnection(), progress=False)[0]
     assert not _ray_started() and out.failed == [cells[0].cell_id] and out.skipped_done == [c.cell_id for c in cells]
     assert "C_spent is 'lots'" in out.errors[cells[0].cell_id]
     assert _tree_bytes(bad) == before  # finished results untouched
@@ -579,9 +584,9 @@ def test_a_bad_result_json_fails_its_cell_alone_and_is_kept(tiny_tokens, tmp_pat
 
 
 def test_a_file_where_a_cell_folder_belongs_is_shown_not_a_crash(tiny_tokens, tmp_path):
+    from scaling_sweeper.results.status import collect
     from scaling_sweeper.sweep.cells import write_sweep_files
-    from scaling_sweeper.sweep.status import collect
-    from scaling_sweeper.sweep.tune_runner import prepare
+    from scaling_sweeper.sweep.reconcile import prepare
 
     spec, shape, cells = prepare(spec_from_dict(_spec_dict(tiny_tokens, tmp_path / "runs")))
     write_sweep_files(spec, cells, shape)
@@ -591,11 +596,11 @@ def test_a_file_where_a_cell_folder_belongs_is_shown_not_a_crash(tiny_tokens, tm
     r = _cli("status", "h2", "--storage", str(tmp_path / "runs"))
     assert r.returncode == 0 and "is a file, not a run folder" in r.stdout, r.stderr[-1500:]
     # the driver, with a budget that makes a new ledger: the broken cell fails alone, no Ray needed
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
 
     spec = spec_from_dict(_spec_dict(tiny_tokens, tmp_path / "runs", budget={"flops": 1e15, "cluster": "new"}))
     _plant_done(spec, cells[1])
-    out = run_sweeps([spec], progress=False)[0]
+    out = run_sweeps([spec], RayConnection(), progress=False)[0]
     assert out.failed == [cells[0].cell_id] and "NotADirectoryError" in out.errors[cells[0].cell_id]
     assert not _ray_started()
 
@@ -609,7 +614,7 @@ def test_a_file_where_a_cell_folder_belongs_is_shown_not_a_crash(tiny_tokens, tm
 ])
 def test_a_damaged_plan_is_a_named_error_and_a_failing_status(tiny_tokens, tmp_path, damage, match):
     from scaling_sweeper.sweep.cells import write_sweep_files
-    from scaling_sweeper.sweep.tune_runner import prepare
+    from scaling_sweeper.sweep.reconcile import prepare
 
     spec, shape, cells = prepare(spec_from_dict(_spec_dict(tiny_tokens, tmp_path / "runs")))
     write_sweep_files(spec, cells, shape)
@@ -626,7 +631,7 @@ def test_a_damaged_plan_is_a_named_error_and_a_failing_status(tiny_tokens, tmp_p
 def test_tampered_shard_is_caught_with_size_mtime_and_inode_unchanged(tiny_tokens, tmp_path, monkeypatch):
     from scaling_sweeper.data import shard_verify_cache
     from scaling_sweeper.data.shards import TokenShard
-    from scaling_sweeper.sweep.tune_runner import check_data
+    from scaling_sweeper.sweep.reconcile import check_data
 
     monkeypatch.setenv(shard_verify_cache.CACHE_ENV, str(tmp_path / "cache"))
     path = tiny_tokens / "train.bin"
@@ -652,35 +657,41 @@ def test_tampered_shard_is_caught_with_size_mtime_and_inode_unchanged(tiny_token
 
 
 def test_resume_runs_on_the_storage_given_and_keeps_the_ledgers_budget(tiny_tokens, tmp_path):
-    from scaling_sweeper.sweep.ledger import Ledger, ledger_path
-    from scaling_sweeper.sweep.tune_runner import prepare, run_sweeps
+    from scaling_sweeper.results.ledger_file import ledger_path
+    from scaling_sweeper.sweep.driver import resume_sweep, run_sweeps
+    from scaling_sweeper.sweep.ledger import Ledger
+    from scaling_sweeper.sweep.reconcile import prepare
 
     old = tmp_path / "old"
     spec, _, cells = prepare(spec_from_dict(_spec_dict(tiny_tokens, old, budget={"flops": 1e15, "cluster": "c"})))
     for c in cells:
         _plant_done(spec, c)
-    run_sweeps([spec], progress=False)  # writes spec.yaml (storage: old) and the ledger, no Ray needed
-    new = tmp_path / "new"
-    shutil.copytree(old / "h2", new / "h2")  # the sweep folder moved to another results root
-    shutil.copytree(old / "ledger", new / "ledger")
-    r = _cli("budget", "--cluster", "c", "--set-flops", "2e15", "--storage", str(new))
-    assert r.returncode == 0, r.stderr
+    run_sweeps([spec], RayConnection(), progress=False)  # writes spec.yaml (storage: old), the ledger; no Ray
+    new, lib = tmp_path / "new", tmp_path / "lib"
+    for root in (new, lib):  # the sweep folder moved to another results root (lib: for the library call)
+        shutil.copytree(old / "h2", root / "h2")
+        shutil.copytree(old / "ledger", root / "ledger")
+        r = _cli("budget", "--cluster", "c", "--set-flops", "2e15", "--storage", str(root))
+        assert r.returncode == 0, r.stderr
     shutil.rmtree(old)
     r = _cli("resume", "h2", "--storage", str(new), "--quiet")
     assert r.returncode == 0, r.stdout + r.stderr[-2000:]
     assert "skipped 2 already done" in r.stdout
     assert not old.exists()  # nothing recreated where spec.yaml said
     assert Ledger(ledger_path(new, "c"), "c").state()["budget"] == 2e15  # the ledger's budget stands
+    out = resume_sweep("h2", RayConnection(), storage=str(lib), progress=False)  # the library's entry point
+    assert sorted(out.skipped_done) == sorted(c.cell_id for c in cells) and not old.exists()
+    assert Ledger(ledger_path(lib, "c"), "c").state()["budget"] == 2e15
     r = _cli("resume", "h2", "--storage", str(new), "--set", "budget.flops=3e15", "--quiet")
     assert r.returncode != 0 and "2e+15" in r.stderr and "3e+15" in r.stderr  # an explicit one is checked
 
 
 def test_status_does_not_call_a_killed_driver_alive(tmp_path):
-    from scaling_sweeper.sweep.status import read_driver
+    from scaling_sweeper.results.status import read_driver
 
     d = tmp_path / "sweep"
     d.mkdir()
-    code = (f"import time; from pathlib import Path; from scaling_sweeper.sweep.status import write_driver\n"
+    code = (f"import time; from pathlib import Path; from scaling_sweeper.results.status import write_driver\n"
             f"write_driver(Path({str(d)!r}), 'running'); print('up', flush=True); time.sleep(300)\n")
     p = subprocess.Popen([PY, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:

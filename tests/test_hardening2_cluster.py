@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaling_sweeper.private_dirs import RAY_SUBDIR, SESSION_ROOT_ENV, make_session_dir
-from scaling_sweeper.process_registry import REGISTRY_ENV, REGISTRY_FILE, read, recorded_processes
-from scaling_sweeper.sweep import local_cluster
+from scaling_sweeper.base.private_dirs import RAY_SUBDIR, SESSION_ROOT_ENV, make_session_dir
+from scaling_sweeper.base.process_registry import REGISTRY_ENV, REGISTRY_FILE, read, recorded_processes
+from scaling_sweeper.cluster import local as local_cluster
 from tests.test_hardening2 import _nobody_reason, as_nobody, needs_nobody
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def _spec(tokens: Path, storage: Path, **kw) -> dict:
 def test_embedded_ray_session_is_private(session_root, monkeypatch):
     import ray._private.worker as worker
 
-    from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
+    from scaling_sweeper.cluster.connection import init_ray, shutdown_ray
 
     monkeypatch.setenv(SESSION_ROOT_ENV, str(session_root))
     try:
@@ -77,8 +77,8 @@ def test_embedded_ray_session_is_private(session_root, monkeypatch):
 
 
 def test_a_sweep_keeps_credentials_out_of_ray_logs_and_survives_a_file_cell(tiny_tokens, tmp_path, session_root):
+    from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from scaling_sweeper.sweep.tune_runner import prepare
 
     storage = tmp_path / "runs"
     spec_file = tmp_path / "s.yaml"
@@ -108,7 +108,7 @@ def test_nothing_of_an_embedded_ray_outlives_a_sigkilled_driver(session_root):
     import psutil
 
     code = ("import json, time, psutil\n"
-            "from scaling_sweeper.sweep.ray_cluster import init_ray\n"
+            "from scaling_sweeper.cluster.connection import init_ray\n"
             "init_ray(num_cpus=1)\n"
             "time.sleep(2)\n"
             "kids = [(p.pid, p.create_time(), p.name()) for p in psutil.Process().children(recursive=True)]\n"
@@ -184,7 +184,7 @@ def open_head():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_USAGE_STATS_ENABLED": "0", REGISTRY_ENV: str(sess / REGISTRY_FILE)}
     try:
-        r = subprocess.run([PY, "-m", "scaling_sweeper.sweep.local_cluster", "--ray-start", "--head",
+        r = subprocess.run([PY, "-m", "scaling_sweeper.cluster.local", "--ray-start", "--head",
                             "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "2",
                             "--temp-dir", str(sess / RAY_SUBDIR), "--include-dashboard", "true",
                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.data.token_layout import DEFAULT_N_BINS
-from scaling_sweeper.errors import ConfigError
 
 
 def _bins(text: str) -> tuple[int, int, int]:
@@ -159,17 +158,20 @@ def cmd_make(args: argparse.Namespace) -> int:
         n_jets = 20000
     pythia = PythiaConfig(pt_min=args.pt_min, pt_max=args.pt_max, eta_max=args.eta_max,
                           pthat_min=args.pthat_min, max_constituents=args.max_constituents)
-    extra = {"chunk_jets": args.chunk_jets} if args.chunk_jets is not None else {}
-    if args.address:  # an open cluster is refused before anything is written (--insecure overrides)
-        from scaling_sweeper.sweep.ray_cluster import init_ray
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
 
-        init_ray(None if args.address == "auto" and os.environ.get("RAY_ADDRESS") else args.address,
-                 insecure=args.insecure)
+    extra = {"chunk_jets": args.chunk_jets} if args.chunk_jets is not None else {}
+    executor = None
+    if args.address:
+        from scaling_sweeper.cluster.ray_tasks import RayTasks
+
+        executor = RayTasks(args.address, insecure=args.insecure)
+        executor.connect()  # an open cluster is refused before anything is written (--insecure overrides)
     make_dataset(
         args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
         input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,
-        address=args.address, tokenize=not args.no_tokenize, **extra,
-        tokenizer=tokenize_config(args),
+        executor=executor, tokenize=not args.no_tokenize, **extra,
+        tokenizer=tokenize_config(args), roundtrip=tokenizer_roundtrip_report,
         progress=False if args.no_progress else None, force=args.force, verbose=True,
     )
     return 0
@@ -177,8 +179,10 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
     from scaling_sweeper.data.dataset import tokenize_dataset
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
 
-    tokenize_dataset(args.jets, args.out, cfg=tokenize_config(args), force=args.force, verbose=True)
+    tokenize_dataset(args.jets, args.out, cfg=tokenize_config(args), roundtrip=tokenizer_roundtrip_report,
+                     force=args.force, verbose=True)
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 ALWAYS_HASH_BYTES = 64 << 20  # shards up to 64 MiB are hashed at every open (~0.1 s)
@@ -29,8 +30,8 @@ CACHE_ENV = "SWEEPER_VERIFY_CACHE"
 
 def cache_dir() -> Path | None:
     """This user's private verified-shard cache (created 0700), or None when it cannot be made."""
-    from scaling_sweeper.errors import SweeperError
-    from scaling_sweeper.private_dirs import ensure_private_dir
+    from scaling_sweeper.base.errors import SweeperError
+    from scaling_sweeper.base.private_dirs import ensure_private_dir
 
     p = os.environ.get(CACHE_ENV)
     base = Path(p).expanduser() if p else Path.home() / ".cache" / "scaling-sweeper" / "verified-shards"
@@ -48,11 +49,11 @@ def _key(path: Path, expected: str) -> tuple[dict, str]:
     return key, hashlib.sha256(real.encode()).hexdigest()[:32] + ".json"
 
 
-def hash_verified(path: Path, expected: str) -> bool:
+def hash_verified(path: Path, expected: str, sha256_file: Callable[[Path], str]) -> bool:
     """True if `path` hashes to `expected` (module doc: small files always hashed; large ones
-    remembered in the private cache until the file changes)."""
-    from scaling_sweeper.data.shards import sha256_file
-    from scaling_sweeper.runfolder import atomic_write_json
+    remembered in the private cache until the file changes). `sha256_file`: the hex digest of a
+    file (shards.sha256_file, passed in: shards calls this module)."""
+    from scaling_sweeper.base.runfolder import atomic_write_json
 
     if path.stat().st_size <= ALWAYS_HASH_BYTES:
         return sha256_file(path) == expected

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling_sweeper.errors import DataError
-from scaling_sweeper.runfolder import atomic_write_json
+from scaling_sweeper.base.errors import DataError
+from scaling_sweeper.base.runfolder import atomic_write_json
 
 SHARD_FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
@@ -213,7 +213,7 @@ def _hash_verified(path: Path, expected: str) -> bool:
     which nobody can put back); see shard_verify_cache for why not beside the file."""
     from scaling_sweeper.data.shard_verify_cache import hash_verified
 
-    return hash_verified(path, expected)
+    return hash_verified(path, expected, sha256_file)
 
 
 @dataclass(frozen=True)
