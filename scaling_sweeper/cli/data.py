@@ -86,6 +86,9 @@ def register(sub) -> None:
     mk.add_argument("--address", default=None,
                     help="run the chunks as Ray tasks on this cluster (e.g. 127.0.0.1:6379, or auto inside "
                          "a Ray job); --out must be on storage every node sees")
+    mk.add_argument("--insecure", action="store_true",
+                    help="with --address: accept a Ray cluster that does not require an auth token "
+                         "(anyone reaching it runs code)")
     mk.add_argument("--rows-per-shard", type=int, default=None,
                     help="token rows per shard file (default: ~1 GiB shards)")
     mk.add_argument("--pt-min", type=float, default=500.0, help="jet pt window low edge, GeV")
@@ -162,7 +165,8 @@ def cmd_make(args: argparse.Namespace) -> int:
     if args.address:
         from scaling_sweeper.cluster.ray_tasks import RayTasks
 
-        executor = RayTasks(args.address)
+        executor = RayTasks(args.address, insecure=args.insecure)
+        executor.connect()  # an open cluster is refused before anything is written (--insecure overrides)
     make_dataset(
         args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
         input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,

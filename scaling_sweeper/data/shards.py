@@ -208,24 +208,12 @@ def write_shards(
 
 
 def _hash_verified(path: Path, expected: str) -> bool:
-    """True if `path` hashes to `expected`. A good hash is remembered in `<path>.verified`
-    (keyed by size, mtime and inode), so every trial of a sweep, and every ZeRO worker, does not
-    re-read a multi-GB shard; any rewrite of the file changes the key and forces a new hash."""
-    st = path.stat()
-    key = {"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-    stamp = path.with_name(path.name + ".verified")
-    try:
-        if json.loads(stamp.read_text()) == key:
-            return True
-    except (OSError, ValueError):
-        pass
-    if sha256_file(path) != expected:
-        return False
-    try:
-        atomic_write_json(stamp, key)
-    except OSError:  # read-only data folder: verify again next time
-        pass
-    return True
+    """True if `path` hashes to `expected`: small shards are hashed at every open, a large shard's
+    good hash is remembered in this user's private cache until the file changes (ctime included,
+    which nobody can put back); see shard_verify_cache for why not beside the file."""
+    from scaling_sweeper.data.shard_verify_cache import hash_verified
+
+    return hash_verified(path, expected, sha256_file)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ num_workers=4` and `--set zero.num_workers=4` mean the same.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +23,17 @@ from scaling_sweeper.base.model_config import get_size
 REQUESTABLE_STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
 ZERO_OFFLOADS = ("none", "optimizer", "all")
 PRECISIONS = ("auto", "bf16", "fp32")
+FLOAT_FIELDS = ("lr", "min_lr_ratio", "grad_clip", "weight_decay", "dropout")  # of TrainConfig
+ZERO_FLOAT_FIELDS = ("gpu_mem_gib", "cpus_per_worker")  # of ZeroConfig
+
+
+def check_finite(config: Any, names: tuple[str, ...]) -> None:
+    """ConfigError unless each field `names` of `config` is None or a finite number: inf and nan
+    pass the range checks (nan < 0 is False), so they are refused first."""
+    for name in names:
+        v = getattr(config, name)
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise ConfigError(f"{name} must be a finite number, got {v!r}")
 
 
 def expected_precision(precision: str, device: str) -> str:
@@ -50,6 +62,7 @@ class ZeroConfig:
     ds_overrides: dict[str, Any] = field(default_factory=dict)  # merged over the template
 
     def __post_init__(self) -> None:
+        check_finite(self, ZERO_FLOAT_FIELDS)
         if self.num_workers < 1:
             raise ConfigError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
@@ -105,6 +118,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         get_size(self.size)  # ConfigError listing valid sizes
+        check_finite(self, FLOAT_FIELDS)
+        if not 0 <= self.seed < 2**32:  # numpy and the data order take 32-bit unsigned seeds
+            raise ConfigError(f"seed must be in [0, 2^32), got {self.seed}")
         for name in ("tokens", "steps", "batch_size", "eval_every", "eval_batches", "log_every",
                      "ckpt_every", "keep_checkpoints"):  # fmt: skip
             if getattr(self, name) <= 0:

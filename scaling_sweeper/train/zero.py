@@ -160,7 +160,11 @@ def run_distributed_trial(
     import ray
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+        from scaling_sweeper.base.private_dirs import embedded_ray_temp_dir
+
+        # a new local Ray keeps its (0777) temp dir under this user's private folder
+        ray.init(include_dashboard=False,
+                 **({} if os.environ.get("RAY_ADDRESS") else {"_temp_dir": str(embedded_ray_temp_dir())}))
     check_resources(plan, cfg, ray.cluster_resources())
 
     # one driver per run folder (SweeperError if another one trains it)
