@@ -535,7 +535,7 @@ def _train_loop(config: dict[str, Any]) -> None:
     engine, _, _, _ = deepspeed.initialize(
         model=model, optimizer=opt, config=plan.ds_config, dist_init_required=False
     )
-    if cfg.compile:
+    if trial.resolve_compile(cfg.compile, device):
         engine.compile()  # DeepSpeed compiles the wrapped module; engine.module stays plain
     opt = engine.optimizer
     sampler = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed)

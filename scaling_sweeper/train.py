@@ -62,6 +62,7 @@ from scaling_sweeper.trial import (  # noqa: F401 (re-exported: the trainer's pu
     make_optimizer,
     open_data,
     progress_of,
+    resolve_compile,
     resolve_device,
     resolve_precision,
     same_config,
@@ -100,6 +101,7 @@ def run_trial(
 
     with training_run(run_dir, cfg, derived, has_config) as row:
         row["precision"] = precision
+        row["compile"] = resolve_compile(cfg.compile, device)
         return _Trial(cfg, run_dir, data, derived, device, precision, on_progress, should_stop).run(row)
 
 
@@ -116,7 +118,7 @@ class _Trial:
         torch.manual_seed(cfg.seed)
         self.gcfg: GPTConfig = config_for(cfg.size, data.vocab_size, data.seq_len - 1, cfg.dropout)
         self.model = GPT(self.gcfg).to(device)  # the plain module: its state dict is checkpointed
-        self.loss_fn = compile_loss(self.model.training_loss, cfg.compile, device)
+        self.loss_fn = compile_loss(self.model.training_loss, resolve_compile(cfg.compile, device), device)
         self.opt = make_optimizer(self.model, cfg)
         self.sampler = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed)
         self.ckpt_dir = run_dir / "checkpoints"

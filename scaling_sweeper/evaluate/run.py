@@ -62,7 +62,7 @@ class EvalConfig:
     top_k: int | None = None  # keep the k most likely tokens (None = all)
     batch_size: int | None = None  # jets generated per batch; None: from free GPU memory (256 on CPU)
     use_cache: bool = True  # KV cache during generation
-    device: str = "cpu"  # "cpu" | "cuda[:N]" | "auto"
+    device: str = "auto"  # "auto" (cuda when available) | "cpu" | "cuda[:N]"
     # sampling numerics (generate.resolve_sampling_precision): auto = bf16 on CUDA devices with
     # bf16 (the KV cache is the bandwidth bound of sampling), fp32 elsewhere; bf16 | fp32 force it.
     # The resolved one is in eval.json (sampling.precision); not part of any cell id.
