@@ -65,9 +65,10 @@ def recompile_limit() -> int:
     return int(torch._dynamo.config.recompile_limit)
 
 
-def raise_recompile_limit(limit: int = RECOMPILE_LIMIT) -> None:
-    """Lift the process's per-function graph limit to at least `limit` (and the accumulated
-    limit with it); start listening for dynamo's limit records."""
+def raise_recompile_limit(limit: int | None = None) -> None:
+    """Lift the process's per-function graph limit to at least `limit` (default RECOMPILE_LIMIT),
+    and the accumulated limit with it; start listening for dynamo's limit records."""
+    limit = RECOMPILE_LIMIT if limit is None else limit
     cfg = torch._dynamo.config
     if cfg.recompile_limit < limit:
         cfg.recompile_limit = limit
