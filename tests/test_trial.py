@@ -167,7 +167,8 @@ def test_bench_gpu_cpu_smoke(tmp_path):
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--device", "cpu", "--sizes", "Pico",
            "--rows", "4", "--steps", "2", "--warmup", "2", "--sample-jets", "8", "--seq-len", "40",
-           "--vocab", "35", "--train-rows", "64", "--compile", "0", "--out", str(out)]  # fmt: skip
+           "--vocab", "35", "--train-rows", "64", "--compile", "0", "--sample-precisions", "auto,bf16",
+           "--out", str(out)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]
     got = json.loads(out.read_text())
@@ -175,7 +176,9 @@ def test_bench_gpu_cpu_smoke(tmp_path):
     (tr,) = got["train"]
     assert tr["size"] == "Pico" and tr["rows"] == 4 and tr["bare_s"] > 0 and tr["trainer_s"] > 0
     assert tr["ratio"] == pytest.approx(tr["trainer_s"] / tr["bare_s"])
-    assert got["sampling"][0]["jets_per_s"] > 0
+    assert tr["tokens_per_s"] == pytest.approx(4 * 39 / tr["trainer_s"])  # seq_len - 1 positions per row
+    assert [(r["precision"], r["jets"], r["batch"]) for r in got["sampling"]] == [("fp32", 8, 8), ("bf16", 8, 8)]
+    assert all(r["jets_per_s"] > 0 for r in got["sampling"]) and got["complete"] is True
     assert "ratio" in res.stdout and "jets/s" in res.stdout
 
 
