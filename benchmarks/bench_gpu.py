@@ -180,8 +180,9 @@ def sampling(size: str, a: argparse.Namespace, device: torch.device, precision: 
     precision = resolve_sampling_precision(precision, device)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     free_gib = torch.cuda.mem_get_info(device)[0] / 2**30 if device.type == "cuda" else None
-    batch = auto_batch_size(model, a.seq_len, a.sample_jets, device, dtype)
-    n_jets = batch * max(1, round(a.sample_jets / batch))  # whole batches: every timed row is a real jet
+    n_batches = getattr(a, "sample_batches", 0)  # > 0: that many full auto-sized batches
+    batch = auto_batch_size(model, a.seq_len, 1 << 30 if n_batches else a.sample_jets, device, dtype)
+    n_jets = batch * (n_batches or max(1, round(a.sample_jets / batch)))  # whole batches: only real jets
     skips0 = counters["inductor"]["cudagraph_skips"]
     t = time.perf_counter()
     generate(model, batch, tokenizer=tok, seed=0, batch_size=batch, precision=precision)
@@ -197,6 +198,88 @@ def sampling(size: str, a: argparse.Namespace, device: torch.device, precision: 
     return {"size": size, "precision": precision, "batch": batch, "jets": n_jets, "jets_per_s": n_jets / dt,
             "seconds": dt, "warmup_batch_s": warm_s, "free_gib_before": free_gib, "peak_gib": peak,
             "cudagraph_skips": counters["inductor"]["cudagraph_skips"] - skips0}  # fmt: skip
+
+
+def cache_equality(size: str, a: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Tokens of the compiled static cache (bucketed read; CUDA graphs on CUDA) against the
+    eager growing cache, and bucketed against the full-length static read, same seed, fp32
+    (TF32 on CUDA); weights scaled so rows stop at varied lengths. Rows that differ come from
+    round-off flipping a draw (exactly 0 in float64 on the CPU: tests/test_eval_generate.py)."""
+    from scaling_sweeper.evaluate.generate import generate
+
+    v = a.vocab
+    stop = SimpleNamespace(start_token=v - 3, stop_token=v - 2, pad_token=v - 1, seq_len=a.seq_len)
+    torch.manual_seed(0)
+    model = GPT(config_for(size, v, a.seq_len - 1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(4.0)  # peaked distributions
+    model = model.to(device)
+    out = []
+    for temp in (0.0, 1.0):
+        kw = dict(tokenizer=stop, temperature=temp, seed=5, batch_size=min(512, a.equality_jets), precision="fp32")
+        bucketed = generate(model, a.equality_jets, compile=True, **kw)
+        full = generate(model, a.equality_jets, compile=True, decode_bucket=None, **kw)
+        growing = generate(model, a.equality_jets, compile=False, **kw)
+        out.append({"size": size, "temperature": temp, "rows": len(growing),
+                    "rows_differ_static_vs_growing": int((bucketed != growing).any(1).sum()),
+                    "rows_differ_bucketed_vs_full": int((bucketed != full).any(1).sum()),
+                    "rows_with_stop": int((growing == v - 2).any(1).sum())})  # fmt: skip
+    del model
+    free_memory(device)
+    return out
+
+
+# targets on one H100/H200 (docs/gpu.md): trainer/bare step time, MFU at (size, rows), jets/s at (size, precision)
+RATIO_TARGET = 1.05
+MFU_TARGETS = {("XL", 1024): 0.30, ("XXL", 1024): 0.35}
+JETS_TARGETS = {("XL", "bf16"): 5000.0}
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def summarize(paths: list[str]) -> list[str]:
+    """Lines comparing every row of the given result files with the targets (a missing file or
+    a failed row is said, not skipped)."""
+    lines = []
+    for p in map(Path, paths):
+        if not p.is_file():
+            lines.append(f"{p.name}: missing (its step failed, timed out or was skipped)")
+            continue
+        r = json.loads(p.read_text())
+        lines.append(f"{p.name}: {r['device']}, torch {r['torch']}, training precision {r['precision']}, compile "
+                     f"{r['compile']}{'' if r.get('complete') else ', INCOMPLETE (stopped early)'}")  # fmt: skip
+        for t in r.get("train", []):
+            if "error" in t:
+                lines.append(f"  {t['size']} {t['rows']} rows: FAILED {t['error'][:200]}")
+                continue
+            mfu, want = t.get("mfu"), MFU_TARGETS.get((t["size"], t["rows"]))
+            mfu_s = "-" if mfu is None else f"{100 * mfu:.1f}%"
+            if mfu is not None and want is not None:
+                mfu_s += f" (target >= {100 * want:.0f}%: {_verdict(mfu >= want)})"
+            lines.append(f"  {t['size']} {t['rows']} rows: bare {1e3 * t['bare_s']:.1f} ms, trainer "
+                         f"{1e3 * t['trainer_s']:.1f} ms, ratio {t['ratio']:.3f} (target <= {RATIO_TARGET}: "
+                         f"{_verdict(t['ratio'] <= RATIO_TARGET)}), MFU {mfu_s}")  # fmt: skip
+        for s in r.get("sampling", []):
+            if "error" in s:
+                lines.append(f"  {s['size']} sampling {s['precision']}: FAILED {s['error'][:200]}")
+                continue
+            want = JETS_TARGETS.get((s["size"], s["precision"]))
+            tgt = "" if want is None else f" (target >= {want:,.0f}: {_verdict(s['jets_per_s'] >= want)})"
+            peak = "" if s.get("peak_gib") is None else f", peak {s['peak_gib']:.1f} GiB"
+            lines.append(f"  {s['size']} sampling {s['precision']}: {s['jets_per_s']:,.0f} jets/s{tgt}, batch "
+                         f"{s['batch']}, {s['jets']} jets{peak}, cudagraph skips {s['cudagraph_skips']}")  # fmt: skip
+        for e in r.get("cache_equality", []):
+            if "error" in e:
+                lines.append(f"  {e['size']} cache equality: FAILED {e['error'][:200]}")
+                continue
+            lines.append(f"  {e['size']} cache tokens, temperature {e['temperature']}: "
+                         f"{e['rows_differ_static_vs_growing']} of {e['rows']} rows differ static vs growing, "
+                         f"{e['rows_differ_bucketed_vs_full']} bucketed vs full-length ({e['rows_with_stop']} rows "
+                         "stop)")  # fmt: skip
+    return lines
 
 
 def write_results(path: Path, results: dict) -> None:
@@ -217,14 +300,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--compile", type=int, default=1, help="1: compile the loss (trainer and bare loop)")
     ap.add_argument("--sample-jets", type=int, default=16384, help="about this many (whole batches)")
-    ap.add_argument("--sample-precisions", default="auto,fp32", help="auto = bf16 on CUDA, fp32 on CPU")
+    ap.add_argument("--sample-precisions", default="auto,fp32", help="auto = bf16 on CUDA, fp32 on CPU; '' skips")
+    ap.add_argument("--sample-batches", type=int, default=0,
+                    help="> 0: time this many full auto-sized batches instead of --sample-jets")
+    ap.add_argument("--equality-jets", type=int, default=0,
+                    help="> 0: also compare static / growing / full-length cache tokens on this many jets")
     ap.add_argument("--zero", choices=("auto", "on", "off"), default="auto", help="auto: CUDA + DeepSpeed")
     ap.add_argument("--vocab", type=int, default=8195)
     ap.add_argument("--seq-len", type=int, default=130)
     ap.add_argument("--train-rows", type=int, default=4096, help="rows of the synthetic train split")
     ap.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak of the GPU")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--summarize", nargs="+", metavar="JSON", help="only print these result files vs the targets")
     a = ap.parse_args(argv)
+    if a.summarize:
+        print("\n".join(summarize(a.summarize)))
+        return 0
     a.compile = bool(a.compile)
     a.steps = max(a.warmup, a.steps // a.warmup * a.warmup)
     device = torch.device(a.device)
@@ -235,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out) if a.out else REPO / "benchmarks" / "results" / ("gpu.json" if device.type == "cuda"
                                                                         else "gpu_cpu.json")  # fmt: skip
     results = {"device": card, "torch": torch.__version__, "precision": precision, "compile": a.compile,
-               "peak_tflops": a.peak_tflops, "train": [], "sampling": [], "complete": False}  # fmt: skip
+               "peak_tflops": a.peak_tflops, "train": [], "sampling": [], "cache_equality": [],
+               "complete": False}  # fmt: skip
     write_results(out, results)
     failed = 0
 
@@ -251,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         data = synthetic_tokens(Path(tmp) / "tokens", n_rows=a.train_rows, seq_len=a.seq_len, vocab=a.vocab)
         for size in a.sizes.split(","):
             n_incl = count_params(config_for(size, a.vocab, a.seq_len - 1))[1]
-            for rows in (int(r) for r in a.rows.split(",")):
+            for rows in (int(r) for r in a.rows.split(",") if r):
                 rec = {"size": size, "rows": rows, "N_incl": n_incl}
                 try:
                     bare = bare_loop(size, rows, data, a, device, precision)
@@ -278,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'-' if mfu is None else f'{100 * mfu:.1f}%':>6} "
                       f"{'-' if z2 is None else f'{1e3 * z2:.1f}':>9} {'-' if z3 is None else f'{1e3 * z3:.1f}':>9} "
                       f"{'-' if z3 is None else f'{z3 / tr:.2f}':>9}", flush=True)  # fmt: skip
-            for sp in a.sample_precisions.split(","):
+            for sp in (p for p in a.sample_precisions.split(",") if p):
                 try:
                     rec = sampling(size, a, device, sp)
                 except Exception as e:  # noqa: BLE001
@@ -293,6 +385,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{size:<5} sampling {rec['precision']}: {rec['jets_per_s']:,.1f} jets/s ({rec['jets']} jets "
                       f"of {a.seq_len - 1} tokens, batch {rec['batch']}{peak}, "
                       f"cudagraph skips {rec['cudagraph_skips']})", flush=True)  # fmt: skip
+            if a.equality_jets > 0:
+                try:
+                    for rec in cache_equality(size, a, device):
+                        record("cache_equality", rec)
+                        print(f"{size:<5} cache tokens T={rec['temperature']}: {rec['rows_differ_static_vs_growing']} "
+                              f"of {rec['rows']} rows differ static vs growing, "
+                              f"{rec['rows_differ_bucketed_vs_full']} bucketed vs full", flush=True)  # fmt: skip
+                except Exception as e:  # noqa: BLE001
+                    failed += 1
+                    record("cache_equality", {"size": size, "error": f"{type(e).__name__}: {e}"[:2000]})
+                    print(f"{size:<5} cache equality FAILED {e}", flush=True)
     results["complete"] = True
     write_results(out, results)
     print(f"written {out}" + (f" ({failed} rows failed)" if failed else ""))
