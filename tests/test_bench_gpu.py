@@ -99,3 +99,21 @@ def test_sampling_times_whole_batches_only(bench, monkeypatch):
     rec = bench.sampling("Pico", a, torch.device("cpu"), "auto")
     assert calls == [(4, 4, "fp32"), (12, 4, "fp32")]  # warm-up batch, then 3 whole batches
     assert rec["jets"] == 12 and rec["batch"] == 4 and rec["jets_per_s"] == pytest.approx(12 / rec["seconds"])
+
+
+def test_summary_holds_each_row_against_its_target(bench, tmp_path):
+    head = {"device": "NVIDIA H200", "torch": "2.11", "precision": "bf16", "compile": True, "complete": True}
+    train = [{"size": "XL", "rows": 1024, "bare_s": 0.100, "trainer_s": 0.104, "ratio": 1.04, "mfu": 0.31},
+             {"size": "XXL", "rows": 1024, "bare_s": 0.240, "trainer_s": 0.2544, "ratio": 1.06, "mfu": 0.349},
+             {"size": "XXL", "rows": 256, "error": "RuntimeError: boom"}]  # fmt: skip
+    sampling = [{"size": "XL", "precision": "bf16", "jets_per_s": 4999.0, "batch": 16384, "jets": 16384,
+                 "peak_gib": 40.0, "cudagraph_skips": 0}]  # fmt: skip
+    (tmp_path / "a.json").write_text(json.dumps({**head, "train": train, "sampling": sampling}))
+    lines = bench.summarize([str(tmp_path / "a.json"), str(tmp_path / "gone.json")])
+    text = "\n".join(lines)
+    assert "XL 1024 rows: bare 100.0 ms, trainer 104.0 ms, ratio 1.040 (target <= 1.05: PASS), MFU 31.0% " \
+           "(target >= 30%: PASS)" in text
+    assert "ratio 1.060 (target <= 1.05: MISS), MFU 34.9% (target >= 35%: MISS)" in text
+    assert "XXL 256 rows: FAILED RuntimeError: boom" in text
+    assert "XL sampling bf16: 4,999 jets/s (target >= 5,000: MISS)" in text
+    assert "gone.json: missing" in text
