@@ -90,13 +90,13 @@ if not have("pytorch_optimizer"):
     print("MISSING pytorch_optimizer (Ranger): every training step will fail; carry its wheel in .gpu/whl "
           "(see the head of benchmarks/gpu_first_run.sh)")
 from scaling_sweeper.evaluate.generate import resolve_sampling_precision
-from scaling_sweeper.train import TrainConfig
-from scaling_sweeper.trial import resolve_compile, resolve_device, resolve_precision
+from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.precision import resolve_compile, resolve_device, resolve_precision
 cfg = TrainConfig(size="XL", data="-", tokens=1, steps=1)
 d = resolve_device(cfg.device)
 print("GPU defaults: device", d, "compile", resolve_compile(cfg.compile, d), "precision",
       resolve_precision(cfg.precision, d), "sampling", resolve_sampling_precision("auto", d))
-from scaling_sweeper.compile_limits import RECOMPILE_LIMIT
+from scaling_sweeper.train.compile_limits import RECOMPILE_LIMIT
 print("recompile_limit", torch._dynamo.config.recompile_limit, "-> raised to", RECOMPILE_LIMIT, "when compiling")
 PY
 
@@ -119,7 +119,7 @@ cp "$WORK"/run_XL/{config.yaml,metrics.jsonl,result.json,STATUS} "$OUT/run_XL/" 
 step train_XL_check 60 "$PY" - "$WORK/run_XL" <<'PY'
 import json, sys
 from pathlib import Path
-from scaling_sweeper.checkpoint import COMPILED_PREFIX, list_checkpoints, load_checkpoint
+from scaling_sweeper.train.checkpoint import COMPILED_PREFIX, list_checkpoints, load_checkpoint
 run = Path(sys.argv[1])
 row = json.loads((run / "result.json").read_text())
 print({k: row.get(k) for k in ("status", "precision", "compile", "tokens_per_s", "final_val_loss", "wall_s")})

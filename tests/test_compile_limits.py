@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from scaling_sweeper import compile_limits
 from scaling_sweeper.model import GPT, GPTConfig
-from scaling_sweeper.trial import compile_loss
+from scaling_sweeper.train import compile_limits
+from scaling_sweeper.train.precision import compile_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CUDA_LIKE = torch.device("cuda")  # compile_loss's CUDA path: static graphs, one per batch shape (dynamic=False)
@@ -85,7 +85,8 @@ def test_a_new_trial_in_a_used_worker_compiles_again(monkeypatch, tmp_path):
     """Earlier cells filled the loss's graphs to the limit and fell back (a reused Tune worker);
     the next trial through run_trial makes room and trains compiled, with no warning."""
     from scaling_sweeper.data.shards import write_shards
-    from scaling_sweeper.train import TrainConfig, run_trial
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     _low_limit(monkeypatch, 3)
     model = _model()

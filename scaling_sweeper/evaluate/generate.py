@@ -41,9 +41,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from scaling_sweeper import compile_limits
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.model import DECODE_BUCKET, StaticKVCache, decode_span
+from scaling_sweeper.train import compile_limits
+from scaling_sweeper.train.precision import COMPILE_BACKEND_ENV, resolve_precision
 
 STREAM_BLOCK = 256  # jets per block of the uniform stream (see module doc)
 CHECK_EVERY = 16  # CUDA: decode steps between checks that every row has stopped (a device sync)
@@ -51,12 +52,11 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_sampling_precision(precision: str, device: torch.device) -> str:
-    """auto | fp32 | bf16 -> "fp32" | "bf16" on `device` (auto: bf16 on CUDA with bf16 support)."""
+    """auto | fp32 | bf16 -> "fp32" | "bf16" on `device`: the training rule
+    (train.precision.resolve_precision: auto is bf16 on CUDA with bf16 support, fp32 elsewhere)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return precision
+    return resolve_precision(precision, device)
 
 
 def uniforms(seed: int, lo: int, hi: int, n_pos: int) -> torch.Tensor:
@@ -126,7 +126,7 @@ def _compiled_step(device: torch.device, enabled: bool, n_graphs: int = 1):
         return _decode_step
     compile_limits.raise_recompile_limit()
     compile_limits.make_room(_decode_step, n_graphs)
-    backend = os.environ.get("SWEEPER_COMPILE_BACKEND", "inductor")  # trial.COMPILE_BACKEND_ENV
+    backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
     if backend == "inductor" and device.type == "cuda":
         compiled = torch.compile(_decode_step, mode="reduce-overhead", dynamic=False)  # CUDA graphs
     else:
