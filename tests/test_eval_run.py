@@ -202,3 +202,39 @@ def test_evaluation_real_samples_are_disjoint(trained_run, monkeypatch, tmp_path
     a, b = seen[:2]
     assert len(a) == len(b) == out["n_jets"] > 0
     assert not _jet_ids(a) & _jet_ids(b)
+
+
+def test_evaluation_samples_in_its_precision(trained_run, monkeypatch, tmp_path):
+    """eval.precision reaches generate() (auto: fp32 on the CPU, bf16 on CUDA) and eval.json
+    records the resolved one; an evaluation spec with it keeps the sweep's cell ids."""
+    import shutil
+
+    import scaling_sweeper.evaluate.generate as gen_mod
+
+    seen: list[str] = []
+    real_generate = gen_mod.generate
+
+    def spy(*a, **kw):
+        seen.append(kw["precision"])
+        return real_generate(*a, **kw)
+
+    monkeypatch.setattr(gen_mod, "generate", spy)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    small = {**SMALL, "n_jets": 20, "n_bootstrap": 2, "min_jets": 1}
+    for precision, want in (("auto", "fp32"), ("bf16", "bf16")):
+        out = evaluate_run(run, EvalConfig(**small, precision=precision), write=False)
+        assert seen[-1] == want and out["sampling"]["precision"] == want
+    assert EvalConfig().precision == "auto"
+    with pytest.raises(ConfigError, match="eval.precision"):
+        EvalConfig(precision="fp16")
+    from scaling_sweeper.base.config import to_dict
+    from scaling_sweeper.sweep.cells import DataShape, resolve_cells
+    from scaling_sweeper.sweep.spec import spec_from_dict
+
+    spec = {"name": "s", "phase": "model_size", "sizes": ["Pico"], "data": "d", "storage": str(tmp_path),
+            "train": {"tokens": 13000, "steps": 10, "batch_size": 4}}  # fmt: skip
+    shape = DataShape(seq_len=130, vocab_size=8195, train_tokens=None, train_sha256=None)
+    plain = [c.cell_id for c in resolve_cells(spec_from_dict(spec), shape)]
+    with_eval = [c.cell_id for c in resolve_cells(spec_from_dict({**spec, "eval": {"precision": "bf16"}}), shape)]
+    assert plain == with_eval and to_dict(EvalConfig(precision="bf16"))["precision"] == "bf16"

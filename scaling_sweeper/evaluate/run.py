@@ -61,7 +61,11 @@ class EvalConfig:
     top_k: int | None = None  # keep the k most likely tokens (None = all)
     batch_size: int | None = None  # jets generated per batch; None: from free GPU memory (256 on CPU)
     use_cache: bool = True  # KV cache during generation
-    device: str = "cpu"  # "cpu" | "cuda[:N]" | "auto"
+    device: str = "auto"  # "auto" (cuda when available) | "cpu" | "cuda[:N]"
+    # sampling numerics (generate.resolve_sampling_precision): auto = bf16 on CUDA devices with
+    # bf16 (the KV cache is the bandwidth bound of sampling), fp32 elsewhere; bf16 | fp32 force it.
+    # The resolved one is in eval.json (sampling.precision); not part of any cell id.
+    precision: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
     hist_bins: int = 40  # histogram bins per observable (n_constituents: integer bins)
     min_jets: int = 10  # fewer valid generated or real jets -> swd is null (reported, no crash)
@@ -87,6 +91,8 @@ class EvalConfig:
             raise ConfigError(f"eval.split must be train, val or test, got {self.split!r}")
         if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
             raise ConfigError(f"eval.device {self.device!r} must be cpu, cuda[:N] or auto")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"eval.precision {self.precision!r} must be auto, bf16 or fp32")
 
 
 # ------------------------------------------------------------------------------ pure helpers
@@ -269,7 +275,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     from scaling_sweeper.base.progress import Progress
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer, tokenizer_info
-    from scaling_sweeper.evaluate.generate import generate, valid_rows
+    from scaling_sweeper.evaluate.generate import generate, resolve_sampling_precision, valid_rows
     from scaling_sweeper.train.checkpoint import load_model
     from scaling_sweeper.train.precision import resolve_device
 
@@ -284,6 +290,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model, tcfg = load_model(run_dir, device=device)
+    precision = resolve_sampling_precision(cfg.precision, device)
     tokens_dir = Path(tcfg.data)
     tokenizer = load_tokenizer(tokens_dir)  # the cell's own tokenizer, whatever its kind
     tok_info = tokenizer_info(tokens_dir)
@@ -303,7 +310,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
             bar.note(note)
         tokens = generate(model, n, tokenizer=tokenizer, temperature=cfg.temperature, top_k=cfg.top_k,
                           seed=cfg.seed, batch_size=cfg.batch_size, use_cache=cfg.use_cache,
-                          on_batch=bar.update)
+                          precision=precision, on_batch=bar.update)
     timings["generate_s"] = time.time() - t
     stages = Progress(2, "eval: score", unit="stage", enabled=progress)
     stages.note(f"observables of {n:,} generated and 4 x {n:,} real jets")
@@ -346,6 +353,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
         "timings": timings,
         "model": {"size": tcfg.size, "N": stored.get("N"), "run_dir": str(run_dir)},
         "tokenizer": {k: tok_info[k] for k in ("kind", "id", "codebook_size")},
+        "sampling": {"precision": precision, "device": str(device)},
         "config": to_dict(cfg),
     }
     if write:

@@ -96,14 +96,18 @@ class TrainConfig:
     ckpt_every: int = 100  # steps between checkpoints (and at the last step)
     keep_checkpoints: int = 2  # newest checkpoints kept
     seed: int = 0  # model init, batch order, dropout
-    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto"
+    # "auto" (cuda when available, else cpu) | "cpu" | "cuda" | "cuda:N". Not part of a cell id;
+    # a run resumes on the same kind of device (cpu / cuda, auto resolved there: train/run_folder.py)
+    device: str = "auto"
     strategy: str = "single"  # single process; ddp | zero2 | zero3 | auto: DeepSpeed (train/strategy.py)
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
     # numerics (train/precision.py): auto = bf16 autocast on CUDA devices with bf16, fp32 elsewhere;
     # bf16 = bf16 autocast on any device; fp32 = fp32 (TF32 matmuls on CUDA). Part of a cell id only
     # when set away from auto. The resolved precision is in the results row.
     precision: str = "auto"
-    compile: bool = False  # torch.compile the training loss (not part of the id, may change on resume)
+    # torch.compile the training loss: true | false | "auto" (on where CUDA is used, off on the CPU:
+    # train.precision.resolve_compile). Not part of the id, may change on resume.
+    compile: bool | str = "auto"
     # the tokens folder's tokenizer, "<kind>-<sha256[:12]>" (data.tokenizer.tokenizer_id); sweeps set
     # it for every kind but binned (binned cells keep their ids, their data identity is per sweep);
     # training refuses a data folder whose tokenizer differs. None: not checked.
@@ -141,8 +145,8 @@ class TrainConfig:
             raise ConfigError(f"device {self.device!r} must be cpu, cuda[:N] or auto")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):
+            raise ConfigError(f"compile must be true, false or auto, got {self.compile!r}")
 
     @property
     def peak_lr(self) -> float:
