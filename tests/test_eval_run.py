@@ -105,6 +105,7 @@ def test_cli_eval_prints_summary(trained_run, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "swd" in text and "floor" in text
+    assert "fpd" in text and "quantile KL" in text and "jet_pt_floor" not in text  # floors as (floor ...)
     ev = json.loads((trained_run / "eval.json").read_text())
     assert ev["counts"]["n_jets"] == 60 and ev["config"]["n_bootstrap"] == 5
     # the sweep's tables were refreshed with the new evaluation
