@@ -383,7 +383,8 @@ def jet_metrics(gen: JetSample, ref: JetSample, ref_b: JetSample, cfg: JetMetric
     def run(job: tuple[str, str, JetSample]) -> tuple[str, str, dict[str, MetricValue], float]:
         kind, n, other = job
         t = time.perf_counter()
-        res = METRICS[n].compute(ref, other, p)
+        with threadpool_limits(limits=1):  # again here: OpenMP's thread count is per calling thread
+            res = METRICS[n].compute(ref, other, p)
         return kind, n, res, time.perf_counter() - t
 
     results: dict[str, MetricValue] = {}
