@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from analysis import metric_compare as mc
-from analysis.tables import EVALS_SCHEMA
+from scaling_sweeper.results.tables import EVALS_SCHEMA
 
 
 def evals_frame(rows):

@@ -11,9 +11,9 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from scaling_sweeper.config import apply_overrides, from_dict
+from scaling_sweeper.base.config import apply_overrides, from_dict
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.data.jets import make_jets
-from scaling_sweeper.errors import ConfigError
 from scaling_sweeper.evaluate import jet_metrics as jm
 from scaling_sweeper.evaluate.observables import compute_observables
 from scaling_sweeper.evaluate.run import EvalConfig, evaluate_jet_metrics

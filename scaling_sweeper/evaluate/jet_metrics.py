@@ -39,8 +39,8 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from scaling_sweeper.config import to_dict
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.config import to_dict
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.evaluate import classifier, efp, fpd_kpd, quantile_kl
 from scaling_sweeper.evaluate.observables import OBSERVABLES, jet_pt, padded_constituents
 
@@ -326,7 +326,7 @@ class MetricCache:
             return None
 
     def save(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        from scaling_sweeper.runfolder import atomic_write
+        from scaling_sweeper.base.runfolder import atomic_write
 
         meta_text = json.dumps({**meta, "key": self.key}, sort_keys=True)
         payload = {**arrays, "meta": np.array(meta_text), "checksum": np.array(self._checksum(arrays, meta_text))}
