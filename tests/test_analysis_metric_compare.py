@@ -94,3 +94,71 @@ def test_loss_correlations_per_metric():
     assert r["metric"].to_list() == ["auc", "swd"] and r["n"].to_list() == [8, 8]
     assert r.filter(pl.col("metric") == "swd")["pearson_r"].item() > 0.9
     assert r.filter(pl.col("metric") == "auc")["spearman_rho"].item() < -0.9
+
+
+def test_loss_correlations_match_scipy_and_the_fisher_interval():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    loss = rng.uniform(5.5, 6.5, 12)
+    fpd = 0.02 * loss + rng.normal(0, 0.004, 12)
+    t = pl.DataFrame({"val_loss": loss, "fpd": fpd, "fpd_floor": 1e-4})
+    r = mc.loss_correlations(t, loss="val_loss").row(0, named=True)
+    pr, sr = stats.pearsonr(loss, fpd), stats.spearmanr(loss, fpd)
+    assert r["n"] == 12 and r["pearson_r"] == pytest.approx(pr.statistic, rel=1e-12)
+    assert r["spearman_rho"] == pytest.approx(sr.statistic, rel=1e-12)
+    q = stats.norm.ppf(0.975)
+    for name, v, var in (("pearson", pr.statistic, 1.0), ("spearman", sr.statistic, 1.06)):
+        z, se = np.arctanh(v), np.sqrt(var / 9)
+        assert (r[f"{name}_lo"], r[f"{name}_hi"]) == pytest.approx((np.tanh(z - q * se), np.tanh(z + q * se)), rel=1e-9)
+        assert r[f"{name}_p"] == pytest.approx(2 * stats.norm.sf(abs(z) / se), rel=1e-9)
+    # fewer than 5 cells: coefficients only, no interval, and it says so
+    few = mc.loss_correlations(t.head(4), loss="val_loss").row(0, named=True)
+    assert np.isnan(few["pearson_p"]) and np.isnan(few["spearman_lo"]) and "too few" in few["message"]
+
+
+def _trend_rates(slope_in_se: float, weighted: bool, trials: int, seed: int) -> tuple[float, float]:
+    """Fractions of synthetic scans (6 sizes, known Gaussian errors) that direction() calls improving and
+    worsening, for a true slope of `slope_in_se` standard errors of the weighted slope."""
+    rng = np.random.default_rng(seed)
+    n = np.geomspace(1e4, 1e7, 6)
+    lx, err = np.log10(n), 0.01
+    slope = slope_in_se * err / np.sqrt(np.sum((lx - lx.mean()) ** 2))
+    calls = []
+    for _ in range(trials):
+        cols = {"N": n, "m": 1.0 + slope * lx + rng.normal(0, err, 6)}
+        if weighted:
+            cols["m_err"] = np.full(6, err)
+        calls.append(mc.direction(pl.DataFrame(cols), "m", "N").direction)
+    calls = np.array(calls)
+    return float(np.mean(calls == mc.IMPROVES)), float(np.mean(calls == mc.WORSENS))
+
+
+def test_a_flat_truth_is_called_a_trend_at_the_nominal_rate_or_less():
+    """With no trend, |slope| > 2 sigma happens in 4.6% of scans for a correct error (less here: the error
+    is never scaled down). Without per-point errors the slope's error comes from 4 dof of residuals, and a
+    z = 2 cut would call 11.6% of flat scans a trend; the t quantile keeps it at 4.6%."""
+    imp, wor = _trend_rates(0.0, weighted=True, trials=1000, seed=10)
+    assert 0.015 <= imp + wor <= 0.06 and min(imp, wor) > 0.003  # both signs, symmetric-ish
+    imp, wor = _trend_rates(0.0, weighted=False, trials=1000, seed=11)
+    assert 0.025 <= imp + wor <= 0.07
+
+
+def test_a_true_trend_of_four_standard_errors_is_found_with_its_sign():
+    imp, wor = _trend_rates(4.0, weighted=True, trials=400, seed=12)
+    assert wor > 0.9 and imp == 0.0
+    imp, wor = _trend_rates(-4.0, weighted=True, trials=400, seed=13)
+    assert imp > 0.9 and wor == 0.0
+
+
+def test_excess_over_the_floor_in_sigma_is_a_unit_normal_when_the_model_is_at_its_floor():
+    """Synthetic truth: metric and floor of 500 cells drawn around one value with their own errors; the
+    excess in combined standard deviations then has mean 0 and std 1 (within 2 sigma: 95.4%)."""
+    rng = np.random.default_rng(4)
+    n, truth, err, ferr = 500, 0.3, 0.02, 0.01
+    rows = []
+    for i in range(n):
+        rows += cell_rows(f"c{i:03d}", {"auc": (truth + rng.normal(0, err), err, truth + rng.normal(0, ferr), ferr)})
+    sig = mc.side_by_side(evals_frame(rows))["auc_sigma"].to_numpy()
+    assert abs(sig.mean()) < 0.15 and 0.9 < sig.std() < 1.1
+    assert 0.93 <= np.mean(np.abs(sig) <= 2) <= 0.98
