@@ -211,7 +211,7 @@ def run_nothing():
 def test_every_metric_and_floor_reaches_the_evals_table(samples, tmp_path):
     import polars as pl
 
-    from analysis.tables import write_cell_tables
+    from scaling_sweeper.results.tables import write_cell_tables
 
     out = run(samples["same"], samples, cfg())
     ev = json.loads(json.dumps({**out, "swd": 0.1, "swd_err": 0.01}))  # as eval.json stores it
