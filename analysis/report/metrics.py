@@ -104,11 +104,15 @@ def _direction_rows(scans: dict[str, tuple[pl.DataFrame, str]], metrics: list[st
     return pl.concat(parts) if parts else pl.DataFrame()
 
 
+def _cells(n: int) -> str:
+    return f"{n} cell" if n == 1 else f"{n} cells"
+
+
 def _slope_text(r: dict) -> str:
     if r["slope"] is None:
-        return f"{WORDS[r['direction']]} ({r['n']} cells)"
+        return f"{WORDS[r['direction']]} ({_cells(r['n'])})"
     beyond = "" if r["threshold"] is None or r["threshold"] == Z else f", threshold {fmt(r['threshold'])} σ"
-    return f"{WORDS[r['direction']]}: {fmt(r['slope'])} ± {fmt(r['slope_err'])} per decade ({r['n']} cells{beyond})"
+    return f"{WORDS[r['direction']]}: {fmt(r['slope'])} ± {fmt(r['slope_err'])} per decade ({_cells(r['n'])}{beyond})"
 
 
 def _directions_html(dirs: pl.DataFrame, scans: dict[str, tuple[pl.DataFrame, str]], metrics: list[str]) -> str:
@@ -230,7 +234,7 @@ def section_metrics(data: ReportData) -> Section:
              "and which published numbers it compares with). Each entry: the metric of generated vs real jets "
              "± its error; below it the floor (two disjoint real samples of the same size) ± its error and the "
              f"excess over the floor in combined standard deviations. Cells within {fmt(Z)} σ of the floor "
-             f"(indistinguishable from real jets by that metric): {floor_line or 'none measurable'}. Invalid "
+             f"(indistinguishable from real jets by that metric at this evaluation size): {floor_line or 'none measurable'}. Invalid "
              "generated jets are left out of every metric: read each with invalid_frac.</p>",
              _side_by_side_html(table, metrics)]
     scans = _scans(table, data)
