@@ -71,6 +71,30 @@ def test_evaluate_run_writes_eval_json_and_updates_result(trained_run):
     assert after["status"] == "done" and after["N"] == before["N"]
 
 
+def test_evaluate_run_adds_the_field_metrics_with_floors(trained_run, tmp_path):
+    from scaling_sweeper.evaluate.jet_metrics import KL_OBSERVABLES, JetMetricsConfig
+
+    cfg = EvalConfig(**SMALL, jet_metrics=JetMetricsConfig(cache_dir=str(tmp_path)))
+    out = evaluate_run(trained_run, cfg, write=False)
+    keys = ["fpd", "kpd", "auc", "auc_constituents", *(f"kl_{o}" for o in KL_OBSERVABLES)]
+    for k in keys:  # the floor (real vs real) always exists; the model's value only with enough valid jets
+        floor = out["jet_metrics"]["details"][k]["floor"]
+        if k.startswith("kl_") and floor.get("infinite"):  # 120 jets in 50 bins: an empty bin is likely
+            assert out[f"{k}_floor"] is None and "infinite" in floor["reason"]
+            continue
+        assert out[f"{k}_floor"] is not None and out[f"{k}_floor_err"] is not None, k
+        if not k.startswith("kl_"):
+            assert (out[k] is None) == (out["counts"]["generated_valid"] < 3), k
+    assert out["fpd_floor"] is not None and out["auc_floor"] is not None
+    for name in OBSERVABLES:
+        assert out[f"w1_{name}_floor"] == out["w1_floor"][name] and out[f"w1_{name}_floor_err"] > 0
+    assert out["jet_metrics"]["cache"]["hit"] is False and list(tmp_path.glob("jet-metrics-*.npz"))
+    assert out["timings"]["jet_metrics_s"] > 0 and out["config"]["jet_metrics"]["names"] == cfg.jet_metrics.names
+    again = evaluate_run(trained_run, cfg, write=False)  # same model, same data: floors from the cache
+    assert again["jet_metrics"]["cache"]["hit"] is True
+    assert {k: again[k] for k in keys} == {k: out[k] for k in keys}
+
+
 def test_cli_eval_prints_summary(trained_run, capsys):
     import polars as pl
 
@@ -82,6 +106,7 @@ def test_cli_eval_prints_summary(trained_run, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "swd" in text and "floor" in text
+    assert "fpd" in text and "quantile KL" in text and "jet_pt_floor" not in text  # floors as (floor ...)
     ev = json.loads((trained_run / "eval.json").read_text())
     assert ev["counts"]["n_jets"] == 60 and ev["config"]["n_bootstrap"] == 5
     # the sweep's tables were refreshed with the new evaluation

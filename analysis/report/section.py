@@ -50,6 +50,7 @@ class ReportData:
     histograms: dict[str, dict[str, Any]]  # cell_id -> its eval.json histograms
     sweep: str | None
     n_boot: int  # bootstrap resamples of the main fits; sections derive smaller counts from it
+    evals: pl.DataFrame | None = None  # the evals table (long: metric, value, err), every cell and step
 
     @classmethod
     def of(cls, trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None = None, n_boot: int = 200,
@@ -61,7 +62,8 @@ class ReportData:
         # repetition arms vary U, tokens seen and passes together: not a 1-D scan of N or D, and not
         # Chinchilla's D (their own section fits them); every scan and joint fit leaves them out
         scan = done.filter(~repetition_arms(done)) if done.height else done
-        return cls(trials, done, scan, curves_joined(curves, done), positions, histograms or {}, sweep, n_boot)
+        return cls(trials, done, scan, curves_joined(curves, done), positions, histograms or {}, sweep, n_boot,
+                   evals)
 
     @property
     def n_repetition(self) -> int:

@@ -23,6 +23,7 @@ from analysis.report.holdout import section_holdout
 from analysis.report.isoflop import section_isoflop
 from analysis.report.laws import section_law_vs
 from analysis.report.loss_vs_swd import section_loss_vs_swd
+from analysis.report.metrics import has_field_metrics, section_metrics
 from analysis.report.parameters import section_params
 from analysis.report.physics import section_histograms, section_positions
 from analysis.report.section import Findings, ReportData, Section, SectionDef
@@ -86,6 +87,8 @@ SECTIONS: tuple[SectionDef, ...] = (
     _law("swd-vs-n", "N", "swd", "SWD vs model size N", "N (parameters)", "SWD", "swd_err", floor="swd_floor"),
     _law("swd-vs-d", "D", "swd", "SWD vs data size D", "D (tokens)", "SWD", "swd_err", floor="swd_floor"),
     SectionDef("loss-vs-swd", lambda data, found: section_loss_vs_swd(data.done, found.fits)),
+    # FPD, KPD, quantile KL, classifier AUC, W1 beside the SWD: only when an evaluation computed them
+    SectionDef("metrics", lambda data, found: section_metrics(data), needs=has_field_metrics),
     SectionDef("histograms", lambda data, found: section_histograms(data.done, data.histograms)),
     # the gap closed per position needs the asymptote of the loss-vs-N comparison above
     SectionDef("positions", lambda data, found: section_positions(data.done, data.positions,

@@ -13,8 +13,10 @@
    Also reported: swd_floor_original (B vs A), swd_floor_tokenized (rt(B) vs rt(A)),
    swd_roundtrip (rt(A) vs A: tokenization alone; must stay at or below the floor within
    errors: `checks.roundtrip_within_floor`), per-observable W1 (scipy) with bootstrap errors and
-   JSON histograms (edges + counts);
-5. writes `run_dir/eval.json` (flat numeric metrics at the top level: swd, swd_err, swd_floor,
+   floors (w1_<observable>_floor, _floor_err) and JSON histograms (edges + counts);
+5. the field's metrics beside the SWD (cfg.jet_metrics, `jet_metrics.METRICS`: FPD, KPD, quantile KL,
+   classifier AUC), each vs R with its floor (B vs R) and error; same valid jets as the SWD;
+6. writes `run_dir/eval.json` (flat numeric metrics at the top level: swd, swd_err, swd_floor,
    swd_floor_err, ..., invalid_frac, w1_<observable>, w1_<observable>_err; details nested) and
    updates result.json's swd, swd_err, swd_floor, invalid_frac, w1_* keys.
 """
@@ -34,6 +36,7 @@ from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import ConfigError, DataError, SweeperError
 from scaling_sweeper.base.results_schema import EVAL_ROW_KEYS
 from scaling_sweeper.base.runfolder import atomic_write_json, read_result, read_status
+from scaling_sweeper.evaluate.jet_metrics import JetMetricsConfig, JetSample, jet_metrics, needed_observables
 from scaling_sweeper.evaluate.observables import (
     OBSERVABLES,
     SWD_OBSERVABLES,
@@ -70,6 +73,7 @@ class EvalConfig:
     hist_bins: int = 40  # histogram bins per observable (n_constituents: integer bins)
     min_jets: int = 10  # fewer valid generated or real jets -> swd is null (reported, no crash)
     reference: str = "tokenized"  # real jets the SWD compares with: tokenize-decoded | "original"
+    jet_metrics: JetMetricsConfig = field(default_factory=JetMetricsConfig)  # FPD, KPD, KL, AUC (+ floors)
 
     def __post_init__(self) -> None:
         for name in ("n_jets", "n_projections", "batch_size", "hist_bins", "min_jets"):
@@ -194,6 +198,10 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
             out[f"w1_{name}"], out[f"w1_{name}_err"] = None, None
         if len(rb) >= cfg.min_jets and len(r) >= cfg.min_jets:
             w1_floor[name] = float(wasserstein_distance(rb, r))
+            boot = bootstrap_swd(rb, r, cfg.n_bootstrap, 1, cfg.seed, 1.0, standardize=False, workers=1)
+            out[f"w1_{name}_floor"], out[f"w1_{name}_floor_err"] = w1_floor[name], boot.std
+        else:
+            out[f"w1_{name}_floor"], out[f"w1_{name}_floor_err"] = None, None
         samples = {"generated": g, "real": finite(real_a[name], ok["a"]),
                    "real_tokenized": finite(rt_a[name], ok["rt_a"]), "real_b": finite(real_b[name], ok["b"])}
         hists[name] = histogram(samples, name, cfg.hist_bins, samples["real"])
@@ -214,6 +222,28 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
         "roundtrip_invalid": int((~ok["rt_a"]).sum() + (~ok["rt_b"]).sum()),
     }
     return out
+
+
+def evaluate_jet_metrics(gen: tuple[dict[str, np.ndarray], ak.Array], real_a: tuple[dict[str, np.ndarray], ak.Array],
+                         real_b: tuple[dict[str, np.ndarray], ak.Array], rt_a: tuple[dict[str, np.ndarray], ak.Array],
+                         rt_b: tuple[dict[str, np.ndarray], ak.Array], gen_invalid: np.ndarray, cfg: EvalConfig,
+                         cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """cfg.jet_metrics (FPD, KPD, KL, AUC, ...) of the generated jets and of the floor, both against
+    the reference R of the SWD (rt_a for "tokenized", real_a for "original"; the floor is the other
+    real sample at R's resolution). Each sample is (observables, jets) of ALL its jets; the jets used
+    are exactly those the SWD uses (generated: ~gen_invalid; real: finite SWD observables).
+    Returns eval.json's flat <key>, <key>_err, <key>_floor, <key>_floor_err and `jet_metrics`."""
+    mcfg = cfg.jet_metrics
+    if not mcfg.names:
+        return {}
+
+    def real_sample(sample: tuple[dict[str, np.ndarray], ak.Array]) -> JetSample:
+        obs, jets = sample
+        return JetSample(obs, jets, ~invalid_mask({k: obs[k] for k in cfg.observables}), mcfg)
+
+    ref, ref_b = (rt_a, rt_b) if cfg.reference == "tokenized" else (real_a, real_b)
+    return jet_metrics(JetSample(gen[0], gen[1], ~gen_invalid, mcfg), real_sample(ref), real_sample(ref_b), mcfg,
+                       n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, min_jets=cfg.min_jets, cache_dir=cache_dir)
 
 
 def tokenizer_roundtrip_swd(tokenizer, jets: ak.Array, cfg: EvalConfig | None = None) -> dict[str, Any]:
@@ -318,15 +348,17 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     gen_jets, decode_stats = tokenizer.decode(tokens, return_stats=True)
 
     t = time.time()
-    names = list(dict.fromkeys([*cfg.observables, *cfg.report_observables]))
+    names = list(dict.fromkeys([*cfg.observables, *cfg.report_observables, *needed_observables(cfg.jet_metrics)]))
     gen_obs = compute_observables(gen_jets, names)
     obs_a = compute_observables(real_a, names)
     obs_b = compute_observables(real_b, names)
-    rt_a = compute_observables(tokenizer.decode(tokenizer.encode(real_a)), names)
-    rt_b = compute_observables(tokenizer.decode(tokenizer.encode(real_b)), names)
+    rt_jets_a, rt_jets_b = tokenizer.decode(tokenizer.encode(real_a)), tokenizer.decode(tokenizer.encode(real_b))
+    rt_a = compute_observables(rt_jets_a, names)
+    rt_b = compute_observables(rt_jets_b, names)
     timings["observables_s"] = time.time() - t
     stages.update(1)
-    stages.note(f"SWD and W1 with {cfg.n_bootstrap} bootstrap resamples")
+    others = ", ".join(cfg.jet_metrics.names) or "no other metrics"
+    stages.note(f"SWD, W1 and {others} with {cfg.n_bootstrap} bootstrap resamples")
     empty = gen_obs["n_constituents"] == 0 if "n_constituents" in gen_obs else \
         ak.to_numpy(ak.num(gen_jets.part_pt, axis=1)) == 0
     nonfinite = invalid_mask({k: gen_obs[k] for k in cfg.observables}) & ~empty
@@ -335,6 +367,11 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     t = time.time()
     metrics = evaluate_samples(gen_obs, obs_a, obs_b, rt_a, rt_b, gen_invalid, cfg)
     timings["swd_s"] = time.time() - t
+    t = time.time()
+    cache_dir = cfg.jet_metrics.cache_dir or real_path.parent / "eval_cache"
+    metrics.update(evaluate_jet_metrics((gen_obs, gen_jets), (obs_a, real_a), (obs_b, real_b), (rt_a, rt_jets_a),
+                                        (rt_b, rt_jets_b), gen_invalid, cfg, cache_dir))
+    timings["jet_metrics_s"] = time.time() - t
     stages.update(1)
     stages.close()
     lengths = ak.to_numpy(ak.num(gen_jets.part_pt, axis=1))
