@@ -107,12 +107,18 @@ def make_chunk(task: ChunkTask, out: str) -> dict:
     the marker. Runs in whatever process the executor chose; output depends on `task` only."""
     jets, stats = _load_source(task)
     perm, counts = split_order(len(jets), task.splits, task.split_seed, task.index)
-    part = write_jets(jets[perm], part_path(Path(out), task.index))
-    blob = part.read_bytes()
+    write_jets(jets[perm], part_path(Path(out), task.index))
+    return write_marker(Path(out), task, len(jets), counts, stats)
+
+
+def write_marker(out: Path, task: Any, n_jets: int, counts: dict[str, int], stats: dict) -> dict:
+    """Write the done-marker of chunk `task.index` (any task with `index` and `key()`) whose part
+    file is already in place: its size and sha256, the split counts and `stats`. Returns it."""
+    blob = part_path(out, task.index).read_bytes()
     marker = {
         "format": CHUNK_FORMAT,
         "task": task.key(),
-        "n_jets": len(jets),
+        "n_jets": int(n_jets),
         "splits": counts,
         "bytes": len(blob),
         "sha256": _sha256(blob),
@@ -120,7 +126,7 @@ def make_chunk(task: ChunkTask, out: str) -> dict:
         "ran_on": _where(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_json(marker_path(Path(out), task.index), marker)
+    atomic_write_json(marker_path(out, task.index), marker)
     return marker
 
 
