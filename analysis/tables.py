@@ -72,6 +72,12 @@ TRIALS_SCHEMA: dict[str, pl.DataType] = {
     "tokenizer_kind": pl.String(),  # binned | vq | ... (data.tokenizer.TOKENIZER_KINDS); null: unnamed
     "tokenizer_id": pl.String(),  # <kind>-<sha256[:12]> of the tokens folder's tokenizer file
     "codebook_size": pl.Int64(),  # content tokens of that tokenizer (vocab_size - 3)
+    # teacher data only (data/known_entropy.py; null for real data): the true per-token entropy H
+    # (nats per non-pad token) with its standard error, and the teacher's loss on exactly this
+    # cell's validation rows: what final_val_loss converges to
+    "data_entropy": pl.Float64(),
+    "data_entropy_err": pl.Float64(),
+    "data_entropy_val": pl.Float64(),
     "wall_s": pl.Float64(),
     "tokens_per_s": pl.Float64(),
     "started_at": pl.String(),
