@@ -603,6 +603,12 @@ def describe(path: str | Path) -> dict:
         rep = _read_manifest(path / "tokenization_report.json")
         if rep is not None:
             out["tokenization_report"] = rep
+        from scaling_sweeper.data.known_entropy import read_known_entropy
+
+        known = read_known_entropy(path)  # teacher data: the loss a student converges to
+        if known is not None:
+            out["data_entropy"] = {k: known.block.get(k) for k in (
+                "nats_per_token", "err", "n_rows", "n_tokens", "teacher_loss_excess", "unstopped_frac", "teacher")}
         return out
     manifest = _read_manifest(path / "manifest.json")
     if manifest is None:
