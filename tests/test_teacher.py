@@ -438,3 +438,15 @@ def test_cli_data_make_teacher_and_info(real_teacher, real_data, tmp_path, capsy
     assert main(["data", "make", "--source", "teacher", "--teacher", str(tmp_path / "nope"), "--out",
                  str(tmp_path / "x")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_two_makes_never_write_one_folder(toy_teacher, tmp_path):
+    from scaling_sweeper.data.chunks import make_lock
+
+    with make_lock(tmp_path / "out"):
+        with pytest.raises(DataError, match="being written by another"):
+            make_teacher_dataset(tmp_path / "out", TeacherDataConfig(teacher=str(toy_teacher), n_jets=10),
+                                 progress=False)
+    assert not (tmp_path / "out" / "chunks").exists()
+    make_teacher_dataset(tmp_path / "out", TeacherDataConfig(teacher=str(toy_teacher), n_jets=10), progress=False)
+    assert (tmp_path / "out" / "manifest.json").is_file()

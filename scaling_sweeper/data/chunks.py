@@ -19,12 +19,13 @@ in this process (workers=1), on a local process pool (workers>1), or as Ray task
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,29 @@ def finished_marker(out: Path, task: ChunkTask, *, check_sha256: bool = True) ->
     except (OSError, KeyError):
         return None
     return marker
+
+
+def finished_markers(out: Path, tasks: Sequence[Any], *, force: bool = False) -> dict[int, dict]:
+    """{index: marker} of the tasks already finished in `out` (none with force)."""
+    if force:
+        return {}
+    found = {t.index: finished_marker(out, t) for t in tasks}
+    return {i: m for i, m in found.items() if m is not None}
+
+
+@contextlib.contextmanager
+def make_lock(out: Path) -> Iterator[None]:
+    """Hold `out`'s make lock (two makes never write one folder; a killed one releases it);
+    DataError at once if another make holds it."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".make.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError(f"{out} is being written by another `sweeper data make`") from None
+        yield
 
 
 def read_chunk(out: Path, marker: dict) -> ak.Array:

@@ -36,9 +36,10 @@ from scaling_sweeper.data.chunks import (
     ChunkProgress,
     ChunkTask,
     chunk_splits,
-    finished_marker,
+    finished_markers,
     iter_split_files,
     make_chunk,
+    make_lock,
     read_chunk,
     run_tasks,
 )
@@ -301,14 +302,7 @@ def _make_jets(out: Path, cfg: DatasetConfig, *, address: str | None, progress: 
                force: bool) -> dict:
     """Make the missing chunks, then the split files and manifest.json, holding the folder's
     lock (two makes never write one folder; a killed one releases it). Returns the manifest."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".make.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DataError(f"{out} is being written by another `sweeper data make`") from None
+    with make_lock(out):
         return _make_jets_locked(out, cfg, address=address, progress=progress, force=force)
 
 
@@ -317,12 +311,7 @@ def _make_jets_locked(out: Path, cfg: DatasetConfig, *, address: str | None, pro
     t0 = time.perf_counter()
     (out / "manifest.json").unlink(missing_ok=True)
     tasks = plan_chunks(cfg)
-    markers: dict[int, dict] = {}
-    if not force:
-        for t in tasks:
-            m = finished_marker(out, t)
-            if m is not None:
-                markers[t.index] = m
+    markers = finished_markers(out, tasks, force=force)
     todo = [t for t in tasks if t.index not in markers]
     total = sum(t.n_jets for t in tasks)
     prog = ChunkProgress(len(tasks), total, f"{cfg.source} jets", enabled=progress,

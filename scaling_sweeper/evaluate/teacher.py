@@ -61,7 +61,8 @@ from scaling_sweeper.data.chunks import (
     DEFAULT_CHUNK_JETS,
     ChunkProgress,
     chunk_splits,
-    finished_marker,
+    finished_markers,
+    make_lock,
     part_path,
     read_chunk,
     run_tasks,
@@ -427,8 +428,6 @@ def make_teacher_dataset(out_dir: str | Path, cfg: TeacherDataConfig, *, progres
     """Make (or reuse, or finish) the teacher dataset folder `out_dir` (module doc). Every check
     (teacher, tokenizer, settings) runs before any sampling; a second call with the same
     arguments is a no-op; a call after an interrupted one samples only the missing chunks."""
-    import fcntl
-
     cfg = cfg.validate()
     teacher = resolve_teacher(cfg.teacher)
     out = Path(out_dir)
@@ -443,12 +442,7 @@ def make_teacher_dataset(out_dir: str | Path, cfg: TeacherDataConfig, *, progres
         if verbose:
             print(f"teacher data: cached in {out} ({old.get('n_jets')} rows)")
         return out
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".make.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DataError(f"{out} is being written by another `sweeper data make`") from None
+    with make_lock(out):
         manifest = _make_locked(out, cfg, teacher, key, progress=progress, force=force)
     if verbose:
         e = manifest["data_entropy"]
@@ -466,12 +460,7 @@ def _make_locked(out: Path, cfg: TeacherDataConfig, teacher: Teacher, key: dict,
     t0 = time.perf_counter()
     (out / "manifest.json").unlink(missing_ok=True)
     tasks = plan_teacher_chunks(cfg, teacher)
-    markers: dict[int, dict] = {}
-    if not force:
-        for t in tasks:
-            m = finished_marker(out, t)
-            if m is not None:
-                markers[t.index] = m
+    markers = finished_markers(out, tasks, force=force)
     todo = [t for t in tasks if t.index not in markers]
     prog = ChunkProgress(len(tasks), cfg.n_jets, "teacher rows", enabled=progress, done_chunks=len(markers),
                          done_jets=sum(m["n_jets"] for m in markers.values()))
