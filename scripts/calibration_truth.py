@@ -21,7 +21,8 @@ import sys
 import polars as pl
 
 from analysis.known_truth import check_window, coverage, gap_to_truth
-from analysis.report import LOSS, build_sections
+from analysis.report import build_sections
+from analysis.report.frames import LOSS
 from analysis.tables import open_tables
 
 

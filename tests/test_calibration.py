@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from analysis.synthetic import TrueLaw, curve, synthetic_rows
-from analysis.tables import write_cell_tables
+from scaling_sweeper.results.tables import write_cell_tables
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,7 +62,7 @@ def test_truth_script_compares_the_reports_fits_with_the_known_entropy(tmp_path)
 
 
 def test_calibration_specs_scan_students_around_the_teacher():
-    from scaling_sweeper.model_config import SIZES
+    from scaling_sweeper.base.model_config import SIZES
     from scaling_sweeper.sweep.cells import DataShape, resolve_cells
     from scaling_sweeper.sweep.spec import load_specs
 

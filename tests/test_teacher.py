@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+from scaling_sweeper.base.errors import CheckpointError, ConfigError, DataError
 from scaling_sweeper.data.known_entropy import VAL_NLL_FILE, read_known_entropy
 from scaling_sweeper.data.shards import SPLITS, TokenShard
-from scaling_sweeper.errors import CheckpointError, ConfigError, DataError
 from scaling_sweeper.evaluate import teacher as T
 from scaling_sweeper.evaluate.teacher import TeacherDataConfig, make_teacher_dataset, resolve_teacher
 
@@ -47,7 +47,8 @@ def _toy_tokens(root: Path) -> Path:
 
 
 def _train(data: Path, run: Path, steps: int, **kw):
-    from scaling_sweeper.train import TrainConfig, run_trial
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     fields = dict(size="Pico", data=str(data), tokens=300 * 5, steps=steps, batch_size=16, warmup_steps=5,
                   eval_every=steps, eval_batches=2, log_every=steps, ckpt_every=steps, seed=0, threads=1)
@@ -188,7 +189,7 @@ def test_entropy_matches_fresh_samples_of_the_teacher(real_teacher, real_data):
     model = T.load_teacher_model(t.checkpoint, t.sha256)
     rows = T.sample_rows(model, 240, seed=12345, layout=t.layout)
     s, n = _masked_nll(model, rows, t.layout.start_token, t.layout.pad_token)
-    from scaling_sweeper.position_loss import ratio_error
+    from scaling_sweeper.train.position_loss import ratio_error
 
     b = _block(real_data)
     assert abs(s.sum() / n.sum() - b["nats_per_token"]) < 3 * math.hypot(b["err"], ratio_error(s, n))
@@ -204,8 +205,8 @@ def test_teacher_validation_loss_on_its_own_rows(toy_teacher, toy_data, real_tea
     rows gives H plus the recorded excess (-log of the mass it keeps off start/pad) exactly; that
     excess is small (~2/vocab for this barely trained teacher), so its validation loss on the
     val rows equals H within their errors."""
-    from scaling_sweeper.position_loss import evaluate_positions
-    from scaling_sweeper.train import load_model
+    from scaling_sweeper.train.checkpoint import load_model
+    from scaling_sweeper.train.position_loss import evaluate_positions
 
     for run, data in ((toy_teacher, toy_data), (real_teacher, real_data)):
         model, _ = load_model(run)
@@ -367,7 +368,7 @@ def test_bad_teachers_are_refused_before_any_compute(real_teacher, tmp_path, mon
     moved = tmp_path / "moved"
     shutil.copytree(real_teacher, moved)
     cfg = (moved / "config.yaml").read_text()
-    from scaling_sweeper.config import load_yaml
+    from scaling_sweeper.base.config import load_yaml
 
     (moved / "config.yaml").write_text(cfg.replace(str(load_yaml(moved / "config.yaml")["data"]), str(tmp_path / "gone")))
     with pytest.raises(DataError, match="tokens folder"):
@@ -380,7 +381,8 @@ def test_bad_teachers_are_refused_before_any_compute(real_teacher, tmp_path, mon
 
 
 def test_corrupt_known_entropy_fails_training_before_compute(toy_data, tmp_path):
-    from scaling_sweeper.train import TrainConfig, run_trial
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     data = tmp_path / "data"
     shutil.copytree(toy_data, data)
@@ -396,8 +398,9 @@ def test_corrupt_known_entropy_fails_training_before_compute(toy_data, tmp_path)
 def test_student_row_and_trials_table_carry_the_known_entropy(toy_teacher, toy_data, tmp_path, one_thread):
     import polars as pl
 
-    from analysis.tables import scan_table, write_cell_tables
-    from scaling_sweeper.train import load_model
+    from analysis.tables import scan_table
+    from scaling_sweeper.results.tables import write_cell_tables
+    from scaling_sweeper.train.checkpoint import load_model
 
     row = _train(toy_data / "tokens", tmp_path / "student", 20, tokens=2000 * 5, eval_batches=3)
     b = _block(toy_data)

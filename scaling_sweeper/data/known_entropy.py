@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from scaling_sweeper.errors import DataError
+from scaling_sweeper.base.errors import DataError
 
 INDEX_KEY = "data_entropy"  # index.json key of the block
 VAL_NLL_FILE = "teacher_nll_val.npy"  # (n_val, 2) float64: summed -log q (nats), non-pad targets

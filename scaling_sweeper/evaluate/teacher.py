@@ -56,24 +56,22 @@ from typing import Any
 
 import numpy as np
 
-from scaling_sweeper.checkpoint import list_checkpoints, load_checkpoint
+from scaling_sweeper.base.errors import CheckpointError, ConfigError, DataError
+from scaling_sweeper.base.runfolder import atomic_write, atomic_write_json, read_status
 from scaling_sweeper.data.chunks import (
-    DEFAULT_CHUNK_JETS,
-    ChunkProgress,
     chunk_splits,
     finished_markers,
     make_lock,
     part_path,
     read_chunk,
-    run_tasks,
     split_order,
     write_marker,
 )
 from scaling_sweeper.data.known_entropy import INDEX_KEY, VAL_NLL_FILE
-from scaling_sweeper.data.pythia import chunk_quotas, chunk_seed
+from scaling_sweeper.data.pythia import DEFAULT_CHUNK_JETS, chunk_quotas, chunk_seed
 from scaling_sweeper.data.shards import SPLITS, ShardWriter, sha256_file
-from scaling_sweeper.errors import CheckpointError, ConfigError, DataError
-from scaling_sweeper.runfolder import atomic_write, atomic_write_json, read_status
+from scaling_sweeper.data.tasks import ChunkProgress, run_tasks
+from scaling_sweeper.train.checkpoint import list_checkpoints, load_checkpoint
 
 TEACHER_FORMAT = 1
 NLL_POSITIONS = 1024  # targets per teacher-forced logits block (float64: 8 MB per 1k vocabulary)
@@ -169,9 +167,9 @@ def resolve_teacher(path: str | Path) -> Teacher:
     unfinished run); the checkpoint must load and verify (no fallback to an older one) and the
     teacher's tokens folder and tokenizer must exist and match the model. DataError /
     CheckpointError / ConfigError naming the problem."""
-    from scaling_sweeper.config import from_dict, load_yaml
+    from scaling_sweeper.base.config import from_dict, load_yaml
     from scaling_sweeper.data.tokenizer import load_tokenizer
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.train.config import TrainConfig
 
     p = Path(path)
     if not p.exists():
@@ -232,7 +230,7 @@ def load_teacher_model(checkpoint: str | Path, sha256: str, device: str = "cpu")
     `sha256` (DataError if it changed since the make was planned). Cached per process."""
     import torch
 
-    from scaling_sweeper.train import load_model
+    from scaling_sweeper.train.checkpoint import load_model
 
     key = (sha256, str(device))
     if key not in _MODELS:
@@ -292,7 +290,7 @@ def sample_rows(model, n: int, seed: int, layout: RowLayout, batch_size: int | N
 # ------------------------------------------------------------------------------ chunks
 def _position_stats(nll: np.ndarray, keep: np.ndarray) -> dict[str, Any]:
     """Per-position sums, sums of squares and counts of a chunk (position_loss layout)."""
-    from scaling_sweeper.position_loss import position_sums
+    from scaling_sweeper.train.position_loss import position_sums
 
     s, q = position_sums(nll, keep), position_sums(nll * nll, keep)
     return {"sum": s.pos_sum.tolist(), "sumsq": q.pos_sum.tolist(), "count": s.pos_count.tolist(),
@@ -355,7 +353,7 @@ def entropy_block(row_nll: np.ndarray, row_targets: np.ndarray, row_excess: np.n
                   row_split: np.ndarray, positions: dict[str, Any], n_unstopped: int) -> dict[str, Any]:
     """The `data_entropy` record (module doc) from per-row sums over all sampled rows
     (row_split: the split name of each row) and the summed per-position statistics."""
-    from scaling_sweeper.position_loss import ratio_error
+    from scaling_sweeper.train.position_loss import ratio_error
 
     nll, cnt = np.asarray(row_nll, float), np.asarray(row_targets, float)
     H = float(nll.sum() / cnt.sum())
@@ -500,7 +498,7 @@ def _make_locked(out: Path, cfg: TeacherDataConfig, teacher: Teacher, key: dict,
 
 
 def _device(name: str) -> str:
-    from scaling_sweeper.trial import resolve_device
+    from scaling_sweeper.train.precision import resolve_device
 
     return str(resolve_device(name))
 
