@@ -112,8 +112,8 @@ def check_asymptote(E: float, E_ci: tuple[float, float], H: float, H_err: float,
         c.message = f"{head}: the fit recovers the truth within its errors{tight}{share}."
     elif c.direction == ABOVE:
         c.message = (f"{head}: the plateau lies above the irreducible loss, so it is a limit of these runs "
-                     "(optimisation, model capacity or data), not the entropy of the data; the law misreads "
-                     f"where the curve levels off{share}.")
+                     "(optimisation, model capacity or data: for a scan of one axis, the axis held fixed), not "
+                     f"the entropy of the data, or the law bends too early{share}.")
     else:
         c.message = (f"{head}: the law extrapolates below the entropy, to a loss no model can reach; the points "
                      f"do not constrain its plateau from below (over-extrapolation){share}.")
@@ -171,12 +171,15 @@ def coverage(checks: Sequence[TruthCheck]) -> dict[str, Any]:
     miss = n[ABOVE] + n[BELOW]
     if miss:
         if n[BELOW] == 0:
-            s += f"; the {miss} that miss all lie above it: plateaus of these runs, not the irreducible loss"
+            s += (f"; the {miss} that miss all lie above it" if miss > 1 else "; the one that misses lies above it") \
+                + ": plateaus of these runs, not the irreducible loss"
         elif n[ABOVE] == 0:
-            s += f"; the {miss} that miss all lie below it: the laws over-extrapolate"
+            s += (f"; the {miss} that miss all lie below it" if miss > 1 else "; the one that misses lies below it") \
+                + ": the laws over-extrapolate"
         else:
             s += f"; {n[ABOVE]} miss above it and {n[BELOW]} below"
     if n[UNDETERMINED]:
-        s += f"; {n[UNDETERMINED]} fits have no usable asymptote"
+        k = n[UNDETERMINED]
+        s += f"; {k} fit{'s have' if k > 1 else ' has'} no usable asymptote"
     out["sentence"] = s + "."
     return out

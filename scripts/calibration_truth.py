@@ -20,9 +20,9 @@ import sys
 
 import polars as pl
 
-from analysis.known_truth import check_window, coverage, gap_to_truth
+from analysis.known_truth import coverage, gap_to_truth
 from analysis.report import build_sections
-from analysis.report.frames import LOSS
+from analysis.report.truth import truth_checks
 from analysis.tables import open_tables
 
 
@@ -61,10 +61,10 @@ def study(runs: str, sweeps: list[str], n_boot: int = 200) -> dict:
                              "loss_minus_H": gap, "interval": [lo, hi],
                              "loss_minus_H_val_rows": (best["final_val_loss"] - best["data_entropy_val"]
                                                        if best.get("data_entropy_val") is not None else None)}
-        for w in windows:
-            if w.metric != LOSS or w.axis not in ("N", "D"):
-                continue
-            c = check_window(w, H, H_err, label=f"{sweep}: validation loss vs {w.axis}")
+        # the scans' windows (independent cells), as the report's known-truth section compares them
+        for c in truth_checks(windows, [], H, H_err, axes=("N", "D")):
+            c.label = f"{sweep}: {c.label}"
+            c.message = f"{sweep}: {c.message}"
             checks.append(c)
             entry.setdefault("fits", []).append(c.to_dict())
         out["sweeps"][sweep] = entry

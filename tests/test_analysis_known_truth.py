@@ -122,5 +122,5 @@ def test_coverage_sentence_counts_and_directions():
     assert out["fraction"] == pytest.approx(1 / 3)
     s = out["sentence"]
     assert s.startswith("1 of 3 fitted asymptotes cover the known entropy at 95% level")
-    assert "the 2 that miss all lie above it" in s and "1 fits have no usable asymptote" in s
+    assert "the 2 that miss all lie above it" in s and "1 fit has no usable asymptote" in s
     assert "No fitted asymptote" in coverage([])["sentence"]
