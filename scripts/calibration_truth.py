@@ -22,6 +22,7 @@ import polars as pl
 
 from analysis.known_truth import coverage, gap_to_truth
 from analysis.report import build_sections
+from analysis.report.frames import with_errors
 from analysis.report.truth import truth_checks
 from analysis.tables import open_tables
 
@@ -53,10 +54,11 @@ def study(runs: str, sweeps: list[str], n_boot: int = 200) -> dict:
         H, H_err, H_val = truth
         _, _, windows = build_sections(trials, curves, sweep=sweep, n_boot=n_boot)
         done = trials.filter(pl.col("status") == "done").sort("final_val_loss")
+        done = with_errors(done, curves, None).sort("final_val_loss")  # + val_loss_err, as the report
         best = done.row(0, named=True) if done.height else None
         entry: dict = {"H": H, "H_err": H_err, "H_val_rows": H_val, "cells": done.height}
         if best is not None:
-            gap, lo, hi = gap_to_truth(best["final_val_loss"], None, H, H_err)
+            gap, lo, hi = gap_to_truth(best["final_val_loss"], best.get("val_loss_err"), H, H_err)
             entry["best"] = {"size": best["size"], "N": best["N"], "D": best["D"], "loss": best["final_val_loss"],
                              "loss_minus_H": gap, "interval": [lo, hi],
                              "loss_minus_H_val_rows": (best["final_val_loss"] - best["data_entropy_val"]

@@ -67,7 +67,7 @@ def test_n_scan_recovers_the_known_entropy_and_draws_it_on_every_loss_figure(run
     s = _section(b, "known-truth")
     assert s is not None and s.missing is None
     assert "H = 2 ± 0.002" in s.html
-    assert "covers the known entropy: within their intervals the fits recover the truth" in s.html
+    assert "covers the known entropy: the fits are consistent with the truth, 1 of them only loosely" in s.html
     assert "fig-known-truth" in s.figures
     loss_figs = {fid: f for sec in b.sections for fid, f in sec.figures.items() if isinstance(f, go.Figure)
                  and LOSS_AXIS in (f.layout.yaxis.title.text or "")}

@@ -154,11 +154,12 @@ def verdict(checks: Sequence[TruthCheck]) -> str:
     if not above and not below:
         loose = [c for c in det if not all(math.isfinite(v) for v in c.diff_ci)
                  or c.diff_ci[1] - c.diff_ci[0] > 0.1 * c.H]
-        out = (f"Every fitted asymptote that can be compared ({len(det)}) covers the known entropy: within their "
-               "intervals the fits recover the truth.")
+        out = f"Every fitted asymptote that can be compared ({len(det)}) covers the known entropy: "
         if loose:
-            out += (f" {len(loose)} of them only loosely (an interval open on one side or wider than 10% of H): "
-                    "that is consistency, not a measurement of H.")
+            out += (f"the fits are consistent with the truth, {len(loose)} of them only loosely (an interval open "
+                    "on one side or wider than 10% of H: consistency, not a measurement of H).")
+        else:
+            out += "within their intervals the fits recover the truth."
         return out + (f" {len(det)} comparison{'s test' if len(det) > 1 else ' tests'} these fits, not the "
                       "calibration of the intervals in general (a "
                       f"{LEVEL:.0%} interval misses about 1 time in {round(1 / (1 - LEVEL))}).")
