@@ -29,6 +29,7 @@ from analysis.report.physics import section_histograms, section_positions
 from analysis.report.section import Findings, ReportData, Section, SectionDef
 from analysis.report.summary import section_summary
 from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
+from analysis.report.truth import has_known_entropy, section_known_truth
 from analysis.report.windows import section_windows
 
 NO_SWD = "No SWD data: no finished cell has been evaluated (swd is null)."
@@ -105,5 +106,7 @@ SECTIONS: tuple[SectionDef, ...] = (
     SectionDef("effective-data",
                lambda data, found: section_effective_data(data.done, max(20, data.n_boot // 4), found.fits),
                needs=lambda data: has_repetition_arms(data.done)),
+    # teacher data: every fitted loss asymptote (windows, Chinchilla) against the data's known entropy
+    SectionDef("known-truth", section_known_truth, needs=has_known_entropy),
     SectionDef("parameters", lambda data, found: section_params(found.fits)),
 )

@@ -161,7 +161,9 @@ class ShardWriter:
             raise DataError(f"split {split}: token id {int(rows.max())} >= vocab_size {self.vocab_size}")
         self.streams[split].append(np.ascontiguousarray(rows, dtype=DTYPE))
 
-    def close(self, tokenizer_file: str | Path | None = None) -> Path:
+    def close(self, tokenizer_file: str | Path | None = None, extra: dict | None = None) -> Path:
+        """Move the shards into place and write index.json (last). `extra`: further top-level
+        index keys (e.g. `data_entropy` of teacher data, data/known_entropy.py)."""
         index: dict = {
             "format_version": SHARD_FORMAT_VERSION,
             "dtype": np.dtype(DTYPE).name,
@@ -175,6 +177,10 @@ class ShardWriter:
             tf = Path(tokenizer_file)
             index["tokenizer"] = tf.name if tf.parent.resolve() == self.out.resolve() else str(tf)
             index["tokenizer_sha256"] = sha256_file(tf)
+        for k, v in (extra or {}).items():
+            if k in index:
+                raise DataError(f"index.json key {k!r} is the writer's own")
+            index[k] = v
         atomic_write_json(self.out / "index.json", index)
         return self.out
 

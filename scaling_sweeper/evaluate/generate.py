@@ -59,16 +59,18 @@ def resolve_sampling_precision(precision: str, device: torch.device) -> str:
     return resolve_precision(precision, device)
 
 
-def uniforms(seed: int, lo: int, hi: int, n_pos: int) -> torch.Tensor:
-    """The (n_pos, hi - lo) float32 uniforms of jets [lo, hi), on the CPU (see module doc)."""
+def uniforms(seed: int, lo: int, hi: int, n_pos: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The (n_pos, hi - lo) uniforms of jets [lo, hi), on the CPU (see module doc). float32 (the
+    default: multiples of 2^-24) or float64 (multiples of 2^-53, another stream: sampling then
+    follows the model's probabilities to ~1e-16, see evaluate/teacher.py)."""
     cols = []
     for block in range(lo // STREAM_BLOCK, (hi - 1) // STREAM_BLOCK + 1 if hi > lo else lo // STREAM_BLOCK):
         state = np.random.SeedSequence([int(seed), block]).generate_state(2, dtype=np.uint32)
         g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        u = torch.rand(n_pos, STREAM_BLOCK, generator=g)
+        u = torch.rand(n_pos, STREAM_BLOCK, generator=g, dtype=dtype)
         a, b = max(lo, block * STREAM_BLOCK), min(hi, (block + 1) * STREAM_BLOCK)
         cols.append(u[:, a - block * STREAM_BLOCK : b - block * STREAM_BLOCK])
-    return torch.cat(cols, dim=1) if cols else torch.empty(n_pos, 0)
+    return torch.cat(cols, dim=1) if cols else torch.empty(n_pos, 0, dtype=dtype)
 
 
 def _next_token(logits: torch.Tensor, u: torch.Tensor, banned: list[int], temperature: float,
@@ -139,7 +141,8 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
              top_k: int | None = None, seed: int = 0, batch_size: int | None = None,
              use_cache: bool = True, max_len: int | None = None, precision: str = "auto",
              compile: bool | None = None, on_batch: Callable[[int], None] | None = None,
-             decode_bucket: int | None = DECODE_BUCKET) -> np.ndarray:
+             decode_bucket: int | None = DECODE_BUCKET,
+             uniform_dtype: torch.dtype = torch.float32) -> np.ndarray:
     """Sample `n_jets` token rows (n_jets, max_len) uint16: [start, c_1.., stop, pad...].
 
     model: a `GPT` (forward(idx, kv_cache=...) -> (logits, loss), new_static_kv_cache(B, max_len)).
@@ -150,6 +153,7 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
     CPU). compile: torch.compile the cached decode step (default: on CUDA only). on_batch(n) is
     called after each batch of n jets (progress display). decode_bucket: granularity of the
     compiled step's attention span (None: every step reads all slots, the fixed-shape reference).
+    uniform_dtype: float32 (default) or float64 uniforms (`uniforms`).
     """
     if n_jets < 0 or (batch_size is not None and batch_size < 1):
         raise ConfigError(f"n_jets must be >= 0 and batch_size >= 1, got {n_jets}, {batch_size}")
@@ -186,7 +190,7 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
                 b_keep, b = b, batch_size
             else:
                 b_keep = b
-            u_all = uniforms(seed, lo, lo + b, length - 1).to(device, non_blocking=True)  # (length-1, b)
+            u_all = uniforms(seed, lo, lo + b, length - 1, uniform_dtype).to(device, non_blocking=True)  # (length-1, b)
             rows = torch.full((b, length), pad, dtype=torch.long, device=device)
             rows[:, 0] = start
             done = torch.zeros(b, dtype=torch.bool, device=device)

@@ -134,6 +134,8 @@ def training_run(
         row["D"] = derived["D_effective"]
         tok = derived.get("tokenizer") or {}
         row.update(tokenizer_kind=tok.get("kind"), tokenizer_id=tok.get("id"), codebook_size=tok.get("codebook_size"))
+        ent = derived.get("data_entropy") or {}  # teacher data: the loss floor (null for real data)
+        row.update({k: ent.get(k) for k in ("data_entropy", "data_entropy_err", "data_entropy_val")})
         if tok.get("health"):
             row["tokenizer_health"] = tok["health"]  # not a table column: kept in `extra`
         try:
