@@ -105,3 +105,66 @@ def test_profile_threshold_with_scaled_errors_is_the_unknown_sigma_one():
     assert threshold(10.0, 2, 0.95, True) == pytest.approx(10.0 * (1 + stats.f.ppf(0.95, 1, 2) / 2))
     assert threshold(10.0, 2, 0.95, True) == pytest.approx(threshold(10.0, 2, 0.95, False))
     assert threshold(1.5, 2, 0.95, True) == pytest.approx(1.5 + stats.chi2.ppf(0.95, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# items 1, 2, 8: the window along C comes from separate runs' end points, weighted by their errors
+
+
+def _write_cells(root, cells, n_curve=20, decay=True):
+    """Cells (size index, D) of a 'data' phase with cosine-decay-shaped learning curves: the loss
+    flattens towards each run's own end as its learning rate decays (not a scaling law)."""
+    from analysis.synthetic import BATCH, LADDER, SEQ_LEN, TrueLaw, _row
+    from scaling_sweeper.results.tables import write_cell_tables
+
+    law = TrueLaw(noise=0.002)
+    rng = np.random.default_rng(0)
+    rows = []
+    for size, D in cells:
+        row, L = _row("sw", "data", LADDER[size], D, D, 0, law, rng)
+        steps = row["tokens_seen"] // (BATCH * SEQ_LEN)
+        cur = []
+        for s in np.unique(np.geomspace(1, steps, n_curve).astype(int)):
+            frac = s / steps
+            lr_left = 0.5 * (1 + math.cos(math.pi * frac)) if decay else 1.0
+            y = L + 1.5 * (1 - frac) ** 2 * lr_left
+            t = int(s) * BATCH * SEQ_LEN
+            cur.append({"step": int(s), "tokens": t, "flops": 6.0 * row["N_incl"] * t, "val_loss": y,
+                        "val_loss_err": 0.01, "train_loss": y})
+        write_cell_tables(root, row["cell_id"], row, cur, [])
+        rows.append(row)
+    return rows
+
+
+def _c_window(root):
+    from analysis.report.build import build
+    from analysis.report.section import ReportData
+    from analysis.tables import open_tables
+
+    t = open_tables(root)
+    b = build(ReportData.of(t.trials.collect(), t.curves.collect(), "sw", 40, t.evals.collect()))
+    (w,) = [w for w in b.windows if w.axis == "C"]
+    html = "".join(s.html for s in b.sections if s.id == "windows")
+    return w, html, b
+
+
+def test_one_decaying_run_gives_no_window_along_c(tmp_path):
+    """One run with 20 evaluations along a cosine decay: its curve flattens and a saturating law
+    fits it well, but those are not separate budgets: no window along C, and the text says why."""
+    _write_cells(tmp_path / "sw", [(2, 2e7)])
+    w, html, _ = _c_window(tmp_path / "sw")
+    assert w.status not in ("saturating", "not_saturating") and not math.isfinite(w.asymptote)
+    assert "end-of-training losses of 1 separate run" in html and "Intermediate points" in html
+
+
+def test_c_window_fits_separate_runs_weighted_by_their_errors(tmp_path):
+    """Six runs of one size at six D: the C window's points are their end points (one per run,
+    each with its loss error), the fit is weighted (chi2/ndof exists) and the text names the axis
+    that moved (D)."""
+    Ds = np.geomspace(5e6, 2e9, 6)
+    rows = _write_cells(tmp_path / "sw", [(3, D) for D in Ds], n_curve=8)
+    w, html, _ = _c_window(tmp_path / "sw")
+    assert w.fit is not None and w.fit.n == 6 and w.fit.chi2_ndof is not None
+    C_end = sorted(6.0 * r["N_incl"] * r["tokens_seen"] for r in rows)
+    assert w.x_min == pytest.approx(C_end[0]) and w.x_max == pytest.approx(C_end[-1])
+    assert "they differ in D" in html

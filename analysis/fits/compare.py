@@ -24,7 +24,7 @@ import numpy as np
 
 from analysis.blas import blas_single
 from analysis.fits.laws import LAWS, fit_law
-from analysis.fits.result import POOR_FIT_P, FitResult, chi2_pvalue
+from analysis.fits.result import POOR_FIT_P, FitResult, chi2_pvalue, fmt_p
 
 MIN_POINTS_TO_DECIDE = 6  # with n <= 5 points no law is preferred
 
@@ -101,7 +101,8 @@ def fit_pvalue(r: FitResult) -> float:
 
 
 def _rejected_words(r: FitResult, p: float) -> str:
-    return f"{r.law} (χ²/ndof = {r.chi2_ndof:.3g}, p = {p:.1g})"
+    t = fmt_p(p)
+    return f"{r.law} (χ²/ndof = {r.chi2_ndof:.3g}, p {t if t.startswith('<') else '= ' + t})"
 
 
 def verdict(usable: dict[str, FitResult], pval: dict[str, float]) -> tuple[str, bool]:

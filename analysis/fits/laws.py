@@ -37,6 +37,7 @@ from analysis.fits.result import (
     FitResult,
     chi2_pvalue,
     failed_result,
+    fmt_p,
     goodness,
     register_model,
     underdetermined_message,
@@ -391,7 +392,7 @@ def fit_law(
     if status == CONVERGED and p_chi2 < POOR_FIT_P:
         status = POOR_FIT
         msg = (f"the law misses its points by far more than their errors (χ²/ndof = {gof['chi2_ndof']:.3g} on "
-               f"{n - k} degrees of freedom, p = {p_chi2:.1g}): its parameters describe the trend only (intervals "
+               f"{n - k} degrees of freedom, p {'= ' if p_chi2 >= 1e-300 else ''}{fmt_p(p_chi2)}): its parameters describe the trend only (intervals "
                "widened by √(χ²/ndof)), and it does not support an extrapolation")
     if n_boot > 0 and len(samples) < max(2, n_boot // 2):
         msg += f"; only {len(samples)} of {n_boot} bootstrap resamples could be fitted"

@@ -195,6 +195,13 @@ def underdetermined_message(n_distinct: int, k: int) -> str:
     return f"{head}{why}; needs at least {k + MIN_DOF} distinct x"
 
 
+def fmt_p(p: float) -> str:
+    """A p-value in words: one significant digit; below double precision '< 1e-300' (never 'p = 0')."""
+    if not math.isfinite(p):
+        return "n/a"
+    return f"{p:.1g}" if p >= 1e-300 else "< 1e-300"
+
+
 def chi2_pvalue(chi2_ndof: float | None, ndof: int) -> float:
     """P(chi2 >= observed) for `ndof` degrees of freedom; nan without per-point errors."""
     if chi2_ndof is None or ndof <= 0 or not math.isfinite(chi2_ndof):

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 
-from analysis.fits.frontier import compute_frontier
+from analysis.fits.frontier import compute_frontier, frontier_points
 from analysis.report.frames import arr, cell_names, runs_by_cell
 from analysis.report.plotting import COLORS, layout
 from analysis.report.section import Section
@@ -55,17 +55,22 @@ def section_curves(cj: pl.DataFrame) -> Section:
             fig2.add_trace(go.Scatter(x=f, y=y, mode="lines", line={"color": "lightgray", "width": 1},
                                       name="each run's curve", legendgroup="runs", showlegend=i == 0))
         fig2.add_trace(go.Scatter(x=fr.flops, y=fr.loss, mode="lines", line={"color": "black", "width": 2},
-                                  name="frontier: best loss reached with ≤ C"))
-        owners = fr.best_label()
-        for k, cid in enumerate(dict.fromkeys(o for o in owners if o is not None)):
-            m = np.array([o == cid for o in owners])
-            fig2.add_trace(go.Scatter(x=fr.flops[m], y=fr.loss[m], mode="markers", name=f"owned by {names.get(cid, cid)}",
-                                      marker={"color": COLORS[k % len(COLORS)], "size": 6}))
+                                  name="frontier: best loss reached with ≤ C (interpolated between evaluations)"))
+        # markers only where a run logged an evaluation on the frontier; the line between them is
+        # interpolation, never drawn as points
+        C, L, who = frontier_points(runs, labels)
+        for k, cid in enumerate(dict.fromkeys(who)):
+            m = np.array([o == cid for o in who])
+            fig2.add_trace(go.Scatter(x=C[m], y=L[m], mode="markers",
+                                      name=f"evaluations of {names.get(cid, cid)} on the frontier",
+                                      marker={"color": COLORS[k % len(COLORS)], "size": 7}))
         s.figures["fig-frontier"] = layout(fig2, "Loss at fixed compute: the compute-efficient frontier", "C (FLOPs)",
                                             ylab)
         s.html = ("<p class='note'>The frontier is the monotone lower envelope of all runs: at each C the best loss any "
                   "run reached with at most C FLOPs. It is owned by: " + html.escape(_owners_text(fr.owners(), names))
-                  + ".</p>")
+                  + ". Markers are logged evaluations, the line between them interpolation. Points inside a run are "
+                  "not end-of-training points when its learning rate decays, so the window along C (below) is fitted "
+                  "to the end points of separate runs only.</p>")
     return s
 
 

@@ -18,7 +18,7 @@ from analysis.fits.compare import Comparison
 from analysis.report.chinchilla import section_chinchilla
 from analysis.report.curves import section_curves
 from analysis.report.effective_data import section_effective_data
-from analysis.report.frames import LOSS, axes_varied, cell_names, frontier_frame, has_repetition_arms
+from analysis.report.frames import LOSS, axes_varied, end_of_training_frontier, has_repetition_arms
 from analysis.report.holdout import section_holdout
 from analysis.report.isoflop import section_isoflop
 from analysis.report.laws import section_law_vs
@@ -28,7 +28,7 @@ from analysis.report.physics import section_histograms, section_positions
 from analysis.report.section import Findings, ReportData, Section, SectionDef
 from analysis.report.summary import section_summary
 from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
-from analysis.report.windows import section_windows
+from analysis.report.windows import compute_runs_note, section_windows
 
 NO_SWD = "No SWD data: no finished cell has been evaluated (swd is null)."
 LOSS_LABEL = "validation loss (nats/token)"
@@ -52,27 +52,24 @@ def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: s
 
 
 def _windows(data: ReportData, found: Findings) -> Section:
-    """Learnable windows along D (the data scan), C (the compute frontier) and N (the size scan),
-    on the same cells and law comparisons as the sections above."""
+    """Learnable windows along D (the data scan), C (the compute frontier of separate runs' end
+    points) and N (the size scan), on the same cells and law comparisons as the sections above."""
 
     def scan_of(sid: str, err: str) -> tuple[pl.DataFrame, Comparison | None, str | None]:
         d, cmp = found.scans[sid]  # the cells and comparison of the law section `sid`; err: when every cell has it
         return d, cmp, err if d is not None and d.height and err in d.columns and d[err].null_count() == 0 else None
 
-    cj = data.curves
-    fr = frontier_frame(cj)
-    names = cell_names(cj) if cj.height else {}
-    owners = "; ".join(f"{names.get(c, c)}" for c in dict.fromkeys(fr["cell_id"].to_list())) if fr.height else "no run"
+    fr = end_of_training_frontier(data.scan)  # separate runs' end points, never one run's curve
     var = axes_varied(data.scan) if data.scan.height else {"N": False, "D": False, "isoflop": False}
     scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]] = {}
     if var["D"]:
         scans[("D", LOSS)] = scan_of("loss-vs-d", "val_loss_err")
         scans[("D", "swd")] = scan_of("swd-vs-d", "swd_err")
-    scans[("C", LOSS)] = (fr, None, None)
+    scans[("C", LOSS)] = (fr, None, "val_loss_err" if fr.height and fr["val_loss_err"].null_count() == 0 else None)
     if var["N"]:
         scans[("N", LOSS)] = scan_of("loss-vs-n", "val_loss_err")
         scans[("N", "swd")] = scan_of("swd-vs-n", "swd_err")
-    s, wins = section_windows(scans, owners, data.n_boot)
+    s, wins = section_windows(scans, compute_runs_note(fr, data.scan), data.n_boot)
     found.windows += wins
     return s
 
