@@ -168,3 +168,19 @@ def test_c_window_fits_separate_runs_weighted_by_their_errors(tmp_path):
     C_end = sorted(6.0 * r["N_incl"] * r["tokens_seen"] for r in rows)
     assert w.x_min == pytest.approx(C_end[0]) and w.x_max == pytest.approx(C_end[-1])
     assert "they differ in D" in html
+
+
+@pytest.mark.parametrize("law", ["log", "offset_power"])
+def test_weighted_fits_recover_the_truth_with_calibrated_intervals(law):
+    """Errors that differ 10x between points (known, as the trainer's jet-to-jet errors are): fits
+    weighted by them cover the true exponent in 90-99% of 100 studies, with intervals narrower
+    than the unweighted fits of the same studies; halved intervals fail the check."""
+    from analysis.synthetic import law_coverage
+
+    noise = np.geomspace(0.002, 0.02, 8)
+    w = law_coverage(law, noise=noise, weighted=True)
+    u = law_coverage(law, noise=noise, weighted=False)
+    assert w.ok(), (w.coverage, w.median_width)
+    assert w.median_width < 0.8 * u.median_width, (w.median_width, u.median_width)
+    assert abs(np.median(w.estimates) - w.truth) < 0.1 * abs(w.truth)
+    assert not w.rescaled(0.5).ok()
