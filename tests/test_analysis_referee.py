@@ -184,3 +184,48 @@ def test_weighted_fits_recover_the_truth_with_calibrated_intervals(law):
     assert w.median_width < 0.8 * u.median_width, (w.median_width, u.median_width)
     assert abs(np.median(w.estimates) - w.truth) < 0.1 * abs(w.truth)
     assert not w.rescaled(0.5).ok()
+
+
+def test_isoflop_parabola_is_weighted_by_the_loss_errors():
+    """One budget, 6 sizes on a parabola in log10 N with its minimum at N = 1e6; the point with a
+    50x larger error is off by 0.3. The weighted parabola (against scipy's curve_fit with sigma)
+    keeps the minimum near 1e6, the unweighted one is pulled away; the message carries chi2/ndof."""
+    from scipy.optimize import curve_fit
+
+    from analysis.fits.isoflop import isoflop
+
+    N = np.geomspace(1e5, 1e7, 6)
+    u = np.log10(N)
+    L = 3.0 + 0.2 * (u - 6.0) ** 2
+    e = np.full(6, 0.002)
+    L = L + np.random.default_rng(0).normal(0, 0.002, 6)
+    L[1] += 0.3
+    e[1] = 0.1
+    C = np.r_[np.full(6, 1e18), np.full(6, 1e19)]
+    NN, LL, EE = np.r_[N, N * 3], np.r_[L, L], np.r_[e, e]
+    w = isoflop(C, NN, LL, L_err=EE, n_boot=0)
+    uw = isoflop(C, NN, LL, n_boot=0)
+    (c2, c1, _), _ = curve_fit(lambda x, a, b, c: a * x * x + b * x + c, u, L, sigma=e, absolute_sigma=True)
+    assert math.log10(w.budgets[0].N_opt) == pytest.approx(-c1 / (2 * c2), abs=1e-6)
+    assert abs(math.log10(w.budgets[0].N_opt) - 6.0) < 0.02 < abs(math.log10(uw.budgets[0].N_opt) - 6.0)
+    assert "χ²/ndof" in w.budgets[0].message and "χ²/ndof" not in uw.budgets[0].message
+
+
+def test_chinchilla_is_judged_by_the_loss_errors():
+    """The joint law on cells drawn from it with 0.3% noise: with errors of that size the law is
+    not rejected; with errors 100x smaller the section says it misses its points."""
+    import polars as pl
+
+    from analysis.report.chinchilla import section_chinchilla
+    from analysis.synthetic import TrueLaw
+
+    law = TrueLaw(noise=0.003)
+    Ns, Ds = np.geomspace(1e5, 1e8, 4), np.geomspace(1e7, 1e10, 4)
+    N, D = (a.ravel() for a in np.meshgrid(Ns, Ds))
+    L = law.loss(N, D) * np.exp(np.random.default_rng(1).normal(0, law.noise, N.size))
+    for err, rejected in ((0.003, False), (0.00003, True)):
+        d = pl.DataFrame({"N": N, "D": D, "tokens_seen": D, "val_loss": L, "val_loss_err": err * L,
+                          "size": ["s"] * N.size})
+        s = section_chinchilla(d, [], 20)
+        assert "χ²/ndof" in s.html
+        assert ("misses its points" in s.html) is rejected, s.html
