@@ -90,7 +90,7 @@ class WindowResult:
 
 
 _fmt = fmt_num
-METRIC_LABEL = {"val_loss": "validation loss", "swd": "SWD"}  # one label per quantity (the report uses it too)
+METRIC_LABEL = {"val_loss": "validation loss", "swd": "SWD", "swd_all": "SWD with failures counted"}  # one label per quantity (the report uses it too)
 MIN_BOOT_UNITS = 5  # a bootstrap over fewer cells (or points) than this gives no interval
 
 

@@ -229,3 +229,76 @@ def test_chinchilla_is_judged_by_the_loss_errors():
         s = section_chinchilla(d, [], 20)
         assert "χ²/ndof" in s.html
         assert ("misses its points" in s.html) is rejected, s.html
+
+
+# ---------------------------------------------------------------------------------------------
+# items 3 and 6: what a scan holds fixed, broken cells flagged, invalid jets counted, conventions
+
+
+def _d_scan_frame():
+    import polars as pl
+
+    D = np.array([1e5, 3e5, 1e6, 3e6])
+    steps = np.array([79, 160, 320, 625])
+    return pl.DataFrame({
+        "cell_id": ["a", "b", "c", "d"], "size": ["XS"] * 4, "N": [1e5] * 4, "N_incl": [1.2e6] * 4, "D": D,
+        "tokens_seen": steps * 16 * 130, "batch": [16] * 4, "seq_len": [130] * 4, "lr": [2e-2] * 4, "seed": [0] * 4,
+        "passes": steps * 16 * 130 / D, "val_loss": [7.0, 6.2, 5.8, 5.6], "swd": [0.9, 0.8, 0.7, 0.6],
+        "swd_err": [0.02] * 4, "invalid_frac": [0.77, 0.52, 0.001, 0.0]})
+
+
+def test_scan_conditions_say_what_moves_with_d():
+    from analysis.report.conventions import scan_conditions
+
+    t = scan_conditions(_d_scan_frame(), "D")
+    assert "holds fixed: N = 1.000e+05" in t and "peak learning rate = 0.02" in t and "batch (jets per step) = 16" in t
+    assert "optimizer steps (79 to 625)" in t and "not of D alone" in t
+    assert "N_incl = 1.200e+06" in t  # fixed here; in an N scan it is the same axis and not listed
+    assert "N_incl" not in scan_conditions(_d_scan_frame().with_columns(N=np.arange(1, 5) * 1e5), "N")
+
+
+def test_invalid_jets_counted_as_failures_and_broken_cells_flagged():
+    """swd_all = (1 - f) swd + f P with P = 1 (closed form); cells with >= 1% invalid jets are
+    named with both numbers; cells at or above their unigram baseline (count-weighted over
+    positions and the stop token) are named with the excess."""
+    import polars as pl
+
+    from analysis.report.cell_flags import (
+        FAILURE_PENALTY,
+        cell_baselines,
+        flags_html,
+        has_invalid_jets,
+        with_failures,
+    )
+
+    d = with_failures(_d_scan_frame())
+    f, s = np.array([0.77, 0.52, 0.001, 0.0]), np.array([0.9, 0.8, 0.7, 0.6])
+    assert FAILURE_PENALTY == 1.0
+    assert d["swd_all"].to_numpy() == pytest.approx((1 - f) * s + f)
+    assert d["swd_all_err"].to_numpy() == pytest.approx((1 - f) * 0.02)
+    assert has_invalid_jets(d) and not has_invalid_jets(d.with_columns(invalid_frac=pl.lit(0.001)))
+    txt = flags_html(d, "swd", {})
+    assert "XS at D = 1.000e+05: 77% of its generated jets are invalid" in txt and "= 0.977" in txt
+    assert "XS at D = 1.000e+06" not in txt
+    pos = pl.DataFrame({"cell_id": ["a"] * 3 + ["b"] * 3 + ["a"], "step": [9, 9, 9, 9, 9, 9, 1],
+                        "position": [1, 2, None, 1, 2, None, 1], "count": [10, 5, 5, 10, 5, 5, 10],
+                        "baseline": [6.5, 6.0, 1.0, 6.5, 6.0, 1.0, 99.0]})
+    base = cell_baselines(pos)
+    assert base["a"] == pytest.approx((10 * 6.5 + 5 * 6.0 + 5 * 1.0) / 20)  # last step only
+    txt = flags_html(d, "val_loss", base)
+    assert "XS at D = 1.000e+05: validation loss 7 is 2 nats above the unigram baseline (5)" in txt
+    assert "XS at D = 3.000e+05: validation loss 6.2 is 1.2 nats above" in txt and "D = 1.000e+06" not in txt
+
+
+def test_failure_counted_swd_sections_appear_only_with_invalid_jets():
+    import polars as pl
+
+    from analysis.report.cell_flags import with_failures
+    from analysis.report.section import ReportData
+    from analysis.report.sections import SECTIONS
+
+    entries = {e.id: e for e in SECTIONS}
+    d = with_failures(_d_scan_frame())
+    for frame, shown in ((d, True), (d.with_columns(invalid_frac=pl.lit(0.0)), False)):
+        data = ReportData(frame, frame, frame, pl.DataFrame(), None, {}, "sw", 10)
+        assert entries["swd-all-vs-d"].needs(data) is shown and entries["swd-all-vs-n"].needs(data) is shown

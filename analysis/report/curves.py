@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from analysis.fits.frontier import compute_frontier, frontier_points
+from analysis.report.conventions import axis_label
 from analysis.report.frames import arr, cell_names, runs_by_cell
 from analysis.report.plotting import COLORS, layout
 from analysis.report.section import Section
@@ -45,7 +46,7 @@ def section_curves(cj: pl.DataFrame) -> Section:
                                      name=name, legendgroup=str(key), showlegend=first))
             first = False
     s.figures["fig-learning-curves"] = layout(
-        fig, f"Learning curves per {'data size D' if by_d else 'model size'}", "tokens seen", ylab)
+        fig, f"Learning curves per {'data size D' if by_d else 'model size'}", axis_label("tokens_seen"), ylab)
     runs, labels = runs_by_cell(d.filter(pl.col("flops").is_not_null()), ycol)
     if runs:
         names = cell_names(d)
@@ -64,7 +65,7 @@ def section_curves(cj: pl.DataFrame) -> Section:
             fig2.add_trace(go.Scatter(x=C[m], y=L[m], mode="markers",
                                       name=f"evaluations of {names.get(cid, cid)} on the frontier",
                                       marker={"color": COLORS[k % len(COLORS)], "size": 7}))
-        s.figures["fig-frontier"] = layout(fig2, "Loss at fixed compute: the compute-efficient frontier", "C (FLOPs)",
+        s.figures["fig-frontier"] = layout(fig2, "Loss at fixed compute: the compute-efficient frontier", axis_label("C"),
                                             ylab)
         s.html = ("<p class='note'>The frontier is the monotone lower envelope of all runs: at each C the best loss any "
                   "run reached with at most C FLOPs. It is owned by: " + html.escape(_owners_text(fr.owners(), names))

@@ -15,7 +15,9 @@ from __future__ import annotations
 import polars as pl
 
 from analysis.fits.compare import Comparison
+from analysis.report.cell_flags import FAILURE_PENALTY, cell_baselines, has_invalid_jets
 from analysis.report.chinchilla import section_chinchilla
+from analysis.report.conventions import axis_label
 from analysis.report.curves import section_curves
 from analysis.report.effective_data import section_effective_data
 from analysis.report.frames import LOSS, axes_varied, end_of_training_frontier, has_repetition_arms
@@ -25,30 +27,32 @@ from analysis.report.laws import section_law_vs
 from analysis.report.loss_vs_swd import section_loss_vs_swd
 from analysis.report.parameters import section_params
 from analysis.report.physics import section_histograms, section_positions
-from analysis.report.section import Findings, ReportData, Section, SectionDef
+from analysis.report.section import Findings, ReportData, Section, SectionDef, always
 from analysis.report.summary import section_summary
 from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
 from analysis.report.windows import compute_runs_note, section_windows
 
 NO_SWD = "No SWD data: no finished cell has been evaluated (swd is null)."
 LOSS_LABEL = "validation loss (nats/token)"
+SWD_LABEL = "SWD (valid generated jets)"
+SWD_ALL_LABEL = f"SWD, invalid jets counted at P = {FAILURE_PENALTY:g}"
 
 
 def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: str,
-         floor: str | None = None) -> SectionDef:
+         floor: str | None = None, needs=always) -> SectionDef:
     """The entry of metric y against axis x (analysis/report/laws.py), fitted on the scan; it records
     its cells and law comparison in Findings.scans[sid]."""
 
     def build(data: ReportData, found: Findings) -> Section:
         s, cells, cmp = section_law_vs(data.scan, x, y, sid, title, xlabel, ylabel, found.fits, data.n_boot,
-                                       yerr=yerr, floor=floor)
+                                       yerr=yerr, floor=floor, baselines=cell_baselines(data.positions))
         found.scans[sid] = (cells, cmp)
         d = data.done
         if y == "swd" and s.missing and (d.height == 0 or "swd" not in d.columns or d["swd"].null_count() == d.height):
             s.missing = NO_SWD
         return s
 
-    return SectionDef(sid, build, axes=(x,), repetition_note=True)
+    return SectionDef(sid, build, needs=needs, axes=(x,), repetition_note=True)
 
 
 def _windows(data: ReportData, found: Findings) -> Section:
@@ -76,12 +80,17 @@ def _windows(data: ReportData, found: Findings) -> Section:
 
 SECTIONS: tuple[SectionDef, ...] = (
     SectionDef("summary", lambda data, found: section_summary(data.trials, data.sweep)),
-    _law("loss-vs-n", "N", LOSS, "Validation loss vs model size N", "N (parameters)", LOSS_LABEL, "val_loss_err"),
-    _law("loss-vs-d", "D", LOSS, "Validation loss vs data size D", "D (tokens)", LOSS_LABEL, "val_loss_err"),
+    _law("loss-vs-n", "N", LOSS, "Validation loss vs model size N", axis_label("N"), LOSS_LABEL, "val_loss_err"),
+    _law("loss-vs-d", "D", LOSS, "Validation loss vs data size D", axis_label("D"), LOSS_LABEL, "val_loss_err"),
     SectionDef("isoflop", lambda data, found: section_isoflop(data.scan, found.fits, data.n_boot),
                axes=("isoflop",), repetition_note=True),
-    _law("swd-vs-n", "N", "swd", "SWD vs model size N", "N (parameters)", "SWD", "swd_err", floor="swd_floor"),
-    _law("swd-vs-d", "D", "swd", "SWD vs data size D", "D (tokens)", "SWD", "swd_err", floor="swd_floor"),
+    _law("swd-vs-n", "N", "swd", "SWD vs model size N", axis_label("N"), SWD_LABEL, "swd_err", floor="swd_floor"),
+    _law("swd-vs-d", "D", "swd", "SWD vs data size D", axis_label("D"), SWD_LABEL, "swd_err", floor="swd_floor"),
+    # when some cells' generated jets are often invalid: the SWD with those failures counted
+    _law("swd-all-vs-n", "N", "swd_all", "SWD with invalid jets counted vs model size N", axis_label("N"),
+         SWD_ALL_LABEL, "swd_all_err", floor="swd_floor", needs=lambda data: has_invalid_jets(data.done)),
+    _law("swd-all-vs-d", "D", "swd_all", "SWD with invalid jets counted vs data size D", axis_label("D"),
+         SWD_ALL_LABEL, "swd_all_err", floor="swd_floor", needs=lambda data: has_invalid_jets(data.done)),
     SectionDef("loss-vs-swd", lambda data, found: section_loss_vs_swd(data.done, found.fits)),
     SectionDef("histograms", lambda data, found: section_histograms(data.done, data.histograms)),
     # the gap closed per position needs the asymptote of the loss-vs-N comparison above

@@ -11,14 +11,15 @@ import plotly.graph_objects as go
 import polars as pl
 
 from analysis.fits.compare import Comparison
+from analysis.report.conventions import axis_label
 from analysis.report.frames import LOSS, arr
 from analysis.report.plotting import layout, legend_line, points
 from analysis.report.section import Section
 from analysis.report.text import LAW_LABEL, WINDOW_STATUS, fmt
 from analysis.window import METRIC_LABEL, WindowResult, learnable_window
 
-AXIS_LABEL = {"N": "N (parameters)", "D": "D (tokens)", "C": "C (FLOPs)", LOSS: "validation loss (nats/token)",
-              "swd": "SWD"}
+AXIS_LABEL = {"N": axis_label("N"), "D": axis_label("D"), "C": axis_label("C"), LOSS: "validation loss (nats/token)",
+              "swd": "SWD (valid generated jets)"}
 
 
 def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str | None) -> go.Figure:
