@@ -33,7 +33,7 @@ MIN_POSITION_JETS = 20  # positions with fewer validation jets are left out of t
 
 
 def load_histograms(sweep_dir: Path, cell_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """{cell_id: {"histograms": ..., "reference": ...}} from each run folder's eval.json."""
+    """{cell_id: {"histograms": ..., "reference": ..., "config": ...}} from each run folder's eval.json."""
     out = {}
     for cid in cell_ids:
         p = Path(sweep_dir) / cid / "eval.json"
@@ -42,7 +42,8 @@ def load_histograms(sweep_dir: Path, cell_ids: list[str]) -> dict[str, dict[str,
         except (OSError, ValueError):
             continue
         if isinstance(ev, dict) and isinstance(ev.get("histograms"), dict) and ev["histograms"]:
-            out[cid] = {"histograms": ev["histograms"], "reference": ev.get("reference", "tokenized")}
+            out[cid] = {"histograms": ev["histograms"], "reference": ev.get("reference", "tokenized"),
+                        "config": ev.get("config") if isinstance(ev.get("config"), dict) else None}
     return out
 
 

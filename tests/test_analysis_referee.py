@@ -302,3 +302,52 @@ def test_failure_counted_swd_sections_appear_only_with_invalid_jets():
     for frame, shown in ((d, True), (d.with_columns(invalid_frac=pl.lit(0.0)), False)):
         data = ReportData(frame, frame, frame, pl.DataFrame(), None, {}, "sw", 10)
         assert entries["swd-all-vs-d"].needs(data) is shown and entries["swd-all-vs-n"].needs(data) is shown
+
+
+# ---------------------------------------------------------------------------------------------
+# item 4: the physics per observable
+
+
+def test_w1_per_observable_directions_and_disagreement():
+    """Along N, W1(jet pT) falls (90 -> 20 GeV) while W1(tau21) rises (0.093 -> 0.149), each with
+    errors: the section shows both with their floors and says the observables disagree; the
+    evals table's long rows become the columns (final evaluation only)."""
+    import polars as pl
+
+    from analysis.report.frames import with_w1
+    from analysis.report.observables import IMPROVES, WORSENS, direction, section_observables
+
+    N = np.array([1e5, 3e5, 1e6, 3e6])
+    pt = np.array([90.6, 60.0, 40.0, 20.0])
+    tau = np.array([0.093, 0.128, 0.149, 0.170])
+    ids = [f"c{i}" for i in range(4)]
+    done = pl.DataFrame({"sweep": ["s"] * 4, "cell_id": ids, "size": ["a", "b", "c", "d"], "N": N, "D": [1e6] * 4,
+                         "val_loss": [5.0, 4.8, 4.6, 4.5], "phase": ["model_size"] * 4})
+    rows = []
+    for i, c in enumerate(ids):
+        rows += [{"sweep": "s", "cell_id": c, "step": None, "metric": "w1_jet_pt", "value": pt[i], "err": 2.9},
+                 {"sweep": "s", "cell_id": c, "step": None, "metric": "w1_tau21", "value": tau[i], "err": 0.004},
+                 {"sweep": "s", "cell_id": c, "step": None, "metric": "w1_floor.jet_pt", "value": 1.07, "err": None},
+                 {"sweep": "s", "cell_id": c, "step": None, "metric": "w1_floor.tau21", "value": 0.012, "err": None},
+                 {"sweep": "s", "cell_id": c, "step": 5, "metric": "w1_jet_pt", "value": 999.0, "err": 1.0}]
+    evals = pl.DataFrame(rows, schema={"sweep": pl.String, "cell_id": pl.String, "step": pl.Int64,
+                                       "metric": pl.String, "value": pl.Float64, "err": pl.Float64})
+    d = with_w1(done, evals)
+    assert d["w1_jet_pt"].to_list() == pytest.approx(pt.tolist()) and d["w1floor_tau21"][0] == 0.012
+    assert d["w1_tau21_err"][0] == 0.004
+    assert direction(N, pt, np.full(4, 2.9))[0] == IMPROVES and direction(N, tau, np.full(4, 0.004))[0] == WORSENS
+    assert direction(N, np.array([1.0, 1.01, 0.99, 1.0]), np.full(4, 0.05))[0] == "no clear direction"
+    s = section_observables(d)
+    assert "90.6 ± 2.9 [1.07]" in s.html and "0.0930 ± 0.0040 [0.012]" in s.html
+    assert "The observables disagree along N: jet pT improves while τ21 worsens" in s.html
+    assert "fig-w1-vs-n" in s.figures
+
+
+def test_swd_is_defined_from_the_evaluation_settings():
+    from analysis.report.observables import swd_definition
+
+    cfg = {"observables": ["jet_pt", "tau21"], "n_projections": 64, "p": 1.0, "n_jets": 1500, "n_bootstrap": 20}
+    t = swd_definition({"c": {"config": cfg, "reference": "tokenized"}})
+    assert "over 2 observables (jet pT, τ21)" in t and "64 random directions" in t and "1500 jets" in t
+    assert "20 bootstrap resamples" in t and "default" not in t
+    assert "not stored with these results" in swd_definition({"c": {"reference": "original"}})

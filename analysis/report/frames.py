@@ -71,6 +71,28 @@ def with_errors(done: pl.DataFrame, curves: pl.DataFrame, evals: pl.DataFrame | 
     return done
 
 
+def with_w1(done: pl.DataFrame, evals: pl.DataFrame | None) -> pl.DataFrame:
+    """done plus, per observable o of the final evaluation: w1_o, w1_o_err and w1floor_o."""
+    if evals is None or evals.height == 0 or done.height == 0:
+        return done
+    e = evals.filter(pl.col("step").is_null() & pl.col("metric").str.starts_with("w1_"))
+    if e.height == 0:
+        return done
+    e = e.group_by("sweep", "cell_id", "metric").agg(pl.col("value").last(), pl.col("err").last())
+    rows: dict[tuple[str, str], dict[str, float | None]] = {}
+    for r in e.iter_rows(named=True):
+        d = rows.setdefault((r["sweep"], r["cell_id"]), {})
+        m = r["metric"]
+        if m.startswith("w1_floor."):
+            d[f"w1floor_{m[len('w1_floor.'):]}"] = r["value"]
+        else:
+            d[m], d[f"{m}_err"] = r["value"], r["err"]
+    cols = sorted({k for d in rows.values() for k in d})
+    wide = pl.DataFrame([{"sweep": s, "cell_id": c, **{k: d.get(k) for k in cols}} for (s, c), d in rows.items()],
+                        schema={"sweep": pl.String, "cell_id": pl.String, **dict.fromkeys(cols, pl.Float64)})
+    return done.join(wide, on=["sweep", "cell_id"], how="left")
+
+
 def curves_joined(curves: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
     if curves.height == 0 or trials.height == 0:
         return curves.clear()

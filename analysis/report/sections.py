@@ -25,6 +25,7 @@ from analysis.report.holdout import section_holdout
 from analysis.report.isoflop import section_isoflop
 from analysis.report.laws import section_law_vs
 from analysis.report.loss_vs_swd import section_loss_vs_swd
+from analysis.report.observables import observables_of, section_observables, swd_definition
 from analysis.report.parameters import section_params
 from analysis.report.physics import section_histograms, section_positions
 from analysis.report.section import Findings, ReportData, Section, SectionDef, always
@@ -78,8 +79,16 @@ def _windows(data: ReportData, found: Findings) -> Section:
     return s
 
 
+def _summary(data: ReportData, found: Findings) -> Section:
+    """The summary, with the SWD defined where a reader first meets it (when any cell has one)."""
+    s = section_summary(data.trials, data.sweep)
+    if "swd" in data.done.columns and data.done["swd"].null_count() < data.done.height:
+        s.html += swd_definition(data.histograms)
+    return s
+
+
 SECTIONS: tuple[SectionDef, ...] = (
-    SectionDef("summary", lambda data, found: section_summary(data.trials, data.sweep)),
+    SectionDef("summary", _summary),
     _law("loss-vs-n", "N", LOSS, "Validation loss vs model size N", axis_label("N"), LOSS_LABEL, "val_loss_err"),
     _law("loss-vs-d", "D", LOSS, "Validation loss vs data size D", axis_label("D"), LOSS_LABEL, "val_loss_err"),
     SectionDef("isoflop", lambda data, found: section_isoflop(data.scan, found.fits, data.n_boot),
@@ -92,6 +101,8 @@ SECTIONS: tuple[SectionDef, ...] = (
     _law("swd-all-vs-d", "D", "swd_all", "SWD with invalid jets counted vs data size D", axis_label("D"),
          SWD_ALL_LABEL, "swd_all_err", floor="swd_floor", needs=lambda data: has_invalid_jets(data.done)),
     SectionDef("loss-vs-swd", lambda data, found: section_loss_vs_swd(data.done, found.fits)),
+    SectionDef("observables", lambda data, found: section_observables(data.done),
+               needs=lambda data: bool(observables_of(data.done))),
     SectionDef("histograms", lambda data, found: section_histograms(data.done, data.histograms)),
     # the gap closed per position needs the asymptote of the loss-vs-N comparison above
     SectionDef("positions", lambda data, found: section_positions(data.done, data.positions,
