@@ -60,6 +60,35 @@ def _density(h: dict[str, Any], label: str) -> tuple[np.ndarray, np.ndarray] | N
     return c / (tot * w), np.sqrt(c) / (tot * w)
 
 
+MAX_BINS = 40  # finer stored histograms are merged (whole bins, so integer edges stay integer)
+
+
+def panel_bins(h: dict[str, Any], max_bins: int = MAX_BINS) -> tuple[dict[str, Any], bool]:
+    """The histogram as drawn: adjacent bins merged k at a time (k = ceil(bins / max_bins); the
+    merged edges are a subset of the stored ones, so a histogram of integers keeps integer edges and
+    every merged bin holds the same number of integers), then, when any sample has jets outside the
+    range, one underflow and one overflow bin of the edge bins' widths added at the ends (their
+    counts moved into them, so the densities still sum with the in-range bins to all jets).
+    Returns (histogram, whether flow bins were added)."""
+    edges = np.asarray(h["edges"], float)
+    counts = {k: np.asarray(v, float) for k, v in h.get("counts", {}).items()}
+    n = len(edges) - 1
+    k = max(1, math.ceil(n / max_bins))
+    if k > 1:
+        idx = np.arange(0, n, k)
+        edges = np.append(edges[idx], edges[-1])
+        counts = {lab: np.add.reduceat(c, idx) for lab, c in counts.items()}
+    under, over = h.get("underflow", {}), h.get("overflow", {})
+    flow = any(under.get(lab, 0) or over.get(lab, 0) for lab in counts)
+    if flow:
+        w0, w1 = edges[1] - edges[0], edges[-1] - edges[-2]
+        edges = np.concatenate([[edges[0] - w0], edges, [edges[-1] + w1]])
+        counts = {lab: np.concatenate([[under.get(lab, 0)], c, [over.get(lab, 0)]]) for lab, c in counts.items()}
+    out = {"edges": edges.tolist(), "counts": {lab: c.tolist() for lab, c in counts.items()},
+           "underflow": {}, "overflow": {}}
+    return out, flow
+
+
 def _ratio(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(b[0] > 0, a[0] / b[0], np.nan)
@@ -100,7 +129,8 @@ def histogram_figure(hists: dict[str, Any], reference: str, title: str) -> dict[
     annotations: list[dict[str, Any]] = []
     band_h = (1.0 - band_gap * (nband - 1)) / nband
     for i, name in enumerate(names):
-        h = hists[name]
+        h_stored = hists[name]
+        h, flow = panel_bins(h_stored)
         band, col = i // ncol, i % ncol
         kh, kr = 2 * i + 1, 2 * i + 2
         (th, lh), (tr, lr) = _ax(kh), _ax(kr)
@@ -144,14 +174,37 @@ def histogram_figure(hists: dict[str, Any], reference: str, title: str) -> dict[
                          "marker": {"color": color, "size": size},
                          "error_y": {"type": "data", "array": _nan_none(e), "thickness": 1, "width": 0},
                          "name": label, "legendgroup": grp, "showlegend": first, **on_r})
-        out = [f"{who} {f:.0%}" for who, f in (("generated", _outside(h, "generated")), ("real", _outside(h, ref_label)))
+            data += _clipped_markers(np.asarray(centers), r, color, first, on_r)
+        if flow:  # the end bins hold the jets outside the stored range: shade them
+            for lo_e, hi_e in ((edges[0], edges[1]), (edges[-2], edges[-1])):
+                for ax_t in (th, tr):
+                    layout.setdefault("shapes", []).append(
+                        {"type": "rect", "xref": f"x{ax_t}", "yref": f"y{ax_t} domain", "x0": float(lo_e),
+                         "x1": float(hi_e), "y0": 0, "y1": 1, "fillcolor": "rgba(120,120,120,0.12)", "line": {"width": 0},
+                         "layer": "below"})
+        out = [f"{who} {f:.0%}" for who, f in (("generated", _outside(h_stored, "generated")),
+                                               ("real", _outside(h_stored, ref_label)))
                if f is not None and f >= 0.01]
-        if out:  # jets the plotted range leaves out, so the densities above do not integrate to 1
-            annotations.append({"text": "outside the range: " + ", ".join(out), "showarrow": False,
+        if out:  # jets the stored range leaves out: drawn in the shaded under/overflow bins
+            annotations.append({"text": "outside the range (shaded end bins): " + ", ".join(out), "showarrow": False,
                                 "xref": f"x{th} domain", "yref": f"y{th} domain", "x": 1.0, "y": 1.0,
                                 "xanchor": "right", "yanchor": "bottom", "font": {"size": 10, "color": "#555"}})
     layout["annotations"] = annotations
     return {"data": data, "layout": layout}
+
+
+def _clipped_markers(x: np.ndarray, r: np.ndarray, color: str, first: bool, on: dict[str, str]) -> list[dict[str, Any]]:
+    """Ratios beyond the panel's range, drawn as triangles at its edge (pointing the way they left)."""
+    lo, hi = RATIO_RANGE
+    out = []
+    for m, y, sym in ((r > hi, hi - 0.04 * (hi - lo), "triangle-up"), (r < lo, lo + 0.04 * (hi - lo), "triangle-down")):
+        m = m & np.isfinite(r)
+        if m.any():
+            out.append({"type": "scatter", "x": x[m].tolist(), "y": [y] * int(m.sum()), "mode": "markers",
+                        "marker": {"color": color, "size": 8, "symbol": sym},
+                        "text": [f"ratio {v:.3g}" for v in r[m]], "name": "ratio beyond the panel (at its edge)",
+                        "legendgroup": "clipped", "showlegend": first, **on})
+    return out
 
 
 def _outside(h: dict[str, Any], label: str) -> float | None:

@@ -351,3 +351,33 @@ def test_swd_is_defined_from_the_evaluation_settings():
     assert "over 2 observables (jet pT, τ21)" in t and "64 random directions" in t and "1500 jets" in t
     assert "20 bootstrap resamples" in t and "default" not in t
     assert "not stored with these results" in swd_definition({"c": {"reference": "original"}})
+
+
+def test_histogram_panels_merge_integer_bins_draw_flow_bins_and_mark_clipped_ratios():
+    """116 one-unit bins of a constituent count (1500 jets) are merged into whole-integer bins,
+    at most 40, keeping every jet; jets outside the range land in an underflow and an overflow
+    bin, and the densities (with those bins) integrate to 1; ratios beyond the panel are drawn
+    as triangles at its edge."""
+    from analysis.physics_plots import MAX_BINS, RATIO_RANGE, histogram_figure, panel_bins
+
+    rng = np.random.default_rng(0)
+    edges = np.arange(4.0, 121.0)  # 116 unit bins
+    gen = rng.integers(4, 140, 1500)
+    real = rng.integers(10, 100, 1500)
+    h = {"edges": edges.tolist(),
+         "counts": {"generated": np.histogram(gen, edges)[0].tolist(), "real": np.histogram(real, edges)[0].tolist()},
+         "underflow": {"generated": int((gen < 4).sum()), "real": 0},
+         "overflow": {"generated": int((gen > 120).sum()), "real": 0}}
+    p, flow = panel_bins(h)
+    e = np.asarray(p["edges"])
+    assert flow and len(e) - 3 <= MAX_BINS and np.all(e == np.round(e)) and len(set(np.diff(e[1:-1]))) <= 2
+    assert sum(p["counts"]["generated"]) == 1500 and p["counts"]["generated"][-1] == int((gen > 120).sum())
+    fig = histogram_figure({"n_constituents": h}, "real", "t")
+    gen_trace = [d for d in fig["data"] if d.get("name") == "generated jets"][0]
+    y = np.asarray(gen_trace["y"])[::2]  # one value per bin (step drawing repeats it)
+    assert np.sum(y * np.diff(e)) == pytest.approx(1.0)
+    h2 = {"edges": [0.0, 1.0, 2.0, 3.0], "counts": {"generated": [90, 5, 5], "real": [30, 35, 35]}}
+    fig = histogram_figure({"jet_pt": h2}, "real", "t")
+    clipped = [d for d in fig["data"] if d.get("name") == "ratio beyond the panel (at its edge)"]
+    assert len(clipped) == 1 and clipped[0]["x"] == [0.5] and clipped[0]["y"][0] < RATIO_RANGE[1]
+    assert not panel_bins(h2)[1]  # nothing outside: no flow bins

@@ -280,7 +280,7 @@ def test_histogram_panel_says_how_many_jets_fall_outside_its_range():
          "underflow": {"generated": 5, "real": 0}, "overflow": {"generated": 20, "real": 0}}
     fig = histogram_figure({"jet_pt": h}, "real", "t")
     texts = [a["text"] for a in fig["layout"]["annotations"]]
-    assert texts == ["outside the range: generated 25%"]
+    assert texts == ["outside the range (shaded end bins): generated 25%"]
     h["underflow"]["generated"] = h["overflow"]["generated"] = 0
     assert histogram_figure({"jet_pt": h}, "real", "t")["layout"]["annotations"] == []
 
