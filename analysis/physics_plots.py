@@ -262,7 +262,7 @@ def _label(row: dict[str, Any], several_d: bool) -> str:
     return f"{row.get('size')}" + (f", D = {fmt_num(float(row['D']))}" if several_d and row.get("D") is not None else "")
 
 
-def position_figures(fp: pl.DataFrame) -> dict[str, go.Figure]:
+def position_figures(fp: pl.DataFrame, colors: tuple[str, dict] | None = None) -> dict[str, go.Figure]:
     """Loss per constituent position per cell with the unigram baseline, and the gain over it."""
     d = fp.filter(pl.col("position").is_not_null() & (pl.col("count") >= MIN_POSITION_JETS))
     if d.height == 0:
@@ -270,7 +270,9 @@ def position_figures(fp: pl.DataFrame) -> dict[str, go.Figure]:
     several_d = d["D"].n_unique() > 1 if "D" in d.columns else False
     # cell_id breaks ties (two seeds of one size and D): the same results give the same figure
     cells = d.select("cell_id", "size", "N", "D").unique().sort(["N", "D", "cell_id"], nulls_last=True)
-    colors = _ramp(cells.height)
+    ramp = _ramp(cells.height)
+    # colours: the report's one colour per sweep value (column, {value: colour}) when given
+    colour = [colors[1].get(r[colors[0]], ramp[i]) if colors else ramp[i] for i, r in enumerate(cells.iter_rows(named=True))]
     f1, f2 = go.Figure(), go.Figure()
     base = (d.sort("position", "cell_id").group_by("position", maintain_order=True)
             .agg(pl.col("baseline").mean()).sort("position"))
@@ -279,8 +281,8 @@ def position_figures(fp: pl.DataFrame) -> dict[str, go.Figure]:
     for i, row in enumerate(cells.iter_rows(named=True)):
         g = d.filter(pl.col("cell_id") == row["cell_id"]).sort("position")
         name = _label(row, several_d)
-        f1.add_trace(go.Scatter(x=g["position"], y=g["loss"], mode="lines", line={"color": colors[i]}, name=name))
-        f2.add_trace(go.Scatter(x=g["position"], y=g["baseline"] - g["loss"], mode="lines", line={"color": colors[i]},
+        f1.add_trace(go.Scatter(x=g["position"], y=g["loss"], mode="lines", line={"color": colour[i]}, name=name))
+        f2.add_trace(go.Scatter(x=g["position"], y=g["baseline"] - g["loss"], mode="lines", line={"color": colour[i]},
                                 name=name))
     f2.add_hline(y=0, line={"color": "black", "width": 1})
     for f, t, yl in ((f1, "Validation loss per constituent position", "loss (nats/token)"),

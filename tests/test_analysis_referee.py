@@ -381,3 +381,50 @@ def test_histogram_panels_merge_integer_bins_draw_flow_bins_and_mark_clipped_rat
     clipped = [d for d in fig["data"] if d.get("name") == "ratio beyond the panel (at its edge)"]
     assert len(clipped) == 1 and clipped[0]["x"] == [0.5] and clipped[0]["y"][0] < RATIO_RANGE[1]
     assert not panel_bins(h2)[1]  # nothing outside: no flow bins
+
+
+def test_seed_note_says_one_seed_or_gives_the_spread():
+    import polars as pl
+
+    from analysis.report.conventions import seed_note
+
+    one = pl.DataFrame({"N": [1.0, 2.0, 3.0], "seed": [0, 0, 0], "val_loss": [3.0, 2.9, 2.8],
+                        "val_loss_err": [0.01] * 3})
+    assert seed_note(one, "N", "val_loss", "val_loss_err").startswith("One seed per value of N")
+    two = pl.DataFrame({"N": [1.0, 1.0, 2.0, 2.0, 3.0], "seed": [0, 1, 0, 1, 0],
+                        "val_loss": [3.0, 3.2, 2.9, 2.8, 2.7], "val_loss_err": [0.01] * 5})
+    t = seed_note(two, "N", "val_loss", "val_loss_err")
+    sd = math.sqrt((2 * 0.1**2 + 2 * 0.05**2) / 2)  # pooled over the two repeated N
+    assert "2 of 3 values of N" in t and f"is {sd:.4g}" in t and "(pooled standard deviation, 2 dof)" in t
+    assert "median per-point error of 0.01" in t
+
+
+def test_one_colour_per_sweep_value_in_curves_and_positions(tmp_path):
+    """The learning curves, the frontier's markers and the per-position figures give a size the
+    same colour (plotting.sweep_value_colors), whatever each figure's own trace order."""
+    from analysis.report.build import build
+    from analysis.report.section import ReportData
+    from analysis.synthetic import write_synthetic_sweep
+    from analysis.tables import open_tables
+
+    write_synthetic_sweep(tmp_path / "syn", n_curve_points=4, seeds=1, failed=0, budgets=())
+    t = open_tables(tmp_path / "syn")
+    b = build(ReportData.of(t.trials.collect(), t.curves.collect(), "syn", 4, t.evals.collect(),
+                            t.positions.collect()))
+    figs = {}
+    for s in b.sections:
+        figs.update(s.figures)
+
+    def colours(fig, prefix=""):
+        out = {}
+        for t in fig.data:
+            c = (t.line.color if t.mode == "lines" or t.mode == "lines+markers" else t.marker.color)
+            if t.name and t.name.startswith(prefix) and c:
+                out.setdefault(t.name[len(prefix):].split(" on the frontier")[0].split(",")[0], c)
+        return out
+    curves = colours(figs["fig-learning-curves"])
+    pos = colours(figs["fig-position-loss"])
+    shared = set(curves) & set(pos)
+    assert len(shared) >= 5 and all(curves[k] == pos[k] for k in shared)
+    front = colours(figs["fig-frontier"], "evaluations of ")
+    assert front and all(front[k] == curves[k] for k in set(front) & set(curves))

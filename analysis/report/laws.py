@@ -15,7 +15,7 @@ from analysis.fits.compare import Comparison, compare_laws
 from analysis.fits.result import POOR_FIT, UNDERDETERMINED
 from analysis.physics_plots import value_pm
 from analysis.report.cell_flags import flags_html
-from analysis.report.conventions import scan_conditions
+from analysis.report.conventions import scan_conditions, seed_note
 from analysis.report.frames import arr, scan
 from analysis.report.plotting import clip_y, fit_traces, layout, points, xgrid
 from analysis.report.section import FitRow, Section
@@ -60,7 +60,8 @@ def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xla
     clip_y(fig, yv, ev, [r.predict(xgrid(xv)) for r in cmp.results.values() if r.ok], floor_span)
     err_note = ("" if has_err else f" No per-point errors stored for {METRIC_LABEL.get(y, y)}: fits are unweighted.")
     s.html = _comparison_html(cmp, f"{METRIC_LABEL.get(y, y)} vs {x}") + (f"<p class='note'>{err_note}</p>" if err_note else "")
-    s.html += f"<p class='note'>{html.escape(scan_conditions(d, x))}</p>" + flags_html(d, y, baselines or {})
+    s.html += (f"<p class='note'>{html.escape(scan_conditions(d, x))} {html.escape(seed_note(d, x, y, yerr))}</p>"
+               + flags_html(d, y, baselines or {}))
     if floor_span:
         s.html += _floor_note(cmp, float(np.mean(floor_span)), x)
     for law, r in cmp.results.items():
