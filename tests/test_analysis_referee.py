@@ -428,3 +428,14 @@ def test_one_colour_per_sweep_value_in_curves_and_positions(tmp_path):
     assert len(shared) >= 5 and all(curves[k] == pos[k] for k in shared)
     front = colours(figs["fig-frontier"], "evaluations of ")
     assert front and all(front[k] == curves[k] for k in set(front) & set(curves))
+
+
+def test_a_law_at_a_bound_is_rejected_by_its_errors_too():
+    """A pure power law with a wiggle and 0.1% errors: the saturating law puts E at its bound 0 and
+    misses the points by far more than their errors; it is poor_fit (not at_bound, which would
+    read as usable), and the message keeps the bound."""
+    x = np.geomspace(1e4, 1e8, 8)
+    y = 40 * x**-0.25 * (1 + 0.05 * np.sin(3 * np.log10(x)))
+    r = fit_law(x, y, "offset_power", yerr=np.full(8, 1e-3), n_boot=0)
+    assert r.status == "poor_fit" and r.message.startswith("E at its lower bound 0; the law misses its points")
+    assert fit_law(x, y, "offset_power", n_boot=0).status == "at_bound"  # without errors nothing rejects it

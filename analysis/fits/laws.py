@@ -389,9 +389,10 @@ def fit_law(
     else:
         status, msg = CONVERGED, "converged"
     p_chi2 = chi2_pvalue(gof["chi2_ndof"], n - k)
-    if status == CONVERGED and p_chi2 < POOR_FIT_P:
+    if status in (CONVERGED, AT_BOUND) and p_chi2 < POOR_FIT_P:  # a law at a bound is rejected alike
+        bound = f"{msg}; " if status == AT_BOUND else ""
         status = POOR_FIT
-        msg = (f"the law misses its points by far more than their errors (χ²/ndof = {gof['chi2_ndof']:.3g} on "
+        msg = bound + (f"the law misses its points by far more than their errors (χ²/ndof = {gof['chi2_ndof']:.3g} on "
                f"{n - k} degrees of freedom, p {'= ' if p_chi2 >= 1e-300 else ''}{fmt_p(p_chi2)}): its parameters describe the trend only (intervals "
                "widened by √(χ²/ndof)), and it does not support an extrapolation")
     if n_boot > 0 and len(samples) < max(2, n_boot // 2):
