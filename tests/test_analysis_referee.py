@@ -439,3 +439,21 @@ def test_a_law_at_a_bound_is_rejected_by_its_errors_too():
     r = fit_law(x, y, "offset_power", yerr=np.full(8, 1e-3), n_boot=0)
     assert r.status == "poor_fit" and r.message.startswith("E at its lower bound 0; the law misses its points")
     assert fit_law(x, y, "offset_power", n_boot=0).status == "at_bound"  # without errors nothing rejects it
+
+
+def test_a_law_rejected_by_its_points_is_not_checked_for_extrapolation():
+    """A log law fitted with 0.1% errors to a power law misses its points by far more than their
+    errors; with its intervals widened by sqrt(chi2/ndof) it would 'extrapolate' anything, so the
+    leave-largest-out check says it cannot be checked; without errors it is checked as before."""
+    from analysis.fits.holdout import leave_largest_out
+
+    x = np.geomspace(1e4, 1e8, 8)
+    y = 40 * x**-0.25
+    e = np.full(8, 1e-3)
+
+    def fit(xx, yy, err=None):
+        return fit_law(xx, yy, "log", yerr=err, n_boot=20)
+
+    c = leave_largest_out(lambda xx, yy: fit(xx, yy, e[: len(xx)]), (x,), y, yerr=e, name="log")
+    assert c.extrapolates is None and "rejected by its own points' errors" in c.message
+    assert leave_largest_out(fit, (x,), y, name="log").extrapolates is not None

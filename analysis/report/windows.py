@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from analysis.fits.compare import Comparison
+from analysis.fits.result import POOR_FIT
 from analysis.report.conventions import axis_label
 from analysis.report.frames import LOSS, arr
 from analysis.report.plotting import layout, legend_line, points
@@ -63,12 +64,14 @@ def compute_runs_note(fr: pl.DataFrame, scan: pl.DataFrame) -> str:
             ("the model-size scan" if moves == ["N"] else "the data-size scan" if moves == ["D"] else "a mix of both scans")
             + " read against compute" if moves else "they differ only in seed")
     left = scan.height - fr.height if scan.height else 0
+    few = fr["C"].n_unique() < 5  # the saturating law's 3 parameters + 2 degrees of freedom
     return (f"The points are the end-of-training losses of {fr.height} separate run{'s' if fr.height != 1 else ''} "
             f"on the compute frontier (no other run ended lower with at most that many FLOPs): {runs}; {what}. "
             f"{left} other finished run{'s' if left != 1 else ''} ended above the frontier. Intermediate points of a "
             "learning curve are not used: under a decaying learning rate they are not the loss a run stopped there "
-            "would reach, and one run's points share its weights and validation jets. With fewer runs than the "
-            "saturating law needs there is no window along C.")
+            "would reach, and one run's points share its weights and validation jets."
+            + (f" {fr['C'].n_unique()} distinct budgets are fewer than the 5 the saturating law needs: no window along C."
+               if few else ""))
 
 
 def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]],
@@ -95,8 +98,11 @@ def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison 
                  "width": "window width", "x_sat": "x_sat", "floor": "floor", "excess_over_floor": "E − floor"}
         items = "".join(f"<li><b>{label.get(k, k)}</b>: {html.escape(v)}</li>" for k, v in w.explanations.items())
         own = f"<p class='note'>{html.escape(owners)}</p>" if x == "C" else ""
+        rejected = (" (by a law its points reject: a trend only)"
+                    if w.fit is not None and w.fit.status == POOR_FIT and w.status in ("saturating", "not_saturating")
+                    else "")
         parts.append(f"{head}<p class='fitmsg'>{html.escape(METRIC_LABEL.get(y, y))} vs {x}: "
-                     f"{WINDOW_STATUS.get(w.status, w.status)}.</p>{own}<ul class='explain'>{items}</ul>"
+                     f"{WINDOW_STATUS.get(w.status, w.status)}{rejected}.</p>{own}<ul class='explain'>{items}</ul>"
                      f"<!--FIG:{fid}-->")
     if not wins:
         s.missing = "No data for any learnable window (needs scans along D, C or N)."
