@@ -318,8 +318,8 @@ def learnable_window(
                            f"to the plateau is smaller than the statistical uncertainty of {label} ({_fmt(sigma)}, "
                            f"{sigma_src}): further {axis} cannot be told apart from noise{where(res.x_sat)}.")
     else:
-        ex["x_sat"] = (f"No saturation point: the statistical uncertainty of {label} is unknown (no per-point errors "
-                       "and no repeated runs at the same x).")
+        ex["x_sat"] = (f"No saturation point: the statistical uncertainty of {label} is unknown (per-point errors "
+                       "were not given for these points, and no x was trained twice).")
     if math.isfinite(res.floor):
         ex["floor"] = (f"The floor {_fmt(res.floor)} is the {label} between two independent samples of the true "
                        f"distribution (the smallest value measurable with this sample size).")

@@ -457,3 +457,21 @@ def test_a_law_rejected_by_its_points_is_not_checked_for_extrapolation():
     c = leave_largest_out(lambda xx, yy: fit(xx, yy, e[: len(xx)]), (x,), y, yerr=e, name="log")
     assert c.extrapolates is None and "rejected by its own points' errors" in c.message
     assert leave_largest_out(fit, (x,), y, name="log").extrapolates is not None
+
+
+def test_law_section_never_claims_errors_missing_that_exist():
+    """Errors on 4 of 5 cells: the fits are unweighted (a partial weighting would be arbitrary) and
+    the text says 1 of 5 lacks one, not that there are no errors; all 5: weighted, no note."""
+    import polars as pl
+
+    from analysis.report.laws import section_law_vs
+
+    N = np.geomspace(1e4, 1e8, 5)
+    d = pl.DataFrame({"cell_id": list("abcde"), "size": list("abcde"), "N": N, "D": [1e6] * 5,
+                      "val_loss": 2 + 30 * N**-0.3, "val_loss_err": [0.01, 0.01, None, 0.01, 0.01]})
+    s, _, cmp = section_law_vs(d, "N", "val_loss", "x", "t", "N", "L", [], 0, yerr="val_loss_err")
+    assert "1 of 5 cells have no stored error" in s.html and "No per-point errors" not in s.html
+    assert cmp.results["log"].chi2_ndof is None
+    s, _, cmp = section_law_vs(d.with_columns(val_loss_err=pl.lit(0.01)), "N", "val_loss", "x", "t", "N", "L", [], 0,
+                               yerr="val_loss_err")
+    assert "stored error" not in s.html and cmp.results["log"].chi2_ndof is not None

@@ -58,7 +58,11 @@ def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xla
     fit_traces(fig, cmp, xv)
     s.figures[f"fig-{sid}"] = layout(fig, f"{title} ({label}, {d.height} cells)", xlabel, ylabel)
     clip_y(fig, yv, ev, [r.predict(xgrid(xv)) for r in cmp.results.values() if r.ok], floor_span)
-    err_note = ("" if has_err else f" No per-point errors stored for {METRIC_LABEL.get(y, y)}: fits are unweighted.")
+    n_miss = d[yerr].null_count() if yerr and yerr in d.columns else d.height
+    err_note = ("" if has_err else
+                f" No per-point errors stored for {METRIC_LABEL.get(y, y)}: fits are unweighted." if n_miss == d.height else
+                f" {n_miss} of {d.height} cells have no stored error of {METRIC_LABEL.get(y, y)}, so the fits are "
+                "unweighted and not judged by χ².")
     s.html = _comparison_html(cmp, f"{METRIC_LABEL.get(y, y)} vs {x}") + (f"<p class='note'>{err_note}</p>" if err_note else "")
     s.html += (f"<p class='note'>{html.escape(scan_conditions(d, x))} {html.escape(seed_note(d, x, y, yerr))}</p>"
                + flags_html(d, y, baselines or {}))
