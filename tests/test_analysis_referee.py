@@ -475,3 +475,18 @@ def test_law_section_never_claims_errors_missing_that_exist():
     s, _, cmp = section_law_vs(d.with_columns(val_loss_err=pl.lit(0.01)), "N", "val_loss", "x", "t", "N", "L", [], 0,
                                yerr="val_loss_err")
     assert "stored error" not in s.html and cmp.results["log"].chi2_ndof is not None
+
+
+def test_d_in_real_tokens_from_the_positions_table():
+    """3 jets with 2, 1 and 3 constituents: targets at position 1: 3 jets, 2: 2, 3: 1, and 3 stop
+    tokens: (3 + 2 + 1 + 3) / 3 = 3 real tokens per jet; with seq_len 130, D_real = 3/130 D."""
+    import polars as pl
+
+    from analysis.report.conventions import real_tokens_html, real_tokens_per_jet
+
+    pos = pl.DataFrame({"cell_id": ["a"] * 5, "step": [9, 9, 9, 9, 1], "position": [1, 2, 3, None, 1],
+                        "count": [3, 2, 1, 3, 99]})
+    assert real_tokens_per_jet(pos) == pytest.approx(3.0)
+    t = real_tokens_html(pos, pl.DataFrame({"seq_len": [130]}))
+    assert "holds 3 real target tokens" in t and f"about {3 / 130:.4g} × D" in t
+    assert real_tokens_html(None, pl.DataFrame({"seq_len": [130]})) == ""

@@ -124,3 +124,30 @@ def seed_note(d: pl.DataFrame, x: str, y: str, yerr: str | None) -> str:
            if yerr and yerr in d.columns and d[yerr].null_count() < d.height else "")
     return (f"Seeds: {rep.height} of {g.height} values of {x} were trained with 2 or more seeds; the seed-to-seed "
             f"spread (pooled standard deviation, {dof} dof) is {fmt_num(sd)}{err}.")
+
+
+def real_tokens_per_jet(positions: pl.DataFrame | None) -> float:
+    """Mean real (non-pad) target tokens per validation jet, from the positions table of one
+    evaluation: the jets with a target at each constituent position, summed, plus the stop token,
+    over the number of jets (every jet has one stop token). nan without the table."""
+    if positions is None or positions.height == 0 or not {"position", "count", "step", "cell_id"} <= set(positions.columns):
+        return math.nan
+    cid = positions["cell_id"][0]
+    p = positions.filter(pl.col("cell_id") == cid)
+    p = p.filter(pl.col("step") == p["step"].max())
+    stop = p.filter(pl.col("position").is_null())["count"]
+    if stop.len() == 0 or not stop[0]:
+        return math.nan
+    return float(p.filter(pl.col("position").is_not_null())["count"].sum() + stop[0]) / float(stop[0])
+
+
+def real_tokens_html(positions: pl.DataFrame | None, done: pl.DataFrame) -> str:
+    """D in real tokens as an alternative unit (HTML sentence); '' when it cannot be measured."""
+    t = real_tokens_per_jet(positions)
+    if not math.isfinite(t) or "seq_len" not in done.columns or done["seq_len"].n_unique() != 1:
+        return ""
+    L = float(done["seq_len"][0])
+    return (f"<p class='note'>In real tokens: a validation jet holds {fmt_num(t)} real target tokens (constituents and "
+            f"the stop token) of its {fmt_num(L)} slots, so D in real tokens is about {fmt_num(t / L)} × D (measured on "
+            "the validation jets; the training rows come from the same distribution). This study's D, N and C use "
+            "the padded slots.</p>")

@@ -17,7 +17,7 @@ import polars as pl
 from analysis.fits.compare import Comparison
 from analysis.report.cell_flags import FAILURE_PENALTY, cell_baselines, has_invalid_jets
 from analysis.report.chinchilla import section_chinchilla
-from analysis.report.conventions import axis_label
+from analysis.report.conventions import axis_label, real_tokens_html
 from analysis.report.curves import section_curves
 from analysis.report.effective_data import section_effective_data
 from analysis.report.frames import LOSS, axes_varied, end_of_training_frontier, has_repetition_arms
@@ -82,6 +82,7 @@ def _windows(data: ReportData, found: Findings) -> Section:
 def _summary(data: ReportData, found: Findings) -> Section:
     """The summary, with the SWD defined where a reader first meets it (when any cell has one)."""
     s = section_summary(data.trials, data.sweep)
+    s.html += real_tokens_html(data.positions, data.done)
     if "swd" in data.done.columns and data.done["swd"].null_count() < data.done.height:
         s.html += swd_definition(data.histograms)
     return s
