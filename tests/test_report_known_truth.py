@@ -6,6 +6,7 @@ they err above it); H on every loss figure; real data and mixed data get no trut
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,12 @@ def test_n_scan_recovers_the_known_entropy_and_draws_it_on_every_loss_figure(run
     s = _section(b, "known-truth")
     assert s is not None and s.missing is None
     assert "H = 2 ± 0.002" in s.html
-    assert "covers the known entropy: the fits are consistent with the truth, 1 of them only loosely" in s.html
+    # the loss-vs-N fit recovers H; a window along C read from the same runs' end points (C grows with
+    # N_incl, not N: not a pure power law in C) may miss it, and the section must then say so
+    n_line = re.search(r"validation loss vs N: fitted E = [^<]*", s.html)
+    assert n_line and "the fit recovers the truth within its errors" in n_line.group(0)
+    c_line = re.search(r"validation loss vs C[^<]*fitted E = [^<]*", s.html)
+    assert c_line is None or "recovers the truth" in c_line.group(0) or "do not recover the truth" in s.html
     assert "fig-known-truth" in s.figures
     loss_figs = {fid: f for sec in b.sections for fid, f in sec.figures.items() if isinstance(f, go.Figure)
                  and LOSS_AXIS in (f.layout.yaxis.title.text or "")}
