@@ -234,7 +234,7 @@ def test_job_commands_never_send_the_token_where_storage_points(tmp_path, fake_d
     ("s3://b/p?my_api_key=APIKEY9", "APIKEY9"),
 ])
 def test_secrets_in_storage_uris_are_redacted(uri, secret):
-    from scaling_sweeper.base.secret_scrub import REDACTED, redact_uri, uri_has_credentials
+    from scaling_sweeper.base.redaction import REDACTED, redact_uri, uri_has_credentials
 
     assert uri_has_credentials(uri)
     out = redact_uri(uri)
@@ -242,7 +242,7 @@ def test_secrets_in_storage_uris_are_redacted(uri, secret):
 
 
 def test_container_at_account_is_not_a_credential_so_the_sweep_resumes(tiny_tokens, tmp_path):
-    from scaling_sweeper.base.secret_scrub import redact_uri
+    from scaling_sweeper.base.redaction import redact_uri
     from scaling_sweeper.sweep.cells import write_sweep_files
     from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import load_spec

@@ -176,10 +176,10 @@ def test_auto_resolves_one_way_at_plan_and_trial_time():
     gcfg = config_for_rows("XXL", V, S)
     fp32 = {e.strategy: e.total_gpu for e in memory.estimate(gcfg, gpus=8, micro_batch=8, seq_len=S - 1, bf16=False)}
     small = (fp32["zero3"] + fp32["zero2_offload"]) / 2 / memory.GIB / 0.9  # fits zero2_offload, not zero3
-    tiny = resolve(_cfg(zero=ZeroConfig(num_workers=8)), **kw, detected_gib=small)  # device cpu: fp32
+    tiny = resolve(_cfg(zero=ZeroConfig(num_workers=8), device="cpu"), **kw, detected_gib=small)  # device cpu: fp32
     assert (tiny.name, tiny.base, tiny.offload) == ("zero2_offload", "zero2", "optimizer")
     # the same machine, declared or detected: one answer
-    assert resolve(_cfg(zero=ZeroConfig(num_workers=8, gpu_mem_gib=small)), **kw).name == tiny.name
+    assert resolve(_cfg(zero=ZeroConfig(num_workers=8, gpu_mem_gib=small), device="cpu"), **kw).name == tiny.name
     # numerics: a memory where bf16 fits ddp but fp32 does not
     bf16 = {e.strategy: e.total_gpu for e in memory.estimate(gcfg, gpus=8, micro_batch=8, seq_len=S - 1)}
     mem = (bf16["ddp"] + fp32["ddp"]) / 2 / memory.GIB / 0.9

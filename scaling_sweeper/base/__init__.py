@@ -12,6 +12,6 @@
     worker_env.py      the environment a Ray worker needs to import this checkout
     private_dirs.py    private (0700, ours) folders for Ray sessions; 0600 logs
     process_registry.py  exactly the processes we started (pid + start time); the embedded Ray's watchdog
-    secret_scrub.py    credentials kept out: storage URIs redacted, credential environment names
+    redaction.py    credentials kept out: storage URIs redacted, credential environment names
     strict_yaml.py     YAML loading that refuses duplicate keys and alias bombs
 """

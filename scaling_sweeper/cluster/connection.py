@@ -30,7 +30,7 @@ from typing import Any
 from scaling_sweeper.base.errors import SweeperError
 from scaling_sweeper.base.private_dirs import embedded_ray_temp_dir
 from scaling_sweeper.base.quiet import quiet_ray_token_notice
-from scaling_sweeper.base.secret_scrub import is_credential_env
+from scaling_sweeper.base.redaction import is_credential_env
 from scaling_sweeper.base.worker_env import worker_env
 
 _AUTH_ENV = "RAY_AUTH_MODE"
@@ -159,7 +159,7 @@ def enable_token_auth_if_available() -> bool:
 
 
 def check_env_vars(env: dict[str, str]) -> None:
-    """ConfigError when a runtime_env's env_vars would carry credentials (secret_scrub.CREDENTIAL_ENV)."""
+    """ConfigError when a runtime_env's env_vars would carry credentials (redaction.CREDENTIAL_ENV)."""
     from scaling_sweeper.base.errors import ConfigError
 
     bad = sorted(k for k in env if is_credential_env(k))

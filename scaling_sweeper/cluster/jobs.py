@@ -33,8 +33,8 @@ from typing import Any
 
 from scaling_sweeper.base.config import dump_yaml, to_dict
 from scaling_sweeper.base.errors import ConfigError, SweeperError
+from scaling_sweeper.base.redaction import uri_has_credentials
 from scaling_sweeper.base.runfolder import atomic_write_json
-from scaling_sweeper.base.secret_scrub import uri_has_credentials
 from scaling_sweeper.base.worker_env import repo_root
 from scaling_sweeper.cluster.connection import (
     check_cluster_auth,

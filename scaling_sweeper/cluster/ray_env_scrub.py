@@ -5,7 +5,7 @@ AWS_SESSION_TOKEN from the driver's environment into the runtime_env of every tr
 (`ray/tune/execution/class_cache.py`: `_ActorClassCache.get` reads the module-level
 `ENV_VARS_TO_PROPAGATE`), and Ray's runtime-env agent writes runtime_envs to
 `runtime_env_agent.log` in clear text. `keep_credentials_out_of_tune` drops every credential
-name (`secret_scrub.is_credential_env`) from that set, so trials get none through a runtime_env.
+name (`redaction.is_credential_env`) from that set, so trials get none through a runtime_env.
 Where they need credentials (an `s3://` tune_storage) they use their own chain: on the embedded
 cluster they inherit the driver's process environment through the raylet (never logged), on
 other clusters the nodes' environment or instance role.
@@ -13,7 +13,7 @@ other clusters the nodes' environment or instance role.
 
 from __future__ import annotations
 
-from scaling_sweeper.base.secret_scrub import is_credential_env
+from scaling_sweeper.base.redaction import is_credential_env
 
 
 def keep_credentials_out_of_tune() -> list[str]:

@@ -162,13 +162,17 @@ def _rest(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in ("value", "err")}
 
 
+MIN_ROWS = 2  # the fewest rows a two-sample metric is computed on
+
+
 def _pair(ref: np.ndarray, other: np.ndarray, p: MetricParams) -> tuple[np.ndarray, np.ndarray, dict]:
     """Finite rows of both samples, what was dropped, and whether enough remain."""
     r_ok, o_ok = _finite_rows(ref), _finite_rows(other)
     info = {"n_ref": int(r_ok.sum()), "n_other": int(o_ok.sum()),
             "dropped_nonfinite_ref": int((~r_ok).sum()), "dropped_nonfinite_other": int((~o_ok).sum())}
-    if info["n_ref"] < p.min_jets or info["n_other"] < p.min_jets:
-        info["reason"] = f"fewer than min_jets={p.min_jets} usable jets ({info['n_ref']} reference, {info['n_other']} other)"
+    need = max(p.min_jets, MIN_ROWS)  # a covariance or a fold needs two rows, whatever min_jets says
+    if info["n_ref"] < need or info["n_other"] < need:
+        info["reason"] = f"fewer than {need} usable jets (min_jets={p.min_jets}; {info['n_ref']} reference, {info['n_other']} other)"
     return ref[r_ok], other[o_ok], info
 
 

@@ -80,8 +80,8 @@ from typing import Any
 
 from scaling_sweeper.base.config import apply_overrides, from_dict, load_yaml, to_dict
 from scaling_sweeper.base.errors import ConfigError, ScheduleError
+from scaling_sweeper.base.redaction import REDACTED, redact_uri
 from scaling_sweeper.base.runfolder import check_folder_name
-from scaling_sweeper.base.secret_scrub import REDACTED, redact_uri
 from scaling_sweeper.sweep.phases import get_phase
 
 ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
