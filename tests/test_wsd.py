@@ -204,3 +204,207 @@ def test_a_branch_of_another_config_is_refused(tok, trunk, tmp_path):
     assert not (tmp_path / "b" / BRANCH_FILE).exists()
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan: cells, ids, FLOP sums
+
+
+def _wsd_spec(data: str, storage: Path | str = "runs", **kw):
+    from scaling_sweeper.sweep.spec import spec_from_dict
+
+    d = {"name": "w", "phase": "wsd", "data": data, "storage": str(storage), "sizes": ["Pico"],
+         "train": {"batch_size": 8, "lr_schedule": "wsd", "warmup_steps": 4, "log_every": 4, "eval_every": 10,
+                   "eval_batches": 2, "ckpt_every": 5, "keep_checkpoints": 2, "seed": 3, "threads": 1,
+                   "tokens": 200 * SEQ_LEN},
+         "wsd": {"tokens_seen": [T * 8 * SEQ_LEN for T in (20, 40, 80)]}}
+    for k, v in kw.items():
+        d[k] = {**d[k], **v} if isinstance(v, dict) and isinstance(d.get(k), dict) else v
+    return spec_from_dict(d)
+
+
+
+
+def _shape():
+    from scaling_sweeper.sweep.cells import DataShape
+
+    return DataShape(SEQ_LEN, N_CONTENT + 3, 300 * SEQ_LEN, None)
+
+
+def test_branched_plan_flops_match_the_closed_form():
+    """Lengths 20, 40, 80 steps with f = 0.2: the trunk runs to 64 (the last cooldown start), each
+    branch its cooldown (4, 8, 16 steps): C = 6 N_incl B S (64 + 28) = 6 N_incl B S ((1 - f) T_k +
+    f sum T); from scratch 6 N_incl B S (20 + 40 + 80). Each branch has the id of its from-scratch
+    wsd run; a branch's tokens_seen is its whole length."""
+    from scaling_sweeper.sweep.cells import format_plan, plan_totals, resolve_cells
+
+    cells = resolve_cells(_wsd_spec("x"), _shape())
+    trunk, *branches = cells
+    assert trunk.role == "trunk" and trunk.steps == 64 and trunk.config.keep_steps == [16, 32, 64]
+    assert trunk.config.decay_fraction == 0.0
+    assert [(c.role, c.steps, c.branch_step, c.parent) for c in branches] == [
+        ("branch", 20, 16, trunk.cell_id), ("branch", 40, 32, trunk.cell_id), ("branch", 80, 64, trunk.cell_id)]
+    unit = 6 * trunk.N_incl * 8 * SEQ_LEN
+    assert trunk.C == 64 * unit and [c.C for c in branches] == [4 * unit, 8 * unit, 16 * unit]
+    assert [c.tokens_seen for c in branches] == [T * 8 * SEQ_LEN for T in (20, 40, 80)]
+    t = plan_totals(cells)
+    assert t["C_total"] == pytest.approx(((1 - 0.2) * 80 + 0.2 * (20 + 40 + 80)) * unit, rel=1e-12)
+    assert t["C_from_scratch"] == (20 + 40 + 80) * unit
+    scratch = resolve_cells(_wsd_spec("x", wsd={"branch": False}), _shape())
+    assert [c.cell_id for c in scratch] == [c.cell_id for c in branches]
+    assert all(c.role is None and c.C == c.C_from_scratch for c in scratch)
+    out = format_plan(_wsd_spec("x"), cells)
+    assert "branch@32" in out and f"from scratch {t['C_from_scratch']:.4g} FLOPs (ratio {92 / 140:.3f})" in out
+
+
+def test_branch_points_are_aligned_to_log_steps():
+    """A length whose cooldown would start off a log step is rounded down: 50 steps (cooldown from
+    40) stays, 47 (from 38) becomes 45 (from 36), log_every 4."""
+    from scaling_sweeper.sweep.cells import resolve_cells
+    from scaling_sweeper.sweep.phases import aligned_wsd_length
+
+    assert aligned_wsd_length(50, 0.2, 4) == 50 and aligned_wsd_length(47, 0.2, 4) == 45
+    cells = resolve_cells(_wsd_spec("x", wsd={"tokens_seen": [47 * 8 * SEQ_LEN]}), _shape())
+    assert [(c.steps, c.branch_step) for c in cells] == [(36, None), (45, 36)]
+
+
+def test_budgets_give_the_lengths_as_in_isoflop():
+    from scaling_sweeper.sweep.cells import resolve_cells
+
+    probe = resolve_cells(_wsd_spec("x"), _shape())[0]
+    unit = 6 * probe.N_incl * 8 * SEQ_LEN
+    cells = resolve_cells(_wsd_spec("x", wsd={"tokens_seen": []}, budgets=[40.5 * unit, 80 * unit]), _shape())
+    assert [(c.steps, c.C_budget) for c in cells[1:]] == [(40, 40.5 * unit), (80, 80 * unit)]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"train": {"lr_schedule": "cosine"}}, "train.lr_schedule"),
+    ({"budgets": [1e9]}, "wsd.tokens_seen: give the run lengths"),
+    ({"wsd": {"tokens_seen": [4 * 8 * SEQ_LEN]}}, r"wsd.tokens_seen\[0\].*warmup"),
+    ({"train": {"steps": 10}}, "schedule"),
+    ({"strategies": {"Pico": "zero2"}}, "single-process"),
+])
+def test_bad_wsd_specs_fail_before_compute(kw, match):
+    from scaling_sweeper.sweep.cells import resolve_cells
+
+    with pytest.raises(ConfigError, match=match):
+        resolve_cells(_wsd_spec("x", **kw), _shape())
+
+
+def test_cosine_ids_are_unchanged_by_the_new_fields():
+    """The same config written with the new fields at their defaults hashes as before (pinned)."""
+    from scaling_sweeper.base.config import to_dict
+    from scaling_sweeper.sweep.cells import cell_id_of
+
+    cfg = to_dict(TrainConfig(size="Pico", data="d", tokens=3200, steps=30))
+    old = {k: v for k, v in cfg.items() if k not in ("lr_schedule", "decay_fraction", "decay_shape", "keep_steps")}
+    assert cell_id_of(cfg) == cell_id_of(old) == cell_id_of({**cfg, "keep_steps": [5]})
+    assert cell_id_of({**cfg, "lr_schedule": "wsd"}) != cell_id_of(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# the sweep: order, ledger, resume
+
+
+
+
+def test_searcher_holds_a_branch_until_its_trunk_is_done(tmp_path):
+    from types import SimpleNamespace
+
+    from scaling_sweeper.base.runfolder import atomic_write_json, write_status
+    from scaling_sweeper.sweep.admission import CellSearcher
+    from scaling_sweeper.sweep.cell_trial import TrialContext
+    from scaling_sweeper.sweep.ledger import Ledger
+
+    Ledger.open(tmp_path, "c", budget=100.0)
+    ctx = TrialContext(sweep="s", phase="wsd", sweep_dir=str(tmp_path / "s"),
+                       ledger_file=str(tmp_path / "ledger" / "c.json"), cluster="c")
+    cells = [SimpleNamespace(cell_id="t", C=10.0, sweep="s", parent=None),
+             SimpleNamespace(cell_id="b", C=5.0, sweep="s", parent="t")]
+    s = CellSearcher(cells, ctx)
+    assert s.suggest("1")["cell_id"] == "t"
+    assert s.suggest("2") is None  # the branch waits for its running trunk
+    write_status(tmp_path / "s" / "t", "done")
+    atomic_write_json(tmp_path / "s" / "t" / "result.json", {"status": "done"})
+    assert s.suggest("3")["cell_id"] == "b"
+
+
+def test_a_branch_of_a_failed_trunk_is_refused_naming_it(tmp_path):
+    from types import SimpleNamespace
+
+    from scaling_sweeper.base.runfolder import write_status
+    from scaling_sweeper.sweep.admission import CellSearcher
+    from scaling_sweeper.sweep.cell_trial import TrialContext
+    from scaling_sweeper.sweep.ledger import Ledger
+
+    led = Ledger.open(tmp_path, "c", budget=100.0)
+    ctx = TrialContext(sweep="s", phase="wsd", sweep_dir=str(tmp_path / "s"),
+                       ledger_file=str(tmp_path / "ledger" / "c.json"), cluster="c")
+    write_status(tmp_path / "s" / "t", "failed")
+    s = CellSearcher([SimpleNamespace(cell_id="b", C=5.0, sweep="s", parent="t")], ctx)
+    assert s.suggest("1") == s.FINISHED and s.refused == ["b"]
+    assert "trunk t is not done (STATUS failed)" in led.refused()["s/b"]["reason"]
+
+
+@pytest.fixture(scope="module")
+def looped(tok, tmp_path_factory):
+    """The branched plan run cell after cell without Ray (driver.run_cells_in_loop), then
+    reconciled: the ledger settled from the run folders as after a sweep."""
+    from scaling_sweeper.sweep.cell_trial import TrialContext
+    from scaling_sweeper.sweep.driver import run_cells_in_loop
+    from scaling_sweeper.sweep.ledger import Ledger
+    from scaling_sweeper.sweep.reconcile import prepare, reconcile
+
+    spec = _wsd_spec(str(tok), tmp_path_factory.mktemp("loop") / "runs")
+    run_cells_in_loop(spec)
+    spec, shape, cells = prepare(spec)
+    led = Ledger.open(spec.storage, "local")
+    ctx = TrialContext(sweep=spec.name, phase=spec.phase, sweep_dir=str(spec.sweep_dir), ledger_file=str(led.path),
+                       cluster="local")
+    todo, done = reconcile(spec, cells, led, ctx)
+    assert not todo and len(done) == 4
+    return spec, cells, led
+
+
+def test_ledger_charges_the_trunk_once_and_each_branch_its_cooldown(looped):
+    spec, cells, led = looped
+    trunk, *branches = cells
+    unit = 6 * trunk.N_incl * 8 * SEQ_LEN
+    spent = led.spent_by("w/")
+    assert spent[f"w/{trunk.cell_id}"] == 64 * unit
+    assert [spent[f"w/{c.cell_id}"] for c in branches] == [4 * unit, 8 * unit, 16 * unit]
+    assert led.summary().spent == pytest.approx((64 + 28) * unit, rel=1e-12)
+    for c in branches:  # the results row: the model's whole compute in C_spent, the cooldown in C_charged
+        row = read_result(spec.sweep_dir / c.cell_id)
+        assert row["C_spent"] == c.C_from_scratch and row["C_charged"] == c.C
+        assert row["branch_of"] == f"w/{trunk.cell_id}" and row["wsd_role"] == "cell"
+
+
+def test_looped_branches_equal_from_scratch_runs(looped, tmp_path):
+    spec, cells, _ = looped
+    for c in cells[1:]:
+        run_trial(c.config, tmp_path / c.cell_id)
+        _same(spec.sweep_dir / c.cell_id, tmp_path / c.cell_id)
+
+
+def test_reconcile_refuses_a_branch_whose_trunk_checkpoint_is_gone(looped, tmp_path):
+    """A finished trunk without the checkpoint a pending branch needs: CheckpointError naming it
+    before anything trains; the finished cells' folders are untouched."""
+    from scaling_sweeper.sweep.cell_trial import TrialContext
+    from scaling_sweeper.sweep.ledger import Ledger
+    from scaling_sweeper.sweep.reconcile import reconcile
+
+    spec, cells, _ = looped
+    storage = tmp_path / "runs"
+    shutil.copytree(spec.storage, storage, symlinks=True)
+    spec2 = _wsd_spec(spec.data, storage)
+    sweep = spec2.sweep_dir
+    branch = cells[2]
+    shutil.rmtree(sweep / branch.cell_id)  # this branch never ran
+    (sweep / cells[0].cell_id / "checkpoints" / "step_00000032.pt").unlink()
+    before = {c.cell_id: _folder(sweep / c.cell_id) for c in cells if c is not branch}
+    led = Ledger.open(storage, "local")
+    ctx = TrialContext(sweep="w", phase="wsd", sweep_dir=str(sweep), ledger_file=str(led.path), cluster="local")
+    with pytest.raises(CheckpointError, match="no checkpoint of step 32"):
+        reconcile(spec2, cells, led, ctx)
+    assert {c.cell_id: _folder(sweep / c.cell_id) for c in cells if c is not branch} == before

@@ -23,7 +23,8 @@ class CellSearcher(Searcher):
     """Hands out pending cells in plan order, each only once the ledger admits its planned C.
 
     suggest(): the first pending cell that fits is admitted and returned; if none fits but
-    trials are running (they may release unspent FLOPs when they end) -> None (wait); if none
+    trials are running (they may release unspent FLOPs when they end, or a WSD trunk finish its
+    branches wait for) -> None (wait); if none
     fits and nothing runs -> the rest are refused (STATUS=refused, recorded in the ledger) and
     the search is FINISHED. A STOP file also finishes the search."""
 
@@ -69,6 +70,10 @@ class CellSearcher(Searcher):
         for cell in self.pending:
             ctx, led = self._ctx(cell), self._ledger(cell)
             reason = f"needs {cell.C:.4g} FLOPs, ledger {ctx.cluster!r} has {led.summary().left:.4g} left"
+            if not self._trunk_done(cell):
+                trunk_dir = Path(ctx.sweep_dir) / str(cell.parent)
+                reason = (f"its WSD trunk {cell.parent} is not done (STATUS {read_status(trunk_dir)}); "
+                          "resume the sweep once the trunk has finished")
             led.refuse(self._key(cell), float(cell.C), reason)
             try:
                 write_status(self._run_dir(cell), "refused")
@@ -87,6 +92,9 @@ class CellSearcher(Searcher):
         while i < len(self.pending):
             cell = self.pending[i]
             ctx = self._ctx(cell)
+            if not self._trunk_done(cell):  # a WSD branch starts once its trunk has finished
+                i += 1
+                continue
             driver = Path(ctx.sweep_dir) / sweep_status.DRIVER_FILE
             if not self._ledger(cell).admit(self._key(cell), float(cell.C), record_refusal=False, driver=driver):
                 i += 1
@@ -101,6 +109,11 @@ class CellSearcher(Searcher):
             self.live[trial_id] = cell
             return trial_config(cell)
         return None
+
+    def _trunk_done(self, cell: Cell) -> bool:
+        """A WSD branch's trunk has finished (other cells: True)."""
+        parent = getattr(cell, "parent", None)
+        return parent is None or is_done(Path(self._ctx(cell).sweep_dir) / parent)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.live.pop(trial_id, None)

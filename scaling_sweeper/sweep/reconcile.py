@@ -14,7 +14,7 @@ from scaling_sweeper.base.runfolder import (
     read_result,
     read_status,
 )
-from scaling_sweeper.sweep.cell_trial import TrialContext, finalize_cell, write_tables
+from scaling_sweeper.sweep.cell_trial import TrialContext, branch_source, finalize_cell, write_tables
 from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
 from scaling_sweeper.sweep.reuse import adopt_cell, reuse_origin
@@ -118,6 +118,13 @@ def _reconcile_cell(spec, c, run_dir, led, ctx, ledger_cells, todo, done) -> Non
             write_tables(sweep_dir, c.cell_id, row, None)
     else:
         _probe_writable(run_dir)
+        src = branch_source(sweep_dir, c)
+        if src is not None and is_done(src.trunk_dir):
+            from scaling_sweeper.train.branch import trunk_checkpoint
+            from scaling_sweeper.train.checkpoint import list_checkpoints
+
+            if not list_checkpoints(run_dir / "checkpoints"):
+                trunk_checkpoint(src)  # CheckpointError naming the file, before Ray starts
         if read_status(run_dir) == "refused":  # refused last time: try again now
             (run_dir / "STATUS").unlink(missing_ok=True)
         todo.append(c)
