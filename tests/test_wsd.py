@@ -408,3 +408,70 @@ def test_reconcile_refuses_a_branch_whose_trunk_checkpoint_is_gone(looped, tmp_p
     with pytest.raises(CheckpointError, match="no checkpoint of step 32"):
         reconcile(spec2, cells, led, ctx)
     assert {c.cell_id: _folder(sweep / c.cell_id) for c in cells if c is not branch} == before
+
+
+_LOOP = """
+import sys, torch
+torch.set_num_threads(1)
+from scaling_sweeper.sweep.driver import run_cells_in_loop
+from scaling_sweeper.sweep.spec import load_spec
+run_cells_in_loop(load_spec(sys.argv[1]))
+"""
+
+
+def _own_checkpoint_past(run: Path, step: int) -> bool:
+    return any(s > step for s, _ in list_checkpoints(run / "checkpoints"))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_trunk_and_mid_branch_then_resume_redoes_nothing_finished(tok, tmp_path):
+    """The plan run without Ray in a child process, SIGKILLed mid-trunk, run again and SIGKILLed
+    mid-branch (trunk and first branch done by then), run again to the end: the finished cells
+    were not touched again, and every branch ends bit-identical to its from-scratch run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from scaling_sweeper.base.config import dump_yaml, to_dict
+    from scaling_sweeper.sweep.reconcile import prepare
+
+    spec = _wsd_spec(str(tok), tmp_path / "runs", wsd={"tokens_seen": [T * 8 * SEQ_LEN for T in (100, 200, 400)]})
+    spec_file = tmp_path / "wsd.yaml"
+    spec_file.write_text(dump_yaml(to_dict(spec)))
+    spec, _, cells = prepare(spec)
+    trunk, first, second, _ = cells
+    d = spec.sweep_dir
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def run_until(done) -> None:
+        proc = subprocess.Popen([sys.executable, "-c", _LOOP, str(spec_file)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while not done() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL, proc.stderr.read().decode()
+
+    run_until(lambda: _own_checkpoint_past(d / trunk.cell_id, 100))
+    assert read_status(d / trunk.cell_id) == "running"  # killed mid-trunk
+    run_until(lambda: _own_checkpoint_past(d / second.cell_id, second.branch_step))
+    assert read_status(d / second.cell_id) == "running" and read_status(d / first.cell_id) == "done"
+    finished = {c.cell_id: _stamped(d / c.cell_id) for c in (trunk, first)}
+    done = subprocess.run([sys.executable, "-c", _LOOP, str(spec_file)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert {c.cell_id: _stamped(d / c.cell_id) for c in (trunk, first)} == finished
+    for c in cells[1:]:
+        assert read_status(d / c.cell_id) == "done"
+        run_trial(c.config, tmp_path / "scratch" / c.cell_id)
+        _same(d / c.cell_id, tmp_path / "scratch" / c.cell_id)
+        assert read_result(d / c.cell_id)["final_val_loss"] == read_result(tmp_path / "scratch" / c.cell_id)[
+            "final_val_loss"]
+
+
+def _stamped(run: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file of a run folder with its mtime: a folder trained again would change."""
+    return {str(p.relative_to(run)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
