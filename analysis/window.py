@@ -33,8 +33,9 @@ from analysis.fits.bootstrap import percentile_ci
 from analysis.fits.compare import Comparison, compare_laws
 from analysis.fits.result import INSUFFICIENT_DATA, UNDERDETERMINED, FitResult, fmt_num, format_interval
 
-UNITS = {"D": "tokens", "C": "FLOPs", "N": "parameters", "N_incl": "parameters"}
-NAMES = {"D": "training-set size D", "C": "training compute C", "N": "model size N", "N_incl": "model size N_incl"}
+UNITS = {"D": "tokens", "C": "FLOPs", "N": "parameters", "N_incl": "parameters", "tokens_seen": "tokens"}
+NAMES = {"D": "training-set size D", "C": "training compute C", "N": "model size N", "N_incl": "model size N_incl",
+         "tokens_seen": "tokens seen"}
 
 SATURATING = "saturating"
 UNBOUNDED_FACTOR = 1e3  # an x interval reaching beyond this multiple of the largest x is "not bounded"

@@ -475,3 +475,32 @@ def _stamped(run: Path) -> dict[str, tuple[int, bytes]]:
     """Every file of a run folder with its mtime: a folder trained again would change."""
     return {str(p.relative_to(run)): (p.stat().st_mtime_ns, p.read_bytes())
             for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+# ---------------------------------------------------------------------------------------------
+# analysis: branch points are end-of-training points, trunks are in no fit
+
+
+def test_analysis_uses_branch_points_with_their_whole_compute_and_leaves_trunks_out(looped):
+    from analysis.report.build import build
+    from analysis.report.section import ReportData
+    from analysis.tables import Tables
+
+    spec, cells, _ = looped
+    trunk, *branches = cells
+    t = Tables(str(spec.sweep_dir))
+    trials, curves = t.trials.collect(), t.curves.collect()
+    by_id = {r["cell_id"]: r for r in trials.iter_rows(named=True)}
+    assert by_id[trunk.cell_id]["wsd_role"] == "trunk"
+    for c in branches:  # C (what the fits use) = the whole run's compute, 6 N_incl tokens_seen
+        assert by_id[c.cell_id]["C"] == c.C_from_scratch == 6 * c.N_incl * c.tokens_seen
+        assert by_id[c.cell_id]["branch_of"] == f"w/{trunk.cell_id}"
+    data = ReportData.of(trials, curves, n_boot=20)
+    assert sorted(data.done["cell_id"].to_list()) == sorted(c.cell_id for c in branches)
+    built = build(data)
+    windows = {w.axis: w for w in built.windows}
+    assert {"C", "tokens_seen"} <= set(windows)
+    html = "".join(s.html for s in built.sections)
+    assert "3 finished run(s) end in their cooldown" in html and "1 trunk(s)" in html
+    assert "The points are the 3 WSD runs that end in their cooldown" in html
+    assert "Read this window as a description of the frontier" not in html  # the curve-frontier caveat is replaced

@@ -1,8 +1,11 @@
 """The frames the report's sections read and how a section picks its cells: the finished cells
 with their errors (`with_errors`), the scan of one axis (`scan`), learning curves joined with
-their cells, the compute frontier's logged points, and which axes a sweep varies. Pure polars."""
+their cells, the compute frontier's logged points, WSD trunks and end-of-training points, and which
+axes a sweep varies. Pure polars."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import polars as pl
@@ -20,6 +23,31 @@ def repetition_arms(df: pl.DataFrame) -> pl.Expr:
     """Rows of a repetition phase: they vary U, tokens seen and passes together, so they are no 1-D
     scan of N or D and not Chinchilla's D; their own section and the extrapolation checks fit them."""
     return (pl.col("phase") == "repetition").fill_null(False) if "phase" in df.columns else pl.lit(False)
+
+
+def wsd_trunks(df: pl.DataFrame) -> pl.Expr:
+    """Rows of WSD trunks: stable runs that end at their peak learning rate, so their last loss is
+    no end-of-training point (docs/wsd.md); no fit uses them."""
+    return (pl.col("wsd_role") == "trunk").fill_null(False) if "wsd_role" in df.columns else pl.lit(False)
+
+
+def wsd_end_points(done: pl.DataFrame) -> pl.DataFrame:
+    """Finished WSD runs that end in their cooldown (branches and from-scratch wsd runs): each is
+    an end-of-training point at its own length, C = C_spent = 6 N_incl tokens_seen of the whole run
+    (a branch's trunk prefix included), sorted by C."""
+    if done.height == 0 or "wsd_role" not in done.columns:
+        return done.clear()
+    return done.filter((pl.col("wsd_role") == "cell").fill_null(False)).sort("C")
+
+
+def lower_envelope(d: pl.DataFrame, x: str, y: str) -> pl.DataFrame:
+    """The rows no row with x' <= x beats in y (sorted by x): the best y reached with at most x."""
+    d = d.filter(pl.col(y).is_not_null()).sort(x)
+    keep, best = [], math.inf
+    for v in d[y].to_list():
+        keep.append(v < best)
+        best = min(best, v)
+    return d.filter(pl.Series(keep, dtype=pl.Boolean)) if d.height else d
 
 
 def has_repetition_arms(done: pl.DataFrame) -> bool:

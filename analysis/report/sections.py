@@ -18,7 +18,15 @@ from analysis.fits.compare import Comparison
 from analysis.report.chinchilla import section_chinchilla
 from analysis.report.curves import section_curves
 from analysis.report.effective_data import section_effective_data
-from analysis.report.frames import LOSS, axes_varied, cell_names, frontier_frame, has_repetition_arms
+from analysis.report.frames import (
+    LOSS,
+    axes_varied,
+    cell_names,
+    frontier_frame,
+    has_repetition_arms,
+    lower_envelope,
+    wsd_end_points,
+)
 from analysis.report.holdout import section_holdout
 from analysis.report.isoflop import section_isoflop
 from analysis.report.laws import section_law_vs
@@ -28,7 +36,7 @@ from analysis.report.physics import section_histograms, section_positions
 from analysis.report.section import Findings, ReportData, Section, SectionDef
 from analysis.report.summary import section_summary
 from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
-from analysis.report.windows import section_windows
+from analysis.report.windows import section_windows, wsd_window_notes
 
 NO_SWD = "No SWD data: no finished cell has been evaluated (swd is null)."
 LOSS_LABEL = "validation loss (nats/token)"
@@ -53,7 +61,8 @@ def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: s
 
 def _windows(data: ReportData, found: Findings) -> Section:
     """Learnable windows along D (the data scan), C (the compute frontier) and N (the size scan),
-    on the same cells and law comparisons as the sections above."""
+    on the same cells and law comparisons as the sections above. With WSD runs that end in their
+    cooldown, C and tokens seen use those end-of-training points instead (windows.wsd_window_notes)."""
 
     def scan_of(sid: str, err: str) -> tuple[pl.DataFrame, Comparison | None, str | None]:
         d, cmp = found.scans[sid]  # the cells and comparison of the law section `sid`; err: when every cell has it
@@ -69,10 +78,20 @@ def _windows(data: ReportData, found: Findings) -> Section:
         scans[("D", LOSS)] = scan_of("loss-vs-d", "val_loss_err")
         scans[("D", "swd")] = scan_of("swd-vs-d", "swd_err")
     scans[("C", LOSS)] = (fr, None, None)
+    notes: dict[tuple[str, str], str] = {}
+    wsd = wsd_end_points(data.done)
+    if wsd.height:  # end-of-training points of WSD runs replace the frontier of learning curves along C
+        err = "val_loss_err" if wsd["val_loss_err"].null_count() == 0 else None
+        scans[("C", LOSS)] = (lower_envelope(wsd, "C", LOSS), None, err)
+        size = wsd.group_by("size").agg(pl.len().alias("k"), pl.col("N").first()).sort(
+            ["k", "N"], descending=True)["size"][0]
+        own = wsd.filter(pl.col("size") == size)
+        scans[("tokens_seen", LOSS)] = (own, None, err)
+        notes.update(wsd_window_notes(wsd, size))
     if var["N"]:
         scans[("N", LOSS)] = scan_of("loss-vs-n", "val_loss_err")
         scans[("N", "swd")] = scan_of("swd-vs-n", "swd_err")
-    s, wins = section_windows(scans, owners, data.n_boot)
+    s, wins = section_windows(scans, owners, data.n_boot, notes)
     found.windows += wins
     return s
 

@@ -18,7 +18,24 @@ from analysis.report.text import LAW_LABEL, WINDOW_STATUS, fmt
 from analysis.window import METRIC_LABEL, WindowResult, learnable_window
 
 AXIS_LABEL = {"N": "N (parameters)", "D": "D (tokens)", "C": "C (FLOPs)", LOSS: "validation loss (nats/token)",
-              "swd": "SWD"}
+              "swd": "SWD", "tokens_seen": "tokens seen"}
+
+
+def wsd_window_notes(wsd: pl.DataFrame, size: str) -> dict[tuple[str, str], str]:
+    """What the C and tokens-seen windows say about their points when they are WSD end-of-training
+    points (frames.wsd_end_points): which runs, which C, and that branches share a trunk."""
+    names = ", ".join(f"{r['size']} {r['tokens_seen']:.3g} tokens" for r in wsd.iter_rows(named=True))
+    n_br = int(wsd["branch_of"].is_not_null().sum()) if "branch_of" in wsd.columns else 0
+    shared = (f" {n_br} of them are cooldown branches of a shared trunk: they share its stable prefix (batches and "
+              "weights up to their cooldown start), so their errors are correlated and the bootstrap, which "
+              "resamples them as independent runs, overstates the evidence.") if n_br else ""
+    common = (f"The points are the {wsd.height} WSD runs that end in their cooldown ({html.escape(names)}): each "
+              "is an end-of-training point at its own length, not a point of one learning curve. C is C_spent = "
+              "6 N_incl tokens_seen of the whole run, a branch's trunk prefix included (the ledger charged a "
+              f"branch only its cooldown, C_charged); WSD trunks are left out.{shared}")
+    return {("C", LOSS): f"<p class='note'>{common} Along C: the runs no cheaper run beats.</p>",
+            ("tokens_seen", LOSS): f"<p class='note'>{common} Along tokens seen: the runs of size "
+                                   f"{html.escape(size)} (fixed N and D).</p>"}
 
 
 def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str | None) -> go.Figure:
@@ -50,7 +67,10 @@ def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str |
 
 
 def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]],
-                     owners: str, n_boot: int) -> tuple[Section, list[WindowResult]]:
+                     owners: str, n_boot: int, notes: dict[tuple[str, str], str] | None = None,
+                     ) -> tuple[Section, list[WindowResult]]:
+    """One learnable window per (x, y) of `scans`; `notes` replaces the default note of a window
+    (the caveat of the C frontier of learning curves)."""
     s = Section("windows", "Learnable windows")
     wins: list[WindowResult] = []
     parts = []
@@ -75,6 +95,7 @@ def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison 
                f"learning curve share its weights and validation set, so they are not independent: the fit's "
                f"intervals and its AICc comparison overstate the evidence. Read this window as a description of "
                f"the frontier, not a measurement.</p>") if x == "C" else ""
+        own = (notes or {}).get((x, y), own)
         parts.append(f"{head}<p class='fitmsg'>{html.escape(METRIC_LABEL.get(y, y))} vs {x}: "
                      f"{WINDOW_STATUS.get(w.status, w.status)}.</p>{own}<ul class='explain'>{items}</ul>"
                      f"<!--FIG:{fid}-->")
