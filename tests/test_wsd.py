@@ -125,7 +125,8 @@ def test_branch_equals_from_scratch_run(tok, trunk, tmp_path, T):
     b = wsd_decay_start(T, 0.2)
     cfg = _cfg(tok, steps=T)
     assert seed_branch(cfg, tmp_path / "branch", BranchSource(trunk, b, "s/trunk"))
-    got = run_trial(cfg, tmp_path / "branch")
+    reported = []  # what the trial reports to the ledger (cell_trial spends it): the cooldown's FLOPs
+    got = run_trial(cfg, tmp_path / "branch", on_progress=lambda p: reported.append(p.flops))
     ref = run_trial(cfg, tmp_path / "scratch")
     _same(tmp_path / "branch", tmp_path / "scratch")
     for k in ("final_val_loss", "best_val_loss", "tokens_seen", "C_spent", "C_planned", "D"):
@@ -136,6 +137,7 @@ def test_branch_equals_from_scratch_run(tok, trunk, tmp_path, T):
     per_step = 6 * got["N_incl"] * 8 * SEQ_LEN
     assert got["C_spent"] == T * per_step and got["C_charged"] == (T - b) * per_step
     assert got["branch_step"] == b and got["branch_of"] == "s/trunk" and "C_charged" not in ref
+    assert max(reported) == got["C_charged"]
 
 
 def test_interrupted_branch_resumes_bit_identical(tok, trunk, tmp_path):
