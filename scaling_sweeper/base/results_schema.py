@@ -37,7 +37,7 @@ class Column:
 # is FLOPs, time is seconds.
 RESULT_COLUMNS: tuple[Column, ...] = (
     Column("sweep", str, SWEEP, "sweep name (null for a lone `sweeper train` run)"),
-    Column("phase", str, SWEEP, "phase of the sweep: model_size, data_size, isoflop, grid, repetition"),
+    Column("phase", str, SWEEP, "phase of the sweep: model_size, data_size, isoflop, grid, repetition, wsd"),
     Column("cell_id", str, SWEEP, "12 hex digits of sha256 over the cell's training config"),
     Column("size", str, TRAINER, "model preset (Pico .. XXL)"),
     Column("N", int, TRAINER, "non-embedding parameters"),
