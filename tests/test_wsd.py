@@ -169,7 +169,13 @@ def test_interrupted_trunk_resumes_and_keeps_its_points(tok, trunk, tmp_path):
         return n["k"] == 18
 
     assert run_trial(cfg, tmp_path / "t", should_stop=stop_after_18)["status"] == "stopped"
+    # a branch started while its trunk is still on its way (the sweep runs it beside the trunk)
+    early = _cfg(tok, steps=20)
+    seed_branch(early, tmp_path / "early", BranchSource(tmp_path / "t", 16, "s/t"))
+    run_trial(early, tmp_path / "early")
     assert run_trial(cfg, tmp_path / "t")["status"] == "done"
+    run_trial(early, tmp_path / "scratch")
+    _same(tmp_path / "early", tmp_path / "scratch")
     _same(tmp_path / "t", trunk)
     assert [s for s, _ in list_checkpoints(tmp_path / "t" / "checkpoints")] == [16, 20, 24]
 
@@ -321,14 +327,19 @@ def test_searcher_holds_a_branch_until_its_trunk_is_done(tmp_path):
     Ledger.open(tmp_path, "c", budget=100.0)
     ctx = TrialContext(sweep="s", phase="wsd", sweep_dir=str(tmp_path / "s"),
                        ledger_file=str(tmp_path / "ledger" / "c.json"), cluster="c")
-    cells = [SimpleNamespace(cell_id="t", C=10.0, sweep="s", parent=None),
-             SimpleNamespace(cell_id="b", C=5.0, sweep="s", parent="t")]
+    cells = [SimpleNamespace(cell_id="t", C=10.0, sweep="s", parent=None, branch_step=None),
+             SimpleNamespace(cell_id="b", C=5.0, sweep="s", parent="t", branch_step=16),
+             SimpleNamespace(cell_id="c", C=5.0, sweep="s", parent="t", branch_step=32)]
     s = CellSearcher(cells, ctx)
     assert s.suggest("1")["cell_id"] == "t"
-    assert s.suggest("2") is None  # the branch waits for its running trunk
+    assert s.suggest("2") is None  # the branches wait for their running trunk
+    (tmp_path / "s" / "t" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "s" / "t" / "checkpoints" / "step_00000016.pt").write_bytes(b"")  # the trunk passed step 16
+    assert s.suggest("3")["cell_id"] == "b"  # b runs beside its trunk; c still waits
+    assert s.suggest("4") is None
     write_status(tmp_path / "s" / "t", "done")
     atomic_write_json(tmp_path / "s" / "t" / "result.json", {"status": "done"})
-    assert s.suggest("3")["cell_id"] == "b"
+    assert s.suggest("5")["cell_id"] == "c"
 
 
 def test_a_branch_of_a_failed_trunk_is_refused_naming_it(tmp_path):
@@ -343,7 +354,7 @@ def test_a_branch_of_a_failed_trunk_is_refused_naming_it(tmp_path):
     ctx = TrialContext(sweep="s", phase="wsd", sweep_dir=str(tmp_path / "s"),
                        ledger_file=str(tmp_path / "ledger" / "c.json"), cluster="c")
     write_status(tmp_path / "s" / "t", "failed")
-    s = CellSearcher([SimpleNamespace(cell_id="b", C=5.0, sweep="s", parent="t")], ctx)
+    s = CellSearcher([SimpleNamespace(cell_id="b", C=5.0, sweep="s", parent="t", branch_step=8)], ctx)
     assert s.suggest("1") == s.FINISHED and s.refused == ["b"]
     assert "trunk t is not done (STATUS failed)" in led.refused()["s/b"]["reason"]
 

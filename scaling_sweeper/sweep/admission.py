@@ -92,7 +92,7 @@ class CellSearcher(Searcher):
         while i < len(self.pending):
             cell = self.pending[i]
             ctx = self._ctx(cell)
-            if not self._trunk_done(cell):  # a WSD branch starts once its trunk has finished
+            if not self._trunk_done(cell):  # a WSD branch starts once its trunk has passed its cooldown start
                 i += 1
                 continue
             driver = Path(ctx.sweep_dir) / sweep_status.DRIVER_FILE
@@ -111,9 +111,15 @@ class CellSearcher(Searcher):
         return None
 
     def _trunk_done(self, cell: Cell) -> bool:
-        """A WSD branch's trunk has finished (other cells: True)."""
+        """A WSD branch can start: its trunk has finished or has passed the branch's cooldown start
+        (its checkpoint of that step is written: atomically, after the records up to it), so
+        branches run in parallel with their trunk. Other cells: True."""
         parent = getattr(cell, "parent", None)
-        return parent is None or is_done(Path(self._ctx(cell).sweep_dir) / parent)
+        if parent is None:
+            return True
+        trunk_dir = Path(self._ctx(cell).sweep_dir) / parent
+        # the file name rule of train.checkpoint.checkpoint_path (not imported: it pulls in torch)
+        return is_done(trunk_dir) or (trunk_dir / "checkpoints" / f"step_{int(cell.branch_step):08d}.pt").is_file()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.live.pop(trial_id, None)
