@@ -517,3 +517,39 @@ def test_analysis_uses_branch_points_with_their_whole_compute_and_leaves_trunks_
     assert "3 finished run(s) end in their cooldown" in html and "1 trunk(s)" in html
     assert "The points are the 3 WSD runs that end in their cooldown" in html
     assert "Read this window as a description of the frontier" not in html  # the curve-frontier caveat is replaced
+
+
+@pytest.mark.slow
+def test_ray_sweep_runs_trunk_and_branches_within_exactly_the_plans_budget(tok, looped, tmp_path):
+    """Through Ray Tune (two trials at once, so branches may run beside their trunk) with a budget
+    of exactly the branched plan's C: every cell is admitted and done (a ledger charging the
+    trunk prefix again would refuse a branch), the ledger ends at that C, and every branch equals
+    the same cell of the loop run (whichever order they ran in)."""
+    from scaling_sweeper.cluster.connection import RayConnection
+    from scaling_sweeper.sweep.cells import plan_totals
+    from scaling_sweeper.sweep.driver import run_sweep
+    from scaling_sweeper.sweep.ledger import Ledger
+
+    loop_spec, cells, _ = looped
+    total = plan_totals(cells)["C_total"]
+    spec = _wsd_spec(str(tok), tmp_path / "runs", budget={"flops": total, "cluster": "tight"},
+                     resources={"cpus_per_trial": 1, "max_concurrent": 2})
+    out = run_sweep(spec, RayConnection(num_cpus=2), progress=False)
+    assert out.ok and sorted(out.done) == sorted(c.cell_id for c in cells) and not out.refused, out
+    led = Ledger.open(tmp_path / "runs", "tight")
+    assert led.summary().spent == pytest.approx(total, rel=1e-12)
+    for c in cells[1:]:
+        _same(spec.sweep_dir / c.cell_id, loop_spec.sweep_dir / c.cell_id)
+
+
+def test_status_counts_what_each_cell_spent(looped):
+    """`sweeper status`: a branch has spent its cooldown (what it was planned and charged), not
+    its whole run's compute."""
+    from scaling_sweeper.results.status import collect
+    from scaling_sweeper.sweep.cells import data_shape, write_sweep_files
+
+    spec, cells, _ = looped
+    write_sweep_files(spec, cells, data_shape(spec))  # the plan (cells.json), as `sweeper run` writes it
+    st = collect(spec.sweep_dir)
+    assert {c.cell_id: (c.state, c.C_planned, c.C_spent) for c in st.cells} == {
+        c.cell_id: ("done", c.C, c.C) for c in cells}

@@ -152,9 +152,12 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
         cs = CellStatus(cell_id=row["cell_id"], size=row["size"], state="pending",
                         C_planned=float(row["C"]), C_spent=0.0, steps=int(row["steps"]),
                         attempts=_attempts(run_dir))
+        # a WSD branch's records count its trunk's prefix (the model's compute); the cell spent the rest
+        b = row.get("branch_step")
+        inherited = 6.0 * float(row["N_incl"]) * int(b) * int(row["batch"]) * int(row["seq_len"]) if b else 0.0
         if last:
             cs.step = last.get("step")
-            cs.C_spent = float(last.get("flops") or 0.0)
+            cs.C_spent = max(0.0, float(last.get("flops") or 0.0) - inherited)
             cs.val_loss = last.get("val_loss")
             tps = last.get("tokens_per_s")
             if tps:
@@ -162,7 +165,7 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
         if is_done(run_dir):
             cs.state = "done"
             res = read_result(run_dir) or {}
-            cs.C_spent = float(res.get("C_spent") or cs.C_planned)
+            cs.C_spent = float(res.get("C_charged") or res.get("C_spent") or cs.C_planned)
             cs.val_loss = res.get("final_val_loss", cs.val_loss)
             cs.step = cs.steps
             if res.get("wall_s") and cs.C_spent:
