@@ -231,8 +231,6 @@ def _wsd_spec(data: str, storage: Path | str = "runs", **kw):
     return spec_from_dict(d)
 
 
-
-
 def _shape():
     from scaling_sweeper.sweep.cells import DataShape
 
