@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_wsd.py --data TOKENS [--size Pico] [--steps 100,200,400,800]
                                              [--decay 0.2] [--batch 16] [--lr 1e-2]
+    .venv/bin/python benchmarks/bench_wsd.py --synthetic [...]   # learnable synthetic jet-like rows
 
 For one size at fixed D (the tokens folder's whole train split, or --tokens) and run lengths
 `--steps` (each rounded down so its cooldown starts on a log step, see sweep/phases.py), trains
@@ -9,7 +10,7 @@ For one size at fixed D (the tokens folder's whole train split, or --tokens) and
              branch per length (driver.run_cells_in_loop: the plan's cells in order, no Ray)
   wsd        every length from scratch with the same wsd schedule (the same cells, ids and configs)
   cosine     every length from scratch with the default cosine schedule (otherwise the same config)
-one torch thread, in fresh folders. Prints the FLOPs executed by each (from the results rows:
+one torch thread, in fresh folders, after a 5-step warm-up run. Prints the FLOPs executed by each (from the results rows:
 C_spent of a trunk and a from-scratch run, C_charged of a branch) and their ratio next to the
 closed form ((1 - f) T_k + f sum T) / sum T, the wall times, and per length the final validation
 loss of each with its statistical error (the jet-to-jet spread of the last evaluation) and the
@@ -38,9 +39,34 @@ def _last_err(run: Path) -> float | None:
     return recs[-1].get("val_loss_err") if recs else None
 
 
+def synthetic_tokens(where: Path, n_train: int = 32000, n_val: int = 256, seq_len: int = 16,
+                     n_content: int = 32) -> Path:
+    """A tokens folder of learnable jet-like rows: [start, a, a+1, ..., a+k-1 (mod n_content), stop,
+    pad ...] with k ~ U[3, seq_len - 2), seeds 0 (train), 1 (val), 2 (test)."""
+    import numpy as np
+
+    from scaling_sweeper.data.shards import write_shards
+
+    def rows(n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        out = np.full((n, seq_len), n_content + 2, dtype=np.uint16)
+        for i in range(n):
+            k = int(rng.integers(3, seq_len - 2))
+            out[i, 0] = n_content
+            out[i, 1 : k + 1] = (rng.integers(0, n_content) + np.arange(k)) % n_content
+            out[i, k + 1] = n_content + 1
+        return out
+
+    splits = {"train": rows(n_train, 0), "val": rows(n_val, 1), "test": rows(32, 2)}
+    return write_shards(where, splits, vocab_size=n_content + 3, pad_token=n_content + 2)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", required=True, help="tokens folder")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="tokens folder")
+    src.add_argument("--synthetic", action="store_true",
+                     help="write a synthetic tokens folder (seq_len 16, 32 content tokens: each jet a run a, a+1, ...)")
     ap.add_argument("--size", default="Pico")
     ap.add_argument("--steps", default="100,200,400,800", help="run lengths in steps, comma-separated")
     ap.add_argument("--decay", type=float, default=0.2, help="decay_fraction")
@@ -60,12 +86,12 @@ def main() -> int:
     from scaling_sweeper.train.single import run_trial
 
     torch.set_num_threads(1)
-    data = Path(args.data).resolve()
+    work = Path(args.out or tempfile.mkdtemp(prefix="bench-wsd-"))
+    data = synthetic_tokens(work / "tokens") if args.synthetic else Path(args.data).resolve()
     idx = ShardIndex.load(data)
     S = idx.seq_len
     D = int(args.tokens) if args.tokens else int(idx.splits["train"]["n_seq"]) * S
     lengths = [int(x) for x in args.steps.split(",")]
-    work = Path(args.out or tempfile.mkdtemp(prefix="bench-wsd-"))
     spec = spec_from_dict({
         "name": "wsd", "phase": "wsd", "data": str(data), "storage": str(work / "branched"), "sizes": [args.size],
         "train": {"tokens": D, "batch_size": args.batch, "lr": args.lr, "lr_schedule": "wsd",
@@ -76,6 +102,9 @@ def main() -> int:
     })
     spec, _, cells = prepare(spec)
     trunk, branches = cells[0], cells[1:]
+    # warm-up outside the timings (imports, first-call costs), so no variant pays them
+    run_trial(dataclasses.replace(branches[0].config, steps=5, lr_schedule="cosine", decay_fraction=0.2,
+                                  decay_shape="1-sqrt"), work / "warmup")
 
     t0 = time.perf_counter()
     run_cells_in_loop(spec)
