@@ -551,3 +551,18 @@ def test_status_counts_what_each_cell_spent(looped):
     st = collect(spec.sweep_dir)
     assert {c.cell_id: (c.state, c.C_planned, c.C_spent) for c in st.cells} == {
         c.cell_id: ("done", c.C, c.C) for c in cells}
+
+
+def test_budget_check_takes_a_trunk_with_its_branches(tmp_path):
+    """Before Ray starts: a budget that holds the trunk but not trunk + cooldowns is refused naming
+    the trunk; exactly the plan's C passes."""
+    from scaling_sweeper.base.errors import BudgetError
+    from scaling_sweeper.sweep.cells import plan_totals, resolve_cells
+    from scaling_sweeper.sweep.ledger import Ledger
+    from scaling_sweeper.sweep.reconcile import check_budget
+
+    cells = resolve_cells(_wsd_spec("x"), _shape())
+    total = plan_totals(cells)["C_total"]
+    check_budget(Ledger.open(tmp_path / "a", "c", budget=total), "w", cells)
+    with pytest.raises(BudgetError, match=f"WSD trunk {cells[0].cell_id}.*3 pending branches"):
+        check_budget(Ledger.open(tmp_path / "b", "c", budget=total * 0.99), "w", cells)

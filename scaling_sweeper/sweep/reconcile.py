@@ -5,6 +5,7 @@ between a cell finishing and its bookkeeping), everything else is pending."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def check_data(spec: SweepSpec) -> None:
 
 def check_budget(led: Ledger, sweep: str, todo: list[Cell]) -> None:
     """BudgetError when not even the cheapest pending cell fits what the ledger has left (a cell
-    already holding a commitment, e.g. interrupted, only needs the difference)."""
+    already holding a commitment, e.g. interrupted, only needs the difference), or when a pending
+    WSD trunk and its pending branches do not fit together."""
     st = led.state()
     if not todo or st["budget"] is None:
         return
@@ -70,6 +72,15 @@ def check_budget(led: Ledger, sweep: str, todo: list[Cell]) -> None:
             f"cheapest pending cell ({best.cell_id}, size {best.size}, D={best.D:.3g}) needs {extra(best):.4g} "
             "FLOPs; raise budget.flops or shrink the sweep"
         )
+    # a WSD trunk is worth training only with its branches: the pending family must fit as a whole
+    for trunk in (c for c in todo if c.role == "trunk"):
+        family = [trunk] + [c for c in todo if c.parent == trunk.cell_id]
+        need = math.fsum(extra(c) for c in family)
+        if need > left * (1 + 1e-12):
+            raise BudgetError(
+                f"budget.flops: cluster {led.cluster!r} has {left:.4g} FLOPs left, but the WSD trunk {trunk.cell_id} "
+                f"(size {trunk.size}) and its {len(family) - 1} pending branches need {need:.4g} FLOPs together; "
+                "raise budget.flops or drop lengths")
 
 
 def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext,
