@@ -289,6 +289,7 @@ def test_budgets_give_the_lengths_as_in_isoflop():
     ({"wsd": {"tokens_seen": [4 * 8 * SEQ_LEN]}}, r"wsd.tokens_seen\[0\].*warmup"),
     ({"train": {"steps": 10}}, "schedule"),
     ({"strategies": {"Pico": "zero2"}}, "single-process"),
+    ({"grid": {"decay_fraction": [0.1, 0.2]}}, "grid.decay_fraction"),
 ])
 def test_bad_wsd_specs_fail_before_compute(kw, match):
     from scaling_sweeper.sweep.cells import resolve_cells

@@ -287,6 +287,10 @@ def _wsd_points(ctx: PlanContext) -> list[Point]:
                             "the schedule / train.steps")
     if bool(w.tokens_seen) == bool(spec.budgets):
         raise ConfigError("wsd.tokens_seen: give the run lengths as wsd.tokens_seen or as budgets (one of them)")
+    fixed = sorted(set(spec.grid) & {"lr_schedule", "decay_fraction", "warmup_steps", "log_every", "batch_size"})
+    if fixed:
+        raise ConfigError(f"grid.{fixed[0]}: a wsd sweep's branch points follow from train.{fixed[0]}; give one value "
+                          "there (one sweep per value)")
     f = float(ctx.base.get("decay_fraction", 0.2))
     if w.branch and not f > 0:
         raise ConfigError("train.decay_fraction: branches need a cooldown (decay_fraction > 0)")
