@@ -518,6 +518,42 @@ def test_analysis_uses_branch_points_with_their_whole_compute_and_leaves_trunks_
     assert "Read this window as a description of the frontier" not in html  # the curve-frontier caveat is replaced
 
 
+def test_c_window_is_separate_wsd_end_points_weighted_with_branch_and_schedule_notes(tmp_path):
+    """The two rules of the window along C together (issue 25 and issue 27): its points are
+    end-of-run points of separate runs weighted by their errors (a WSD branch's end point is one),
+    drawn from the WSD runs alone when there are any (the trunk and the cosine runs left out, and
+    said so), the runs note names what moved (tokens seen) and the branches' shared trunk."""
+    import numpy as np
+
+    from analysis.report.build import build
+    from analysis.report.section import ReportData
+    from analysis.synthetic import LADDER, TrueLaw, _row, curve
+    from analysis.tables import open_tables
+    from scaling_sweeper.results.tables import write_cell_tables
+
+    law, rng, root = TrueLaw(noise=0.002), np.random.default_rng(1), tmp_path / "sw"
+    D = 4e8
+    cells = [("wsd", 3, T, "cell") for T in np.geomspace(2e6, 2e8, 6)] + [("wsd", 3, 4e8, "trunk")]
+    cells += [("data", 4, T, None) for T in (3e8, 4e8)]  # cosine runs of a larger size: on an all-runs frontier
+    for phase, size, T, role in cells:
+        row, _ = _row("sw", phase, LADDER[size], D, T, 0, law, rng)
+        if role is not None:
+            row.update(lr_schedule="wsd", wsd_role=role)
+        if role == "cell":
+            row["branch_of"] = "sw/trunk"
+        write_cell_tables(root, row["cell_id"], row, [{**r, "val_loss_err": 0.01} for r in curve(row, law, 4, rng)], [])
+    t = open_tables(root)
+    b = build(ReportData.of(t.trials.collect(), t.curves.collect(), "sw", 40, t.evals.collect()))
+    wins = {w.axis: w for w in b.windows}
+    html = "".join(s.html for s in b.sections if s.id == "windows")
+    assert wins["C"].fit is not None and wins["C"].fit.chi2_ndof is not None  # weighted by the loss errors
+    assert wins["C"].fit.n == 6  # the six branches' end points: no trunk, no cosine run
+    assert wins["tokens_seen"].fit is not None and wins["tokens_seen"].fit.n == 6
+    assert "end-of-training losses of 6 separate runs" in html and "they differ in tokens seen" in html
+    assert "6 of them are cooldown branches of 1 trunk" in html
+    assert "2 finished runs of another learning-rate schedule are left out of this frontier" in html
+
+
 @pytest.mark.slow
 def test_ray_sweep_runs_trunk_and_branches_within_exactly_the_plans_budget(tok, looped, tmp_path):
     """Through Ray Tune (two trials at once, so branches may run beside their trunk) with a budget
@@ -533,7 +569,12 @@ def test_ray_sweep_runs_trunk_and_branches_within_exactly_the_plans_budget(tok, 
     total = plan_totals(cells)["C_total"]
     spec = _wsd_spec(str(tok), tmp_path / "runs", budget={"flops": total, "cluster": "tight"},
                      resources={"cpus_per_trial": 1, "max_concurrent": 2})
-    out = run_sweep(spec, RayConnection(num_cpus=2), progress=False)
+    try:
+        out = run_sweep(spec, RayConnection(num_cpus=2), progress=False)
+    finally:  # later test files check that their refusals start no Ray in this process
+        import ray
+
+        ray.shutdown()
     assert out.ok and sorted(out.done) == sorted(c.cell_id for c in cells) and not out.refused, out
     led = Ledger.open(tmp_path / "runs", "tight")
     assert led.summary().spent == pytest.approx(total, rel=1e-12)

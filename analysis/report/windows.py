@@ -11,37 +11,56 @@ import plotly.graph_objects as go
 import polars as pl
 
 from analysis.fits.compare import Comparison
+from analysis.fits.result import POOR_FIT
+from analysis.report.conventions import axis_label
 from analysis.report.frames import LOSS, arr
 from analysis.report.plotting import layout, legend_line, points
 from analysis.report.section import Section
 from analysis.report.text import LAW_LABEL, WINDOW_STATUS, fmt
 from analysis.window import METRIC_LABEL, WindowResult, learnable_window
 
-AXIS_LABEL = {"N": "N (parameters)", "D": "D (tokens)", "C": "C (FLOPs)", LOSS: "validation loss (nats/token)",
-              "swd": "SWD", "tokens_seen": "tokens seen"}
+AXIS_LABEL = {"N": axis_label("N"), "D": axis_label("D"), "C": axis_label("C"), LOSS: "validation loss (nats/token)",
+              "swd": "SWD (valid generated jets)", "tokens_seen": axis_label("tokens_seen")}
 
 
-def wsd_window_notes(wsd: pl.DataFrame, size: str) -> dict[tuple[str, str], str]:
-    """What the C and tokens-seen windows say about their points when they are WSD end-of-training
-    points (frames.wsd_end_points): which runs, which C, and that branches share a trunk."""
-    names = ", ".join(f"{r['size']} {r['tokens_seen']:.3g} tokens" for r in wsd.iter_rows(named=True))
-    n_br = int(wsd["branch_of"].is_not_null().sum()) if "branch_of" in wsd.columns else 0
-    shared = (f" {n_br} of them are cooldown branches of a shared trunk: they share its stable prefix (batches and "
-              "weights up to their cooldown start), so their errors are correlated and the bootstrap, which "
-              "resamples them as independent runs, overstates the evidence.") if n_br else ""
-    common = (f"The points are the {wsd.height} WSD runs that end in their cooldown ({html.escape(names)}): each "
-              "is an end-of-training point at its own length, not a point of one learning curve. C is C_spent = "
-              "6 N_incl tokens_seen of the whole run, a branch's trunk prefix included (the ledger charged a "
-              f"branch only its cooldown, C_charged); WSD trunks are left out.{shared}")
-    return {("C", LOSS): f"<p class='note'>{common} Along C: the runs no cheaper run beats.</p>",
-            ("tokens_seen", LOSS): f"<p class='note'>{common} Along tokens seen: the runs of size "
-                                   f"{html.escape(size)} (fixed N and D).</p>"}
+def wsd_window_notes(wsd: pl.DataFrame, size: str, frontier: pl.DataFrame | None = None,
+                     others: int = 0) -> dict[tuple[str, str], str]:
+    """HTML notes of the C and tokens-seen windows when their points are WSD end-of-training points
+    (frames.wsd_end_points): C is the whole run's, branches of one trunk are correlated, trunks and
+    (`others`) finished runs of another schedule are left out of the frontier. The C note follows
+    compute_runs_note (which names the runs of `frontier`); the tokens-seen note, on the runs of
+    `size`, is that window's only note."""
+
+    def shared(d: pl.DataFrame) -> str:
+        br = d.filter(pl.col("branch_of").is_not_null()) if "branch_of" in d.columns else d.clear()
+        if br.height == 0:
+            return ""
+        k = br["branch_of"].n_unique()
+        return (f" {br.height} of them are cooldown branches of {k} trunk{'s' if k != 1 else ''}: the branches of "
+                "one trunk share its stable prefix (batches and weights up to their cooldown start), so their errors "
+                "are correlated and the bootstrap, which resamples them as independent runs, overstates the evidence.")
+
+    whole = ("C is C_spent = 6 N_incl tokens_seen of the whole run, a branch's trunk prefix included (the ledger "
+             "charged a branch only its cooldown, C_charged); WSD trunks (stable runs ending at the peak learning "
+             "rate) are no end-of-training points and are left out.")
+    on = wsd if frontier is None else wsd.filter(pl.col("cell_id").is_in(frontier["cell_id"].to_list()))
+    other = (f" {others} finished run{'s' if others != 1 else ''} of another learning-rate schedule "
+             f"{'are' if others != 1 else 'is'} left out of this frontier (one schedule per frontier)."
+             if others else "")
+    own = wsd.filter(pl.col("size") == size)
+    names = ", ".join(f"{r['tokens_seen']:.3g}" for r in own.iter_rows(named=True))
+    return {("C", LOSS): f"<p class='note'>These are WSD runs that end in their cooldown, each an end-of-training "
+                         f"point at its own length. {whole}{shared(on)}{other}</p>",
+            ("tokens_seen", LOSS): f"<p class='note'>The points are the {own.height} WSD runs that end in their cooldown "
+                                   f"at size {html.escape(size)} (fixed N and D; tokens seen {html.escape(names)}): each "
+                                   f"is an end-of-training point at its own length, not a point of one learning curve. "
+                                   f"{whole}{shared(own)}</p>"}
 
 
 def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str | None) -> go.Figure:
     fig = go.Figure()
-    frontier = "size" in d.columns and d.height > 0 and d["size"][0] == "frontier"
-    points(fig, d, x, y, yerr, name="frontier (best loss reached with ≤ C)" if frontier else "cells", color_by=None)
+    points(fig, d, x, y, yerr, name="runs on the compute frontier (end of training)" if x == "C" else "cells",
+           color_by=None)
     xv = arr(d, x)
     hi = max(np.nanmax(xv), w.x_90 if math.isfinite(w.x_90) else 0)
     grid = np.logspace(math.log10(np.nanmin(xv)), math.log10(min(hi, np.nanmax(xv) * 1e3)), 150)
@@ -66,11 +85,40 @@ def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str |
     return layout(fig, f"Learnable window: {METRIC_LABEL.get(y, y)} vs {x}", AXIS_LABEL.get(x, x), AXIS_LABEL.get(y, y))
 
 
+def compute_runs_note(fr: pl.DataFrame, scan: pl.DataFrame) -> str:
+    """What the C window's points are, in words: which runs, and what else differs between them
+    (a frontier whose runs differ only in D is the data scan in other units)."""
+    if fr.height == 0:
+        return ("No finished run has an end-of-training loss and compute, so there is no compute frontier. "
+                "Intermediate points of one run's learning curve are never used for it.")
+    runs = "; ".join(f"{r['size']}" + (f" at D = {fmt(r['D'])}" if r["D"] is not None else "")
+                     + f" (C = {fmt(r['C'])} FLOPs)" for r in fr.iter_rows(named=True))
+    moves = [a for a in ("N", "D") if fr[a].n_unique() > 1]
+    # runs of one N and D that differ in length (WSD lengths): tokens seen moves on its own
+    if "tokens_seen" in fr.columns and fr.group_by("N", "D").agg(pl.col("tokens_seen").n_unique().alias("k"))["k"].max() > 1:
+        moves.append("tokens seen")
+    scan_name = {("N",): "the model-size scan", ("D",): "the data-size scan", ("tokens seen",): "the training-length scan",
+                 ("N", "D"): "a mix of both scans"}
+    what = (f"they differ in {' and '.join(moves)}, so this frontier is "
+            + scan_name.get(tuple(moves), f"a mix of scans along {', '.join(moves)}")
+            + " read against compute" if moves else "they differ only in seed")
+    left = scan.height - fr.height if scan.height else 0
+    few = fr["C"].n_unique() < 5  # the saturating law's 3 parameters + 2 degrees of freedom
+    return (f"The points are the end-of-training losses of {fr.height} separate run{'s' if fr.height != 1 else ''} "
+            f"on the compute frontier (no other run ended lower with at most that many FLOPs): {runs}; {what}. "
+            f"{left} other finished run{'s' if left != 1 else ''} ended above the frontier. Intermediate points of a "
+            "learning curve are not used: under a decaying learning rate they are not the loss a run stopped there "
+            "would reach, and one run's points share its weights and validation jets."
+            + (f" {fr['C'].n_unique()} distinct budgets are fewer than the 5 the saturating law needs: no window along C."
+               if few else ""))
+
+
 def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]],
                      owners: str, n_boot: int, notes: dict[tuple[str, str], str] | None = None,
                      ) -> tuple[Section, list[WindowResult]]:
-    """One learnable window per (x, y) of `scans`; `notes` replaces the default note of a window
-    (the caveat of the C frontier of learning curves)."""
+    """The windows of `scans` ((axis, metric) -> (points, law comparison, error column)); `owners`:
+    the note under the C window (compute_runs_note); `notes`: further HTML notes by (axis, metric),
+    after that one (wsd_window_notes)."""
     s = Section("windows", "Learnable windows")
     wins: list[WindowResult] = []
     parts = []
@@ -90,14 +138,13 @@ def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison 
         label = {"y_at_xmin": f"{METRIC_LABEL.get(y, y)} at the smallest {x}", "asymptote": "asymptote E",
                  "width": "window width", "x_sat": "x_sat", "floor": "floor", "excess_over_floor": "E − floor"}
         items = "".join(f"<li><b>{label.get(k, k)}</b>: {html.escape(v)}</li>" for k, v in w.explanations.items())
-        own = (f"<p class='note'>The points are the logged evaluations that lie on the frontier (no run reached a "
-               f"lower loss with at most that many FLOPs), from the runs {html.escape(owners)}. Points from one run's "
-               f"learning curve share its weights and validation set, so they are not independent: the fit's "
-               f"intervals and its AICc comparison overstate the evidence. Read this window as a description of "
-               f"the frontier, not a measurement.</p>") if x == "C" else ""
-        own = (notes or {}).get((x, y), own)
+        own = f"<p class='note'>{html.escape(owners)}</p>" if x == "C" else ""
+        own += (notes or {}).get((x, y), "")
+        rejected = (" (by a law its points reject: a trend only)"
+                    if w.fit is not None and w.fit.status == POOR_FIT and w.status in ("saturating", "not_saturating")
+                    else "")
         parts.append(f"{head}<p class='fitmsg'>{html.escape(METRIC_LABEL.get(y, y))} vs {x}: "
-                     f"{WINDOW_STATUS.get(w.status, w.status)}.</p>{own}<ul class='explain'>{items}</ul>"
+                     f"{WINDOW_STATUS.get(w.status, w.status)}{rejected}.</p>{own}<ul class='explain'>{items}</ul>"
                      f"<!--FIG:{fid}-->")
     if not wins:
         s.missing = "No data for any learnable window (needs scans along D, C or N)."
