@@ -3,7 +3,7 @@
 The files, their columns and types are written by scaling_sweeper.results.tables (the schema:
 scaling_sweeper/base/results_schema.py); this module lists them (a snapshot per access) and
 scans them with that schema, so files of different ages concatenate cleanly, and adds derived
-columns (val_loss, C, U, R, repeated_data). A sweep folder with run folders but no tables is
+columns (val_loss, C, U, R, repeated_data, and from `extra` a WSD run's wsd_role and branch_of). A sweep folder with run folders but no tables is
 rebuilt from its run folders when opened.
 
 `s3://`, `gs://`, `az://` and `hf://` paths are read through polars' cloud scan (a
@@ -73,6 +73,9 @@ def _derive(table: str, lf: pl.LazyFrame) -> pl.LazyFrame:
             (pl.col("passes") - 1.0).clip(lower_bound=0.0).alias("R"),
             # a repeated-data run sees >= one batch of its D tokens twice (sweep.cells.repeated_data)
             (pl.col("tokens_seen") - pl.col("D") >= pl.col("batch") * pl.col("seq_len")).alias("repeated_data"),
+            # WSD (docs/wsd.md): trunk (a stable run, not an end-of-training point) | cell; a branch's trunk
+            pl.col("extra").str.json_path_match("$.wsd_role").alias("wsd_role"),
+            pl.col("extra").str.json_path_match("$.branch_of").alias("branch_of"),
         )
         # a cell rewritten (retried) keeps its latest row
         lf = lf.sort("written_at", nulls_last=False).unique(subset=["sweep", "cell_id"], keep="last", maintain_order=True)

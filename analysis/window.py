@@ -42,8 +42,9 @@ from analysis.fits.result import (
     format_interval,
 )
 
-UNITS = {"D": "tokens", "C": "FLOPs", "N": "parameters", "N_incl": "parameters"}
-NAMES = {"D": "training-set size D", "C": "training compute C", "N": "model size N", "N_incl": "model size N_incl"}
+UNITS = {"D": "tokens", "C": "FLOPs", "N": "parameters", "N_incl": "parameters", "tokens_seen": "tokens"}
+NAMES = {"D": "training-set size D", "C": "training compute C", "N": "model size N", "N_incl": "model size N_incl",
+         "tokens_seen": "tokens seen"}
 
 SATURATING = "saturating"
 UNBOUNDED_FACTOR = 1e3  # an x interval reaching beyond this multiple of the largest x is "not bounded"

@@ -1,9 +1,11 @@
 """The frames the report's sections read and how a section picks its cells: the finished cells
 with their errors (`with_errors`), the scan of one axis (`scan`), learning curves joined with
-their cells, the compute frontier of separate runs' end points, and which axes a sweep varies.
-Pure polars."""
+their cells, the compute frontier of separate runs' end points, WSD trunks and end-of-training
+points, and which axes a sweep varies. Pure polars."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import polars as pl
@@ -20,6 +22,32 @@ def repetition_arms(df: pl.DataFrame) -> pl.Expr:
     """Rows of a repetition phase: they vary U, tokens seen and passes together, so they are no 1-D
     scan of N or D and not Chinchilla's D; their own section and the extrapolation checks fit them."""
     return (pl.col("phase") == "repetition").fill_null(False) if "phase" in df.columns else pl.lit(False)
+
+
+def wsd_trunks(df: pl.DataFrame) -> pl.Expr:
+    """Rows of WSD trunks: stable runs that end at their peak learning rate, so their last loss is
+    no end-of-training point (docs/wsd.md); no fit uses them."""
+    return (pl.col("wsd_role") == "trunk").fill_null(False) if "wsd_role" in df.columns else pl.lit(False)
+
+
+def wsd_end_points(done: pl.DataFrame) -> pl.DataFrame:
+    """Finished WSD runs that end in their cooldown (branches and from-scratch wsd runs): each is
+    an end-of-training point at its own length, C = C_spent = 6 N_incl tokens_seen of the whole run
+    (a branch's trunk prefix included), sorted by C."""
+    if done.height == 0 or "wsd_role" not in done.columns:
+        return done.clear()
+    return done.filter((pl.col("wsd_role") == "cell").fill_null(False)).sort("C")
+
+
+def lower_envelope(d: pl.DataFrame, x: str, y: str) -> pl.DataFrame:
+    """The rows no row with x' <= x beats in y (sorted by x; of rows at the same x, the lowest y):
+    the best y reached with at most x."""
+    d = d.filter(pl.col(y).is_not_null()).sort([x, y])
+    keep, best = [], math.inf
+    for v in d[y].to_list():
+        keep.append(v < best)
+        best = min(best, v)
+    return d.filter(pl.Series(keep, dtype=pl.Boolean)) if d.height else d
 
 
 def has_repetition_arms(done: pl.DataFrame) -> bool:
@@ -119,22 +147,20 @@ def runs_by_cell(d: pl.DataFrame, ycol: str) -> tuple[list[tuple[np.ndarray, np.
 def end_of_training_frontier(scan: pl.DataFrame) -> pl.DataFrame:
     """The compute frontier of separate runs: each finished cell's end-of-training point (C: its
     compute spent, 6 N_incl x tokens seen; its final validation loss and that evaluation's error),
-    kept when no other run ended lower with at most its C (of runs at the same C, the lowest). Intermediate points of a learning curve are never used: under a decaying learning
+    kept when no other run ended lower with at most its C (of runs at the same C, the lowest).
+    Intermediate points of a learning curve are never used: under a decaying learning
     rate they are not what a run stopped there would reach, and one run's points share its
-    weights and validation jets. Columns C, val_loss, val_loss_err, cell_id, size, N, D."""
+    weights and validation jets. A WSD run that ends in its cooldown (a branch too) is such an end
+    point; a WSD trunk is none (`wsd_trunks`: left out before). Columns C, val_loss, val_loss_err,
+    cell_id, size, N, D, tokens_seen."""
     cols = {"C": pl.Float64, LOSS: pl.Float64, "val_loss_err": pl.Float64, "cell_id": pl.String,
-            "size": pl.String, "N": pl.Float64, "D": pl.Float64}
+            "size": pl.String, "N": pl.Float64, "D": pl.Float64, "tokens_seen": pl.Float64}
     need = ("C", LOSS, "cell_id")
     if scan.height == 0 or any(c not in scan.columns for c in need):
         return pl.DataFrame(schema=cols)
     d = scan.filter(pl.col("C").is_not_null() & (pl.col("C") > 0) & pl.col(LOSS).is_not_null() & pl.col(LOSS).is_finite())
     d = d.select([pl.col(c).cast(t) if c in d.columns else pl.lit(None, t).alias(c) for c, t in cols.items()])
-    d = d.sort(["C", LOSS])
-    best, keep = float("inf"), []
-    for y in d[LOSS].to_list():
-        keep.append(y < best)
-        best = min(best, y)
-    return d.filter(pl.Series(keep, dtype=pl.Boolean)) if keep else d
+    return lower_envelope(d, "C", LOSS)
 
 
 def axes_varied(done: pl.DataFrame) -> dict[str, bool]:

@@ -15,7 +15,7 @@ import polars as pl
 from analysis.fits.compare import Comparison
 from analysis.fits.result import FitResult
 from analysis.report.cell_flags import with_failures
-from analysis.report.frames import curves_joined, repetition_arms, with_errors, with_w1
+from analysis.report.frames import curves_joined, repetition_arms, with_errors, with_w1, wsd_trunks
 from analysis.window import WindowResult
 
 
@@ -60,6 +60,9 @@ class ReportData:
            histograms: dict[str, dict[str, Any]] | None = None) -> ReportData:
         """From the results tables (analysis.tables) and the eval.json histograms of the cells."""
         done = trials.filter(pl.col("status") == "done") if trials.height else trials
+        # a WSD trunk ends at its peak learning rate: not an end-of-training point, in no fit (its
+        # branches are: each cooled down to its own length; summary.wsd_note says which were used)
+        done = done.filter(~wsd_trunks(done)) if done.height else done
         done = with_w1(with_failures(with_errors(done, curves, evals)), evals)
         # repetition arms vary U, tokens seen and passes together: not a 1-D scan of N or D, and not
         # Chinchilla's D (their own section fits them); every scan and joint fit leaves them out

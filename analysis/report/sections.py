@@ -20,7 +20,13 @@ from analysis.report.chinchilla import section_chinchilla
 from analysis.report.conventions import axis_label, real_tokens_html
 from analysis.report.curves import section_curves
 from analysis.report.effective_data import section_effective_data
-from analysis.report.frames import LOSS, axes_varied, end_of_training_frontier, has_repetition_arms
+from analysis.report.frames import (
+    LOSS,
+    axes_varied,
+    end_of_training_frontier,
+    has_repetition_arms,
+    wsd_end_points,
+)
 from analysis.report.holdout import section_holdout
 from analysis.report.isoflop import section_isoflop
 from analysis.report.laws import section_law_vs
@@ -33,7 +39,7 @@ from analysis.report.section import Findings, ReportData, Section, SectionDef, a
 from analysis.report.summary import section_summary
 from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
 from analysis.report.truth import has_known_entropy, section_known_truth
-from analysis.report.windows import compute_runs_note, section_windows
+from analysis.report.windows import compute_runs_note, section_windows, wsd_window_notes
 
 NO_SWD = "No SWD data: no finished cell has been evaluated (swd is null)."
 LOSS_LABEL = "validation loss (nats/token)"
@@ -60,23 +66,35 @@ def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: s
 
 def _windows(data: ReportData, found: Findings) -> Section:
     """Learnable windows along D (the data scan), C (the compute frontier of separate runs' end
-    points) and N (the size scan), on the same cells and law comparisons as the sections above."""
+    points) and N (the size scan), on the same cells and law comparisons as the sections above.
+    With WSD runs that end in their cooldown, the frontier along C is theirs (one schedule; a
+    branch's end point is an end-of-run point, trunks are in no fit) and a window along tokens seen
+    is added (windows.wsd_window_notes)."""
 
     def scan_of(sid: str, err: str) -> tuple[pl.DataFrame, Comparison | None, str | None]:
         d, cmp = found.scans[sid]  # the cells and comparison of the law section `sid`; err: when every cell has it
         return d, cmp, err if d is not None and d.height and err in d.columns and d[err].null_count() == 0 else None
 
-    fr = end_of_training_frontier(data.scan)  # separate runs' end points, never one run's curve
     var = axes_varied(data.scan) if data.scan.height else {"N": False, "D": False, "isoflop": False}
     scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]] = {}
     if var["D"]:
         scans[("D", LOSS)] = scan_of("loss-vs-d", "val_loss_err")
         scans[("D", "swd")] = scan_of("swd-vs-d", "swd_err")
+    wsd = wsd_end_points(data.scan)
+    runs = wsd if wsd.height else data.scan  # the runs the compute frontier is drawn from
+    fr = end_of_training_frontier(runs)  # separate runs' end points, never one run's curve
     scans[("C", LOSS)] = (fr, None, "val_loss_err" if fr.height and fr["val_loss_err"].null_count() == 0 else None)
+    notes: dict[tuple[str, str], str] = {}
+    if wsd.height:  # the runs of the size with the most lengths, along tokens seen (fixed N and D)
+        size = wsd.group_by("size").agg(pl.len().alias("k"), pl.col("N").first()).sort(
+            ["k", "N"], descending=True)["size"][0]
+        own = wsd.filter(pl.col("size") == size)
+        scans[("tokens_seen", LOSS)] = (own, None, "val_loss_err" if own["val_loss_err"].null_count() == 0 else None)
+        notes.update(wsd_window_notes(wsd, size, fr, others=data.scan.height - wsd.height))
     if var["N"]:
         scans[("N", LOSS)] = scan_of("loss-vs-n", "val_loss_err")
         scans[("N", "swd")] = scan_of("swd-vs-n", "swd_err")
-    s, wins = section_windows(scans, compute_runs_note(fr, data.scan), data.n_boot)
+    s, wins = section_windows(scans, compute_runs_note(fr, runs), data.n_boot, notes)
     found.windows += wins
     return s
 

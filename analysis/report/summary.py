@@ -1,5 +1,5 @@
-"""Report section "Summary": cells per sweep, phase and status, the repeated-data runs and the
-cells reused from another sweep."""
+"""Report section "Summary": cells per sweep, phase and status, the repeated-data runs, the
+cells reused from another sweep and which WSD runs are end-of-training points."""
 
 from __future__ import annotations
 
@@ -24,9 +24,26 @@ def section_summary(trials: pl.DataFrame, sweep: str | None) -> Section:
     s.html = (f"<p>{trials.height} cells in {trials['sweep'].n_unique()} sweep(s); {failed} not done "
               f"(failed, refused or running) are listed but left out of every fit.</p>"
               f"<table class='params'><tr>{head}</tr>{rows}</table>")
-    s.html += repeated_data_note(trials)
+    s.html += repeated_data_note(trials) + wsd_note(trials)
     s.html += conventions_html(trials.filter(pl.col("status") == "done"))
     return s
+
+
+def wsd_note(trials: pl.DataFrame) -> str:
+    """HTML note on WSD runs: which finished ones are end-of-training points (used by the fits and
+    the C / tokens-seen windows, at C = C_spent of the whole run) and how many trunks are left out; ''
+    without WSD runs."""
+    if "wsd_role" not in trials.columns or trials["wsd_role"].null_count() == trials.height:
+        return ""
+    done = trials.filter(pl.col("status") == "done")
+    ends = done.filter(pl.col("wsd_role") == "cell")
+    trunks = trials.filter(pl.col("wsd_role") == "trunk")
+    n_br = int(ends["branch_of"].is_not_null().sum()) if "branch_of" in ends.columns else 0
+    return (f"<p>WSD runs: {ends.height} finished run(s) end in their cooldown and are used as end-of-training "
+            f"points ({n_br} of them cooldown branches of a trunk), at C = C_spent = 6 N_incl tokens_seen of the "
+            f"whole run (a branch's trunk prefix included; the ledger charged it only its cooldown). "
+            f"{trunks.height} trunk(s) (stable runs ending at the peak learning rate) are left out of every "
+            "fit.</p>")
 
 
 def repeated_data_note(trials: pl.DataFrame) -> str:

@@ -16,7 +16,7 @@ LAW_LABEL = {"log": "logarithmic law a − b log₁₀x", "offset_power": "satur
              "power": "power law A x^−α"}
 LAW_SHORT = {"log": "logarithmic", "offset_power": "saturating", "power": "power"}
 PHASE_LABEL = {"model_size": "model-size scan", "data_size": "data-size scan", "isoflop": "isoFLOP scan",
-               "grid": "grid", "size": "model-size scan", "data": "data-size scan", "compute": "isoFLOP scan"}
+               "grid": "grid", "wsd": "WSD length scan", "size": "model-size scan", "data": "data-size scan", "compute": "isoFLOP scan"}
 WINDOW_STATUS = {"saturating": "saturates", "not_saturating": "does not saturate in the measured range",
                  UNDERDETERMINED: "too few points to tell", "insufficient_data": "not enough data"}
 

@@ -20,7 +20,41 @@ from analysis.report.text import LAW_LABEL, WINDOW_STATUS, fmt
 from analysis.window import METRIC_LABEL, WindowResult, learnable_window
 
 AXIS_LABEL = {"N": axis_label("N"), "D": axis_label("D"), "C": axis_label("C"), LOSS: "validation loss (nats/token)",
-              "swd": "SWD (valid generated jets)"}
+              "swd": "SWD (valid generated jets)", "tokens_seen": axis_label("tokens_seen")}
+
+
+def wsd_window_notes(wsd: pl.DataFrame, size: str, frontier: pl.DataFrame | None = None,
+                     others: int = 0) -> dict[tuple[str, str], str]:
+    """HTML notes of the C and tokens-seen windows when their points are WSD end-of-training points
+    (frames.wsd_end_points): C is the whole run's, branches of one trunk are correlated, trunks and
+    (`others`) finished runs of another schedule are left out of the frontier. The C note follows
+    compute_runs_note (which names the runs of `frontier`); the tokens-seen note, on the runs of
+    `size`, is that window's only note."""
+
+    def shared(d: pl.DataFrame) -> str:
+        br = d.filter(pl.col("branch_of").is_not_null()) if "branch_of" in d.columns else d.clear()
+        if br.height == 0:
+            return ""
+        k = br["branch_of"].n_unique()
+        return (f" {br.height} of them are cooldown branches of {k} trunk{'s' if k != 1 else ''}: the branches of "
+                "one trunk share its stable prefix (batches and weights up to their cooldown start), so their errors "
+                "are correlated and the bootstrap, which resamples them as independent runs, overstates the evidence.")
+
+    whole = ("C is C_spent = 6 N_incl tokens_seen of the whole run, a branch's trunk prefix included (the ledger "
+             "charged a branch only its cooldown, C_charged); WSD trunks (stable runs ending at the peak learning "
+             "rate) are no end-of-training points and are left out.")
+    on = wsd if frontier is None else wsd.filter(pl.col("cell_id").is_in(frontier["cell_id"].to_list()))
+    other = (f" {others} finished run{'s' if others != 1 else ''} of another learning-rate schedule "
+             f"{'are' if others != 1 else 'is'} left out of this frontier (one schedule per frontier)."
+             if others else "")
+    own = wsd.filter(pl.col("size") == size)
+    names = ", ".join(f"{r['tokens_seen']:.3g}" for r in own.iter_rows(named=True))
+    return {("C", LOSS): f"<p class='note'>These are WSD runs that end in their cooldown, each an end-of-training "
+                         f"point at its own length. {whole}{shared(on)}{other}</p>",
+            ("tokens_seen", LOSS): f"<p class='note'>The points are the {own.height} WSD runs that end in their cooldown "
+                                   f"at size {html.escape(size)} (fixed N and D; tokens seen {html.escape(names)}): each "
+                                   f"is an end-of-training point at its own length, not a point of one learning curve. "
+                                   f"{whole}{shared(own)}</p>"}
 
 
 def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str | None) -> go.Figure:
@@ -60,8 +94,13 @@ def compute_runs_note(fr: pl.DataFrame, scan: pl.DataFrame) -> str:
     runs = "; ".join(f"{r['size']}" + (f" at D = {fmt(r['D'])}" if r["D"] is not None else "")
                      + f" (C = {fmt(r['C'])} FLOPs)" for r in fr.iter_rows(named=True))
     moves = [a for a in ("N", "D") if fr[a].n_unique() > 1]
-    what = (f"they differ in {' and '.join(moves)}, so this frontier is " +
-            ("the model-size scan" if moves == ["N"] else "the data-size scan" if moves == ["D"] else "a mix of both scans")
+    # runs of one N and D that differ in length (WSD lengths): tokens seen moves on its own
+    if "tokens_seen" in fr.columns and fr.group_by("N", "D").agg(pl.col("tokens_seen").n_unique().alias("k"))["k"].max() > 1:
+        moves.append("tokens seen")
+    scan_name = {("N",): "the model-size scan", ("D",): "the data-size scan", ("tokens seen",): "the training-length scan",
+                 ("N", "D"): "a mix of both scans"}
+    what = (f"they differ in {' and '.join(moves)}, so this frontier is "
+            + scan_name.get(tuple(moves), f"a mix of scans along {', '.join(moves)}")
             + " read against compute" if moves else "they differ only in seed")
     left = scan.height - fr.height if scan.height else 0
     few = fr["C"].n_unique() < 5  # the saturating law's 3 parameters + 2 degrees of freedom
@@ -75,9 +114,11 @@ def compute_runs_note(fr: pl.DataFrame, scan: pl.DataFrame) -> str:
 
 
 def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]],
-                     owners: str, n_boot: int) -> tuple[Section, list[WindowResult]]:
+                     owners: str, n_boot: int, notes: dict[tuple[str, str], str] | None = None,
+                     ) -> tuple[Section, list[WindowResult]]:
     """The windows of `scans` ((axis, metric) -> (points, law comparison, error column)); `owners`:
-    the note under the C window (compute_runs_note)."""
+    the note under the C window (compute_runs_note); `notes`: further HTML notes by (axis, metric),
+    after that one (wsd_window_notes)."""
     s = Section("windows", "Learnable windows")
     wins: list[WindowResult] = []
     parts = []
@@ -98,6 +139,7 @@ def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison 
                  "width": "window width", "x_sat": "x_sat", "floor": "floor", "excess_over_floor": "E − floor"}
         items = "".join(f"<li><b>{label.get(k, k)}</b>: {html.escape(v)}</li>" for k, v in w.explanations.items())
         own = f"<p class='note'>{html.escape(owners)}</p>" if x == "C" else ""
+        own += (notes or {}).get((x, y), "")
         rejected = (" (by a law its points reject: a trend only)"
                     if w.fit is not None and w.fit.status == POOR_FIT and w.status in ("saturating", "not_saturating")
                     else "")

@@ -37,7 +37,7 @@ class Column:
 # is FLOPs, time is seconds.
 RESULT_COLUMNS: tuple[Column, ...] = (
     Column("sweep", str, SWEEP, "sweep name (null for a lone `sweeper train` run)"),
-    Column("phase", str, SWEEP, "phase of the sweep: model_size, data_size, isoflop, grid, repetition"),
+    Column("phase", str, SWEEP, "phase of the sweep: model_size, data_size, isoflop, grid, repetition, wsd"),
     Column("cell_id", str, SWEEP, "12 hex digits of sha256 over the cell's training config"),
     Column("size", str, TRAINER, "model preset (Pico .. XXL)"),
     Column("N", int, TRAINER, "non-embedding parameters"),
@@ -85,6 +85,13 @@ EXTRA_KEYS: dict[str, str] = {
     "compile": "whether the training loss was torch.compile'd",
     "tokenizer_health": "codebook use, per-feature MAE, round-trip SWD of the tokens folder",
     "steps_redone": "steps executed twice after crashes (charged in C_spent, not in tokens_seen)",
+    "lr_schedule": "wsd (cosine rows leave it out); with decay_fraction and decay_shape (docs/wsd.md)",
+    "decay_fraction": "wsd: the cooldown's share of the steps (0: a trunk, no cooldown)",
+    "decay_shape": "wsd: the cooldown's shape (1-sqrt, linear, cosine)",
+    "wsd_role": "trunk (a stable run: not an end-of-training point, left out of fits) | cell (ends in its cooldown)",
+    "branch_of": "<sweep>/<cell_id> of the trunk a WSD branch was cooled down from",
+    "branch_step": "the trunk step the branch started from (its cooldown's first step)",
+    "C_charged": "FLOPs this run executed and the ledger charged: C_spent less a branch's trunk prefix",
 }
 
 # The trials table: the results row, then what the table writer adds

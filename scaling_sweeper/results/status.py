@@ -163,9 +163,12 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
         cs = CellStatus(cell_id=row["cell_id"], size=row["size"], state="pending",
                         C_planned=float(row["C"]), C_spent=0.0, steps=int(row["steps"]),
                         attempts=_attempts(run_dir))
+        # a WSD branch's records count its trunk's prefix (the model's compute); the cell spent the rest
+        b = row.get("branch_step")
+        inherited = 6.0 * float(row["N_incl"]) * int(b) * int(row["batch"]) * int(row["seq_len"]) if b else 0.0
         if last:
             cs.step = last.get("step")
-            cs.C_spent = float(last.get("flops") or 0.0)
+            cs.C_spent = max(0.0, float(last.get("flops") or 0.0) - inherited)
             cs.val_loss = last.get("val_loss")
             tps = last.get("tokens_per_s")
             if tps:
@@ -173,8 +176,9 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
         if is_done(run_dir):
             cs.state = "done"
             res = read_result(run_dir) or {}
-            try:
-                cs.C_spent = flops_value(res, "C_spent", run_dir / "result.json") or cs.C_planned
+            try:  # a WSD branch spent its cooldown (C_charged); its trunk prefix is the trunk's
+                path = run_dir / "result.json"
+                cs.C_spent = flops_value(res, "C_charged", path) or flops_value(res, "C_spent", path) or cs.C_planned
             except RunFolderError as e:  # shown with the cell; the driver reports it too
                 cs.problem, cs.C_spent = str(e), cs.C_planned
             cs.val_loss = res.get("final_val_loss", cs.val_loss)

@@ -23,7 +23,8 @@ class CellSearcher(Searcher):
     """Hands out pending cells in plan order, each only once the ledger admits its planned C.
 
     suggest(): the first pending cell that fits is admitted and returned; if none fits but
-    trials are running (they may release unspent FLOPs when they end) -> None (wait); if none
+    trials are running (they may release unspent FLOPs when they end, or a WSD trunk finish its
+    branches wait for) -> None (wait); if none
     fits and nothing runs -> the rest are refused (STATUS=refused, recorded in the ledger) and
     the search is FINISHED. A STOP file also finishes the search."""
 
@@ -69,6 +70,10 @@ class CellSearcher(Searcher):
         for cell in self.pending:
             ctx, led = self._ctx(cell), self._ledger(cell)
             reason = f"needs {cell.C:.4g} FLOPs, ledger {ctx.cluster!r} has {led.summary().left:.4g} left"
+            if not self._trunk_done(cell):
+                trunk_dir = Path(ctx.sweep_dir) / str(cell.parent)
+                reason = (f"its WSD trunk {cell.parent} is not done (STATUS {read_status(trunk_dir)}); "
+                          "resume the sweep once the trunk has finished")
             led.refuse(self._key(cell), float(cell.C), reason)
             try:
                 write_status(self._run_dir(cell), "refused")
@@ -87,6 +92,9 @@ class CellSearcher(Searcher):
         while i < len(self.pending):
             cell = self.pending[i]
             ctx = self._ctx(cell)
+            if not self._trunk_done(cell):  # a WSD branch starts once its trunk has passed its cooldown start
+                i += 1
+                continue
             driver = Path(ctx.sweep_dir) / sweep_status.DRIVER_FILE
             if not self._ledger(cell).admit(self._key(cell), float(cell.C), record_refusal=False, driver=driver):
                 i += 1
@@ -101,6 +109,17 @@ class CellSearcher(Searcher):
             self.live[trial_id] = cell
             return trial_config(cell)
         return None
+
+    def _trunk_done(self, cell: Cell) -> bool:
+        """A WSD branch can start: its trunk has finished or has passed the branch's cooldown start
+        (its checkpoint of that step is written: atomically, after the records up to it), so
+        branches run in parallel with their trunk. Other cells: True."""
+        parent = getattr(cell, "parent", None)
+        if parent is None:
+            return True
+        trunk_dir = Path(self._ctx(cell).sweep_dir) / parent
+        # the file name rule of train.checkpoint.checkpoint_path (not imported: it pulls in torch)
+        return is_done(trunk_dir) or (trunk_dir / "checkpoints" / f"step_{int(cell.branch_step):08d}.pt").is_file()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.live.pop(trial_id, None)

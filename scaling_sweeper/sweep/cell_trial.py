@@ -6,7 +6,8 @@ one after another without Ray (`run_cells_in_loop`, a benchmark baseline).
 Ledger accounting per cell (key `<sweep>/<cell_id>`): admitted by the searcher before the trial
 starts (sweep/admission.py), `spend(C so far)` on every progress report, `release(C_spent)` when
 the cell finishes, fails for good or is interrupted; so after a sweep, spent == sum of the cells'
-C_spent. Trials stop themselves: a STOP file in the sweep folder is polled through `should_stop`.
+C_spent (a WSD branch: its C_charged, the cooldown it ran; its trunk prefix is the trunk's). A
+branch is seeded from its trunk's checkpoint before it trains (`seed_from_trunk`). Trials stop themselves: a STOP file in the sweep folder is polled through `should_stop`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scaling_sweeper.base.config import from_dict
 from scaling_sweeper.base.private_dirs import private_file
@@ -38,6 +39,9 @@ from scaling_sweeper.results.folder_checks import flops_value
 from scaling_sweeper.sweep.cells import Cell
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
 from scaling_sweeper.train.config import TrainConfig
+
+if TYPE_CHECKING:  # train.branch imports torch: the driver imports this module without it
+    from scaling_sweeper.train.branch import BranchSource
 
 TrainFn = Callable[..., dict]
 # Ray `memory` (bytes) a distributed cell's Tune trial reserves instead of CPUs/GPUs: it only
@@ -158,12 +162,32 @@ def write_tables(sweep_dir: Path, cell_id: str, row: dict[str, Any], evals: list
         log_event(sweep_dir / cell_id, "tables_failed", error=f"{type(e).__name__}: {e}")
 
 
+def branch_source(sweep_dir: Path, cell: Cell) -> BranchSource | None:
+    """Where a WSD branch cell starts (its trunk's folder and step); None for other cells."""
+    if cell.parent is None or cell.branch_step is None:
+        return None
+    from scaling_sweeper.train.branch import BranchSource
+
+    return BranchSource(Path(sweep_dir) / cell.parent, int(cell.branch_step), cell_key(cell.sweep, cell.parent))
+
+
+def seed_from_trunk(sweep_dir: Path, cell: Cell) -> None:
+    """Seed a WSD branch's folder from its trunk's checkpoint unless it has checkpoints of its own
+    (train/branch.py); CheckpointError before any compute when the trunk checkpoint is unusable."""
+    from scaling_sweeper.train.branch import seed_branch
+
+    src = branch_source(sweep_dir, cell)
+    if src is not None and seed_branch(cell.config, Path(sweep_dir) / cell.cell_id, src):
+        log_event(Path(sweep_dir) / cell.cell_id, "branch_seeded", trunk=src.trunk, step=src.step)
+
+
 def finalize_cell(sweep_dir: Path, cell: Cell, ctx: TrialContext, trial_id: str | None,
                   evals: list[dict] | None) -> dict[str, Any]:
     """Fill the sweep's columns of result.json, settle the ledger, write the tables."""
     run_dir = sweep_dir / cell.cell_id
     row = read_result(run_dir) or {}
     spent = flops_value(row, "C_spent", run_dir / "result.json")  # RunFolderError, before anything is written
+    charged = flops_value(row, "C_charged", run_dir / "result.json")  # a WSD branch: its cooldown only
     fill = {"sweep": ctx.sweep, "phase": ctx.phase, "cell_id": cell.cell_id}
     if trial_id and not row.get("ray_trial_id"):
         fill["ray_trial_id"] = trial_id
@@ -175,8 +199,8 @@ def finalize_cell(sweep_dir: Path, cell: Cell, ctx: TrialContext, trial_id: str 
     led = Ledger(ctx.ledger_file, ctx.cluster)
     if row.get("reused_from"):  # one config, trained once: the sweep that trained it was charged
         led.record_reuse(cell_key(ctx.sweep, cell.cell_id), row["reused_from"])
-    else:
-        led.release(cell_key(ctx.sweep, cell.cell_id), spent=spent)
+    else:  # a WSD branch is charged what it executed (its trunk prefix is the trunk's)
+        led.release(cell_key(ctx.sweep, cell.cell_id), spent=charged if charged is not None else spent)
     if evals is None and (run_dir / "eval.json").is_file():
         ev = read_json_file(run_dir / "eval.json")
         evals = [ev] if ev else None
@@ -236,6 +260,7 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
 
         wait_for_run_lock(run_dir)
         try:
+            seed_from_trunk(sweep_dir, cell)
             train_fn(cell.config, run_dir, on_progress=on_progress, should_stop=should_stop)
         except BaseException as e:
             log_event(run_dir, "train_error", trial_id=trial_id, error=f"{type(e).__name__}: {e}",

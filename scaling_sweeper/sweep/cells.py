@@ -55,7 +55,7 @@ ID_LENGTH = 12
 # TrainConfig fields that do not change the trained model (left out of the cell id)
 ID_EXCLUDED = frozenset({
     "data", "device", "strategy", "eval_every", "ckpt_every", "keep_checkpoints", "log_every",
-    "threads", "compile", "zero",
+    "threads", "compile", "zero", "keep_steps",
 })
 # The fields hashed by the first id rule: always part of the id, whatever their value. A TrainConfig
 # field added later enters the id only when its value differs from its declared default, so adding
@@ -134,6 +134,16 @@ class Cell:
     config: TrainConfig  # the resolved training config
     strategy: str = "single"  # single, or the DeepSpeed template it trains with (zero3, zero2_offload, ...)
     workers: int = 1  # processes (Ray Train workers) training it
+    # WSD (docs/wsd.md): "trunk" (a stable run, not an end-of-training point) or "branch" (a cooldown
+    # from its trunk `parent` at step `branch_step`); a branch's C is its cooldown steps only
+    role: str | None = None
+    parent: str | None = None  # a branch: its trunk's cell id
+    branch_step: int | None = None
+
+    @property
+    def C_from_scratch(self) -> float:
+        """C of this cell trained alone from step 0: 6 N_incl tokens_seen (FLOPs); a trunk's is its C."""
+        return float(flops.train_flops(self.N_incl, self.tokens_seen))
 
     def row(self) -> dict[str, Any]:
         """A plan row (no config)."""
@@ -273,6 +283,7 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: lis
         left_out.extend(ctx.left_out)
 
     cells: dict[str, Cell] = {}
+    trunks: dict[tuple, str] = {}  # (size, grid point, seed) -> trunk cell id (wsd branches)
     for p in points:
         size, D, steps, c_budget, where = p.size, p.D, p.steps, p.C_budget, p.where
         if D < S:
@@ -288,7 +299,8 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: lis
         D_eff = D // S * S  # the trainer reads whole rows: the first D // seq_len jets
         for g in grid_points:
             for seed in seeds:
-                raw = {**base, **g, "size": size, "data": spec.data, "tokens": D, "steps": steps, "seed": seed}
+                raw = {**base, **g, **p.train, "size": size, "data": spec.data, "tokens": D, "steps": steps,
+                       "seed": seed}
                 raw["strategy"] = spec.strategy_for(size, raw.get("strategy", "single"))
                 try:
                     tc = from_dict(TrainConfig, raw)
@@ -304,15 +316,23 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: lis
                 if strat.distributed and (strat.base, strat.offload) != (tc.strategy, z.offload):
                     tc = dataclasses.replace(tc, strategy=strat.base, zero=dataclasses.replace(z, offload=strat.offload))
                 cid = cell_id_of(tc)
+                family = (size, json.dumps(g, sort_keys=True, default=str), seed)
+                if p.role is not None and strat.distributed:
+                    raise ConfigError(f"{where}: WSD trunks and branches train single-process (strategy single); "
+                                      f"size {size} resolves to {strat.name}")
+                if p.role == "trunk":
+                    trunks[family] = cid
                 if cid in cells:
                     continue
                 seen = flops.tokens_seen(steps, tc.batch_size, S)
+                own = steps - p.branch_step if p.role == "branch" else steps  # a branch runs its cooldown only
                 cells[cid] = Cell(
                     cell_id=cid, sweep=spec.name, phase=spec.phase, size=size, N=N, N_incl=N_incl,
                     D=D_eff, steps=steps, batch=tc.batch_size, seq_len=S, tokens_seen=seen,
-                    passes=seen / D_eff, C=float(flops.train_flops(N_incl, seen)), C_budget=c_budget,
-                    seed=seed, config=tc, strategy=strat.name,
-                    workers=tc.zero.num_workers if strat.distributed else 1,
+                    passes=seen / D_eff, C=float(flops.train_flops(N_incl, flops.tokens_seen(own, tc.batch_size, S))),
+                    C_budget=c_budget, seed=seed, config=tc, strategy=strat.name,
+                    workers=tc.zero.num_workers if strat.distributed else 1, role=p.role,
+                    parent=trunks[family] if p.role == "branch" else None, branch_step=p.branch_step,
                 )
     return list(cells.values())
 
@@ -358,11 +378,20 @@ def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
 
 
 def plan_totals(cells: list[Cell]) -> dict[str, float]:
-    return {
+    """Cells, C charged (a WSD branch: its cooldown only) and tokens seen of a plan; with WSD
+    branches also `C_from_scratch`: the same end-of-training cells each trained from step 0 (no trunk)."""
+    out = {
         "cells": len(cells),
         "C_total": math.fsum(c.C for c in cells),
         "tokens_seen_total": sum(c.tokens_seen for c in cells),
     }
+    if any(c.role == "branch" for c in cells):
+        out["C_from_scratch"] = math.fsum(c.C_from_scratch for c in cells if c.role != "trunk")
+    return out
+
+
+def _role_label(c: Cell) -> str:
+    return {"trunk": "trunk", "branch": f"branch@{c.branch_step}"}.get(c.role or "", "")
 
 
 WARMUP_WARN_FRACTION = 0.1  # the plan warns when warmup is more than this fraction of a run
@@ -426,6 +455,9 @@ def format_plan(spec: SweepSpec, cells: list[Cell], left_out: list[str] | None =
     labels = ["single" if c.strategy == "single" else f"{c.strategy} x{c.workers}" for c in cells]
     width = max([len("strategy"), *map(len, labels)])
     head += f"  {'strategy':<{width}}"
+    roles = any(c.role for c in cells)
+    if roles:
+        head += f"  {'wsd':<12}"
     extra_keys = list(spec.grid)
     for k in extra_keys:
         head += f"  {k}"
@@ -438,6 +470,8 @@ def format_plan(spec: SweepSpec, cells: list[Cell], left_out: list[str] | None =
         if spec.phase == "isoflop":
             line += f"{c.C_budget:>10.2g}"
         line += f"  {label:<{width}}"
+        if roles:
+            line += f"  {_role_label(c):<12}"
         for k in extra_keys:
             line += f"  {_config_value(c.config, k)}"
         if len(spec.seeds) > 1:
@@ -445,6 +479,11 @@ def format_plan(spec: SweepSpec, cells: list[Cell], left_out: list[str] | None =
         lines.append(line.rstrip())
     t = plan_totals(cells)
     lines.append(f"total: {t['cells']} cells, C = {t['C_total']:.4g} FLOPs, tokens_seen = {t['tokens_seen_total']:.4g}")
+    if "C_from_scratch" in t:
+        n_br = sum(c.role == "branch" for c in cells)
+        lines.append(f"wsd: branched plan (trunk + {n_br} cooldowns, C column) {t['C_total']:.4g} FLOPs; the same "
+                     f"{n_br} runs from scratch {t['C_from_scratch']:.4g} FLOPs (ratio "
+                     f"{t['C_total'] / t['C_from_scratch']:.3f}); tokens_seen and passes count each run's whole length")
     n_rep = sum(repeated_data(c.tokens_seen, c.D, c.batch, c.seq_len) for c in cells)
     if n_rep:
         lines.append(f"repeated-data runs (passes > 1, `repeat` column): {n_rep} of {len(cells)}")

@@ -57,6 +57,7 @@ from scaling_sweeper.sweep.cell_trial import (
     default_train_fn,
     evaluate_cell,
     finalize_cell,
+    seed_from_trunk,
     trial_resources,
 )
 from scaling_sweeper.sweep.cells import Cell, DataShape, write_sweep_files
@@ -347,10 +348,12 @@ def request_stop(sweep_dir: Path) -> None:
 
 
 def run_cells_in_loop(spec: SweepSpec, train_fn: TrainFn | None = None) -> float:
-    """The same cells one after another in this process, no Ray (benchmark baseline). Returns s."""
+    """The same cells one after another in this process, no Ray (benchmark baseline; WSD branches
+    seeded from their trunk, which comes first in plan order). Returns s."""
     spec, shape, cells = prepare(spec)
     fn = train_fn or default_train_fn
     t0 = time.time()
     for c in cells:
+        seed_from_trunk(spec.sweep_dir, c)
         fn(c.config, spec.sweep_dir / c.cell_id)
     return time.time() - t0

@@ -15,6 +15,13 @@ before the product with `grid` axes and `seeds` (done once for every phase in
                 isoflop.min_steps steps, when its warmup exceeds isoflop.max_warmup_fraction of
                 the run, or when it would repeat its data more than isoflop.max_passes times
     grid        sizes (default [train.size]) x D (`tokens`, default [train.tokens]); schedule along D
+    wsd         per size, run lengths (wsd.tokens_seen, or budgets C as in isoflop) trained with
+                lr_schedule wsd at fixed D (train.tokens, default: one pass of the longest length,
+                at most the train split). With wsd.branch (default) the lengths are one trunk (a
+                stable run to the last cooldown start, keeping a checkpoint at every cooldown start)
+                plus one cooldown branch per length; each length is rounded down to the nearest
+                step count whose cooldown starts on a log step (train.log_every), so a branch's
+                records equal a from-scratch run's (docs/wsd.md)
     repetition  data-constrained arms: for each size, at fixed repetition.tokens_seen, one point per
                 pass count p in repetition.passes with unique tokens U = D = tokens_seen / p
                 (whole sequences) and steps = ceil(tokens_seen / (B S)); repeated passes R = p - 1.
@@ -39,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from scaling_sweeper.base import flops
 from scaling_sweeper.base.errors import ConfigError, RepetitionError, ScheduleError
+from scaling_sweeper.base.schedule import wsd_decay_start
 
 if TYPE_CHECKING:  # spec.py imports this module
     from scaling_sweeper.sweep.spec import ScheduleSpec, SweepSpec
@@ -53,6 +61,9 @@ class Point:
     steps: int
     C_budget: float | None
     where: str  # the spec field it comes from (error messages)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields of this point (over train:)
+    role: str | None = None  # wsd: "trunk" | "branch" (of the trunk point of its size before it)
+    branch_step: int | None = None  # a branch: the trunk step its cooldown starts from
 
 
 @dataclass
@@ -257,6 +268,69 @@ def _repetition_points(ctx: PlanContext) -> list[Point]:
     return points
 
 
+def aligned_wsd_length(steps: int, decay_fraction: float, log_every: int) -> int:
+    """The longest wsd length <= steps whose cooldown starts on a log step (a multiple of
+    log_every): branch points are then log steps of trunk and branch alike (docs/wsd.md)."""
+    while steps > 0 and wsd_decay_start(steps, decay_fraction) % log_every:
+        steps -= 1
+    return steps
+
+
+def _wsd_points(ctx: PlanContext) -> list[Point]:
+    from scaling_sweeper.train.config import TrainConfig
+
+    spec, w, S, B = ctx.spec, ctx.spec.wsd, ctx.seq_len, ctx.batch
+    if ctx.base.get("lr_schedule") != "wsd":
+        raise ConfigError("train.lr_schedule: phase wsd trains warmup-stable-decay runs; set train.lr_schedule: wsd")
+    if spec.effective_schedule() is not None or ctx.default_steps is not None:
+        raise ScheduleError("schedule: a wsd sweep takes its run lengths from wsd.tokens_seen or budgets; remove "
+                            "the schedule / train.steps")
+    if bool(w.tokens_seen) == bool(spec.budgets):
+        raise ConfigError("wsd.tokens_seen: give the run lengths as wsd.tokens_seen or as budgets (one of them)")
+    fixed = sorted(set(spec.grid) & {"lr_schedule", "decay_fraction", "warmup_steps", "log_every", "batch_size"})
+    if fixed:
+        raise ConfigError(f"grid.{fixed[0]}: a wsd sweep's branch points follow from train.{fixed[0]}; give one value "
+                          "there (one sweep per value)")
+    f = float(ctx.base.get("decay_fraction", 0.2))
+    if w.branch and not f > 0:
+        raise ConfigError("train.decay_fraction: branches need a cooldown (decay_fraction > 0)")
+    log_every = int(ctx.base.get("log_every", TrainConfig.log_every))
+    per_step_tokens = flops.tokens_seen(1, B, S)
+    points: list[Point] = []
+    for s in ctx.sizes():
+        per_step = flops.train_flops(ctx.params(s)[1], per_step_tokens)
+        if w.tokens_seen:
+            asked = [(math.ceil(float(t) / per_step_tokens - 1e-9), None, f"wsd.tokens_seen[{i}] (size {s})")
+                     for i, t in enumerate(w.tokens_seen)]
+        else:
+            asked = [(int(C // per_step), float(C), f"budgets[{i}] (size {s})") for i, C in enumerate(spec.budgets)]
+        runs = []
+        for steps, C, where in asked:
+            if w.branch:
+                steps = aligned_wsd_length(steps, f, log_every)
+                start = wsd_decay_start(steps, f) if steps else 0
+                if start < max(1, ctx.warmup_steps):
+                    raise ConfigError(f"{where}: {steps} steps (rounded down so the cooldown starts on a log step, "
+                                      f"log_every {log_every}) leave a stable phase ending at step {start}, not after "
+                                      f"warmup ({ctx.warmup_steps} steps); give a longer length")
+            elif steps < 1:
+                raise ConfigError(f"{where}: less than one step")
+            runs.append((steps, C, where))
+        longest = flops.tokens_seen(max(r[0] for r in runs), B, S)
+        D = ctx.default_tokens if ctx.default_tokens is not None else longest
+        if ctx.train_tokens is not None and ctx.default_tokens is None:
+            D = min(D, ctx.train_tokens)
+        D = max(S, int(D) // S * S)
+        if w.branch:
+            starts = sorted({wsd_decay_start(steps, f) for steps, _, _ in runs})
+            points.append(Point(s, D, starts[-1], None, f"wsd trunk (size {s})",
+                                train={"decay_fraction": 0.0, "keep_steps": starts}, role="trunk"))
+        for steps, C, where in runs:
+            points.append(Point(s, D, steps, C, where, role="branch" if w.branch else None,
+                                branch_step=wsd_decay_start(steps, f) if w.branch else None))
+    return points
+
+
 @dataclass(frozen=True)
 class PhaseDef:
     """One phase: the non-empty spec lists it needs, its schedule axis, its point generator."""
@@ -276,6 +350,7 @@ PHASES: dict[str, PhaseDef] = {
         PhaseDef("isoflop", ("budgets", "sizes"), None, _isoflop_points, varies_D=False),
         PhaseDef("grid", (), "D", _grid_points, varies_D=True),
         PhaseDef("repetition", ("sizes",), None, _repetition_points, varies_D=False),
+        PhaseDef("wsd", ("sizes",), None, _wsd_points, varies_D=False),
     )
 }
 

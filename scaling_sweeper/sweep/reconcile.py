@@ -5,6 +5,7 @@ between a cell finishing and its bookkeeping), everything else is pending."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from scaling_sweeper.base.runfolder import (
     read_status,
 )
 from scaling_sweeper.sweep.boundary_checks import check_storage
-from scaling_sweeper.sweep.cell_trial import TrialContext, finalize_cell, write_tables
+from scaling_sweeper.sweep.cell_trial import TrialContext, branch_source, finalize_cell, write_tables
 from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
 from scaling_sweeper.sweep.reuse import adopt_cell, reuse_origin
@@ -52,7 +53,8 @@ def check_data(spec: SweepSpec) -> None:
 
 def check_budget(led: Ledger, sweep: str, todo: list[Cell]) -> None:
     """BudgetError when not even the cheapest pending cell fits what the ledger has left (a cell
-    already holding a commitment, e.g. interrupted, only needs the difference)."""
+    already holding a commitment, e.g. interrupted, only needs the difference), or when a pending
+    WSD trunk and its pending branches do not fit together."""
     st = led.state()
     if not todo or st["budget"] is None:
         return
@@ -72,6 +74,15 @@ def check_budget(led: Ledger, sweep: str, todo: list[Cell]) -> None:
             f"cheapest pending cell ({best.cell_id}, size {best.size}, D={best.D:.3g}) needs {extra(best):.4g} "
             "FLOPs; raise budget.flops or shrink the sweep"
         )
+    # a WSD trunk is worth training only with its branches: the pending family must fit as a whole
+    for trunk in (c for c in todo if c.role == "trunk"):
+        family = [trunk] + [c for c in todo if c.parent == trunk.cell_id]
+        need = math.fsum(extra(c) for c in family)
+        if need > left * (1 + 1e-12):
+            raise BudgetError(
+                f"budget.flops: cluster {led.cluster!r} has {left:.4g} FLOPs left, but the WSD trunk {trunk.cell_id} "
+                f"(size {trunk.size}) and its {len(family) - 1} pending branches need {need:.4g} FLOPs together; "
+                "raise budget.flops or drop lengths")
 
 
 def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext,
@@ -120,6 +131,13 @@ def _reconcile_cell(spec, c, run_dir, led, ctx, ledger_cells, todo, done) -> Non
             write_tables(sweep_dir, c.cell_id, row, None)
     else:
         _probe_writable(run_dir)
+        src = branch_source(sweep_dir, c)
+        if src is not None and is_done(src.trunk_dir):
+            from scaling_sweeper.train.branch import trunk_checkpoint
+            from scaling_sweeper.train.checkpoint import list_checkpoints
+
+            if not list_checkpoints(run_dir / "checkpoints"):
+                trunk_checkpoint(src)  # CheckpointError naming the file, before Ray starts
         if read_status(run_dir) == "refused":  # refused last time: try again now
             (run_dir / "STATUS").unlink(missing_ok=True)
         todo.append(c)

@@ -3,7 +3,7 @@
 A spec (see `sweeps/*.yaml`):
 
     name: demo                 # the sweep's folder: <storage>/<name>/
-    phase: model_size          # model_size | data_size | isoflop | grid | repetition (sweep/phases.py)
+    phase: model_size          # model_size | data_size | isoflop | grid | repetition | wsd (sweep/phases.py)
     data: data/demo/tokens     # tokens folder (seq_len and vocab_size are read from it)
     train: {steps: 300, batch_size: 16, tokens: 2.6e6}   # TrainConfig defaults for every cell
     sizes: [Pico, XXS, XS, S]  # model_size / isoflop (and optional for data_size / grid)
@@ -12,6 +12,7 @@ A spec (see `sweeps/*.yaml`):
     budgets: [1e15, 3e15]      # isoflop: C values (FLOPs); steps = C / (6 N_incl B S)
     isoflop: {passes: 1.0, min_steps: 20}   # + dataset_tokens, max_passes, max_warmup_fraction
     repetition: {tokens_seen: 2e7, passes: [1, 2, 4, 8, 16]}   # repetition: U = tokens_seen / passes
+    wsd: {tokens_seen: [1e6, 4e6], branch: true}   # wsd: lengths as one trunk + cooldowns (docs/wsd.md)
     grid: {lr: [1e-3, 3e-3]}   # any TrainConfig fields: cartesian product (all phases)
     strategies: {L: zero2}     # per-size train.strategy (see Strategies below)
     seeds: [0, 1]              # default: train.seed
@@ -127,6 +128,18 @@ class RepetitionSpec:
     passes: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 8.0, 16.0, 32.0])  # >= 1 each
 
 
+@dataclass
+class WsdSpec:
+    """Phase wsd: per size, a scan of run lengths with a warmup-stable-decay schedule
+    (train.lr_schedule: wsd), given as `tokens_seen` (token positions) or as the spec's `budgets`
+    (C per size, steps = floor(C / (6 N_incl B S)) as in isoflop). `branch`: one stable trunk per
+    size plus a cooldown branch per length (docs/wsd.md); false: every length from scratch (the
+    same cells, the same ids)."""
+
+    tokens_seen: list[float] = field(default_factory=list)  # run lengths (token positions)
+    branch: bool = True  # train the lengths as one trunk + cooldown branches
+
+
 _SCHEDULE_KINDS = ("steps", "passes", "tokens_seen")
 
 
@@ -204,6 +217,7 @@ class SweepSpec:
     budgets: list[float] = field(default_factory=list)  # isoflop: C values (FLOPs)
     isoflop: IsoflopSpec = field(default_factory=IsoflopSpec)
     repetition: RepetitionSpec = field(default_factory=RepetitionSpec)  # phase repetition
+    wsd: WsdSpec = field(default_factory=WsdSpec)  # phase wsd: lengths, branched or from scratch
     grid: dict[str, list[Any]] = field(default_factory=dict)  # TrainConfig field -> values
     strategies: dict[str, str] = field(default_factory=dict)  # size -> train.strategy for that size
     seeds: list[int] = field(default_factory=list)  # default [train.seed]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,10 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep: int | None = None) -> Path:
-    """Atomically write the checkpoint of `step`; then keep only the newest `keep` ones."""
+def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep: int | None = None,
+                    protect: Iterable[int] = ()) -> Path:
+    """Atomically write the checkpoint of `step`; then keep only the newest `keep` ones and those of
+    the steps in `protect` (a WSD trunk's branch points)."""
     d = Path(ckpt_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(d, step)
@@ -101,15 +104,18 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep
     }
     atomic_write(path, lambda f: torch.save(payload, f))
     if keep is not None:
-        prune_checkpoints(d, keep)
+        prune_checkpoints(d, keep, protect)
     return path
 
 
-def prune_checkpoints(ckpt_dir: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` good-named checkpoints (`*.corrupt` files are kept)."""
+def prune_checkpoints(ckpt_dir: str | Path, keep: int, protect: Iterable[int] = ()) -> None:
+    """Delete all but the newest `keep` good-named checkpoints (`*.corrupt` files and those of the
+    steps in `protect` are kept)."""
     ckpts = list_checkpoints(ckpt_dir)
-    for _, p in ckpts[: max(0, len(ckpts) - max(1, keep))]:
-        p.unlink(missing_ok=True)
+    keep_steps = set(protect)
+    for step, p in ckpts[: max(0, len(ckpts) - max(1, keep))]:
+        if step not in keep_steps:
+            p.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.base.model_config import get_size
+from scaling_sweeper.base.schedule import DECAY_SHAPES, SCHEDULES
 
 # what a config may ask for: a base strategy of the table in train/strategy.py, or auto
 REQUESTABLE_STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
@@ -113,6 +114,16 @@ class TrainConfig:
     # training refuses a data folder whose tokenizer differs. None: not checked.
     tokenizer_id: str | None = None
     zero: ZeroConfig = field(default_factory=ZeroConfig)  # DeepSpeed/ZeRO settings (every strategy but single)
+    # learning-rate schedule after warmup (base/schedule.py SCHEDULES): cosine decays to min_lr_ratio * lr
+    # over the whole run; wsd holds lr, then cools down over the last decay_fraction of the steps
+    # (shape decay_shape) to min_lr_ratio * lr. decay_* are part of the id only for wsd runs (cosine
+    # ignores them and refuses values away from their defaults); docs/wsd.md.
+    lr_schedule: str = "cosine"
+    decay_fraction: float = 0.2  # wsd: cooldown steps = round(decay_fraction * steps); 0 = no cooldown (a trunk)
+    decay_shape: str = "1-sqrt"  # wsd: cooldown shape, one of base.schedule.DECAY_SHAPES
+    # steps whose checkpoints are kept whatever keep_checkpoints says (and written even off ckpt_every):
+    # a WSD trunk's branch points. Not part of the id; may change on resume.
+    keep_steps: list[int] = field(default_factory=list)
 
     # keys of earlier versions -> where they live now (applied by base.config.from_dict)
     LEGACY_KEYS: ClassVar[dict[str, str]] = {
@@ -147,7 +158,23 @@ class TrainConfig:
             raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
         if not (isinstance(self.compile, bool) or self.compile == "auto"):
             raise ConfigError(f"compile must be true, false or auto, got {self.compile!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(f"lr_schedule {self.lr_schedule!r} is not one of {list(SCHEDULES)}")
+        if self.decay_shape not in DECAY_SHAPES:
+            raise ConfigError(f"decay_shape {self.decay_shape!r} is not one of {list(DECAY_SHAPES)}")
+        if not 0.0 <= self.decay_fraction <= 1.0:
+            raise ConfigError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
+        if self.lr_schedule == "cosine" and (self.decay_fraction, self.decay_shape) != (0.2, "1-sqrt"):
+            raise ConfigError("decay_fraction / decay_shape: only a wsd schedule has a cooldown; set "
+                              "lr_schedule: wsd or leave them at their defaults (0.2, 1-sqrt)")
+        if any(s < 1 for s in self.keep_steps):
+            raise ConfigError(f"keep_steps must be >= 1, got {self.keep_steps}")
 
     @property
     def peak_lr(self) -> float:
         return self.lr if self.lr is not None else get_size(self.size).lr
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step `step` (0-based) under this config's schedule."""
+        return SCHEDULES[self.lr_schedule](step, self.peak_lr, self.warmup_steps, self.steps, self.min_lr_ratio,
+                                           self.decay_fraction, self.decay_shape)

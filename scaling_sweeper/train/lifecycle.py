@@ -35,7 +35,6 @@ from scaling_sweeper.base import flops
 from scaling_sweeper.base.errors import DataError
 from scaling_sweeper.base.model_config import config_for_rows
 from scaling_sweeper.base.runfolder import append_jsonl
-from scaling_sweeper.base.schedule import lr_at
 from scaling_sweeper.data.shards import TokenShard
 from scaling_sweeper.model import count_params
 from scaling_sweeper.train.config import TrainConfig
@@ -229,9 +228,7 @@ class Lifecycle:
 
     def lr(self) -> float:
         """Learning rate of the step about to run."""
-        c = self.cfg
-        return lr_at(self.step, peak=c.peak_lr, warmup_steps=c.warmup_steps, total_steps=c.steps,
-                     min_lr_ratio=c.min_lr_ratio)  # fmt: skip
+        return self.cfg.lr_at(self.step)
 
     def stepping(self) -> None:
         """A step is about to run: opens a stretch of training time unless one is open."""
@@ -252,14 +249,15 @@ class Lifecycle:
     def sync_due(self) -> bool:
         """Whether the step just taken logs, checkpoints or ends the run (a host-sync step)."""
         c, s = self.cfg, self.step
-        return s % c.log_every == 0 or s % c.eval_every == 0 or s % c.ckpt_every == 0 or s == c.steps
+        return (s % c.log_every == 0 or s % c.eval_every == 0 or s % c.ckpt_every == 0 or s == c.steps
+                or s in c.keep_steps)
 
     def actions(self, stop: bool) -> Actions:
         c, s = self.cfg, self.step
         last = s == c.steps
         do_eval = s % c.eval_every == 0 or last
         return Actions(last=last, eval=do_eval, log=s % c.log_every == 0 or do_eval,
-                       ckpt=s % c.ckpt_every == 0 or last or stop, stop=stop)  # fmt: skip
+                       ckpt=s % c.ckpt_every == 0 or last or stop or s in c.keep_steps, stop=stop)  # fmt: skip
 
     def fold(self, loss_total: float, n_steps: int) -> None:
         """Add the sum of `n_steps` per-step mean losses to the running sums."""

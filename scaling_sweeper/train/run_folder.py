@@ -32,7 +32,7 @@ from scaling_sweeper.train.config import TrainConfig
 from scaling_sweeper.train.precision import device_kind
 
 # TrainConfig fields (dotted: in a section) that do not change the math and may differ when a run resumes
-RUNTIME_FIELDS = ("compile", "zero.max_failures")
+RUNTIME_FIELDS = ("compile", "zero.max_failures", "keep_steps")
 # TrainConfig fields compared by kind when a run resumes (precision.device_kind: cpu | cuda)
 DEVICE_FIELDS = ("device",)
 
@@ -113,6 +113,9 @@ def empty_row(cfg: TrainConfig) -> dict[str, Any]:
                batch=cfg.batch_size, seed=cfg.seed)  # fmt: skip
     row["strategy"] = cfg.strategy  # how it trained (not a results-table column: lands in `extra`)
     row["compile"] = cfg.compile  # likewise
+    if cfg.lr_schedule != "cosine":  # extra keys of wsd runs; a wsd run without cooldown is a trunk
+        row.update(lr_schedule=cfg.lr_schedule, decay_fraction=cfg.decay_fraction, decay_shape=cfg.decay_shape,
+                   wsd_role="trunk" if cfg.decay_fraction == 0 else "cell")
     return row
 
 
@@ -154,18 +157,24 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def close_run(run_dir: Path, row: dict[str, Any], outcome: dict[str, Any], *, cfg: TrainConfig, seq_len: int,
-              n_incl: int, redone: int = 0) -> dict[str, Any]:
+              n_incl: int, redone: int = 0, branch: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fill and store the final results row of a trial from its `Lifecycle.outcome`.
 
     diverged -> status "failed", result.json, STATUS=failed (never retrained: `stored_outcome`);
     stopped  -> status "stopped", STATUS=pending, no result.json (resumes);
     else     -> status "done", result.json, STATUS=done.
     redone: steps executed twice after crashes (train/redone.py): C_spent counts them, tokens_seen
-    does not; the row records them as `steps_redone`."""
+    does not; the row records them as `steps_redone`.
+    branch: a WSD branch's branch.json (train/branch.py): C_spent is the model's training compute, its
+    trunk prefix included, and `C_charged` what this run executed (the prefix left out)."""
     step = int(outcome["step"])
     seen = flops.tokens_seen(step, cfg.batch_size, seq_len)
     if redone:
         row["steps_redone"] = redone
+    if branch:
+        own = step - int(branch["step"]) + redone
+        row.update(branch_of=branch["trunk"], branch_step=int(branch["step"]),
+                   C_charged=flops.train_flops(n_incl, flops.tokens_seen(own, cfg.batch_size, seq_len)))
     row.update(C_spent=flops.train_flops(n_incl, flops.tokens_seen(step + redone, cfg.batch_size, seq_len)),
                wall_s=outcome["wall_s"], started_at=outcome["started_at"])  # fmt: skip
     if outcome.get("diverged") is not None:

@@ -41,6 +41,7 @@ from scaling_sweeper.base.model_config import config_for_rows
 from scaling_sweeper.base.runfolder import atomic_write_text, read_jsonl
 from scaling_sweeper.model import GPT
 from scaling_sweeper.train.batches import EpochSampler, to_device_xy
+from scaling_sweeper.train.branch import inherited_steps, read_branch
 from scaling_sweeper.train.checkpoint import load_latest, plain_state_dict, save_checkpoint
 from scaling_sweeper.train.config import TrainConfig
 from scaling_sweeper.train.lifecycle import (
@@ -104,7 +105,7 @@ def run_trial(
         steps = SingleSteps(cfg, run_dir, data, derived["N_incl"], device, precision, on_progress, should_stop)
         outcome = run_steps(steps.book, steps)
         return close_run(run_dir, row, outcome, cfg=cfg, seq_len=data.seq_len, n_incl=derived["N_incl"],
-                         redone=steps.redone.steps)
+                         redone=steps.redone.steps, branch=read_branch(run_dir))
 
 
 class SingleSteps:
@@ -129,13 +130,15 @@ class SingleSteps:
         self.metrics = run_dir / "metrics.jsonl"
         self.book = Lifecycle(cfg, data.seq_len, n_incl)
         self.redone = RedoneSteps(run_dir)  # steps lost to crashes, trained again
+        self.inherited = inherited_steps(run_dir)  # a WSD branch's steps taken over from its trunk (branch.py)
         self.out = ProgressOut(self.metrics, cfg, data.seq_len, self.flops_spent, on_progress)
         self._resume()
         self.model.train()
 
     def flops_spent(self, step: int) -> int:
-        """FLOPs executed up to `step`: the useful steps plus those redone after crashes."""
-        seen = flops.tokens_seen(step + self.redone.steps, self.cfg.batch_size, self.data.seq_len)
+        """FLOPs executed up to `step` by this run: the useful steps plus those redone after crashes,
+        less a branch's steps inherited from its trunk (charged there)."""
+        seen = flops.tokens_seen(step - self.inherited + self.redone.steps, self.cfg.batch_size, self.data.seq_len)
         return flops.train_flops(self.book.n_incl, seen)
 
     # -- checkpoint format ------------------------------------------------------------------------
@@ -203,5 +206,6 @@ class SingleSteps:
         self.out.record(rec, checkpoint_follows)
 
     def save(self, lr: float, last: bool) -> None:
-        path = save_checkpoint(self.ckpt_dir, self.book.step, self._state(), keep=self.cfg.keep_checkpoints)
+        path = save_checkpoint(self.ckpt_dir, self.book.step, self._state(), keep=self.cfg.keep_checkpoints,
+                               protect=self.cfg.keep_steps)
         self.out.checkpoint(self.book.step, lr, path)
