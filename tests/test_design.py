@@ -361,3 +361,68 @@ def test_every_law_has_a_consistent_jacobian():
             h[i] = 1e-6
             num = (law.predict(th + h, N, T, spec.axes) - law.predict(th - h, N, T, spec.axes)) / 2e-6
             np.testing.assert_allclose(J[:, i], num, rtol=1e-5, atol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# the simulated trainer (the driver's train_fn)
+
+
+def _cfg(**kw):
+    from scaling_sweeper.train_config import TrainConfig
+
+    base = {"size": "XS", "data": "unused", "tokens": 130 * 16 * 40, "steps": 40, "batch_size": 16, "eval_every": 10}
+    return TrainConfig(**{**base, **kw})
+
+
+def test_simulated_trainer_reports_the_law_and_charges_6_n_incl_tokens(tmp_path):
+    from scaling_sweeper import flops
+    from scaling_sweeper.runfolder import read_jsonl, read_result, read_status
+    from scaling_sweeper.simulated_trainer import SimulatedTrainer
+
+    sim = SimulatedLoss(truth(14), 0.01, seed=4)
+    fn = SimulatedTrainer(sim, seq_len=130, vocab_size=8195)
+    run = tmp_path / "abc123"
+    row = fn(_cfg(), run)
+    n, n_incl = PARAMS["XS"]
+    seen = 40 * 16 * 130
+    assert (row["N"], row["N_incl"], row["tokens_seen"]) == (n, n_incl, seen)
+    assert row["C_spent"] == flops.train_flops(n_incl, seen) == 6 * n_incl * seen
+    assert row["final_val_loss"] == sim.draw("abc123", n, seen, 130 * 16 * 40)  # the analysis oracle's number
+    assert read_status(run) == "done" and read_result(run) == row
+    curve = read_jsonl(run / "metrics.jsonl")
+    assert [r["step"] for r in curve] == [10, 20, 30, 40] and curve[-1]["val_loss"] == row["final_val_loss"]
+    assert all(a["val_loss"] > b["val_loss"] for a, b in zip(curve, curve[1:]))  # the law falls with tokens
+    # a finished cell is returned as stored, its folder untouched
+    mtime = (run / "result.json").stat().st_mtime_ns
+    assert fn(_cfg(), run) == row and (run / "result.json").stat().st_mtime_ns == mtime
+
+
+def test_simulated_trainer_stops_on_request_and_reads_the_tokens_folder(tmp_path):
+    from scaling_sweeper.data.shards import write_shards
+    from scaling_sweeper.runfolder import read_status
+    from scaling_sweeper.simulated_trainer import SimulatedTrainer
+
+    rng = np.random.default_rng(0)
+    tokens = write_shards(tmp_path / "tokens", {k: rng.integers(0, 50, size=(n, 10)).astype(np.uint16)
+                                                for k, n in (("train", 50), ("val", 10), ("test", 10))},
+                          vocab_size=53, pad_token=52)
+    fn = SimulatedTrainer(SimulatedLoss(truth(15), 0.01))
+    assert fn.shape(str(tokens)) == (10, 53)
+    calls = []
+    out = fn(_cfg(data=str(tokens)), tmp_path / "cell", should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert out["status"] == "stopped" and read_status(tmp_path / "cell") == "pending"
+    assert not (tmp_path / "cell" / "result.json").exists()
+    row = fn(_cfg(data=str(tokens)), tmp_path / "cell")  # a rerun starts over and finishes
+    assert row["status"] == "done" and row["N_incl"] == count_params(config_for("XS", 53, 9))[1]
+
+
+def test_simulated_trainer_reports_progress_like_the_real_trainer(tmp_path):
+    from scaling_sweeper.simulated_trainer import SimulatedTrainer
+
+    seen = []
+    SimulatedTrainer(SimulatedLoss(truth(16), 0.01), seq_len=130, vocab_size=8195)(
+        _cfg(), tmp_path / "c", on_progress=seen.append)
+    assert [p.step for p in seen] == [10, 20, 30, 40]
+    assert seen[-1].flops == 6 * PARAMS["XS"][1] * 40 * 16 * 130 and seen[-1].val_loss is not None
+    for p in seen:  # what the driver's on_progress reads (sweep.tune_runner.cell_trainable), all numbers
+        [float(getattr(p, k)) for k in ("step", "steps", "tokens_seen", "flops", "lr", "tokens_per_s", "val_loss")]
