@@ -59,6 +59,7 @@ KINDS = {
     k.name: k
     for k in (
         Kind("offset_power/alpha", "offset_power", "alpha"),
+        Kind("offset_power/E", "offset_power", "E"),
         Kind("chinchilla/loss", "chinchilla", "loss"),
         Kind("chinchilla/n_opt", "chinchilla", "n_opt"),
         Kind("offset_power/alpha misspecified", "offset_power", "alpha", misspecified=True),
@@ -73,8 +74,8 @@ def candidates(law: str, replicates: int) -> list[Candidate]:
 
 
 def target(kind: Kind, half_width: float) -> Target:
-    if kind.target == "alpha":
-        return Target("alpha", tolerance=half_width)
+    if kind.target in ("alpha", "E"):
+        return Target(kind.target, tolerance=half_width)
     if kind.target == "loss":  # L of a 4x larger model than XXL on 10x the largest T: an extrapolation
         return Target("loss", tolerance=half_width, N=4e8, D=1e10)
     return Target("n_opt", factor=math.exp(half_width), C=1e20)
@@ -117,12 +118,33 @@ def run_kind(kind: Kind, n_truths: int, batch: int, replicates: int, noise: floa
     return out
 
 
+def history(kind: Kind, batch: int, replicates: int, noise: float, i: int = 0) -> None:
+    """The adaptive design's history on truth i: after each finished cell, the FLOPs committed
+    (/ grid), the target's estimate and 95% half-width, and the cells proposed with why."""
+    cands = candidates(kind.law, replicates)
+    grid = [c.key for c in cands if c.key.endswith("-s0")]
+    grid_cost = sum(c.cost for c in cands if c.key.endswith("-s0"))
+    sim = SimulatedLoss(truth(i), noise, seed=i)
+    ref = DesignSpec(kind.law, cands, target(kind, 1e-12), budget=grid_cost, batch=batch, noise=noise)
+    w = run_study(ref, sim.oracle(), grid).final.half_width
+    spec = DesignSpec(kind.law, cands, target(kind, w), budget=grid_cost, batch=batch, noise=noise)
+    tr = run_study(spec, sim.oracle(), "adaptive", rng_seed=i)
+    print(f"\n# history: {kind.name}, truth {i} (true value {true_target(spec, truth(i)):.4g}), goal: the grid's "
+          f"half-width {w:.4g}; stop: {tr.stop} at {tr.flops / grid_cost:.3f} of the grid's FLOPs")
+    print(f"{'FLOPs/grid':>10}  {'finished':18} {'estimate +- half-width':>24}  proposed (why, variance cut per FLOP)")
+    for r in tr.rows:
+        est = f"{r.estimate:.4g} +- {r.half_width:.3g}" if math.isfinite(r.half_width) else r.status
+        why = ", ".join(f"{k} ({w}{'' if not math.isfinite(g) else f' {g:.2e}'})"
+                        for k, w, g in zip(r.proposed, r.reasons, r.gain_per_flop))
+        print(f"{r.flops / grid_cost:10.4f}  {r.finished_key or '-':18} {est:>24}  {why}")
+
+
 def summary(rows: list) -> str:
     ratios = np.array([r[0] for r in rows])
     reached = sum(r[1] for r in rows)
     cov = sum(r[2] for r in rows)
     cells = np.median([r[3] for r in rows])
-    q = np.quantile(ratios, [0.5, 0.9])
+    q = np.quantile(ratios, [0.5, 0.9], method="inverted_cdf")  # an order statistic (inf where not reached)
     fmt = lambda v: "inf" if not math.isfinite(v) else f"{v:.3f}"  # noqa: E731
     return (f"{reached:>3}/{len(rows):<3} {fmt(q[0]):>7} {fmt(q[1]):>7} {fmt(ratios.max()):>7}   "
             f"{cov:>3}/{len(rows):<3} ({cov / len(rows):4.0%})  {cells:6.0f}")
@@ -135,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replicates", type=int, default=3, help="seeds per (size, tokens) point among the candidates")
     ap.add_argument("--noise", type=float, default=0.01, help="per-cell loss noise (nats, 1 sigma)")
     ap.add_argument("--kinds", nargs="*", default=list(KINDS), choices=list(KINDS))
+    ap.add_argument("--history", choices=list(KINDS), help="also print the adaptive design's history on truth 0")
     a = ap.parse_args(argv)
     print(f"# bench_design: {a.truths} truths per kind, batch {a.batch}, {a.replicates} seeds per point, "
           f"noise {a.noise} nats; budget = the grid's FLOPs")
@@ -148,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, design in enumerate(("grid", "random", "adaptive")):
             label = f"{name} ({time.time() - t0:.0f} s)" if i == 0 else ""
             print(f"{label:34} {design:9} {summary(res[design])}", flush=True)
+    if a.history:
+        history(KINDS[a.history], a.batch, a.replicates, a.noise)
     return 0
 
 

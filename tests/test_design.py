@@ -426,3 +426,21 @@ def test_simulated_trainer_reports_progress_like_the_real_trainer(tmp_path):
     assert seen[-1].flops == 6 * PARAMS["XS"][1] * 40 * 16 * 130 and seen[-1].val_loss is not None
     for p in seen:  # what the driver's on_progress reads (sweep.tune_runner.cell_trainable), all numbers
         [float(getattr(p, k)) for k in ("step", "steps", "tokens_seen", "flops", "lr", "tokens_per_s", "val_loss")]
+
+
+def test_history_record_is_json_and_says_why():
+    import json
+
+    spec = DesignSpec("chinchilla", ch_candidates(), Target("n_opt", factor=1.2, C=1e20), budget=1e30, batch=2)
+    sim = SimulatedLoss(truth(17), 0.01, seed=17)
+    tr = run_study(spec, sim.oracle(), "adaptive", concurrency=1)
+    fin = observe(spec, tr.finished[:12], sim)
+    step = next_cells(spec, fin, [], 0)
+    rec = json.loads(json.dumps(step.record(spec), allow_nan=False))
+    assert rec["fit"]["status"] == "ok" and len(rec["proposals"]) == 2
+    lo, hi = rec["fit"]["interval"]
+    assert lo < rec["fit"]["value"] < hi and rec["fit"]["value"] == pytest.approx(math.exp(step.fit.estimate))
+    assert rec["proposals"][0]["reason"] == "gain" and rec["proposals"][0]["gain_per_flop"] > 0
+    assert rec["target"].startswith("N_opt at C = 1e+20")
+    seed_rec = next_cells(spec, [], [], 0).record(spec)
+    assert json.dumps(seed_rec, allow_nan=False) and {p["reason"] for p in seed_rec["proposals"]} == {"seed"}

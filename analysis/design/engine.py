@@ -38,9 +38,11 @@ cells, else stop (budget / no_gain / exhausted).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -124,6 +126,35 @@ class DesignStep:
     @property
     def keys(self) -> list[str]:
         return [p.key for p in self.proposals]
+
+    def record(self, spec: DesignSpec) -> dict[str, Any]:
+        """A JSON-safe record of this decision for the design's history (one line of a sweep's
+        design.jsonl): the fit, the target's interval (also on its natural scale: N_opt in
+        parameters for n_opt), the FLOP accounts and each proposal with why."""
+        f = self.fit
+        lo, hi = f.interval
+        def nat(v: float) -> float:  # the goal scale -> the natural one (ln N_opt -> N_opt)
+            if spec.target.quantity != "n_opt":
+                return v
+            with np.errstate(over="ignore"):
+                return float(np.exp(v))
+
+        return {
+            "target": spec.target.describe(), "goal_half_width": spec.target.goal_half_width,
+            "stop": self.stop, "message": self.message, "spent": self.spent, "committed": self.committed,
+            "remaining": self.remaining,
+            "fit": {"status": f.status, "message": f.message, "n": f.n, "n_points": f.n_points,
+                    "params": dict(f.params), "chi2_ndof": _finite(f.chi2_ndof), "estimate": _finite(f.estimate),
+                    "half_width": _finite(f.half_width), "value": _finite(nat(f.estimate) if f.usable else math.nan),
+                    "interval": [_finite(nat(lo) if f.usable else math.nan), _finite(nat(hi) if f.usable else math.nan)]},
+            "proposals": [{k: (_finite(v) if isinstance(v, float) else v) for k, v in dataclasses.asdict(p).items()}
+                          for p in self.proposals],
+        }
+
+
+def _finite(v: float) -> float | None:
+    """JSON-safe number: nan/inf -> None."""
+    return float(v) if v is not None and math.isfinite(v) else None
 
 
 def _z(level: float) -> float:
@@ -276,7 +307,10 @@ def next_cells(
     if not fit.usable:
         # the law cannot be fitted yet: the cheapest cells at points not yet covered
         # (then, when every point is covered, e.g. a fit with no trend yet, the cheapest replicates)
+        # Cells already started that will give the fit its points are waited for (FLOPs over time).
         covered = {point(law, spec.by_key[k]) for k in used}
+        if (pend or props) and len(covered) >= law.n_params + MIN_DOF:
+            return step(props, None, f"fit not usable yet ({fit.message}): waiting for the started cells")
         ranked = sorted(affordable, key=lambda c: (c.cost, c.key))
         for new_only, c in [(True, c) for c in ranked] + [(False, c) for c in ranked]:
             if len(props) >= slots:
