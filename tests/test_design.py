@@ -444,3 +444,16 @@ def test_history_record_is_json_and_says_why():
     assert rec["target"].startswith("N_opt at C = 1e+20")
     seed_rec = next_cells(spec, [], [], 0).record(spec)
     assert json.dumps(seed_rec, allow_nan=False) and {p["reason"] for p in seed_rec["proposals"]} == {"seed"}
+
+
+def test_no_new_cell_while_the_pending_ones_are_expected_to_meet_the_goal():
+    spec = op_spec(batch=2)
+    sim = SimulatedLoss(truth(18), 0.01, seed=18)
+    fin = mid_design(spec, sim, 10)
+    first = next_cells(spec, fin, [], 0, n=1)
+    (p,) = first.proposals
+    tol = 0.5 * (p.half_width_after + first.fit.half_width)  # met once p is in, not before
+    spec_tol = op_spec(tol=tol, batch=2)
+    waiting = next_cells(spec_tol, fin, [p.key], 0)
+    assert waiting.stop is None and not waiting.proposals and "expected to meet the goal" in waiting.message
+    assert next_cells(spec_tol, fin, [], 0).keys == [p.key]  # nothing pending: it is proposed

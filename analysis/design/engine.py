@@ -33,7 +33,10 @@ Order of a step: (1) goal met on the finished cells -> stop; (2) seed cells not 
 new point; (4) the best score among affordable cells whose dVar is at least min_rel_gain of the
 current variance. Affordable: cost <= budget - spent (finished) - committed (pending), and within
 `budget_left` (e.g. the ledger's) when given. Nothing affordable and useful: wait for pending
-cells, else stop (budget / no_gain / exhausted).
+cells, else stop (budget / no_gain / exhausted). No new cell is started while the cells already
+started (pending, and earlier picks of this batch) are expected to meet the goal, and while the
+fit is not usable but the started cells will give it enough points: FLOPs are the currency,
+waiting costs only time. The seed for rng_seed orders exact ties only.
 """
 
 from __future__ import annotations
@@ -338,9 +341,13 @@ def next_cells(
     Jp = law.jac(fit.theta, Np, Tp, spec.axes)
     z = _z(spec.level)
     stop_msg = ""
+    expected_met = False
     while len(props) < slots:
         Finv = _inverse(F)
         var = fit.scale2 * float(g @ Finv @ g)
+        if (pend or props) and fit.status == OK and z * math.sqrt(max(var, 0.0)) <= spec.target.goal_half_width:
+            expected_met = True  # the started cells are expected to meet the goal: start nothing more
+            break
         u = Jp @ (Finv @ g)  # g' F^-1 j per candidate
         q = np.einsum("ij,jk,ik->i", Jp, Finv, Jp)  # j' F^-1 j
         gain = fit.scale2 * u**2 / (s2n + q)
@@ -364,7 +371,10 @@ def next_cells(
         budget -= float(cost[i])
         F = F + np.outer(Jp[i], Jp[i]) / s2n
     if props:
-        return step(props, None, f"{len(props)} cell(s) by expected variance reduction per FLOP")
+        return step(props, None, f"{len(props)} cell(s) by expected variance reduction per FLOP"
+                    + ("; the started cells are then expected to meet the goal" if expected_met else ""))
+    if expected_met:
+        return step([], None, "waiting: the pending cells are expected to meet the goal")
     if pend:
         return step([], None, f"waiting for pending cells ({stop_msg})")
     affordable_left = any(c.cost <= remaining for c in left)
