@@ -205,6 +205,10 @@ def test_noise_prior_too_small_is_scaled_up_by_the_scatter():
         spec = op_spec(noise=noise)
         fits[noise] = fit_design(spec, observe(spec, keys, sim))
     assert fits[0.001].scale2 > 20
+    assert fits[0.001].status == "poor_fit" and fits[0.01].status == "ok"  # chi2 p < 1e-3: never "goal met"
+    loose = op_spec(tol=10.0, noise=0.001)
+    assert next_cells(loose, observe(loose, keys, sim), [], 0).stop != GOAL_MET
+    assert next_cells(op_spec(tol=10.0), observe(loose, keys, sim), [], 0).stop == GOAL_MET
     assert 0.6 < fits[0.001].half_width / fits[0.01].half_width < 1.6
     assert fits[0.05].scale2 == 1.0 and fits[0.05].half_width > 3 * fits[0.01].half_width
 

@@ -54,7 +54,7 @@ from analysis.blas import blas_single
 from analysis.design.laws import target_value
 from analysis.design.spec import Candidate, DesignSpec, Observation, default_seed, point
 from analysis.errors import DesignError
-from analysis.fits.result import MIN_DOF
+from analysis.fits.result import MIN_DOF, POOR_FIT_P, chi2_pvalue
 
 GOAL_MET = "goal_met"
 BUDGET = "budget"  # cells are left, none affordable
@@ -64,6 +64,7 @@ STOPS = (GOAL_MET, BUDGET, NO_GAIN, EXHAUSTED)
 
 OK = "ok"
 AT_BOUND = "at_bound"
+POOR_FIT = "poor_fit"  # chi2 p < POOR_FIT_P with the noise prior: the law or the prior is wrong
 INSUFFICIENT = "insufficient_data"
 NO_TREND = "no_trend"
 RIDGE = 1e-10  # relative ridge on the (Jacobi-scaled) information matrix: unidentified directions stay finite
@@ -73,13 +74,14 @@ RIDGE = 1e-10  # relative ridge on the (Jacobi-scaled) information matrix: unide
 class DesignFit:
     """The law fitted on the finished cells and the target's linearised interval."""
 
-    status: str  # ok | at_bound | insufficient_data | no_trend
+    status: str  # ok | at_bound | poor_fit | insufficient_data | no_trend
     message: str
     n: int  # finished cells with a loss
     n_points: int  # distinct points among them
     theta: np.ndarray | None = field(default=None, repr=False)
     params: dict[str, float] = field(default_factory=dict)  # reported (E, A, alpha, ...)
     chi2_ndof: float = math.nan
+    chi2_p: float = math.nan  # P(chi2 >= observed) with the noise prior as per-cell errors
     scale2: float = 1.0  # max(1, chi2/ndof): the noise inflation
     estimate: float = math.nan  # target, on its goal scale (ln N_opt for n_opt)
     sd: float = math.nan
@@ -88,9 +90,9 @@ class DesignFit:
 
     @property
     def usable(self) -> bool:
-        """The fit determines the law (enough points, a trend); at_bound fits steer the design but
-        never meet the goal."""
-        return self.status in (OK, AT_BOUND)
+        """The fit determines the law (enough points, a trend); at_bound and poor_fit fits steer the
+        design but never meet the goal."""
+        return self.status in (OK, AT_BOUND, POOR_FIT)
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -147,7 +149,8 @@ class DesignStep:
             "stop": self.stop, "message": self.message, "spent": self.spent, "committed": self.committed,
             "remaining": self.remaining,
             "fit": {"status": f.status, "message": f.message, "n": f.n, "n_points": f.n_points,
-                    "params": dict(f.params), "chi2_ndof": _finite(f.chi2_ndof), "estimate": _finite(f.estimate),
+                    "params": dict(f.params), "chi2_ndof": _finite(f.chi2_ndof), "chi2_p": _finite(f.chi2_p),
+                    "estimate": _finite(f.estimate),
                     "half_width": _finite(f.half_width), "value": _finite(nat(f.estimate) if f.usable else math.nan),
                     "interval": [_finite(nat(lo) if f.usable else math.nan), _finite(nat(hi) if f.usable else math.nan)]},
             "proposals": [{k: (_finite(v) if isinstance(v, float) else v) for k, v in dataclasses.asdict(p).items()}
@@ -236,8 +239,13 @@ def fit_design(spec: DesignSpec, finished: Iterable[Observation]) -> DesignFit:
         status, msg = AT_BOUND, "at a bound: " + ", ".join(lf.at_bound) + " (the interval is not trusted)"
     else:
         status, msg = OK, f"fitted on {n} cells at {n_points} points ({dof} degrees of freedom)"
-    return DesignFit(status, msg, n, n_points, theta=lf.theta, params=params, chi2_ndof=chi2_ndof, scale2=scale2,
-                     estimate=est, sd=sd, half_width=_z(spec.level) * sd, level=spec.level)
+    chi2_p = chi2_pvalue(chi2_ndof, n - law.n_params)
+    if status == OK and chi2_p < POOR_FIT_P:
+        status, msg = POOR_FIT, (f"the law misses its cells by far more than the noise prior {spec.noise:g} nats "
+                                 f"(chi2/ndof = {chi2_ndof:.3g}, p = {chi2_p:.1g}): the law or the prior is wrong; "
+                                 "the interval is widened by sqrt(chi2/ndof) and the goal is never declared met")
+    return DesignFit(status, msg, n, n_points, theta=lf.theta, params=params, chi2_ndof=chi2_ndof, chi2_p=chi2_p,
+                     scale2=scale2, estimate=est, sd=sd, half_width=_z(spec.level) * sd, level=spec.level)
 
 
 def goal_met(spec: DesignSpec, fit: DesignFit) -> bool:
