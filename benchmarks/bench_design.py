@@ -42,6 +42,7 @@ from scaling_sweeper.model_config import SIZES, config_for, count_params  # noqa
 
 VOCAB, SEQ_LEN = 8195, 130
 PARAMS = {s: count_params(config_for(s, VOCAB, SEQ_LEN - 1)) for s in SIZES}  # size -> (N, N_incl)
+SIZES_USED = list(SIZES)  # the candidates' sizes (--min-size drops the smallest)
 MISSPEC = 0.01  # share of the embedding parameters in the misspecified truth's N
 T_FIXED = 1e9  # tokens seen of the 1-D study in N
 T_GRID = (1e7, 3e7, 1e8, 3e8, 1e9)  # tokens seen of the 2-D study
@@ -63,6 +64,7 @@ KINDS = {
         Kind("chinchilla/loss", "chinchilla", "loss"),
         Kind("chinchilla/n_opt", "chinchilla", "n_opt"),
         Kind("offset_power/alpha misspecified", "offset_power", "alpha", misspecified=True),
+        Kind("chinchilla/n_opt misspecified", "chinchilla", "n_opt", misspecified=True),
     )
 }
 
@@ -70,7 +72,7 @@ KINDS = {
 def candidates(law: str, replicates: int) -> list[Candidate]:
     Ts = (T_FIXED,) if law == "offset_power" else T_GRID
     return [Candidate(f"{s}-T{T:.0e}-s{r}", PARAMS[s][0], T, 6.0 * PARAMS[s][1] * T, f"{s} T={T:.0e} seed {r}")
-            for s in SIZES for T in Ts for r in range(replicates)]
+            for s in SIZES_USED for T in Ts for r in range(replicates)]
 
 
 def target(kind: Kind, half_width: float) -> Target:
@@ -158,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise", type=float, default=0.01, help="per-cell loss noise (nats, 1 sigma)")
     ap.add_argument("--kinds", nargs="*", default=list(KINDS), choices=list(KINDS))
     ap.add_argument("--history", choices=list(KINDS), help="also print the adaptive design's history on truth 0")
+    ap.add_argument("--min-size", choices=list(SIZES), default="Pico", help="smallest size among the candidates")
     a = ap.parse_args(argv)
+    SIZES_USED[:] = list(SIZES)[list(SIZES).index(a.min_size):]
     print(f"# bench_design: {a.truths} truths per kind, batch {a.batch}, {a.replicates} seeds per point, "
-          f"noise {a.noise} nats; budget = the grid's FLOPs")
+          f"noise {a.noise} nats; sizes {SIZES_USED[0]}..{SIZES_USED[-1]}; budget = the grid's FLOPs")
     print(f"{'kind':34} {'design':9} {'reached':>7} {'median':>7} {'p90':>7} {'max':>7}   "
           f"{'coverage':>15}  {'cells':>6}")
     print(f"{'':34} {'':9} {'':>7} {'FLOPs / grid FLOPs':>23}   {'(95% intervals)':>15}  {'median':>6}")
