@@ -91,6 +91,10 @@ def test_a_whole_study_replays_identically():
     t1 = run_study(spec, sim.oracle(), "adaptive", rng_seed=5)
     t2 = run_study(spec, sim.oracle(), "adaptive", rng_seed=5)
     assert t1.finished == t2.finished and t1.flops == t2.flops and t1.stop == t2.stop
+    # the spec's seed is the default rng_seed
+    fin = observe(spec, t1.finished[:9], sim)
+    seeded = DesignSpec(spec.law, spec.candidates, spec.target, spec.budget, batch=2, seed=5)
+    assert next_cells(seeded, fin, []).keys == next_cells(spec, fin, [], 5).keys
 
 
 def test_proposals_never_repeat_finished_or_pending_cells_and_batches_are_distinct():

@@ -263,7 +263,7 @@ def next_cells(
     spec: DesignSpec,
     finished: Iterable[Observation],
     pending: Iterable[str] = (),
-    rng_seed: int = 0,
+    rng_seed: int | None = None,
     *,
     n: int | None = None,
     budget_left: float | None = None,
@@ -271,8 +271,9 @@ def next_cells(
     """Propose up to `n` cells (default spec.batch - len(pending)) to start now (module doc).
 
     finished: every finished cell (failed ones with loss nan); pending: keys of cells started and
-    not finished; budget_left: an outside limit on what may still start (e.g. the ledger's FLOPs
+    not finished; rng_seed: orders exact ties (default spec.seed); budget_left: an outside limit on what may still start (e.g. the ledger's FLOPs
     left), on top of the design's own budget."""
+    rng_seed = spec.seed if rng_seed is None else int(rng_seed)
     obs = _sorted_obs(spec, finished)
     pend = sorted(set(pending))
     done_keys = {o.key for o in obs}

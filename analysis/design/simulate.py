@@ -121,7 +121,7 @@ def run_study(
     oracle: Callable[[Candidate], float],
     order: str | Sequence[str] = "adaptive",
     *,
-    rng_seed: int = 0,
+    rng_seed: int | None = None,
     concurrency: int | None = None,
 ) -> StudyTrace:
     """Play a design against `oracle` (module doc); order: "adaptive" or a list of candidate keys."""

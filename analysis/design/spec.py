@@ -13,6 +13,7 @@
                 their planned cost); the sweep's ledger is a second, independent limit
     seed_cells  keys trained first, before any fit (default: `default_seed`)
     batch       how many cells run at once: next_cells proposes batch - len(pending)
+    seed        the default rng_seed of next_cells (it orders exact ties, nothing else)
     noise       the prior 1-sigma scatter of a cell's final loss (nats): seeds and the finite
                 validation set. The fit scales it up by sqrt(chi2/ndof) when the points scatter
                 more (as the PDG does), never down.
@@ -93,6 +94,7 @@ class DesignSpec:
     noise: float = 0.01  # nats
     level: float = 0.95
     min_rel_gain: float = 1e-3  # a cell is useful if it cuts the target's variance by this share
+    seed: int = 0  # next_cells' rng_seed when none is given (orders exact ties only)
     by_key: dict[str, Candidate] = field(init=False, repr=False, compare=False)
     axes: Axes = field(init=False, repr=False, compare=False)
 
