@@ -144,6 +144,9 @@ def test_bad_observations_are_named():
     ({"batch": 0}, "batch"),
     ({"noise": 0.0}, "noise"),
     ({"candidates": op_candidates()[:9]}, "distinct N points"),
+    ({"candidates": ch_candidates()}, "confounded"),
+    ({"candidates": op_candidates() + [Candidate("dup", 1e6, T1, 1e15), Candidate("dup", 2e6, T1, 1e15)]}, "twice"),
+    ({"candidates": [Candidate("x", -1.0, T1, 1e15)] + op_candidates()}, "positive"),
 ])
 def test_spec_validation(kw, match):
     base = {"law": "offset_power", "candidates": op_candidates(), "target": Target("alpha", tolerance=0.02),
@@ -360,7 +363,8 @@ def test_simulated_loss_is_a_pure_function_of_the_cell():
 def test_every_law_has_a_consistent_jacobian():
     rng = np.random.default_rng(0)
     for law in DESIGN_LAWS.values():
-        spec = DesignSpec(law.name, ch_candidates(1), Target("alpha", tolerance=0.02), budget=1e30)
+        cands = ch_candidates(1) if law.uses_T else op_candidates(1)
+        spec = DesignSpec(law.name, cands, Target("alpha", tolerance=0.02), budget=1e30)
         th = np.array([2.0, 0.1, 0.3, 0.2, 0.4][: law.n_params])
         N, T = rng.uniform(1e4, 1e8, 6), rng.uniform(1e7, 1e9, 6)
         J = law.jac(th, N, T, spec.axes)

@@ -115,6 +115,10 @@ class DesignSpec:
                     raise DesignError(f"candidates[{i}] ({c.key}): {name} must be a positive number, got {v!r}")
             by_key[c.key] = c
         object.__setattr__(self, "by_key", by_key)
+        n_T = len({c.tokens for c in self.candidates})
+        if not law.uses_T and n_T > 1:
+            raise DesignError(f"candidates: the {self.law} law is in N alone but the candidates see {n_T} different "
+                              "token counts (N and T would be confounded); put them at one tokens seen or use chinchilla")
         n_points = len({point(law, c) for c in self.candidates})
         if n_points < law.n_params + MIN_DOF:
             raise DesignError(f"candidates: {n_points} distinct {'(N, T)' if law.uses_T else 'N'} points; the "
