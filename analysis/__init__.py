@@ -8,13 +8,14 @@ Imports no Ray, torch or DeepSpeed: usable on a laptop with only the results fol
     analysis.query("SELECT size, min(val_loss) FROM trials GROUP BY size", "runs")
     from analysis.fits import fit_law, compare_laws, fit_chinchilla, isoflop
     from analysis.window import learnable_window
-    from analysis.report import build_report
+    from analysis.report import write_report   # .path: the HTML file
 """
 
 from __future__ import annotations
 
 from analysis.query import query
-from analysis.tables import Tables, open_tables, rebuild, write_cell_tables
+from analysis.tables import Tables, open_tables
+from scaling_sweeper.results.tables import rebuild, write_cell_tables
 
 open = open_tables  # noqa: A001  (analysis.open(path) -> Tables)
 

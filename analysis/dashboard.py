@@ -11,8 +11,10 @@ the results tables (`analysis.query`). A dcc.Interval refreshes everything every
 seconds without a reload, keeping the zoom of each figure. Nothing on the page writes to the
 results folder: there are no control actions.
 
-The data functions (`sweep_views`, `live_curves`, `swd_points`) are plain functions of the
-results folder; `build_app` wires them into Dash; `serve` runs the app with werkzeug.
+This module is the Dash wiring only: the data are plain functions of the results folder
+(analysis/sweep_views.py: `sweep_views`, `live_curves`, `swd_points`), the figures plain functions
+of those (analysis/sweep_figures.py); `page_layout` is the page, `build_app` adds the callbacks,
+`serve` runs the app with werkzeug.
 """
 
 from __future__ import annotations
@@ -23,305 +25,20 @@ import math
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import plotly.graph_objects as go
 import polars as pl
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from analysis.errors import QueryError
 from analysis.query import query
+from analysis.sweep_figures import curves_figure, flops_figure, states_figure, swd_figure
+from analysis.sweep_views import SweepView, list_sweep_names, live_curves, swd_points, sweep_views
 from analysis.tables import Tables
 
-STATES: tuple[str, ...] = ("done", "running", "interrupted", "pending", "failed", "refused")
-STATE_COLORS = {"done": "#2ca02c", "running": "#1f77b4", "interrupted": "#ff7f0e", "pending": "#c7c7c7",
-                "failed": "#d62728", "refused": "#9467bd"}
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf"]
 SQL_EXAMPLE = "SELECT sweep, size, status, val_loss, swd, C FROM trials ORDER BY sweep, N"
 SQL_MAX_ROWS = 200
-
-
-# ---------------------------------------------------------------------------------------------
-# data: plain functions of the results folder (no Dash)
-
-
-@dataclass
-class SweepView:
-    """Where one sweep stands: cell counts by state, FLOPs, its ledger, one row per cell."""
-
-    name: str
-    counts: dict[str, int]
-    C_spent: float
-    C_planned: float
-    cells: list[dict[str, Any]] = field(default_factory=list)
-    ledger: dict[str, Any] | None = None  # cluster, budget, spent, committed, left
-    live: bool = False  # the sweep's driver is running
-    line: str = ""  # the one-line summary of `sweeper status`
-
-
-def _table_sweeps(tables: Tables) -> list[str]:
-    try:
-        return tables.sweeps()
-    except (pl.exceptions.PolarsError, OSError):
-        return []
-
-
-def list_sweep_names(root: Path) -> list[str]:
-    """Sweeps under `root`: planned ones (cells.json) and ones that only have tables."""
-    from scaling_sweeper.sweep.status import list_sweeps
-
-    names = {p.name for p in list_sweeps(root)}
-    names.update(_table_sweeps(Tables(str(root))))
-    return sorted(names)
-
-
-def _view_from_status(sweep_dir: Path) -> SweepView:
-    from scaling_sweeper.sweep.status import collect, progress_line
-
-    st = collect(sweep_dir)
-    plan = {}
-    try:
-        plan = {r["cell_id"]: r for r in json.loads((sweep_dir / "cells.json").read_text())}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    cells = [{"cell_id": c.cell_id, "size": c.size, "D": plan.get(c.cell_id, {}).get("D"),
-              "state": c.state, "step": c.step, "steps": c.steps, "C_spent": c.C_spent,
-              "C_planned": c.C_planned, "val_loss": c.val_loss} for c in st.cells]
-    ledger = None
-    if st.ledger is not None:
-        lg = st.ledger
-        ledger = {"cluster": lg.cluster, "budget": lg.budget, "spent": lg.spent, "committed": lg.committed,
-                  "left": lg.left}
-    return SweepView(st.name, dict(st.counts), st.C_spent, st.C_planned, cells, ledger, st.driver_alive,
-                     progress_line(st))
-
-
-def _view_from_tables(tables: Tables, name: str) -> SweepView:
-    t = tables.trials.filter(pl.col("sweep") == name).collect()
-    counts = {s: 0 for s in STATES}
-    cells = []
-    for r in t.sort("N", "D", nulls_last=True).iter_rows(named=True):
-        state = r["status"] if r["status"] in STATES else "pending"
-        counts[state] += 1
-        cells.append({"cell_id": r["cell_id"], "size": r["size"], "D": r["D"], "state": state,
-                      "step": None, "steps": None, "C_spent": r["C_spent"] or 0.0,
-                      "C_planned": r["C_planned"] or 0.0, "val_loss": r["val_loss"]})
-    C_spent = math.fsum(c["C_spent"] or 0.0 for c in cells)
-    C_planned = math.fsum(c["C_planned"] or 0.0 for c in cells)
-    line = f"[{name}] done {counts['done']}/{len(cells)} | failed {counts['failed']} | C {C_spent:.3g} FLOPs"
-    return SweepView(name, counts, C_spent, C_planned, cells, None, False, line)
-
-
-def sweep_views(root: str | Path, sweeps: list[str] | None = None) -> list[SweepView]:
-    """One SweepView per sweep under `root` (all of them when `sweeps` is empty): from the run
-    folders when the sweep has a plan (cells.json), else from its trials table."""
-    root = Path(root)
-    names = sweeps or list_sweep_names(root)
-    tables = Tables(str(root))
-    out = []
-    for name in names:
-        d = root / name
-        if (d / "cells.json").is_file():
-            out.append(_view_from_status(d))
-        else:
-            out.append(_view_from_tables(tables, name))
-    return out
-
-
-class _JsonlCache:
-    """metrics.jsonl files parsed once per (size, mtime): a refresh re-reads only files that grew."""
-
-    def __init__(self) -> None:
-        self._seen: dict[Path, tuple[tuple[int, int], list[dict[str, Any]]]] = {}
-        self._lock = threading.Lock()
-
-    def read(self, path: Path) -> list[dict[str, Any]]:
-        try:
-            st = path.stat()
-        except OSError:
-            return []
-        key = (st.st_size, st.st_mtime_ns)
-        with self._lock:
-            hit = self._seen.get(path)
-            if hit and hit[0] == key:
-                return hit[1]
-        from scaling_sweeper.runfolder import read_jsonl
-
-        rows = read_jsonl(path)
-        with self._lock:
-            self._seen[path] = (key, rows)
-        return rows
-
-
-_JSONL = _JsonlCache()
-
-
-def live_curves(root: str | Path, views: list[SweepView]) -> pl.DataFrame:
-    """Learning curves of every cell of `views`: sweep, cell_id, size, D, state, step, flops,
-    val_loss, train_loss. Planned sweeps are read from metrics.jsonl (so running cells show up
-    as they log), the others from the curves table."""
-    root = Path(root)
-    schema = {"sweep": pl.String, "cell_id": pl.String, "size": pl.String, "D": pl.Float64, "state": pl.String,
-              "step": pl.Int64, "flops": pl.Float64, "val_loss": pl.Float64, "train_loss": pl.Float64}
-    frames = [pl.DataFrame(schema=schema)]
-    from_tables = []
-    for v in views:
-        if not (root / v.name / "cells.json").is_file():
-            from_tables.append(v)
-            continue
-        rows = []
-        for c in v.cells:
-            for m in _JSONL.read(root / v.name / c["cell_id"] / "metrics.jsonl"):
-                rows.append({"sweep": v.name, "cell_id": c["cell_id"], "size": c["size"], "D": c["D"],
-                             "state": c["state"], "step": m.get("step"), "flops": m.get("flops"),
-                             "val_loss": m.get("val_loss"), "train_loss": m.get("train_loss")})
-        if rows:
-            frames.append(pl.DataFrame(rows, schema=schema, strict=False))
-    if from_tables:
-        names = [v.name for v in from_tables]
-        cells = [(v.name, c) for v in from_tables for c in v.cells]
-        cur = Tables(str(root)).curves.filter(pl.col("sweep").is_in(names)).collect()
-        if cur.height:
-            meta = pl.DataFrame({"sweep": [n for n, _ in cells], "cell_id": [c["cell_id"] for _, c in cells],
-                                 "size": [c["size"] for _, c in cells],
-                                 "D": [float(c["D"]) if c["D"] is not None else None for _, c in cells],
-                                 "state": [c["state"] for _, c in cells]},
-                                schema={"sweep": pl.String, "cell_id": pl.String, "size": pl.String,
-                                        "D": pl.Float64, "state": pl.String})
-            cur = cur.join(meta, on=["sweep", "cell_id"], how="left")
-            frames.append(cur.select(list(schema)).cast(schema))
-    return pl.concat(frames, how="vertical")
-
-
-def swd_points(root: str | Path, names: list[str]) -> pl.DataFrame:
-    """Evaluated cells (swd not null) of the sweeps `names` from the trials table."""
-    t = Tables(str(root)).trials.filter(pl.col("sweep").is_in(names) & pl.col("swd").is_not_null())
-    return t.select("sweep", "cell_id", "size", "N", "D", "C", "swd", "swd_err", "swd_floor", "val_loss").collect()
-
-
-# ---------------------------------------------------------------------------------------------
-# figures
-
-
-def _fig(title: str, xlabel: str, ylabel: str, *, logx: bool = False, height: int = 340) -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=15)), template="plotly_white", height=height,
-                      margin=dict(l=60, r=20, t=40, b=45), xaxis_title=xlabel, yaxis_title=ylabel,
-                      legend=dict(font=dict(size=10)), uirevision="keep")  # refreshes keep zoom
-    if logx:
-        fig.update_xaxes(type="log", exponentformat="power")
-    return fig
-
-
-def _empty(fig: go.Figure, text: str) -> go.Figure:
-    fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                       font=dict(color="#888", size=13))
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return fig
-
-
-def states_figure(views: list[SweepView]) -> go.Figure:
-    """Cells by state: one horizontal stacked bar per sweep."""
-    fig = _fig("Cells by state", "cells", "", height=110 + 40 * max(1, len(views)))
-    if not views:
-        return _empty(fig, "no sweeps yet")
-    names = [v.name for v in views]
-    for s in STATES:
-        n = [v.counts.get(s, 0) for v in views]
-        if any(n):
-            fig.add_bar(y=names, x=n, name=s, orientation="h", marker_color=STATE_COLORS[s], text=n,
-                        textposition="inside")
-    fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.35))
-    fig.update_yaxes(autorange="reversed")
-    return fig
-
-
-def flops_figure(views: list[SweepView]) -> go.Figure:
-    """FLOPs spent as a share of each sweep's plan and of each ledger's budget (plus committed:
-    admitted cells not yet spent); the bars' labels give the FLOPs."""
-    fig = _fig("FLOPs spent vs plan and budget", "% of the sweep's plan / the ledger's budget", "",
-               height=130 + 45 * max(1, len(views)))
-    if not views:
-        return _empty(fig, "no sweeps yet")
-    ledgers = {v.ledger["cluster"]: v.ledger for v in views if v.ledger}
-    ys = [v.name for v in views] + [f"ledger {k}" for k in ledgers]
-    total = [v.C_planned for v in views] + [lg["budget"] for lg in ledgers.values()]
-    spent = [v.C_spent for v in views] + [lg["spent"] for lg in ledgers.values()]
-    committed = [0.0] * len(views) + [lg["committed"] for lg in ledgers.values()]
-
-    def pct(a: float, b: float | None) -> float:
-        return 100.0 * a / b if b else 0.0
-
-    labels = [f"{s:.3g} of {t:.3g} FLOPs" if t else f"{s:.3g} FLOPs (no budget)" for s, t in zip(spent, total)]
-    fig.add_bar(y=ys, x=[100.0 if t else 0.0 for t in total], name="plan / budget", orientation="h",
-                marker_color="rgba(31,119,180,0.12)", marker_line=dict(color="#1f77b4", width=1), hoverinfo="skip")
-    fig.add_bar(y=ys, x=[pct(s, t) for s, t in zip(spent, total)], name="spent", orientation="h",
-                marker_color="#1f77b4", hovertext=labels, hoverinfo="text")
-    if ledgers:
-        fig.add_bar(y=ys, x=[pct(c, t) for c, t in zip(committed, total)], name="committed (admitted, not yet spent)",
-                    orientation="h", marker_color="rgba(255,127,14,0.6)", base=[pct(s, t) for s, t in zip(spent, total)])
-    for y, lab in zip(ys, labels):
-        fig.add_annotation(y=y, x=100, text=lab, showarrow=False, xanchor="right", font=dict(size=11, color="#333"))
-    fig.update_layout(barmode="overlay", legend=dict(orientation="h", y=-0.3))
-    fig.update_xaxes(range=[0, 101], ticksuffix="%")
-    fig.update_yaxes(autorange="reversed")
-    return fig
-
-
-def _label(r: dict[str, Any], multi: bool) -> str:
-    d = f" D={r['D']:.2g}" if r.get("D") else ""
-    return (f"{r['sweep']} · " if multi else "") + f"{r['size']}{d}"
-
-
-def curves_figure(curves: pl.DataFrame) -> go.Figure:
-    """Validation loss vs FLOPs per cell; cells still training end in a marker."""
-    fig = _fig("Learning curves (validation loss)", "C (FLOPs)", "validation loss (nats/token)", logx=True,
-               height=420)
-    d = curves.filter(pl.col("val_loss").is_not_null() & pl.col("flops").is_not_null() & (pl.col("flops") > 0))
-    if d.height == 0:
-        return _empty(fig, "no validation losses logged yet")
-    multi = d["sweep"].n_unique() > 1
-    keys = d.select("sweep", "cell_id", "size", "D", "state").unique(maintain_order=True)
-    order = keys.sort("sweep", "D", "size", nulls_last=True).iter_rows(named=True)
-    for i, k in enumerate(order):
-        c = d.filter((pl.col("sweep") == k["sweep"]) & (pl.col("cell_id") == k["cell_id"])).sort("step")
-        running = k["state"] == "running"
-        fig.add_scatter(x=c["flops"].to_list(), y=c["val_loss"].to_list(), mode="lines+markers" if running else "lines",
-                        name=_label(k, multi) + (" (running)" if running else ""),
-                        line=dict(color=COLORS[i % len(COLORS)], width=2, dash="dot" if running else "solid"),
-                        marker=dict(size=[0] * (c.height - 1) + [9]),
-                        customdata=[[k["cell_id"], k["state"]]] * c.height,
-                        hovertemplate="cell %{customdata[0]} (%{customdata[1]})<br>C %{x:.3g}<br>"
-                                      "val loss %{y:.4f}<extra></extra>")
-    return fig
-
-
-def swd_figure(pts: pl.DataFrame) -> go.Figure:
-    """SWD (with bootstrap error) of evaluated cells vs compute, with the SWD floor."""
-    fig = _fig("SWD of evaluated cells", "C (FLOPs)", "SWD (generated vs real jets)", logx=True, height=420)
-    if pts.height == 0:
-        return _empty(fig, "no evaluated cell yet (swd appears when a cell's evaluation finishes)")
-    multi = pts["sweep"].n_unique() > 1
-    for i, (key, g) in enumerate(pts.sort("sweep", "C").group_by("sweep", maintain_order=True)):
-        fig.add_scatter(x=g["C"].to_list(), y=g["swd"].to_list(), mode="markers", name=str(key[0]),
-                        error_y=dict(type="data", array=g["swd_err"].fill_null(0).to_list(), visible=True),
-                        marker=dict(size=9, color=COLORS[i % len(COLORS)]),
-                        text=[_label(r, multi) for r in g.iter_rows(named=True)],
-                        hovertemplate="%{text}<br>C %{x:.3g}<br>SWD %{y:.3f}<extra></extra>")
-    floor = pts["swd_floor"].drop_nulls()
-    if floor.len():
-        fig.add_hline(y=float(floor.mean()), line=dict(color="#555", dash="dash"),
-                      annotation_text=f"floor {float(floor.mean()):.3f} (real vs real)",
-                      annotation_position="bottom right")
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# page pieces
 
 
 def _fmt(v: Any) -> str:
@@ -436,17 +153,10 @@ textarea.sql { width: 100%; font-family: monospace; font-size: 13px; }
 """
 
 
-def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: float = 5.0,
-              n_boot: int = 50) -> Dash:
-    """The Dash app over the results folder `root` (read-only). sweeps: the sweeps to show
-    (None: every sweep under root, including ones that appear later)."""
-    root = Path(root)
-    fits = _FitsCache(n_boot)
-    app = Dash(__name__, title="sweeper dashboard", update_title=None)
-    app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + CSS + "</style>")
-    initial = sweeps or list_sweep_names(root)
-
-    app.layout = html.Div([
+def page_layout(root: Path, sweeps: list[str] | None, initial: list[str], refresh_s: float,
+                n_boot: int) -> html.Div:
+    """The page: sweep picker and summary, state and FLOPs bars, curves and SWD, cells, SQL, fits."""
+    return html.Div([
         html.Header([html.H1("scaling-sweeper"), html.Span(str(root.resolve()), className="where"),
                      html.Span(id="updated", className="updated")]),
         html.Main([
@@ -485,6 +195,45 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
         ]),
     ])
 
+
+def sql_result(sql: str | None, root: Path) -> Any:
+    """The SQL box's answer: a table of the first rows, or the error's first line."""
+    if not sql or not sql.strip():
+        return html.Div("type a statement, e.g. " + SQL_EXAMPLE, className="note")
+    try:
+        df = query(sql.strip().rstrip(";"), Tables(str(root)), allow_files=False)
+    except QueryError as e:
+        return html.Div("error: " + str(e).splitlines()[0], className="error")
+    note = html.Div(f"{df.height} rows" + (f" (first {SQL_MAX_ROWS} shown)" if df.height > SQL_MAX_ROWS else ""),
+                    className="note")
+    return [note, _table(df)]
+
+
+def fit_cards(secs: list[dict[str, Any]]) -> html.Div:
+    """One card per report section (as _FitsCache keeps them): title, missing note, figures, text."""
+    out = []
+    for sec in secs:
+        body: list[Any] = [html.H3(sec["title"])]
+        if sec["missing"]:
+            body.append(html.P(sec["missing"], className="note"))
+        for fid, fig in sec["figures"]:
+            body.append(dcc.Graph(id=f"fit-{fid}", figure=fig, config={"displaylogo": False}))
+        if sec["html"]:
+            body.append(dcc.Markdown(sec["html"], dangerously_allow_html=True, className="fit-text"))
+        out.append(html.Div(body, className="card fit"))
+    return html.Div(out, className="row")
+
+
+def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: float = 5.0,
+              n_boot: int = 50) -> Dash:
+    """The Dash app over the results folder `root` (read-only). sweeps: the sweeps to show
+    (None: every sweep under root, including ones that appear later)."""
+    root = Path(root)
+    fits = _FitsCache(n_boot)
+    app = Dash(__name__, title="sweeper dashboard", update_title=None)
+    app.index_string = app.index_string.replace("{%css%}", "{%css%}<style>" + CSS + "</style>")
+    app.layout = page_layout(root, sweeps, sweeps or list_sweep_names(root), refresh_s, n_boot)
+
     def _names(selected: list[str] | None) -> list[str]:
         return list(selected) if selected else (sweeps or list_sweep_names(root))
 
@@ -511,15 +260,7 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
     @app.callback(Output("sql-result", "children"), Input("run-sql", "n_clicks"), Input("tick", "n_intervals"),
                   State("sql", "value"))
     def run_sql(_clicks: int, _n: int, sql: str | None):
-        if not sql or not sql.strip():
-            return html.Div("type a statement, e.g. " + SQL_EXAMPLE, className="note")
-        try:
-            df = query(sql.strip().rstrip(";"), Tables(str(root)), allow_files=False)
-        except QueryError as e:
-            return html.Div("error: " + str(e).splitlines()[0], className="error")
-        note = html.Div(f"{df.height} rows" + (f" (first {SQL_MAX_ROWS} shown)" if df.height > SQL_MAX_ROWS else ""),
-                        className="note")
-        return [note, _table(df)]
+        return sql_result(sql, root)
 
     @app.callback(Output("fits", "children"), Output("fits-seen", "data"), Input("fit-sweep", "value"),
                   Input("tick", "n_intervals"), State("fits-seen", "data"))
@@ -530,17 +271,7 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
         sig = json.dumps([sweep, key])
         if sig == seen:
             return no_update, no_update
-        out = []
-        for sec in secs:
-            body: list[Any] = [html.H3(sec["title"])]
-            if sec["missing"]:
-                body.append(html.P(sec["missing"], className="note"))
-            for fid, fig in sec["figures"]:
-                body.append(dcc.Graph(id=f"fit-{fid}", figure=fig, config={"displaylogo": False}))
-            if sec["html"]:
-                body.append(dcc.Markdown(sec["html"], dangerously_allow_html=True, className="fit-text"))
-            out.append(html.Div(body, className="card fit"))
-        return html.Div(out, className="row"), sig
+        return fit_cards(secs), sig
 
     return app
 

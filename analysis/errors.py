@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from scaling_sweeper.errors import SweeperError
+from scaling_sweeper.base.errors import SweeperError
 
 
 class AnalysisError(SweeperError):

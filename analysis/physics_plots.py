@@ -214,10 +214,12 @@ def position_figures(fp: pl.DataFrame) -> dict[str, go.Figure]:
     if d.height == 0:
         return {}
     several_d = d["D"].n_unique() > 1 if "D" in d.columns else False
-    cells = d.select("cell_id", "size", "N", "D").unique().sort(["N", "D"], nulls_last=True)
+    # cell_id breaks ties (two seeds of one size and D): the same results give the same figure
+    cells = d.select("cell_id", "size", "N", "D").unique().sort(["N", "D", "cell_id"], nulls_last=True)
     colors = _ramp(cells.height)
     f1, f2 = go.Figure(), go.Figure()
-    base = d.group_by("position").agg(pl.col("baseline").mean()).sort("position")
+    base = (d.sort("position", "cell_id").group_by("position", maintain_order=True)
+            .agg(pl.col("baseline").mean()).sort("position"))
     f1.add_trace(go.Scatter(x=base["position"], y=base["baseline"], mode="lines", line={"color": "black", "dash": "dash"},
                             name="unigram baseline (0 parameters)"))
     for i, row in enumerate(cells.iter_rows(named=True)):
@@ -250,7 +252,7 @@ def position_table(fp: pl.DataFrame, asymptote: tuple[float, tuple[float, float]
         return ""
     rows = []
     several_d = fp["D"].n_unique() > 1
-    for _, g in fp.sort("N", nulls_last=True).group_by("cell_id", maintain_order=True):
+    for _, g in fp.sort(["N", "D", "cell_id"], nulls_last=True).group_by("cell_id", maintain_order=True):
         g = g.filter(pl.col("loss").is_not_null() & pl.col("count").is_not_null())
         n = g["count"].cast(pl.Float64).to_numpy()
         L = float(np.sum(n * g["loss"].to_numpy()) / n.sum()) if n.sum() else math.nan

@@ -104,7 +104,7 @@ N_POSITIONS = 40
 
 
 def position_record(loss: float, law: TrueLaw) -> dict[str, Any]:
-    """Per-position keys of an eval record (see scaling_sweeper/position_loss.py) whose
+    """Per-position keys of an eval record (see scaling_sweeper/train/position_loss.py) whose
     token-weighted mean is `loss`: the baseline falls with position, the model gains a share
     of it that shrinks with position."""
     p = np.arange(1, N_POSITIONS + 1)
@@ -182,7 +182,7 @@ def write_synthetic_sweep(
     metrics.jsonl, STATUS) under `sweep_dir`; returns the rows."""
     import json
 
-    from analysis.tables import write_cell_tables
+    from scaling_sweeper.results.tables import write_cell_tables
 
     sweep_dir = Path(sweep_dir)
     rows = synthetic_rows(sweep_dir.name, law=law, seed=seed, **kw)

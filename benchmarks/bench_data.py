@@ -51,14 +51,15 @@ def bench_loader(shard: TokenShard, batch: int, seconds: float, seed: int = 0) -
 def bench_train_step(shard: TokenShard, size: str, batch: int, steps: int, device: str) -> float | None:
     """Tokens/s consumed by forward+backward+Ranger step of preset `size` (None if no model.py)."""
     try:
-        from scaling_sweeper.model import GPT, config_for
+        from scaling_sweeper.base.model_config import config_for_rows
+        from scaling_sweeper.model import GPT
     except ImportError:
         return None
     import torch
     from pytorch_optimizer import Ranger
 
     torch.manual_seed(0)
-    cfg = config_for(size, shard.index.vocab_size, shard.seq_len - 1)
+    cfg = config_for_rows(size, shard.index.vocab_size, shard.seq_len)
     model = GPT(cfg).to(device)
     opt = Ranger(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(1)
@@ -146,7 +147,9 @@ def bench_scaling(n_jets: int, chunk_jets: int, nodes: list[int]) -> None:
                 continue
             try:
                 out = Path(tmp) / f"ray{n}"
-                wall = _timed_make(out, n_jets, chunk_jets, address=info["RAY_ADDRESS"])
+                from scaling_sweeper.cluster.ray_tasks import RayTasks
+
+                wall = _timed_make(out, n_jets, chunk_jets, executor=RayTasks(info["RAY_ADDRESS"]))
                 same = json.loads((out / "manifest.json").read_text())["chunk_sha256"] == ref
             finally:
                 subprocess.run(stop, capture_output=True, timeout=120)

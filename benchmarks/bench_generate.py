@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from scaling_sweeper.evaluate.generate import generate
-    from scaling_sweeper.model import GPT, config_for
+    from scaling_sweeper.model import GPT, config_for, count_params
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="S")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     t_cache, a = run(True)
     t_full, b = run(False)
     agree = float((a == b).mean())
-    print(f"model {args.size}: N = {model.num_params():,} non-embedding params, vocab {v}, "
+    print(f"model {args.size}: N = {count_params(model.config)[0]:,} non-embedding params, vocab {v}, "
           f"{args.length} tokens per jet, batch {args.jets}, {args.threads} threads")
     print(f"  with KV cache   : {args.jets / t_cache:9.1f} jets/s  ({t_cache:.2f} s)")
     print(f"  full recompute  : {args.jets / t_full:9.1f} jets/s  ({t_full:.2f} s)")

@@ -42,17 +42,14 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from benchmarks.bench_trainer import synthetic_tokens  # noqa: E402
-from scaling_sweeper.batches import to_device_xy  # noqa: E402
+from scaling_sweeper.base.model_config import config_for_rows  # noqa: E402
 from scaling_sweeper.data.shards import TokenShard  # noqa: E402
 from scaling_sweeper.model import GPT, config_for, count_params  # noqa: E402
-from scaling_sweeper.train import TrainConfig, run_trial  # noqa: E402
-from scaling_sweeper.trial import (  # noqa: E402
-    autocast,
-    compile_loss,
-    configure_matmul,
-    make_optimizer,
-    resolve_precision,
-)
+from scaling_sweeper.train.batches import to_device_xy  # noqa: E402
+from scaling_sweeper.train.config import TrainConfig  # noqa: E402
+from scaling_sweeper.train.lifecycle import make_optimizer  # noqa: E402
+from scaling_sweeper.train.precision import autocast, compile_loss, configure_matmul, resolve_precision  # noqa: E402
+from scaling_sweeper.train.single import run_trial  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -65,7 +62,7 @@ def bare_loop(size: str, rows: int, data: Path, a: argparse.Namespace, device: t
     """Seconds per optimizer step of the bare compiled loop (batches pre-staged on the device)."""
     shard = TokenShard(data, "train", verify="none")
     torch.manual_seed(0)
-    model = GPT(config_for(size, shard.index.vocab_size, shard.seq_len - 1)).to(device)
+    model = GPT(config_for_rows(size, shard.index.vocab_size, shard.seq_len)).to(device)
     opt = make_optimizer(model, TrainConfig(size=size, data=str(data), tokens=shard.n_tokens, steps=1))
     loss_fn = compile_loss(model.training_loss, a.compile, device)
     n = a.warmup + a.steps
@@ -115,8 +112,8 @@ def zero_step(size: str, rows: int, stage: int, data: Path, a: argparse.Namespac
     import deepspeed
     import torch.nn.functional as F
 
-    from scaling_sweeper.distributed import make_zero_optimizer
-    from scaling_sweeper.zero_config import build_ds_config
+    from scaling_sweeper.train.deepspeed_config import build_ds_config
+    from scaling_sweeper.train.zero import make_zero_optimizer
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29533")
@@ -127,7 +124,7 @@ def zero_step(size: str, rows: int, stage: int, data: Path, a: argparse.Namespac
     shard = TokenShard(data, "train", verify="none")
     torch.manual_seed(0)
     cfg = TrainConfig(size=size, data=str(data), tokens=shard.n_tokens, steps=1, batch_size=rows)
-    model = GPT(config_for(size, shard.index.vocab_size, shard.seq_len - 1))
+    model = GPT(config_for_rows(size, shard.index.vocab_size, shard.seq_len))
     ds = build_ds_config(f"zero{stage}", batch_size=rows, world_size=1, micro_batch=rows, grad_clip=1.0, bf16=True)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=make_zero_optimizer(model, cfg), config=ds,
                                            dist_init_required=False)  # fmt: skip
@@ -189,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     a.steps = max(a.warmup, a.steps // a.warmup * a.warmup)
     device = torch.device(a.device)
     precision = resolve_precision(a.precision, device)
-    configure_matmul(device, precision)
+    configure_matmul(device)
     zero = a.zero == "on" or (a.zero == "auto" and device.type == "cuda" and _importable("deepspeed"))
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     results = {"device": card, "torch": torch.__version__, "precision": precision, "compile": a.compile,
@@ -201,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = synthetic_tokens(Path(tmp) / "tokens", n_rows=a.train_rows, seq_len=a.seq_len, vocab=a.vocab)
         for size in a.sizes.split(","):
-            n_incl = count_params(config_for(size, a.vocab, a.seq_len - 1))[1]
+            n_incl = count_params(config_for_rows(size, a.vocab, a.seq_len))[1]
             for rows in (int(r) for r in a.rows.split(",")):
                 bare = bare_loop(size, rows, data, a, device, precision)
                 tr = trainer(size, rows, data, a, device, Path(tmp))

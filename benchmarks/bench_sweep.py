@@ -61,8 +61,8 @@ def loop_main(spec_path: str) -> int:
     """The plain-loop baseline (run as its own process): what a hand-rolled script does."""
     import torch
 
+    from scaling_sweeper.sweep.driver import run_cells_in_loop
     from scaling_sweeper.sweep.spec import load_specs
-    from scaling_sweeper.sweep.tune_runner import run_cells_in_loop
 
     torch.set_num_threads(1)
     for s in load_specs(spec_path):
@@ -87,14 +87,14 @@ def sweeper_run(spec: Path, cpus: int, address: str | None = None) -> float:
 
 
 def events(storage: Path) -> list[tuple[float, str]]:
-    from scaling_sweeper.runfolder import read_jsonl
+    from scaling_sweeper.base.runfolder import read_jsonl
 
     return sorted((x["t"], x["event"]) for p in storage.glob("*/*/events.jsonl") for x in read_jsonl(p))
 
 
 def start_latencies(storage: Path) -> list[float]:
     """admitted -> train_start per cell, in admission order (the first is the cold start)."""
-    from scaling_sweeper.runfolder import read_jsonl
+    from scaling_sweeper.base.runfolder import read_jsonl
 
     out = []
     for ev in storage.glob("*/*/events.jsonl"):
@@ -165,8 +165,8 @@ def main() -> int:
     finally:
         if tmpd:
             stop_cluster(tmpd)
+    from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import load_specs
-    from scaling_sweeper.sweep.tune_runner import prepare
 
     n = sum(len(prepare(s)[2]) for s in load_specs(write_spec(work, data, args.steps, 1, "count")))
     best = {k: min(v) for k, v in runs.items() if v}

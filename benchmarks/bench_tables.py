@@ -38,7 +38,7 @@ def generate(root: Path, n_trials: int, n_curve_trials: int, n_points: int, n_sw
     import numpy as np
     import polars as pl
 
-    from analysis.tables import CURVES_SCHEMA, TRIALS_SCHEMA
+    from scaling_sweeper.results.tables import CURVES_SCHEMA, TRIALS_SCHEMA
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
@@ -156,7 +156,7 @@ def percell(root: Path, n: int) -> dict:
 
     import analysis
     from analysis.synthetic import synthetic_rows
-    from analysis.tables import write_cell_tables
+    from scaling_sweeper.results.tables import write_cell_tables
 
     base = synthetic_rows("percell", seeds=1, failed=0)
     t0 = time.perf_counter()

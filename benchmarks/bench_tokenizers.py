@@ -66,10 +66,10 @@ def main() -> int:
     import torch
     import yaml
 
-    from scaling_sweeper.data.dataset import roundtrip_swd
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import BinnedTokenizer, tokenization_report
     from scaling_sweeper.data.vq_tokenizer import VQConfig, VQTokenizer
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
 
     torch.set_num_threads(args.threads)
     train = read_jets(args.refit_jets / "train.parquet")[: args.n_jets]
@@ -81,7 +81,7 @@ def main() -> int:
         tok.fit(train, seed=0)
         fit_s = time.process_time() - t0
         t0 = time.process_time()
-        rep = {"split": "test", **tokenization_report(tok, test), "roundtrip_swd": roundtrip_swd(tok, test)}
+        rep = {"split": "test", **tokenization_report(tok, test), "roundtrip_swd": tokenizer_roundtrip_report(tok, test)}
         rows.append(_row(f"{name} fit {fit_s:.0f}s cpu", rep))
         print(f"{name}: fit {fit_s:.1f} s CPU on {len(train)} jets, report {time.process_time() - t0:.1f} s CPU",
               flush=True)

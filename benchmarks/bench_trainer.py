@@ -26,10 +26,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scaling_sweeper.batches import rows_to_xy  # noqa: E402
+from scaling_sweeper.base.model_config import config_for_rows  # noqa: E402
 from scaling_sweeper.data.shards import TokenShard, write_shards  # noqa: E402
-from scaling_sweeper.model import GPT, config_for  # noqa: E402
-from scaling_sweeper.train import TrainConfig, make_optimizer, run_trial  # noqa: E402
+from scaling_sweeper.model import GPT  # noqa: E402
+from scaling_sweeper.train.batches import rows_to_xy  # noqa: E402
+from scaling_sweeper.train.config import TrainConfig  # noqa: E402
+from scaling_sweeper.train.lifecycle import make_optimizer  # noqa: E402
+from scaling_sweeper.train.single import run_trial  # noqa: E402
 
 
 def synthetic_tokens(out: Path, n_rows: int = 4000, seq_len: int = 130, vocab: int = 8195) -> Path:
@@ -55,7 +58,7 @@ def bare_loop(cfg: TrainConfig) -> tuple[float, float, float]:
     shard = TokenShard(cfg.data, "train", verify="none")
     data = shard.head(cfg.tokens)
     torch.manual_seed(cfg.seed)
-    model = GPT(config_for(cfg.size, shard.index.vocab_size, shard.seq_len - 1))
+    model = GPT(config_for_rows(cfg.size, shard.index.vocab_size, shard.seq_len))
     opt = make_optimizer(model, cfg)
     rng = np.random.default_rng(cfg.seed)
     model.train()
@@ -75,8 +78,8 @@ def bookkeeping_us(cfg: TrainConfig, n_rows: int, n: int = 2000) -> float:
     """Microseconds per step of what run_trial does per step beyond the bare loop: epoch sampler
     (vs rng.integers), the lr schedule, setting the lr, the on-device loss sum, the stop check and
     timers. Measured in isolation, so it is not drowned by other processes' load."""
-    from scaling_sweeper.batches import EpochSampler
-    from scaling_sweeper.schedule import lr_at
+    from scaling_sweeper.base.schedule import lr_at
+    from scaling_sweeper.train.batches import EpochSampler
 
     sampler = EpochSampler(n_rows, cfg.batch_size, cfg.seed)
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@
         multi-threaded torch hardest.
     GPU:  python benchmarks/bench_zero.py --sizes M L XL --strategies ddp zero2 zero3 --steps 20
         tokens/s and model FLOPs utilisation (MFU) per size and strategy, bf16, plus the peak
-        memory allocated on rank 0 next to `scaling_sweeper.memory`'s estimate; written to
+        memory allocated on rank 0 next to `scaling_sweeper.train.memory`'s estimate; written to
         benchmarks/results/zero_gpu.json (zero_cpu.json on CPU).
 
 MFU = 6 * N_incl * tokens/s / (world * peak), the study's C per token (MFU_exact uses
@@ -46,11 +46,12 @@ def single_process(size: str, a: argparse.Namespace, device: str) -> dict:
     """run_trial's step (model(x, y) mean loss, backward, clip, Ranger) in this process."""
     import torch
 
-    from scaling_sweeper.distributed import make_zero_optimizer
-    from scaling_sweeper.model import GPT, config_for
+    from scaling_sweeper.base.model_config import config_for_rows
+    from scaling_sweeper.model import GPT
+    from scaling_sweeper.train.zero import make_zero_optimizer
 
     torch.manual_seed(0)
-    model = GPT(config_for(size, a.vocab, a.seq_len - 1)).to(device)
+    model = GPT(config_for_rows(size, a.vocab, a.seq_len)).to(device)
     opt = make_zero_optimizer(model, SimpleNamespace(peak_lr=1e-3, weight_decay=0.0))
     rows = _batches(a.warmup + a.steps, a.batch, a.seq_len, a.vocab)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null()
@@ -90,8 +91,9 @@ def _bench_loop(config: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from scaling_sweeper.distributed import make_zero_optimizer, skip_shm_op_build, split_batch
-    from scaling_sweeper.model import GPT, config_for
+    from scaling_sweeper.base.model_config import config_for_rows
+    from scaling_sweeper.model import GPT
+    from scaling_sweeper.train.zero import make_zero_optimizer, skip_shm_op_build, split_batch
 
     torch.set_num_threads(config["threads"])
     if not config["gpu"]:
@@ -101,7 +103,7 @@ def _bench_loop(config: dict) -> dict:
     gpu = config["gpu"]
     device = ray.train.torch.get_device() if gpu else torch.device("cpu")
     torch.manual_seed(0)
-    model = GPT(config_for(config["size"], config["vocab"], config["seq_len"] - 1))
+    model = GPT(config_for_rows(config["size"], config["vocab"], config["seq_len"]))
     opt = make_zero_optimizer(model, SimpleNamespace(peak_lr=1e-3, weight_decay=0.0))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=opt, config=config["ds"], dist_init_required=False)
     mb, gas = config["ds"]["train_micro_batch_size_per_gpu"], config["ds"]["gradient_accumulation_steps"]
@@ -130,7 +132,7 @@ def distributed(size: str, strategy: str, a: argparse.Namespace, gpu: bool) -> d
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from scaling_sweeper.zero_config import build_ds_config
+    from scaling_sweeper.train.deepspeed_config import build_ds_config
 
     ds = build_ds_config(strategy, batch_size=a.batch, world_size=a.workers, micro_batch=a.micro_batch,
                          grad_clip=1.0, bf16=gpu)  # fmt: skip
@@ -169,8 +171,9 @@ def main() -> int:
     import ray
     import torch
 
-    from scaling_sweeper import flops, memory
-    from scaling_sweeper.model import config_for, count_params
+    from scaling_sweeper.base import flops
+    from scaling_sweeper.base.model_config import config_for_rows, count_params
+    from scaling_sweeper.train import strategy as memory
 
     gpu = a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())
     a.sizes = a.sizes or (["M", "L", "XL"] if gpu else ["XS"])
@@ -188,7 +191,7 @@ def main() -> int:
     tokens_per_step = a.batch * (a.seq_len - 1)
     try:
         for size in a.sizes:
-            gcfg = config_for(size, a.vocab, a.seq_len - 1)
+            gcfg = config_for_rows(size, a.vocab, a.seq_len)
             _, n_incl = count_params(gcfg)
             if gpu:
                 runs = [("single", single_process(size, a, "cuda"))]

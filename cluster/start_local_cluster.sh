@@ -2,7 +2,7 @@
 # Start a real multi-node Ray cluster on this machine the safe way: one head and N worker nodes
 # (separate raylets), token auth on (token file 0600), every listener on 127.0.0.1 (GCS, raylets,
 # dashboard/Jobs API, agents, metrics), every port chosen free (so it coexists with other local
-# clusters). A thin wrapper around `sweeper cluster` (scaling_sweeper/sweep/local_cluster.py).
+# clusters). A thin wrapper around `sweeper cluster` (scaling_sweeper/cluster/local.py).
 #
 #   cluster/start_local_cluster.sh [--workers N] [--cpus C] [--temp-dir DIR]
 #       prints  RAY_ADDRESS=127.0.0.1:<gcs port>  and  RAY_DASHBOARD=http://127.0.0.1:<port>

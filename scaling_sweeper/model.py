@@ -1,7 +1,7 @@
 """GPT decoder for jet-token sequences (nanoGPT style).
 
 Its config (`GPTConfig`), the size ladder (`SIZES`, `config_for`) and the closed-form
-`count_params` live in `scaling_sweeper.model_config` (no torch) and are re-exported here.
+`count_params` live in `scaling_sweeper.base.model_config` (no torch) and are re-exported here.
 
 Architecture: learned token + position embeddings, `n_layer` pre-LayerNorm blocks of causal
 self-attention (`F.scaled_dot_product_attention`) and a 4x GELU MLP, a final LayerNorm and a
@@ -9,7 +9,7 @@ language-model head whose weight is TIED to the token embedding (one V x d matri
 
 Parameter counts (the names used everywhere):
 - `N_incl` = every parameter of the module, the tied embedding counted once.
-- `N` (`num_params(non_embedding=True)`) = `N_incl` minus the token embedding (V x d, which is
+- `N` = `N_incl` minus the token embedding (V x d, which is
   also the head) and the position embedding (block_size x d). With bias=False it is exactly
   `n_layer * (12 d^2 + 2 d) + d` (attention 4 d^2, MLP 8 d^2, two LayerNorm weights per block,
   plus the final LayerNorm).
@@ -27,10 +27,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling_sweeper.model_config import SIZES, GPTConfig, SizePreset, config_for, count_params, get_size
+from scaling_sweeper.base.model_config import SIZES, GPTConfig, SizePreset, config_for, count_params, get_size
 
-__all__ = ["GPT", "SIZES", "GPTConfig", "KVCache", "SizePreset", "StaticKVCache", "config_for", "count_params",
-           "get_size"]
+__all__ = ["GPT", "IGNORE_INDEX", "SIZES", "GPTConfig", "KVCache", "SizePreset", "StaticKVCache", "config_for",
+           "count_params", "cross_entropy", "get_size"]
+
+IGNORE_INDEX = -100  # a target with this value (padding) is left out of the loss
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """The loss of every trainer and evaluation: cross-entropy (nats) of logits (..., V) against
+    targets (...), in fp32, over the targets != IGNORE_INDEX ("mean", "sum" or per target "none")."""
+    return F.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), ignore_index=IGNORE_INDEX,
+                           reduction=reduction)
 
 
 class _CacheShape:
@@ -187,13 +196,6 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_params(self, non_embedding: bool = True) -> int:
-        """N_incl (all parameters, tied weight once) or N (minus token and position embeddings)."""
-        n = sum(p.numel() for p in self.parameters())  # parameters() de-duplicates the tied weight
-        if non_embedding:
-            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
-        return n
-
     def new_kv_cache(
         self,
         batch_size: int,
@@ -244,15 +246,13 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)  # (B, T, C)
 
     def training_loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over targets != -100, the same value as forward(idx, targets)[1],
+        """Mean cross-entropy over targets != IGNORE_INDEX, the same value as forward(idx, targets)[1],
         but the head is applied only at those positions (padding costs no V-sized logits)."""
         h = self.hidden(idx)  # (B, T, C)
         if idx.device.type != "cpu":  # boolean indexing would sync the accelerator every step
-            logits = self.lm_head(h)  # (B, T, V)
-            return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
-        keep = targets != -100  # (B, T)
-        logits = self.lm_head(h[keep])  # (n_kept, V)
-        return F.cross_entropy(logits, targets[keep])
+            return cross_entropy(self.lm_head(h), targets)  # logits (B, T, V)
+        keep = targets != IGNORE_INDEX  # (B, T)
+        return cross_entropy(self.lm_head(h[keep]), targets[keep])  # logits (n_kept, V)
 
     def forward(
         self,
@@ -260,9 +260,9 @@ class GPT(nn.Module):
         targets: torch.Tensor | None = None,
         kv_cache: KVCache | StaticKVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) long -> logits (B, T, V), mean cross-entropy over targets != -100 (or None)."""
+        """idx (B, T) long -> logits (B, T, V), mean cross-entropy over targets != IGNORE_INDEX (or None)."""
         logits = self.lm_head(self.hidden(idx, kv_cache))  # (B, T, V)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            loss = cross_entropy(logits, targets)
         return logits, loss

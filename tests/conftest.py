@@ -5,6 +5,7 @@ and tokenized: a folder with chunks/, {train,val,test}.parquet and tokens/. It i
 across sessions in pytest's cache folder, keyed by the source of scaling_sweeper/data (a change
 to the data code regenerates it); SWEEPER_FRESH_TEST_DATA=1 makes it in a temp folder instead.
 `tokens_dir`: real_jets_dir / "tokens".
+`synthetic_tokens`: writes a small synthetic tokens folder of `jet_rows` (no physics, seconds).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REAL_JETS = {"source": "pythia", "n_jets": 3000, "seed": 0, "workers": 2, "chunk_jets": 1500}
@@ -28,22 +31,28 @@ def _data_code_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def _make_real_jets(out: Path) -> Path:
+    """The dataset as `sweeper data make` makes it (tokenization report with its round-trip check)."""
+    from scaling_sweeper.data.dataset import make_dataset
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
+
+    return make_dataset(out, progress=False, roundtrip=tokenizer_roundtrip_report, **REAL_JETS)
+
+
 @pytest.fixture(scope="session")
 def real_jets_dir(request, tmp_path_factory) -> Path:
-    from scaling_sweeper.data.dataset import make_dataset
-
     if os.environ.get("SWEEPER_FRESH_TEST_DATA"):
-        return make_dataset(tmp_path_factory.mktemp("real_jets"), progress=False, **REAL_JETS)
+        return _make_real_jets(tmp_path_factory.mktemp("real_jets"))
     cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
     if cache is None:
-        return make_dataset(tmp_path_factory.mktemp("real_jets"), progress=False, **REAL_JETS)
+        return _make_real_jets(tmp_path_factory.mktemp("real_jets"))
     base = Path(cache.mkdir("sweeper_real_jets"))
     out = base / _data_code_hash()
     # other pytest sessions may make the same folder at the same time: serialise on a lock file
     with open(base / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            make_dataset(out, progress=False, **REAL_JETS)
+            _make_real_jets(out)
             _prune_stale(base, keep=out)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -75,3 +84,39 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def jet_rows(n: int, seed: int, *, seq_len: int, n_content: int, lengths: tuple[int, int] | None = None,
+             content: Callable[[np.random.Generator, int], np.ndarray] | None = None) -> np.ndarray:
+    """(n, seq_len) uint16 token rows shaped like jets: [start, c_1 .. c_k, stop, pad ...], with
+    start = n_content, stop = n_content + 1, pad = n_content + 2 (vocab n_content + 3). Per row,
+    k ~ U[lengths) (default [3, seq_len - 2)), then `content(rng, k)` gives the k constituent
+    tokens (default: uniform over the content tokens)."""
+    lo, hi = lengths or (3, seq_len - 2)
+    rng = np.random.default_rng(seed)
+    out = np.full((n, seq_len), n_content + 2, dtype=np.uint16)
+    for i in range(n):
+        k = int(rng.integers(lo, hi))
+        out[i, 0] = n_content
+        out[i, 1 : k + 1] = rng.integers(0, n_content, k) if content is None else content(rng, k)
+        out[i, k + 1] = n_content + 1
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_tokens(tmp_path_factory):
+    """Make a synthetic tokens folder with the real `write_shards`:
+    synthetic_tokens(seq_len, n_content, counts={"train": 300, "val": 48, "test": 8}, path=None,
+    **jet_rows options) -> the folder (vocab n_content + 3, pad n_content + 2; split i of `counts`
+    drawn with seed i). `path`: where (default: a fresh temp folder)."""
+    from scaling_sweeper.data.shards import write_shards
+
+    def make(seq_len: int, n_content: int, counts: dict[str, int] | None = None, *, path: Path | None = None,
+             **rows) -> Path:
+        counts = counts or {"train": 300, "val": 48, "test": 8}
+        splits = {name: jet_rows(n, i, seq_len=seq_len, n_content=n_content, **rows)
+                  for i, (name, n) in enumerate(counts.items())}
+        where = path or tmp_path_factory.mktemp("synthetic") / "tokens"
+        return write_shards(where, splits, vocab_size=n_content + 3, pad_token=n_content + 2)
+
+    return make

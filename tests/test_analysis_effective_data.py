@@ -61,14 +61,16 @@ def test_comparison_prefers_effective_law_when_repetition_costs():
 def test_report_section_states_R_star_in_words():
     import polars as pl
 
-    from analysis.effective_data_report import effective_data_sections
+    from analysis.report.effective_data import section_effective_data
+    from analysis.report.frames import has_repetition_arms
 
     s = effective_data_study(R_star=3.0, seed=1)
     n = s["N"].size
     done = pl.DataFrame({"N": s["N"], "D": s["U"], "tokens_seen": s["tokens_seen"], "val_loss": s["L"],
                          "phase": ["repetition"] * n, "cell_id": [f"c{i}" for i in range(n)]})
     fits = []
-    (sec,) = effective_data_sections(done, n_boot=20, fits=fits)
+    assert has_repetition_arms(done)  # the report has the section
+    sec = section_effective_data(done, n_boot=20, fits=fits)
     assert "R* = " in sec.html and "worth less than half a fresh one" in sec.html
     # both laws go to the parameter table, with R* and its interval from the same fit
     assert [f.fit.law for f in fits] == ["effective_data", "chinchilla", "effective_data_measured"]
@@ -77,7 +79,7 @@ def test_report_section_states_R_star_in_words():
     assert lo < 3.0 < hi  # the measurement on the fresh arms finds the generating R* too
     assert fits[0].fit.params["R_star"] == pytest.approx(3.0, rel=0.5) and fits[0].fit.ci["R_star"][0] < 3.0
     assert "effective-data law describes the data better" in sec.html
-    assert effective_data_sections(done.with_columns(pl.lit("model_size").alias("phase"))) == []
+    assert not has_repetition_arms(done.with_columns(pl.lit("model_size").alias("phase")))
 
 
 def test_R_star_beyond_the_arms_is_an_open_interval():
@@ -168,7 +170,7 @@ def test_holdout_section_checks_every_law_of_a_repetition_study():
     Chinchilla in tokens seen), and its arms are never taken for a 1-D scan of N or D."""
     import polars as pl
 
-    from analysis.holdout_report import holdout_checks
+    from analysis.report.holdout import holdout_checks
 
     s = effective_data_study(R_star=5.0, seed=1, tokens=np.geomspace(1e7, 1e9, 4))
     n = s["N"].size

@@ -47,7 +47,7 @@ def test_broken_extrapolation_is_flagged():
 def test_report_section_lists_checks():
     import polars as pl
 
-    from analysis.holdout_report import section_holdout
+    from analysis.report.holdout import section_holdout
 
     x, y = _data()
     done = pl.DataFrame({"N": x, "D": np.full(x.size, 1e7), "val_loss": y, "phase": ["size"] * x.size,

@@ -14,10 +14,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analysis.report import build_report
+from analysis.report import write_report
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep
-from analysis.tables import write_cell_tables
 from scaling_sweeper.cli import main as cli_main
+from scaling_sweeper.results.tables import write_cell_tables
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def results(tmp_path_factory):
 
 
 def test_report_renders_every_figure(results, tmp_path):
-    out = build_report(results, "syn", out=tmp_path / "r.html", n_boot=8)
+    out = write_report(results, "syn", out=tmp_path / "r.html", n_boot=8).path
     p, text = _parse(out)
     for fid in FIGURES:
         assert fid in p.ids, f"figure {fid} missing"
@@ -105,7 +105,7 @@ def test_report_renders_every_figure(results, tmp_path):
 def test_report_sections_say_when_data_missing(tmp_path):
     root = tmp_path / "runs"
     write_synthetic_sweep(root / "noeval", n_curve_points=0, with_swd=False)
-    p, text = _parse(build_report(root, "noeval", n_boot=4))
+    p, text = _parse(write_report(root, "noeval", n_boot=4).path)
     assert "fig-loss-vs-n" in p.ids and "fig-swd-vs-n" not in p.ids and "fig-learning-curves" not in p.ids
     assert "fig-swd-vs-d" not in p.ids and "swd-vs-d" in p.ids
     joined = " ".join(p.missing)
@@ -114,12 +114,12 @@ def test_report_sections_say_when_data_missing(tmp_path):
     rows = synthetic_rows("broken", seeds=1, failed=2)
     for r in rows[-2:]:
         write_cell_tables(root / "broken", r["cell_id"], r, [])
-    p, _ = _parse(build_report(root, "broken", n_boot=4))
+    p, _ = _parse(write_report(root, "broken", n_boot=4).path)
     assert not [i for i in p.ids if i.startswith("fig-")]
     assert len(p.missing) >= 8
     # an empty sweep folder
     (root / "empty" / "tables").mkdir(parents=True)
-    p, _ = _parse(build_report(root, "empty", n_boot=4))
+    p, _ = _parse(write_report(root, "empty", n_boot=4).path)
     assert any("No trials" in m for m in p.missing)
 
 
@@ -169,7 +169,7 @@ BLOCKED_SCRIPT = textwrap.dedent(
     import numpy as np
     import analysis
     from analysis.fits import fit_law, fit_chinchilla
-    from analysis.report import build_report
+    from analysis.report import write_report
     from analysis.synthetic import write_synthetic_sweep
     from analysis.window import learnable_window
 
@@ -181,7 +181,7 @@ BLOCKED_SCRIPT = textwrap.dedent(
     x = np.geomspace(1e4, 1e8, 8)
     r = fit_law(x, 1.5 + 30 * x ** -0.3, "offset_power", n_boot=5)
     w = learnable_window(x, 1.5 + 30 * x ** -0.3, n_boot=5)
-    out = build_report(root, "iso", n_boot=3)
+    out = write_report(root, "iso", n_boot=3).path
     from scaling_sweeper.cli import main
     rc_query = main(["query", "SELECT count(*) AS n FROM trials", "--runs", root, "--format", "csv"])
     rc_report = main(["report", "iso", "--runs", root, "--n-boot", "2", "--out", root + "/cli.html"])
@@ -215,7 +215,7 @@ def test_frontier_frame_names_the_run_that_is_best_at_each_C():
     """Two runs crossing at C = 1e3: the small one owns the frontier below, the big one above. The
     frame holds only logged points on the envelope (checked against a brute-force minimum over
     all logged points), so the compute window fits measurements, not interpolated grid points."""
-    from analysis.report import _frontier_frame
+    from analysis.report.frames import frontier_frame
 
     C = np.geomspace(1e1, 1e5, 9)
     rows = []
@@ -224,7 +224,7 @@ def test_frontier_frame_names_the_run_that_is_best_at_each_C():
                  for i, (c, v) in enumerate(zip(C, loss))]
     # a third run that never improves on the others: none of its points may appear
     rows += [{"cell_id": "bad", "step": i, "flops": float(c) * 1.5, "val_loss": 9.0} for i, c in enumerate(C)]
-    fr = _frontier_frame(pl.DataFrame(rows))
+    fr = frontier_frame(pl.DataFrame(rows))
     assert set(fr["cell_id"]) == {"small", "big"}
     assert fr.height == len(C)  # both runs log the same C; at 1e3 they tie: one point per C
     below = fr.filter(pl.col("C") < 1e3 * 0.99)
@@ -306,3 +306,41 @@ def test_histogram_panel_says_how_many_jets_fall_outside_its_range():
     assert texts == ["outside the range: generated 25%"]
     h["underflow"]["generated"] = h["overflow"]["generated"] = 0
     assert histogram_figure({"jet_pt": h}, "real", "t")["layout"]["annotations"] == []
+
+
+def test_position_figures_and_table_do_not_depend_on_row_order():
+    """Two cells of one size and D (two seeds) tie on N and D: the figures' traces and the table's
+    rows come in the same order whatever the order of the positions rows (the cell id breaks the tie),
+    so the same results always give the same report."""
+    from analysis.physics_plots import position_figures, position_table
+
+    rows = [{"cell_id": cid, "size": "XXS", "N": 1000, "D": 5.0, "step": 10, "position": p,
+             "loss": 2.0 + off + (p or 0), "count": 500, "baseline": 4.0 + (p or 0) + off / 3}
+            for cid, off in (("a", 0.0), ("b", 0.5)) for p in (1, 2, None)]
+    fwd, back = pl.DataFrame(rows), pl.DataFrame(rows[::-1])
+    ys = [[list(t.y) for t in position_figures(fp)["fig-position-loss"].data] for fp in (fwd, back)]
+    assert ys[0] == ys[1] and ys[0][1] == [3.0, 4.0]  # cell "a" first
+    assert position_table(fwd, None, "") == position_table(back, None, "")
+
+
+def test_sections_register_in_one_table():
+    """A section is one entry of analysis.report.sections.SECTIONS: its builder runs in table order,
+    `needs` leaves it out, and `axes` collapses it into the summary's line (built from the data, the
+    same text the terminal prints) when the sweep does not vary them."""
+    from analysis.report.build import build
+    from analysis.report.section import ReportData, Section, SectionDef
+    from analysis.report.sections import SECTIONS
+
+    ids = [e.id for e in SECTIONS]
+    assert len(ids) == len(set(ids)) and ids[0] == "summary" and ids[-1] == "parameters"
+    trials = pl.DataFrame([r for r in synthetic_rows("t", seeds=1, failed=0) if r["phase"] == "size"])
+    data = ReportData.of(trials, pl.DataFrame())
+    table = (SECTIONS[0],
+             SectionDef("extra", lambda d, f: Section("extra", "Extra", html=f"{d.done.height} cells")),
+             SectionDef("hidden", lambda d, f: Section("hidden", "Hidden"), needs=lambda d: False),
+             SectionDef("along-d", lambda d, f: Section("along-d", "Along D", missing="no scan"), axes=("D",)))
+    b = build(data, table)
+    assert [s.id for s in b.sections] == ["summary", "extra"]
+    assert b.sections[1].html == f"{trials.height} cells"
+    assert b.collapsed == "This sweep varies N only (D = 2.000e+08 for every cell): left out are Along D."
+    assert b.sections[0].html.startswith(f"<p class='collapsed'>{b.collapsed}</p>")

@@ -12,9 +12,10 @@ import pytest
 import analysis
 from analysis.errors import QueryError
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep
-from analysis.tables import CURVES_SCHEMA, TRIALS_SCHEMA, compact, rebuild, scan_table, write_cell_tables
+from analysis.tables import scan_table
+from scaling_sweeper.base.errors import SweeperError
 from scaling_sweeper.cli import main as cli_main
-from scaling_sweeper.errors import SweeperError
+from scaling_sweeper.results.tables import CURVES_SCHEMA, TRIALS_SCHEMA, compact, rebuild, write_cell_tables
 
 
 def _curve(n: int, N_incl: int = 1000) -> list[dict]:

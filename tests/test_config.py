@@ -5,8 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from scaling_sweeper.config import apply_overrides, dump_yaml, from_dict, load_yaml, parse_override, to_dict
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.config import (
+    apply_overrides,
+    dump_yaml,
+    from_dict,
+    load_yaml,
+    parse_override,
+    to_dict,
+)
+from scaling_sweeper.base.errors import ConfigError
 
 
 @dataclass

@@ -19,8 +19,8 @@ import pytest
 pytest.importorskip("dash")
 
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep  # noqa: E402
-from analysis.tables import write_cell_tables  # noqa: E402
-from scaling_sweeper.sweep.status import write_driver  # noqa: E402
+from scaling_sweeper.results.status import write_driver  # noqa: E402
+from scaling_sweeper.results.tables import write_cell_tables  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 N_INCL = 20_000

@@ -11,6 +11,7 @@ import awkward as ak
 import numpy as np
 import pytest
 
+from scaling_sweeper.base.errors import DataError
 from scaling_sweeper.data.chunks import marker_path, part_path, read_chunk
 from scaling_sweeper.data.dataset import (
     LEGACY_FORMAT_VERSION,
@@ -22,7 +23,6 @@ from scaling_sweeper.data.dataset import (
 from scaling_sweeper.data.jets import read_jets, write_jets
 from scaling_sweeper.data.shards import ShardedRows, ShardIndex, TokenShard, write_shards
 from scaling_sweeper.data.tokenizer import load_tokenizer
-from scaling_sweeper.errors import DataError
 from tests.test_data_loaders import check_against_truth, jets_in_source_order, synthetic_jets, write_aspen
 
 SPLITS = ("train", "val", "test")
@@ -76,7 +76,8 @@ def test_same_data_whatever_the_workers_and_the_shard_layout(aspen_files, tmp_pa
     train = read_jets(one / "train.parquet")
     np.testing.assert_array_equal(np.asarray(b.head(12 * 130)), load_tokenizer(one / "tokens").encode(train[:12]))
     # a trial reads the same rows from either layout: the same results
-    from scaling_sweeper.train import TrainConfig, run_trial
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     rows = []
     for name, tokens in (("one", one / "tokens"), ("two", two / "tokens")):

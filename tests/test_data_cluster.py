@@ -16,7 +16,8 @@ import pytest
 from scaling_sweeper.data.chunks import marker_path
 from scaling_sweeper.data.dataset import TokenizeConfig, make_dataset
 from scaling_sweeper.data.shards import ShardIndex
-from scaling_sweeper.train import TrainConfig, run_trial
+from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.single import run_trial
 from tests.test_sweep_e2e import local_cluster  # noqa: F401 (the module-scoped loopback cluster)
 
 PY = sys.executable

@@ -8,12 +8,12 @@ import awkward as ak
 import numpy as np
 import pytest
 
+from scaling_sweeper.base.errors import ConfigError, DataError
 from scaling_sweeper.cli import main
 from scaling_sweeper.data.dataset import describe, make_dataset, tokenize_dataset
 from scaling_sweeper.data.jets import read_jets
 from scaling_sweeper.data.shards import TokenShard
 from scaling_sweeper.data.tokenizer import load_tokenizer
-from scaling_sweeper.errors import ConfigError, DataError
 from tests.conftest import REAL_JETS
 from tests.test_data_loaders import jets_in_source_order, synthetic_jets, write_aspen
 

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 import uproot
 
+from scaling_sweeper.base.errors import DataError
 from scaling_sweeper.data.aspen import read_aspen
 from scaling_sweeper.data.dataset import make_dataset
 from scaling_sweeper.data.jetclass import read_jetclass
 from scaling_sweeper.data.jets import FIELDS, read_jets
 from scaling_sweeper.data.shards import TokenShard
-from scaling_sweeper.errors import DataError
 
 
 def synthetic_jets(n_jets: int, seed: int, max_n: int = 40):

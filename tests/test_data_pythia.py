@@ -7,6 +7,7 @@ import awkward as ak
 import numpy as np
 import pytest
 
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.data.jets import constituent_jet_kinematics, read_jets
 from scaling_sweeper.data.pythia import (
     PYTHIA_MAX_SEED,
@@ -16,7 +17,6 @@ from scaling_sweeper.data.pythia import (
     generate_chunk,
     generate_jets,
 )
-from scaling_sweeper.errors import ConfigError
 
 
 def test_generated_jets_pass_the_selection(real_jets_dir):

@@ -20,50 +20,39 @@ import numpy as np
 import pytest
 import torch
 
-from scaling_sweeper import flops
-from scaling_sweeper import train as T
-from scaling_sweeper.config import load_yaml
-from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.distributed import (
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import load_yaml
+from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
+from scaling_sweeper.cluster.connection import RayConnection
+from scaling_sweeper.train import single as T
+from scaling_sweeper.train.checkpoint import load_model
+from scaling_sweeper.train.config import TrainConfig, ZeroConfig
+from scaling_sweeper.train.redone import RedoneSteps
+from scaling_sweeper.train.zero import (
     FAULT_ENV,
-    SpentCounter,
     make_zero_optimizer,
     run_distributed_trial,
     split_batch,
 )
-from scaling_sweeper.errors import ConfigError
-from scaling_sweeper.runfolder import read_jsonl, read_result, read_status
-from scaling_sweeper.zero_config import DistributedConfig
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB, SEQ, PAD = 35, 18, 34
 STEPS, BATCH = 6, 8
-DIST = DistributedConfig(num_workers=2, micro_batch_size=2, cpus_per_worker=0.5)  # 2 x 2 x accum 2
-
-
-def _synthetic_rows(n: int, seed: int) -> np.ndarray:
-    """Jet-like rows [start, sorted tokens..., stop, pad...] of random length."""
-    rng = np.random.default_rng(seed)
-    rows = np.full((n, SEQ), PAD, dtype=np.uint16)
-    for i in range(n):
-        k = int(rng.integers(3, SEQ - 2))
-        rows[i, 0] = VOCAB - 3
-        rows[i, 1 : k + 1] = np.sort(rng.integers(0, VOCAB - 3, k))
-        rows[i, k + 1] = VOCAB - 2
-    return rows
+ZERO = ZeroConfig(num_workers=2, micro_batch_size=2, cpus_per_worker=0.5)  # 2 x 2 x accum 2
 
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("ds") / "tokens"
-    splits = {"train": _synthetic_rows(400, 0), "val": _synthetic_rows(64, 1), "test": _synthetic_rows(64, 2)}
-    return write_shards(d, splits, vocab_size=VOCAB, pad_token=PAD)
+def tokens(synthetic_tokens) -> Path:
+    """Jet-like rows [start, sorted tokens..., stop, pad...] of random length."""
+    return synthetic_tokens(SEQ, VOCAB - 3, {"train": 400, "val": 64, "test": 64},
+                            content=lambda rng, k: np.sort(rng.integers(0, VOCAB - 3, k)))
 
 
-def _cfg(tokens: Path, **kw) -> T.TrainConfig:
+def _cfg(tokens: Path, **kw) -> TrainConfig:
     base = dict(size="Pico", data=str(tokens), tokens=400 * SEQ, steps=STEPS, batch_size=BATCH, log_every=1,
-                eval_every=3, ckpt_every=2, warmup_steps=2, seed=3, strategy="zero3")  # fmt: skip
-    return T.TrainConfig(**{**base, **kw})
+                eval_every=3, ckpt_every=2, warmup_steps=2, seed=3, strategy="zero3", zero=ZERO)  # fmt: skip
+    return TrainConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +93,7 @@ def _no_gc(opt):
 def zero3_run(tokens, ray_session, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("zero3") / "run"
     progress = []
-    row = run_distributed_trial(_cfg(tokens), run_dir, dist=DIST, on_progress=progress.append)
+    row = run_distributed_trial(_cfg(tokens), run_dir, on_progress=progress.append)
     return run_dir, row, progress
 
 
@@ -113,7 +102,7 @@ def _losses(run_dir: Path, key: str) -> dict[int, float]:
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    model, _ = T.load_model(run_dir)
+    model, _ = load_model(run_dir)
     return model.state_dict()
 
 
@@ -129,19 +118,34 @@ def test_split_batch_covers_every_row_once():
         split_batch(25, 0, world, mb, gas)
 
 
-def test_spent_counter_counts_redone_steps_across_drivers(tmp_path):
-    c = SpentCounter(tmp_path / "spent.json")
-    c.start("a", 0)
+def test_redone_steps_count_what_a_dead_attempt_ran_beyond_its_checkpoint(tmp_path):
+    """One record of redone steps for both trainers (redone.json): what an attempt ran beyond the
+    checkpoint the next one starts from, known from metrics records or from stop polls (reached);
+    kept across drivers, each event counted once; an old ZeRO run folder's spent.json is carried
+    over so the run is charged what the old counter would have charged."""
+    r = RedoneSteps(tmp_path)
+    r.resumed(0, [])
     for s in range(1, 6):
-        c.tick("a", s)  # died after step 5; last checkpoint at step 4
-    c.start("b", 4)
-    c.tick("b", 5)
-    assert c.executed == 6  # 5 + 1 redone
-    c.save()
-    c2 = SpentCounter(tmp_path / "spent.json")  # a new driver (sweeper resume)
-    c2.start("c", 5)
-    c2.tick("c", 7)
-    assert c2.executed == 8
+        r.reached(s)  # died after step 5; last checkpoint at step 4
+    assert r.resumed(4, [{"step": 2}, {"step": 4}]) == 1
+    r.reached(7)
+    r2 = RedoneSteps(tmp_path)  # a new driver (sweeper resume), checkpoint at step 6
+    assert r2.steps == 1 and r2.resumed(6, []) == 2
+    assert RedoneSteps(tmp_path).resumed(6, []) == 2  # the same event again: not counted twice
+    # single process: the metrics records of the dead attempt are the evidence
+    single = tmp_path / "single"
+    single.mkdir()
+    assert RedoneSteps(single).resumed(10, [{"step": 10}, {"step": 20}, {"step": 30}]) == 20
+    # an old ZeRO run folder: 37 steps executed (an attempt 0..30, then one 20..27), metrics logged to 25
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "spent.json").write_text(json.dumps({"steps_prior": 30, "attempts": {"b": [20, 27]}, "executed": 37}))
+    (old / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in (10, 20, 25)))
+    legacy = RedoneSteps(old)
+    assert legacy.steps == 37 - 27  # executed beyond the furthest step the file knows (27)
+    assert legacy.resumed(20, read_jsonl(old / "metrics.jsonl")) == 10 + 7  # resumed at 20 from 27
+    # the old counter's total: 37 executed + (N - 20) to come == N + 17 redone
+    assert RedoneSteps(old).steps == 17
 
 
 def test_ranger_without_gc_is_ranger_minus_centralization(tokens):
@@ -154,12 +158,12 @@ def test_ranger_without_gc_is_ranger_minus_centralization(tokens):
 
 def test_bad_distributed_config_is_refused_before_compute(tokens, ray_session, tmp_path):
     with pytest.raises(ConfigError, match="not divisible by num_workers"):
-        run_distributed_trial(_cfg(tokens, batch_size=9), tmp_path / "r", dist=DIST)
+        run_distributed_trial(_cfg(tokens, batch_size=9), tmp_path / "r")
     with pytest.raises(ConfigError, match="strategy single"):
-        run_distributed_trial(_cfg(tokens, strategy="single"), tmp_path / "r2", dist=DIST)
-    too_big = DistributedConfig(num_workers=8, cpus_per_worker=16)  # more than the cluster has
+        run_distributed_trial(_cfg(tokens, strategy="single"), tmp_path / "r2")
+    too_big = ZeroConfig(num_workers=8, cpus_per_worker=16)  # more than the cluster has
     with pytest.raises(ConfigError, match="8 workers need 128 CPUs"):
-        run_distributed_trial(_cfg(tokens), tmp_path / "r3", dist=too_big)
+        run_distributed_trial(_cfg(tokens, zero=too_big), tmp_path / "r3")
     for r in ("r", "r2", "r3"):
         assert not (tmp_path / r / "STATUS").exists()
 
@@ -224,14 +228,14 @@ def test_stopped_then_killed_run_resumes_to_the_same_result_and_ledger_counts_lo
         progress.append(p)
         led.spend(key, float(p.flops))
 
-    row = run_distributed_trial(_cfg(tokens), run_dir, dist=DIST, should_stop=lambda: True, on_progress=on_progress)
+    row = run_distributed_trial(_cfg(tokens), run_dir, should_stop=lambda: True, on_progress=on_progress)
     assert row["status"] == "stopped" and read_status(run_dir) == "pending"
     assert not (run_dir / "result.json").exists()
     assert [r["step"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [1]
 
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, f"3:1:{marker}")
-    row = run_distributed_trial(_cfg(tokens), run_dir, dist=DIST, on_progress=on_progress)
+    row = run_distributed_trial(_cfg(tokens), run_dir, on_progress=on_progress)
     led.release(key, spent=row["C_spent"])
     assert marker.exists(), "the fault was never injected"
     assert row["status"] == "done" and read_status(run_dir) == "done"
@@ -245,11 +249,10 @@ def test_stopped_then_killed_run_resumes_to_the_same_result_and_ledger_counts_lo
     assert steps == list(range(1, STEPS + 1))
     got, want = _losses(run_dir, "train_loss"), _losses(z_dir, "train_loss")
     np.testing.assert_allclose([got[k] for k in steps], [want[k] for k in steps], rtol=1e-6)
-    spent = json.loads((run_dir / "spent.json").read_text())
-    assert spent["executed"] == STEPS + 1
+    assert json.loads((run_dir / "redone.json").read_text())["steps"] == 1 == row["steps_redone"]
     # a finished run is returned as stored, without training
     monkeypatch.delenv(FAULT_ENV)
-    assert run_distributed_trial(_cfg(tokens), run_dir, dist=DIST) == row
+    assert run_distributed_trial(_cfg(tokens), run_dir) == row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,9 +266,9 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
     Train. Its 2 workers x 2 CPUs take the WHOLE 4-CPU test cluster, so this also checks that a
     ZeRO cell's Tune trial (the driver) reserves no CPU: a 1-CPU driver would starve its workers."""
     from analysis.tables import open_tables
+    from scaling_sweeper.sweep.driver import run_sweep
     from scaling_sweeper.sweep.ledger import Ledger
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from scaling_sweeper.sweep.tune_runner import run_sweep
 
     storage = tmp_path / "runs"
     assert ray_session.cluster_resources()["CPU"] == 4
@@ -277,7 +280,7 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
                   "ckpt_every": 3, "warmup_steps": 2, "num_workers": 2, "micro_batch_size": 2,
                   "cpus_per_worker": 2.0},
     })  # fmt: skip
-    out = run_sweep(spec, progress=False)
+    out = run_sweep(spec, RayConnection(), progress=False)
     assert out.ok and len(out.done) == 2, out
     rows = {}
     for cid in out.done:
@@ -291,7 +294,7 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
     assert (single["strategy"], zero["strategy"]) == ("single", "zero3")
     for run_dir, strategy in ((s_dir, "single"), (z_dir, "zero3")):  # recorded in config.yaml
         cfg = load_yaml(run_dir / "config.yaml")
-        assert cfg["strategy"] == strategy and cfg["num_workers"] == 2
+        assert cfg["strategy"] == strategy and cfg["zero"]["num_workers"] == 2  # the ZeRO section
     assert single.keys() == zero.keys()
     for row in (single, zero):
         assert row["status"] == "done" and row["sweep"] == "mixed" and row["phase"] == "model_size"
@@ -309,11 +312,11 @@ def test_sweep_mixing_single_and_zero3_cells(tokens, ray_session, tmp_path):
 def test_diverged_zero_cell_is_not_retrained(tokens, ray_session, tmp_path, monkeypatch):
     """A diverged ZeRO run is a stored failed row (trial.close_run), and running the cell again
     returns it without starting a worker group (trial.stored_outcome), as for run_trial."""
-    import scaling_sweeper.distributed as D
+    import scaling_sweeper.train.zero as D
 
     cfg = _cfg(tokens, steps=10, lr=1e6, grad_clip=0.0, ckpt_every=100, eval_every=100)
     run = tmp_path / "run"
-    row = run_distributed_trial(cfg, run, dist=DIST)
+    row = run_distributed_trial(cfg, run)
     assert row["status"] == "failed" and row["error"].startswith("diverged"), row
     assert read_status(run) == "failed" and read_result(run) == row
     assert row["C_spent"] > 0 and row["precision"] == "fp32"
@@ -321,5 +324,5 @@ def test_diverged_zero_cell_is_not_retrained(tokens, ray_session, tmp_path, monk
     def no_training(*a, **kw):
         raise AssertionError("a diverged cell was trained again")
 
-    monkeypatch.setattr(D, "_Driver", no_training)
-    assert run_distributed_trial(cfg, run, dist=DIST) == row
+    monkeypatch.setattr(D, "_RayTrainCaller", no_training)
+    assert run_distributed_trial(cfg, run) == row

@@ -106,7 +106,7 @@ def test_valid_rows_rules():
 
 
 def test_bad_arguments_are_config_errors():
-    from scaling_sweeper.errors import ConfigError
+    from scaling_sweeper.base.errors import ConfigError
 
     with pytest.raises(ConfigError, match="temperature"):
         generate(_model(), 2, tokenizer=TOK, temperature=-1.0)

@@ -141,7 +141,7 @@ def test_empty_and_nan_jets_are_flagged_not_crashing():
 
 
 def test_unknown_observable_is_a_config_error():
-    from scaling_sweeper.errors import ConfigError
+    from scaling_sweeper.base.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown observable"):
         O.compute_observables(make_jets([[1.0]], [[0.0]], [[0.0]]), ["jet_ptt"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from scaling_sweeper.errors import ConfigError, SweeperError
+from scaling_sweeper.base.errors import ConfigError, SweeperError
 from scaling_sweeper.evaluate.observables import OBSERVABLES, SWD_OBSERVABLES
 from scaling_sweeper.evaluate.run import EvalConfig, evaluate_run, evaluate_samples
 
@@ -18,7 +18,8 @@ SMALL = dict(n_jets=120, n_bootstrap=10, n_projections=16, batch_size=64, hist_b
 
 @pytest.fixture(scope="module")
 def trained_run(tokens_dir, tmp_path_factory):
-    from scaling_sweeper.train import TrainConfig, run_trial
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -175,7 +176,7 @@ def test_evaluation_real_samples_are_disjoint(trained_run, monkeypatch, tmp_path
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer
     from scaling_sweeper.evaluate import run as run_mod
-    from scaling_sweeper.train import load_model
+    from scaling_sweeper.train.checkpoint import load_model
 
     seen: list = []
     real_compute = run_mod.compute_observables

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scaling_sweeper import flops
-from scaling_sweeper.errors import BudgetError
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.errors import BudgetError
 from scaling_sweeper.model import GPTConfig, config_for, count_params
 
 

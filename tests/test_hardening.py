@@ -10,37 +10,27 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import yaml
 
-from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.errors import BudgetError, CheckpointError, ConfigError, DataError
-from scaling_sweeper.runfolder import atomic_write_json, is_done, write_status
-from scaling_sweeper.sweep import status as sweep_status
+from scaling_sweeper.base.errors import BudgetError, CheckpointError, ConfigError, DataError
+from scaling_sweeper.base.runfolder import MAX_NAME_LEN, atomic_write_json, is_done, write_status
+from scaling_sweeper.cluster.connection import RayConnection
+from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.driver_lock import DriverLock, DriverLockError
 from scaling_sweeper.sweep.ledger import Ledger, ledger_path
-from scaling_sweeper.sweep.spec import MAX_NAME_LEN, redact_uri, spec_from_dict
+from scaling_sweeper.sweep.spec import redact_uri, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
-SEQ_LEN, PAD = 12, 0
-
-
-def _rows(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = np.full((n, SEQ_LEN), PAD, dtype=np.uint16)
-    for i in range(n):
-        k = int(rng.integers(3, SEQ_LEN - 1))
-        out[i, :k] = rng.integers(1, 20, size=k)
-    return out
+SEQ_LEN, N_CONTENT = 12, 21  # vocab 24
 
 
 @pytest.fixture
-def tokens(tmp_path) -> Path:
+def tokens(tmp_path, synthetic_tokens) -> Path:
     """A small tokens folder of our own (tests here corrupt it)."""
-    return write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1), "test": _rows(8, 2)},
-                        vocab_size=24, pad_token=PAD)
+    return synthetic_tokens(SEQ_LEN, N_CONTENT, {"train": 200, "val": 32, "test": 8}, path=tmp_path / "tokens")
 
 
 def _spec(tokens: Path, storage: Path, **kw):
@@ -79,13 +69,13 @@ def test_over_long_names_are_a_named_error():
 
 
 def test_a_second_spec_budget_is_refused(tokens, tmp_path):
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
 
     storage = tmp_path / "runs"
     Ledger.open(storage, "local", budget=6e11)
     before = ledger_path(storage, "local").read_text()
     with pytest.raises(BudgetError) as e:
-        run_sweeps([_spec(tokens, storage, budget={"flops": 2e12})], progress=False)
+        run_sweeps([_spec(tokens, storage, budget={"flops": 2e12})], RayConnection(), progress=False)
     assert "2e+12" in str(e.value) and "6e+11" in str(e.value) and "--set-flops" in str(e.value)
     assert ledger_path(storage, "local").read_text() == before  # the cap is untouched
     assert not (storage / "hard").exists() and not _ray_started()  # nothing written, no Ray
@@ -142,7 +132,8 @@ def test_stale_commitment_expires(tmp_path):
 
 
 def test_searcher_expires_stale_commitments_before_refusing(tmp_path):
-    from scaling_sweeper.sweep.tune_runner import CellSearcher, TrialContext
+    from scaling_sweeper.sweep.admission import CellSearcher
+    from scaling_sweeper.sweep.cell_trial import TrialContext
 
     storage = tmp_path / "runs"
     led = Ledger.open(storage, "c", budget=100.0)
@@ -150,8 +141,8 @@ def test_searcher_expires_stale_commitments_before_refusing(tmp_path):
     ctx = TrialContext(sweep="s", phase="model_size", sweep_dir=str(storage / "s"),
                        ledger_file=str(led.path), cluster="c")
     sweep_status.write_driver(storage / "s", "running")
-    searcher = CellSearcher([{"cell_id": "c1", "C": 50.0, "sweep": "s"}], ctx)
-    assert searcher.suggest("t1") == {"cell": {"cell_id": "c1", "C": 50.0, "sweep": "s"}}
+    searcher = CellSearcher([SimpleNamespace(cell_id="c1", C=50.0, sweep="s")], ctx)
+    assert searcher.suggest("t1") == {"sweep": "s", "cell_id": "c1"}
     st = led.state()["cells"]
     assert st["gone/x"]["state"] == "finished" and st["gone/x"]["expired"]
     assert st["s/c1"]["state"] == "active" and st["s/c1"]["driver"].endswith("s/driver.json")
@@ -162,14 +153,14 @@ def test_searcher_expires_stale_commitments_before_refusing(tmp_path):
 
 
 def test_second_driver_is_refused(tokens, tmp_path):
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
 
     spec = _spec(tokens, tmp_path / "runs")
     with DriverLock(spec.sweep_dir):  # the first driver (this process, alive)
         with pytest.raises(DriverLockError, match=f"driver pid {os.getpid()}"):
             DriverLock(spec.sweep_dir).acquire()
         with pytest.raises(DriverLockError, match="already being run"):
-            run_sweeps([spec], progress=False)
+            run_sweeps([spec], RayConnection(), progress=False)
         assert not (spec.sweep_dir / "cells.json").exists() and not _ray_started()
     assert not (spec.sweep_dir / "driver.lock").exists()  # released
 
@@ -222,13 +213,14 @@ def _flip(tokens: Path) -> None:
      "corrupt shard index"),
 ], ids=["no-data", "no-val", "truncated", "flipped", "index-list", "index-splits-list"])
 def test_bad_data_is_a_named_error_before_ray(tokens, tmp_path, damage, error, match):
-    from scaling_sweeper.sweep.tune_runner import check_data, run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
+    from scaling_sweeper.sweep.reconcile import check_data
 
     spec = _spec(tokens, tmp_path / "runs", seq_len=SEQ_LEN, vocab_size=24)
     check_data(spec)  # whole data passes
     damage(tokens)
     with pytest.raises(error, match=match):
-        run_sweeps([spec], progress=False)
+        run_sweeps([spec], RayConnection(), progress=False)
     assert not _ray_started() and not (tmp_path / "runs" / "hard" / "cells.json").exists()
 
 
@@ -236,13 +228,13 @@ def test_bad_data_is_a_named_error_before_ray(tokens, tmp_path, damage, error, m
                                   '{"budget": 1e9, "cells": {"s/a": {"state": "active"}}}', "\x00\x01"],
                          ids=["list", "budget-str", "cells-list", "cell-fields", "binary"])
 def test_wrong_shaped_ledger_is_a_named_error(tokens, tmp_path, text):
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.sweep.driver import run_sweeps
 
     p = ledger_path(tmp_path / "runs", "local")
     p.parent.mkdir(parents=True)
     p.write_text(text)
     with pytest.raises(BudgetError, match="corrupt ledger"):
-        run_sweeps([_spec(tokens, tmp_path / "runs")], progress=False)
+        run_sweeps([_spec(tokens, tmp_path / "runs")], RayConnection(), progress=False)
     assert not _ray_started()
 
 
@@ -256,8 +248,9 @@ def test_empty_or_wrong_result_json_is_not_done(tmp_path, text):
 
 
 def test_reconcile_puts_a_cell_with_empty_result_back_in_todo(tokens, tmp_path):
+    from scaling_sweeper.sweep.cell_trial import TrialContext
     from scaling_sweeper.sweep.cells import write_sweep_files
-    from scaling_sweeper.sweep.tune_runner import TrialContext, prepare, reconcile
+    from scaling_sweeper.sweep.reconcile import prepare, reconcile
 
     spec, shape, cells = prepare(_spec(tokens, tmp_path / "runs"))
     write_sweep_files(spec, cells, shape)
@@ -277,8 +270,8 @@ def test_reconcile_puts_a_cell_with_empty_result_back_in_todo(tokens, tmp_path):
 
 def test_tune_storage_credentials_are_redacted_in_spec_yaml(tokens, tmp_path):
     from scaling_sweeper.sweep.cells import write_sweep_files
+    from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import load_spec
-    from scaling_sweeper.sweep.tune_runner import prepare
 
     uri = "s3://alice:hunter2@bucket/tune?endpoint_override=h:9000&secret_key=SEKRET&scheme=http"
     spec, shape, cells = prepare(_spec(tokens, tmp_path / "runs", tune_storage=uri))
@@ -294,7 +287,8 @@ def test_tune_storage_credentials_are_redacted_in_spec_yaml(tokens, tmp_path):
 
 
 def test_credentials_never_go_through_runtime_env(monkeypatch):
-    from scaling_sweeper.sweep.ray_cluster import check_env_vars, worker_env
+    from scaling_sweeper.base.worker_env import worker_env
+    from scaling_sweeper.cluster.connection import check_env_vars
 
     for bad in ({"AWS_SECRET_ACCESS_KEY": "x"}, {"AWS_ACCESS_KEY_ID": "x"}, {"HF_TOKEN": "x"},
                 {"DB_PASSWORD": "x"}, {"MY_API_KEY": "x"}):
@@ -324,7 +318,7 @@ def _git_checkout(root: Path) -> Path:
 
 
 def test_submit_ships_only_tracked_files_without_secrets(tokens, tmp_path, monkeypatch):
-    from scaling_sweeper.sweep import jobs
+    from scaling_sweeper.cluster import jobs
 
     root = _git_checkout(tmp_path / "checkout")
     files, secret = jobs.shipped_files(root)
@@ -367,7 +361,7 @@ def test_submit_ships_only_tracked_files_without_secrets(tokens, tmp_path, monke
 
 
 def test_checkpoint_manifest_catches_changed_unlisted_and_missing_files(tmp_path):
-    from scaling_sweeper import checkpoint_manifest as cm
+    from scaling_sweeper.train import checkpoint_manifest as cm
 
     for rank in (0, 1):  # two ranks, each in its own folder, merged as Ray Train does
         d = tmp_path / f"r{rank}"
@@ -405,9 +399,9 @@ def test_checkpoint_manifest_catches_changed_unlisted_and_missing_files(tmp_path
 
 
 def test_redone_steps_are_charged_in_the_single_process_path(tokens, tmp_path, one_torch_thread):
-    from scaling_sweeper import flops
-    from scaling_sweeper.train import run_trial
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.base import flops
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.single import run_trial
 
     cfg = TrainConfig(size="Pico", data=str(tokens), tokens=100 * SEQ_LEN, steps=20, batch_size=4, seed=0,
                       ckpt_every=10, log_every=5, eval_every=10, eval_batches=1, warmup_steps=2, threads=1)
@@ -435,7 +429,7 @@ def test_redone_steps_are_charged_in_the_single_process_path(tokens, tmp_path, o
 def test_token_file_is_owner_only(tmp_path, monkeypatch):
     import stat
 
-    from scaling_sweeper.sweep import local_cluster
+    from scaling_sweeper.cluster import local as local_cluster
 
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     p = tmp_path / "ray" / "auth_token"

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaling_sweeper.sweep import local_cluster
+from scaling_sweeper.cluster import local as local_cluster
+from scaling_sweeper.cluster.connection import RayConnection
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def open_head():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "RAY_USAGE_STATS_ENABLED": "0"}
     try:  # Ray's own `ray start` through the loopback wrapper of local_cluster, with auth switched off
-        r = subprocess.run([PY, "-m", "scaling_sweeper.sweep.local_cluster", "--ray-start", "--head",
+        r = subprocess.run([PY, "-m", "scaling_sweeper.cluster.local", "--ray-start", "--head",
                             "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "1",
                             "--temp-dir", tmpd, "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
                             "--dashboard-port", str(dash), "--object-store-memory", "80000000",
@@ -112,7 +113,7 @@ def test_local_cluster_listens_on_loopback_only(safe_cluster):
 
 
 def test_local_cluster_requires_the_token(safe_cluster):
-    from scaling_sweeper.sweep.ray_cluster import check_cluster_auth, gcs_requires_token
+    from scaling_sweeper.cluster.connection import check_cluster_auth, gcs_requires_token
 
     url = safe_cluster["RAY_DASHBOARD"] + "/api/jobs/"
     codes = []
@@ -132,13 +133,10 @@ def test_local_cluster_requires_the_token(safe_cluster):
         assert stat.S_IMODE(tok.stat().st_mode) == 0o600
 
 
-def test_address_without_token_auth_is_refused(open_head, tmp_path):
-    from scaling_sweeper.data.shards import write_shards
-    from scaling_sweeper.sweep.ray_cluster import InsecureClusterError, check_cluster_auth
-    from tests.test_hardening import _rows
+def test_address_without_token_auth_is_refused(open_head, tmp_path, synthetic_tokens):
+    from scaling_sweeper.cluster.connection import InsecureClusterError, check_cluster_auth
 
-    tokens = write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1)}, vocab_size=24,
-                          pad_token=0)
+    tokens = synthetic_tokens(12, 21, {"train": 200, "val": 32})
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump({"name": "open", "phase": "model_size", "data": str(tokens),
                                     "storage": str(tmp_path / "runs"), "sizes": ["Pico"],
@@ -155,16 +153,14 @@ def test_address_without_token_auth_is_refused(open_head, tmp_path):
     assert check_cluster_auth(open_head["RAY_DASHBOARD"], jobs_api=True, insecure=True) is False
 
 
-def test_unwritable_cell_fails_alone(tmp_path):
-    from scaling_sweeper.data.shards import write_shards
+def test_unwritable_cell_fails_alone(tmp_path, synthetic_tokens):
+    from scaling_sweeper.cluster.connection import shutdown_ray
+    from scaling_sweeper.sweep.driver import run_sweep
     from scaling_sweeper.sweep.ledger import Ledger
-    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
+    from scaling_sweeper.sweep.reconcile import prepare
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from scaling_sweeper.sweep.tune_runner import prepare, run_sweep
-    from tests.test_hardening import SEQ_LEN, _rows
-
-    tokens = write_shards(tmp_path / "tokens", {"train": _rows(200, 0), "val": _rows(32, 1)}, vocab_size=24,
-                          pad_token=0)
+    SEQ_LEN = 12
+    tokens = synthetic_tokens(SEQ_LEN, 21, {"train": 200, "val": 32}, path=tmp_path / "tokens")
     spec = spec_from_dict({
         "name": "iso", "phase": "model_size", "data": str(tokens), "storage": str(tmp_path / "runs"),
         "sizes": ["Pico"], "seeds": [0, 1], "failure": {"max_retries": 0}, "budget": {"flops": 1e15},
@@ -177,7 +173,7 @@ def test_unwritable_cell_fails_alone(tmp_path):
     # root ignores permission bits: a plain file where the cell's folder belongs cannot be written either
     (spec.sweep_dir / bad).write_text("not a folder\n")
     try:
-        out = run_sweep(spec, num_cpus=2, progress=False)
+        out = run_sweep(spec, RayConnection(num_cpus=2), progress=False)
     finally:
         shutdown_ray()
     assert out.done == [good] and out.failed == [bad], out
@@ -192,7 +188,7 @@ def test_unwritable_cell_fails_alone(tmp_path):
 def test_embedded_ray_listens_on_loopback_only():
     import psutil
 
-    from scaling_sweeper.sweep.ray_cluster import init_ray, shutdown_ray
+    from scaling_sweeper.cluster.connection import init_ray, shutdown_ray
 
     try:
         init_ray(num_cpus=1)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scaling_sweeper.errors import BudgetError
+from scaling_sweeper.base.errors import BudgetError
 from scaling_sweeper.sweep import ledger as ledger_mod
 from scaling_sweeper.sweep.ledger import Ledger, ledger_path
 

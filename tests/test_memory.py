@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from scaling_sweeper import memory
+from scaling_sweeper.base.config import from_dict, to_dict
+from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.model_config import config_for_rows
 from scaling_sweeper.cli import main
-from scaling_sweeper.errors import ConfigError
 from scaling_sweeper.model import GPTConfig, config_for, count_params
-from scaling_sweeper.zero_config import (
-    TEMPLATE_DIR,
-    TEMPLATES,
-    DistributedConfig,
-    build_ds_config,
-    micro_batching,
-    strategy_name,
-)
+from scaling_sweeper.train import strategy as memory
+from scaling_sweeper.train.config import TrainConfig, ZeroConfig
+from scaling_sweeper.train.deepspeed_config import TEMPLATE_DIR, TEMPLATES, build_ds_config, micro_batching
+from scaling_sweeper.train.lifecycle import TrialData, derived_quantities
+from scaling_sweeper.train.strategy import AUTO_CANDIDATES, STRATEGIES, resolve, template
 
 V, S = 4099, 130
 
@@ -135,25 +134,83 @@ def test_ds_config_user_template_and_overrides(tmp_path):
         build_ds_config("zero2", batch_size=8, world_size=2, template=tmp_path / "missing.json")
 
 
-def test_strategy_names_and_distributed_config_validation():
-    assert strategy_name("zero2", "optimizer") == "zero2_offload"
-    assert strategy_name("zero3", "all") == "zero3_offload"
-    assert strategy_name("zero3", "optimizer") == "zero3_offload_optimizer"
-    assert "offload_param" not in build_ds_config("zero3_offload_optimizer", batch_size=4, world_size=2)[
-        "zero_optimization"]  # fmt: skip
+def test_one_strategy_table():
+    """Every template of the table has a DeepSpeed config of its stage and offloads; auto chooses
+    among the five with a memory estimate, lightest first; (strategy, zero.offload) name them."""
+    assert AUTO_CANDIDATES == ("ddp", "zero2", "zero3", "zero2_offload", "zero3_offload")
+    for name, st in STRATEGIES.items():
+        assert template(st.base, st.offload) is st
+        if not st.distributed:
+            continue
+        zo = build_ds_config(name, batch_size=4, world_size=2)["zero_optimization"]
+        assert zo["stage"] == st.stage, name
+        assert ("offload_optimizer" in zo, "offload_param" in zo) == (st.offload_optimizer, st.offload_params), name
+    assert template("zero2", "optimizer").name == "zero2_offload"
+    assert template("zero3", "all").name == "zero3_offload"
+    assert template("zero3", "optimizer").name == "zero3_offload_optimizer"
+    assert template("single", "optimizer").name == "single"  # one process: the ZeRO section does not apply
+    with pytest.raises(ConfigError, match="needs strategy zero3"):
+        template("zero2", "all")
+    with pytest.raises(ConfigError, match="ddp cannot offload"):
+        template("ddp", "optimizer")
     with pytest.raises(ConfigError):
-        strategy_name("zero2", "all")
+        ZeroConfig(num_workers=0)
     with pytest.raises(ConfigError):
-        strategy_name("ddp", "optimizer")
-    with pytest.raises(ConfigError):
-        DistributedConfig(num_workers=0)
-    with pytest.raises(ConfigError):
-        DistributedConfig(zero_offload="gpu")
+        ZeroConfig(offload="gpu")
 
-    class Cfg:  # a TrainConfig that carries some distributed fields
-        num_workers = 4
-        micro_batch_size = 2
-        strategy = "zero3"
 
-    d = DistributedConfig.from_train_config(Cfg())
-    assert (d.num_workers, d.micro_batch_size, d.strategy) == (4, 2, None)
+def _cfg(**kw) -> TrainConfig:
+    return TrainConfig(size="XXL", data="d", tokens=10_000, steps=10, batch_size=64, strategy="auto", **kw)
+
+
+def test_auto_resolves_one_way_at_plan_and_trial_time():
+    """The one resolver: a declared GPU memory decides (plan and trial time alike); without one,
+    what the machine has (trial time) or AUTO_FALLBACK (planning, nothing to detect); an offload
+    pick sets the offload; the estimate's precision follows the trial's numerics (fp32 on a GPU
+    needs more memory than bf16)."""
+    kw = dict(vocab_size=V, seq_len=S, micro_batch=8)
+    big = _cfg(zero=ZeroConfig(num_workers=8, gpu_mem_gib=80.0), device="cuda")
+    assert resolve(big, **kw).name == "ddp"
+    assert resolve(big, **kw, detected_gib=0.5).name == "ddp"  # declared memory wins
+    assert resolve(_cfg(zero=ZeroConfig(num_workers=8)), **kw).name == memory.AUTO_FALLBACK
+    gcfg = config_for_rows("XXL", V, S)
+    fp32 = {e.strategy: e.total_gpu for e in memory.estimate(gcfg, gpus=8, micro_batch=8, seq_len=S - 1, bf16=False)}
+    small = (fp32["zero3"] + fp32["zero2_offload"]) / 2 / memory.GIB / 0.9  # fits zero2_offload, not zero3
+    tiny = resolve(_cfg(zero=ZeroConfig(num_workers=8)), **kw, detected_gib=small)  # device cpu: fp32
+    assert (tiny.name, tiny.base, tiny.offload) == ("zero2_offload", "zero2", "optimizer")
+    # the same machine, declared or detected: one answer
+    assert resolve(_cfg(zero=ZeroConfig(num_workers=8, gpu_mem_gib=small)), **kw).name == tiny.name
+    # numerics: a memory where bf16 fits ddp but fp32 does not
+    bf16 = {e.strategy: e.total_gpu for e in memory.estimate(gcfg, gpus=8, micro_batch=8, seq_len=S - 1)}
+    mem = (bf16["ddp"] + fp32["ddp"]) / 2 / memory.GIB / 0.9
+    assert resolve(_cfg(zero=ZeroConfig(num_workers=8, gpu_mem_gib=mem), device="cuda"), **kw).name == "ddp"
+    assert resolve(_cfg(zero=ZeroConfig(num_workers=8, gpu_mem_gib=mem), device="cuda", precision="fp32"),
+                   **kw).name != "ddp"
+
+
+def test_zero_settings_are_one_section_and_old_keys_still_read():
+    """The ZeRO settings are TrainConfig.zero; config.yaml files, checkpoints and specs of earlier
+    versions spell them as top-level keys, which are read into the section."""
+    old = {"size": "Pico", "data": "d", "tokens": 100, "steps": 1, "num_workers": 4, "micro_batch_size": 2,
+           "zero_offload": "optimizer", "gpu_mem_gib": 40.0, "cpus_per_worker": 0.5}
+    cfg = from_dict(TrainConfig, old)
+    assert cfg.zero == ZeroConfig(num_workers=4, micro_batch_size=2, offload="optimizer", gpu_mem_gib=40.0,
+                                  cpus_per_worker=0.5)
+    assert from_dict(TrainConfig, to_dict(cfg)) == cfg
+    with pytest.raises(ConfigError, match="same setting"):
+        from_dict(TrainConfig, {**old, "zero": {"num_workers": 2}})
+    with pytest.raises(ConfigError, match="num_workers must be >= 1"):
+        from_dict(TrainConfig, {**old, "num_workers": 0})
+
+
+def test_memory_estimate_is_of_the_model_the_trainer_builds():
+    """`sweeper memory` (estimate_for_size) sizes the model of token rows of seq_len: context
+    seq_len - 1, as the trainer builds it (block_size = seq_len was one position too many)."""
+    cfg = TrainConfig(size="M", data="d", tokens=S * 10, steps=1)
+    data = TrialData(train=np.zeros((10, S)), val=np.zeros((1, S)), seq_len=S, vocab_size=V, pad_token=0)
+    n_incl = derived_quantities(cfg, data)["N_incl"]
+    gcfg = config_for_rows("M", V, S)
+    (got,) = memory.estimate_for_size("M", vocab_size=V, seq_len=S, gpus=2, micro_batch=4, strategies=("zero2",))
+    want, _ = memory.model_states_bytes("zero2", n_incl, memory.largest_layer_params(gcfg), gpus_per_node=2)
+    assert got.model_states_gpu == want
+    assert got.activations_gpu == memory.activation_bytes(gcfg, 4, S - 1)

@@ -1,4 +1,4 @@
-"""scaling_sweeper.progress: periodic lines in a log (fake clock), a bar on a terminal, silence;
+"""scaling_sweeper.base.progress: periodic lines in a log (fake clock), a bar on a terminal, silence;
 and the long steps that use it (jet generation, tokenizing) saying so as they start."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from scaling_sweeper.progress import Progress, format_duration, progress_text
+from scaling_sweeper.base.progress import Progress, format_duration, progress_text
 
 
 class Clock:

@@ -17,10 +17,11 @@ import pytest
 
 from analysis.shell import run_shell, split_statements
 from analysis.synthetic import synthetic_rows, write_synthetic_sweep
-from analysis.tables import Tables, write_cell_tables
+from analysis.tables import Tables
 from scaling_sweeper.cli import build_parser
 from scaling_sweeper.cli import main as cli_main
 from scaling_sweeper.cli.options import storage_overrides
+from scaling_sweeper.results.tables import write_cell_tables
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from scaling_sweeper.data.shards import TokenShard, write_shards
-from scaling_sweeper.errors import DataError
-from scaling_sweeper.runfolder import (
+from scaling_sweeper.base.errors import DataError
+from scaling_sweeper.base.runfolder import (
     append_jsonl,
     atomic_write_json,
     is_done,
@@ -15,6 +14,7 @@ from scaling_sweeper.runfolder import (
     read_status,
     write_status,
 )
+from scaling_sweeper.data.shards import TokenShard, write_shards
 
 
 def test_status_and_done(tmp_path):

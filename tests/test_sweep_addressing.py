@@ -10,11 +10,12 @@ import json
 
 import pytest
 
+from scaling_sweeper.base.errors import SweeperError
+from scaling_sweeper.base.runfolder import atomic_write_json, write_status
 from scaling_sweeper.cli import build_parser
 from scaling_sweeper.cli import main as cli_main
-from scaling_sweeper.errors import SweeperError
-from scaling_sweeper.runfolder import atomic_write_json, write_status
-from scaling_sweeper.sweep import status
+from scaling_sweeper.results import status
+from scaling_sweeper.sweep import addressing
 
 SUITE = {"smk-model": ["Pico", "XXS"], "smk-data": ["Pico", "Pico"], "other": ["XS"]}
 
@@ -38,33 +39,33 @@ def runs(tmp_path):
 
 
 def test_find_sweeps_by_name_suite_folder(runs):
-    assert status.find_sweeps("other", runs) == [runs / "other"]
-    assert status.find_sweeps(str(runs / "smk-data"), runs) == [runs / "smk-data"]
-    assert status.find_sweeps("smk", runs) == [runs / "smk-data", runs / "smk-model"]  # suite order
+    assert addressing.find_sweeps("other", runs) == [runs / "other"]
+    assert addressing.find_sweeps(str(runs / "smk-data"), runs) == [runs / "smk-data"]
+    assert addressing.find_sweeps("smk", runs) == [runs / "smk-data", runs / "smk-model"]  # suite order
     assert status.list_suites(runs) == {"smk": [runs / "smk-data", runs / "smk-model"]}
     with pytest.raises(SweeperError, match=r"no sweep 'nope' \(nor a suite or spec file.*smk-model.*suites: smk"):
-        status.find_sweeps("nope", runs)
+        addressing.find_sweeps("nope", runs)
 
 
 def test_find_sweeps_from_a_spec_file(runs, tmp_path):
     spec = tmp_path / "smk.yaml"
     spec.write_text(f"data: d\nstorage: {runs}\nsweeps:\n  - {{name: smk-model, phase: model_size, sizes: [Pico]}}\n"
                     "  - {name: never-run, phase: model_size, sizes: [Pico]}\n")
-    assert status.find_sweeps(str(spec), runs) == [runs / "smk-model"]
+    assert addressing.find_sweeps(str(spec), runs) == [runs / "smk-model"]
     spec.write_text(f"data: d\nstorage: {runs}\nname: never-run\nphase: model_size\nsizes: [Pico]\n")
     with pytest.raises(SweeperError, match="none of its sweeps"):
-        status.find_sweeps(str(spec), runs)
+        addressing.find_sweeps(str(spec), runs)
 
 
 def test_find_cell_by_id_prefix_or_size(runs):
-    dirs = status.find_sweeps("smk", runs)
-    assert status.find_cell(dirs, "smkl1abc") == runs / "smk-model" / "smkl1abc"
-    assert status.find_cell(dirs, "smkl0") == runs / "smk-model" / "smkl0abc"  # unique prefix
-    assert status.find_cell([runs / "smk-model"], "xxs") == runs / "smk-model" / "smkl1abc"  # size
+    dirs = addressing.find_sweeps("smk", runs)
+    assert addressing.find_cell(dirs, "smkl1abc") == runs / "smk-model" / "smkl1abc"
+    assert addressing.find_cell(dirs, "smkl0") == runs / "smk-model" / "smkl0abc"  # unique prefix
+    assert addressing.find_cell([runs / "smk-model"], "xxs") == runs / "smk-model" / "smkl1abc"  # size
     with pytest.raises(SweeperError, match="names 3 cells"):  # Pico: one in smk-model, two in smk-data
-        status.find_cell(dirs, "Pico")
+        addressing.find_cell(dirs, "Pico")
     with pytest.raises(SweeperError, match="no cell 'XL'"):
-        status.find_cell(dirs, "XL")
+        addressing.find_cell(dirs, "XL")
 
 
 def test_cli_status_and_logs_of_a_suite(runs, capsys):
@@ -103,11 +104,11 @@ def test_write_sweep_files_records_and_keeps_the_suite(tmp_path):
 
 def test_sweep_file_log_is_state_changes_plus_summary(runs, monkeypatch):
     pytest.importorskip("ray")
-    from scaling_sweeper.sweep.tune_runner import _progress_callback_class
+    from scaling_sweeper.sweep.live_progress import ProgressCallback
 
     out = io.StringIO()
-    dirs = status.find_sweeps("smk", runs)
-    cb = _progress_callback_class()(dirs, 0.0, out, "exp", summary_every_s=3600.0)
+    dirs = addressing.find_sweeps("smk", runs)
+    cb = ProgressCallback(dirs, 0.0, out, "exp", summary_every_s=3600.0)
     cb.on_step_end(0, [])  # start: all pending -> only the summary
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and "[2 sweeps] done 0/4" in lines[0]

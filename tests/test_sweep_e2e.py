@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaling_sweeper.runfolder import is_done, read_jsonl, read_result
-from scaling_sweeper.sweep.cells import read_cells
+from scaling_sweeper.base.runfolder import is_done, read_jsonl, read_result
+from scaling_sweeper.cluster.connection import RayConnection
+from scaling_sweeper.results.status import read_cells
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import FailureSpec, load_specs, spec_from_dict
 
@@ -69,7 +70,7 @@ def check_sweep_finished(sweep_dir: Path, ledger_storage: Path, cluster: str = "
 
 def flaky_train(cfg, run_dir, *, on_progress=None, should_stop=None):
     """Test double around the real trainer: the first attempt dies after its first checkpoint."""
-    from scaling_sweeper.train import run_trial
+    from scaling_sweeper.train.single import run_trial
 
     marker = Path(run_dir) / "flaky_marker"
     if marker.exists():
@@ -86,8 +87,8 @@ def flaky_train(cfg, run_dir, *, on_progress=None, should_stop=None):
 
 def stopping_train(cfg, run_dir, *, on_progress=None, should_stop=None):
     """Test double: the real trainer, plus `sweeper stop` requested right after its first checkpoint."""
-    from scaling_sweeper.sweep.tune_runner import request_stop
-    from scaling_sweeper.train import run_trial
+    from scaling_sweeper.sweep.driver import request_stop
+    from scaling_sweeper.train.single import run_trial
 
     def progress_then_stop(p):
         on_progress(p)
@@ -102,8 +103,8 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
     from ray import cloudpickle
 
     from analysis.tables import open_tables
-    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
-    from scaling_sweeper.sweep.tune_runner import run_sweep, run_sweeps
+    from scaling_sweeper.cluster.connection import shutdown_ray
+    from scaling_sweeper.sweep.driver import run_sweep, run_sweeps
 
     storage = tmp_path / "runs"
     specs = load_specs(REPO / "sweeps" / "smoke.yaml", [f"data={tokens_dir}", f"storage={storage}"])
@@ -111,7 +112,7 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         live = io.StringIO()
-        for out in run_sweeps(specs, num_cpus=2, stream=live, progress_every_s=0.2):  # one Tune experiment
+        for out in run_sweeps(specs, RayConnection(num_cpus=2), stream=live, progress_every_s=0.2):  # one Tune experiment
             assert out.ok and not out.skipped_done and len(out.done) == out.n_cells, out
         # the progress log (not a terminal): a summary at the start, then one line per cell state
         # change; the driver heartbeat is written while the trials run
@@ -127,14 +128,14 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
             "train": {"tokens": 13000, "steps": 20, "batch_size": 4, "ckpt_every": 10, "log_every": 5},
             "eval": {"n_jets": 20, "n_bootstrap": 2, "n_projections": 8, "batch_size": 20, "min_jets": 2},
         })
-        out = run_sweep(flaky, train_fn=flaky_train, num_cpus=2, progress=False)
+        out = run_sweep(flaky, RayConnection(num_cpus=2), train_fn=flaky_train, progress=False)
         assert out.ok and len(out.done) == 1
         # `sweeper stop`: trials stop themselves at their next step, pending cells are not started
         # (seeds 1, 2: flaky's seed-0 cell is finished under this storage and would be reused, not trained)
         stoppy = dataclasses.replace(flaky, name="stoppy", seeds=[1, 2], failure=FailureSpec(0), eval=None)
-        out = run_sweep(stoppy, train_fn=stopping_train, progress=False)
+        out = run_sweep(stoppy, RayConnection(), train_fn=stopping_train, progress=False)
         assert out.stopped and not out.interrupted and len(out.unfinished) == 2 and not out.done
-        out = run_sweep(stoppy, progress=False)  # `sweeper resume` clears the request
+        out = run_sweep(stoppy, RayConnection(), progress=False)  # `sweeper resume` clears the request
         assert out.ok and len(out.done) == 2
     finally:
         shutdown_ray()
@@ -163,7 +164,7 @@ def test_smoke_sweep_embedded_ray(tokens_dir, tmp_path):
     assert trials.height == n + 3 and set(trials["status"]) == {"done"}
 
     # re-running never retrains a finished cell, whatever Tune's state: no Ray is even started
-    for out in run_sweeps(specs, progress=False):
+    for out in run_sweeps(specs, RayConnection(), progress=False):
         assert len(out.skipped_done) == out.n_cells and not out.submitted
     assert not ray.is_initialized()
 
@@ -322,8 +323,8 @@ def s3_bucket(monkeypatch):
 def test_tune_storage_on_s3(s3_bucket, tokens_dir, tmp_path):
     import pyarrow.fs
 
-    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
-    from scaling_sweeper.sweep.tune_runner import run_sweep
+    from scaling_sweeper.cluster.connection import shutdown_ray
+    from scaling_sweeper.sweep.driver import run_sweep
 
     fs, uri = s3_bucket
     spec = spec_from_dict({
@@ -332,7 +333,7 @@ def test_tune_storage_on_s3(s3_bucket, tokens_dir, tmp_path):
         "train": {"tokens": 13000, "steps": 10, "batch_size": 4, "ckpt_every": 5, "log_every": 5},
     })
     try:
-        out = run_sweep(spec, num_cpus=2, progress=False)
+        out = run_sweep(spec, RayConnection(num_cpus=2), progress=False)
         assert out.ok and len(out.done) == 2, out
     finally:
         shutdown_ray()
@@ -347,5 +348,5 @@ def test_tune_storage_on_s3(s3_bucket, tokens_dir, tmp_path):
     # nothing of it went to local disk instead
     assert not (tmp_path / "runs" / "s3sweep" / "_tune").exists()
     # resuming a finished sweep reads the run folders, not the bucket: nothing runs again
-    again = run_sweep(spec, progress=False)
+    again = run_sweep(spec, RayConnection(), progress=False)
     assert len(again.skipped_done) == 2 and not again.submitted

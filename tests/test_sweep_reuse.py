@@ -11,10 +11,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from scaling_sweeper import flops
-from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.model_config import config_for, count_params
-from scaling_sweeper.runfolder import (
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.model_config import config_for, count_params
+from scaling_sweeper.base.runfolder import (
     append_jsonl,
     atomic_write_json,
     is_done,
@@ -22,6 +21,7 @@ from scaling_sweeper.runfolder import (
     read_result,
     write_status,
 )
+from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import spec_from_dict
 
@@ -47,11 +47,8 @@ def counting_train(cfg, run_dir, *, on_progress=None, should_stop=None):
 
 
 @pytest.fixture
-def tokens(tmp_path) -> Path:
-    rng = np.random.default_rng(0)
-    splits = {k: rng.integers(0, 50, size=(n, SEQ)).astype(np.uint16) for k, n in
-              (("train", 200), ("val", 20), ("test", 20))}
-    return write_shards(tmp_path / "tokens", splits, vocab_size=VOCAB, pad_token=52)
+def tokens(tmp_path, synthetic_tokens) -> Path:
+    return synthetic_tokens(SEQ, VOCAB - 3, {"train": 200, "val": 20, "test": 20}, path=tmp_path / "tokens")
 
 
 def _spec(data: Path, storage: Path, **kw):
@@ -64,8 +61,9 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
     from ray import cloudpickle
 
     from analysis.tables import open_tables
-    from scaling_sweeper.sweep.ray_cluster import shutdown_ray
-    from scaling_sweeper.sweep.tune_runner import prepare, run_sweeps
+    from scaling_sweeper.cluster.connection import shutdown_ray
+    from scaling_sweeper.sweep.driver import run_sweeps
+    from scaling_sweeper.sweep.reconcile import prepare
 
     storage = tmp_path / "runs"
     # N scan (Pico, XXS at D = 1000) and D scan (Pico at D = 500, 1000): Pico at D = 1000 is one cell
@@ -79,7 +77,7 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
     by_id = {c.cell_id: c for c in cells_a + cells_b}
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        outs = run_sweeps([a, b], num_cpus=2, progress=False, train_fn=counting_train)
+        outs = run_sweeps([a, b], RayConnection(num_cpus=2), progress=False, train_fn=counting_train)
         assert all(o.ok for o in outs), outs
         calls = read_jsonl(storage / "train_calls.jsonl")
         assert sorted(c["cell_id"] for c in calls) == sorted(by_id)  # 3 distinct cells, 3 trainings
@@ -112,35 +110,34 @@ def test_shared_cell_trained_once_and_charged_once(tokens, tmp_path):
 
         # a later sweep with the same cell (another run) adopts it before starting anything
         c = _spec(tokens, storage, name="c", phase="model_size", sizes=["Pico"])
-        (out_c,) = run_sweeps([c], num_cpus=2, progress=False, train_fn=counting_train)
+        (out_c,) = run_sweeps([c], RayConnection(num_cpus=2), progress=False, train_fn=counting_train)
         assert out_c.ok and out_c.skipped_done == [sid] and out_c.reused == [sid] and not out_c.submitted
         assert len(read_jsonl(storage / "train_calls.jsonl")) == 3  # still three trainings
         assert read_result(storage / "c" / sid)["reused_from"] == f"{trained_by}/{sid}"  # the original
         assert Ledger.open(storage, "c").summary().spent == pytest.approx(led.summary().spent)
         # and resuming it changes nothing
-        (again,) = run_sweeps([c], num_cpus=2, progress=False, train_fn=counting_train)
+        (again,) = run_sweeps([c], RayConnection(num_cpus=2), progress=False, train_fn=counting_train)
         assert again.skipped_done == [sid] and len(read_jsonl(storage / "train_calls.jsonl")) == 3
     finally:
         shutdown_ray()
 
 
-def test_no_reuse_across_different_data(tokens, tmp_path):
+def test_no_reuse_across_different_data(tokens, tmp_path, synthetic_tokens):
     """Same cell id on different tokens (the id leaves out the data path) is not a reuse."""
     from scaling_sweeper.sweep.cells import write_sweep_files
-    from scaling_sweeper.sweep.tune_runner import prepare, reuse_origin
+    from scaling_sweeper.sweep.reconcile import prepare
+    from scaling_sweeper.sweep.reuse import reuse_origin
 
     storage = tmp_path / "runs"
-    rng = np.random.default_rng(1)
-    other_tokens = write_shards(tmp_path / "tokens2", {k: rng.integers(0, 50, size=(n, SEQ)).astype(np.uint16)
-                                                       for k, n in (("train", 200), ("val", 20), ("test", 20))},
-                                vocab_size=VOCAB, pad_token=52)
+    other_tokens = synthetic_tokens(SEQ, VOCAB - 3, {"val": 20, "train": 200, "test": 20},
+                                    path=tmp_path / "tokens2")  # other seeds: other data
     a = _spec(tokens, storage, name="a", phase="model_size", sizes=["Pico"])
     b = _spec(other_tokens, storage, name="b", phase="model_size", sizes=["Pico"])
     (sa, shape_a, (ca,)), (sb, shape_b, (cb,)) = prepare(a), prepare(b)
     assert ca.cell_id == cb.cell_id
     write_sweep_files(sa, [ca], shape_a)
     write_sweep_files(sb, [cb], shape_b)
-    counting_train(ca.train_config(), sa.sweep_dir / ca.cell_id)
+    counting_train(ca.config, sa.sweep_dir / ca.cell_id)
     assert is_done(sa.sweep_dir / ca.cell_id)
     assert reuse_origin(sb, cb.cell_id) is None
     b_same = _spec(tokens, storage, name="b2", phase="model_size", sizes=["Pico"])
@@ -153,7 +150,8 @@ def test_repeated_data_flag_in_tables_and_report(tmp_path):
     """Runs that see some of D again (>= one batch beyond one pass) are flagged in the trials
     table (repeated_data) and named in the report; a one-pass run rounded up to whole steps is not."""
     from analysis.report import repeated_data_note
-    from analysis.tables import open_tables, write_cell_tables
+    from analysis.tables import open_tables
+    from scaling_sweeper.results.tables import write_cell_tables
     from scaling_sweeper.sweep.cells import repeated_data
 
     sweep = tmp_path / "runs" / "s"

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from scaling_sweeper import flops
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import to_dict
+from scaling_sweeper.base.errors import BudgetError, ConfigError
 from scaling_sweeper.cli import main as cli_main
-from scaling_sweeper.config import to_dict
+from scaling_sweeper.cluster.connection import RayConnection
 from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.errors import BudgetError, ConfigError
 from scaling_sweeper.model import config_for, count_params
 from scaling_sweeper.sweep.cells import DataShape, cell_id_of, resolve_cells
 from scaling_sweeper.sweep.ledger import Ledger
 from scaling_sweeper.sweep.spec import load_specs, spec_from_dict, specs_from_dict
-from scaling_sweeper.train_config import TrainConfig
+from scaling_sweeper.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "sweeps").rglob("*.yaml"))
@@ -25,12 +27,9 @@ SHAPE = DataShape(seq_len=130, vocab_size=8195, train_tokens=None, train_sha256=
 
 
 @pytest.fixture
-def small_tokens(tmp_path) -> Path:
-    """A fake tokens folder: 100 train rows of seq_len 10 (1000 train tokens)."""
-    rng = np.random.default_rng(0)
-    splits = {k: rng.integers(0, 50, size=(n, 10)).astype(np.uint16) for k, n in
-              (("train", 100), ("val", 20), ("test", 20))}
-    return write_shards(tmp_path / "tokens", splits, vocab_size=53, pad_token=52)
+def small_tokens(tmp_path, synthetic_tokens) -> Path:
+    """A fake tokens folder: 100 train rows of seq_len 10 (1000 train tokens), vocab 53."""
+    return synthetic_tokens(10, 50, {"train": 100, "val": 20, "test": 20}, path=tmp_path / "tokens")
 
 
 def base(**kw) -> dict:
@@ -81,7 +80,7 @@ def test_paper_phase3_budgets_and_repeated_runs():
     """Phase 3: five log-uniform budgets over one decade inside the study's C axis (1e17..1e19);
     every ladder size offered, the kept runs have warmup <= 10% of their steps, and exactly two
     repeat data, by 4% and 17% (the study's Table IV)."""
-    from scaling_sweeper.model_config import SIZES
+    from scaling_sweeper.base.model_config import SIZES
     from scaling_sweeper.sweep.cells import format_plan, repeated_data
 
     (p3,) = load_specs(REPO / "sweeps" / "paper" / "phase3_isoflop.yaml")
@@ -91,7 +90,7 @@ def test_paper_phase3_budgets_and_repeated_runs():
     assert p3.sizes == list(SIZES)
     left: list[str] = []
     cells = resolve_cells(p3, SHAPE, left)
-    assert all(c.config["warmup_steps"] <= 0.1 * c.steps for c in cells)
+    assert all(c.config.warmup_steps <= 0.1 * c.steps for c in cells)
     assert all(c.C <= c.C_budget and c.C > 0.99 * c.C_budget for c in cells)
     assert all(c.D <= 8.1e9 for c in cells)
     rep = sorted((c.size, round(c.passes - 1, 2)) for c in cells if repeated_data(c.tokens_seen, c.D, 256, 130))
@@ -157,7 +156,7 @@ def test_schedule_end_points_interpolate_along_the_axis():
     ({"schedule": {"passes": 1.0}, "grid": {"batch_size": [2, 4]}}, "grid.batch_size"),
 ])
 def test_bad_schedules_are_named_errors(patch, field):
-    from scaling_sweeper.errors import ScheduleError
+    from scaling_sweeper.base.errors import ScheduleError
 
     with pytest.raises(ScheduleError, match=field):
         resolve_cells(spec_from_dict(sched(**patch)), SHAPE)
@@ -166,12 +165,12 @@ def test_bad_schedules_are_named_errors(patch, field):
 def test_bad_schedule_refused_before_ray(tmp_path):
     import ray
 
-    from scaling_sweeper.errors import ScheduleError
-    from scaling_sweeper.sweep.tune_runner import run_sweep
+    from scaling_sweeper.base.errors import ScheduleError
+    from scaling_sweeper.sweep.driver import run_sweep
 
     spec = spec_from_dict(sched(schedule={"tokens_seen": 10}, storage=str(tmp_path / "runs")))
     with pytest.raises(ScheduleError, match="less than one batch"):
-        run_sweep(spec, progress=False)
+        run_sweep(spec, RayConnection(), progress=False)
     assert not ray.is_initialized() and not (tmp_path / "runs").exists()
 
 
@@ -206,7 +205,7 @@ def test_cells_match_flop_accounting():
         assert c.steps == int(5e9 // (6 * n_incl * 4 * 130))  # closed form, rounded down
         assert c.C == 6 * n_incl * c.steps * 4 * 130 <= 5e9
         assert c.D == c.tokens_seen // 2 // 130 * 130  # D = tokens_seen / passes, whole rows
-        assert c.config["tokens"] == c.D and c.config["steps"] == c.steps
+        assert c.config.tokens == c.D and c.config.steps == c.steps
 
 
 def test_phases_and_grid_product():
@@ -215,13 +214,13 @@ def test_phases_and_grid_product():
     cells = resolve_cells(spec, SHAPE)
     assert len(cells) == 2 * 2 * 2
     assert {c.steps for c in cells if c.D == 1300} == {flops.steps_for_tokens(1300, 2, 130)}
-    assert {(c.config["lr"], c.seed) for c in cells} == {(a, b) for a in (1e-3, 3e-3) for b in (0, 1)}
+    assert {(c.config.lr, c.seed) for c in cells} == {(a, b) for a in (1e-3, 3e-3) for b in (0, 1)}
 
 
 def test_cell_id_stable_and_meaningful():
     spec = spec_from_dict(base())
     a = resolve_cells(spec, SHAPE)[0]
-    cfg = dict(a.config)
+    cfg = to_dict(a.config)
     assert cell_id_of(dict(reversed(list(cfg.items())))) == a.cell_id  # order-independent
     assert cell_id_of({**cfg, "eval_every": 7, "data": "/elsewhere", "device": "cuda"}) == a.cell_id
     assert cell_id_of({**cfg, "lr": 0.123}) != a.cell_id
@@ -282,37 +281,37 @@ def test_bad_specs_name_the_field(patch, field):
 def test_per_size_strategies_resolve_into_the_cells(tmp_path, capsys):
     import yaml
 
-    from scaling_sweeper.memory import choose_strategy
-    from scaling_sweeper.sweep.tune_runner import trial_resources
+    from scaling_sweeper.sweep.cell_trial import trial_resources
+    from scaling_sweeper.train.strategy import choose_strategy
 
     train = {"tokens": 13000, "steps": 10, "batch_size": 8, "num_workers": 4, "cpus_per_worker": 0.5}
     spec = spec_from_dict(base(sizes=["Pico", "XXS", "XL", "XXL"], train=train,
                                strategies={"XXS": "zero2", "XXL": "single"}))
     cells = {c.size: c for c in resolve_cells(spec, SHAPE)}
     # map entry > XL/XXL default auto (-> zero3 without a declared GPU memory) > train.strategy
-    assert {s: c.config["strategy"] for s, c in cells.items()} == {
+    assert {s: c.config.strategy for s, c in cells.items()} == {
         "Pico": "single", "XXS": "zero2", "XL": "zero3", "XXL": "single"}
     assert (cells["XL"].strategy, cells["XL"].workers) == ("zero3", 4)
     assert (cells["Pico"].strategy, cells["Pico"].workers) == ("single", 1)
-    assert cells["XXS"].config["num_workers"] == 4 and cells["XXS"].config["cpus_per_worker"] == 0.5
+    assert cells["XXS"].config.zero.num_workers == 4 and cells["XXS"].config.zero.cpus_per_worker == 0.5
     # the strategy and its knobs are not part of the cell id; the math fields are
     plain = resolve_cells(spec_from_dict(base(sizes=["Pico", "XXS", "XL", "XXL"],
                                               train={"tokens": 13000, "steps": 10, "batch_size": 8})), SHAPE)
     assert {c.size: c.cell_id for c in plain} == {s: c.cell_id for s, c in cells.items()}
     # a ZeRO cell's Tune trial reserves no CPU/GPU (its worker group does); a single one reserves its own
     res = spec.resources
-    assert trial_resources(cells["Pico"].config, res) == {"cpu": 1.0, "gpu": 0.0}
-    zr = trial_resources(cells["XL"].config, res)
+    assert trial_resources(cells["Pico"], res) == {"cpu": 1.0, "gpu": 0.0}
+    zr = trial_resources(cells["XL"], res)
     assert zr["cpu"] == 0 and zr["gpu"] == 0 and zr["memory"] > 0
     # train.strategy applies to sizes without an entry, XL included
     z2 = resolve_cells(spec_from_dict(base(sizes=["Pico", "XL"], train={**train, "strategy": "zero2"})), SHAPE)
-    assert [c.config["strategy"] for c in z2] == ["zero2", "zero2"]
+    assert [c.config.strategy for c in z2] == ["zero2", "zero2"]
     # auto with a declared GPU memory: what memory.choose_strategy picks for that memory, offload spelled out
     gpu = {**train, "gpu_mem_gib": 1.0, "device": "cuda", "num_workers": 2}
     (xxl,) = resolve_cells(spec_from_dict(base(sizes=["XXL"], train=gpu)), SHAPE)
     want = choose_strategy(config_for("XXL", 8195, 129), gpus=2, micro_batch=4, gpu_mem_gib=1.0, seq_len=129)
     assert want == "zero2_offload"  # 1 GiB: only offloading fits (independent of the cell code)
-    assert (xxl.config["strategy"], xxl.config["zero_offload"], xxl.strategy) == ("zero2", "optimizer", want)
+    assert (xxl.config.strategy, xxl.config.zero.offload, xxl.strategy) == ("zero2", "optimizer", want)
     # the plan shows each cell's strategy
     p = tmp_path / "s.yaml"
     p.write_text(yaml.safe_dump(base(sizes=["Pico", "XXS", "XL", "XXL"], train=train,
@@ -372,8 +371,7 @@ def test_budget_too_small_refused_before_ray(tmp_path):
     import numpy as np
     import ray
 
-    from scaling_sweeper.data.shards import write_shards
-    from scaling_sweeper.sweep.tune_runner import run_sweep
+    from scaling_sweeper.sweep.driver import run_sweep
 
     # the driver checks the data before the budget: a real (tiny) tokens folder of base()'s shape
     tokens = write_shards(tmp_path / "tokens", {"train": np.zeros((200, 130), np.uint16),
@@ -381,14 +379,14 @@ def test_budget_too_small_refused_before_ray(tmp_path):
     spec = spec_from_dict(base(storage=str(tmp_path / "runs"), data=str(tokens),
                                budget={"flops": 1e6, "cluster": "tiny"}))
     with pytest.raises(BudgetError, match=r"budget.flops.*cheapest pending cell"):
-        run_sweep(spec, progress=False)
+        run_sweep(spec, RayConnection(), progress=False)
     assert not ray.is_initialized()
     assert Ledger.open(tmp_path / "runs", "tiny").summary().spent == 0.0
 
 
 class _Ctx:
     def __init__(self, tmp_path, budget):
-        from scaling_sweeper.sweep.tune_runner import TrialContext
+        from scaling_sweeper.sweep.cell_trial import TrialContext
 
         Ledger.open(tmp_path, "c", budget=budget)
         self.ctx = TrialContext(sweep="s", phase="grid", sweep_dir=str(tmp_path / "s"),
@@ -396,14 +394,14 @@ class _Ctx:
 
 
 def test_searcher_admits_waits_and_refuses(tmp_path):
-    from scaling_sweeper.runfolder import read_status
-    from scaling_sweeper.sweep.tune_runner import CellSearcher
+    from scaling_sweeper.base.runfolder import read_status
+    from scaling_sweeper.sweep.admission import CellSearcher
 
     ctx = _Ctx(tmp_path, budget=100.0).ctx
-    cells = [{"cell_id": "a", "C": 60.0}, {"cell_id": "b", "C": 70.0}, {"cell_id": "c", "C": 30.0}]
+    cells = [SimpleNamespace(cell_id=i, C=C, sweep="s") for i, C in (("a", 60.0), ("b", 70.0), ("c", 30.0))]
     s = CellSearcher(cells, ctx)
-    assert s.suggest("t1")["cell"]["cell_id"] == "a"
-    assert s.suggest("t2")["cell"]["cell_id"] == "c"  # b does not fit now; c does
+    assert s.suggest("t1") == {"sweep": "s", "cell_id": "a"}  # Tune's config names the cell, no more
+    assert s.suggest("t2")["cell_id"] == "c"  # b does not fit now; c does
     assert s.suggest("t3") is None  # b must wait for running trials
     led = Ledger(ctx.ledger_file, "c")
     led.spend("s/a", 60.0)
@@ -427,21 +425,18 @@ def test_cluster_configs_parse():
     assert (REPO / "cluster" / "start_local_cluster.sh").stat().st_mode & 0o111
 
 
-def test_sweep_driver_plans_without_torch(tmp_path):
+def test_sweep_driver_plans_without_torch(tmp_path, synthetic_tokens):
     """A sweep driver (spec, cells, ledger, Tune wiring, plan) never imports torch: on a cluster
     it runs on the head, and on a laptop its import time is on every run's critical path."""
-    rng = np.random.default_rng(0)
-    tokens = write_shards(tmp_path / "tokens", {k: rng.integers(0, 50, size=(n, 130)).astype(np.uint16)
-                                                for k, n in (("train", 3000), ("val", 20), ("test", 20))},
-                          vocab_size=53, pad_token=52)
+    tokens = synthetic_tokens(130, 50, {"train": 3000, "val": 20, "test": 20})
     code = (
         "import sys\n"
         "from scaling_sweeper.cli import main\n"
-        "import scaling_sweeper.sweep.tune_runner as tr\n"
+        "import scaling_sweeper.sweep.reconcile as tr\n"
         "from scaling_sweeper.sweep.spec import load_specs\n"
         f"specs = load_specs({str(REPO / 'sweeps' / 'smoke.yaml')!r}, ['data={tokens}'])\n"
         "cells = [c for s in specs for c in tr.prepare(s)[2]]\n"
-        "assert cells and all(c.train_config().steps > 0 for c in cells)\n"
+        "assert cells and all(c.config.steps > 0 for c in cells)\n"
         "print('torch' in sys.modules, len(cells))\n"
     )
     import subprocess
@@ -460,10 +455,10 @@ def test_worker_env_needs_pythonpath_only_without_install(tmp_path):
     import subprocess
     import sys
 
-    from scaling_sweeper.sweep.ray_cluster import worker_env
+    from scaling_sweeper.base.worker_env import worker_env
 
     code = ("import sys, json; sys.path.insert(0, sys.argv[1]);"
-            "from scaling_sweeper.sweep.ray_cluster import worker_env; print(json.dumps(worker_env()))")
+            "from scaling_sweeper.base.worker_env import worker_env; print(json.dumps(worker_env()))")
     bare = subprocess.run([sys.executable, "-S", "-c", code, str(REPO)], capture_output=True, text=True,
                           cwd=tmp_path)  # -S: no site-packages, so no install of the package
     assert bare.returncode == 0, bare.stderr[-2000:]
@@ -505,7 +500,7 @@ def test_grid_phase_scans_D_with_a_schedule():
     spec = spec_from_dict(base(phase="grid", sizes=["Pico"], tokens=[1300, 5200], train={"batch_size": 2},
                                schedule={"passes": [2.0, 1.0]}, grid={"lr": [1e-3, 3e-3]}))
     cells = resolve_cells(spec, SHAPE)
-    assert sorted((c.D, c.steps, c.config["lr"]) for c in cells) == [
+    assert sorted((c.D, c.steps, c.config.lr) for c in cells) == [
         (1300, 10, 1e-3), (1300, 10, 3e-3), (5200, 20, 1e-3), (5200, 20, 3e-3)]
     fixed = resolve_cells(spec_from_dict(base(phase="grid", grid={"lr": [1e-3, 3e-3]})), SHAPE)
     assert {(c.D, c.steps) for c in fixed} == {(13000, 10)}
@@ -513,7 +508,7 @@ def test_grid_phase_scans_D_with_a_schedule():
 
 def test_repetition_phase_arms_at_fixed_tokens_seen():
     """repetition: per size, U = tokens_seen / passes at one step count; R = passes - 1 follows."""
-    from scaling_sweeper.errors import RepetitionError
+    from scaling_sweeper.base.errors import RepetitionError
 
     seen = 64 * 4 * 130  # 64 steps of batch 4
     spec = spec_from_dict(base(phase="repetition", sizes=["Pico", "XXS"], train={"batch_size": 4},
@@ -538,7 +533,7 @@ def test_repetition_phase_arms_at_fixed_tokens_seen():
 
 
 def test_repetition_pool_must_hold_the_one_pass_arm(small_tokens):
-    from scaling_sweeper.errors import RepetitionError
+    from scaling_sweeper.base.errors import RepetitionError
 
     kw = {"data": str(small_tokens), "seq_len": None, "vocab_size": None, "phase": "repetition", "sizes": ["Pico"],
           "train": {"batch_size": 2}}
@@ -551,7 +546,7 @@ def test_repetition_pool_must_hold_the_one_pass_arm(small_tokens):
 def test_shipped_data_constrained_specs():
     """The toy study fits the demo data (24k train jets x 130 tokens) with its 1-pass arms fresh;
     the GPU study plans at the study's scale; a pool too small is refused by name."""
-    from scaling_sweeper.errors import RepetitionError
+    from scaling_sweeper.base.errors import RepetitionError
 
     demo = dataclasses.replace(SHAPE, train_tokens=24000 * 130)
     toy = load_specs(REPO / "sweeps" / "data_constrained.yaml")

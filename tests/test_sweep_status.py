@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from scaling_sweeper.base.runfolder import append_jsonl, atomic_write_json, write_status
 from scaling_sweeper.cli import main as cli_main
-from scaling_sweeper.runfolder import append_jsonl, atomic_write_json, write_status
-from scaling_sweeper.sweep import status
+from scaling_sweeper.results import status
 from scaling_sweeper.sweep.ledger import Ledger
 
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scaling_sweeper.base.errors import DataError
 from scaling_sweeper.data.jets import make_jets, read_jets
 from scaling_sweeper.data.shards import ShardIndex, sha256_file
 from scaling_sweeper.data.tokenizer import BinnedTokenizer, load_tokenizer, tokenization_report
-from scaling_sweeper.errors import DataError
 
 
 @pytest.fixture(scope="module")

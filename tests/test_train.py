@@ -19,14 +19,21 @@ import numpy as np
 import pytest
 import torch
 
-from scaling_sweeper.checkpoint import list_checkpoints, load_checkpoint, load_latest, save_checkpoint
-from scaling_sweeper.config import from_dict, load_yaml
-from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.errors import ConfigError, DataError
+from scaling_sweeper.base.config import from_dict, load_yaml
+from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
+from scaling_sweeper.base.schedule import lr_at
 from scaling_sweeper.model import GPT, GPTConfig
-from scaling_sweeper.runfolder import read_jsonl, read_result, read_status
-from scaling_sweeper.schedule import lr_at
-from scaling_sweeper.train import TrainConfig, load_model, make_optimizer, run_trial
+from scaling_sweeper.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    load_latest,
+    load_model,
+    save_checkpoint,
+)
+from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.lifecycle import make_optimizer
+from scaling_sweeper.train.single import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 N_CONTENT, SEQ_LEN = 32, 16
@@ -36,25 +43,15 @@ START, STOP, PAD = N_CONTENT, N_CONTENT + 1, N_CONTENT + 2
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _synthetic_rows(n: int, seed: int) -> np.ndarray:
-    """Structured jets-like rows [start, a, a+1, ..., stop, pad...] (a learnable sequence)."""
-    rng = np.random.default_rng(seed)
-    out = np.full((n, SEQ_LEN), PAD, dtype=np.uint16)
-    for i in range(n):
-        length = rng.integers(3, SEQ_LEN - 2)
-        a = rng.integers(0, N_CONTENT)
-        out[i, 0] = START
-        out[i, 1 : length + 1] = (a + np.arange(length)) % N_CONTENT
-        out[i, length + 1] = STOP
-    return out
+def _shifted(rng: np.random.Generator, k: int) -> np.ndarray:
+    """A learnable constituent sequence a, a+1, ..., a+k-1 (mod N_CONTENT)."""
+    return (rng.integers(0, N_CONTENT) + np.arange(k)) % N_CONTENT
 
 
 @pytest.fixture(scope="module")
-def synth_tokens(tmp_path_factory) -> Path:
-    """A small stand-in tokens folder written with the real `write_shards`."""
-    d = tmp_path_factory.mktemp("synth") / "tokens"
-    splits = {"train": _synthetic_rows(300, 0), "val": _synthetic_rows(48, 1), "test": _synthetic_rows(8, 2)}
-    return write_shards(d, splits, vocab_size=N_CONTENT + 3, pad_token=PAD)
+def synth_tokens(synthetic_tokens) -> Path:
+    """A small stand-in tokens folder: learnable jet-like rows (conftest.synthetic_tokens)."""
+    return synthetic_tokens(SEQ_LEN, N_CONTENT, content=_shifted)
 
 
 def _cfg(data: Path, **kw) -> TrainConfig:
@@ -355,8 +352,8 @@ def test_replace_keeps_validation():
 def test_checkpoints_of_older_configs_still_match(synth_tokens):
     """A checkpoint written before the distributed fields existed resumes (they take defaults);
     any real difference, including a distributed knob, does not."""
-    from scaling_sweeper.config import to_dict
-    from scaling_sweeper.train import same_config
+    from scaling_sweeper.base.config import to_dict
+    from scaling_sweeper.train.run_folder import same_config
 
     cfg = _cfg(synth_tokens)
     new = ("num_workers", "micro_batch_size", "zero_offload", "gpu_mem_gib", "cpus_per_worker")
@@ -390,7 +387,7 @@ def test_divergence_is_a_failed_row_and_final(synth_tokens, tmp_path):
 
 
 def test_a_run_folder_is_trained_by_one_process_at_a_time(synth_tokens, tmp_path):
-    from scaling_sweeper.errors import SweeperError
+    from scaling_sweeper.base.errors import SweeperError
 
     outer = tmp_path / "run"
     inner_error = {}

@@ -13,14 +13,21 @@ import numpy as np
 import pytest
 import torch
 
-from scaling_sweeper.checkpoint import COMPILED_PREFIX, list_checkpoints, load_checkpoint, plain_state_dict
-from scaling_sweeper.config import to_dict
-from scaling_sweeper.data.shards import write_shards
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.config import to_dict
+from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.runfolder import read_jsonl, read_result
 from scaling_sweeper.model import GPT, GPTConfig
-from scaling_sweeper.runfolder import read_jsonl, read_result
-from scaling_sweeper.train import TrainConfig, load_model, run_trial
-from scaling_sweeper.trial import Lifecycle, resolve_precision
+from scaling_sweeper.train.checkpoint import (
+    COMPILED_PREFIX,
+    list_checkpoints,
+    load_checkpoint,
+    load_model,
+    plain_state_dict,
+)
+from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.lifecycle import Lifecycle
+from scaling_sweeper.train.precision import resolve_precision
+from scaling_sweeper.train.single import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 VOCAB, SEQ, PAD = 35, 16, 34
@@ -29,20 +36,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tokens(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
-
-    def rows(n: int) -> np.ndarray:
-        out = np.full((n, SEQ), PAD, dtype=np.uint16)
-        for i in range(n):
-            k = int(rng.integers(3, SEQ - 2))
-            out[i, 0] = VOCAB - 3
-            out[i, 1 : k + 1] = (rng.integers(0, 32) + np.arange(k)) % 32
-            out[i, k + 1] = VOCAB - 2
-        return out
-
-    d = tmp_path_factory.mktemp("trial") / "tokens"
-    return write_shards(d, {"train": rows(120), "val": rows(16), "test": rows(8)}, vocab_size=VOCAB, pad_token=PAD)
+def tokens(synthetic_tokens) -> Path:
+    return synthetic_tokens(SEQ, VOCAB - 3, {"train": 120, "val": 16, "test": 8},
+                            content=lambda rng, k: (rng.integers(0, 32) + np.arange(k)) % 32)
 
 
 def _cfg(tokens: Path, **kw) -> TrainConfig:
@@ -57,9 +53,10 @@ def test_lifecycle_schedule_and_records():
     book = Lifecycle(cfg, seq_len=10, n_incl=100)
     seen = []
     for _ in range(cfg.steps):
-        book.stepped(0.0)
+        book.stepped()
         a = book.actions(stop=False)
         seen.append((book.step, a.eval, a.log, a.ckpt, a.last))
+        assert book.sync_due() == (a.log or a.ckpt)  # the steps that fold the loss (host sync)
     assert seen == [(1, False, False, False, False), (2, False, True, False, False), (3, True, True, False, False),
                     (4, False, True, False, False), (5, False, False, True, False), (6, True, True, False, False),
                     (7, True, True, True, True)]  # fmt: skip
@@ -83,7 +80,7 @@ def test_precision_resolution_and_validation():
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     with pytest.raises(ConfigError, match="precision"):
         TrainConfig(size="Pico", data="d", tokens=10, steps=1, precision="fp16")
-    from scaling_sweeper.distributed import plan_precision
+    from scaling_sweeper.train.zero_plan import plan_precision
 
     assert plan_precision("auto", use_gpu=False) == plan_precision("fp32", use_gpu=False) == "fp32"
     with pytest.raises(ConfigError, match="needs GPUs"):  # refused before any compute
@@ -119,7 +116,7 @@ def test_cli_trains_in_bf16_on_cpu(tokens, tmp_path):
     assert row["final_val_loss"] != fp32["final_val_loss"]
     # the trials table carries the precision column
     import analysis
-    from analysis.tables import write_cell_tables
+    from scaling_sweeper.results.tables import write_cell_tables
 
     write_cell_tables(tmp_path / "s", "c1", {**row, "sweep": "s", "cell_id": "c1"}, read_jsonl(out / "metrics.jsonl"))
     assert analysis.open(tmp_path).trials.collect()["precision"].to_list() == ["bf16"]
@@ -192,3 +189,24 @@ def test_cli_sets_compile_and_precision():
     assert cfg.compile is True and cfg.precision == "fp32"
     with pytest.raises(ConfigError):
         build_train_config(Namespace(**{**vars(args), "overrides": ["compile=maybe"]}))
+
+
+def test_run_folders_of_earlier_versions_still_match_their_config(tmp_path):
+    """config.yaml files and checkpoints written before the ZeRO settings became TrainConfig.zero
+    hold them as top-level keys: they still match the same config (so the run resumes) and still
+    refuse a different one."""
+    import yaml
+
+    from scaling_sweeper.base.config import to_dict
+    from scaling_sweeper.base.errors import ConfigError
+    from scaling_sweeper.train.run_folder import check_config_file, same_config
+
+    cfg = TrainConfig(size="Pico", data="d", tokens=100, steps=1)
+    old = {k: v for k, v in to_dict(cfg).items() if k != "zero"}
+    old.update(num_workers=2, micro_batch_size=None, zero_offload="none", gpu_mem_gib=None, cpus_per_worker=1.0)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "derived": {"N": 1}}))
+    assert check_config_file(tmp_path, cfg)
+    assert same_config(old, cfg) and not same_config({**old, "num_workers": 4}, cfg)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({**old, "num_workers": 4}))
+    with pytest.raises(ConfigError, match="different config"):
+        check_config_file(tmp_path, cfg)

@@ -15,6 +15,8 @@ import polars as pl
 import pytest
 from scipy.stats import entropy
 
+from scaling_sweeper.base.config import to_dict
+from scaling_sweeper.base.errors import ConfigError, DataError
 from scaling_sweeper.data.dataset import TokenizeConfig, make_tokenizer, tokenize_dataset
 from scaling_sweeper.data.jets import make_jets, split_jets, write_jets
 from scaling_sweeper.data.shards import sha256_file, write_shards
@@ -30,7 +32,6 @@ from scaling_sweeper.data.tokenizer import (
     tokenizer_info,
 )
 from scaling_sweeper.data.vq_tokenizer import VQConfig, VQTokenizer
-from scaling_sweeper.errors import ConfigError, DataError
 
 TINY = VQConfig(codebook_size=32, latent_dim=4, hidden=16, n_layers=1, n_heads=2, steps=12, batch_jets=16,
                 warmup_steps=2, kmeans_iters=3, replace_every=4, ckpt_every=4, max_constituents=24)
@@ -196,7 +197,9 @@ def test_tokenize_dataset_vq_and_cli(jets_dir, tmp_path, one_torch_thread):
 
     vq_settings = {k: v for k, v in TINY.__dict__.items() if k not in ("max_constituents",)}
     cfg = TokenizeConfig(kind="vq", max_constituents=24, vq=vq_settings)
-    out = tokenize_dataset(jets_dir, tmp_path / "tok_vq", cfg=cfg)
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
+
+    out = tokenize_dataset(jets_dir, tmp_path / "tok_vq", cfg=cfg, roundtrip=tokenizer_roundtrip_report)
     tok = load_tokenizer(out, kind="vq")
     info = tokenizer_info(out)
     assert info["kind"] == "vq" and info["codebook_size"] == 32
@@ -219,8 +222,8 @@ def test_tokenize_dataset_vq_and_cli(jets_dir, tmp_path, one_torch_thread):
 def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one_torch_thread):
     from scaling_sweeper.sweep.cells import cell_id_of, resolve_cells
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from scaling_sweeper.train import open_data
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.train.config import TrainConfig
+    from scaling_sweeper.train.lifecycle import open_data
 
     binned = tokenize_dataset(jets_dir, tmp_path / "tok_b", cfg=TokenizeConfig(n_bins=(4, 4, 2), max_constituents=24))
     vq_dir = tmp_path / "tok_v"
@@ -234,9 +237,9 @@ def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one
             "train": {"tokens": 26 * 50, "steps": 2, "batch_size": 4}}
     (cb,) = resolve_cells(spec_from_dict({**spec, "data": str(binned)}))
     (cv,) = resolve_cells(spec_from_dict({**spec, "data": str(vq_dir)}))
-    assert cb.config["tokenizer_id"] is None  # binned: the first id rule, old ids unchanged
-    assert cb.cell_id == cell_id_of({k: v for k, v in cb.config.items() if k != "tokenizer_id"})
-    assert cv.config["tokenizer_id"] == tokenizer_info(vq_dir)["id"] and cv.cell_id != cb.cell_id
+    assert cb.config.tokenizer_id is None  # binned: the first id rule, old ids unchanged
+    assert cb.cell_id == cell_id_of({k: v for k, v in to_dict(cb.config).items() if k != "tokenizer_id"})
+    assert cv.config.tokenizer_id == tokenizer_info(vq_dir)["id"] and cv.cell_id != cb.cell_id
     with pytest.raises(ConfigError, match="grid.data"):
         resolve_cells(spec_from_dict({**spec, "data": str(vq_dir), "grid": {"data": [str(binned)]}}))
     with pytest.raises(ConfigError, match="train.tokenizer_id"):
@@ -246,12 +249,13 @@ def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one
     tc = TrainConfig(**{**cv.config, "data": str(binned)})
     with pytest.raises(TokenizerKindError, match="not the cell's tokenizer"):
         open_data(tc)
-    data = open_data(cv.train_config())
+    data = open_data(cv.config)
     assert data.tokenizer["kind"] == "vq" and data.tokenizer["codebook_size"] == 32
 
 
 def test_report_compares_tokenizers():
-    from analysis.tokenizer_compare import compare_table, tokenizer_groups, tokenizer_sections
+    from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
+    from analysis.tokenizer_compare import compare_table, tokenizer_groups
 
     rows = []
     for kind, tid, cb, loss0, extra in (("binned", "binned-aaa", 8192, 3.0, {"mae_log_pt": 0.02}),
@@ -267,15 +271,16 @@ def test_report_compares_tokenizers():
     head, table = compare_table(groups, n_boot=20)
     assert len(table) == 2 and len(table[0]) == len(head)
     assert "0.50x binned" in table[1][head.index("MAE log_pt")]
-    (sec,) = tokenizer_sections(trials, n_boot=20)
+    assert several_tokenizers(trials)  # the report has the section
+    sec = section_tokenizer_compare(trials, n_boot=20)
     assert sec.missing is None and sec.figures
-    assert tokenizer_sections(trials.filter(pl.col("tokenizer_kind") == "vq"), n_boot=20) == []
+    assert not several_tokenizers(trials.filter(pl.col("tokenizer_kind") == "vq"))
 
 
 def test_trials_table_records_the_tokenizer(tmp_path):
     import analysis
     from analysis.synthetic import synthetic_rows
-    from analysis.tables import write_cell_tables
+    from scaling_sweeper.results.tables import write_cell_tables
 
     row = synthetic_rows("s1", seeds=1, failed=0)[0]
     row.update(tokenizer_kind="vq", tokenizer_id="vq-0123456789ab", codebook_size=8192,

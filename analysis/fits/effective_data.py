@@ -74,12 +74,6 @@ def passes_half(R_star: float) -> float:
     return 1.0 + R_star * math.log(2.0)
 
 
-def _design(lN, U, R, L, a, b, rs, D_ref):
-    """Columns of the relative-error NNLS for fixed (alpha, beta, R*): [1, n^-a, d'^-b] / L."""
-    lD = np.log(effective_data(U, R, rs) / D_ref)
-    return np.column_stack([1.0 / L, np.exp(-a * lN) / L, np.exp(-b * lD) / L])
-
-
 def _grid_start(lN, U, R, L, D_ref) -> np.ndarray:
     """Best (E, A', alpha, B', beta, log R*) on the grid, linear parameters by NNLS."""
     best, fbest = None, math.inf

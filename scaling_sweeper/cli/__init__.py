@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from scaling_sweeper.errors import SweeperError
+from scaling_sweeper.base.errors import SweeperError
 
 # command-group modules, each with register(subparsers) -> None
 _GROUPS = ("data", "train", "sweep", "evaluate", "analysis", "memory")

@@ -8,8 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from scaling_sweeper.base.errors import SweeperError
 from scaling_sweeper.cli.options import add_storage
-from scaling_sweeper.errors import SweeperError
 
 FORMATS = ("table", "csv", "parquet", "json")  # analysis.query.FORMATS (not imported: polars is slow to load)
 
@@ -38,7 +38,8 @@ def _query(args: argparse.Namespace) -> int:
 def _report_sweeps(target: str, runs: Path) -> list[str] | None:
     """None for one sweep (a folder under runs), else the sweep names `all`, a suite or a spec file
     stands for."""
-    from scaling_sweeper.sweep.status import find_sweeps, list_sweeps
+    from scaling_sweeper.results.status import list_sweeps
+    from scaling_sweeper.sweep.addressing import find_sweeps
 
     if target != "all" and (runs / target).is_dir():
         return None

@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.data.token_layout import DEFAULT_N_BINS
-from scaling_sweeper.errors import ConfigError
 
 
 def _bins(text: str) -> tuple[int, int, int]:
@@ -155,12 +155,19 @@ def cmd_make(args: argparse.Namespace) -> int:
         n_jets = 20000
     pythia = PythiaConfig(pt_min=args.pt_min, pt_max=args.pt_max, eta_max=args.eta_max,
                           pthat_min=args.pthat_min, max_constituents=args.max_constituents)
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
+
     extra = {"chunk_jets": args.chunk_jets} if args.chunk_jets is not None else {}
+    executor = None
+    if args.address:
+        from scaling_sweeper.cluster.ray_tasks import RayTasks
+
+        executor = RayTasks(args.address)
     make_dataset(
         args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
         input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,
-        address=args.address, tokenize=not args.no_tokenize, **extra,
-        tokenizer=tokenize_config(args),
+        executor=executor, tokenize=not args.no_tokenize, **extra,
+        tokenizer=tokenize_config(args), roundtrip=tokenizer_roundtrip_report,
         progress=False if args.no_progress else None, force=args.force, verbose=True,
     )
     return 0
@@ -168,8 +175,10 @@ def cmd_make(args: argparse.Namespace) -> int:
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
     from scaling_sweeper.data.dataset import tokenize_dataset
+    from scaling_sweeper.evaluate.run import tokenizer_roundtrip_report
 
-    tokenize_dataset(args.jets, args.out, cfg=tokenize_config(args), force=args.force, verbose=True)
+    tokenize_dataset(args.jets, args.out, cfg=tokenize_config(args), roundtrip=tokenizer_roundtrip_report,
+                     force=args.force, verbose=True)
     return 0
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scaling_sweeper.base.config import apply_overrides, from_dict, load_yaml
 from scaling_sweeper.cli.options import add_storage
-from scaling_sweeper.config import apply_overrides, from_dict, load_yaml
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +51,8 @@ def _refresh_sweep_tables(run_dir: Path, ev: dict) -> str | None:
     sweep_dir = run_dir.resolve().parent
     if not (sweep_dir / "tables").is_dir():
         return None
-    from analysis.tables import write_cell_tables
-    from scaling_sweeper.runfolder import read_jsonl, read_result
+    from scaling_sweeper.base.runfolder import read_jsonl, read_result
+    from scaling_sweeper.results.tables import write_cell_tables
 
     row = read_result(run_dir)
     if row is None:
@@ -70,8 +70,8 @@ def _fmt(v, err=None) -> str:
 def run_folder(target: str, cell: str | None, storage: str) -> Path:
     """The run folder `sweeper eval` works on: a folder holding a run (STATUS / config.yaml), or a
     cell (id, id prefix or size) of the sweep or suite `target` names."""
-    from scaling_sweeper.errors import SweeperError
-    from scaling_sweeper.sweep.status import find_cell, find_sweeps
+    from scaling_sweeper.base.errors import SweeperError
+    from scaling_sweeper.sweep.addressing import find_cell, find_sweeps
 
     p = Path(target)
     if cell is None and ((p / "STATUS").is_file() or (p / "config.yaml").is_file()):
@@ -89,7 +89,7 @@ def run_folder(target: str, cell: str | None, storage: str) -> Path:
 
 
 def _cells(sweep_dir: Path) -> list[dict]:
-    from scaling_sweeper.sweep.cells import read_cells
+    from scaling_sweeper.results.status import read_cells
 
     return read_cells(sweep_dir)
 

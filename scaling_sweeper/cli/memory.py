@@ -32,14 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from scaling_sweeper.noise import quiet_deepspeed_accelerator
+    from scaling_sweeper.base.quiet import quiet_deepspeed_accelerator
 
     quiet_deepspeed_accelerator()  # no "Setting accelerator to CPU" warning on a CPU-only machine
-    from scaling_sweeper import memory  # torch: imported only when the command runs
+    from scaling_sweeper.train import strategy  # DeepSpeed: imported only when the command runs
 
     vocab, seq_len = resolve_token_shape(args.data, args.vocab_size, args.seq_len)
     usable = None if args.gpu_mem is None else args.gpu_mem * args.headroom
-    ests = memory.estimate_for_size(
+    ests = strategy.estimate_for_size(
         args.size, vocab_size=vocab, seq_len=seq_len, gpus=args.gpus, nodes=args.nodes,
         micro_batch=args.micro_batch, gpu_mem_gib=usable, bf16=not args.fp32,
     )
@@ -49,16 +49,16 @@ def _run(args: argparse.Namespace) -> int:
             "size": args.size, "gpus": args.gpus, "nodes": args.nodes, "gpu_mem_gib": args.gpu_mem,
             "usable_gib": usable, "chosen": chosen,
             "strategies": [
-                {"strategy": e.strategy, "model_states_gib": e.model_states_gpu / memory.GIB,
-                 "activations_gib": e.activations_gpu / memory.GIB, "total_gib": e.total_gpu / memory.GIB,
-                 "host_gib": e.cpu / memory.GIB, "fits": e.fits}
+                {"strategy": e.strategy, "model_states_gib": e.model_states_gpu / strategy.GIB,
+                 "activations_gib": e.activations_gpu / strategy.GIB, "total_gib": e.total_gpu / strategy.GIB,
+                 "host_gib": e.cpu / strategy.GIB, "fits": e.fits}
                 for e in ests
             ],
         }, indent=2))
         return 0
     print(f"size {args.size}: {args.nodes} node(s) x {args.gpus} GPU(s), micro-batch {args.micro_batch}, "
           f"seq_len {seq_len}, vocab {vocab}, {'fp32' if args.fp32 else 'bf16'} (GiB)")
-    print(memory.format_table(ests, chosen))
+    print(strategy.format_table(ests, chosen))
     if usable is None:
         print("declare --gpu-mem GiB to see which strategy `auto` picks")
     elif chosen is None:

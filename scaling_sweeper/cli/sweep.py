@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from scaling_sweeper.base.errors import ConfigError, SweeperError
 from scaling_sweeper.cli.options import add_storage, storage_overrides
-from scaling_sweeper.errors import ConfigError, SweeperError
 
 
 def _load(args: argparse.Namespace) -> list:
@@ -30,7 +30,7 @@ def _load(args: argparse.Namespace) -> list:
 
 def _sweep_dirs(args: argparse.Namespace) -> list[Path]:
     """The sweep folders args.sweep names: a sweep, a suite (spec file stem) or a spec file."""
-    from scaling_sweeper.sweep.status import find_sweeps
+    from scaling_sweeper.sweep.addressing import find_sweeps
 
     return find_sweeps(args.sweep, args.storage)
 
@@ -42,7 +42,7 @@ def _suite(args: argparse.Namespace) -> str | None:
 
 def _plan(args: argparse.Namespace) -> int:
     from scaling_sweeper.sweep.cells import format_plan, resolve_cells
-    from scaling_sweeper.sweep.tune_runner import prepare
+    from scaling_sweeper.sweep.reconcile import prepare
 
     for i, s in enumerate(_load(args)):
         spec, shape, cells = prepare(s)
@@ -70,37 +70,40 @@ def _report_outcome(out) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep.tune_runner import run_sweeps
+    from scaling_sweeper.cluster.connection import RayConnection
+    from scaling_sweeper.sweep.driver import run_sweeps
+    from scaling_sweeper.sweep.reconcile import prepare
 
     specs = _load(args)
-    from scaling_sweeper.sweep.tune_runner import prepare
-
     for s in specs:  # validate every member before any compute
         prepare(s)
     if args.spec_env:
         # we are a Ray job's driver: Ray may garbage-collect the job's working_dir (our cwd) when
         # trials on this node end (ray#52343), so import what the driver needs now and leave it
-        import analysis.tables  # noqa: F401
+        import scaling_sweeper.results.tables  # noqa: F401
+        import scaling_sweeper.sweep.admission  # noqa: F401
+        import scaling_sweeper.sweep.live_progress  # noqa: F401
         from scaling_sweeper.sweep.spec import with_absolute_paths
 
         storage = Path(with_absolute_paths(specs[0]).storage)
         storage.mkdir(parents=True, exist_ok=True)
         os.chdir(storage)
-    outs = run_sweeps(specs, address=args.address, num_cpus=args.num_cpus, progress=not args.quiet,
-                      insecure=args.insecure, suite=_suite(args))
+    outs = run_sweeps(specs, RayConnection(args.address, args.num_cpus, args.insecure), progress=not args.quiet,
+                      suite=_suite(args))
     return max(_report_outcome(out) for out in outs)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep.tune_runner import resume_sweeps
+    from scaling_sweeper.cluster.connection import RayConnection
+    from scaling_sweeper.sweep.driver import resume_sweeps
 
-    outs = resume_sweeps(_sweep_dirs(args), args.set, address=args.address, num_cpus=args.num_cpus,
-                         progress=not args.quiet, insecure=args.insecure)
+    outs = resume_sweeps(_sweep_dirs(args), RayConnection(args.address, args.num_cpus, args.insecure), args.set,
+                         progress=not args.quiet)
     return max(_report_outcome(out) for out in outs)
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep import jobs
+    from scaling_sweeper.cluster import jobs
 
     specs = _load(args)
     job_id = jobs.submit_sweeps(specs, args.address, python=args.python, include=args.include,
@@ -115,7 +118,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep import status
+    from scaling_sweeper.results import status
 
     if not args.sweep:
         sweeps = status.list_sweeps(args.storage)
@@ -136,9 +139,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from scaling_sweeper.runfolder import read_jsonl
-    from scaling_sweeper.sweep import jobs
-    from scaling_sweeper.sweep.status import find_cell
+    from scaling_sweeper.base.runfolder import read_jsonl
+    from scaling_sweeper.cluster import jobs
+    from scaling_sweeper.sweep.addressing import find_cell
 
     dirs = _sweep_dirs(args)
     if args.cell:
@@ -166,8 +169,8 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep import jobs
-    from scaling_sweeper.sweep.tune_runner import request_stop
+    from scaling_sweeper.cluster import jobs
+    from scaling_sweeper.sweep.driver import request_stop
 
     for d in _sweep_dirs(args):
         request_stop(d)
@@ -218,7 +221,7 @@ def _budget(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from scaling_sweeper.sweep import local_cluster
+    from scaling_sweeper.cluster import local as local_cluster
 
     if args.action == "start":
         info = local_cluster.start(args.workers, args.cpus, args.temp_dir)

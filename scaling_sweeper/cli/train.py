@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from scaling_sweeper.config import apply_overrides, from_dict, load_yaml
+from scaling_sweeper.base.config import apply_overrides, from_dict, load_yaml
 from scaling_sweeper.data.token_layout import DEFAULT_SEQ_LEN, resolve_token_shape
 from scaling_sweeper.data.token_layout import DEFAULT_VOCAB_SIZE as DEFAULT_VOCAB
 
@@ -38,8 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_sizes(args: argparse.Namespace) -> int:
-    from scaling_sweeper.flops import flops_per_token, forward_flops_per_token_exact
-    from scaling_sweeper.model_config import SIZES, config_for, count_params
+    from scaling_sweeper.base.flops import flops_per_token, forward_flops_per_token_exact
+    from scaling_sweeper.base.model_config import SIZES, config_for_rows, count_params
 
     vocab, seq_len = resolve_token_shape(args.data, args.vocab, args.seq_len)
     print(f"vocab {vocab}, seq_len {seq_len} (context {seq_len - 1}); embeddings tied; "
@@ -49,7 +49,7 @@ def cmd_sizes(args: argparse.Namespace) -> int:
     print(head)
     print("-" * len(head))
     for name, p in SIZES.items():
-        cfg = config_for(name, vocab, seq_len - 1)
+        cfg = config_for_rows(name, vocab, seq_len)
         n, n_incl = count_params(cfg)
         exact = 3 * forward_flops_per_token_exact(cfg, seq_len - 1)
         print(f"{name:<5} {p.n_layer:>6} {p.d_model:>6} {p.n_head:>5} {n:>10.3e} {n_incl:>10.3e} "
@@ -59,7 +59,7 @@ def cmd_sizes(args: argparse.Namespace) -> int:
 
 def build_train_config(args: argparse.Namespace):
     """TrainConfig from --config, the named flags, then --set overrides (strings like 2e6 accepted)."""
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.train.config import TrainConfig
 
     data: dict = load_yaml(args.config) if args.config else {}
     data.pop("derived", None)
@@ -71,7 +71,8 @@ def build_train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from scaling_sweeper.train import Progress, run_trial
+    from scaling_sweeper.train.lifecycle import Progress
+    from scaling_sweeper.train.single import run_trial
 
     cfg = build_train_config(args)
     out = Path(args.out)
@@ -94,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.strategy == "single":
         row = run_trial(cfg, out, on_progress=show)
     else:
-        from scaling_sweeper.distributed import run_distributed_trial
+        from scaling_sweeper.train.zero import run_distributed_trial
 
         row = run_distributed_trial(cfg, out, on_progress=show)
     if row.get("status") != "done":

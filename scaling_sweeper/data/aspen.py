@@ -13,8 +13,8 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import DataError
 from scaling_sweeper.data.jets import jets_from_p4
-from scaling_sweeper.errors import DataError
 
 
 def count_aspen(path: str | Path) -> int:

@@ -12,9 +12,9 @@ dataset does not depend on how many workers ran it or where. Each task writes
 
 A chunk is finished only when its marker names the same task and its part has the recorded size
 and sha256; anything else (no marker, another task, a truncated or altered part) is made again, so
-a killed job resumes by making only the missing chunks. `run_tasks` runs the same task function
-in this process (workers=1), on a local process pool (workers>1), or as Ray tasks on a cluster
-(`address`), reporting each finished chunk to a callback.
+a killed job resumes by making only the missing chunks. `tasks.run_tasks` runs the same task
+function in this process (workers=1), on a local process pool (workers>1), or on an executor the
+caller passes (Ray tasks on a cluster), reporting each finished chunk to a callback.
 """
 
 from __future__ import annotations
@@ -24,20 +24,18 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import DataError
+from scaling_sweeper.base.runfolder import atomic_write_json
 from scaling_sweeper.data.jets import read_jets, write_jets
 from scaling_sweeper.data.pythia import PythiaConfig
-from scaling_sweeper.errors import DataError
-from scaling_sweeper.runfolder import atomic_write_json
 
-DEFAULT_CHUNK_JETS = 5_000  # ~1.5 min of Pythia per core; peak memory per task ~tens of MB
 CHUNK_FORMAT = 1
 
 
@@ -191,125 +189,6 @@ def chunk_splits(jets: ak.Array, marker: dict) -> dict[str, ak.Array]:
     c = marker["splits"]
     a, b = c["train"], c["train"] + c["val"]
     return {"train": jets[:a], "val": jets[a:b], "test": jets[b:]}
-
-
-# ------------------------------------------------------------------------------------------
-# executors: one task function, three places to run it
-
-
-def _call(fn_task: tuple[Callable, Any]) -> Any:
-    fn, task = fn_task
-    return fn(*task) if isinstance(task, tuple) else fn(task)
-
-
-def run_tasks(
-    fn: Callable,
-    tasks: Sequence[Any],
-    *,
-    workers: int = 1,
-    address: str | None = None,
-    on_done: Callable[[int, Any], None] | None = None,
-) -> list:
-    """Run fn(task) (fn(*task) for a tuple) for every task; returns the results in task order.
-    address: run as Ray tasks (one CPU each) on that cluster ("auto": the cluster this process
-    runs in); else workers=1 runs them here, workers>1 on a spawned process pool. `on_done(i,
-    result)` is called as each task finishes (any order). A failing task's error is raised;
-    what finished tasks wrote stays on disk."""
-    if address:
-        return _run_ray(fn, tasks, address, on_done)
-    results: list = [None] * len(tasks)
-    if workers <= 1 or len(tasks) <= 1:
-        for i, t in enumerate(tasks):
-            results[i] = _call((fn, t))
-            if on_done:
-                on_done(i, results[i])
-        return results
-    import multiprocessing as mp
-
-    # spawn: workers must not inherit the parent's threads (torch, ray) through fork
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(min(workers, len(tasks))) as pool:
-        it = pool.imap_unordered(_indexed, [(i, fn, t) for i, t in enumerate(tasks)])
-        for i, r in it:
-            results[i] = r
-            if on_done:
-                on_done(i, r)
-    return results
-
-
-def _indexed(item: tuple[int, Callable, Any]) -> tuple[int, Any]:
-    i, fn, task = item
-    return i, _call((fn, task))
-
-
-def _run_ray(fn: Callable, tasks: Sequence[Any], address: str, on_done) -> list:
-    import ray
-
-    from scaling_sweeper.sweep.ray_cluster import init_ray
-
-    started = not ray.is_initialized()
-    init_ray(None if address == "auto" and os.environ.get("RAY_ADDRESS") else address)
-    try:
-        remote = ray.remote(num_cpus=1, max_retries=2)(_call)
-        refs = {remote.remote((fn, t)): i for i, t in enumerate(tasks)}
-        results: list = [None] * len(tasks)
-        pending, error = list(refs), None
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                try:
-                    results[refs[ref]] = ray.get(ref)
-                except ray.exceptions.RayTaskError as e:
-                    error = error or e.as_instanceof_cause()
-                    continue
-                if on_done:
-                    on_done(refs[ref], results[refs[ref]])
-        if error is not None:
-            raise error
-        return results
-    finally:
-        if started:
-            ray.shutdown()
-
-
-class ChunkProgress:
-    """Progress of chunked work through scaling_sweeper.progress: a bar on a terminal; in a file or
-    pipe a line when it starts and one per finished chunk (jets done/total, jets/s of this run,
-    ETA). enabled None: on (SWEEPER_PROGRESS=0 turns it off); False: silent."""
-
-    def __init__(self, n_chunks: int, n_jets: int, what: str = "jets", *, enabled: bool | None = None,
-                 done_chunks: int = 0, done_jets: int = 0):
-        from scaling_sweeper.progress import Progress
-
-        self.what = what
-        self.n_chunks, self.n_jets = n_chunks, n_jets
-        self.chunks, self.jets, self.new_jets = done_chunks, done_jets, 0
-        self.t0 = time.perf_counter()
-        desc = what + (f", {done_jets} jets already made" if done_jets else "")
-        self.bar = Progress(max(0, n_jets - done_jets), desc, unit="jet", enabled=enabled, every_s=0.0)
-        self.enabled = self.bar.enabled
-
-    def done(self, n_jets: int) -> None:
-        self.chunks += 1
-        self.jets += n_jets
-        self.new_jets += n_jets
-        self.bar.update(n_jets)
-        if self.jets >= self.n_jets:
-            self.bar.close()
-
-    def line(self) -> str:
-        dt = time.perf_counter() - self.t0
-        rate = self.new_jets / dt if dt > 0 else float("nan")
-        left = self.n_jets - self.jets
-        eta = _duration(left / rate) if rate > 0 and np.isfinite(rate) else "?"
-        return (f"{self.what}: chunk {self.chunks}/{self.n_chunks}, {self.jets}/{self.n_jets} jets, "
-                f"{rate:.1f} jets/s, ETA {eta}")
-
-
-def _duration(s: float) -> str:
-    s = int(round(s))
-    h, m = divmod(s // 60, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s % 60:02d}s"
 
 
 def iter_split_files(path: Path):

@@ -15,6 +15,9 @@ the tokenizer is fitted on a seeded sample of at most `fit_jets` training jets, 
 streams the split files row group by row group into shards, so peak memory is bounded by the
 chunk size and the fit sample, not by the dataset size. Folders made by the format-1 code (one
 `jets.parquet`, whole-dataset shuffle) are still recognised as cached and their tokens still load.
+
+One concept over ~600 lines: making a dataset folder (jets in chunks, the split files, the tokens,
+their reports, `describe`); a chunk's task is chunks.py, running tasks is tasks.py.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
@@ -31,19 +35,20 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.progress import Progress
+from scaling_sweeper.base.runfolder import atomic_write_json
 from scaling_sweeper.data.chunks import (
-    DEFAULT_CHUNK_JETS,
-    ChunkProgress,
     ChunkTask,
     chunk_splits,
     finished_marker,
     iter_split_files,
     make_chunk,
     read_chunk,
-    run_tasks,
 )
-from scaling_sweeper.data.pythia import PythiaConfig, chunk_quotas, chunk_seed
+from scaling_sweeper.data.pythia import DEFAULT_CHUNK_JETS, PythiaConfig, chunk_quotas, chunk_seed
 from scaling_sweeper.data.shards import SPLITS, ShardIndex, ShardWriter, sha256_file
+from scaling_sweeper.data.tasks import ChunkProgress, TaskExecutor, run_tasks
 from scaling_sweeper.data.tokenizer import (
     DEFAULT_N_BINS,
     TOKENIZER_VERSION,
@@ -55,9 +60,9 @@ from scaling_sweeper.data.tokenizer import (
     tokenizer_id,
     tokenizer_info,
 )
-from scaling_sweeper.errors import ConfigError, DataError
-from scaling_sweeper.progress import Progress
-from scaling_sweeper.runfolder import atomic_write_json
+
+# the tokenization report's round-trip check: (tokenizer, jets) -> {swd_roundtrip, swd_floor, ...}
+RoundTrip = Callable[[Tokenizer, ak.Array], dict]
 
 DATASET_FORMAT_VERSION = 2
 LEGACY_FORMAT_VERSION = 1  # one jets.parquet, whole-dataset shuffle, worker-count-dependent jets
@@ -252,17 +257,19 @@ def make_dataset(
     max_constituents: int = 128,
     splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
     chunk_jets: int = DEFAULT_CHUNK_JETS,
-    address: str | None = None,
+    executor: TaskExecutor | None = None,
     tokenize: bool = True,
     tokenizer: TokenizeConfig | None = None,
+    roundtrip: RoundTrip | None = None,
     progress: bool | None = None,
     force: bool = False,
     verbose: bool = False,
 ) -> Path:
     """Make (or reuse, or finish) the dataset folder `out_dir`; see the module docstring.
     `input`: files or globs (aspen/jetclass; n_jets caps the total). Chunks run in this process
-    (workers=1), on `workers` local processes, or as Ray tasks on the cluster at `address`
-    ("auto": the one this process runs in); the folder must be on storage every node sees. A
+    (workers=1), on `workers` local processes, or on `executor` (Ray tasks on a cluster:
+    scaling_sweeper.cluster.ray_tasks.RayTasks); the folder must be on storage every node sees.
+    `roundtrip`: see `tokenize_dataset`. A
     second call with the same arguments (and unchanged input files) is a no-op; a call after an
     interrupted one makes only the missing chunks. Returns out_dir."""
     out = Path(out_dir)
@@ -285,19 +292,19 @@ def make_dataset(
         if verbose:
             print(f"jets: cached in {out} ({old.get('n_jets')} jets)")
     else:
-        manifest = _make_jets(out, cfg, address=address, progress=progress, force=force)
+        manifest = _make_jets(out, cfg, executor=executor, progress=progress, force=force)
         if verbose:
             rate = manifest["generation"].get("jets_per_s_per_core")
             extra = f", {rate:.1f} jets/s per core" if rate else ""
             print(f"jets: wrote {manifest['n_jets']} jets to {out} in {manifest['n_chunks']} chunks"
                   f" ({manifest['chunks_made']} made now){extra}")
     if tokenize:
-        tokenize_dataset(out, out / "tokens", cfg=tok_cfg,
+        tokenize_dataset(out, out / "tokens", cfg=tok_cfg, roundtrip=roundtrip,
                          force=force or not cached, verbose=verbose, progress=progress)
     return out
 
 
-def _make_jets(out: Path, cfg: DatasetConfig, *, address: str | None, progress: bool | None,
+def _make_jets(out: Path, cfg: DatasetConfig, *, executor: TaskExecutor | None, progress: bool | None,
                force: bool) -> dict:
     """Make the missing chunks, then the split files and manifest.json, holding the folder's
     lock (two makes never write one folder; a killed one releases it). Returns the manifest."""
@@ -309,10 +316,10 @@ def _make_jets(out: Path, cfg: DatasetConfig, *, address: str | None, progress: 
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             raise DataError(f"{out} is being written by another `sweeper data make`") from None
-        return _make_jets_locked(out, cfg, address=address, progress=progress, force=force)
+        return _make_jets_locked(out, cfg, executor=executor, progress=progress, force=force)
 
 
-def _make_jets_locked(out: Path, cfg: DatasetConfig, *, address: str | None, progress: bool | None,
+def _make_jets_locked(out: Path, cfg: DatasetConfig, *, executor: TaskExecutor | None, progress: bool | None,
                       force: bool) -> dict:
     t0 = time.perf_counter()
     (out / "manifest.json").unlink(missing_ok=True)
@@ -333,7 +340,7 @@ def _make_jets_locked(out: Path, cfg: DatasetConfig, *, address: str | None, pro
         prog.done(marker["n_jets"])
 
     where = str(out.resolve())  # the tasks may run in other processes or on other nodes
-    run_tasks(make_chunk, [(t, where) for t in todo], workers=cfg.workers, address=address, on_done=done)
+    run_tasks(make_chunk, [(t, where) for t in todo], workers=cfg.workers, executor=executor, on_done=done)
     _drop_stale_chunks(out, len(tasks))
     (out / "jets.parquet").unlink(missing_ok=True)  # a format-1 file of an older make
     ordered = [markers[t.index] for t in tasks]
@@ -426,6 +433,7 @@ def tokenize_dataset(
     out_dir: str | Path | None = None,
     *,
     cfg: TokenizeConfig | None = None,
+    roundtrip: RoundTrip | None = None,
     force: bool = False,
     verbose: bool = False,
     report_jets: int = 20_000,
@@ -434,9 +442,10 @@ def tokenize_dataset(
     """Fit a tokenizer of kind cfg.kind on a seeded sample of jets_dir/train.parquet (at most
     cfg.fit_jets jets; or load cfg.tokenizer_file), encode every split row group by row group into
     token shards in out_dir (default jets_dir/tokens) with tokenizer.json beside them, and write
-    tokenization_report.json (on the first `report_jets` test jets, with the round-trip SWD vs the
-    floor). Cached on (cfg, sha256 of the split files). A vq fit checkpoints to out_dir/vq_train.pt
-    and resumes from it. progress: see scaling_sweeper.progress (None: a bar or periodic lines;
+    tokenization_report.json (on the first `report_jets` test jets; with `roundtrip`, e.g.
+    evaluate.run.tokenizer_roundtrip_report, also its round-trip SWD vs the floor under
+    `roundtrip_swd`: the check lives in the evaluation layer, the command line passes it). Cached on (cfg, sha256 of the split files). A vq fit checkpoints to out_dir/vq_train.pt
+    and resumes from it. progress: see scaling_sweeper.base.progress (None: a bar or periodic lines;
     False: silent). Returns out_dir."""
     jets_dir = Path(jets_dir)
     out = Path(out_dir) if out_dir is not None else jets_dir / "tokens"
@@ -482,7 +491,8 @@ def tokenize_dataset(
     report_set = _head(files[report_split], report_jets)
     report = {"split": report_split, **tokenization_report(tok, report_set),
               "tokenizer_id": tokenizer_id(tok.kind, sha256_file(tok_path))}
-    report["roundtrip_swd"] = roundtrip_swd(tok, report_set)
+    if roundtrip is not None:
+        report["roundtrip_swd"] = roundtrip(tok, report_set)
     atomic_write_json(out / "tokenization_report.json", report)
     atomic_write_json(manifest_path, {"args": key, "versions": package_versions(),
                                       "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
@@ -491,14 +501,6 @@ def tokenize_dataset(
               + ", ".join(f"{s} {k} jets" for s, k in n.items()) + ")")
         print(format_report(report))
     return out
-
-
-def roundtrip_swd(tok: Tokenizer, jets) -> dict:
-    """SWD of the tokenize-decode round trip vs the floor on (up to 2 x 5000 of) `jets`
-    (evaluate.run.tokenizer_roundtrip_swd with 20 bootstraps)."""
-    from scaling_sweeper.evaluate.run import EvalConfig, tokenizer_roundtrip_swd
-
-    return tokenizer_roundtrip_swd(tok, jets, EvalConfig(n_jets=5000, n_bootstrap=20))
 
 
 def _fit_tokenizer(cfg: TokenizeConfig, tok: Tokenizer, sample: ak.Array, work_dir: Path,

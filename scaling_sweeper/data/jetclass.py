@@ -11,8 +11,8 @@ from pathlib import Path
 
 import awkward as ak
 
+from scaling_sweeper.base.errors import DataError
 from scaling_sweeper.data.jets import jets_from_p4
-from scaling_sweeper.errors import DataError
 
 BRANCHES = ("part_px", "part_py", "part_pz", "part_energy", "jet_pt", "jet_eta", "jet_phi", "jet_sdmass")
 

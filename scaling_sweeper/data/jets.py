@@ -21,7 +21,7 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 
-from scaling_sweeper.errors import DataError
+from scaling_sweeper.base.errors import DataError
 
 PART_FIELDS = ("part_pt", "part_eta_rel", "part_phi_rel")
 JET_FIELDS = ("jet_pt", "jet_eta", "jet_phi", "jet_mass")

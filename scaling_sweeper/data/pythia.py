@@ -15,11 +15,12 @@ from dataclasses import asdict, dataclass
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import ConfigError, DataError
+from scaling_sweeper.base.quiet import silence_fastjet_banner
 from scaling_sweeper.data.jets import make_jets, wrap_phi
-from scaling_sweeper.errors import ConfigError, DataError
-from scaling_sweeper.noise import silence_fastjet_banner
 
 PYTHIA_MAX_SEED = 900_000_000
+DEFAULT_CHUNK_JETS = 5_000  # jets per chunk: ~1.5 min of Pythia per core; peak memory per task ~tens of MB
 # neutrinos are invisible; Pythia's isVisible() also drops them (and other invisibles)
 NEUTRINO_IDS = (12, 14, 16)
 
@@ -173,11 +174,11 @@ def generate_jets(
 ) -> ak.Array:
     """Generate `n_jets` QCD jets (see PythiaConfig) in memory, chunk by chunk on `workers`
     processes; deterministic in (cfg, n_jets, seed, chunk_jets), whatever `workers` is.
-    chunk_jets None: the dataset default (`DEFAULT_CHUNK_JETS` of data/chunks.py). progress: a
+    chunk_jets None: the dataset default (`DEFAULT_CHUNK_JETS`). progress: a
     line per finished chunk (None: only on a TTY). If `stats` is a dict it receives n_events,
     wall_s, worker_s and worker_cpu_s (summed over chunks, Pythia init included) and
     jets_per_s_per_core (jets per CPU-second of a worker, so a busy machine does not skew it)."""
-    from scaling_sweeper.data.chunks import DEFAULT_CHUNK_JETS, ChunkProgress, run_tasks
+    from scaling_sweeper.data.tasks import ChunkProgress, run_tasks
 
     cfg = (cfg or PythiaConfig()).validate()
     if n_jets < 1:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling_sweeper.errors import DataError
-from scaling_sweeper.runfolder import atomic_write_json
+from scaling_sweeper.base.errors import DataError
+from scaling_sweeper.base.runfolder import atomic_write_json
 
 SHARD_FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)

@@ -25,6 +25,9 @@ Decoding maps a token to bin-representative values fitted on the training consti
 per-bin median for eta_rel and phi_rel, and log of the per-bin *mean* pt for log pt (so summed
 jet pt is unbiased; with 16 log-pt bins the jet pt changes by ~5% per jet, ~0 on average). Values
 outside the fitted range fall in the first/last bin. Saved as versioned JSON (`save` / `load`).
+
+One concept over ~600 lines: the tokenizer interface, its registry, the binned tokenizer and the
+reports every kind shares (tokenization_report, tokenizer_info / health).
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ from typing import ClassVar
 import awkward as ak
 import numpy as np
 
+from scaling_sweeper.base.errors import DataError
+from scaling_sweeper.base.runfolder import atomic_write_text
 from scaling_sweeper.data.jets import check_jets, constituent_jet_kinematics
 from scaling_sweeper.data.token_layout import DEFAULT_N_BINS, DEFAULT_VOCAB_SIZE  # noqa: F401 (re-exported)
-from scaling_sweeper.errors import DataError
-from scaling_sweeper.runfolder import atomic_write_text
 
 TOKENIZER_FORMAT = "scaling_sweeper.binned_tokenizer"
 TOKENIZER_VERSION = 1

@@ -24,6 +24,8 @@ resumed gives the same weights as one uninterrupted run (same device and thread 
 fitted tokenizer is a versioned JSON file (`kind: vq`) holding the config, the feature
 standardisation and the weights (float32, base64), so it is byte-identical for the same fit.
 Rows, special tokens and DecodeStats are those of `tokenizer.Tokenizer`.
+
+One concept over ~500 lines: the VQ-VAE tokenizer (model, fit with resume, decoding calibration).
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from scaling_sweeper.base.errors import ConfigError, DataError
 from scaling_sweeper.data.jets import check_jets
 from scaling_sweeper.data.tokenizer import MAX_VOCAB, Tokenizer, constituent_features
-from scaling_sweeper.errors import ConfigError, DataError
 
 CKPT_NAME = "vq_train.pt"
 INITS = ("kmeans", "data")

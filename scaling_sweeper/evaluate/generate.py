@@ -35,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from scaling_sweeper.errors import ConfigError
+from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.model import StaticKVCache
 
 STREAM_BLOCK = 256  # jets per block of the uniform stream (see module doc)

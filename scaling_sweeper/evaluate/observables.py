@@ -188,7 +188,7 @@ def exclusive_kt_axes_fastjet_multi(pt: np.ndarray, eta: np.ndarray, phi: np.nda
     """Exclusive-kT axes for several subjet counts `ns` from ONE fastjet clustering per jet."""
     import fastjet  # optional dependency (physics extra)
 
-    from scaling_sweeper.noise import silence_fastjet_banner
+    from scaling_sweeper.base.quiet import silence_fastjet_banner
 
     silence_fastjet_banner()
 
@@ -342,7 +342,7 @@ def compute_observables(jets: ak.Array, names: tuple[str, ...] | list[str] | Non
     names = tuple(OBSERVABLES if names is None else names)
     unknown = [n for n in names if n not in OBSERVABLES]
     if unknown:
-        from scaling_sweeper.errors import ConfigError
+        from scaling_sweeper.base.errors import ConfigError
 
         raise ConfigError(f"unknown observable(s) {unknown} (valid: {', '.join(OBSERVABLES)})")
     num = n_constituents(jets)

@@ -30,8 +30,10 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from scaling_sweeper.config import to_dict
-from scaling_sweeper.errors import ConfigError, DataError, SweeperError
+from scaling_sweeper.base.config import to_dict
+from scaling_sweeper.base.errors import ConfigError, DataError, SweeperError
+from scaling_sweeper.base.results_schema import EVAL_ROW_KEYS
+from scaling_sweeper.base.runfolder import atomic_write_json, read_result, read_status
 from scaling_sweeper.evaluate.observables import (
     OBSERVABLES,
     SWD_OBSERVABLES,
@@ -39,12 +41,9 @@ from scaling_sweeper.evaluate.observables import (
     invalid_mask,
 )
 from scaling_sweeper.evaluate.swd import SWDResult, bootstrap_swd, split_disjoint
-from scaling_sweeper.runfolder import atomic_write_json, read_result, read_status
 
 EVAL_FILE = "eval.json"
 EVAL_SPLIT_STREAM = 3  # random stream of the evaluation's real split (swd.split_disjoint)
-#: result.json keys that evaluation fills (plus w1_<observable>)
-RESULT_KEYS = ("swd", "swd_err", "swd_floor", "invalid_frac")
 
 
 @dataclass
@@ -234,6 +233,13 @@ def tokenizer_roundtrip_swd(tokenizer, jets: ak.Array, cfg: EvalConfig | None = 
     return out
 
 
+def tokenizer_roundtrip_report(tokenizer, jets: ak.Array) -> dict[str, Any]:
+    """The round-trip check of a tokens folder's tokenization_report.json (`roundtrip_swd`):
+    `tokenizer_roundtrip_swd` on up to 2 x 5000 jets with 20 bootstraps. The command line hands it
+    to data.dataset.tokenize_dataset (the data layer does not import the evaluation)."""
+    return tokenizer_roundtrip_swd(tokenizer, jets, EvalConfig(n_jets=5000, n_bootstrap=20))
+
+
 # ------------------------------------------------------------------------------ I/O edges
 def _real_jets_path(cfg: EvalConfig, tokens_dir: Path) -> Path:
     if cfg.real is not None:
@@ -255,16 +261,17 @@ def cap_note(n_requested: int, n_used: int, n_real: int, real_path: str | Path) 
 def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: bool = True,
                  progress: bool | None = False) -> dict[str, Any]:
     """Evaluate the finished run in `run_dir`; returns (and writes) the eval.json dict.
-    progress: None = a bar on a terminal / periodic lines in a log (scaling_sweeper.progress),
+    progress: None = a bar on a terminal / periodic lines in a log (scaling_sweeper.base.progress),
     False = silent (inside sweep trials). A capped evaluation size is recorded in
     counts.n_jets_cap_note (and said on the progress display)."""
     import torch
 
+    from scaling_sweeper.base.progress import Progress
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer, tokenizer_info
     from scaling_sweeper.evaluate.generate import generate, valid_rows
-    from scaling_sweeper.progress import Progress
-    from scaling_sweeper.train import load_model, resolve_device
+    from scaling_sweeper.train.checkpoint import load_model
+    from scaling_sweeper.train.precision import resolve_device
 
     cfg = cfg or EvalConfig()
     run_dir = Path(run_dir)
@@ -354,7 +361,7 @@ def update_result(run_dir: str | Path, metrics: dict[str, Any]) -> dict[str, Any
     if row is None:
         raise SweeperError(f"{run_dir}: result.json missing or unreadable")
     for k, v in metrics.items():
-        if k in RESULT_KEYS or (k.startswith("w1_") and not isinstance(v, dict)):
+        if k in EVAL_ROW_KEYS or (k.startswith("w1_") and not isinstance(v, dict)):
             row[k] = v
     atomic_write_json(run_dir / "result.json", row)
     return row

@@ -1,13 +1,18 @@
-"""Sweeps: spec -> cells -> ledger admission -> Ray Tune trials -> run folders.
+"""Sweep layer: spec -> cells -> ledger admission -> Ray Tune trials -> run folders.
 
-    spec.py         typed sweep specs (YAML + `--set` overrides), one sweep or a `sweeps:` suite
-    cells.py        spec -> resolved cells (N, D, steps, C, passes), stable cell ids, sweep folder files
-    ledger.py       per-cluster FLOP ledger `<storage>/ledger/<cluster>.json` (flock + atomic writes)
-    tune_runner.py  Ray Tune wiring: CellSearcher (ledger admission) + ConcurrencyLimiter, the
-                    function trainable per cell, RunConfig/FailureConfig, run / resume / stop
-    jobs.py         `sweeper submit`: the driver as a Ray Job (working dir shipped, token auth)
-    status.py       status, ETA and the live progress line, read from run folders only
-    ray_cluster.py  embedded local Ray or an existing cluster, Ray 2.59+ token auth
+    spec.py          typed sweep specs (YAML + `--set` overrides), one sweep or a `sweeps:` suite
+    phases.py        the PHASES table: each phase's axes and point generator
+    cells.py         spec -> resolved cells (N, D, steps, C, passes), stable cell ids, sweep folder files
+    ledger.py        the per-cluster FLOP ledger's operations (its file: results/ledger_file.py)
+    admission.py     CellSearcher: a Tune searcher admitting pending cells through the ledger
+    cell_trial.py    what a Tune trial does with its cell: train, evaluate, finalize
+    reconcile.py     checks before Ray starts, and the run folders reconciled into done / pending
+    reuse.py         one config, trained once: cells another sweep trained are adopted, not retrained
+    driver.py        run / resume / stop a sweep: one Tune experiment per run (Ray reached through
+                     an injected connection, cluster.connection.RayConnection)
+    live_progress.py the driver's heartbeat and progress output
+    driver_lock.py   one driver per sweep (driver.lock)
+    addressing.py    naming sweeps and cells on the command line
 
 The run folders are the source of truth (docs/DESIGN.md): a cell with STATUS=done and a parseable
 result.json is never trained again, whatever Ray Tune's own experiment state says.

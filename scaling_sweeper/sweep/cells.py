@@ -20,9 +20,12 @@ Phases: each phase's points (size, D, steps) come from its entry in sweep/phases
 with the `grid` axes and `seeds` here.
 
 Strategy: each cell's TrainConfig.strategy comes from `spec.strategy_for(size, train.strategy)`
-(per-size map, XL/XXL default `auto`), with `auto` resolved here (see the spec module doc); a
-distributed cell's batching (batch_size over num_workers x micro_batch_size) and offload are
-checked here too, before any compute.
+(per-size map, XL/XXL default `auto`), with `auto` resolved here by train.strategy.resolve (the
+one resolver; see the spec module doc); a distributed cell's batching (batch_size over
+zero.num_workers x zero.micro_batch_size) and offload are checked here too, before any compute.
+
+A Cell carries its typed TrainConfig from planning to the trial (the Tune trial looks its cell up
+by id); cells.json records each cell in JSON form (`Cell.record`).
 """
 
 from __future__ import annotations
@@ -36,20 +39,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper import flops
-from scaling_sweeper.config import dump_yaml, from_dict, to_dict
-from scaling_sweeper.errors import ConfigError, DataError, ScheduleError
-from scaling_sweeper.model_config import config_for, count_params, get_size
-from scaling_sweeper.runfolder import atomic_write_json, atomic_write_text
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import dump_yaml, from_dict, to_dict
+from scaling_sweeper.base.errors import ConfigError, DataError, ScheduleError
+from scaling_sweeper.base.model_config import config_for_rows, count_params, get_size
+from scaling_sweeper.base.runfolder import atomic_write_json, atomic_write_text
+from scaling_sweeper.results.status import CELLS_FILE
 from scaling_sweeper.sweep.phases import PlanContext, get_phase
-from scaling_sweeper.sweep.spec import AUTO_FALLBACK, SweepSpec, spec_to_dict
-from scaling_sweeper.train_config import TrainConfig
+from scaling_sweeper.sweep.spec import SweepSpec, spec_to_dict
+from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.deepspeed_config import micro_batching
+from scaling_sweeper.train.strategy import Strategy, resolve, template
 
 ID_LENGTH = 12
 # TrainConfig fields that do not change the trained model (left out of the cell id)
 ID_EXCLUDED = frozenset({
     "data", "device", "strategy", "eval_every", "ckpt_every", "keep_checkpoints", "log_every",
-    "threads", "num_workers", "compile", "micro_batch_size", "zero_offload", "gpu_mem_gib", "cpus_per_worker",
+    "threads", "compile", "zero",
 })
 # The fields hashed by the first id rule: always part of the id, whatever their value. A TrainConfig
 # field added later enters the id only when its value differs from its declared default, so adding
@@ -58,8 +64,6 @@ ID_V1_FIELDS = frozenset({
     "size", "tokens", "steps", "batch_size", "lr", "warmup_steps", "min_lr_ratio", "grad_clip",
     "weight_decay", "dropout", "eval_batches", "seed",
 })
-# choose_strategy's offload picks -> (TrainConfig.strategy, zero_offload)
-_OFFLOAD_PICKS = {"zero2_offload": ("zero2", "optimizer"), "zero3_offload": ("zero3", "all")}
 
 
 def _later_field_defaults() -> dict[str, Any]:
@@ -77,9 +81,9 @@ def _later_field_defaults() -> dict[str, Any]:
 _LATER_DEFAULTS = _later_field_defaults()
 
 
-def cell_id_of(config: dict[str, Any]) -> str:
-    """Stable short hash of a resolved TrainConfig dict: ID_V1_FIELDS always, later fields only
-    where they differ from their default, ID_EXCLUDED never (module doc)."""
+def cell_id_of(config: TrainConfig | dict[str, Any]) -> str:
+    """Stable short hash of a resolved TrainConfig (or its dict): ID_V1_FIELDS always, later fields
+    only where they differ from their default, ID_EXCLUDED never (module doc)."""
     core = {
         k: v for k, v in to_dict(config).items()
         if k not in ID_EXCLUDED and not (k in _LATER_DEFAULTS and v == _LATER_DEFAULTS[k])
@@ -127,18 +131,17 @@ class Cell:
     C: float  # planned 6 * N_incl * tokens_seen
     C_budget: float | None  # isoflop: the budget this cell belongs to
     seed: int
-    config: dict[str, Any]  # the resolved TrainConfig as a plain dict
+    config: TrainConfig  # the resolved training config
     strategy: str = "single"  # single, or the DeepSpeed template it trains with (zero3, zero2_offload, ...)
     workers: int = 1  # processes (Ray Train workers) training it
 
-    def train_config(self):
-        return from_dict(TrainConfig, dict(self.config))
-
     def row(self) -> dict[str, Any]:
         """A plan row (no config)."""
-        d = dataclasses.asdict(self)
-        d.pop("config")
-        return d
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "config"}
+
+    def record(self) -> dict[str, Any]:
+        """The cell as cells.json holds it: the plan row and its config (JSON form)."""
+        return {**self.row(), "config": to_dict(self.config)}
 
 
 def data_shape(spec: SweepSpec) -> DataShape:
@@ -172,7 +175,7 @@ def data_shape(spec: SweepSpec) -> DataShape:
 def _param_counts(size: str, shape: DataShape, cache: dict) -> tuple[int, int]:
     if size not in cache:
         # as the trainer builds it: a row of seq_len tokens gives seq_len - 1 (input, target) pairs
-        cache[size] = count_params(config_for(size, shape.vocab_size, shape.seq_len - 1))
+        cache[size] = count_params(config_for_rows(size, shape.vocab_size, shape.seq_len))
     return cache[size]
 
 
@@ -195,34 +198,25 @@ def check_eval(spec: SweepSpec) -> None:
     from_dict(EvalConfig, dict(spec.eval), _path="eval")
 
 
-def resolve_strategy(cfg: Any, shape: DataShape, where: str) -> Any:
-    """cfg (a TrainConfig) with `auto` resolved; for a distributed strategy, its batching and
-    offload checked (ConfigError prefixed with `where`, e.g. strategies.XL)."""
+def resolve_strategy(cfg: TrainConfig, shape: DataShape, where: str) -> Strategy:
+    """The strategy template `cfg` trains with (train.strategy.resolve, auto without a declared GPU
+    memory -> AUTO_FALLBACK); for a distributed strategy its batching and offload checked
+    (ConfigError prefixed with `where`, e.g. strategies.XL)."""
     if cfg.strategy == "single":
-        return cfg
-    from scaling_sweeper.zero_config import micro_batching, strategy_name
-
-    strategy, offload = cfg.strategy, cfg.zero_offload
+        return template("single")
     try:
-        mb, _ = micro_batching(cfg.batch_size, cfg.num_workers, cfg.micro_batch_size)
-        if strategy == "auto":
-            if cfg.gpu_mem_gib is None:
-                strategy = AUTO_FALLBACK
-            else:
-                from scaling_sweeper import memory
-
-                gcfg = config_for(cfg.size, shape.vocab_size, shape.seq_len - 1)
-                picked = memory.choose_strategy(
-                    gcfg, gpus=cfg.num_workers, micro_batch=mb, gpu_mem_gib=cfg.gpu_mem_gib,
-                    seq_len=shape.seq_len - 1, bf16=cfg.device != "cpu",
-                )  # fmt: skip
-                strategy, offload = _OFFLOAD_PICKS.get(picked, (picked, offload))
-        strategy_name(strategy, offload)  # e.g. ddp cannot offload
+        mb, _ = micro_batching(cfg.batch_size, cfg.zero.num_workers, cfg.zero.micro_batch_size)
+        return resolve(cfg, vocab_size=shape.vocab_size, seq_len=shape.seq_len, micro_batch=mb)
     except ConfigError as e:
         raise ConfigError(f"{where} ({cfg.strategy}, size {cfg.size}): {e}") from None
-    if (strategy, offload) == (cfg.strategy, cfg.zero_offload):
-        return cfg
-    return dataclasses.replace(cfg, strategy=strategy, zero_offload=offload)
+
+
+def _config_value(cfg: TrainConfig, key: str) -> Any:
+    """A TrainConfig value by field name, or by the legacy name of a field now in a section."""
+    node: Any = cfg
+    for k in TrainConfig.LEGACY_KEYS.get(key, key).split("."):
+        node = getattr(node, k, None)
+    return node
 
 
 def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: list[str] | None = None) -> list[Cell]:
@@ -230,7 +224,7 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: lis
     naming the field for anything that cannot run (before any compute). The phase's points come
     from its PhaseDef (sweep/phases.py); `left_out` collects the points a phase rule dropped."""
     shape = shape or data_shape(spec)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} | set(TrainConfig.LEGACY_KEYS)
     for key in spec.grid:
         if key not in fields:
             raise ConfigError(f"grid.{key}: not a TrainConfig field (fields: {', '.join(sorted(fields))})")
@@ -300,46 +294,31 @@ def resolve_cells(spec: SweepSpec, shape: DataShape | None = None, left_out: lis
                     tc = from_dict(TrainConfig, raw)
                 except ConfigError as e:
                     raise ConfigError(f"{where} with grid {g}: {e}") from None
-                key = (size, tc.strategy, tc.batch_size, tc.num_workers, tc.micro_batch_size, tc.zero_offload,
-                       tc.gpu_mem_gib, tc.device)
+                z = tc.zero
+                key = (size, tc.strategy, tc.batch_size, z.num_workers, z.micro_batch_size, z.offload, z.gpu_mem_gib,
+                       tc.device, tc.precision)
                 if key not in strategy_cache:
-                    r = resolve_strategy(tc, shape, f"strategies.{size}" if size in spec.strategies
-                                         else "train.strategy")  # fmt: skip
-                    strategy_cache[key] = (r.strategy, r.zero_offload)
-                strategy, offload = strategy_cache[key]
-                if (strategy, offload) != (tc.strategy, tc.zero_offload):
-                    tc = dataclasses.replace(tc, strategy=strategy, zero_offload=offload)
-                cfg = to_dict(tc)
-                cid = cell_id_of(cfg)
+                    strategy_cache[key] = resolve_strategy(tc, shape, f"strategies.{size}" if size in spec.strategies
+                                                           else "train.strategy")  # fmt: skip
+                strat = strategy_cache[key]
+                if strat.distributed and (strat.base, strat.offload) != (tc.strategy, z.offload):
+                    tc = dataclasses.replace(tc, strategy=strat.base, zero=dataclasses.replace(z, offload=strat.offload))
+                cid = cell_id_of(tc)
                 if cid in cells:
                     continue
-                seen = flops.tokens_seen(steps, int(cfg["batch_size"]), S)
+                seen = flops.tokens_seen(steps, tc.batch_size, S)
                 cells[cid] = Cell(
                     cell_id=cid, sweep=spec.name, phase=spec.phase, size=size, N=N, N_incl=N_incl,
-                    D=D_eff, steps=steps, batch=int(cfg["batch_size"]), seq_len=S, tokens_seen=seen,
+                    D=D_eff, steps=steps, batch=tc.batch_size, seq_len=S, tokens_seen=seen,
                     passes=seen / D_eff, C=float(flops.train_flops(N_incl, seen)), C_budget=c_budget,
-                    seed=seed, config=cfg, strategy=_template(cfg),
-                    workers=1 if cfg["strategy"] == "single" else int(cfg["num_workers"]),
+                    seed=seed, config=tc, strategy=strat.name,
+                    workers=tc.zero.num_workers if strat.distributed else 1,
                 )
     return list(cells.values())
 
 
-def _template(cfg: dict[str, Any]) -> str:
-    """single, or the DeepSpeed template name of a resolved config (zero3, zero2_offload, ...)."""
-    if cfg["strategy"] == "single":
-        return "single"
-    from scaling_sweeper.zero_config import strategy_name
-
-    return strategy_name(cfg["strategy"], cfg.get("zero_offload", "none"))
-
-
 # ---------------------------------------------------------------------------------------------
 # Run folders
-
-
-def cell_dir(spec: SweepSpec, cell_id: str) -> Path:
-    """runs/<sweep>/<cell_id>/ (runs = spec.storage)."""
-    return spec.sweep_dir / cell_id
 
 
 def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
@@ -366,7 +345,7 @@ def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
                 f"(train sha256 {old[:12]} != {shape.train_sha256[:12]}); choose a new name"
             )
     atomic_write_text(d / "spec.yaml", dump_yaml(spec_to_dict(spec, redact=True)))  # no credentials on disk
-    atomic_write_json(d / "cells.json", [dict(c.row(), config=c.config) for c in cells])
+    atomic_write_json(d / CELLS_FILE, [c.record() for c in cells])
     meta = {
         "name": spec.name, "phase": spec.phase, "seq_len": shape.seq_len,
         "vocab_size": shape.vocab_size, "train_sha256": shape.train_sha256,
@@ -376,14 +355,6 @@ def write_sweep_files(spec: SweepSpec, cells: list[Cell], shape: DataShape,
         meta["tokenizer"] = {k: shape.tokenizer[k] for k in ("kind", "id", "codebook_size")}
     atomic_write_json(meta_path, meta)
     return d
-
-
-def read_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """The plan written by write_sweep_files (list of cell rows incl. config), or []."""
-    try:
-        return json.loads((Path(sweep_dir) / "cells.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
 
 
 def plan_totals(cells: list[Cell]) -> dict[str, float]:
@@ -420,7 +391,7 @@ def plan_warnings(spec: SweepSpec, cells: list[Cell]) -> list[str]:
     if get_phase(spec.phase).varies_D and len(Ds) > 1:
         groups: dict[tuple, list[Cell]] = {}
         for c in cells:
-            rest = {k: v for k, v in c.config.items() if k not in ("tokens", "steps") and k not in ID_EXCLUDED}
+            rest = {k: v for k, v in to_dict(c.config).items() if k not in ("tokens", "steps") and k not in ID_EXCLUDED}
             groups.setdefault((json.dumps(rest, sort_keys=True, default=str), c.tokens_seen), []).append(c)
         for (_, seen), cs in groups.items():
             if len({c.D for c in cs}) > 1:
@@ -436,7 +407,7 @@ def plan_warnings(spec: SweepSpec, cells: list[Cell]) -> list[str]:
                 f"({', '.join(f'D={c.D:.3g}: {c.passes:.2g}' for c in under)}): "
                 "part of D is never trained on, so at these points the scan measures tokens_seen, not D"
             )
-    warm = [c for c in cells if int(c.config.get("warmup_steps", 0)) > WARMUP_WARN_FRACTION * c.steps]
+    warm = [c for c in cells if c.config.warmup_steps > WARMUP_WARN_FRACTION * c.steps]
     if warm:
         out.append(
             f"warning: warmup is more than {WARMUP_WARN_FRACTION:.0%} of the run in {len(warm)} cell(s) "
@@ -468,7 +439,7 @@ def format_plan(spec: SweepSpec, cells: list[Cell], left_out: list[str] | None =
             line += f"{c.C_budget:>10.2g}"
         line += f"  {label:<{width}}"
         for k in extra_keys:
-            line += f"  {c.config.get(k)}"
+            line += f"  {_config_value(c.config, k)}"
         if len(spec.seeds) > 1:
             line += f"  {c.seed}"
         lines.append(line.rstrip())

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.errors import SweeperError
+from scaling_sweeper.base.errors import SweeperError
 
 LOCK_FILE = "driver.lock"
 
@@ -53,7 +53,7 @@ def read_lock(sweep_dir: Path) -> dict[str, Any] | None:
 
 def holder_alive(sweep_dir: Path, holder: dict[str, Any], now: float | None = None) -> bool:
     """Whether the driver named by a lock file is still running this sweep (module doc)."""
-    from scaling_sweeper.sweep.status import HEARTBEAT_STALE_S, read_driver
+    from scaling_sweeper.results.status import HEARTBEAT_STALE_S, read_driver
 
     now = time.time() if now is None else now
     pid, host = holder.get("pid"), holder.get("host")

@@ -1,9 +1,10 @@
 """Per-cluster FLOP ledger: one compute budget shared by every sweep on a cluster.
 
-The ledger is a JSON file `<storage>/ledger/<cluster>.json`, rewritten atomically
-(temp + fsync + rename) under an exclusive `flock` on `<cluster>.json.lock`, so concurrent
-sweeps (separate driver processes, even on different nodes of a shared filesystem) and
-threads see a consistent state, and the ledger survives driver and cluster restarts.
+The ledger is a JSON file `<storage>/ledger/<cluster>.json` (its format, lock and sums:
+results/ledger_file.py), rewritten atomically (temp + fsync + rename) under an exclusive `flock`
+on `<cluster>.json.lock`, so concurrent sweeps (separate driver processes, even on different
+nodes of a shared filesystem) and threads see a consistent state, and the ledger survives driver
+and cluster restarts. This module holds the operations that change it.
 
 Accounting (all in FLOPs, C = 6 * N_incl * tokens_seen):
     an *active* cell (admitted, still training) holds   max(planned, spent)
@@ -32,65 +33,28 @@ budget; `sweeper budget` shows them and `--release-stale` releases them.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.errors import BudgetError
-from scaling_sweeper.runfolder import atomic_write_json
-
-LEDGER_VERSION = 1
-_CELL_STATES = ("active", "finished")
-
-# flock excludes separate open() calls even within one process, but we also serialise threads
-# of this process per ledger path so the read-modify-write never interleaves.
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
-
-
-def _thread_lock(path: Path) -> threading.Lock:
-    key = str(path.resolve())
-    with _THREAD_LOCKS_GUARD:
-        return _THREAD_LOCKS.setdefault(key, threading.Lock())
-
-
-def ledger_path(storage: str | Path, cluster: str) -> Path:
-    """`<storage>/ledger/<cluster>.json`."""
-    if not cluster or "/" in cluster or cluster.startswith("."):
-        raise BudgetError(f"budget.cluster: {cluster!r} is not a valid ledger name")
-    return Path(storage) / "ledger" / f"{cluster}.json"
-
-
-@dataclass(frozen=True)
-class LedgerSummary:
-    """A snapshot of the ledger (FLOPs). `budget` None = unlimited."""
-
-    cluster: str
-    budget: float | None
-    committed: float  # held by active cells beyond what they already spent
-    spent: float
-    used: float  # spent + committed
-    left: float  # budget - used (inf when unlimited)
-    n_active: int
-    n_finished: int
-    n_refused: int
-
-
-def _holds(cell: dict[str, Any]) -> float:
-    if cell["state"] == "active":
-        return max(float(cell["planned"]), float(cell["spent"]))
-    return float(cell["spent"])
-
-
-def _used(state: dict[str, Any]) -> float:
-    return math.fsum(_holds(c) for c in state["cells"].values())
+from scaling_sweeper.base.errors import BudgetError
+from scaling_sweeper.base.runfolder import atomic_write_json
+from scaling_sweeper.results.ledger_file import (
+    LedgerSummary,
+    cell_key,
+    exists,
+    holds,
+    ledger_path,
+    list_clusters,
+    locked_state,
+    summarize,
+    used,
+)
+from scaling_sweeper.results.status import DRIVER_FILE, read_driver
 
 
 def _check_within_budget(state: dict[str, Any]) -> None:
@@ -98,7 +62,7 @@ def _check_within_budget(state: dict[str, Any]) -> None:
     its budget. The operations keep this by themselves (tests check them with it switched off);
     tripping it is a bug in them."""
     budget = state["budget"]
-    if budget is not None and _used(state) > budget * (1 + 1e-12):
+    if budget is not None and used(state) > budget * (1 + 1e-12):
         raise AssertionError("ledger invariant violated: used > budget")
 
 
@@ -108,7 +72,6 @@ class Ledger:
     def __init__(self, path: str | Path, cluster: str):
         self.path = Path(path)
         self.cluster = cluster
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -147,11 +110,11 @@ class Ledger:
                 self._apply_budget(state, float(budget), by=by)
 
     def _apply_budget(self, state: dict[str, Any], budget: float, by: str) -> None:
-        used = _used(state)
-        if budget < used:
+        total = used(state)
+        if budget < total:
             raise BudgetError(
                 f"budget.flops: {budget:.3e} FLOPs is below what cluster {self.cluster!r} has "
-                f"already used ({used:.3e} FLOPs; see `sweeper budget`)"
+                f"already used ({total:.3e} FLOPs; see `sweeper budget`)"
             )
         import os
         import socket
@@ -163,34 +126,15 @@ class Ledger:
         state["budget"] = budget
 
     # ---- locking + persistence ------------------------------------------------------------
-    def _read(self) -> dict[str, Any]:
-        try:
-            state = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {"version": LEDGER_VERSION, "cluster": self.cluster, "budget": None, "cells": {}}
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # atomic writes: only tampering does this
-            raise BudgetError(f"{self.path}: corrupt ledger ({e}); fix or remove it") from None
-        problem = _shape_problem(state)
-        if problem:
-            raise BudgetError(f"{self.path}: corrupt ledger ({problem}); fix or remove it")
-        state.setdefault("cells", {})
-        return state
-
     @contextmanager
     def _locked(self, write: bool = True) -> Iterator[dict[str, Any]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _thread_lock(self.path), open(self.lock_path, "a+") as lf:
-            fcntl.flock(lf.fileno(), fcntl.LOCK_EX)
-            try:
-                state = self._read()
-                before = json.dumps(state, sort_keys=True)
-                yield state
-                if write and json.dumps(state, sort_keys=True) != before:
-                    _check_within_budget(state)
-                    state["updated_at"] = time.time()
-                    atomic_write_json(self.path, state)
-            finally:
-                fcntl.flock(lf.fileno(), fcntl.LOCK_UN)
+        with locked_state(self.path, self.cluster) as state:
+            before = json.dumps(state, sort_keys=True)
+            yield state
+            if write and json.dumps(state, sort_keys=True) != before:
+                _check_within_budget(state)
+                state["updated_at"] = time.time()
+                atomic_write_json(self.path, state)
 
     # ---- operations -------------------------------------------------------------------------
     def admit(self, key: str, planned: float, *, record_refusal: bool = True, driver: str | Path | None = None) -> bool:
@@ -208,7 +152,7 @@ class Ledger:
             spent = float(cell["spent"]) if cell else 0.0
             if cell and cell["state"] == "active" and float(cell["planned"]) >= planned:
                 return True
-            others = _used(state) - (_holds(cell) if cell else 0.0)
+            others = used(state) - (holds(cell) if cell else 0.0)
             need = max(float(planned), spent)
             budget = state["budget"]
             now = time.time()
@@ -239,7 +183,7 @@ class Ledger:
             new = max(float(cell["spent"]), float(flops))
             budget = state["budget"]
             if budget is not None:
-                others = _used(state) - _holds(cell)
+                others = used(state) - holds(cell)
                 cap = budget - others
                 if cell["state"] == "active":
                     cap = max(cap, float(cell["planned"]))  # within its commitment is always fine
@@ -261,15 +205,11 @@ class Ledger:
     def _driver_file(self, key: str, cell: dict[str, Any]) -> Path:
         if cell.get("driver"):
             return Path(cell["driver"])
-        from scaling_sweeper.sweep.status import DRIVER_FILE
-
         return self.path.parent.parent / key.split("/", 1)[0] / DRIVER_FILE  # <storage>/<sweep>/driver.json
 
     def stale(self, skip_sweeps: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
         """Active commitments whose driver is not alive (module doc), by cell key; those of the
         sweeps in `skip_sweeps` (the caller's own, alive by definition) are never stale."""
-        from scaling_sweeper.sweep.status import read_driver
-
         out = {}
         for key, cell in self.state()["cells"].items():
             if cell["state"] != "active" or key.split("/", 1)[0] in skip_sweeps:
@@ -318,22 +258,7 @@ class Ledger:
             return json.loads(json.dumps(state))
 
     def summary(self) -> LedgerSummary:
-        st = self.state()
-        cells = st["cells"].values()
-        spent = math.fsum(float(c["spent"]) for c in cells)
-        used = _used(st)
-        budget = st["budget"]
-        return LedgerSummary(
-            cluster=self.cluster,
-            budget=budget,
-            committed=used - spent,
-            spent=spent,
-            used=used,
-            left=(budget - used) if budget is not None else math.inf,
-            n_active=sum(c["state"] == "active" for c in cells),
-            n_finished=sum(c["state"] == "finished" for c in cells),
-            n_refused=len(st.get("refused", {})),
-        )
+        return summarize(self.state(), self.cluster)
 
     def left(self) -> float:
         return self.summary().left
@@ -355,39 +280,4 @@ def _check_budget_value(budget: float | None) -> None:
         raise BudgetError("budget.flops: 0 FLOPs admits nothing; give a positive budget (or none to keep the stored one)")
 
 
-def _is_num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _shape_problem(state: Any) -> str | None:
-    """What is wrong with the shape of a parsed ledger file, or None."""
-    if not isinstance(state, dict):
-        return f"expected a JSON object, got {type(state).__name__}"
-    if state.get("budget") is not None and not _is_num(state["budget"]):
-        return f"budget {state['budget']!r} is not a number"
-    cells = state.get("cells", {})
-    if not isinstance(cells, dict):
-        return "cells is not an object"
-    for key, c in cells.items():
-        if not isinstance(c, dict) or c.get("state") not in _CELL_STATES or not _is_num(c.get("planned")) \
-                or not _is_num(c.get("spent")):
-            return f"cell {key!r} is not {{state: active|finished, planned: number, spent: number}}"
-    if not isinstance(state.get("refused", {}), dict):
-        return "refused is not an object"
-    return None
-
-
-def cell_key(sweep: str, cell_id: str) -> str:
-    return f"{sweep}/{cell_id}"
-
-
-def exists(storage: str | Path, cluster: str) -> bool:
-    return ledger_path(storage, cluster).is_file()
-
-
-def list_clusters(storage: str | Path) -> list[str]:
-    d = Path(storage) / "ledger"
-    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
-
-
-__all__ = ["Ledger", "LedgerSummary", "cell_key", "ledger_path", "exists", "list_clusters"]
+__all__ = ["Ledger", "LedgerSummary", "cell_key", "exists", "ledger_path", "list_clusters"]

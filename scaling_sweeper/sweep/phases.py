@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from scaling_sweeper import flops
-from scaling_sweeper.errors import ConfigError, RepetitionError, ScheduleError
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.errors import ConfigError, RepetitionError, ScheduleError
 
 if TYPE_CHECKING:  # spec.py imports this module
     from scaling_sweeper.sweep.spec import ScheduleSpec, SweepSpec

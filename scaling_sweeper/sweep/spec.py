@@ -31,12 +31,15 @@ overrides apply to every member.
 Strategies. A cell's TrainConfig.strategy is `strategies[size]` when the map has the size;
 otherwise `auto` for the sizes in ZERO_SIZES (XL, XXL) while train.strategy is `single` (the
 default): they train with DeepSpeed under Ray Train (`strategies: {XL: single}` forces one
-process); otherwise train.strategy. `auto` is resolved when the cells are planned, so `sweeper
-plan` shows what will run: with `train.gpu_mem_gib` declared, `memory.choose_strategy` picks the
-lightest of ddp, zero2, zero3, zero2_offload, zero3_offload that fits that memory per GPU (an
-offload pick sets zero_offload); without it, AUTO_FALLBACK (zero3). The distributed knobs are
-TrainConfig fields set in `train:` (num_workers, micro_batch_size, zero_offload, gpu_mem_gib,
-cpus_per_worker). Like the strategy itself they are not part of the cell id (they do not change
+process); otherwise train.strategy. `auto` is resolved when the cells are planned
+(train.strategy.resolve, the one resolver), so `sweeper plan` shows what will run: with
+`train.zero.gpu_mem_gib` declared, the lightest of ddp, zero2, zero3, zero2_offload, zero3_offload
+whose memory estimate fits that memory per GPU (an offload pick sets zero.offload); without it,
+strategy.AUTO_FALLBACK (zero3). The distributed knobs are the TrainConfig section `zero`, set in
+`train:` (zero: {num_workers, micro_batch_size, offload, gpu_mem_gib, cpus_per_worker,
+max_failures, ds_config, ds_overrides}; the first five are also read as top-level train keys
+num_workers, micro_batch_size, zero_offload, gpu_mem_gib, cpus_per_worker, their names before the
+section existed). Like the strategy itself they are not part of the cell id (they do not change
 the math: the ZeRO gradient is the single-process one up to summation order), but they are
 recorded in the cell's config (cells.json, config.yaml) and the strategy in its results row
 (`extra` column of the trials table). Changing them for an interrupted cell is refused by the
@@ -71,33 +74,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling_sweeper.config import apply_overrides, from_dict, load_yaml, to_dict
-from scaling_sweeper.errors import ConfigError, ScheduleError
+from scaling_sweeper.base.config import apply_overrides, from_dict, load_yaml, to_dict
+from scaling_sweeper.base.errors import ConfigError, ScheduleError
+from scaling_sweeper.base.runfolder import check_folder_name
 from scaling_sweeper.sweep.phases import get_phase
 
 ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
-AUTO_FALLBACK = "zero3"  # what `auto` becomes when no GPU memory (train.gpu_mem_gib) is declared
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # always re.fullmatch ("$" lets "a\n" through)
-MAX_NAME_LEN = 100  # folder names (and Ray trial names built from them) stay well under NAME_MAX
 REDACTED = "***"
 # query parameters of object-store URIs that carry secrets (pyarrow / fsspec spellings)
 _SECRET_QUERY = ("access_key", "secret_key", "session_token", "password", "token", "key", "secret",
                  "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "sas_token", "account_key")
-
-
-def check_name(field_name: str, value: Any) -> str:
-    """ConfigError unless `value` is a folder-safe name: letters, digits, '_', '-', '.', not starting
-    with '.', '-' or '_', at most MAX_NAME_LEN characters, nothing else (no trailing newline)."""
-    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise ConfigError(f"{field_name}: {value!r} must be letters, digits, '_', '-', '.' (a folder name)")
-    if len(value) > MAX_NAME_LEN:
-        raise ConfigError(f"{field_name}: {len(value)} characters is too long (at most {MAX_NAME_LEN})")
-    return value
 
 
 def _split_uri(uri: str):
@@ -262,7 +252,7 @@ class SweepSpec:
     eval: dict[str, Any] | None = None  # EvalConfig fields; None = no evaluation
 
     def __post_init__(self) -> None:
-        check_name("name", self.name)
+        check_folder_name("name", self.name)
         if self.tune_storage is not None and REDACTED in self.tune_storage:
             raise ConfigError("tune_storage: its credentials were redacted when the spec was stored; pass "
                               "--set tune_storage=... or give the nodes credentials in their environment")
@@ -282,7 +272,7 @@ class SweepSpec:
             raise ConfigError(f"failure.max_retries: must be >= 0, got {self.failure.max_retries}")
         if self.budget.flops is not None and not (self.budget.flops >= 0 and self.budget.flops < float("inf")):
             raise ConfigError(f"budget.flops: must be a finite number >= 0, got {self.budget.flops}")
-        check_name("budget.cluster", self.budget.cluster)
+        check_folder_name("budget.cluster", self.budget.cluster)
         if self.budget.flops is not None and self.budget.flops == 0:
             raise ConfigError("budget.flops: 0 FLOPs admits nothing; leave it out (keep the ledger's budget) or "
                               "give a positive number")
@@ -329,16 +319,16 @@ class SweepSpec:
         return None
 
     def _check_strategies(self) -> None:
-        from scaling_sweeper.model_config import get_size
-        from scaling_sweeper.train_config import STRATEGIES
+        from scaling_sweeper.base.model_config import get_size
+        from scaling_sweeper.train.config import REQUESTABLE_STRATEGIES
 
         for size, strategy in self.strategies.items():
             try:
                 get_size(size)
             except ConfigError as e:
                 raise ConfigError(f"strategies.{size}: {e}") from None
-            if strategy not in STRATEGIES:
-                raise ConfigError(f"strategies.{size}: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+            if strategy not in REQUESTABLE_STRATEGIES:
+                raise ConfigError(f"strategies.{size}: {strategy!r} is not one of {', '.join(REQUESTABLE_STRATEGIES)}")
 
     def strategy_for(self, size: str, train_strategy: str = "single") -> str:
         """The strategy a cell of `size` asks for, before `auto` is resolved (module doc)."""

@@ -1,0 +1,43 @@
+"""Report section "Chinchilla joint fit L(N, D)" (analysis.fits.chinchilla), D = min(D, tokens seen)."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+from analysis.fits.chinchilla import fit_chinchilla
+from analysis.report.frames import LOSS, arr
+from analysis.report.plotting import layout
+from analysis.report.section import FitRow, Section
+from analysis.report.text import fmt, params_text
+
+
+def section_chinchilla(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> Section:
+    s = Section("chinchilla", "Chinchilla joint fit L(N, D)")
+    d = done.filter(pl.col(LOSS).is_not_null() & pl.col("N").is_not_null() & pl.col("D").is_not_null()
+                    & pl.col("tokens_seen").is_not_null())
+    if d.height < 6 or d["N"].n_unique() < 2 or d["D"].n_unique() < 2:
+        s.missing = "Not enough finished cells spanning both N and D for the joint fit (needs 6+, with 2+ values of each)."
+        return s
+    Deff = np.minimum(arr(d, "D"), arr(d, "tokens_seen"))
+    r = fit_chinchilla(arr(d, "N"), Deff, arr(d, LOSS), n_boot=max(10, n_boot // 4))
+    fits.append(FitRow("Chinchilla L(N, D)", r))
+    s.html = (f"<p class='fitmsg'>{html.escape(r.formula)} fitted (log-sum-exp form, Huber loss on log L, "
+              f"L-BFGS-B from a grid of starts) to {r.n} cells, D = min(D, tokens_seen): status {r.status} "
+              f"({html.escape(r.message)}). " + (html.escape(params_text(r)) if r.ok else "No parameters are reported.")
+              + (f". Implied N_opt ~ C^{fmt(r.derived['a_N'])}, D_opt ~ C^{fmt(r.derived['b_D'])}." if r.derived and r.ok else "")
+              + "</p><p class='note'>Intervals: " + html.escape("; ".join(f"{k}: {m}" for k, m in r.ci_method.items()))
+              + ".</p>" if r.ci_method else "</p>")
+    if r.ok:
+        fig = go.Figure()
+        pred = r.predict(arr(d, "N"), Deff)
+        fig.add_trace(go.Scatter(x=arr(d, LOSS), y=pred, mode="markers", name="cells", text=d["size"].to_list()))
+        lo, hi = float(np.nanmin(arr(d, LOSS))), float(np.nanmax(arr(d, LOSS)))
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line={"dash": "dash"}, name="y = x"))
+        s.figures["fig-chinchilla"] = layout(fig, "Chinchilla fit: predicted vs measured loss",
+                                              "measured validation loss (nats/token)",
+                                              "predicted validation loss (nats/token)", logx=False)
+    return s

@@ -1,0 +1,78 @@
+"""Report sections of one metric against one axis (loss or SWD vs N or D): the scan's points with
+their errors, every 1-D law fitted and compared (analysis.fits.compare), the SWD floor band."""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+
+import numpy as np
+import plotly.graph_objects as go
+import polars as pl
+
+from analysis.fits.compare import Comparison, compare_laws
+from analysis.fits.result import POOR_FIT, UNDERDETERMINED
+from analysis.physics_plots import value_pm
+from analysis.report.frames import arr, scan
+from analysis.report.plotting import clip_y, fit_traces, layout, points, xgrid
+from analysis.report.section import FitRow, Section
+from analysis.report.text import LAW_LABEL, LAW_SHORT, fmt, params_text
+from analysis.window import METRIC_LABEL
+
+
+def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xlabel: str, ylabel: str,
+                    fits: list[FitRow], n_boot: int, yerr: str | None = None,
+                    floor: str | None = None) -> tuple[Section, pl.DataFrame, Comparison | None]:
+    s = Section(sid, title)
+    d, label = scan(done, x, y)
+    if d.height == 0 or d[x].n_unique() < 2:
+        s.missing = f"No data: needs finished cells with {METRIC_LABEL.get(y, y)} at 2 or more values of {x} (have {d[x].n_unique() if d.height else 0})."
+        return s, d, None
+    xv, yv = arr(d, x), arr(d, y)
+    has_err = bool(yerr and yerr in d.columns and d[yerr].null_count() == 0)
+    ev = arr(d, yerr) if has_err else None
+    cmp = compare_laws(xv, yv, yerr=ev, n_boot=n_boot)
+    fig = go.Figure()
+    floor_span: list[float] = []
+    if floor and floor in d.columns and d[floor].null_count() < d.height:
+        f = float(np.nanmedian(arr(d, floor)))
+        ferr_col = f"{floor}_err"
+        fe = float(np.nanmedian(arr(d, ferr_col))) if ferr_col in d.columns and d[ferr_col].null_count() < d.height else math.nan
+        band = fe if math.isfinite(fe) else 0.0
+        floor_span = [f - band, f + band]
+        grid = xgrid(xv, 2, 0.1)
+        if band > 0:
+            fig.add_trace(go.Scatter(x=np.concatenate([grid, grid[::-1]]), y=[f + band, f + band, f - band, f - band],
+                                     fill="toself", fillcolor="green", opacity=0.2, line={"width": 0}, mode="lines",
+                                     name=f"SWD floor {value_pm(f, fe)} (its own bootstrap error)", hoverinfo="skip"))
+        fig.add_trace(go.Scatter(x=grid, y=[f, f], mode="lines", line={"color": "green", "dash": "dash"},
+                                 name="SWD floor (two real samples)" if band > 0 else f"SWD floor {fmt(f)} (no error stored)",
+                                 showlegend=band == 0))
+    points(fig, d, x, y, yerr if has_err else None)
+    fit_traces(fig, cmp, xv)
+    s.figures[f"fig-{sid}"] = layout(fig, f"{title} ({label}, {d.height} cells)", xlabel, ylabel)
+    clip_y(fig, yv, ev, [r.predict(xgrid(xv)) for r in cmp.results.values() if r.ok], floor_span)
+    err_note = ("" if has_err else f" No per-point errors stored for {METRIC_LABEL.get(y, y)}: fits are unweighted.")
+    s.html = _comparison_html(cmp, f"{METRIC_LABEL.get(y, y)} vs {x}") + (f"<p class='note'>{err_note}</p>" if err_note else "")
+    for law, r in cmp.results.items():
+        fits.append(FitRow(f"{METRIC_LABEL.get(y, y)} vs {x}: {LAW_LABEL.get(law, law)}"
+                           + (" (preferred)" if cmp.decided and law == cmp.best else ""), r))
+    return s, d, cmp
+
+
+def _comparison_html(cmp: Comparison, what: str) -> str:
+    """The comparison in words, a note for laws the points cannot determine, and each law's
+    parameters with their intervals."""
+    msg = re.sub(r"\b(offset_power|power|log)\b", lambda m: LAW_SHORT[m.group(1)], cmp.message)
+    out = f"<p class='fitmsg'>{html.escape(what[:1].upper() + what[1:])}: {html.escape(msg)}.</p>"
+    under = [r for r in cmp.results.values() if r.status == UNDERDETERMINED]
+    if under and any(r.ok for r in cmp.results.values()):  # when no law is drawn the message above says why
+        out += ("<p class='note'>" + " ".join(
+            f"The {html.escape(LAW_LABEL.get(r.law, r.law))} is not drawn: {html.escape(r.message)}." for r in under)
+            + "</p>")
+    items = "".join(f"<li>{html.escape(LAW_LABEL.get(k, k))}: <i>{html.escape(r.status)}</i>"
+                    + (f"; {html.escape(params_text(r))}" if r.ok else "")
+                    + (f" ({html.escape(r.message)})" if r.status == POOR_FIT else "") + "</li>"
+                    for k, r in cmp.results.items())
+    return out + f"<ul class='explain'>{items}</ul>"

@@ -1,0 +1,106 @@
+"""THE table of report sections (like the sweep's PHASES): one entry per section, in report order.
+
+A section is one entry: its id, the builder (a function of the report's data and of what the
+entries above it found), when it appears at all (`needs`), the sweep axes it plots (collapsed
+into one summary line when the sweep does not vary them) and whether it fits the 1-D scans only.
+A new section is one module with its builder and one entry here; nothing else changes.
+
+The order is the order of the HTML and of building: the law sections record their cells and
+comparisons (Findings.scans) for the positions and windows sections; every fit goes to
+Findings.fits, which the parameter table at the end lists.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from analysis.fits.compare import Comparison
+from analysis.report.chinchilla import section_chinchilla
+from analysis.report.curves import section_curves
+from analysis.report.effective_data import section_effective_data
+from analysis.report.frames import LOSS, axes_varied, cell_names, frontier_frame, has_repetition_arms
+from analysis.report.holdout import section_holdout
+from analysis.report.isoflop import section_isoflop
+from analysis.report.laws import section_law_vs
+from analysis.report.loss_vs_swd import section_loss_vs_swd
+from analysis.report.parameters import section_params
+from analysis.report.physics import section_histograms, section_positions
+from analysis.report.section import Findings, ReportData, Section, SectionDef
+from analysis.report.summary import section_summary
+from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
+from analysis.report.windows import section_windows
+
+NO_SWD = "No SWD data: no finished cell has been evaluated (swd is null)."
+LOSS_LABEL = "validation loss (nats/token)"
+
+
+def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: str,
+         floor: str | None = None) -> SectionDef:
+    """The entry of metric y against axis x (analysis/report/laws.py), fitted on the scan; it records
+    its cells and law comparison in Findings.scans[sid]."""
+
+    def build(data: ReportData, found: Findings) -> Section:
+        s, cells, cmp = section_law_vs(data.scan, x, y, sid, title, xlabel, ylabel, found.fits, data.n_boot,
+                                       yerr=yerr, floor=floor)
+        found.scans[sid] = (cells, cmp)
+        d = data.done
+        if y == "swd" and s.missing and (d.height == 0 or "swd" not in d.columns or d["swd"].null_count() == d.height):
+            s.missing = NO_SWD
+        return s
+
+    return SectionDef(sid, build, axes=(x,), repetition_note=True)
+
+
+def _windows(data: ReportData, found: Findings) -> Section:
+    """Learnable windows along D (the data scan), C (the compute frontier) and N (the size scan),
+    on the same cells and law comparisons as the sections above."""
+
+    def scan_of(sid: str, err: str) -> tuple[pl.DataFrame, Comparison | None, str | None]:
+        d, cmp = found.scans[sid]  # the cells and comparison of the law section `sid`; err: when every cell has it
+        return d, cmp, err if d is not None and d.height and err in d.columns and d[err].null_count() == 0 else None
+
+    cj = data.curves
+    fr = frontier_frame(cj)
+    names = cell_names(cj) if cj.height else {}
+    owners = "; ".join(f"{names.get(c, c)}" for c in dict.fromkeys(fr["cell_id"].to_list())) if fr.height else "no run"
+    var = axes_varied(data.scan) if data.scan.height else {"N": False, "D": False, "isoflop": False}
+    scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]] = {}
+    if var["D"]:
+        scans[("D", LOSS)] = scan_of("loss-vs-d", "val_loss_err")
+        scans[("D", "swd")] = scan_of("swd-vs-d", "swd_err")
+    scans[("C", LOSS)] = (fr, None, None)
+    if var["N"]:
+        scans[("N", LOSS)] = scan_of("loss-vs-n", "val_loss_err")
+        scans[("N", "swd")] = scan_of("swd-vs-n", "swd_err")
+    s, wins = section_windows(scans, owners, data.n_boot)
+    found.windows += wins
+    return s
+
+
+SECTIONS: tuple[SectionDef, ...] = (
+    SectionDef("summary", lambda data, found: section_summary(data.trials, data.sweep)),
+    _law("loss-vs-n", "N", LOSS, "Validation loss vs model size N", "N (parameters)", LOSS_LABEL, "val_loss_err"),
+    _law("loss-vs-d", "D", LOSS, "Validation loss vs data size D", "D (tokens)", LOSS_LABEL, "val_loss_err"),
+    SectionDef("isoflop", lambda data, found: section_isoflop(data.scan, found.fits, data.n_boot),
+               axes=("isoflop",), repetition_note=True),
+    _law("swd-vs-n", "N", "swd", "SWD vs model size N", "N (parameters)", "SWD", "swd_err", floor="swd_floor"),
+    _law("swd-vs-d", "D", "swd", "SWD vs data size D", "D (tokens)", "SWD", "swd_err", floor="swd_floor"),
+    SectionDef("loss-vs-swd", lambda data, found: section_loss_vs_swd(data.done, found.fits)),
+    SectionDef("histograms", lambda data, found: section_histograms(data.done, data.histograms)),
+    # the gap closed per position needs the asymptote of the loss-vs-N comparison above
+    SectionDef("positions", lambda data, found: section_positions(data.done, data.positions,
+                                                                  found.scans["loss-vs-n"][1])),
+    SectionDef("learning-curves", lambda data, found: section_curves(data.curves)),
+    SectionDef("windows", _windows),
+    SectionDef("chinchilla", lambda data, found: section_chinchilla(data.scan, found.fits, data.n_boot),
+               axes=("N", "D"), repetition_note=True),
+    # it leaves the repetition arms to their own law
+    SectionDef("holdout", lambda data, found: section_holdout(data.done, max(10, data.n_boot // 8))),
+    # sweeps that differ only by tokenizer
+    SectionDef("tokenizers", lambda data, found: section_tokenizer_compare(data.trials, data.n_boot),
+               needs=lambda data: several_tokenizers(data.trials)),
+    SectionDef("effective-data",
+               lambda data, found: section_effective_data(data.done, max(20, data.n_boot // 4), found.fits),
+               needs=lambda data: has_repetition_arms(data.done)),
+    SectionDef("parameters", lambda data, found: section_params(found.fits)),
+)
