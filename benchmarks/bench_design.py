@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.design import Candidate, DesignSpec, Target  # noqa: E402
 from analysis.design.simulate import SimulatedLoss, run_study, true_target  # noqa: E402
 from analysis.synthetic import TrueLaw  # noqa: E402
-from scaling_sweeper.model_config import SIZES, config_for, count_params  # noqa: E402
+from scaling_sweeper.base.model_config import SIZES, config_for, count_params  # noqa: E402
 
 VOCAB, SEQ_LEN = 8195, 130
 PARAMS = {s: count_params(config_for(s, VOCAB, SEQ_LEN - 1)) for s in SIZES}  # size -> (N, N_incl)

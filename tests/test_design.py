@@ -27,7 +27,7 @@ from analysis.design.laws import DESIGN_LAWS, ln_n_opt
 from analysis.design.simulate import SimulatedLoss, run_study, true_target, unit_normal
 from analysis.errors import DesignError
 from analysis.synthetic import TrueLaw
-from scaling_sweeper.model_config import SIZES, config_for, count_params
+from scaling_sweeper.base.model_config import SIZES, config_for, count_params
 
 PARAMS = {s: count_params(config_for(s, 8195, 129)) for s in SIZES}
 T1 = 1e9
@@ -380,16 +380,16 @@ def test_every_law_has_a_consistent_jacobian():
 
 
 def _cfg(**kw):
-    from scaling_sweeper.train_config import TrainConfig
+    from scaling_sweeper.train.config import TrainConfig
 
     base = {"size": "XS", "data": "unused", "tokens": 130 * 16 * 40, "steps": 40, "batch_size": 16, "eval_every": 10}
     return TrainConfig(**{**base, **kw})
 
 
 def test_simulated_trainer_reports_the_law_and_charges_6_n_incl_tokens(tmp_path):
-    from scaling_sweeper import flops
-    from scaling_sweeper.runfolder import read_jsonl, read_result, read_status
-    from scaling_sweeper.simulated_trainer import SimulatedTrainer
+    from scaling_sweeper.base import flops
+    from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
+    from scaling_sweeper.sweep.simulated_trainer import SimulatedTrainer
 
     sim = SimulatedLoss(truth(14), 0.01, seed=4)
     fn = SimulatedTrainer(sim, seq_len=130, vocab_size=8195)
@@ -411,8 +411,8 @@ def test_simulated_trainer_reports_the_law_and_charges_6_n_incl_tokens(tmp_path)
 
 def test_simulated_trainer_stops_on_request_and_reads_the_tokens_folder(tmp_path):
     from scaling_sweeper.data.shards import write_shards
-    from scaling_sweeper.runfolder import read_status
-    from scaling_sweeper.simulated_trainer import SimulatedTrainer
+    from scaling_sweeper.base.runfolder import read_status
+    from scaling_sweeper.sweep.simulated_trainer import SimulatedTrainer
 
     rng = np.random.default_rng(0)
     tokens = write_shards(tmp_path / "tokens", {k: rng.integers(0, 50, size=(n, 10)).astype(np.uint16)
@@ -429,14 +429,14 @@ def test_simulated_trainer_stops_on_request_and_reads_the_tokens_folder(tmp_path
 
 
 def test_simulated_trainer_reports_progress_like_the_real_trainer(tmp_path):
-    from scaling_sweeper.simulated_trainer import SimulatedTrainer
+    from scaling_sweeper.sweep.simulated_trainer import SimulatedTrainer
 
     seen = []
     SimulatedTrainer(SimulatedLoss(truth(16), 0.01), seq_len=130, vocab_size=8195)(
         _cfg(), tmp_path / "c", on_progress=seen.append)
     assert [p.step for p in seen] == [10, 20, 30, 40]
     assert seen[-1].flops == 6 * PARAMS["XS"][1] * 40 * 16 * 130 and seen[-1].val_loss is not None
-    for p in seen:  # what the driver's on_progress reads (sweep.tune_runner.cell_trainable), all numbers
+    for p in seen:  # what the driver's on_progress reads (sweep.cell_trial.cell_trainable), all numbers
         [float(getattr(p, k)) for k in ("step", "steps", "tokens_seen", "flops", "lr", "tokens_per_s", "val_loss")]
 
 

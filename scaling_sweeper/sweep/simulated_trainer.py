@@ -1,11 +1,11 @@
 """A simulated trainer: the driver's injectable train function (`train_fn(cfg, run_dir, *,
-on_progress, should_stop) -> results row`, see sweep.tune_runner.default_train_fn) that trains
+on_progress, should_stop) -> results row`, see sweep.cell_trial.default_train_fn) that trains
 nothing and reports the loss of a known law with realistic noise, charging the FLOPs the real
 trainer would (C = 6 N_incl tokens_seen). Designs and sweeps run end to end in seconds against a
 truth whose parameters are known.
 
     fn = SimulatedTrainer(SimulatedLoss(TrueLaw(E=1.8, A=60, alpha=0.35, B=400, beta=0.4), sigma=0.01))
-    run_sweep(spec, train_fn=fn)
+    run_sweep(spec, connection, train_fn=fn)
 
 Loss and noise: analysis.design.simulate.SimulatedLoss (the law at N and D_eff = min(D, tokens
 seen), plus sigma * z with z a pure function of the noise seed and the cell key). The key is the
@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from analysis.design.simulate import SimulatedLoss
-from scaling_sweeper import flops
-from scaling_sweeper.config import dump_yaml, to_dict
-from scaling_sweeper.model_config import config_for, count_params, get_size
-from scaling_sweeper.runfolder import (
+from scaling_sweeper.base import flops
+from scaling_sweeper.base.config import dump_yaml, to_dict
+from scaling_sweeper.base.model_config import config_for, count_params, get_size
+from scaling_sweeper.base.runfolder import (
     append_jsonl,
     atomic_write_json,
     atomic_write_text,
@@ -94,7 +94,7 @@ class SimulatedTrainer:
                    "wall_s": time.time() - t0}  # the simulation's own (meaningless) throughput
             append_jsonl(run_dir / "metrics.jsonl", rec)
             if on_progress is not None:
-                from scaling_sweeper.trial import progress_of
+                from scaling_sweeper.train.lifecycle import progress_of
 
                 on_progress(progress_of(rec, cfg.steps))
         p = get_size(cfg.size)
