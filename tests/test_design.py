@@ -410,8 +410,8 @@ def test_simulated_trainer_reports_the_law_and_charges_6_n_incl_tokens(tmp_path)
 
 
 def test_simulated_trainer_stops_on_request_and_reads_the_tokens_folder(tmp_path):
-    from scaling_sweeper.data.shards import write_shards
     from scaling_sweeper.base.runfolder import read_status
+    from scaling_sweeper.data.shards import write_shards
     from scaling_sweeper.sweep.simulated_trainer import SimulatedTrainer
 
     rng = np.random.default_rng(0)
