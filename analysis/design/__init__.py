@@ -17,8 +17,9 @@ from analysis.design.engine import (
 )
 from analysis.design.laws import DESIGN_LAWS
 from analysis.design.spec import Candidate, DesignSpec, Observation, Target, default_seed
+from analysis.errors import DesignError  # the sweep layer sees the design's error through this package
 
 __all__ = [
     "BUDGET", "DESIGN_LAWS", "EXHAUSTED", "GOAL_MET", "NO_GAIN", "STOPS", "Candidate", "DesignFit", "DesignSpec",
-    "DesignStep", "Observation", "Proposal", "Target", "default_seed", "fit_design", "goal_met", "next_cells",
+    "DesignError", "DesignStep", "Observation", "Proposal", "Target", "default_seed", "fit_design", "goal_met", "next_cells",
 ]

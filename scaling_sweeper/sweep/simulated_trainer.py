@@ -51,6 +51,7 @@ class SimulatedTrainer:
     seq_len: int | None = None  # None: the tokens folder's (cfg.data/index.json)
     vocab_size: int | None = None
     max_records: int = 50  # metrics.jsonl records per run
+    delay_s: float = 0.0  # wall seconds per record (a run that takes time: stop and kill tests, demos)
 
     def shape(self, data: str) -> tuple[int, int]:
         """(seq_len, vocab_size): as given, else from the tokens folder."""
@@ -93,6 +94,8 @@ class SimulatedTrainer:
                    "val_loss": val, "lr": cfg.peak_lr, "tokens_per_s": s_seen / max(time.time() - t0, 1e-9),
                    "wall_s": time.time() - t0}  # the simulation's own (meaningless) throughput
             append_jsonl(run_dir / "metrics.jsonl", rec)
+            if self.delay_s:
+                time.sleep(self.delay_s)
             if on_progress is not None:
                 from scaling_sweeper.train.lifecycle import progress_of
 

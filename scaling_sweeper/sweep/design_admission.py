@@ -1,0 +1,139 @@
+"""Admission of an adaptive design's cells: a Ray Tune Searcher that asks the design for the next
+cell whenever Tune has a free slot (after every finished trial), and admits it through the FLOP
+ledger exactly as CellSearcher does (sweep/admission.py). Imports Ray: the driver imports it once
+Ray is needed.
+
+suggest():
+  1. a STOP file, or a stop the design gave before -> FINISHED;
+  2. cells the design admitted before a driver was killed or stopped and that did not finish
+     (design.admitted_unfinished) are continued first, from their own checkpoints;
+  3. otherwise next_cells(spec, finished, pending = the running cells, n=1, budget_left = what
+     the ledger has left): a proposal is admitted and returned; a stop (goal_met, budget, no_gain,
+     exhausted) -> FINISHED; no proposal -> None (wait for a running cell), or FINISHED when
+     nothing runs.
+Every decision that admits a cell or stops is one line of <sweep>/design.jsonl (design.py), the
+admitted cell's events.jsonl says which decision chose it and why. The finished cells are read
+from the run folders at start and after each trial, so a restarted driver asks with the same
+cells and gets the same proposal.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from analysis.design import DesignSpec, next_cells
+from scaling_sweeper.results import status as sweep_status
+from scaling_sweeper.sweep.admission import CellSearcher
+from scaling_sweeper.sweep.cell_trial import TrialContext, log_event, trial_config
+from scaling_sweeper.sweep.cells import Cell
+from scaling_sweeper.sweep.design import admitted_unfinished, append_history, observation, observations
+
+LEDGER = "ledger"  # a stop of the driver's own: the design's proposal does not fit the ledger
+
+
+class DesignSearcher(CellSearcher):
+    """Proposes the design's next cell as trials finish (module doc). `cells`: the sweep's pending
+    cells (the design's candidates not finished); ctx.cells: all of them."""
+
+    def __init__(self, cells: list[Cell], ctx: TrialContext, spec: DesignSpec):
+        super().__init__(cells, ctx)
+        self.ctx, self.spec = ctx, spec
+        self.sweep_dir = Path(ctx.sweep_dir)
+        self.finished = observations(self.sweep_dir, ctx.cells.values())
+        todo = {c.cell_id for c in cells}
+        self.resume = [c for c in admitted_unfinished(self.sweep_dir, ctx.cells.values()) if c.cell_id in todo]
+        self.admitted: list[str] = []  # cell ids admitted by this driver, in order
+        self.stop: str | None = None  # the design's stop reason, once given
+        self._waiting: tuple | None = None  # the (finished, pending) state last answered with a wait
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if (self.sweep_dir / sweep_status.STOP_FILE).exists() or self.stop is not None:
+            self.pending.clear()
+            return self.FINISHED
+        if self.resume:
+            cell = self.resume[0]
+            if self._admit(cell, trial_id, {"design_reason": "resumed"}):
+                self.resume.pop(0)
+                append_history(self.sweep_dir, {"resumed": True, "admitted": cell.cell_id,
+                                                "message": "continuing a cell the design admitted before the "
+                                                           "driver stopped"})
+                return trial_config(cell)
+            return self._no_room(cell)
+        pend = sorted(c.cell_id for c in self.live.values())
+        state = (tuple(sorted(self.finished)), tuple(pend))
+        if state == self._waiting:  # nothing finished or started since the last wait: same answer
+            return None
+        led = self._ledger(self.pending[0]) if self.pending else next(iter(self._ledgers.values()))
+        left = led.summary().left
+        step = next_cells(self.spec, list(self.finished.values()), pend, n=1,
+                          budget_left=left if math.isfinite(left) else None)
+        if step.proposals:
+            p = step.proposals[0]
+            cell = self.ctx.cells[p.key]
+            decision = {"trigger_finished": len(self.finished), "pending": pend, **step.record(self.spec)}
+            if self._admit(cell, trial_id, {"design_reason": p.reason}, decision):
+                return trial_config(cell)
+            return self._no_room(cell)
+        if step.stop is not None:
+            self.stop = step.stop
+            append_history(self.sweep_dir, {"trigger_finished": len(self.finished), "pending": pend,
+                                            **step.record(self.spec)})
+            self.pending.clear()
+            return self.FINISHED
+        if not self.live:  # the design waits, but nothing runs that could change its answer
+            self.stop = "stalled"
+            append_history(self.sweep_dir, {"trigger_finished": len(self.finished), "pending": pend,
+                                            **step.record(self.spec), "stop": self.stop})
+            self.pending.clear()
+            return self.FINISHED
+        self._waiting = state
+        return None
+
+    def _admit(self, cell: Cell, trial_id: str, why: dict, decision: dict | None = None) -> bool:
+        """Commit the cell's planned C in the ledger (dead drivers' commitments expired if needed),
+        record the decision, log the admission; False if the ledger has no room."""
+        led, key = self._ledger(cell), self._key(cell)
+        driver = self.sweep_dir / sweep_status.DRIVER_FILE
+        ok = led.admit(key, float(cell.C), record_refusal=False, driver=driver)
+        if not ok and led.expire_stale(skip_sweeps=set(self.ctxs)):
+            ok = led.admit(key, float(cell.C), record_refusal=False, driver=driver)
+        if not ok:
+            return False
+        if decision is not None:
+            rec = append_history(self.sweep_dir, {**decision, "admitted": cell.cell_id})
+            why = {**why, "design_decision": rec["decision"]}
+        try:
+            log_event(self._run_dir(cell), "admitted", trial_id=trial_id, C=cell.C, **why)
+        except OSError as e:  # its folder is broken: it fails alone, the design goes on without it
+            self.io_failed[key] = f"{type(e).__name__}: {e}"
+            led.release(key)
+            return False
+        if cell in self.pending:
+            self.pending.remove(cell)
+        self.live[trial_id] = cell
+        self.admitted.append(cell.cell_id)
+        self._waiting = None
+        return True
+
+    def _no_room(self, cell: Cell) -> str | None:
+        """The design's cell does not fit the ledger: wait for running cells to release their unspent
+        FLOPs, or, with nothing running, stop (the ledger is never exceeded)."""
+        if self.live:
+            return None
+        left = self._ledger(cell).summary().left
+        self.stop = LEDGER
+        append_history(self.sweep_dir, {"stop": LEDGER, "proposed": cell.cell_id,
+                                        "message": f"the ledger has {left:.4g} FLOPs left; {cell.cell_id} needs "
+                                                   f"{cell.C:.4g}"})
+        self.pending.clear()
+        return self.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        cell = self.live.get(trial_id)
+        super().on_trial_complete(trial_id, result, error)
+        if cell is not None:
+            o = observation(self._run_dir(cell), cell.cell_id)
+            if o is not None:
+                self.finished[cell.cell_id] = o
+        self._waiting = None
