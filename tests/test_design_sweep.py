@@ -16,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from analysis.design import STOPS, DesignError
@@ -223,6 +224,35 @@ def test_design_searcher_never_exceeds_the_ledger(tokens, tmp_path):
     assert 0 < sum(spent.values()) <= budget
     assert searcher.stop in ("budget", "ledger")
     assert read_history(spec.sweep_dir)[-1]["stop"] == searcher.stop
+
+
+def test_report_section_shows_the_chosen_cells_and_the_fit(tokens, tmp_path):
+    from analysis.report import write_report
+    from analysis.report.design import section_design
+    from analysis.tables import open_tables
+
+    searcher, spec, cells, ctx = _searcher(design_dict(tokens, tmp_path / "runs", name="rep"))
+    _tune_loop(searcher, ctx, 1, _sim_trainer(tokens))
+    hist = read_history(spec.sweep_dir)
+    chosen = _admitted(spec.sweep_dir)
+    trials = open_tables(tmp_path / "runs").trials.collect()
+    s = section_design({"rep": hist}, trials)
+    last = hist[-1]["fit"]
+    assert "the goal was met" in s.html and f"trained {len(chosen)} of 15 candidate cells" in s.html.lower()
+    assert s.html.count("<tr>") == len(chosen) + 1  # one row per chosen cell, in order
+    assert "[" + f"{last['interval'][0]:.4g}"[:4] in s.html  # the final interval is quoted
+    fit = s.figures["design-fit-rep"]
+    labels = fit.data[0].text
+    assert sorted(int(t) for t in labels) == list(range(1, len(chosen) + 1))
+    law = fit.data[1]  # the fitted law passes through its own prediction at the cells' N
+    p = last["params"]
+    assert np.allclose(law.y, p["E"] + p["A"] * np.asarray(law.x) ** -p["alpha"])
+    iv = s.figures["design-interval-rep"].data[0]
+    assert list(iv.y) == [r["fit"]["half_width"] for r in hist if r.get("fit", {}).get("half_width") is not None]
+    # in the whole report, once
+    rep = write_report(tmp_path / "runs", sweep="rep", n_boot=10)
+    text = rep.path.read_text()
+    assert text.count("<section id='design'>") == 1 and "id='design-fit-rep'" in text.replace('"', "'")
 
 
 # ---------------------------------------------------------------------------------------------

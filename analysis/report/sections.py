@@ -17,6 +17,7 @@ import polars as pl
 from analysis.fits.compare import Comparison
 from analysis.report.chinchilla import section_chinchilla
 from analysis.report.curves import section_curves
+from analysis.report.design import has_design, section_design
 from analysis.report.effective_data import section_effective_data
 from analysis.report.frames import LOSS, axes_varied, cell_names, frontier_frame, has_repetition_arms
 from analysis.report.holdout import section_holdout
@@ -79,6 +80,9 @@ def _windows(data: ReportData, found: Findings) -> Section:
 
 SECTIONS: tuple[SectionDef, ...] = (
     SectionDef("summary", lambda data, found: section_summary(data.trials, data.sweep)),
+    # adaptive design sweeps: the cells the design chose, why, and its fit
+    SectionDef("design", lambda data, found: section_design(data.design, data.trials),
+               needs=lambda data: has_design(data.design)),
     _law("loss-vs-n", "N", LOSS, "Validation loss vs model size N", "N (parameters)", LOSS_LABEL, "val_loss_err"),
     _law("loss-vs-d", "D", LOSS, "Validation loss vs data size D", "D (tokens)", LOSS_LABEL, "val_loss_err"),
     SectionDef("isoflop", lambda data, found: section_isoflop(data.scan, found.fits, data.n_boot),

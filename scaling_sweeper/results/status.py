@@ -32,6 +32,7 @@ HEARTBEAT_STALE_S = 90.0
 STOP_FILE = "STOP"  # in a sweep folder: trials stop at their next step (`sweeper stop`)
 DRIVER_FILE = "driver.json"  # in a sweep folder: the driver's heartbeat (pid, host, state, time)
 CELLS_FILE = "cells.json"  # in a sweep folder: the plan, one record per cell (sweep.cells.write_sweep_files)
+DESIGN_FILE = "design.jsonl"  # in an adaptive (design) sweep's folder: one line per decision (sweep/design.py)
 
 
 def read_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:

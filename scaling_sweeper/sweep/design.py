@@ -25,11 +25,12 @@ from analysis.design import Candidate, DesignError, DesignSpec, Observation, Tar
 from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.base.runfolder import append_jsonl, is_done, read_jsonl, read_result, read_status
+from scaling_sweeper.results.status import DESIGN_FILE
 from scaling_sweeper.sweep.cells import Cell
 from scaling_sweeper.sweep.reuse import REUSED_FILE
 from scaling_sweeper.sweep.spec import SweepSpec
 
-HISTORY_FILE = "design.jsonl"
+HISTORY_FILE = DESIGN_FILE  # <sweep>/design.jsonl
 
 # the engine's field names -> what the user wrote in the spec (error messages)
 _SPEC_FIELD = {"candidates": "sizes x tokens (the design's candidates)", "batch": "resources.max_concurrent"}
@@ -98,6 +99,13 @@ def observations(sweep_dir: Path, cells: Iterable[Cell]) -> dict[str, Observatio
 def read_history(sweep_dir: Path) -> list[dict[str, Any]]:
     """The design's decisions so far (design.jsonl), oldest first."""
     return read_jsonl(Path(sweep_dir) / HISTORY_FILE)
+
+
+def design_facts(spec: DesignSpec) -> dict[str, Any]:
+    """What every history record repeats about the design (the report reads the last one): its law,
+    noise prior, budget, candidates and what training all of them would cost (FLOPs)."""
+    return {"law": spec.law, "noise": spec.noise, "level": spec.level, "budget": spec.budget,
+            "n_candidates": len(spec.candidates), "grid_flops": float(sum(c.cost for c in spec.candidates))}
 
 
 def append_history(sweep_dir: Path, record: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,13 @@ from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.admission import CellSearcher
 from scaling_sweeper.sweep.cell_trial import TrialContext, log_event, trial_config
 from scaling_sweeper.sweep.cells import Cell
-from scaling_sweeper.sweep.design import admitted_unfinished, append_history, observation, observations
+from scaling_sweeper.sweep.design import (
+    admitted_unfinished,
+    append_history,
+    design_facts,
+    observation,
+    observations,
+)
 
 LEDGER = "ledger"  # a stop of the driver's own: the design's proposal does not fit the ledger
 
@@ -55,7 +61,7 @@ class DesignSearcher(CellSearcher):
             cell = self.resume[0]
             if self._admit(cell, trial_id, {"design_reason": "resumed"}):
                 self.resume.pop(0)
-                append_history(self.sweep_dir, {"resumed": True, "admitted": cell.cell_id,
+                self._record({"resumed": True, "admitted": cell.cell_id,
                                                 "message": "continuing a cell the design admitted before the "
                                                            "driver stopped"})
                 return trial_config(cell)
@@ -71,19 +77,21 @@ class DesignSearcher(CellSearcher):
         if step.proposals:
             p = step.proposals[0]
             cell = self.ctx.cells[p.key]
-            decision = {"trigger_finished": len(self.finished), "pending": pend, **step.record(self.spec)}
+            named = [k for k in (p.key, p.runner_up) if k is not None]
+            decision = {"trigger_finished": len(self.finished), "pending": pend, **step.record(self.spec),
+                        "labels": {k: self.spec.by_key[k].label for k in named}}
             if self._admit(cell, trial_id, {"design_reason": p.reason}, decision):
                 return trial_config(cell)
             return self._no_room(cell)
         if step.stop is not None:
             self.stop = step.stop
-            append_history(self.sweep_dir, {"trigger_finished": len(self.finished), "pending": pend,
+            self._record({"trigger_finished": len(self.finished), "pending": pend,
                                             **step.record(self.spec)})
             self.pending.clear()
             return self.FINISHED
         if not self.live:  # the design waits, but nothing runs that could change its answer
             self.stop = "stalled"
-            append_history(self.sweep_dir, {"trigger_finished": len(self.finished), "pending": pend,
+            self._record({"trigger_finished": len(self.finished), "pending": pend,
                                             **step.record(self.spec), "stop": self.stop})
             self.pending.clear()
             return self.FINISHED
@@ -101,7 +109,7 @@ class DesignSearcher(CellSearcher):
         if not ok:
             return False
         if decision is not None:
-            rec = append_history(self.sweep_dir, {**decision, "admitted": cell.cell_id})
+            rec = self._record({**decision, "admitted": cell.cell_id})
             why = {**why, "design_decision": rec["decision"]}
         try:
             log_event(self._run_dir(cell), "admitted", trial_id=trial_id, C=cell.C, **why)
@@ -123,11 +131,15 @@ class DesignSearcher(CellSearcher):
             return None
         left = self._ledger(cell).summary().left
         self.stop = LEDGER
-        append_history(self.sweep_dir, {"stop": LEDGER, "proposed": cell.cell_id,
+        self._record({"stop": LEDGER, "proposed": cell.cell_id,
                                         "message": f"the ledger has {left:.4g} FLOPs left; {cell.cell_id} needs "
                                                    f"{cell.C:.4g}"})
         self.pending.clear()
         return self.FINISHED
+
+    def _record(self, record: dict) -> dict:
+        """One line of design.jsonl: the decision plus what the design is (design.design_facts)."""
+        return append_history(self.sweep_dir, {**design_facts(self.spec), **record})
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.live.get(trial_id)
