@@ -372,3 +372,15 @@ def test_design_sweep_on_ray_matches_the_offline_study_and_resumes_after_sigkill
     for k in done_before:  # finished before the kill: reused, never trained again
         assert (sweep_dir / k / "result.json").stat().st_mtime_ns == mtimes[k]
     assert math.isfinite(read_history(sweep_dir)[-1]["fit"]["half_width"] or math.nan)
+
+
+def test_shipped_design_demo_validates_and_its_design_can_meet_its_goal():
+    """sweeps/design_demo.yaml plans (without its data folder) into a DesignSpec, and against a
+    synthetic Chinchilla truth with its noise prior the design meets its goal before the grid ends."""
+    from scaling_sweeper.sweep.spec import load_spec
+
+    spec, _, cells = prepare(load_spec(REPO / "sweeps" / "design_demo.yaml", ["seq_len=130", "vocab_size=8195"]))
+    ds = design_spec(spec, cells)
+    assert ds.law == "chinchilla" and len(cells) == 12 and ds.batch == 2
+    study = run_study(ds, SimulatedLoss(TRUTH, ds.noise, seed=0).oracle(), "adaptive")
+    assert study.stop == "goal_met" and len(study.finished) < len(cells)
