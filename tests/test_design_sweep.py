@@ -125,7 +125,7 @@ def _searcher(spec_dict: dict, budget: float | None = None):
     from scaling_sweeper.sweep.ledger import ledger_path
 
     spec, _, cells = prepare(spec_from_dict(spec_dict))
-    Ledger.open(spec.storage, spec.budget.cluster, budget)
+    Ledger.open(spec.storage, spec.budget.cluster, budget if budget is not None else spec.budget.flops)
     ctx = TrialContext(sweep=spec.name, phase=spec.phase, sweep_dir=str(spec.sweep_dir),
                        ledger_file=str(ledger_path(spec.storage, spec.budget.cluster)), cluster=spec.budget.cluster,
                        cells={c.cell_id: c for c in cells})
@@ -209,6 +209,30 @@ def test_design_searcher_resumes_a_killed_driver_without_redoing_a_cell(tokens, 
     # a third driver on the finished design admits nothing and stops at once
     third, _, _, ctx = _searcher(d)
     assert third.suggest("x") == third.FINISHED and third.stop == whole.stop
+
+
+class CheckOnly:
+    """A Connection whose cluster may be checked but never opened (Ray must not start)."""
+
+    def check(self) -> None:
+        pass
+
+    def open(self) -> None:
+        raise AssertionError("Ray was started")
+
+
+def test_a_finished_design_reruns_without_ray(tokens, tmp_path):
+    from scaling_sweeper.sweep.driver import run_sweep
+
+    d = design_dict(tokens, tmp_path / "runs", name="over")
+    searcher, spec, cells, ctx = _searcher(d)
+    _tune_loop(searcher, ctx, 1, _sim_trainer(tokens))
+    chosen = _admitted(spec.sweep_dir)
+    out = run_sweep(spec_from_dict(d), CheckOnly(), progress=False)
+    assert out.ok and out.design_stop == searcher.stop == "goal_met"
+    assert sorted(out.skipped_done) == sorted(chosen) and not out.submitted
+    assert sorted(out.not_chosen) == sorted(c.cell_id for c in cells if c.cell_id not in chosen)
+    assert not any((spec.sweep_dir / k).exists() for k in out.not_chosen)  # no empty folders left
 
 
 def test_design_searcher_never_exceeds_the_ledger(tokens, tmp_path):

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from analysis.design import Candidate, DesignError, DesignSpec, Observation, Target
+from analysis.design import Candidate, DesignError, DesignSpec, Observation, Target, next_cells
 from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.base.runfolder import append_jsonl, is_done, read_jsonl, read_result, read_status
@@ -129,3 +129,13 @@ def admitted_unfinished(sweep_dir: Path, cells: Iterable[Cell]) -> list[Cell]:
             seen.add(k)
             out.append(by_id[k])
     return out
+
+
+def finished_design(spec: SweepSpec, cells: list[Cell]) -> str | None:
+    """The stop reason when the design has nothing left to do on the cells on disk (no admitted cell
+    unfinished, and the design stops on the finished ones: e.g. a rerun after the goal was met),
+    else None. The driver then starts no Ray, as for a sweep whose cells are all done."""
+    if admitted_unfinished(spec.sweep_dir, cells):
+        return None
+    step = next_cells(design_spec(spec, cells), list(observations(spec.sweep_dir, cells).values()), [])
+    return step.stop

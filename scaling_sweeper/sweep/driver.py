@@ -209,11 +209,20 @@ class _Run:
             )
             errors: dict[str, str] = {}
             mine, done_ids = reconcile(spec, cells, led, ctx, errors)
+            design_stop, not_chosen = None, []
+            if mine and get_phase(spec.phase).adaptive:
+                from scaling_sweeper.sweep.design import finished_design
+
+                design_stop = finished_design(spec, cells)
+                if design_stop is not None:  # the design is over: its other candidates are not trained
+                    not_chosen, mine = mine, []
             check_budget(led, spec.name, mine)
             self.outcomes.append(SweepOutcome(
                 name=spec.name, sweep_dir=spec.sweep_dir, n_cells=len(cells), skipped_done=done_ids,
                 reused=[c for c in done_ids if (spec.sweep_dir / c / REUSED_FILE).exists()],
-                failed=list(errors), errors=errors))
+                failed=list(errors), errors=errors, design_stop=design_stop))
+            for c in not_chosen:
+                self._not_chosen(self.outcomes[-1], spec, c)
             todo += [(spec, c) for c in mine]
         self.todo, self.later = defer_shared_cells(todo)
         self.experiment = f"{self.specs[0].name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
@@ -303,7 +312,7 @@ class _Run:
             else:
                 self._not_chosen(by_name[spec.name], spec, c)
         for o in self.outcomes:
-            o.design_stop = getattr(self.searcher, "stop", None)
+            o.design_stop = getattr(self.searcher, "stop", None) or o.design_stop
         for o in self.outcomes:
             # Tune turns SIGINT into a graceful stop without raising: unfinished cells that nobody
             # asked to stop mean we were interrupted
