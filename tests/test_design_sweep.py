@@ -398,3 +398,18 @@ def test_shipped_design_demo_validates_and_its_design_can_meet_its_goal():
     assert ds.law == "chinchilla" and len(cells) == 12 and ds.batch == 2
     study = run_study(ds, SimulatedLoss(TRUTH, ds.noise, seed=0).oracle(), "adaptive")
     assert study.stop == "goal_met" and len(study.finished) < len(cells)
+
+
+def test_status_counts_the_candidates_a_stopped_design_did_not_choose(tokens, tmp_path):
+    from scaling_sweeper.results.status import collect, progress_line
+    from scaling_sweeper.sweep.driver import run_sweep
+
+    d = design_dict(tokens, tmp_path / "runs", name="stat")
+    searcher, spec, cells, ctx = _searcher(d)
+    _tune_loop(searcher, ctx, 1, _sim_trainer(tokens))
+    run_sweep(spec_from_dict(d), CheckOnly(), progress=False)  # writes the plan; the design is over
+    st = collect(spec.sweep_dir)
+    n = len(_admitted(spec.sweep_dir))
+    assert st.counts["done"] == n and st.counts["not_chosen"] == len(cells) - n and st.counts["pending"] == 0
+    assert st.C_planned == pytest.approx(sum(c.C for c in cells if c.cell_id in _admitted(spec.sweep_dir)))
+    assert f"not chosen by the design {len(cells) - n}" in progress_line(st) and st.eta_s() == 0.0
