@@ -413,3 +413,16 @@ def test_status_counts_the_candidates_a_stopped_design_did_not_choose(tokens, tm
     assert st.counts["done"] == n and st.counts["not_chosen"] == len(cells) - n and st.counts["pending"] == 0
     assert st.C_planned == pytest.approx(sum(c.C for c in cells if c.cell_id in _admitted(spec.sweep_dir)))
     assert f"not chosen by the design {len(cells) - n}" in progress_line(st) and st.eta_s() == 0.0
+
+
+def test_plan_prints_the_design_and_its_seed(tokens, tmp_path):
+    from analysis.design import default_seed
+    from scaling_sweeper.sweep.design import format_design
+
+    spec, _, cells = prepare(spec_from_dict(design_dict(tokens, tmp_path)))
+    text = format_design(spec, cells)
+    seed = default_seed(design_spec(spec, cells))
+    assert "offset_power law, target alpha to +-0.015" in text and all(k in text for k in seed)
+    spec, _, cells = prepare(spec_from_dict(design_dict(tokens, tmp_path, seed_cells=[cells[3].cell_id,
+                             cells[0].cell_id, cells[6].cell_id, cells[9].cell_id, cells[12].cell_id])))
+    assert f"seed cells (trained first): {cells[3].cell_id} (" in format_design(spec, cells)

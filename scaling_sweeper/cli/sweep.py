@@ -49,6 +49,10 @@ def _plan(args: argparse.Namespace) -> int:
         left_out: list[str] = []
         resolve_cells(spec, shape, left_out)  # pure and cheap: the points a phase rule dropped
         print(("\n" if i else "") + format_plan(spec, cells, left_out))
+        if spec.design is not None:
+            from scaling_sweeper.sweep.design import format_design
+
+            print(format_design(spec, cells))
     return 0
 
 

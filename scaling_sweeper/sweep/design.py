@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from analysis.design import Candidate, DesignError, DesignSpec, Observation, Target, next_cells
+from analysis.design import Candidate, DesignError, DesignSpec, Observation, Target, default_seed, next_cells
 from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.base.runfolder import append_jsonl, is_done, read_jsonl, read_result, read_status
@@ -139,3 +139,18 @@ def finished_design(spec: SweepSpec, cells: list[Cell]) -> str | None:
         return None
     step = next_cells(design_spec(spec, cells), list(observations(spec.sweep_dir, cells).values()), [])
     return step.stop
+
+
+def format_design(spec: SweepSpec, cells: list[Cell]) -> str:
+    """What `sweeper plan` adds for an adaptive sweep: the law, target, budget and the seed cells."""
+    ds = design_spec(spec, cells)
+    seed = ds.seed_cells if ds.seed_cells is not None else default_seed(ds)
+    grid = sum(c.cost for c in ds.candidates)
+    return "\n".join([
+        f"design: {ds.law} law, target {ds.target.describe()} ({ds.level:.0%} interval), noise prior {ds.noise:g} nats",
+        f"design budget: {ds.budget:.4g} FLOPs (all {len(ds.candidates)} candidates: {grid:.4g}); "
+        f"{ds.batch} cell(s) at once",
+        f"seed cells (trained first): {', '.join(f'{k} ({ds.by_key[k].label})' for k in seed)}",
+        "then, as trials finish, the cell with the largest expected variance cut of the target per FLOP, until "
+        "the goal is met or the budget is spent",
+    ])
