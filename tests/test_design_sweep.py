@@ -178,6 +178,14 @@ def test_design_searcher_proposes_what_the_offline_study_trains(tokens, tmp_path
         assert _admitted(spec.sweep_dir) == study.finished
     hist = read_history(spec.sweep_dir)
     assert hist[-1]["stop"] == study.stop and hist[-1]["fit"]["status"] == "ok"
+    # the trials table records which decision chose each cell and why (its `extra`)
+    from analysis.tables import open_tables
+
+    trials = open_tables(spec.sweep_dir).trials.collect()
+    stamped = {r["cell_id"]: json.loads(r["extra"]) for r in trials.select("cell_id", "extra").to_dicts()}
+    by_decision = {r["admitted"]: r["decision"] for r in hist if r.get("admitted")}
+    assert {k: v["design_decision"] for k, v in stamped.items()} == by_decision
+    assert {v["design_reason"] for v in stamped.values()} <= {"seed", "explore", "gain"}
     # each admission names its decision and why, in the cell's events
     for r in hist:
         if r.get("admitted"):

@@ -81,6 +81,8 @@ EXTRA_KEYS: dict[str, str] = {
     "compile": "whether the training loss was torch.compile'd",
     "tokenizer_health": "codebook use, per-feature MAE, round-trip SWD of the tokens folder",
     "steps_redone": "steps executed twice after crashes (charged in C_spent, not in tokens_seen)",
+    "design_decision": "adaptive design: the decision (line of design.jsonl) that chose the cell",
+    "design_reason": "adaptive design: why it was chosen (seed, explore, gain)",
 }
 
 # The trials table: the results row, then what the table writer adds

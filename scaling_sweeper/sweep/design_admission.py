@@ -23,9 +23,16 @@ import math
 from pathlib import Path
 
 from analysis.design import DesignSpec, next_cells
+from scaling_sweeper.base.runfolder import atomic_write_json, is_done, read_result
 from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.admission import CellSearcher
-from scaling_sweeper.sweep.cell_trial import TrialContext, log_event, trial_config
+from scaling_sweeper.sweep.cell_trial import (
+    TrialContext,
+    log_event,
+    read_json_file,
+    trial_config,
+    write_tables,
+)
 from scaling_sweeper.sweep.cells import Cell
 from scaling_sweeper.sweep.design import (
     admitted_unfinished,
@@ -33,6 +40,7 @@ from scaling_sweeper.sweep.design import (
     design_facts,
     observation,
     observations,
+    read_history,
 )
 
 LEDGER = "ledger"  # a stop of the driver's own: the design's proposal does not fit the ledger
@@ -50,6 +58,11 @@ class DesignSearcher(CellSearcher):
         todo = {c.cell_id for c in cells}
         self.resume = [c for c in admitted_unfinished(self.sweep_dir, ctx.cells.values()) if c.cell_id in todo]
         self.admitted: list[str] = []  # cell ids admitted by this driver, in order
+        # cell id -> (decision number, reason) that chose it: stamped into its results row when done
+        self.why: dict[str, tuple[int | None, str]] = {
+            r["admitted"]: (r["decision"], next((p.get("reason") for p in r.get("proposals", [])
+                                                 if p.get("key") == r["admitted"]), "?"))
+            for r in read_history(self.sweep_dir) if r.get("admitted") and not r.get("resumed")}
         self.stop: str | None = None  # the design's stop reason, once given
         self._waiting: tuple | None = None  # the (finished, pending) state last answered with a wait
 
@@ -111,6 +124,7 @@ class DesignSearcher(CellSearcher):
         if decision is not None:
             rec = self._record({**decision, "admitted": cell.cell_id})
             why = {**why, "design_decision": rec["decision"]}
+            self.why[cell.cell_id] = (rec["decision"], why["design_reason"])
         try:
             log_event(self._run_dir(cell), "admitted", trial_id=trial_id, C=cell.C, **why)
         except OSError as e:  # its folder is broken: it fails alone, the design goes on without it
@@ -148,4 +162,20 @@ class DesignSearcher(CellSearcher):
             o = observation(self._run_dir(cell), cell.cell_id)
             if o is not None:
                 self.finished[cell.cell_id] = o
+            self._stamp(cell)
         self._waiting = None
+
+    def _stamp(self, cell: Cell) -> None:
+        """A finished cell's results row (and so the trials table's `extra`) records the decision
+        that chose it and why (design_decision, design_reason)."""
+        run_dir, why = self._run_dir(cell), self.why.get(cell.cell_id)
+        try:
+            row = read_result(run_dir) if is_done(run_dir) else None
+            if not row or why is None or (row.get("design_decision"), row.get("design_reason")) == why:
+                return
+            row.update(design_decision=why[0], design_reason=why[1])
+            atomic_write_json(run_dir / "result.json", row)
+            ev = read_json_file(run_dir / "eval.json")
+            write_tables(self.sweep_dir, cell.cell_id, row, [ev] if ev else None)
+        except OSError as e:  # bookkeeping only: the cell itself is done
+            self.io_failed.setdefault(self._key(cell), f"{type(e).__name__}: {e}")
