@@ -75,8 +75,7 @@ class DesignSearcher(CellSearcher):
             if self._admit(cell, trial_id, {"design_reason": "resumed"}):
                 self.resume.pop(0)
                 self._record({"resumed": True, "admitted": cell.cell_id,
-                                                "message": "continuing a cell the design admitted before the "
-                                                           "driver stopped"})
+                              "message": "continuing a cell the design admitted before the driver stopped"})
                 return trial_config(cell)
             return self._no_room(cell)
         pend = sorted(c.cell_id for c in self.live.values())
@@ -95,17 +94,17 @@ class DesignSearcher(CellSearcher):
                         "labels": {k: self.spec.by_key[k].label for k in named}}
             if self._admit(cell, trial_id, {"design_reason": p.reason}, decision):
                 return trial_config(cell)
+            self._waiting = state  # no room until a running cell releases its unspent FLOPs
             return self._no_room(cell)
         if step.stop is not None:
             self.stop = step.stop
-            self._record({"trigger_finished": len(self.finished), "pending": pend,
-                                            **step.record(self.spec)})
+            self._record({"trigger_finished": len(self.finished), "pending": pend, **step.record(self.spec)})
             self.pending.clear()
             return self.FINISHED
         if not self.live:  # the design waits, but nothing runs that could change its answer
             self.stop = "stalled"
-            self._record({"trigger_finished": len(self.finished), "pending": pend,
-                                            **step.record(self.spec), "stop": self.stop})
+            self._record({"trigger_finished": len(self.finished), "pending": pend, **step.record(self.spec),
+                          "stop": self.stop})
             self.pending.clear()
             return self.FINISHED
         self._waiting = state
