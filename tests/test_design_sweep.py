@@ -140,14 +140,15 @@ def _tune_loop(searcher, ctx, k: int, train, *, finish_at_most: int | None = Non
     from scaling_sweeper.sweep.cell_trial import finalize_cell
 
     live: dict[str, str] = {}
-    n, finished = 0, 0
+    n, finished, samples = 0, 0, len(searcher.pending)  # Tune's num_samples: the pending cells
     while True:
-        while len(live) < k:
+        while len(live) < k and samples:
             r = searcher.suggest(f"t{n}")
             n += 1
             if not isinstance(r, dict):
                 break
             live[f"t{n - 1}"] = r["cell_id"]
+            samples -= 1
         if not live or (finish_at_most is not None and finished >= finish_at_most):
             return
         tid, cell_id = next(iter(live.items()))
@@ -217,6 +218,16 @@ def test_design_searcher_resumes_a_killed_driver_without_redoing_a_cell(tokens, 
     # a third driver on the finished design admits nothing and stops at once
     third, _, _, ctx = _searcher(d)
     assert third.suggest("x") == third.FINISHED and third.stop == whole.stop
+
+
+def test_a_design_that_trains_every_candidate_records_why_it_stopped(tokens, tmp_path):
+    """An unreachable goal: every candidate is handed out, Tune asks no more (num_samples), and the
+    design's stop (exhausted) is still recorded when the last trial ends."""
+    d = design_dict(tokens, tmp_path / "runs", name="all", target={"quantity": "alpha", "tolerance": 1e-4})
+    searcher, spec, cells, ctx = _searcher(d)
+    _tune_loop(searcher, ctx, 2, _sim_trainer(tokens))
+    assert sorted(_admitted(spec.sweep_dir)) == sorted(c.cell_id for c in cells)
+    assert searcher.stop == "exhausted" and read_history(spec.sweep_dir)[-1]["stop"] == "exhausted"
 
 
 class CheckOnly:

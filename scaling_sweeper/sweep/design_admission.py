@@ -163,6 +163,13 @@ class DesignSearcher(CellSearcher):
                 self.finished[cell.cell_id] = o
             self._stamp(cell)
         self._waiting = None
+        if not self.live and not self.pending and not self.resume and self.stop is None:
+            # every candidate was handed out (Tune asks no more: num_samples is used up): the design's
+            # last word on the finished cells is recorded here
+            step = next_cells(self.spec, list(self.finished.values()), [], n=1)
+            if step.stop is not None:
+                self.stop = step.stop
+                self._record({"trigger_finished": len(self.finished), "pending": [], **step.record(self.spec)})
 
     def _stamp(self, cell: Cell) -> None:
         """A finished cell's results row (and so the trials table's `extra`) records the decision
