@@ -31,6 +31,7 @@ from typing import Any
 import polars as pl
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
+from analysis.dashboard_guard import HostCheck, allowed_hosts, confine_sweeps
 from analysis.errors import QueryError
 from analysis.query import query
 from analysis.sweep_figures import curves_figure, flops_figure, states_figure, swd_figure
@@ -235,7 +236,8 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
     app.layout = page_layout(root, sweeps, sweeps or list_sweep_names(root), refresh_s, n_boot)
 
     def _names(selected: list[str] | None) -> list[str]:
-        return list(selected) if selected else (sweeps or list_sweep_names(root))
+        # names come from the browser: only plain sweep folders inside root (dashboard_guard)
+        return confine_sweeps(root, selected) if selected else (sweeps or list_sweep_names(root))
 
     @app.callback(
         Output("summary", "children"), Output("states", "figure"), Output("flops", "figure"),
@@ -267,6 +269,8 @@ def build_app(root: str | Path, sweeps: list[str] | None = None, *, refresh_s: f
     def show_fits(sweep: str | None, _n: int, seen: str | None):
         if not sweep:
             return html.Div("no sweep yet", className="note"), None
+        if not confine_sweeps(root, [sweep]):  # from the browser: a folder inside root only
+            return html.Div("no such sweep", className="note"), None
         key, secs = fits.sections(root, sweep)
         sig = json.dumps([sweep, key])
         if sig == seen:
@@ -283,6 +287,7 @@ def serve(root: str | Path, sweeps: list[str] | None = None, *, host: str = "127
 
     app = build_app(root, sweeps, refresh_s=refresh_s, n_boot=n_boot)
     srv = make_server(host, port, app.server, threaded=True)
+    app.server.wsgi_app = HostCheck(app.server.wsgi_app, allowed_hosts(host, srv.port))  # DNS rebinding
     print(f"dashboard of {root} on http://{host}:{srv.port}/ (Ctrl-C to stop)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {host}: anyone who can reach this machine can read the results", flush=True)

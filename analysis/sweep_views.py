@@ -17,6 +17,7 @@ import polars as pl
 
 from analysis.run_status import collect, list_sweeps, progress_line, read_jsonl
 from analysis.tables import Tables
+from scaling_sweeper.base.errors import RunFolderError
 
 STATES: tuple[str, ...] = ("done", "running", "interrupted", "pending", "failed", "refused")
 
@@ -94,7 +95,12 @@ def sweep_views(root: str | Path, sweeps: list[str] | None = None) -> list[Sweep
     for name in names:
         d = root / name
         if (d / "cells.json").is_file():
-            out.append(_view_from_status(d))
+            try:
+                out.append(_view_from_status(d))
+            except RunFolderError as e:  # a damaged plan: this sweep's tables, and why (the others still show)
+                view = _view_from_tables(tables, name)
+                view.line = f"{view.line} | {e}"
+                out.append(view)
         else:
             out.append(_view_from_tables(tables, name))
     return out

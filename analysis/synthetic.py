@@ -259,11 +259,12 @@ def _coverage(law: str, param: str, truth: float, ests: list[float], ivs: list[t
     return Coverage(law, param, truth, len(iv), hit, float(np.median(iv[:, 1] - iv[:, 0])), iv, np.array(ests, float))
 
 
-def law_coverage(law: str, *, n_studies: int = 100, x: np.ndarray | None = None, noise: float = 0.01,
-                 seed: int = 0, level: float = 0.95) -> Coverage:
-    """`n_studies` studies of a 1-D law (8 sizes over 4 decades, Gaussian noise `noise` in y),
-    each fitted with `fit_law` (no bootstrap: the reported intervals need none); the coverage of
-    the exponent's interval."""
+def law_coverage(law: str, *, n_studies: int = 100, x: np.ndarray | None = None, noise: float | np.ndarray = 0.01,
+                 seed: int = 0, level: float = 0.95, weighted: bool = False) -> Coverage:
+    """`n_studies` studies of a 1-D law (8 sizes over 4 decades, Gaussian noise `noise` in y, one
+    value or one per point), each fitted with `fit_law` (no bootstrap: the reported intervals need
+    none), with the known noise as per-point errors when `weighted`; the coverage of the
+    exponent's interval."""
     from analysis.fits.laws import fit_law
     from analysis.fits.result import MODELS
 
@@ -273,7 +274,8 @@ def law_coverage(law: str, *, n_studies: int = 100, x: np.ndarray | None = None,
     rng = np.random.default_rng(seed)
     ests, ivs = [], []
     for _ in range(n_studies):
-        r = fit_law(x, y0 + rng.normal(0, noise, x.size), law, n_boot=0, ci_level=level)
+        r = fit_law(x, y0 + rng.normal(0, noise, x.size), law, n_boot=0, ci_level=level,
+                    yerr=np.broadcast_to(noise, x.shape) if weighted else None)
         ests.append(r.params[param])
         ivs.append(r.ci[param])
     return _coverage(law, param, truth[param], ests, ivs)

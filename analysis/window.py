@@ -31,7 +31,16 @@ import numpy as np
 from analysis.blas import blas_single
 from analysis.fits.bootstrap import percentile_ci
 from analysis.fits.compare import Comparison, compare_laws
-from analysis.fits.result import INSUFFICIENT_DATA, UNDERDETERMINED, FitResult, fmt_num, format_interval
+from analysis.fits.result import (
+    INSUFFICIENT_DATA,
+    POOR_FIT,
+    UNDERDETERMINED,
+    FitResult,
+    chi2_pvalue,
+    fmt_num,
+    fmt_p,
+    format_interval,
+)
 
 UNITS = {"D": "tokens", "C": "FLOPs", "N": "parameters", "N_incl": "parameters"}
 NAMES = {"D": "training-set size D", "C": "training compute C", "N": "model size N", "N_incl": "model size N_incl"}
@@ -81,7 +90,7 @@ class WindowResult:
 
 
 _fmt = fmt_num
-METRIC_LABEL = {"val_loss": "validation loss", "swd": "SWD"}  # one label per quantity (the report uses it too)
+METRIC_LABEL = {"val_loss": "validation loss", "swd": "SWD", "swd_all": "SWD with failures counted"}  # one label per quantity (the report uses it too)
 MIN_BOOT_UNITS = 5  # a bootstrap over fewer cells (or points) than this gives no interval
 
 
@@ -98,6 +107,21 @@ def _x_ci_txt(ci: tuple[float, float] | None, x_max: float, axis: str) -> str:
         return (f" (95% interval from {_fmt(ci[0])} to more than {UNBOUNDED_FACTOR:g}x the largest {axis} measured: "
                 "these data do not bound it)")
     return _ci_txt(ci)
+
+
+def _p(p: float) -> str:
+    """'= 0.003' or '< 1e-300'."""
+    t = fmt_p(p)
+    return t if t.startswith("<") else f"= {t}"
+
+
+def _rejected(r: FitResult, lead: str = "; ") -> str:
+    """'; rejected by the points' errors (chi2/ndof = .., p = ..): a trend only' for a poor fit, else ''."""
+    if r.status != POOR_FIT:
+        return ""
+    p = chi2_pvalue(r.chi2_ndof, r.n - r.n_params)
+    return (f"{lead}rejected by the points' errors: χ²/ndof = {_fmt(r.chi2_ndof)}, p {_p(p)}, so b describes "
+            "the trend only")
 
 
 def window_numbers(E: float, A: float, alpha: float, x_min: float, sigma: float | None) -> dict[str, float]:
@@ -189,7 +213,7 @@ def learnable_window(
         res.message = (f"a saturating law is not determined by these points ({off.message}): "
                        f"whether {label} saturates along {axis} cannot be told")
         slope = (f" As a description only, each tenfold increase of {axis} lowers {label} by b = "
-                 f"{_fmt(lg.params['b'])}{_ci_txt(lg.ci.get('b'))} (logarithmic law)." if lg.ok else "")
+                 f"{_fmt(lg.params['b'])}{_ci_txt(lg.ci.get('b'))} (logarithmic law{_rejected(lg)})." if lg.ok else "")
         res.explanations["status"] = (f"No learnable window: {res.message}. More values of {axis} are needed.{slope}")
         return res
     a_lo_hit = off.ok and "alpha at its lower bound" in off.message
@@ -206,7 +230,8 @@ def learnable_window(
         ex["status"] = (f"{label} keeps falling with {name} over the measured range "
                         f"({_fmt(res.x_min)} to {_fmt(res.x_max)} {unit}): {why}. A logarithmic law has no "
                         f"asymptote, so no finite window, no 90%/99% points and no saturation point can be given; "
-                        f"each tenfold increase of {axis} lowers {label} by b = {_fmt(b)}{_ci_txt(lg.ci.get('b'))}.")
+                        f"each tenfold increase of {axis} lowers {label} by b = {_fmt(b)}{_ci_txt(lg.ci.get('b'))}"
+                        f"{_rejected(lg, ' (')}{')' if _rejected(lg) else ''}.")
         ex["y_at_xmin"] = (f"At the smallest {axis} measured ({_fmt(res.x_min)} {unit}) the fitted {label} is "
                            f"{_fmt(res.y_at_xmin)} (observed {_fmt(res.y_at_xmin_observed)}).")
         for k in ("asymptote", "width", "x_90", "x_99", "x_sat"):
@@ -270,6 +295,9 @@ def learnable_window(
     ex["status"] = (f"{label} approaches a plateau as {name} grows: a saturating law "
                     f"{label} = E + A·{axis}^-alpha fits with alpha = {_fmt(alpha)}{_ci_txt(off.ci.get('alpha'))} "
                     f"(AICc {off.aicc:.1f} vs {lg.aicc:.1f} for a logarithmic law; fit status {off.status}).")
+    if off.status == POOR_FIT:
+        ex["status"] += (f" But the saturating law is {_rejected(off, '').split(', so b')[0]}: "
+                         "every number below describes the trend only, and none supports an extrapolation.")
     ex["y_at_xmin"] = (f"At the smallest {axis} measured ({_fmt(res.x_min)} {unit}) the fitted {label} is "
                        f"{_fmt(res.y_at_xmin)}{_ci_txt(res.ci.get('y_at_xmin')) or no_ci.get('y_at_xmin', '')} (observed {_fmt(res.y_at_xmin_observed)}).")
     ex["asymptote"] = (f"With unlimited {name} the {label} would level off at E = {_fmt(E)}"
@@ -290,8 +318,8 @@ def learnable_window(
                            f"to the plateau is smaller than the statistical uncertainty of {label} ({_fmt(sigma)}, "
                            f"{sigma_src}): further {axis} cannot be told apart from noise{where(res.x_sat)}.")
     else:
-        ex["x_sat"] = (f"No saturation point: the statistical uncertainty of {label} is unknown (no per-point errors "
-                       "and no repeated runs at the same x).")
+        ex["x_sat"] = (f"No saturation point: the statistical uncertainty of {label} is unknown (per-point errors "
+                       "were not given for these points, and no x was trained twice).")
     if math.isfinite(res.floor):
         ex["floor"] = (f"The floor {_fmt(res.floor)} is the {label} between two independent samples of the true "
                        f"distribution (the smallest value measurable with this sample size).")

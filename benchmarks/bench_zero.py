@@ -185,8 +185,11 @@ def main() -> int:
     name = torch.cuda.get_device_name(0) if gpu else "cpu"
     if gpu and peak is None:
         peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    from scaling_sweeper.base.private_dirs import embedded_ray_temp_dir
+
     ray.init(num_cpus=max(a.workers, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})  # fmt: skip
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+             _temp_dir=str(embedded_ray_temp_dir()))  # Ray makes it 0777: under this user's private folder
     results = []
     tokens_per_step = a.batch * (a.seq_len - 1)
     try:

@@ -15,7 +15,10 @@ Parameter counts (the names used everywhere):
   plus the final LayerNorm).
 
 A `KVCache` holds preallocated per-layer key/value tensors for incremental decoding: with a
-cache, positions continue from `kv_cache.length` and the cache grows by T on every call.
+cache, positions continue from `kv_cache.length` and the cache grows by T on every call. A
+`StaticKVCache` decodes one token per call with fixed shapes (torch.compile / CUDA graphs); its
+attention reads only a length-bucketed prefix of the cache (`decode_span`), so the cost of a
+decode step grows with the position instead of being fixed at max_len.
 """
 
 from __future__ import annotations
@@ -29,10 +32,26 @@ import torch.nn.functional as F
 
 from scaling_sweeper.base.model_config import SIZES, GPTConfig, SizePreset, config_for, count_params, get_size
 
-__all__ = ["GPT", "IGNORE_INDEX", "SIZES", "GPTConfig", "KVCache", "SizePreset", "StaticKVCache", "config_for",
-           "count_params", "cross_entropy", "get_size"]
+__all__ = ["DECODE_BUCKET", "GPT", "IGNORE_INDEX", "SIZES", "GPTConfig", "KVCache", "SizePreset", "StaticKVCache",
+           "config_for", "count_params", "cross_entropy", "decode_span", "get_size"]
 
 IGNORE_INDEX = -100  # a target with this value (padding) is left out of the loss
+
+# Slots per bucket of a static cache's attention span: the span of the token at position p is the
+# next multiple of DECODE_BUCKET >= p + 1 (capped at max_len). For 129 positions that is 5 shapes
+# (32, 64, 96, 128, 129): few graphs for torch.compile / CUDA graphs (under the recompile limit),
+# and about 62% of the slots a fixed 129-slot read touches (50% is the unbucketed minimum).
+DECODE_BUCKET = 32
+
+
+def decode_span(pos: int, max_len: int, bucket: int | None = DECODE_BUCKET) -> int:
+    """Cache slots [0, span) the token at position `pos` attends over: the next multiple of
+    `bucket` >= pos + 1, capped at max_len; bucket None: all max_len slots (one fixed shape)."""
+    if not 0 <= pos < max_len:
+        raise ValueError(f"position {pos} outside the cache's {max_len} slots")
+    if bucket is None:
+        return max_len
+    return min(max_len, -(-(pos + 1) // bucket) * bucket)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -79,14 +98,23 @@ class StaticKVCache(_CacheShape):
 
     k[i], v[i]: (batch_size, n_head, max_len, head_dim). `pos` is a 0-d long tensor on the
     device: the position of the token fed next. A forward pass with one token writes slot
-    `pos` (index_copy_) and attends over all max_len slots with the mask slot <= pos, so every
-    step has the same shapes and no host-side integer changes; the caller sets `pos` (it is
-    not advanced here). Equal to `KVCache` up to float round-off of the masked softmax.
+    `pos` (index_copy_) and attends over slots [0, span) with the mask slot <= pos. `span` is a
+    host integer >= pos + 1 (`decode_span`: a multiple of `bucket`, or max_len when bucket is
+    None), so the steps of one bucket share their shapes and the read grows with the position.
+    The caller sets both with `set_position` (nothing is advanced here). Equal to `KVCache` up
+    to float round-off of the masked softmax (exactly in float64).
     """
 
     k: list[torch.Tensor]
     v: list[torch.Tensor]
     pos: torch.Tensor
+    bucket: int | None = DECODE_BUCKET  # span granularity in slots; None: always all max_len slots
+    span: int | None = None  # slots attended by the next step; None: all max_len
+
+    def set_position(self, pos: int) -> None:
+        """Feed the next token at position `pos` (device `pos` and host `span`)."""
+        self.span = decode_span(pos, self.max_len, self.bucket)
+        self.pos.fill_(pos)
 
 
 class CausalSelfAttention(nn.Module):
@@ -114,8 +142,11 @@ class CausalSelfAttention(nn.Module):
             slot = kv_cache.pos.view(1)
             kv_cache.k[layer].index_copy_(2, slot, k)
             kv_cache.v[layer].index_copy_(2, slot, v)
-            mask = (torch.arange(kv_cache.max_len, device=x.device) <= kv_cache.pos).view(1, -1)  # (1, max_len)
-            y = F.scaled_dot_product_attention(q, kv_cache.k[layer], kv_cache.v[layer], attn_mask=mask)
+            span = kv_cache.max_len if kv_cache.span is None else kv_cache.span  # slots read: [0, span)
+            k_all = kv_cache.k[layer][:, :, :span]  # (B, nh, span, hd)
+            v_all = kv_cache.v[layer][:, :, :span]
+            mask = (torch.arange(span, device=x.device) <= kv_cache.pos).view(1, -1)  # (1, span)
+            y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
         elif kv_cache is None or kv_cache.length == 0:
             if kv_cache is not None:  # first call: fill the cache, attend causally within x
                 kv_cache.k[layer][:B, :, :T] = k
@@ -218,10 +249,15 @@ class GPT(nn.Module):
         )
 
     def new_static_kv_cache(self, batch_size: int, max_len: int | None = None, *,
-                            dtype: torch.dtype | None = None) -> StaticKVCache:
-        """Empty fixed-shape cache (see StaticKVCache) on the model's device, pos = 0."""
+                            dtype: torch.dtype | None = None, bucket: int | None = DECODE_BUCKET) -> StaticKVCache:
+        """Empty fixed-shape cache (see StaticKVCache) on the model's device, pos = 0; `bucket`:
+        the attention span's granularity (None: every step reads all max_len slots)."""
+        if bucket is not None and bucket < 1:
+            raise ValueError(f"bucket must be >= 1 or None, got {bucket}")
         c = self.new_kv_cache(batch_size, max_len, dtype=dtype)
-        return StaticKVCache(c.k, c.v, torch.zeros((), dtype=torch.long, device=c.k[0].device))
+        cache = StaticKVCache(c.k, c.v, torch.zeros((), dtype=torch.long, device=c.k[0].device), bucket)
+        cache.set_position(0)
+        return cache
 
     def hidden(self, idx: torch.Tensor, kv_cache: KVCache | StaticKVCache | None = None) -> torch.Tensor:
         """idx (B, T) long -> final-LayerNorm hidden states (B, T, C), before the head."""

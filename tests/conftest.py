@@ -120,3 +120,10 @@ def synthetic_tokens(tmp_path_factory):
         return write_shards(where, splits, vocab_size=n_content + 3, pad_token=n_content + 2)
 
     return make
+
+
+@pytest.fixture
+def tiny_tokens(tmp_path, synthetic_tokens) -> Path:
+    """A small tokens folder of this test's own (seq_len 12, vocab 24; train 200, val 32 and test 8
+    rows): cheap to make, free to corrupt (synthetic_tokens under this test's tmp_path)."""
+    return synthetic_tokens(12, 21, {"train": 200, "val": 32, "test": 8}, path=tmp_path / "tokens")

@@ -180,3 +180,36 @@ def test_holdout_section_checks_every_law_of_a_repetition_study():
     names = {c.law.split(",")[0] for c in holdout_checks(done, n_boot=10)}
     assert names == {"effective-data law", "R* measured on the fresh-data arms",
                      "Chinchilla law in tokens seen (repeats counted as fresh)"}
+
+
+def test_measured_R_star_with_a_fresh_arm_measured_twice():
+    """A size-scan cell and a one-pass repetition arm of the same N and tokens seen are two
+    measurements of one point of the fresh curve: R* is measured (no PCHIP 'strictly increasing'
+    crash), and equals R* measured with that point once at the inverse-variance mean of the two."""
+    from analysis.fits.effective_data_measured import measure_effective_data
+    from analysis.synthetic import TrueLaw
+
+    noise = 0.003
+    s = effective_data_study(R_star=5.0, seed=3, law=TrueLaw(noise=noise), tokens=np.geomspace(1e7, 1e9, 6))
+    N, U, T, L = s["N"], s["U"], s["tokens_seen"], s["L"]
+    err = noise * L
+    one = np.flatnonzero((U == T) & (T == np.unique(T)[2]))[0]  # one fresh arm at a middle budget
+    L2 = L[one] - 0.002  # the second measurement of that point (lower: the curve still falls)
+    e2 = 2 * err[one]
+    twice = measure_effective_data(np.append(N, N[one]), np.append(U, U[one]), np.append(T, T[one]),
+                                   np.append(L, L2), np.append(err, e2), n_boot=0)
+    assert twice.ok, twice.message
+    w1, w2 = 1 / err[one] ** 2, 1 / e2**2
+    Lm = L.copy()
+    Lm[one] = (w1 * L[one] + w2 * L2) / (w1 + w2)
+    Em = err.copy()
+    Em[one] = (w1 + w2) ** -0.5
+    once = measure_effective_data(N, U, T, Lm, Em, n_boot=0)
+    assert twice.R_star == pytest.approx(once.R_star)
+    assert [a.D_eff for a in twice.arms] == pytest.approx([a.D_eff for a in once.arms], nan_ok=True)
+    assert [a.sigma_log for a in twice.arms] == pytest.approx([a.sigma_log for a in once.arms], nan_ok=True)
+    # without errors the two are averaged with equal weights
+    Lm[one] = (L[one] + L2) / 2
+    assert measure_effective_data(np.append(N, N[one]), np.append(U, U[one]), np.append(T, T[one]),
+                                  np.append(L, L2), n_boot=0).R_star == pytest.approx(
+        measure_effective_data(N, U, T, Lm, n_boot=0).R_star)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -65,6 +66,14 @@ def _start(root: Path) -> tuple[subprocess.Popen, str]:
         proc.kill()
         raise AssertionError(f"no URL from the dashboard: {line!r} {proc.stderr.read()[-2000:]}")
     return proc, line.split("http://")[1].split("/")[0]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _get(url: str) -> bytes:
@@ -206,11 +215,7 @@ def test_dashboard_serves_live_and_finished_sweeps(tmp_path):
             "syn/tables/evals", "syn/tables/evals/appended0001.parquet", "syn/tables/trials",
             "syn/tables/trials/appended0001.parquet"]), changed
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         time.sleep(0.1)
 
 
@@ -223,3 +228,83 @@ def test_dashboard_refuses_unknown_sweep_or_folder(tmp_path, capsys):
     assert "no sweep nosuch" in err and "sweeps: syn" in err
     assert cli_main(["dashboard", "--storage", str(tmp_path / "missing")]) == 2
     assert "no results folder" in capsys.readouterr().err
+
+
+def _request(url: str, host: str | None = None, data: bytes | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if data else {}
+    if host:
+        headers["Host"] = host
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=120) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_dashboard_confines_sweep_names_and_answers_only_its_own_host(tmp_path):
+    """Issue 30: a sweep name from the browser read another storage's cells and ledger
+    (`../other/...`, absolute paths); a request naming another Host (DNS rebinding) was answered."""
+    root = tmp_path / "runs"
+    _running_sweep(root)
+    victim = _running_sweep(tmp_path / "other").rename(tmp_path / "other" / "victim")  # another results root
+    proc, host = _start(root)
+    try:
+        base = f"http://{host}"
+        page = Page(base)
+        for bad in (["../other/victim"], [str(victim)], ["live/../../other/victim"], ["..", "."], ["x\nlive"]):
+            r = page.call("summary", {"tick.n_intervals": 1, "sweeps.value": bad})
+            assert "victim" not in json.dumps(r) and "cell1aaaa" in json.dumps(r), bad  # root's own sweeps only
+        fits = page.call("fits", {"fit-sweep.value": "../other/victim", "tick.n_intervals": 1})
+        assert "no such sweep" in json.dumps(fits["fits"])
+        # DNS rebinding: the browser sends the attacker's name as Host
+        payload = json.dumps({"output": "sql-result.children", "outputs": {"id": "sql-result", "property": "children"},
+                              "inputs": [{"id": "run-sql", "property": "n_clicks", "value": 1},
+                                         {"id": "tick", "property": "n_intervals", "value": 1}],
+                              "state": [{"id": "sql", "property": "value", "value": "SELECT * FROM trials"}],
+                              "changedPropIds": ["run-sql.n_clicks"]}).encode()
+        port = host.rsplit(":", 1)[1]
+        for evil in ("attacker.example", f"attacker.example:{port}", f"127.0.0.1.nip.io:{port}"):
+            assert _request(base + "/", evil)[0] == 403
+            code, body = _request(base + "/_dash-update-component", evil, payload)
+            assert code == 403 and b"cell" not in body
+        for good in (host, f"localhost:{port}"):
+            assert _request(base + "/", good)[0] == 200
+        assert _request(base + "/_dash-update-component", host, payload)[0] == 200
+    finally:
+        _stop(proc)
+
+
+def test_sweep_names_are_confined_to_the_results_folder(tmp_path):
+    from analysis.dashboard_guard import (
+        BadSweepName,
+        allowed_hosts,
+        confine_sweep,
+        confine_sweeps,
+        host_allowed,
+    )
+
+    (tmp_path / "runs" / "ok").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs" / "link").symlink_to(tmp_path / "elsewhere")  # leads out once resolved
+    root = tmp_path / "runs"
+    assert confine_sweep(root, "ok") == "ok" and confine_sweep(root, "not-yet.run_1") == "not-yet.run_1"
+    for bad in ("../runs_lock/lock", "/etc", str(root / "ok"), "a/b", "..", ".", "", "ok\n", ".hidden", "link", 3):
+        with pytest.raises(BadSweepName):
+            confine_sweep(root, bad)
+    assert confine_sweeps(root, ["ok", "../x", None]) == ["ok"]
+    hosts = allowed_hosts("127.0.0.1", 8050)
+    assert host_allowed("127.0.0.1:8050", hosts) and host_allowed("LOCALHOST:8050", hosts)
+    for bad in ("attacker.example:8050", "127.0.0.1:8051", "", None, "127.0.0.1"):
+        assert not host_allowed(bad, hosts)
+
+
+def test_a_damaged_plan_does_not_take_the_other_sweeps_down(tmp_path):
+    from analysis.sweep_views import sweep_views
+
+    _running_sweep(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "cells.json").write_text('[{"cell_id": "c0", "si')  # truncated
+    views = {v.name: v for v in sweep_views(tmp_path)}
+    assert views["live"].counts["done"] == 1
+    assert "truncated or not JSON" in views["broken"].line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -152,8 +153,113 @@ def test_a_failing_compiled_decode_step_falls_back_to_eager(monkeypatch):
     def broken(*a, **kw):
         raise RuntimeError("no compiler here")
 
-    monkeypatch.setattr(G, "_compiled_step", lambda device, enabled: broken if enabled else G._decode_step)
+    monkeypatch.setattr(G, "_compiled_step", lambda device, enabled, *a: broken if enabled else G._decode_step)
     m = _model(dtype=torch.float64)
     with pytest.warns(UserWarning, match="sampling eagerly"):
         got = generate(m, 9, tokenizer=TOK, seed=8, batch_size=4, compile=True)
     np.testing.assert_array_equal(got, generate(m, 9, tokenizer=TOK, seed=8, batch_size=4, compile=False))
+
+
+@pytest.mark.parametrize("temperature,top_k,dtype", [
+    (1.0, None, torch.float64), (0.8, 5, torch.float64), (0.0, None, torch.float32), (1.0, None, torch.float32),
+])
+def test_bucketed_static_cache_gives_the_tokens_of_the_full_cache_and_of_no_cache(monkeypatch, temperature, top_k,
+                                                                                   dtype):
+    """Compiled decode (aot_eager: dynamo capture, no C++ build) on the static cache whose
+    attention reads a bucketed prefix (spans 5, 10, 15, 20, 23), on the fixed full-length static
+    cache, and the no-cache recomputation: the same tokens, exactly."""
+    monkeypatch.setenv("SWEEPER_COMPILE_BACKEND", "aot_eager")
+    m = _model(dtype=dtype)
+    kw = dict(tokenizer=TOK, temperature=temperature, top_k=top_k, seed=3, batch_size=8)
+    bucketed = generate(m, 16, compile=True, decode_bucket=5, **kw)
+    full = generate(m, 16, compile=True, decode_bucket=None, **kw)
+    ref = generate(m, 16, use_cache=False, **kw)
+    np.testing.assert_array_equal(bucketed, ref)
+    np.testing.assert_array_equal(full, ref)
+    if temperature > 0:  # rows of many lengths: every span is exercised, also after a row stopped
+        assert len({int((r == TOK.stop_token).argmax()) for r in ref if (r == TOK.stop_token).any()}) > 2
+
+
+def test_generate_feeds_growing_spans_to_the_compiled_step(monkeypatch):
+    """Each decode step of a compiled generate() attends over decode_span(position) slots: the
+    read grows with the position (how the model reads them: test_model.py)."""
+    from scaling_sweeper.model import StaticKVCache, decode_span
+
+    monkeypatch.setenv("SWEEPER_COMPILE_BACKEND", "eager")
+    spans: list[tuple[int, int]] = []
+    orig = StaticKVCache.set_position
+
+    def record(self, pos):
+        orig(self, pos)
+        spans.append((pos, self.span))
+
+    monkeypatch.setattr(StaticKVCache, "set_position", record)
+    generate(_model(bias=-50.0), 4, tokenizer=TOK, seed=0, batch_size=4, compile=True, decode_bucket=8)
+    L = TOK.seq_len - 1
+    assert spans[0] == (0, 8)  # set when the cache is made
+    steps = spans[1:]
+    assert [p for p, _ in steps] == list(range(L))  # never stops: every position decoded
+    assert [s for _, s in steps] == [decode_span(p, L, 8) for p in range(L)] == [8] * 8 + [16] * 8 + [23] * 7
+
+
+def test_sampling_precision_auto_is_bf16_on_cuda_fp32_on_cpu(monkeypatch):
+    from scaling_sweeper.evaluate.generate import resolve_sampling_precision
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_sampling_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_sampling_precision("auto", torch.device("cuda:1")) == "bf16"
+    assert resolve_sampling_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_sampling_precision("fp32", torch.device("cuda")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_sampling_precision("auto", torch.device("cuda")) == "fp32"
+    # on the CPU auto samples exactly what fp32 samples
+    m = _model()
+    np.testing.assert_array_equal(generate(m, 12, tokenizer=TOK, seed=1, precision="auto"),
+                                  generate(m, 12, tokenizer=TOK, seed=1, precision="fp32"))
+
+
+def _reference_cdf(model: GPT, prefix: np.ndarray) -> np.ndarray:
+    """Inverse-CDF table of the next token after `prefix` (start/pad banned, temperature 1),
+    computed independently of generate() in float64."""
+    with torch.no_grad():
+        logits, _ = model(torch.as_tensor(prefix.astype(np.int64))[None])
+    z = logits[0, -1].double().numpy().copy()
+    z[[TOK.start_token, TOK.pad_token]] = -np.inf
+    p = np.exp(z - z.max())
+    return np.cumsum(p / p.sum())
+
+
+def test_bf16_sampling_equals_the_fp32_reference_up_to_round_off():
+    """bf16 sampling (a bf16 copy of the weights and cache) against the float64 reference, same
+    seed: most rows are identical, and where a row first differs the reference's draw lies
+    within the bf16 round-off of the distribution from the boundary between the two tokens (the
+    round-off moved the boundary across the draw; nothing else differs)."""
+    from scaling_sweeper.evaluate.generate import uniforms
+
+    torch.manual_seed(0)
+    m = StopBiasedGPT(GPTConfig(n_layer=2, n_head=2, d_model=32, vocab_size=63, block_size=23), 2.5)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(3.0)
+    m64, m16 = copy.deepcopy(m).double(), copy.deepcopy(m).to(torch.bfloat16)
+    n = 64
+    ref = generate(m64, n, tokenizer=TOK, seed=7, batch_size=16)
+    got = generate(m, n, tokenizer=TOK, seed=7, batch_size=16, precision="bf16")
+    np.testing.assert_array_equal(generate(m, n, tokenizer=TOK, seed=7, batch_size=16, precision="fp32"), ref)
+    u_all = uniforms(7, 0, n, TOK.seq_len - 1).double().numpy()  # (positions, jets)
+    differ = np.flatnonzero((ref != got).any(1))
+    assert len(differ) <= n // 4, f"{len(differ)} of {n} rows differ: more than round-off"
+    worst = 0.0
+    for i in differ:
+        t = int(np.argmax(ref[i] != got[i]))  # first differing position; the prefix is shared
+        c64, c16 = _reference_cdf(m64, ref[i, :t]), _reference_cdf(m16, ref[i, :t])
+        a, b = sorted((int(ref[i, t]), int(got[i, t])))
+        u = u_all[t - 1, i]
+        # each path drew what its own distribution says (inverse CDF with the same uniform)
+        assert int(np.searchsorted(c64, u * c64[-1], side="right")) == ref[i, t]
+        assert int(np.searchsorted(c16, u * c16[-1], side="right")) == got[i, t]
+        gap = np.abs(c64 - c16).max()  # round-off of the distribution at this position
+        dist = np.abs(c64[a:b] - u).min()  # draw to the nearest boundary between the two tokens
+        assert dist <= gap, (i, t, dist, gap)
+        worst = max(worst, gap)
+    assert worst < 0.05  # bf16 round-off, not a different distribution

@@ -71,6 +71,30 @@ def test_evaluate_run_writes_eval_json_and_updates_result(trained_run):
     assert after["status"] == "done" and after["N"] == before["N"]
 
 
+def test_evaluate_run_adds_the_field_metrics_with_floors(trained_run, tmp_path):
+    from scaling_sweeper.evaluate.jet_metrics import KL_OBSERVABLES, JetMetricsConfig
+
+    cfg = EvalConfig(**SMALL, jet_metrics=JetMetricsConfig(cache_dir=str(tmp_path)))
+    out = evaluate_run(trained_run, cfg, write=False)
+    keys = ["fpd", "kpd", "auc", "auc_constituents", *(f"kl_{o}" for o in KL_OBSERVABLES)]
+    for k in keys:  # the floor (real vs real) always exists; the model's value only with enough valid jets
+        floor = out["jet_metrics"]["details"][k]["floor"]
+        if k.startswith("kl_") and floor.get("infinite"):  # 120 jets in 50 bins: an empty bin is likely
+            assert out[f"{k}_floor"] is None and "infinite" in floor["reason"]
+            continue
+        assert out[f"{k}_floor"] is not None and out[f"{k}_floor_err"] is not None, k
+        if not k.startswith("kl_"):
+            assert (out[k] is None) == (out["counts"]["generated_valid"] < 3), k
+    assert out["fpd_floor"] is not None and out["auc_floor"] is not None
+    for name in OBSERVABLES:
+        assert out[f"w1_{name}_floor"] == out["w1_floor"][name] and out[f"w1_{name}_floor_err"] > 0
+    assert out["jet_metrics"]["cache"]["hit"] is False and list(tmp_path.glob("jet-metrics-*.npz"))
+    assert out["timings"]["jet_metrics_s"] > 0 and out["config"]["jet_metrics"]["names"] == cfg.jet_metrics.names
+    again = evaluate_run(trained_run, cfg, write=False)  # same model, same data: floors from the cache
+    assert again["jet_metrics"]["cache"]["hit"] is True
+    assert {k: again[k] for k in keys} == {k: out[k] for k in keys}
+
+
 def test_cli_eval_prints_summary(trained_run, capsys):
     import polars as pl
 
@@ -82,6 +106,7 @@ def test_cli_eval_prints_summary(trained_run, capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "swd" in text and "floor" in text
+    assert "fpd" in text and "quantile KL" in text and "jet_pt_floor" not in text  # floors as (floor ...)
     ev = json.loads((trained_run / "eval.json").read_text())
     assert ev["counts"]["n_jets"] == 60 and ev["config"]["n_bootstrap"] == 5
     # the sweep's tables were refreshed with the new evaluation
@@ -202,3 +227,39 @@ def test_evaluation_real_samples_are_disjoint(trained_run, monkeypatch, tmp_path
     a, b = seen[:2]
     assert len(a) == len(b) == out["n_jets"] > 0
     assert not _jet_ids(a) & _jet_ids(b)
+
+
+def test_evaluation_samples_in_its_precision(trained_run, monkeypatch, tmp_path):
+    """eval.precision reaches generate() (auto: fp32 on the CPU, bf16 on CUDA) and eval.json
+    records the resolved one; an evaluation spec with it keeps the sweep's cell ids."""
+    import shutil
+
+    import scaling_sweeper.evaluate.generate as gen_mod
+
+    seen: list[str] = []
+    real_generate = gen_mod.generate
+
+    def spy(*a, **kw):
+        seen.append(kw["precision"])
+        return real_generate(*a, **kw)
+
+    monkeypatch.setattr(gen_mod, "generate", spy)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    small = {**SMALL, "n_jets": 20, "n_bootstrap": 2, "min_jets": 1}
+    for precision, want in (("auto", "fp32"), ("bf16", "bf16")):
+        out = evaluate_run(run, EvalConfig(**small, precision=precision), write=False)
+        assert seen[-1] == want and out["sampling"]["precision"] == want
+    assert EvalConfig().precision == "auto"
+    with pytest.raises(ConfigError, match="eval.precision"):
+        EvalConfig(precision="fp16")
+    from scaling_sweeper.base.config import to_dict
+    from scaling_sweeper.sweep.cells import DataShape, resolve_cells
+    from scaling_sweeper.sweep.spec import spec_from_dict
+
+    spec = {"name": "s", "phase": "model_size", "sizes": ["Pico"], "data": "d", "storage": str(tmp_path),
+            "train": {"tokens": 13000, "steps": 10, "batch_size": 4}}  # fmt: skip
+    shape = DataShape(seq_len=130, vocab_size=8195, train_tokens=None, train_sha256=None)
+    plain = [c.cell_id for c in resolve_cells(spec_from_dict(spec), shape)]
+    with_eval = [c.cell_id for c in resolve_cells(spec_from_dict({**spec, "eval": {"precision": "bf16"}}), shape)]
+    assert plain == with_eval and to_dict(EvalConfig(precision="bf16"))["precision"] == "bf16"

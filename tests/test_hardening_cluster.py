@@ -41,30 +41,37 @@ def _short_tmp(tag: str) -> str:
 def safe_cluster():
     """`sweeper cluster start`: head + 1 worker node, shared by the tests of this module."""
     tmpd = _short_tmp("h")
+    procs = []
     try:
         r = _cli("cluster", "start", "--workers", "1", "--cpus", "1", "--temp-dir", tmpd, timeout=900)
         assert r.returncode == 0, r.stdout + r.stderr
         info = dict(line.split("=", 1) for line in r.stdout.split() if "=" in line)
+        procs = local_cluster.cluster_processes(tmpd)
         yield info
     finally:
         _cli("cluster", "stop", "--temp-dir", tmpd, timeout=120)
         shutil.rmtree(tmpd, ignore_errors=True)
-    assert not local_cluster.cluster_processes(tmpd)
+    import psutil
+
+    assert procs and not psutil.wait_procs(procs, timeout=10)[1]  # every process it recorded is gone
 
 
 @pytest.fixture(scope="module")
 def open_head():
     """A Ray head WITHOUT token auth (what a plain `ray start --head` gives on a machine with no
     token), on loopback, with its dashboard: the cluster `--address` must refuse."""
-    tmpd = _short_tmp("o")
-    os.makedirs(tmpd, exist_ok=True)
+    from scaling_sweeper.base.private_dirs import make_session_dir
+    from scaling_sweeper.base.process_registry import REGISTRY_ENV, REGISTRY_FILE
+
+    tmpd = str(make_session_dir(_short_tmp("o")))  # recorded like a `sweeper cluster start` node: stopped exactly
     gcs, dash = local_cluster.free_ports(2)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", REGISTRY_ENV: os.path.join(tmpd, REGISTRY_FILE)}
     try:  # Ray's own `ray start` through the loopback wrapper of local_cluster, with auth switched off
         r = subprocess.run([PY, "-m", "scaling_sweeper.cluster.local", "--ray-start", "--head",
                             "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--num-cpus", "1",
-                            "--temp-dir", tmpd, "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                            "--temp-dir", os.path.join(tmpd, "r"), "--include-dashboard", "true",
+                            "--dashboard-host", "127.0.0.1",
                             "--dashboard-port", str(dash), "--object-store-memory", "80000000",
                             "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from scaling_sweeper.base.errors import ConfigError
 from scaling_sweeper.model import GPT, SIZES, GPTConfig, config_for, count_params, get_size
@@ -122,3 +123,79 @@ def test_weights_tied_and_too_long_rejected():
     assert model.lm_head.weight is model.transformer.wte.weight
     with pytest.raises(ValueError):
         model(torch.zeros(1, 13, dtype=torch.long))
+
+
+class _KeyReads(TorchDispatchMode):
+    """Records, per aten attention call, the key length and the K+V bytes it reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.keys: list[int] = []
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "scaled_dot_product" in str(func):
+            k, v = args[1], args[2]
+            self.keys.append(k.shape[-2])
+            self.bytes += (k.numel() + v.numel()) * k.element_size()
+        return func(*args, **(kwargs or {}))
+
+
+def test_decode_span_ladder():
+    from scaling_sweeper.model import DECODE_BUCKET, decode_span
+
+    assert [decode_span(p, 129) for p in (0, 31, 32, 63, 64, 127, 128)] == [32, 32, 64, 64, 96, 128, 129]
+    assert len({decode_span(p, 129) for p in range(129)}) == 5 and DECODE_BUCKET == 32  # 5 graphs per size
+    assert {decode_span(p, 129, None) for p in range(129)} == {129}
+    assert all(p + 1 <= decode_span(p, 40, b) <= 40 for b in (1, 7, 16, None) for p in range(40))
+    with pytest.raises(ValueError):
+        decode_span(40, 40)
+
+
+def test_static_cache_read_grows_with_the_position():
+    """The bucketed static cache's attention reads span(p) slots at position p (counted at the
+    aten level: the key tensors the attention kernel gets), the full-length cache all max_len
+    slots at every step; the logits are the same."""
+    from scaling_sweeper.model import decode_span
+
+    model, L, B, bucket = _tiny(), 12, 3, 4
+    idx = torch.randint(0, 23, (B, L))
+    per_step = {}
+    logits = {}
+    for name, b in (("full", None), ("bucketed", bucket)):
+        cache = model.new_static_kv_cache(B, L, bucket=b)
+        reads, out = [], []
+        with torch.no_grad():
+            for p in range(L):
+                cache.set_position(p)
+                with _KeyReads() as rec:
+                    out.append(model(idx[:, p : p + 1], kv_cache=cache)[0])
+                assert len(rec.keys) == model.config.n_layer and len(set(rec.keys)) == 1
+                reads.append((rec.keys[0], rec.bytes))
+        per_step[name], logits[name] = reads, torch.cat(out, 1)
+    with torch.no_grad():
+        ref, _ = model(idx)
+    for name in logits:
+        torch.testing.assert_close(logits[name], ref, rtol=1e-5, atol=1e-5)
+    assert [k for k, _ in per_step["full"]] == [L] * L  # the old fixed cost
+    keys = [k for k, _ in per_step["bucketed"]]
+    assert keys == [decode_span(p, L, bucket) for p in range(L)] == [4] * 4 + [8] * 4 + [12] * 4
+    nbytes = [n for _, n in per_step["bucketed"]]
+    assert nbytes == sorted(nbytes) and nbytes[0] * 3 == nbytes[-1]  # grows with the position
+    elem = 4 * 2 * model.config.n_layer * B * model.config.d_model  # fp32 K and V of one slot, all layers
+    assert nbytes == [k * elem for k in keys]
+    assert sum(nbytes) == sum(n for _, n in per_step["full"]) * 2 // 3  # (4+8+12)*4 / (12*12)
+
+
+def test_static_cache_exact_in_float64():
+    model = _tiny().double()
+    idx = torch.randint(0, 23, (2, 12))
+    with torch.no_grad():
+        ref, _ = model(idx)
+        for b in (None, 1, 5):
+            cache = model.new_static_kv_cache(2, 12, bucket=b)
+            steps = []
+            for p in range(12):
+                cache.set_position(p)
+                steps.append(model(idx[:, p : p + 1], kv_cache=cache)[0])
+            torch.testing.assert_close(torch.cat(steps, 1), ref, rtol=1e-12, atol=1e-12)

@@ -49,6 +49,10 @@ PINNED = {
         ("error", pl.String()),
         ("precision", pl.String()),
         ("reused_from", pl.String()),
+        # teacher data (issue 29): the known entropy, null for real data
+        ("data_entropy", pl.Float64()),
+        ("data_entropy_err", pl.Float64()),
+        ("data_entropy_val", pl.Float64()),
         ("extra", pl.String()),
         ("written_at", pl.Float64()),
     ],

@@ -88,14 +88,19 @@ def test_empty_split_opens(tmp_path):
         shard.head(4)
 
 
-def test_sha256_verification_is_remembered_until_the_file_changes(tmp_path):
+def test_sha256_verification_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
     import os
 
+    from scaling_sweeper.data import shard_verify_cache
+
+    monkeypatch.setattr(shard_verify_cache, "ALWAYS_HASH_BYTES", 0)  # remember even this small shard
+    monkeypatch.setenv(shard_verify_cache.CACHE_ENV, str(tmp_path / "cache"))
     _shards(tmp_path)
     path = tmp_path / "train.bin"
     TokenShard(tmp_path, "train", verify="sha256")
-    assert (tmp_path / "train.bin.verified").is_file()
-    TokenShard(tmp_path, "train", verify="sha256")  # stamp hit
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1  # remembered in the private cache
+    assert not (tmp_path / "train.bin.verified").exists()  # nothing beside the shard to forge
+    TokenShard(tmp_path, "train", verify="sha256")  # cache hit
     raw = bytearray(path.read_bytes())
     raw[3] ^= 0x01
     st = path.stat()

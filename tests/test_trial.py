@@ -164,7 +164,8 @@ def test_bench_gpu_cpu_smoke(tmp_path):
     out = tmp_path / "gpu.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "bench_gpu.py"), "--device", "cpu", "--sizes", "Pico",
            "--rows", "4", "--steps", "2", "--warmup", "2", "--sample-jets", "8", "--seq-len", "40",
-           "--vocab", "35", "--train-rows", "64", "--compile", "0", "--out", str(out)]  # fmt: skip
+           "--vocab", "35", "--train-rows", "64", "--compile", "0", "--sample-precisions", "auto,bf16",
+           "--out", str(out)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]
     got = json.loads(out.read_text())
@@ -172,7 +173,9 @@ def test_bench_gpu_cpu_smoke(tmp_path):
     (tr,) = got["train"]
     assert tr["size"] == "Pico" and tr["rows"] == 4 and tr["bare_s"] > 0 and tr["trainer_s"] > 0
     assert tr["ratio"] == pytest.approx(tr["trainer_s"] / tr["bare_s"])
-    assert got["sampling"][0]["jets_per_s"] > 0
+    assert tr["tokens_per_s"] == pytest.approx(4 * 39 / tr["trainer_s"])  # seq_len - 1 positions per row
+    assert [(r["precision"], r["jets"], r["batch"]) for r in got["sampling"]] == [("fp32", 8, 8), ("bf16", 8, 8)]
+    assert all(r["jets_per_s"] > 0 for r in got["sampling"]) and got["complete"] is True
     assert "ratio" in res.stdout and "jets/s" in res.stdout
 
 
@@ -189,6 +192,94 @@ def test_cli_sets_compile_and_precision():
     assert cfg.compile is True and cfg.precision == "fp32"
     with pytest.raises(ConfigError):
         build_train_config(Namespace(**{**vars(args), "overrides": ["compile=maybe"]}))
+
+
+def _fake_gpu(monkeypatch, available: bool = True) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: available)
+
+
+def test_device_and_compile_defaults_take_the_fast_path_on_a_gpu(monkeypatch):
+    """device auto -> cuda where CUDA is available; compile auto -> on where CUDA is used, off on
+    the CPU; explicit values win."""
+    from scaling_sweeper.train.precision import device_kind, resolve_compile, resolve_device
+
+    cfg = TrainConfig(size="Pico", data="d", tokens=10, steps=1)
+    assert (cfg.device, cfg.compile, cfg.precision) == ("auto", "auto", "auto")
+    _fake_gpu(monkeypatch, True)
+    dev = resolve_device(cfg.device)
+    assert dev.type == "cuda" and device_kind("auto") == "cuda"
+    assert resolve_compile(cfg.compile, dev) is True and resolve_precision(cfg.precision, dev) == "bf16"
+    assert resolve_compile(False, dev) is False and resolve_compile("auto", torch.device("cpu")) is False
+    assert resolve_compile(True, torch.device("cpu")) is True
+    _fake_gpu(monkeypatch, False)
+    dev = resolve_device(cfg.device)
+    assert dev.type == "cpu" and device_kind("auto") == "cpu" and device_kind("cuda:1") == "cuda"
+    assert resolve_compile(cfg.compile, dev) is False and resolve_precision(cfg.precision, dev) == "fp32"
+    for bad in ("maybe", 1, None):
+        with pytest.raises(ConfigError, match="compile"):
+            TrainConfig(size="Pico", data="d", tokens=10, steps=1, compile=bad)
+
+
+def test_new_device_and_compile_defaults_keep_every_pinned_id():
+    from scaling_sweeper.sweep.cells import ID_EXCLUDED, cell_id_of
+
+    assert {"device", "compile"} <= ID_EXCLUDED
+    kw = dict(size="Pico", data="d", tokens=13000, steps=10, batch_size=4)
+    pinned = "6d7e73b794fc"  # tests/test_sweep_spec.py::test_cell_ids_pinned
+    for extra in ({}, {"device": "cpu", "compile": False}, {"device": "cuda", "compile": True},
+                  {"device": "auto", "compile": "auto"}):
+        assert cell_id_of(to_dict(TrainConfig(**kw, **extra))) == pinned, extra
+
+
+def test_a_run_folder_of_the_old_cpu_defaults_resumes_under_the_auto_defaults(tokens, tmp_path, monkeypatch):
+    """config.yaml written with device: cpu, compile: false (the old defaults) resumes under
+    device/compile auto on a CPU machine and a finished run returns its stored row; on a machine
+    where auto means cuda the run is refused before any compute (precision auto would change)."""
+    run = tmp_path / "old"
+    calls = iter(range(100))
+    row = run_trial(_cfg(tokens, device="cpu", compile=False), run, should_stop=lambda: next(calls) >= 1)
+    assert row["status"] == "stopped"
+    row = run_trial(_cfg(tokens), run)  # auto, auto
+    assert row["status"] == "done" and row["compile"] is False
+    steps = [r["step"] for r in read_jsonl(run / "metrics.jsonl")]
+    assert steps == [1, 2, 3, 4]  # continued from step 2, not restarted
+    assert run_trial(_cfg(tokens), run) == read_result(run)
+    _fake_gpu(monkeypatch, True)
+    with pytest.raises(ConfigError, match="device"):
+        run_trial(_cfg(tokens), run)
+    assert read_result(run)["status"] == "done"  # untouched
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps" / "paper").glob("*.yaml"))
+                         + [REPO / "sweeps" / "data_constrained_gpu.yaml"], ids=lambda p: p.name)
+def test_gpu_specs_train_and_sample_on_the_fast_path(path, monkeypatch):
+    """On a CUDA machine every cell of the GPU specs trains on cuda, compiled, in bf16, and their
+    evaluation samples on cuda in bf16 (none of them sets compile or a sampling precision)."""
+    from scaling_sweeper.base.config import from_dict
+    from scaling_sweeper.evaluate.generate import resolve_sampling_precision
+    from scaling_sweeper.evaluate.run import EvalConfig
+    from scaling_sweeper.sweep.cells import DataShape, resolve_cells
+    from scaling_sweeper.sweep.spec import load_specs
+    from scaling_sweeper.train.precision import resolve_compile, resolve_device
+    from scaling_sweeper.train.zero_plan import plan_precision
+
+    _fake_gpu(monkeypatch, True)
+    shape = DataShape(seq_len=130, vocab_size=8195, train_tokens=None, train_sha256=None)
+    n = 0
+    for spec in load_specs(path):
+        for cell in resolve_cells(spec, shape):
+            cfg = cell.config
+            dev = resolve_device(cfg.device)
+            assert dev.type == "cuda" and resolve_compile(cfg.compile, dev) is True, cell.cell_id
+            want = plan_precision(cfg.precision, True) if cfg.strategy != "single" else \
+                resolve_precision(cfg.precision, dev)
+            assert want == "bf16"
+            n += 1
+        ev = from_dict(EvalConfig, dict(spec.eval))
+        edev = resolve_device(ev.device)
+        assert edev.type == "cuda" and resolve_sampling_precision(ev.precision, edev) == "bf16"
+    assert n > 0
 
 
 def test_run_folders_of_earlier_versions_still_match_their_config(tmp_path):

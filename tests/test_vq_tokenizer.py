@@ -108,6 +108,34 @@ def test_resume_gives_the_uninterrupted_fit(vq, jets, tmp_path, one_torch_thread
     assert _weights(VQTokenizer(other_cfg).fit(jets, seed=0, work_dir=tmp_path)) == _weights(fresh)
 
 
+class _Planted:
+    """A pickle that runs code when unpickled (creates a marker file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_pickle_in_the_work_dir_never_runs(vq, jets, tmp_path, capsys, one_torch_thread):
+    import shutil
+
+    import torch
+
+    marker = tmp_path / "pwned"
+    work = tmp_path / "out"
+    work.mkdir()
+    torch.save({"meta": _Planted(marker), "step": 3}, work / "vq_train.pt")  # a writer of the data folder
+    shutil.copy(work / "vq_train.pt", tmp_path / "planted.pt")
+    fitted = VQTokenizer(TINY).fit(jets, seed=0, work_dir=work)  # `data tokenize --tokenizer vq` resuming
+    assert not marker.exists()  # loaded with weights_only=True: the payload never ran
+    assert "ignoring checkpoint" in capsys.readouterr().err  # named, then trained from the start
+    assert _weights(fitted) == _weights(vq)
+    torch.load(tmp_path / "planted.pt", weights_only=False)  # what a plain load would have done
+    assert marker.exists()
+
+
 def test_persistence_round_trip(vq, jets, tmp_path):
     p = vq.save(tmp_path / "tok.json")
     back = load_tokenizer_file(p)
@@ -222,7 +250,6 @@ def test_tokenize_dataset_vq_and_cli(jets_dir, tmp_path, one_torch_thread):
 def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one_torch_thread):
     from scaling_sweeper.sweep.cells import cell_id_of, resolve_cells
     from scaling_sweeper.sweep.spec import spec_from_dict
-    from scaling_sweeper.train.config import TrainConfig
     from scaling_sweeper.train.lifecycle import open_data
 
     binned = tokenize_dataset(jets_dir, tmp_path / "tok_b", cfg=TokenizeConfig(n_bins=(4, 4, 2), max_constituents=24))
@@ -246,7 +273,7 @@ def test_cells_and_training_carry_the_tokenizer_id(jets_dir, jets, tmp_path, one
         resolve_cells(spec_from_dict({**spec, "data": str(vq_dir),
                                       "train": {**spec["train"], "tokenizer_id": "vq-000000000000"}}))
     # training refuses a tokens folder whose tokenizer is not the cell's, before any compute
-    tc = TrainConfig(**{**cv.config, "data": str(binned)})
+    tc = replace(cv.config, data=str(binned))  # the cell carries a typed TrainConfig
     with pytest.raises(TokenizerKindError, match="not the cell's tokenizer"):
         open_data(tc)
     data = open_data(cv.config)

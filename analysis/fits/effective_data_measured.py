@@ -4,7 +4,8 @@ At one model size the 1-pass arms (every token fresh) trace the loss as a functi
 seen, L_fresh(T). A repeated arm (U unique tokens, T = U (1 + R) tokens seen) reached a loss L;
 the fresh-data budget that reaches the same loss,
 
-    D'_measured = L_fresh^-1(L)            (monotone cubic (PCHIP) in log T through the fresh arms),
+    D'_measured = L_fresh^-1(L)            (monotone cubic (PCHIP) in log T through the fresh arms;
+                                            fresh arms at the same T are averaged into one point)
 
 is the arm's effective data in fresh tokens. Muennighoff et al. (2023) model it as
 D' = U + U R* (1 - exp(-R / R*)), so the measured ratios q = D' / U give R* from a one-parameter
@@ -109,10 +110,34 @@ def _log_ratio_model(R: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Size:
-    """The fresh curve of one size and its repeated arms (indices into the inputs)."""
+    """The fresh curve of one size and its repeated arms (indices into the inputs). Fresh arms at
+    the same tokens seen (e.g. a size-scan cell and a one-pass repetition arm of one N and budget)
+    are two measurements of one point of the curve: `budget` maps each fresh arm to its distinct
+    budget, `weight` is its weight in that budget's mean (1 / err^2, or equal without errors)."""
 
     fresh: np.ndarray  # indices of the fresh arms, by tokens seen
     rep: np.ndarray  # indices of the invertible repeated arms
+    budget: np.ndarray  # (len(fresh),) index of each fresh arm's distinct tokens seen
+    weight: np.ndarray  # (len(fresh),) its weight in the mean loss at that budget
+    T: np.ndarray  # the distinct budgets of tokens seen, increasing
+
+    def curve(self, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log T, loss) of the fresh curve: one point per distinct budget, the weighted mean of
+        the fresh arms' losses there."""
+        w = np.bincount(self.budget, self.weight, len(self.T))
+        return np.log(self.T), np.bincount(self.budget, self.weight * L[self.fresh], len(self.T)) / w
+
+    def curve_err(self, E: np.ndarray) -> np.ndarray:
+        """1-sigma error of the fresh curve's loss at each budget (errors combined by inverse variance)."""
+        return 1.0 / np.sqrt(np.bincount(self.budget, 1.0 / E[self.fresh] ** 2, len(self.T)))
+
+
+def _size(fresh: np.ndarray, rep: np.ndarray, T: np.ndarray, E: np.ndarray | None) -> _Size:
+    """The fresh arms of one size grouped by distinct tokens seen (see `_Size`)."""
+    uT, budget = np.unique(T[fresh], return_inverse=True)
+    errs = E is not None and bool(np.all(np.isfinite(E[fresh]) & (E[fresh] > 0)))
+    weight = 1.0 / E[fresh] ** 2 if errs else np.ones(len(fresh))
+    return _Size(fresh, rep, budget.ravel(), weight, uT)
 
 
 def _invert(lt: np.ndarray, fL: np.ndarray, Lq: np.ndarray, linear: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +159,7 @@ def _invert(lt: np.ndarray, fL: np.ndarray, Lq: np.ndarray, linear: bool = False
 def _invert_sizes(sizes: list[_Size], T: np.ndarray, L: np.ndarray,
                   linear: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """log D_eff and |dL/dlog T| of every invertible repeated arm for losses L, size after size."""
-    parts = [_invert(np.log(T[sz.fresh]), L[sz.fresh], L[sz.rep], linear) for sz in sizes]
+    parts = [_invert(*sz.curve(L), L[sz.rep], linear) for sz in sizes]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -164,10 +189,11 @@ def measure_effective_data(
         rep = np.flatnonzero(at & (R > 1e-6))
         if not len(rep):
             continue
-        fT, fL = T[fresh], L[fresh]
-        usable = len(np.unique(fT)) >= 2 and bool(np.all(np.diff(fL) < 0))
-        why = ("" if usable else f"the fresh arms at N = {n:.3g} ({len(fT)}) do not trace a falling loss "
-               "curve with 2+ budgets")
+        sz = _size(fresh, np.array([], int), T, E)
+        fT, fL = sz.T, sz.curve(L)[1]  # one point per distinct budget (repeats averaged)
+        usable = len(fT) >= 2 and bool(np.all(np.diff(fL) < 0))
+        why = ("" if usable else f"the fresh arms at N = {n:.3g} ({len(fresh)} at {len(fT)} budgets) do not "
+               "trace a falling loss curve with 2+ budgets")
         if why:
             notes.append(why)
         inv, inv_arms = [], []
@@ -183,14 +209,14 @@ def measure_effective_data(
                 inv.append(i)
                 inv_arms.append(arm)
         if inv:
-            sz = _Size(fresh, np.array(inv))
+            sz.rep = np.array(inv)
             sizes.append(sz)
             x, slope = _invert_sizes([sz], T, L)
-            errs = E is not None and bool(np.all(np.isfinite(E[fresh])))
+            errs = E is not None and bool(np.all(np.isfinite(E[fresh]) & (E[fresh] > 0)))
             for arm, i, xi, si in zip(inv_arms, inv, x, slope):
                 arm.D_eff = float(np.exp(xi))
                 if errs and np.isfinite(E[i]) and E[i] > 0 and si > 0:
-                    fE = float(np.interp(xi, np.log(fT), E[fresh]))  # the fresh curve's own error there
+                    fE = float(np.interp(xi, np.log(fT), sz.curve_err(E)))  # the fresh curve's own error there
                     arm.sigma_log = float(math.hypot(E[i], fE) / si)
     used = [a for a in arms if math.isfinite(a.D_eff)]
     base_msg = "; ".join(dict.fromkeys(notes))

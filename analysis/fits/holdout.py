@@ -10,7 +10,9 @@ quadrature, at the fit's level:
 
 A law `extrapolates` when every held-out measurement lies inside its interval; otherwise the
 check says plainly that the law fails to extrapolate and by how much. A refit that is not usable
-(too few points left, underdetermined, failed) is reported as not checkable, never as a pass.
+(too few points left, underdetermined, failed) or is rejected by its own points' errors (poor_fit:
+its widened intervals would let almost anything "extrapolate") is reported as not checkable,
+never as a pass.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from analysis.fits.result import FitResult, fmt_num
+from analysis.fits.result import POOR_FIT, FitResult, fmt_num
 
 
 @dataclass
@@ -81,6 +83,12 @@ def leave_largest_out(
         return HoldoutCheck(name, n_out, float(cut), xh[axis], yh, nan, nan, nan, None,
                             f"{name}: cannot be checked: the refit without the largest {n_out} value(s) is "
                             f"{r.status} ({r.message})", r)
+    if r.status == POOR_FIT:  # its own points reject it: passing on new points would say nothing
+        nan = np.full(yh.shape, np.nan)
+        return HoldoutCheck(name, n_out, float(cut), xh[axis], yh, nan, nan, nan, None,
+                            f"{name}: cannot be checked: the refit without the largest {n_out} value(s) is rejected by "
+                            f"its own points' errors ({r.message}); a law that misses the points it was fitted to is "
+                            "not tested by the ones it was not", r)
     pred = r.predict(*xh)
     blo, bhi = r.band(*xh)
     param_half = np.where(np.isfinite(blo) & np.isfinite(bhi), (bhi - blo) / 2, 0.0)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.blas import blas_single
-from analysis.fits.result import CONVERGED, INSUFFICIENT_DATA
+from analysis.fits.result import CONVERGED, INSUFFICIENT_DATA, POOR_FIT_P, chi2_pvalue, fmt_p
 
 
 @dataclass
@@ -77,23 +77,34 @@ def _budget_keys(C: np.ndarray) -> np.ndarray:
     return np.round(np.log10(C), 3)
 
 
-def _parabola(u: np.ndarray, L: np.ndarray) -> tuple[float, float, float, float, float, bool, str]:
-    """(c2, c1, c0, u_opt, L_opt, usable, message)."""
+def _parabola(u: np.ndarray, L: np.ndarray, e: np.ndarray | None = None,
+              ) -> tuple[float, float, float, float, float, bool, str]:
+    """(c2, c1, c0, u_opt, L_opt, usable, message); e: per-point loss errors (weights 1/e^2, and
+    the parabola's chi2/ndof in the message when it has degrees of freedom)."""
     if len(np.unique(u)) < 3:
         return (math.nan,) * 5 + (False, f"{len(np.unique(u))} distinct N; a parabola needs 3")
-    c2, c1, c0 = np.polyfit(u, L, 2)
+    c2, c1, c0 = np.polyfit(u, L, 2, w=None if e is None else 1.0 / e)
+    judged = ""
+    if e is not None and len(u) > 3:
+        dof = len(u) - 3
+        chi2 = float(np.sum(((L - np.polyval([c2, c1, c0], u)) / e) ** 2))
+        p = chi2_pvalue(chi2 / dof, dof)
+        judged = f" (χ²/ndof = {chi2 / dof:.3g} on {dof} dof, p = {fmt_p(p)}" + (
+            ": the parabola misses its points by more than their errors)" if p < POOR_FIT_P else ")")
     if not c2 > 0:
-        return c2, c1, c0, math.nan, math.nan, False, "loss is not convex in log N at this budget (no minimum)"
+        return c2, c1, c0, math.nan, math.nan, False, "loss is not convex in log N at this budget (no minimum)" + judged
     u_opt = -c1 / (2 * c2)
     L_opt = c0 - c1 * c1 / (4 * c2)
     if not (u.min() <= u_opt <= u.max()):
-        return c2, c1, c0, u_opt, L_opt, False, "minimum lies outside the sampled N range (extrapolated; not used)"
-    return c2, c1, c0, u_opt, L_opt, True, "ok"
+        return (c2, c1, c0, u_opt, L_opt, False,
+                "minimum lies outside the sampled N range (extrapolated; not used)" + judged)
+    return c2, c1, c0, u_opt, L_opt, True, "ok" + judged
 
 
-def _fit_all(keys, uniq, u, L, idx_by_budget):
-    """Parabolas per budget then the line log10 N_opt = log10 k_N + a log10 C."""
-    res = [_parabola(u[idx], L[idx]) for idx in idx_by_budget]
+def _fit_all(keys, uniq, u, L, idx_by_budget, e=None):
+    """Parabolas per budget (weighted by the loss errors e when given) then the line
+    log10 N_opt = log10 k_N + a log10 C."""
+    res = [_parabola(u[idx], L[idx], None if e is None else e[idx]) for idx in idx_by_budget]
     good = [i for i, r in enumerate(res) if r[5]]
     line = None
     if len(good) >= 2:
@@ -114,13 +125,18 @@ def isoflop(
     n_boot: int = 200,
     ci_level: float = 0.95,
     seed: int = 0,
+    L_err: np.ndarray | None = None,
 ) -> IsoFlopResult:
-    """IsoFLOP fit of losses L at budgets C (FLOPs; cells of one budget share C) and sizes N."""
+    """IsoFLOP fit of losses L at budgets C (FLOPs; cells of one budget share C) and sizes N.
+    L_err: per-cell loss errors; used (weights, chi2 per budget) only when every cell has one."""
     C = np.asarray(C, dtype=float).ravel()
     N = np.asarray(N, dtype=float).ravel()
     L = np.asarray(L, dtype=float).ravel()
     keep = np.isfinite(C) & np.isfinite(N) & np.isfinite(L) & (C > 0) & (N > 0)
+    e = None if L_err is None else np.asarray(L_err, dtype=float).ravel()[keep]
     C, N, L = C[keep], N[keep], L[keep]
+    if e is not None and not np.all(np.isfinite(e) & (e > 0)):
+        e = None
     nan2 = (math.nan, math.nan)
     if len(C) == 0:
         return IsoFlopResult([], math.nan, math.nan, math.nan, math.nan, nan2, nan2, INSUFFICIENT_DATA,
@@ -129,7 +145,7 @@ def isoflop(
     uniq = np.unique(keys)
     idx_by_budget = [np.flatnonzero(keys == k) for k in uniq]
     u = np.log10(N)
-    res, line = _fit_all(keys, uniq, u, L, idx_by_budget)
+    res, line = _fit_all(keys, uniq, u, L, idx_by_budget, e)
     budgets = []
     for key, idx, r in zip(uniq, idx_by_budget, res):
         c2, c1, c0, u_opt, L_opt, usable, msg = r
@@ -150,7 +166,7 @@ def isoflop(
         flat = np.concatenate(bidx)
         kk = keys[flat]
         idx_b = [np.flatnonzero(kk == k) for k in uniq]
-        rb, lb = _fit_all(kk, uniq, u[flat], L[flat], idx_b)
+        rb, lb = _fit_all(kk, uniq, u[flat], L[flat], idx_b, None if e is None else e[flat])
         uopts.append([r[3] if r[5] else math.nan for r in rb])
         if lb is not None:
             samples.append(lb)

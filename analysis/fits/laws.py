@@ -37,8 +37,10 @@ from analysis.fits.result import (
     FitResult,
     chi2_pvalue,
     failed_result,
+    fmt_p,
     goodness,
     register_model,
+    underdetermined_message,
 )
 
 COND_LIMIT = 1e8  # condition number of the column-scaled Jacobian above which a fit is ill-conditioned
@@ -180,17 +182,18 @@ def _fit_power(x: np.ndarray, y: np.ndarray, w: np.ndarray, x_ref: float, **_: o
 
 
 # ---------------------------------------------------------------------------------------------
-# intervals: profile likelihood (analysis/fits/profile.py); exact t intervals for the log law
+# intervals: profile likelihood (analysis/fits/profile.py); in closed form for the log law
 
 
 def _ci_log(x, y, w, x_ref, params, rss_min, thr_args, **_):
-    """Linear law: the profile interval is the t interval (or normal, errors scaled by
-    max(1, chi2/dof), with per-point errors)."""
+    """Linear law: the profile interval in closed form (profile.threshold): with per-point errors
+    and chi2/dof <= 1 the normal interval of the given errors; otherwise (no errors, or errors
+    scaled up by sqrt(chi2/dof)) the t interval on the fit's dof, the scale being estimated."""
     dof, level, errors_given = thr_args
     X = np.column_stack([np.ones_like(x), -np.log10(x)])
     cov = np.linalg.inv(X.T @ (X * w[:, None]))
-    if errors_given:
-        q = stats.norm.ppf(0.5 + level / 2) * math.sqrt(max(1.0, rss_min / dof))
+    if errors_given and rss_min <= dof:
+        q = stats.norm.ppf(0.5 + level / 2)
     else:
         q = stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(rss_min / dof)
     se = np.sqrt(np.diag(cov))
@@ -270,7 +273,8 @@ class Law:
 
 _PROFILE = "profile likelihood"
 LAWS: dict[str, Law] = {
-    "log": Law("log", "y = a - b * log10(x)", ("a", "b"), 2, False, _fit_log, _ci_log, "t interval (linear law)"),
+    "log": Law("log", "y = a - b * log10(x)", ("a", "b"), 2, False, _fit_log, _ci_log,
+               "closed-form profile interval (linear law: normal with errors, t on the fit's dof when scaled)"),
     "offset_power": Law("offset_power", "y = E + A * x^-alpha", ("E", "A", "alpha"), 3, False, _fit_offset_power,
                         _ci_offset_power, _PROFILE),
     "power": Law("power", "y = A * x^-alpha", ("A", "alpha"), 2, True, _fit_power, _ci_power, _PROFILE),
@@ -350,9 +354,7 @@ def fit_law(
     if dof < MIN_DOF:
         return FitResult(
             law=law, formula=L.formula, params=params, ci=nan_ci, status=UNDERDETERMINED,
-            message=(f"{n_distinct} distinct x for {k} parameters ({dof} degree{'s' if dof != 1 else ''} of freedom): "
-                     f"the law passes through its points, so its parameters are not determined; "
-                     f"needs at least {k + MIN_DOF} distinct x"),
+            message=underdetermined_message(n_distinct, k),
             n_params=k, **gof, **base)
 
     at_flags: list[bool] = []  # bootstrap refits with a parameter at a bound
@@ -387,10 +389,11 @@ def fit_law(
     else:
         status, msg = CONVERGED, "converged"
     p_chi2 = chi2_pvalue(gof["chi2_ndof"], n - k)
-    if status == CONVERGED and p_chi2 < POOR_FIT_P:
+    if status in (CONVERGED, AT_BOUND) and p_chi2 < POOR_FIT_P:  # a law at a bound is rejected alike
+        bound = f"{msg}; " if status == AT_BOUND else ""
         status = POOR_FIT
-        msg = (f"the law misses its points by far more than their errors (χ²/ndof = {gof['chi2_ndof']:.3g} on "
-               f"{n - k} degrees of freedom, p = {p_chi2:.1g}): its parameters describe the trend only (intervals "
+        msg = bound + (f"the law misses its points by far more than their errors (χ²/ndof = {gof['chi2_ndof']:.3g} on "
+               f"{n - k} degrees of freedom, p {'= ' if p_chi2 >= 1e-300 else ''}{fmt_p(p_chi2)}): its parameters describe the trend only (intervals "
                "widened by √(χ²/ndof)), and it does not support an extrapolation")
     if n_boot > 0 and len(samples) < max(2, n_boot // 2):
         msg += f"; only {len(samples)} of {n_boot} bootstrap resamples could be fitted"

@@ -4,8 +4,10 @@ best fit (the other parameters re-optimised) is not significantly worse than the
 Gaussian errors, least squares with weights w:
 - no per-point errors (sigma unknown): RSS_prof(theta) <= RSS_min (1 + F_{1, dof}(level) / dof),
   which for a linear law is exactly the t interval;
-- per-point errors given: chi2_prof(theta) <= chi2_min + chi2_1(level) * max(1, chi2_min / dof)
-  (errors scaled up when chi2/dof > 1, as the PDG does).
+- per-point errors given: chi2_prof(theta) <= chi2_min + chi2_1(level) while chi2/dof <= 1;
+  above, the errors are scaled up by sqrt(chi2_min / dof) (as the PDG does) and that scale is
+  estimated from the points, so the threshold is the unknown-sigma one, chi2_min (1 + F_{1, dof} / dof)
+  (for a linear law the t interval on dof, not the normal one).
 
 The profile is evaluated on a grid spanning the parameter's whole allowed range (coarse, then
 refined around the minimum). Where it stays below the threshold up to a bound of the parameter
@@ -27,8 +29,8 @@ def threshold(rss_min: float, dof: int, level: float, errors_given: bool) -> flo
     """Largest profile RSS (or chi2) inside the `level` interval."""
     if dof <= 0:
         return math.nan
-    if errors_given:
-        return rss_min + float(stats.chi2.ppf(level, 1)) * max(1.0, rss_min / dof)
+    if errors_given and rss_min <= dof:
+        return rss_min + float(stats.chi2.ppf(level, 1))
     return rss_min * (1.0 + float(stats.f.ppf(level, 1, dof)) / dof)
 
 

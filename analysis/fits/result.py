@@ -10,9 +10,9 @@ A fit with per-point errors whose chi2 has p < 0.001 is `poor_fit`: the law miss
 far more than their errors, so its parameters describe the trend only (intervals widened by
 sqrt(chi2/ndof)) and an extrapolation from it is not supported.
 
-A fit with fewer than 2 degrees of freedom (points - parameters) is `underdetermined`: it passes
-through (or almost through) its points, so neither its parameters nor its goodness of fit mean
-anything; it is not usable and takes no part in model comparison.
+A fit with fewer than 2 degrees of freedom (points - parameters) is `underdetermined`: with 0 it
+passes through its points, with 1 a single residual neither tests it nor bounds its parameters;
+it is not usable and takes no part in model comparison (`underdetermined_message` says which).
 """
 
 from __future__ import annotations
@@ -179,6 +179,27 @@ def failed_result(law: str, formula: str, names: list[str], status: str, message
         n_params=len(names),
         **kw,
     )
+
+
+def underdetermined_message(n_distinct: int, k: int) -> str:
+    """Why a law with k parameters on n_distinct distinct x is `underdetermined`, in words true
+    for its degrees of freedom: with 0 (or fewer) the law passes through its points; with 1 it
+    does not, but one residual neither tests the law nor bounds its parameters."""
+    dof = n_distinct - k
+    head = f"{n_distinct} distinct x for {k} parameters ({dof} degree{'s' if dof != 1 else ''} of freedom): "
+    if dof <= 0:
+        why = "the law passes through its points, so its parameters are not determined"
+    else:
+        why = ("one point more than the law has parameters: a single residual neither tests the law "
+               "nor bounds its parameters")
+    return f"{head}{why}; needs at least {k + MIN_DOF} distinct x"
+
+
+def fmt_p(p: float) -> str:
+    """A p-value in words: one significant digit; below double precision '< 1e-300' (never 'p = 0')."""
+    if not math.isfinite(p):
+        return "n/a"
+    return f"{p:.1g}" if p >= 1e-300 else "< 1e-300"
 
 
 def chi2_pvalue(chi2_ndof: float | None, ndof: int) -> float:

@@ -2,7 +2,8 @@
 parameters with statuses, and the learnable windows explained in plain words.
 
 Sections: summary; loss vs N; loss vs D; isoFLOP curves and N_opt(C), D_opt(C); SWD vs N and D
-with the floor band; loss vs SWD (correlation); generated-vs-real histograms with ratio panels
+with the floor band; loss vs SWD (correlation); the field's metrics (FPD, KPD, quantile KL, classifier
+AUC, W1) beside the SWD with floors, trends and loss correlations, when evaluated; generated-vs-real histograms with ratio panels
 per evaluated cell; validation loss per constituent position against the unigram baseline;
 learning curves and the compute-efficient frontier; learnable windows; Chinchilla joint fit;
 table of fitted parameters. A section whose data are missing says so instead of failing; the

@@ -15,6 +15,7 @@ from analysis.fits.result import fmt_num
 from analysis.report.frames import axes_varied
 from analysis.report.section import Findings, FitRow, ReportData, Section, SectionDef
 from analysis.report.sections import SECTIONS
+from analysis.report.truth import draw_known_entropy, known_entropy
 from analysis.window import WindowResult
 
 
@@ -56,7 +57,8 @@ def _collapse(built: list[tuple[SectionDef, Section]], done: pl.DataFrame) -> tu
 
 @blas_single
 def build(data: ReportData, table: tuple[SectionDef, ...] = SECTIONS) -> Built:
-    """Every section of `table` whose data `needs` are met, in table order, then the collapse."""
+    """Every section of `table` whose data `needs` are met, in table order (on teacher data with
+    one known entropy H, H drawn on every loss figure), then the collapse."""
     found = Findings()
     built = []
     for entry in table:
@@ -66,6 +68,9 @@ def build(data: ReportData, table: tuple[SectionDef, ...] = SECTIONS) -> Built:
         if entry.repetition_note and s.missing and data.n_repetition and data.scan.height == 0:
             s.missing = left_out_as_repetition(data.n_repetition)
         built.append((entry, s))
+    truth = known_entropy(data.done)
+    if truth is not None and truth.single:  # teacher data: the loss floor on every loss figure
+        draw_known_entropy([s for _, s in built], truth)
     sections, line = _collapse(built, data.done)
     return Built(sections, found.fits, found.windows, line)
 

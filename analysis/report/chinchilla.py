@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import polars as pl
 
 from analysis.fits.chinchilla import fit_chinchilla
+from analysis.fits.result import POOR_FIT_P, chi2_pvalue, fmt_p
 from analysis.report.frames import LOSS, arr
 from analysis.report.plotting import layout
 from analysis.report.section import FitRow, Section
@@ -29,8 +30,10 @@ def section_chinchilla(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> S
               f"L-BFGS-B from a grid of starts) to {r.n} cells, D = min(D, tokens_seen): status {r.status} "
               f"({html.escape(r.message)}). " + (html.escape(params_text(r)) if r.ok else "No parameters are reported.")
               + (f". Implied N_opt ~ C^{fmt(r.derived['a_N'])}, D_opt ~ C^{fmt(r.derived['b_D'])}." if r.derived and r.ok else "")
-              + "</p><p class='note'>Intervals: " + html.escape("; ".join(f"{k}: {m}" for k, m in r.ci_method.items()))
-              + ".</p>" if r.ci_method else "</p>")
+              + ("</p><p class='note'>Intervals: " + html.escape("; ".join(f"{k}: {m}" for k, m in r.ci_method.items()))
+                 + ".</p>" if r.ci_method else "</p>"))
+    if r.ok:
+        s.html += _judged(d, r.predict(arr(d, "N"), Deff), r.n_params)
     if r.ok:
         fig = go.Figure()
         pred = r.predict(arr(d, "N"), Deff)
@@ -41,3 +44,21 @@ def section_chinchilla(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> S
                                               "measured validation loss (nats/token)",
                                               "predicted validation loss (nats/token)", logx=False)
     return s
+
+
+def _judged(d: pl.DataFrame, pred: np.ndarray, k: int) -> str:
+    """The joint law judged by the cells' validation-loss errors (chi2 / ndof and p); the fit itself
+    stays the unweighted Huber fit of Hoffmann et al. A note either way: no error is left unused or
+    claimed missing."""
+    if "val_loss_err" not in d.columns or d["val_loss_err"].null_count() > 0:
+        return "<p class='note'>Not every cell has a validation-loss error: the law is not judged by χ².</p>"
+    L, e = arr(d, LOSS), arr(d, "val_loss_err")
+    dof = len(L) - k
+    if dof <= 0 or not np.all(e > 0):
+        return ""
+    chi2 = float(np.sum(((L - pred) / e) ** 2))
+    p = chi2_pvalue(chi2 / dof, dof)
+    verdict = ("the law misses its points by far more than their errors: its parameters describe the trend only "
+               "and do not support an extrapolation" if p < POOR_FIT_P else "the law is not rejected by the errors")
+    return (f"<p class='note'>Judged by the cells' validation-loss errors (the fit itself is unweighted, Huber on "
+            f"log L): χ²/ndof = {fmt(chi2 / dof)} on {dof} degrees of freedom, p = {fmt_p(p)}: {verdict}.</p>")

@@ -1,13 +1,13 @@
 """The frames the report's sections read and how a section picks its cells: the finished cells
 with their errors (`with_errors`), the scan of one axis (`scan`), learning curves joined with
-their cells, the compute frontier's logged points, and which axes a sweep varies. Pure polars."""
+their cells, the compute frontier of separate runs' end points, and which axes a sweep varies.
+Pure polars."""
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 
-from analysis.fits.frontier import frontier_points
 from analysis.fits.result import fmt_num
 from analysis.report.text import PHASE_LABEL
 
@@ -71,6 +71,28 @@ def with_errors(done: pl.DataFrame, curves: pl.DataFrame, evals: pl.DataFrame | 
     return done
 
 
+def with_w1(done: pl.DataFrame, evals: pl.DataFrame | None) -> pl.DataFrame:
+    """done plus, per observable o of the final evaluation: w1_o, w1_o_err and w1floor_o."""
+    if evals is None or evals.height == 0 or done.height == 0:
+        return done
+    e = evals.filter(pl.col("step").is_null() & pl.col("metric").str.starts_with("w1_"))
+    if e.height == 0:
+        return done
+    e = e.group_by("sweep", "cell_id", "metric").agg(pl.col("value").last(), pl.col("err").last())
+    rows: dict[tuple[str, str], dict[str, float | None]] = {}
+    for r in e.iter_rows(named=True):
+        d = rows.setdefault((r["sweep"], r["cell_id"]), {})
+        m = r["metric"]
+        if m.startswith("w1_floor."):
+            d[f"w1floor_{m[len('w1_floor.'):]}"] = r["value"]
+        else:
+            d[m], d[f"{m}_err"] = r["value"], r["err"]
+    cols = sorted({k for d in rows.values() for k in d})
+    wide = pl.DataFrame([{"sweep": s, "cell_id": c, **{k: d.get(k) for k in cols}} for (s, c), d in rows.items()],
+                        schema={"sweep": pl.String, "cell_id": pl.String, **dict.fromkeys(cols, pl.Float64)})
+    return done.join(wide, on=["sweep", "cell_id"], how="left")
+
+
 def curves_joined(curves: pl.DataFrame, trials: pl.DataFrame) -> pl.DataFrame:
     if curves.height == 0 or trials.height == 0:
         return curves.clear()
@@ -94,17 +116,25 @@ def runs_by_cell(d: pl.DataFrame, ycol: str) -> tuple[list[tuple[np.ndarray, np.
     return runs, [str(k[0]) for k, _ in groups]
 
 
-def frontier_frame(cj: pl.DataFrame) -> pl.DataFrame:
-    """The logged evaluations on the compute-efficient frontier, as a frame with columns C and
-    val_loss (for the C window): measurements only, never the interpolated grid of the figure."""
-    d = cj.filter(pl.col("flops").is_not_null() & pl.col("val_loss").is_not_null()) if cj.height else cj
-    if d.height == 0:
-        return pl.DataFrame(schema={"C": pl.Float64, LOSS: pl.Float64, "size": pl.String, "cell_id": pl.String})
-    runs, labels = runs_by_cell(d, "val_loss")
-    C, loss, owner = frontier_points(runs, labels)
-    # cell_id: the run that logged each point; the window's bootstrap resamples these runs
-    return pl.DataFrame({"C": C, LOSS: loss, "size": ["frontier"] * len(C), "cell_id": owner},
-                        schema={"C": pl.Float64, LOSS: pl.Float64, "size": pl.String, "cell_id": pl.String})
+def end_of_training_frontier(scan: pl.DataFrame) -> pl.DataFrame:
+    """The compute frontier of separate runs: each finished cell's end-of-training point (C: its
+    compute spent, 6 N_incl x tokens seen; its final validation loss and that evaluation's error),
+    kept when no other run ended lower with at most its C (of runs at the same C, the lowest). Intermediate points of a learning curve are never used: under a decaying learning
+    rate they are not what a run stopped there would reach, and one run's points share its
+    weights and validation jets. Columns C, val_loss, val_loss_err, cell_id, size, N, D."""
+    cols = {"C": pl.Float64, LOSS: pl.Float64, "val_loss_err": pl.Float64, "cell_id": pl.String,
+            "size": pl.String, "N": pl.Float64, "D": pl.Float64}
+    need = ("C", LOSS, "cell_id")
+    if scan.height == 0 or any(c not in scan.columns for c in need):
+        return pl.DataFrame(schema=cols)
+    d = scan.filter(pl.col("C").is_not_null() & (pl.col("C") > 0) & pl.col(LOSS).is_not_null() & pl.col(LOSS).is_finite())
+    d = d.select([pl.col(c).cast(t) if c in d.columns else pl.lit(None, t).alias(c) for c, t in cols.items()])
+    d = d.sort(["C", LOSS])
+    best, keep = float("inf"), []
+    for y in d[LOSS].to_list():
+        keep.append(y < best)
+        best = min(best, y)
+    return d.filter(pl.Series(keep, dtype=pl.Boolean)) if keep else d
 
 
 def axes_varied(done: pl.DataFrame) -> dict[str, bool]:

@@ -38,5 +38,7 @@ def headline(fits: list[FitRow], wins: list[WindowResult]) -> list[str]:
         out.append(f"learnable window of {METRIC_LABEL.get(w.metric, w.metric)} along {w.axis}: "
                    f"{WINDOW_STATUS.get(w.status, w.status)}"
                    + (f"; E = {fmt(w.asymptote)} {format_interval(*w.ci.get('asymptote', (math.nan, math.nan)))}"
-                      if w.status == "saturating" else ""))
+                      if w.status == "saturating" else "")
+                   + ("; its law is rejected by the points' errors (poor fit): a trend only"
+                      if w.fit is not None and w.fit.status == POOR_FIT else ""))
     return out

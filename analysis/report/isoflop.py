@@ -29,7 +29,9 @@ def section_isoflop(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> Sect
         s.missing = ("No isoFLOP data: needs 2 or more compute budgets (C_planned) each with 3 or more model "
                      "sizes among finished cells.")
         return s
-    r = isoflop(arr(d, "C_planned"), arr(d, ncol), arr(d, LOSS), n_boot=n_boot)
+    has_err = "val_loss_err" in d.columns and d["val_loss_err"].null_count() == 0
+    r = isoflop(arr(d, "C_planned"), arr(d, ncol), arr(d, LOSS), n_boot=n_boot,
+                L_err=arr(d, "val_loss_err") if has_err else None)
     fits.append(FitRow("isoFLOP N_opt(C) ~ C^a", extra=r.to_dict()))
     fig = go.Figure()
     for i, b in enumerate(r.budgets):
@@ -68,7 +70,10 @@ def section_isoflop(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> Sect
                                                "N_opt (parameters), D_opt (tokens)", logy=True)
     s.html = (f"<p class='fitmsg'>{html.escape(r.message)}. a = {fmt(r.a)} (95% interval {format_interval(*r.a_ci)}), "
               f"b = {fmt(r.b)} (D_opt = C/(6 N_opt) with C = 6 N_incl D). Status: {r.status}.</p>")
-    skipped = [b for b in r.budgets if not b.usable]
+    s.html += ("<p class='note'>Each parabola is weighted by the cells' validation-loss errors and judged by χ² "
+               "where a budget has more than 3 sizes.</p>" if has_err else
+               "<p class='note'>Not every cell has a validation-loss error: the parabolas are unweighted.</p>")
+    skipped = [b for b in r.budgets if not b.usable or b.message != "ok"]
     if skipped:
         s.html += "<ul>" + "".join(f"<li>C = {fmt(b.C)}: {html.escape(b.message)}</li>" for b in skipped) + "</ul>"
     return s

@@ -14,6 +14,8 @@ import polars as pl
 from analysis.fits.compare import Comparison, compare_laws
 from analysis.fits.result import POOR_FIT, UNDERDETERMINED
 from analysis.physics_plots import value_pm
+from analysis.report.cell_flags import flags_html
+from analysis.report.conventions import scan_conditions, seed_note
 from analysis.report.frames import arr, scan
 from analysis.report.plotting import clip_y, fit_traces, layout, points, xgrid
 from analysis.report.section import FitRow, Section
@@ -23,7 +25,10 @@ from analysis.window import METRIC_LABEL
 
 def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xlabel: str, ylabel: str,
                     fits: list[FitRow], n_boot: int, yerr: str | None = None,
-                    floor: str | None = None) -> tuple[Section, pl.DataFrame, Comparison | None]:
+                    floor: str | None = None, baselines: dict[str, float] | None = None,
+                    ) -> tuple[Section, pl.DataFrame, Comparison | None]:
+    """baselines: cell_id -> its unigram baseline loss (cell_flags.cell_baselines), to flag cells
+    worse than it."""
     s = Section(sid, title)
     d, label = scan(done, x, y)
     if d.height == 0 or d[x].n_unique() < 2:
@@ -53,8 +58,16 @@ def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xla
     fit_traces(fig, cmp, xv)
     s.figures[f"fig-{sid}"] = layout(fig, f"{title} ({label}, {d.height} cells)", xlabel, ylabel)
     clip_y(fig, yv, ev, [r.predict(xgrid(xv)) for r in cmp.results.values() if r.ok], floor_span)
-    err_note = ("" if has_err else f" No per-point errors stored for {METRIC_LABEL.get(y, y)}: fits are unweighted.")
+    n_miss = d[yerr].null_count() if yerr and yerr in d.columns else d.height
+    err_note = ("" if has_err else
+                f" No per-point errors stored for {METRIC_LABEL.get(y, y)}: fits are unweighted." if n_miss == d.height else
+                f" {n_miss} of {d.height} cells have no stored error of {METRIC_LABEL.get(y, y)}, so the fits are "
+                "unweighted and not judged by χ².")
     s.html = _comparison_html(cmp, f"{METRIC_LABEL.get(y, y)} vs {x}") + (f"<p class='note'>{err_note}</p>" if err_note else "")
+    s.html += (f"<p class='note'>{html.escape(scan_conditions(d, x))} {html.escape(seed_note(d, x, y, yerr))}</p>"
+               + flags_html(d, y, baselines or {}))
+    if floor_span:
+        s.html += _floor_note(cmp, float(np.mean(floor_span)), x)
     for law, r in cmp.results.items():
         fits.append(FitRow(f"{METRIC_LABEL.get(y, y)} vs {x}: {LAW_LABEL.get(law, law)}"
                            + (" (preferred)" if cmp.decided and law == cmp.best else ""), r))
@@ -76,3 +89,21 @@ def _comparison_html(cmp: Comparison, what: str) -> str:
                     + (f" ({html.escape(r.message)})" if r.status == POOR_FIT else "") + "</li>"
                     for k, r in cmp.results.items())
     return out + f"<ul class='explain'>{items}</ul>"
+
+
+def _floor_note(cmp: Comparison, floor: float, x: str) -> str:
+    """A law without a floor term (power, log) fitted to a distance with a floor: where it would
+    cross the floor, beyond which it cannot hold."""
+    out = []
+    for law, r in cmp.results.items():
+        if not r.ok or law == "offset_power":
+            continue
+        if law == "power" and r.params["A"] > 0 and r.params["alpha"] > 0 and floor > 0:
+            xc = (r.params["A"] / floor) ** (1 / r.params["alpha"])
+        elif law == "log" and r.params["b"] > 0:
+            xc = 10 ** ((r.params["a"] - floor) / r.params["b"])
+        else:
+            continue
+        out.append(f"the {LAW_LABEL.get(law, law)} has no floor term and falls below the floor ({fmt(floor)}) at "
+                   f"{x} = {fmt(xc)}: it cannot describe the data beyond that")
+    return f"<p class='note'>{html.escape('; '.join(out)[:1].upper() + '; '.join(out)[1:])}.</p>" if out else ""

@@ -48,8 +48,11 @@ def section_params(fits: list[FitRow]) -> Section:
     body = "".join("<tr>" + "".join(f"<td class='st-{c}'>{c}</td>" if i == 2 else f"<td>{c}</td>" for i, c in enumerate(r))
                    + "</tr>" for r in rows)
     s.html = (f"<table class='params'><tr>{head}</tr>{body}</table><p class='note'>One interval per parameter: "
-              "profile likelihood for the 1-D laws and the Chinchilla exponents (t interval for the logarithmic "
-              "law), bootstrap over cells for the other Chinchilla parameters. '&lt; x' / '&gt; x': the data set no "
+              "profile likelihood for the 1-D laws and the Chinchilla exponents (in closed form for the logarithmic "
+              "law), bootstrap over cells for the other Chinchilla parameters. With per-point errors and χ²/ndof ≤ 1 "
+              "the threshold is the χ² one of the given errors (normal quantiles); when χ²/ndof &gt; 1 the errors are "
+              "scaled by √(χ²/ndof), a scale estimated from the points, so the threshold uses the F (for a straight "
+              "line: t) quantile on the fit's degrees of freedom, as it does without errors. '&lt; x' / '&gt; x': the data set no "
               "limit on the other side (the interval runs into a bound of the fit). A fit with fewer than 2 degrees "
               "of freedom is 'underdetermined' and not used.</p>")
     return s

@@ -19,6 +19,7 @@ from analysis.physics_plots import (
     value_pm,
 )
 from analysis.report.frames import cell_names
+from analysis.report.plotting import sweep_value_colors
 from analysis.report.section import Section
 from analysis.report.text import fmt
 
@@ -57,7 +58,7 @@ def section_positions(done: pl.DataFrame, positions: pl.DataFrame | None, loss_f
         s.missing = ("No per-position losses: the trainer logs them at each evaluation (val_loss_pos in "
                      "metrics.jsonl); these cells were trained before it did.")
         return s
-    s.figures.update(position_figures(fp))
+    s.figures.update(position_figures(fp, sweep_value_colors(done)))
     off = loss_fit.results.get("offset_power") if loss_fit is not None else None
     if off is not None and off.ok:
         asym, note = (off.params["E"], off.ci["E"]), (

@@ -90,3 +90,16 @@ def points(fig: go.Figure, df: pl.DataFrame, x: str, y: str, yerr: str | None = 
 def legend_line(fig: go.Figure, name: str, color: str, dash: str) -> None:
     """A legend entry for a line drawn as a shape (labels go in the legend, never over the data)."""
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line={"color": color, "dash": dash}, name=name))
+
+
+def sweep_value_colors(d: pl.DataFrame) -> tuple[str, dict]:
+    """One colour per sweep value, the same in every figure of a report: by model size (in order of
+    N) or, when the cells are one size at several D, by D. Returns (column, {value: colour})."""
+    if d.height == 0 or "size" not in d.columns:
+        return "size", {}
+    by_d = d["size"].n_unique() == 1 and "D" in d.columns and d["D"].n_unique() > 1
+    if by_d:
+        keys = d.select("D").unique().sort("D", nulls_last=True)["D"].to_list()
+        return "D", {k: COLORS[i % len(COLORS)] for i, k in enumerate(keys)}
+    keys = d.select("size", "N").unique().sort("N", "size", nulls_last=True)["size"].to_list()
+    return "size", {k: COLORS[i % len(COLORS)] for i, k in enumerate(dict.fromkeys(keys))}

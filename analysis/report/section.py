@@ -14,7 +14,8 @@ import polars as pl
 
 from analysis.fits.compare import Comparison
 from analysis.fits.result import FitResult
-from analysis.report.frames import curves_joined, repetition_arms, with_errors
+from analysis.report.cell_flags import with_failures
+from analysis.report.frames import curves_joined, repetition_arms, with_errors, with_w1
 from analysis.window import WindowResult
 
 
@@ -43,13 +44,15 @@ class ReportData:
     """The frames every section reads (collected once per report; sections never do I/O)."""
 
     trials: pl.DataFrame  # every cell of the report, any status
-    done: pl.DataFrame  # finished cells, with val_loss_err and swd_floor_err (frames.with_errors)
+    done: pl.DataFrame  # finished cells, with val_loss_err, swd_floor_err (frames.with_errors), swd_all
+    # (cell_flags.with_failures), w1_<observable>, w1_<observable>_err, w1floor_<observable> (frames.with_w1)
     scan: pl.DataFrame  # done without repetition arms: what the 1-D scans and joint fits fit
     curves: pl.DataFrame  # learning curves of the finished cells, with their size, N, D, phase, seed
     positions: pl.DataFrame | None  # the positions table (per-position validation loss)
     histograms: dict[str, dict[str, Any]]  # cell_id -> its eval.json histograms
     sweep: str | None
     n_boot: int  # bootstrap resamples of the main fits; sections derive smaller counts from it
+    evals: pl.DataFrame | None = None  # the evals table (long: metric, value, err), every cell and step
     design: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # sweep -> its design.jsonl records
 
     @classmethod
@@ -59,12 +62,12 @@ class ReportData:
            design: dict[str, list[dict[str, Any]]] | None = None) -> ReportData:
         """From the results tables (analysis.tables) and the eval.json histograms of the cells."""
         done = trials.filter(pl.col("status") == "done") if trials.height else trials
-        done = with_errors(done, curves, evals)
+        done = with_w1(with_failures(with_errors(done, curves, evals)), evals)
         # repetition arms vary U, tokens seen and passes together: not a 1-D scan of N or D, and not
         # Chinchilla's D (their own section fits them); every scan and joint fit leaves them out
         scan = done.filter(~repetition_arms(done)) if done.height else done
         return cls(trials, done, scan, curves_joined(curves, done), positions, histograms or {}, sweep, n_boot,
-                   design or {})
+                   evals, design or {})
 
     @property
     def n_repetition(self) -> int:

@@ -7,6 +7,7 @@ import html
 
 import polars as pl
 
+from analysis.report.conventions import conventions_html
 from analysis.report.section import Section
 
 
@@ -24,6 +25,7 @@ def section_summary(trials: pl.DataFrame, sweep: str | None) -> Section:
               f"(failed, refused or running) are listed but left out of every fit.</p>"
               f"<table class='params'><tr>{head}</tr>{rows}</table>")
     s.html += repeated_data_note(trials)
+    s.html += conventions_html(trials.filter(pl.col("status") == "done"))
     return s
 
 

@@ -11,20 +11,22 @@ import plotly.graph_objects as go
 import polars as pl
 
 from analysis.fits.compare import Comparison
+from analysis.fits.result import POOR_FIT
+from analysis.report.conventions import axis_label
 from analysis.report.frames import LOSS, arr
 from analysis.report.plotting import layout, legend_line, points
 from analysis.report.section import Section
 from analysis.report.text import LAW_LABEL, WINDOW_STATUS, fmt
 from analysis.window import METRIC_LABEL, WindowResult, learnable_window
 
-AXIS_LABEL = {"N": "N (parameters)", "D": "D (tokens)", "C": "C (FLOPs)", LOSS: "validation loss (nats/token)",
-              "swd": "SWD"}
+AXIS_LABEL = {"N": axis_label("N"), "D": axis_label("D"), "C": axis_label("C"), LOSS: "validation loss (nats/token)",
+              "swd": "SWD (valid generated jets)"}
 
 
 def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str | None) -> go.Figure:
     fig = go.Figure()
-    frontier = "size" in d.columns and d.height > 0 and d["size"][0] == "frontier"
-    points(fig, d, x, y, yerr, name="frontier (best loss reached with ≤ C)" if frontier else "cells", color_by=None)
+    points(fig, d, x, y, yerr, name="runs on the compute frontier (end of training)" if x == "C" else "cells",
+           color_by=None)
     xv = arr(d, x)
     hi = max(np.nanmax(xv), w.x_90 if math.isfinite(w.x_90) else 0)
     grid = np.logspace(math.log10(np.nanmin(xv)), math.log10(min(hi, np.nanmax(xv) * 1e3)), 150)
@@ -49,8 +51,33 @@ def _window_figure(w: WindowResult, d: pl.DataFrame, x: str, y: str, yerr: str |
     return layout(fig, f"Learnable window: {METRIC_LABEL.get(y, y)} vs {x}", AXIS_LABEL.get(x, x), AXIS_LABEL.get(y, y))
 
 
+def compute_runs_note(fr: pl.DataFrame, scan: pl.DataFrame) -> str:
+    """What the C window's points are, in words: which runs, and what else differs between them
+    (a frontier whose runs differ only in D is the data scan in other units)."""
+    if fr.height == 0:
+        return ("No finished run has an end-of-training loss and compute, so there is no compute frontier. "
+                "Intermediate points of one run's learning curve are never used for it.")
+    runs = "; ".join(f"{r['size']}" + (f" at D = {fmt(r['D'])}" if r["D"] is not None else "")
+                     + f" (C = {fmt(r['C'])} FLOPs)" for r in fr.iter_rows(named=True))
+    moves = [a for a in ("N", "D") if fr[a].n_unique() > 1]
+    what = (f"they differ in {' and '.join(moves)}, so this frontier is " +
+            ("the model-size scan" if moves == ["N"] else "the data-size scan" if moves == ["D"] else "a mix of both scans")
+            + " read against compute" if moves else "they differ only in seed")
+    left = scan.height - fr.height if scan.height else 0
+    few = fr["C"].n_unique() < 5  # the saturating law's 3 parameters + 2 degrees of freedom
+    return (f"The points are the end-of-training losses of {fr.height} separate run{'s' if fr.height != 1 else ''} "
+            f"on the compute frontier (no other run ended lower with at most that many FLOPs): {runs}; {what}. "
+            f"{left} other finished run{'s' if left != 1 else ''} ended above the frontier. Intermediate points of a "
+            "learning curve are not used: under a decaying learning rate they are not the loss a run stopped there "
+            "would reach, and one run's points share its weights and validation jets."
+            + (f" {fr['C'].n_unique()} distinct budgets are fewer than the 5 the saturating law needs: no window along C."
+               if few else ""))
+
+
 def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison | None, str | None]],
                      owners: str, n_boot: int) -> tuple[Section, list[WindowResult]]:
+    """The windows of `scans` ((axis, metric) -> (points, law comparison, error column)); `owners`:
+    the note under the C window (compute_runs_note)."""
     s = Section("windows", "Learnable windows")
     wins: list[WindowResult] = []
     parts = []
@@ -70,13 +97,12 @@ def section_windows(scans: dict[tuple[str, str], tuple[pl.DataFrame, Comparison 
         label = {"y_at_xmin": f"{METRIC_LABEL.get(y, y)} at the smallest {x}", "asymptote": "asymptote E",
                  "width": "window width", "x_sat": "x_sat", "floor": "floor", "excess_over_floor": "E − floor"}
         items = "".join(f"<li><b>{label.get(k, k)}</b>: {html.escape(v)}</li>" for k, v in w.explanations.items())
-        own = (f"<p class='note'>The points are the logged evaluations that lie on the frontier (no run reached a "
-               f"lower loss with at most that many FLOPs), from the runs {html.escape(owners)}. Points from one run's "
-               f"learning curve share its weights and validation set, so they are not independent: the fit's "
-               f"intervals and its AICc comparison overstate the evidence. Read this window as a description of "
-               f"the frontier, not a measurement.</p>") if x == "C" else ""
+        own = f"<p class='note'>{html.escape(owners)}</p>" if x == "C" else ""
+        rejected = (" (by a law its points reject: a trend only)"
+                    if w.fit is not None and w.fit.status == POOR_FIT and w.status in ("saturating", "not_saturating")
+                    else "")
         parts.append(f"{head}<p class='fitmsg'>{html.escape(METRIC_LABEL.get(y, y))} vs {x}: "
-                     f"{WINDOW_STATUS.get(w.status, w.status)}.</p>{own}<ul class='explain'>{items}</ul>"
+                     f"{WINDOW_STATUS.get(w.status, w.status)}{rejected}.</p>{own}<ul class='explain'>{items}</ul>"
                      f"<!--FIG:{fid}-->")
     if not wins:
         s.missing = "No data for any learnable window (needs scans along D, C or N)."

@@ -10,4 +10,8 @@
     model_config.py    GPTConfig, the size ladder, closed-form parameter counts, config_for_rows
     results_schema.py  the results row and every results table's columns (names, types, fillers)
     worker_env.py      the environment a Ray worker needs to import this checkout
+    private_dirs.py    private (0700, ours) folders for Ray sessions; 0600 logs
+    process_registry.py  exactly the processes we started (pid + start time); the embedded Ray's watchdog
+    secret_scrub.py    credentials kept out: storage URIs redacted, credential environment names
+    strict_yaml.py     YAML loading that refuses duplicate keys and alias bombs
 """

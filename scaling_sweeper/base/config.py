@@ -221,10 +221,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    from scaling_sweeper.base.strict_yaml import load as strict_load
+
+    data = strict_load(p.read_text(), str(p))  # duplicate keys, alias bombs: ConfigError
     if data is None:
         data = {}
     if not isinstance(data, dict):

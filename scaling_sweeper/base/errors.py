@@ -29,3 +29,9 @@ class ScheduleError(ConfigError):
 class RepetitionError(ConfigError):
     """A repetition phase that cannot measure what repeating data is worth: unique tokens beyond
     the dataset (the 1-pass arm would repeat), or pass counts that cannot identify R*."""
+
+
+class RunFolderError(SweeperError):
+    """A sweep or run folder file (cells.json, result.json, ...) that is truncated, malformed or
+    in the wrong place; names the file and what is wrong. Finished results are never rewritten
+    because of it."""

@@ -73,6 +73,10 @@ RESULT_COLUMNS: tuple[Column, ...] = (
     Column("error", str, TRAINER, "why a run failed (null otherwise)"),
     Column("precision", str, TRAINER, "training numerics: bf16 | fp32 (null for rows written before it)"),
     Column("reused_from", str, REUSE, "<sweep>/<cell_id> that trained this cell (one config, trained once)"),
+    Column("data_entropy", float, TRAINER, "teacher data only (docs/calibration.md): the data's true entropy H, "
+           "what the validation loss converges to (nats/token); null for real data"),
+    Column("data_entropy_err", float, TRAINER, "standard error of data_entropy (nats/token)"),
+    Column("data_entropy_val", float, TRAINER, "the teacher's loss on exactly this cell's validation rows (nats/token)"),
 )
 
 # Keys of the results row that are not table columns (they land in the trials table's `extra`)

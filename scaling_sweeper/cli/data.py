@@ -57,7 +57,8 @@ def _tok_args(p: argparse.ArgumentParser) -> None:
                    help="vq: any VQConfig field, e.g. --vq steps=3000 --vq n_layers=2 --vq device=cuda")
     p.add_argument("--fit-seed", type=int, default=0, help="seed of the tokenizer fit")
     p.add_argument("--threads", type=int, default=0,
-                   help="torch intra-op threads for a vq fit/encode (0: torch's default; 1 on a busy machine)")
+                   help="torch intra-op threads for a vq fit/encode, or per worker for --source teacher (0: torch's "
+                        "default; 1 on a busy machine)")
     p.add_argument("--bins", type=_bins, default=DEFAULT_N_BINS,
                    help="bins for (log pt, eta_rel, phi_rel), default 32,16,16 (vocab = product + 3)")
     p.add_argument("--binning", type=_binning, default=("uniform", "quantile", "quantile"),
@@ -71,7 +72,16 @@ def register(sub) -> None:
 
     mk = dsub.add_parser("make", help="generate (Pythia 8) or load (Aspen/JetClass) jets, split and tokenize")
     mk.add_argument("--out", required=True, type=Path, help="dataset folder, e.g. data/jets")
-    mk.add_argument("--source", choices=("pythia", "aspen", "jetclass"), default="pythia")
+    mk.add_argument("--source", choices=("pythia", "aspen", "jetclass", "teacher"), default="pythia",
+                    help="pythia (generate), aspen / jetclass (read --input files) or teacher (sample token "
+                         "rows from the trained model --teacher; its known entropy goes in tokens/index.json, "
+                         "docs/calibration.md)")
+    mk.add_argument("--teacher", type=Path, default=None,
+                    help="--source teacher: a finished run folder (its newest checkpoint) or a checkpoint file "
+                         "<run>/checkpoints/step_*.pt")
+    mk.add_argument("--device", default="cpu", help="--source teacher: where the teacher samples (cpu | cuda | auto)")
+    mk.add_argument("--batch-size", type=int, default=None,
+                    help="--source teacher: rows per sampling batch (does not change the rows)")
     mk.add_argument("--input", nargs="+",
                     help="input files or quoted globs ('aoj/*.h5') for --source aspen (HDF5) / jetclass (ROOT), "
                          "read in order, file by file in chunks")
@@ -86,6 +96,9 @@ def register(sub) -> None:
     mk.add_argument("--address", default=None,
                     help="run the chunks as Ray tasks on this cluster (e.g. 127.0.0.1:6379, or auto inside "
                          "a Ray job); --out must be on storage every node sees")
+    mk.add_argument("--insecure", action="store_true",
+                    help="with --address: accept a Ray cluster that does not require an auth token "
+                         "(anyone reaching it runs code)")
     mk.add_argument("--rows-per-shard", type=int, default=None,
                     help="token rows per shard file (default: ~1 GiB shards)")
     mk.add_argument("--pt-min", type=float, default=500.0, help="jet pt window low edge, GeV")
@@ -143,6 +156,10 @@ def tokenize_config(args: argparse.Namespace):
 
 
 def cmd_make(args: argparse.Namespace) -> int:
+    if args.source == "teacher":
+        return cmd_make_teacher(args)
+    if args.teacher is not None:
+        raise ConfigError("--teacher is only for --source teacher")
     from scaling_sweeper.data.dataset import make_dataset
     from scaling_sweeper.data.pythia import PythiaConfig
 
@@ -162,7 +179,8 @@ def cmd_make(args: argparse.Namespace) -> int:
     if args.address:
         from scaling_sweeper.cluster.ray_tasks import RayTasks
 
-        executor = RayTasks(args.address)
+        executor = RayTasks(args.address, insecure=args.insecure)
+        executor.connect()  # an open cluster is refused before anything is written (--insecure overrides)
     make_dataset(
         args.out, source=args.source, n_jets=n_jets, seed=args.seed, workers=args.workers,
         input=args.input, pythia=pythia, max_constituents=args.max_constituents, splits=splits,
@@ -170,6 +188,29 @@ def cmd_make(args: argparse.Namespace) -> int:
         tokenizer=tokenize_config(args), roundtrip=tokenizer_roundtrip_report,
         progress=False if args.no_progress else None, force=args.force, verbose=True,
     )
+    return 0
+
+
+def cmd_make_teacher(args: argparse.Namespace) -> int:
+    """`data make --source teacher`: rows sampled from a trained model (evaluate/teacher.py); the
+    tokenizer is the teacher's, so the tokenizer options do not apply."""
+    from scaling_sweeper.evaluate.teacher import TeacherDataConfig, make_teacher_dataset
+
+    if args.teacher is None:
+        raise ConfigError("--source teacher needs --teacher <run folder or checkpoint>")
+    if args.input or args.address or args.no_tokenize:
+        raise ConfigError("--input, --address and --no-tokenize do not apply to --source teacher")
+    try:
+        splits = tuple(float(x) for x in args.splits.split(","))
+    except ValueError:
+        raise ConfigError(f"--splits wants three numbers like 0.8,0.1,0.1, got {args.splits!r}") from None
+    extra = {"chunk_jets": args.chunk_jets} if args.chunk_jets is not None else {}
+    cfg = TeacherDataConfig(teacher=str(args.teacher), n_jets=20000 if args.n_jets is None else args.n_jets,
+                            seed=args.seed, workers=args.workers, splits=splits, device=args.device,
+                            batch_size=args.batch_size, threads=args.threads, rows_per_shard=args.rows_per_shard,
+                            **extra)
+    make_teacher_dataset(args.out, cfg, progress=False if args.no_progress else None, force=args.force,
+                         verbose=True)
     return 0
 
 

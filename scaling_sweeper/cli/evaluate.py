@@ -100,7 +100,7 @@ def _w1_line(out: dict) -> str:
 
     parts = []
     for k, v in out.items():
-        if not k.startswith("w1_") or k.endswith("_err") or k == "w1_floor" or isinstance(v, dict):
+        if not k.startswith("w1_") or k.endswith(("_err", "_floor")) or k == "w1_floor" or isinstance(v, dict):
             continue
         name = k[3:]
         unit = OBSERVABLE_UNITS.get(name, "")
@@ -108,6 +108,23 @@ def _w1_line(out: dict) -> str:
         parts.append(f"{name} {_fmt(v, out.get(f'{k}_err'))}{' ' + unit if unit and v is not None else ''}"
                      + (f" (floor {_fmt(floor)})" if floor is not None else ""))
     return "  W1 vs real (units of each observable; tau ratios and d2 are dimensionless): " + ", ".join(parts)
+
+
+def _jet_metrics_lines(out: dict) -> list[str]:
+    """FPD, KPD, AUC and the quantile KLs, each with its floor (docs/metrics.md)."""
+    names = (out.get("jet_metrics") or {}).get("names") or []
+    if not names:
+        return []
+
+    def one(k: str, label: str) -> str:
+        return f"{label} {_fmt(out.get(k), out.get(f'{k}_err'))} (floor {_fmt(out.get(f'{k}_floor'), out.get(f'{k}_floor_err'))})"
+
+    keys = [k for k in ("fpd", "kpd", "auc", "auc_constituents") if k in out]
+    lines = ["  " + ", ".join(one(k, k) for k in keys)] if keys else []
+    kl = [k for k in out if k.startswith("kl_") and not k.endswith(("_err", "_floor"))]
+    if kl:
+        lines.append("  quantile KL: " + ", ".join(one(k, k[3:]) for k in kl))
+    return lines
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -135,6 +152,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"  swd roundtrip  {_fmt(out['swd_roundtrip'], out['swd_roundtrip_err'])}   "
           f"(real vs its tokenize-decode round trip){'; ' + checks if checks else ''}")
     print(_w1_line(out))
+    for line in _jet_metrics_lines(out):
+        print(line)
     print(f"  wrote {run / 'eval.json'} ({out['timings']['wall_s']:.1f} s)"
           + (f"; refreshed {refreshed}" if refreshed else ""))
     return 0

@@ -17,12 +17,12 @@ def _load(args: argparse.Namespace) -> list:
     from scaling_sweeper.sweep.spec import load_specs, specs_from_dict
 
     if getattr(args, "spec_env", None):
-        import yaml
+        from scaling_sweeper.base.strict_yaml import load as strict_load
 
         text = os.environ.get(args.spec_env)
         if not text:
             raise ConfigError(f"--spec-env: environment variable {args.spec_env} is empty")
-        return specs_from_dict(yaml.safe_load(text), storage_overrides(args))
+        return specs_from_dict(strict_load(text, f"--spec-env {args.spec_env}"), storage_overrides(args))
     if not args.spec:
         raise ConfigError("a spec file is required")
     return load_specs(args.spec, storage_overrides(args))
@@ -148,6 +148,7 @@ def _status(args: argparse.Namespace) -> int:
 def _logs(args: argparse.Namespace) -> int:
     from scaling_sweeper.base.runfolder import read_jsonl
     from scaling_sweeper.cluster import jobs
+    from scaling_sweeper.cluster.job_address import job_endpoint
     from scaling_sweeper.sweep.addressing import find_cell
 
     dirs = _sweep_dirs(args)
@@ -171,21 +172,28 @@ def _logs(args: argparse.Namespace) -> int:
     for d in dirs:
         job = jobs.read_job(d)
         if job and args.job:
-            print(jobs.job_logs(job["address"], job["job_id"], insecure=args.insecure)[-20000:])
+            address, job_id = job_endpoint(job, args.address, d.name)  # never where storage says
+            print(jobs.job_logs(address, job_id, insecure=args.insecure)[-20000:])
     return 0
 
 
 def _stop(args: argparse.Namespace) -> int:
     from scaling_sweeper.cluster import jobs
+    from scaling_sweeper.cluster.job_address import job_endpoint
     from scaling_sweeper.sweep.driver import request_stop
 
-    for d in _sweep_dirs(args):
-        request_stop(d)
-        print(f"stop requested for {d.name}: trials checkpoint and stop at their next step")
+    dirs = _sweep_dirs(args)
+    targets = []
+    for d in dirs:  # every job address is checked before anything is stopped
         job = jobs.read_job(d)
         if args.kill_job and job:
-            jobs.stop_job(job["address"], job["job_id"], insecure=args.insecure)
-            print(f"stopped Ray job {job['job_id']}")
+            targets.append(job_endpoint(job, args.address, d.name))  # never where storage says
+    for d in dirs:
+        request_stop(d)
+        print(f"stop requested for {d.name}: trials checkpoint and stop at their next step")
+    for address, job_id in targets:
+        jobs.stop_job(address, job_id, insecure=args.insecure)
+        print(f"stopped Ray job {job_id}")
     return 0
 
 
@@ -265,6 +273,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--insecure", action="store_true",
                        help="accept a Ray cluster that does not require an auth token (anyone reaching it runs code)")
 
+    def jobs_address_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--address", default=None,
+                       help="Ray dashboard the job was submitted to, e.g. http://127.0.0.1:8265 (default "
+                            "$RAY_DASHBOARD); never taken from job.json, which is on storage others may write")
+
     storage_arg = add_storage
 
     p = subparsers.add_parser("plan", help="print a sweep's cells (N, D, C, passes) and totals; runs nothing")
@@ -331,6 +344,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--lines", type=int, default=50,
                    help="how many of the newest events (or, with a cell, metrics records) to print (default 50)")
     p.add_argument("--job", action="store_true", help="also print the Ray job's driver log (submitted sweeps)")
+    jobs_address_arg(p)
     insecure_arg(p)
     p.set_defaults(func=_logs)
 
@@ -338,6 +352,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("sweep", help=SWEEP_TARGET_HELP)
     storage_arg(p)
     p.add_argument("--kill-job", action="store_true", help="also stop the Ray job of a submitted sweep")
+    jobs_address_arg(p)
     insecure_arg(p)
     p.set_defaults(func=_stop)
 

@@ -5,4 +5,7 @@
     local.py        `sweeper cluster start/stop`: a loopback cluster of this machine
     ray_tasks.py    Ray tasks as the executor of dataset chunks (`sweeper data make --address`)
     jobs.py         `sweeper submit`: the sweep driver as a Ray Job
+    ship_filter.py  what `sweeper submit` ships: no symlink out of the checkout, no secrets
+    job_address.py  the Jobs API address the token goes to: the user's, never job.json's
+    ray_env_scrub.py  Tune kept from copying AWS_* credentials into trials' runtime_envs
 """

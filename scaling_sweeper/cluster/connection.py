@@ -7,11 +7,16 @@ existing cluster (`ray.init(address=...)`, `JobSubmissionClient`) must send the 
 (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`) and no mode was chosen.
 
 An existing cluster must itself require the token: `check_cluster_auth` asks it without one (a
-GCS call for `sweeper run --address`, the Jobs API for `sweeper submit`) and refuses a cluster
-that answers (an open cluster runs anybody's code: CVE-2023-48022), unless the user passes
-`--insecure`. A loopback address (a cluster of `sweeper cluster start`) is joined with Ray's
-local-only switch, so the driver also stays on 127.0.0.1 (see `local_cluster`); so is the
-embedded single-node cluster of `sweeper run` without `--address`.
+GCS call for `sweeper run --address` or an address in RAY_ADDRESS, the Jobs API for `sweeper
+submit`) and refuses a cluster that answers (an open cluster runs anybody's code:
+CVE-2023-48022), unless the user passes `--insecure`; then this process joins it without token
+auth (`match_cluster_auth`: the token is not sent to it, and the trials can start). A loopback
+address (a cluster of `sweeper cluster start`) is joined with Ray's local-only switch, so the
+driver also stays on 127.0.0.1 (see `cluster.local`); so is the
+embedded single-node cluster of `sweeper run` without `--address`, whose temp dir lies in this
+user's private folder (private_dirs) and whose processes a watchdog stops when the driver dies
+(process_registry). Tune is kept from copying AWS_* credentials into trials' runtime_envs
+(ray_env_scrub).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from scaling_sweeper.base.errors import SweeperError
+from scaling_sweeper.base.private_dirs import embedded_ray_temp_dir
 from scaling_sweeper.base.quiet import quiet_ray_token_notice
+from scaling_sweeper.base.secret_scrub import is_credential_env
 from scaling_sweeper.base.worker_env import worker_env
 
 _AUTH_ENV = "RAY_AUTH_MODE"
@@ -116,7 +123,7 @@ def use_loopback_node_ip(address: str | None) -> None:
 
 
 def _loopback_only() -> None:
-    """Ray's switch that keeps the node IP on 127.0.0.1 (see local_cluster), for this process and
+    """Ray's switch that keeps the node IP on 127.0.0.1 (see cluster.local), for this process and
     the Ray processes it starts."""
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray._private.ray_constants as ray_constants
@@ -151,20 +158,8 @@ def enable_token_auth_if_available() -> bool:
         return True
 
 
-# environment variable names that carry credentials: never sent through a runtime_env (Ray logs
-# runtime_envs in clear text, in files other users of the machine may read)
-_CREDENTIAL_ENV = ("AWS_*", "AZURE_*", "GOOGLE_APPLICATION_CREDENTIALS", "GCS_*KEY*", "*TOKEN*", "*SECRET*",
-                   "*PASSWORD*", "*PASSWD*", "*_KEY", "*_KEY_ID", "*CREDENTIAL*", "HF_TOKEN", "WANDB_API_KEY")
-
-
-def is_credential_env(name: str) -> bool:
-    import fnmatch
-
-    return any(fnmatch.fnmatchcase(name.upper(), pat) for pat in _CREDENTIAL_ENV)
-
-
 def check_env_vars(env: dict[str, str]) -> None:
-    """ConfigError when a runtime_env's env_vars would carry credentials (names in _CREDENTIAL_ENV)."""
+    """ConfigError when a runtime_env's env_vars would carry credentials (secret_scrub.CREDENTIAL_ENV)."""
     from scaling_sweeper.base.errors import ConfigError
 
     bad = sorted(k for k in env if is_credential_env(k))
@@ -181,17 +176,20 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
     resources."""
     import ray
 
+    from scaling_sweeper.cluster.ray_env_scrub import keep_credentials_out_of_tune
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet_ray_token_notice()
+    keep_credentials_out_of_tune()  # Tune would copy AWS_* into every trial's (logged) runtime_env
     if ray.is_initialized():
         return ray.cluster_resources()
     if address is None and os.environ.get("RAY_ADDRESS"):
-        # inside a Ray job (sweeper submit): the job's runtime_env (working_dir) already applies
-        enable_token_auth_if_available()
+        # inside a Ray job (sweeper submit), or the user's RAY_ADDRESS: the job's runtime_env
+        # (working_dir) already applies; the cluster must require the token like an --address one
+        match_cluster_auth(check_cluster_auth(os.environ["RAY_ADDRESS"], insecure=insecure))
         ray.init(log_to_driver=False, configure_logging=False)
     elif address:
-        check_cluster_auth(address, insecure=insecure)
-        enable_token_auth_if_available()
+        match_cluster_auth(check_cluster_auth(address, insecure=insecure))
         use_loopback_node_ip(address)
         env = worker_env()
         ray.init(address=address, runtime_env={"env_vars": env} if env else None, log_to_driver=False,
@@ -205,7 +203,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
         for attempt in (1, 2):
             try:
                 ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
+                         log_to_driver=False, configure_logging=False,
+                         _temp_dir=str(embedded_ray_temp_dir()))  # Ray makes it 0777: a private parent
                 break
             except Exception as e:  # Ray waits a fixed 30 s for its raylet: a busy machine can miss it
                 if attempt == 2 or "timed out during startup" not in str(e):
@@ -213,17 +212,60 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, num_gpu
                 ray.shutdown()
                 print("embedded Ray did not start within its 30 s (busy machine?): trying once more",
                       file=sys.stderr, flush=True)
+        _watch_embedded_ray()
     from scaling_sweeper.cluster.local import tighten_token_file
 
     tighten_token_file()  # Ray writes a token it generates 0644
     return ray.cluster_resources()
 
 
+def match_cluster_auth(protected: bool) -> None:
+    """Join with the cluster's own auth mode: the token when it requires one; none for an open
+    cluster accepted with --insecure. A driver in token mode there serves its own gRPC with the
+    token, which the open cluster's processes do not send: every trial's actor was cancelled
+    before it ran ("actor creation cancelled")."""
+    if protected:
+        enable_token_auth_if_available()
+        return
+    quiet_ray_token_notice()
+    os.environ[_AUTH_ENV] = "disabled"
+    try:  # Ray caches its config per process: make this process see the mode too
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except ImportError:  # pragma: no cover - another Ray layout: the variable is the public switch
+        pass
+
+
+def _watch_embedded_ray() -> None:
+    """Start the watchdog that stops what is left of the embedded Ray when this driver is gone
+    (process_registry: its agents otherwise outlive a SIGKILLed driver by a minute)."""
+    global _WATCHDOG
+    import ray._private.worker as worker
+
+    from scaling_sweeper.base.process_registry import start_watchdog
+
+    node = worker._global_node
+    if node is None:
+        return
+    pids = [getattr(getattr(info, "process", None), "pid", None)
+            for infos in node.all_processes.values() for info in infos]
+    _WATCHDOG = start_watchdog(p for p in pids if p)
+
+
+_WATCHDOG = None  # the embedded Ray's watchdog (process_registry.start_watchdog), while it runs
+
+
 def shutdown_ray() -> None:
+    global _WATCHDOG
     import ray
+
+    from scaling_sweeper.base.process_registry import stop_watchdog
 
     if ray.is_initialized():
         ray.shutdown()
+    stop_watchdog(_WATCHDOG)
+    _WATCHDOG = None
 
 
 @dataclass(frozen=True)
@@ -237,9 +279,11 @@ class RayConnection:
     insecure: bool = False
 
     def check(self) -> None:
-        """Refuse an open cluster (InsecureClusterError) before the driver writes anything."""
-        if self.address:
-            check_cluster_auth(self.address, insecure=self.insecure)
+        """Refuse an open cluster (InsecureClusterError) before the driver writes anything, whatever
+        names it: `address`, or RAY_ADDRESS, which init_ray joins when no address is given."""
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            check_cluster_auth(address, insecure=self.insecure)
 
     def open(self) -> None:
         """Start or join Ray (init_ray checks the cluster again)."""

@@ -6,20 +6,22 @@ shipped by Ray, so the cluster needs only the dependencies installed.
 
 What is shipped: the files git tracks in this checkout (their working-tree contents) plus an
 explicit `--include` list, copied into a staging folder that Ray packs. Nothing else (no .env,
-keys, data, run folders or caches lying around untracked). Secret-looking files (SECRET_PATTERNS:
-.env, ssh and TLS keys, credentials, tokens) are left out even when tracked, with a message; an
-`--include` naming one is refused. Credentials never travel in the job's environment either
-(`ray_cluster.check_env_vars`): the nodes must have their own (instance roles, env).
+keys, data, run folders or caches lying around untracked). Left out even when tracked, with a
+message saying why (cluster.ship_filter): secret-looking names (its SECRET_PATTERNS and
+EXTRA_SECRET_PATTERNS: service-account JSON, kubeconfig, docker config, tokens, keystores, ...) and
+contents (private keys, service-account keys, ...), and symbolic links that lead out of the
+checkout or to a file that is not shipped itself; an `--include` naming a secret is refused.
+Credentials never travel in the job's environment either (`connection.check_env_vars`): the
+nodes must have their own (instance roles, env).
 
-The dashboard must require Ray's auth token (ray_cluster.check_cluster_auth; `insecure=True`
-overrides), and the token is sent when one exists (ray_cluster.enable_token_auth_if_available).
-The job id is recorded in `<storage>/<sweep>/job.json` for `sweeper logs` and `sweeper stop
---kill-job`.
+The dashboard must require Ray's auth token (connection.check_cluster_auth; `insecure=True`
+overrides, and then no token is sent to it: connection.match_cluster_auth). The job id and
+address are recorded in `<storage>/<sweep>/job.json`; `sweeper logs --job` and `sweeper stop
+--kill-job` take the address from the user, never from that file (cluster.job_address).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import shlex
 import shutil
@@ -32,34 +34,36 @@ from typing import Any
 from scaling_sweeper.base.config import dump_yaml, to_dict
 from scaling_sweeper.base.errors import ConfigError, SweeperError
 from scaling_sweeper.base.runfolder import atomic_write_json
+from scaling_sweeper.base.secret_scrub import uri_has_credentials
 from scaling_sweeper.base.worker_env import repo_root
 from scaling_sweeper.cluster.connection import (
     check_cluster_auth,
     check_env_vars,
-    enable_token_auth_if_available,
+    match_cluster_auth,
 )
-from scaling_sweeper.sweep.spec import SweepSpec, uri_has_credentials, with_absolute_paths
+from scaling_sweeper.cluster.ship_filter import ShipPlan, format_excluded, is_secret_name, plan_shipping
+from scaling_sweeper.sweep.spec import SweepSpec, with_absolute_paths
 
 SPEC_ENV = "SWEEPER_SPEC_YAML"
 JOB_FILE = "job.json"
-# file names (matched on every path component, case-insensitive) never shipped to a cluster
-SECRET_PATTERNS: tuple[str, ...] = (
-    ".env", ".env.*", "*.env", ".envrc", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.pem", "*.key",
-    "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx", "*.ppk", ".netrc", "_netrc", ".pgpass", ".git-credentials",
-    "credentials", "credentials.*", "*credentials*.json", "*secret*", ".aws", ".ssh", ".gnupg", "auth_token",
-    ".npmrc", ".pypirc", "*.gpg",
-)
 
 
 def is_secret_looking(relpath: str) -> bool:
-    """Whether any component of `relpath` looks like a secret (SECRET_PATTERNS)."""
-    return any(fnmatch.fnmatch(part.lower(), pat) for part in Path(relpath).parts for pat in SECRET_PATTERNS)
+    """Whether any component of `relpath` looks like a secret (ship_filter.is_secret_name)."""
+    return is_secret_name(relpath)
 
 
 def shipped_files(root: Path | None = None, include: list[str] | None = None) -> tuple[list[str], list[str]]:
-    """(files to ship, secret-looking files left out), as paths relative to `root` (this checkout):
-    what git tracks and still exists, plus the files under each `include` path. SweeperError
+    """(files to ship, files left out), as paths relative to `root` (this checkout): what git
+    tracks and still exists, plus the files under each `include` path, less what ship_filter
+    leaves out (secret-looking names or content, symlinks out of the checkout). SweeperError
     when `root` is not a git checkout, or an include is missing, outside root or secret-looking."""
+    plan = ship_plan(root, include)
+    return sorted(plan.files), sorted(plan.excluded)
+
+
+def ship_plan(root: Path | None = None, include: list[str] | None = None) -> ShipPlan:
+    """shipped_files with the real file behind each shipped path and the reason for each one left out."""
     root = (root or repo_root()).resolve()
     try:
         out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached"], capture_output=True,
@@ -67,7 +71,7 @@ def shipped_files(root: Path | None = None, include: list[str] | None = None) ->
     except (OSError, subprocess.CalledProcessError) as e:
         raise SweeperError(f"sweeper submit ships the files git tracks, but {root} is not a git checkout "
                            f"({getattr(e, 'stderr', b'') or e})") from None
-    files = {f for f in out.decode().split("\0") if f and (root / f).is_file()}
+    files = {f for f in out.decode().split("\0") if f and ((root / f).is_file() or (root / f).is_symlink())}
     for inc in include or []:
         p = (root / inc).resolve()
         if not p.is_relative_to(root):
@@ -77,20 +81,25 @@ def shipped_files(root: Path | None = None, include: list[str] | None = None) ->
         rel = str(p.relative_to(root))
         if is_secret_looking(rel):
             raise ConfigError(f"--include: {inc!r} looks like a secret; it is never shipped to a cluster")
-        items = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file()]
+        items = [p] if p.is_file() else [q for q in p.rglob("*") if q.is_file() or q.is_symlink()]
         files |= {str(q.relative_to(root)) for q in items}
-    secret = sorted(f for f in files if is_secret_looking(f))
-    return sorted(files - set(secret)), secret
+    return plan_shipping(root, files)
 
 
-def stage_working_dir(files: list[str], root: Path | None = None) -> Path:
-    """Copy `files` (relative to root) into a fresh temp folder (owner-only), Ray's working_dir."""
+def stage_working_dir(files: list[str] | dict[str, Path], root: Path | None = None) -> Path:
+    """Copy `files` (relative to root, or relative path -> real file from ship_plan) into a fresh
+    temp folder (owner-only), Ray's working_dir. Never copies from outside the checkout."""
     root = (root or repo_root()).resolve()
+    srcs = files if isinstance(files, dict) else {f: root / f for f in files}
     d = Path(tempfile.mkdtemp(prefix="sweeper-submit-"))
-    for f in files:
+    for f, src in srcs.items():
+        real = Path(src).resolve()
+        if not real.is_relative_to(root):  # changed since it was planned: a symlink now
+            shutil.rmtree(d, ignore_errors=True)
+            raise SweeperError(f"{f} now leads outside the checkout ({real}); not shipping it")
         dst = d / f
         dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(root / f, dst)
+        shutil.copy2(real, dst)
     return d
 
 
@@ -99,8 +108,8 @@ def client(address: str, *, insecure: bool = False):
     the dashboard must require it (InsecureClusterError otherwise, unless `insecure`)."""
     from ray.job_submission import JobSubmissionClient
 
-    check_cluster_auth(address, jobs_api=True, insecure=insecure)
-    enable_token_auth_if_available()
+    # the token goes only to a cluster that requires it (an open one accepted with --insecure gets none)
+    match_cluster_auth(check_cluster_auth(address, jobs_api=True, insecure=insecure))
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # noqa: BLE001 - connection/auth problems become a user-facing error
@@ -135,12 +144,14 @@ def submit_sweeps(
         if (Path(spec.data) / "index.json").is_file() or spec.seq_len is not None:
             prepare(spec)  # validate before anything is shipped (the data may live on the cluster only)
     entry = " ".join([python, "-m", "scaling_sweeper.cli", "run", "--spec-env", SPEC_ENV,
+                      *(["--insecure"] if insecure else []),  # the job's driver checks the cluster again
                       *(shlex.quote(a) for a in (extra_args or []))])
     c = client(address, insecure=insecure)
-    files, secret = shipped_files(include=include)
-    if secret:
-        log(f"not shipping {len(secret)} secret-looking file(s): {', '.join(secret)}")
-    staged = stage_working_dir(files)
+    plan = ship_plan(include=include)
+    if plan.excluded:
+        log(f"not shipping {len(plan.excluded)} file(s): {', '.join(sorted(plan.excluded))}\n"
+            + format_excluded(plan.excluded))
+    staged = stage_working_dir(plan.files)
     try:
         runtime_env: dict[str, Any] = {
             "working_dir": str(staged),

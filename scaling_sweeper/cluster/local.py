@@ -5,7 +5,9 @@
         for `sweeper run --address`) and RAY_DASHBOARD (Jobs API, for `sweeper submit --address`),
         also written to DIR/cluster.env
     sweeper cluster stop --temp-dir DIR
-        stops exactly that cluster (its processes, found through DIR, killed by pid)
+        stops exactly that cluster: the processes its `ray start`s recorded in DIR/processes.jsonl
+        (pid and start time, process_registry) and their descendants, only this user's, and only
+        when DIR is a session folder `start` made (private_dirs.SESSION_MARKER)
 
 What "safe" means here (checked by tests/test_hardening_cluster.py):
 - token auth on (RAY_AUTH_MODE=token): every node, driver and Jobs API client must present the
@@ -21,6 +23,8 @@ What "safe" means here (checked by tests/test_hardening_cluster.py):
   which lets `ray start --address` add a worker node despite the switch.
 - ports are chosen free, so several clusters of this user coexist; `stop` never uses `ray stop`
   (which stops every Ray cluster of the user).
+- DIR is private (0700, ours; private_dirs): Ray's own temp dir DIR/r, which Ray makes 0777
+  (logs, sockets, the unpacked working_dir of jobs), cannot be reached by other local users.
 - a loaded machine: Ray aborts a raylet whose agents have not written their port files within
   15 s, and gives a node 30 s to register. The wrapper writes the (known) agent port files
   before the raylet starts, waits up to NODE_REGISTER_WAIT_S for registration, and `start`
@@ -37,6 +41,8 @@ import sys
 from pathlib import Path
 
 from scaling_sweeper.base.errors import SweeperError
+from scaling_sweeper.base.private_dirs import RAY_SUBDIR, check_session_dir, make_session_dir
+from scaling_sweeper.base.process_registry import REGISTRY_ENV, REGISTRY_FILE, recorded_processes, terminate
 
 LOOPBACK = "127.0.0.1"
 CLUSTER_ENV = "cluster.env"
@@ -103,8 +109,9 @@ def _node_env() -> dict[str, str]:
 
 def _ray_start(args: list[str], log: Path) -> None:
     cmd = [sys.executable, "-m", "scaling_sweeper.cluster.local", "--ray-start", *args]
+    env = {**_node_env(), REGISTRY_ENV: str(log.parent / REGISTRY_FILE)}  # the node records its processes
     with open(log, "w") as f:
-        r = subprocess.run(cmd, env=_node_env(), stdout=f, stderr=subprocess.STDOUT, timeout=NODE_REGISTER_WAIT_S + 120)
+        r = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=NODE_REGISTER_WAIT_S + 120)
     if r.returncode != 0:
         raise SweeperError(f"`ray start` failed ({log}):\n{log.read_text()[-3000:]}")
 
@@ -113,13 +120,12 @@ def start(workers: int = 1, cpus: int = 1, temp_dir: str | Path | None = None,
           object_store_bytes: int = 100_000_000, attempts: int = 3) -> dict[str, str]:
     """Start head + `workers` worker nodes (each `cpus` CPUs, no GPU), everything on loopback with
     token auth. Returns {RAY_ADDRESS, RAY_DASHBOARD, RAY_TEMP_DIR} (also in DIR/cluster.env).
-    On a busy machine a raylet can miss Ray's fixed 30 s registration window: a failed start is
-    stopped and retried from scratch (fresh ports), up to `attempts` times."""
-    import tempfile
-
+    DIR (`temp_dir`, default a new /tmp/rayc-*) is created private (0700), or must be a private
+    folder of ours already (UnsafeFolderError otherwise). On a busy machine a raylet can miss
+    Ray's fixed 30 s registration window: a failed start is stopped and retried from scratch
+    (fresh ports), up to `attempts` times."""
     # a short temp dir: Ray's unix socket paths must stay under ~107 characters
-    tmp = Path(temp_dir) if temp_dir else Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = make_session_dir(temp_dir)
     ensure_token()
     for i in range(attempts):
         try:
@@ -133,7 +139,7 @@ def start(workers: int = 1, cpus: int = 1, temp_dir: str | Path | None = None,
 
 def _start_once(workers: int, cpus: int, tmp: Path, object_store_bytes: int) -> dict[str, str]:
     gcs, dash, client, nm, om, agl, agg, rte, met = free_ports(9)
-    common = ["--num-cpus", str(cpus), "--num-gpus", "0", "--temp-dir", str(tmp),
+    common = ["--num-cpus", str(cpus), "--num-gpus", "0", "--temp-dir", str(tmp / RAY_SUBDIR),
               "--object-store-memory", str(object_store_bytes), "--disable-usage-stats"]
     _ray_start(["--head", "--node-ip-address", LOOPBACK, "--port", str(gcs),
                 "--include-dashboard", "true", "--dashboard-host", LOOPBACK, "--dashboard-port", str(dash),
@@ -164,31 +170,11 @@ def read_cluster_env(temp_dir: str | Path) -> dict[str, str]:
 
 
 def cluster_processes(temp_dir: str | Path) -> list:
-    """The processes of the cluster in `temp_dir`: those naming the folder or its GCS port on their
-    command line, and all their children (agents are retitled `ray::...` and outlive their raylet)."""
-    import psutil
-
-    tmp = str(temp_dir).rstrip("/")
-    gcs = ""
-    addr = read_cluster_env(tmp).get("RAY_ADDRESS", "")
-    if ":" in addr:
-        gcs = ":" + addr.rsplit(":", 1)[1]
-    me = psutil.Process()
-    mine = {me.pid, *(p.pid for p in me.parents())}
-
-    def ours(p) -> bool:
-        cmd = " ".join(p.info["cmdline"] or [])
-        if tmp in cmd:
-            return True
-        return bool(gcs) and any(a.startswith("--address=") and a.endswith(gcs) for a in cmd.split())
-
-    procs = {p.pid: p for p in psutil.process_iter(["pid", "cmdline"]) if p.pid not in mine and ours(p)}
-    for p in list(procs.values()):
-        try:
-            procs.update({c.pid: c for c in p.children(recursive=True) if c.pid not in mine})
-        except psutil.NoSuchProcess:
-            pass
-    return list(procs.values())
+    """The processes of the cluster in session folder `temp_dir`: those its `ray start`s recorded
+    (same pid, same start time, this user's) and their descendants. UnsafeFolderError when
+    `temp_dir` is not a session folder made by `start` (nothing is matched by name or path)."""
+    d = check_session_dir(temp_dir)
+    return recorded_processes(d / REGISTRY_FILE)
 
 
 def listeners(temp_dir: str | Path) -> list[tuple[int, str, str, int]]:
@@ -216,23 +202,9 @@ def is_loopback(ip: str) -> bool:
 
 
 def stop(temp_dir: str | Path, timeout_s: float = 5.0) -> int:
-    """Stop the cluster in `temp_dir` (terminate, then kill what is left). Returns how many
-    processes were stopped."""
-    import psutil
-
-    procs = cluster_processes(temp_dir)
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    return len(procs)
+    """Stop the cluster in `temp_dir` (terminate, then kill what is left): exactly the processes of
+    cluster_processes. Returns how many processes were stopped."""
+    return terminate(cluster_processes(temp_dir), timeout_s)
 
 
 def _ray_start_main(argv: list[str]) -> None:
@@ -287,10 +259,66 @@ def _ray_start_main(argv: list[str]) -> None:
         return start_raylet(self, *args, **kwargs)
 
     node_mod.Node.start_raylet = start_raylet_with_ports
+    nodes = _record_started_processes()
     from ray.scripts.scripts import main
 
     sys.argv = ["ray", "start", *argv]
-    main()
+    try:
+        main()
+    finally:  # the agents are children of the raylet, started once it runs
+        _record_children(nodes)
+
+
+def _record_started_processes() -> list:
+    """Record every process Ray starts for this node in $SWEEPER_PROCESS_REGISTRY as it starts
+    (process_registry: pid + start time), so `stop` finds exactly them. Returns the list that
+    will hold the Node this `ray start` makes."""
+    import ray._private.node as node_mod
+    import ray._private.services as services
+
+    from scaling_sweeper.base.process_registry import record
+
+    registry = os.environ.get(REGISTRY_ENV)
+    nodes: list = []
+    if not registry:
+        return nodes
+    start_ray_process = services.start_ray_process
+
+    def recorded_start_ray_process(*args, **kwargs):
+        info = start_ray_process(*args, **kwargs)
+        role = kwargs.get("process_type") or (args[1] if len(args) > 1 else "")
+        record(registry, [info.process.pid], role=str(role))
+        return info
+
+    services.start_ray_process = recorded_start_ray_process
+    init = node_mod.Node.__init__
+
+    def remembered_init(self, *args, **kwargs):
+        nodes.append(self)
+        init(self, *args, **kwargs)
+
+    node_mod.Node.__init__ = remembered_init
+    return nodes
+
+
+def _record_children(nodes: list) -> None:
+    """Record the children (dashboard and runtime-env agents) of the processes of `nodes`."""
+    import psutil
+
+    from scaling_sweeper.base.process_registry import record
+
+    registry = os.environ.get(REGISTRY_ENV)
+    if not registry:
+        return
+    kids = []
+    for node in nodes:
+        for infos in getattr(node, "all_processes", {}).values():
+            for info in infos:
+                try:
+                    kids += [c.pid for c in psutil.Process(info.process.pid).children(recursive=True)]
+                except (psutil.Error, AttributeError):
+                    continue
+    record(registry, kids, role="child")
 
 
 if __name__ == "__main__":

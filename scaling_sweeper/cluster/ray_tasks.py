@@ -8,22 +8,36 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from scaling_sweeper.cluster.connection import init_ray
+from scaling_sweeper.cluster.connection import init_ray, shutdown_ray
 from scaling_sweeper.data.tasks import call_task
 
 
 class RayTasks:
     """A data.tasks.TaskExecutor: each task a Ray task (num_cpus=1, max_retries=2). Connects (and
-    disconnects afterwards) unless Ray is already initialised in this process."""
+    disconnects afterwards) unless Ray is already initialised in this process. An open cluster
+    (no auth token required) is refused unless `insecure`; `connect()` lets the command line
+    refuse it before anything is written."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, *, insecure: bool = False):
         self.address = address
+        self.insecure = insecure
+        self._connected = False  # this executor initialised Ray (and shuts it down after map)
+
+    def connect(self) -> None:
+        """Join the cluster now unless Ray is initialised in this process already
+        (InsecureClusterError for an open cluster without `insecure`)."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        init_ray(None if self.address == "auto" and os.environ.get("RAY_ADDRESS") else self.address,
+                 insecure=self.insecure)
+        self._connected = True
 
     def map(self, fn: Callable, tasks: Sequence[Any], on_done: Callable[[int, Any], None] | None = None) -> list:
         import ray
 
-        started = not ray.is_initialized()
-        init_ray(None if self.address == "auto" and os.environ.get("RAY_ADDRESS") else self.address)
+        self.connect()
         try:
             remote = ray.remote(num_cpus=1, max_retries=2)(call_task)
             refs = {remote.remote((fn, t)): i for i, t in enumerate(tasks)}
@@ -43,5 +57,6 @@ class RayTasks:
                 raise error
             return results
         finally:
-            if started:
-                ray.shutdown()
+            if self._connected:
+                self._connected = False
+                shutdown_ray()

@@ -19,14 +19,16 @@ caller passes (Ray tasks on a cluster), reporting each finished chunk to a callb
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -105,12 +107,18 @@ def make_chunk(task: ChunkTask, out: str) -> dict:
     the marker. Runs in whatever process the executor chose; output depends on `task` only."""
     jets, stats = _load_source(task)
     perm, counts = split_order(len(jets), task.splits, task.split_seed, task.index)
-    part = write_jets(jets[perm], part_path(Path(out), task.index))
-    blob = part.read_bytes()
+    write_jets(jets[perm], part_path(Path(out), task.index))
+    return write_marker(Path(out), task, len(jets), counts, stats)
+
+
+def write_marker(out: Path, task: Any, n_jets: int, counts: dict[str, int], stats: dict) -> dict:
+    """Write the done-marker of chunk `task.index` (any task with `index` and `key()`) whose part
+    file is already in place: its size and sha256, the split counts and `stats`. Returns it."""
+    blob = part_path(out, task.index).read_bytes()
     marker = {
         "format": CHUNK_FORMAT,
         "task": task.key(),
-        "n_jets": len(jets),
+        "n_jets": int(n_jets),
         "splits": counts,
         "bytes": len(blob),
         "sha256": _sha256(blob),
@@ -118,7 +126,7 @@ def make_chunk(task: ChunkTask, out: str) -> dict:
         "ran_on": _where(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_json(marker_path(Path(out), task.index), marker)
+    atomic_write_json(marker_path(out, task.index), marker)
     return marker
 
 
@@ -159,6 +167,29 @@ def finished_marker(out: Path, task: ChunkTask, *, check_sha256: bool = True) ->
     except (OSError, KeyError):
         return None
     return marker
+
+
+def finished_markers(out: Path, tasks: Sequence[Any], *, force: bool = False) -> dict[int, dict]:
+    """{index: marker} of the tasks already finished in `out` (none with force)."""
+    if force:
+        return {}
+    found = {t.index: finished_marker(out, t) for t in tasks}
+    return {i: m for i, m in found.items() if m is not None}
+
+
+@contextlib.contextmanager
+def make_lock(out: Path) -> Iterator[None]:
+    """Hold `out`'s make lock (two makes never write one folder; a killed one releases it);
+    DataError at once if another make holds it."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".make.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DataError(f"{out} is being written by another `sweeper data make`") from None
+        yield
 
 
 def read_chunk(out: Path, marker: dict) -> ak.Array:

@@ -41,9 +41,10 @@ from scaling_sweeper.base.runfolder import atomic_write_json
 from scaling_sweeper.data.chunks import (
     ChunkTask,
     chunk_splits,
-    finished_marker,
+    finished_markers,
     iter_split_files,
     make_chunk,
+    make_lock,
     read_chunk,
 )
 from scaling_sweeper.data.pythia import DEFAULT_CHUNK_JETS, PythiaConfig, chunk_quotas, chunk_seed
@@ -308,14 +309,7 @@ def _make_jets(out: Path, cfg: DatasetConfig, *, executor: TaskExecutor | None, 
                force: bool) -> dict:
     """Make the missing chunks, then the split files and manifest.json, holding the folder's
     lock (two makes never write one folder; a killed one releases it). Returns the manifest."""
-    import fcntl
-
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".make.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise DataError(f"{out} is being written by another `sweeper data make`") from None
+    with make_lock(out):
         return _make_jets_locked(out, cfg, executor=executor, progress=progress, force=force)
 
 
@@ -324,12 +318,7 @@ def _make_jets_locked(out: Path, cfg: DatasetConfig, *, executor: TaskExecutor |
     t0 = time.perf_counter()
     (out / "manifest.json").unlink(missing_ok=True)
     tasks = plan_chunks(cfg)
-    markers: dict[int, dict] = {}
-    if not force:
-        for t in tasks:
-            m = finished_marker(out, t)
-            if m is not None:
-                markers[t.index] = m
+    markers = finished_markers(out, tasks, force=force)
     todo = [t for t in tasks if t.index not in markers]
     total = sum(t.n_jets for t in tasks)
     prog = ChunkProgress(len(tasks), total, f"{cfg.source} jets", enabled=progress,
@@ -605,6 +594,12 @@ def describe(path: str | Path) -> dict:
         rep = _read_manifest(path / "tokenization_report.json")
         if rep is not None:
             out["tokenization_report"] = rep
+        from scaling_sweeper.data.known_entropy import read_known_entropy
+
+        known = read_known_entropy(path)  # teacher data: the loss a student converges to
+        if known is not None:
+            out["data_entropy"] = {k: known.block.get(k) for k in (
+                "nats_per_token", "err", "n_rows", "n_tokens", "teacher_loss_excess", "unstopped_frac", "teacher")}
         return out
     manifest = _read_manifest(path / "manifest.json")
     if manifest is None:

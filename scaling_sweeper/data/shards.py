@@ -161,7 +161,9 @@ class ShardWriter:
             raise DataError(f"split {split}: token id {int(rows.max())} >= vocab_size {self.vocab_size}")
         self.streams[split].append(np.ascontiguousarray(rows, dtype=DTYPE))
 
-    def close(self, tokenizer_file: str | Path | None = None) -> Path:
+    def close(self, tokenizer_file: str | Path | None = None, extra: dict | None = None) -> Path:
+        """Move the shards into place and write index.json (last). `extra`: further top-level
+        index keys (e.g. `data_entropy` of teacher data, data/known_entropy.py)."""
         index: dict = {
             "format_version": SHARD_FORMAT_VERSION,
             "dtype": np.dtype(DTYPE).name,
@@ -175,6 +177,10 @@ class ShardWriter:
             tf = Path(tokenizer_file)
             index["tokenizer"] = tf.name if tf.parent.resolve() == self.out.resolve() else str(tf)
             index["tokenizer_sha256"] = sha256_file(tf)
+        for k, v in (extra or {}).items():
+            if k in index:
+                raise DataError(f"index.json key {k!r} is the writer's own")
+            index[k] = v
         atomic_write_json(self.out / "index.json", index)
         return self.out
 
@@ -208,24 +214,12 @@ def write_shards(
 
 
 def _hash_verified(path: Path, expected: str) -> bool:
-    """True if `path` hashes to `expected`. A good hash is remembered in `<path>.verified`
-    (keyed by size, mtime and inode), so every trial of a sweep, and every ZeRO worker, does not
-    re-read a multi-GB shard; any rewrite of the file changes the key and forces a new hash."""
-    st = path.stat()
-    key = {"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
-    stamp = path.with_name(path.name + ".verified")
-    try:
-        if json.loads(stamp.read_text()) == key:
-            return True
-    except (OSError, ValueError):
-        pass
-    if sha256_file(path) != expected:
-        return False
-    try:
-        atomic_write_json(stamp, key)
-    except OSError:  # read-only data folder: verify again next time
-        pass
-    return True
+    """True if `path` hashes to `expected`: small shards are hashed at every open, a large shard's
+    good hash is remembered in this user's private cache until the file changes (ctime included,
+    which nobody can put back); see shard_verify_cache for why not beside the file."""
+    from scaling_sweeper.data.shard_verify_cache import hash_verified
+
+    return hash_verified(path, expected, sha256_file)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ INITS = ("kmeans", "data")
 @dataclass(frozen=True)
 class VQConfig:
     """VQ-VAE tokenizer settings. Defaults are CPU scale (the 30k-jet demo in minutes on 2
-    cores); see the README for GPU-scale settings."""
+    cores); GPU-scale settings: docs/data.md, "The learned VQ tokenizer"."""
 
     codebook_size: int = 8192  # content tokens (OmniJet-alpha: 8192); vocab = codebook_size + 3
     latent_dim: int = 8  # dimension of the code vectors
@@ -273,12 +274,13 @@ class VQTokenizer(Tokenizer):
         meta = {"config": asdict(cfg), "fingerprint": fingerprint}
         if ckpt is not None and ckpt.is_file():
             try:
-                state = torch.load(ckpt, map_location=dev, weights_only=False)
+                # tensors and plain values only: a pickle planted in the folder cannot run code here
+                state = torch.load(ckpt, map_location=dev, weights_only=True)
             except Exception as e:  # noqa: BLE001 (a torn or foreign file: start over)
                 state = None
-                if verbose:
-                    print(f"vq: ignoring unreadable checkpoint {ckpt} ({type(e).__name__})")
-            if state is not None and state.get("meta") == json.loads(json.dumps(meta)):
+                print(f"vq: ignoring checkpoint {ckpt}: not a readable tensors-only checkpoint "
+                      f"({type(e).__name__}); training from the start", file=sys.stderr)
+            if isinstance(state, dict) and state.get("meta") == json.loads(json.dumps(meta)):
                 model.load_state_dict(state["model"])
                 opt.load_state_dict(state["opt"])
                 usage = state["usage"].to(dev)

@@ -13,13 +13,19 @@ temperature = 0 means greedy (argmax).
 
 Speed (GPU): a compiled decode step runs on a `StaticKVCache` (fixed shapes, device-side
 position), on CUDA with mode="reduce-overhead" (CUDA graphs; the cache tensors are marked
-static, so in-place cache writes are captured); eager decoding (the CPU default) uses the
-growing `KVCache`, which attends only over filled positions. The host looks at the
-stop tokens only every CHECK_EVERY steps on CUDA (each look is a device sync). precision:
-"fp32" (TF32 matmuls on CUDA), "bf16" (a bf16 copy of the weights and a bf16 cache, no
-autocast: autocast costs per-op overhead at every token) or "auto" (fp32: on an H200 with
-torch 2.11 neither bf16 autocast nor bf16 weights made eager sampling faster). batch_size None
-picks the batch from free GPU memory (`auto_batch_size`; 256 on CPU).
+static, so in-place cache writes are captured). Its attention reads only the first
+`decode_span(pos)` slots (the next multiple of `decode_bucket`, default DECODE_BUCKET = 32, a
+handful of graphs), so a step's cache read grows with the position instead of reading all
+max_len slots. Eager decoding (the CPU default) uses the growing `KVCache`, which attends only
+over filled positions. The host looks at the stop tokens only every CHECK_EVERY steps on CUDA
+(each look is a device sync). The compiled step's graphs are kept under torch.compile's
+recompile limit on purpose (`compile_limits`): an eager fallback is warned about, never silent.
+precision: "fp32" (TF32 matmuls on CUDA), "bf16" (a bf16 copy of the weights and a bf16 cache,
+no autocast: autocast costs per-op overhead at every token) or "auto" (`resolve_sampling_precision`:
+bf16 on CUDA devices with bf16, which halves the cache bytes every decode step reads, the
+bandwidth bound of sampling; fp32 elsewhere). bf16 tokens equal the fp32 ones except where
+the round-off of the distribution moves a token boundary across the draw. batch_size None picks
+the batch from free GPU memory (`auto_batch_size`; 256 on CPU).
 
 A row without a stop token (the model ran to the maximum length) is kept as is and reported as
 invalid by `valid_rows`; nothing is dropped here.
@@ -36,23 +42,35 @@ import numpy as np
 import torch
 
 from scaling_sweeper.base.errors import ConfigError
-from scaling_sweeper.model import StaticKVCache
+from scaling_sweeper.model import DECODE_BUCKET, StaticKVCache, decode_span
+from scaling_sweeper.train import compile_limits
+from scaling_sweeper.train.precision import COMPILE_BACKEND_ENV, resolve_precision
 
 STREAM_BLOCK = 256  # jets per block of the uniform stream (see module doc)
 CHECK_EVERY = 16  # CUDA: decode steps between checks that every row has stopped (a device sync)
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def uniforms(seed: int, lo: int, hi: int, n_pos: int) -> torch.Tensor:
-    """The (n_pos, hi - lo) float32 uniforms of jets [lo, hi), on the CPU (see module doc)."""
+def resolve_sampling_precision(precision: str, device: torch.device) -> str:
+    """auto | fp32 | bf16 -> "fp32" | "bf16" on `device`: the training rule
+    (train.precision.resolve_precision: auto is bf16 on CUDA with bf16 support, fp32 elsewhere)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
+    return resolve_precision(precision, device)
+
+
+def uniforms(seed: int, lo: int, hi: int, n_pos: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The (n_pos, hi - lo) uniforms of jets [lo, hi), on the CPU (see module doc). float32 (the
+    default: multiples of 2^-24) or float64 (multiples of 2^-53, another stream: sampling then
+    follows the model's probabilities to ~1e-16, see evaluate/teacher.py)."""
     cols = []
     for block in range(lo // STREAM_BLOCK, (hi - 1) // STREAM_BLOCK + 1 if hi > lo else lo // STREAM_BLOCK):
         state = np.random.SeedSequence([int(seed), block]).generate_state(2, dtype=np.uint32)
         g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-        u = torch.rand(n_pos, STREAM_BLOCK, generator=g)
+        u = torch.rand(n_pos, STREAM_BLOCK, generator=g, dtype=dtype)
         a, b = max(lo, block * STREAM_BLOCK), min(hi, (block + 1) * STREAM_BLOCK)
         cols.append(u[:, a - block * STREAM_BLOCK : b - block * STREAM_BLOCK])
-    return torch.cat(cols, dim=1) if cols else torch.empty(n_pos, 0)
+    return torch.cat(cols, dim=1) if cols else torch.empty(n_pos, 0, dtype=dtype)
 
 
 def _next_token(logits: torch.Tensor, u: torch.Tensor, banned: list[int], temperature: float,
@@ -103,29 +121,39 @@ def auto_batch_size(model: torch.nn.Module, length: int, n_jets: int, device: to
     return max(1, min(max(STREAM_BLOCK, min(b, 16384)), n_jets))
 
 
-def _compiled_step(device: torch.device, enabled: bool):
+def _compiled_step(device: torch.device, enabled: bool, n_graphs: int = 1):
+    """The decode step, torch.compile'd when enabled; n_graphs: the attention spans it will see
+    (one graph each), kept under the recompile limit (compile_limits)."""
     if not enabled:
         return _decode_step
-    backend = os.environ.get("SWEEPER_COMPILE_BACKEND", "inductor")  # trial.COMPILE_BACKEND_ENV
+    compile_limits.raise_recompile_limit()
+    compile_limits.make_room(_decode_step, n_graphs)
+    backend = os.environ.get(COMPILE_BACKEND_ENV, "inductor")
     if backend == "inductor" and device.type == "cuda":
-        return torch.compile(_decode_step, mode="reduce-overhead", dynamic=False)  # CUDA graphs
-    return torch.compile(_decode_step, backend=backend, dynamic=False)
+        compiled = torch.compile(_decode_step, mode="reduce-overhead", dynamic=False)  # CUDA graphs
+    else:
+        compiled = torch.compile(_decode_step, backend=backend, dynamic=False)
+    return compile_limits.watch(compiled, _decode_step, "the compiled decode step of sampling")
 
 
 @torch.no_grad()
 def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: float = 1.0,
              top_k: int | None = None, seed: int = 0, batch_size: int | None = None,
              use_cache: bool = True, max_len: int | None = None, precision: str = "auto",
-             compile: bool | None = None, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+             compile: bool | None = None, on_batch: Callable[[int], None] | None = None,
+             decode_bucket: int | None = DECODE_BUCKET,
+             uniform_dtype: torch.dtype = torch.float32) -> np.ndarray:
     """Sample `n_jets` token rows (n_jets, max_len) uint16: [start, c_1.., stop, pad...].
 
     model: a `GPT` (forward(idx, kv_cache=...) -> (logits, loss), new_static_kv_cache(B, max_len)).
     tokenizer: provides start_token, stop_token, pad_token, seq_len. max_len defaults to
     tokenizer.seq_len (capped at the model's block_size + 1). use_cache=False recomputes the
     whole prefix every step (the reference the cache is tested against). batch_size None:
-    `auto_batch_size`. precision: auto | fp32 | bf16 (module doc). compile: torch.compile the
-    cached decode step (default: on CUDA only). on_batch(n) is called after each batch of n jets
-    (progress display).
+    `auto_batch_size`. precision: auto | fp32 | bf16 (module doc; auto: bf16 on CUDA, fp32 on
+    CPU). compile: torch.compile the cached decode step (default: on CUDA only). on_batch(n) is
+    called after each batch of n jets (progress display). decode_bucket: granularity of the
+    compiled step's attention span (None: every step reads all slots, the fixed-shape reference).
+    uniform_dtype: float32 (default) or float64 uniforms (`uniforms`).
     """
     if n_jets < 0 or (batch_size is not None and batch_size < 1):
         raise ConfigError(f"n_jets must be >= 0 and batch_size >= 1, got {n_jets}, {batch_size}")
@@ -133,13 +161,14 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
         raise ConfigError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1 or None, got {top_k}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} is not one of {list(PRECISIONS)}")
+    if decode_bucket is not None and decode_bucket < 1:
+        raise ConfigError(f"decode_bucket must be >= 1 or None, got {decode_bucket}")
+    device = next(model.parameters()).device
+    precision = resolve_sampling_precision(precision, device)
     block = model.config.block_size
     length = min(int(max_len or tokenizer.seq_len), block + 1)
     start, stop, pad = int(tokenizer.start_token), int(tokenizer.stop_token), int(tokenizer.pad_token)
     banned = [start, pad]
-    device = next(model.parameters()).device
     if precision == "bf16":
         model = copy.deepcopy(model).to(torch.bfloat16)  # weights and cache in bf16, no autocast
     elif device.type == "cuda":
@@ -147,7 +176,8 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
     dtype = next(model.parameters()).dtype
     if batch_size is None:
         batch_size = auto_batch_size(model, length, max(n_jets, 1), device, dtype)
-    step = _compiled_step(device, use_cache and (device.type == "cuda" if compile is None else compile))
+    n_spans = len({decode_span(p, length - 1, decode_bucket) for p in range(length - 1)})
+    step = _compiled_step(device, use_cache and (device.type == "cuda" if compile is None else compile), n_spans)
     check_every = CHECK_EVERY if device.type == "cuda" else 1
     was_training = model.training
     model.eval()
@@ -160,13 +190,13 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
                 b_keep, b = b, batch_size
             else:
                 b_keep = b
-            u_all = uniforms(seed, lo, lo + b, length - 1).to(device, non_blocking=True)  # (length-1, b)
+            u_all = uniforms(seed, lo, lo + b, length - 1, uniform_dtype).to(device, non_blocking=True)  # (length-1, b)
             rows = torch.full((b, length), pad, dtype=torch.long, device=device)
             rows[:, 0] = start
             done = torch.zeros(b, dtype=torch.bool, device=device)
             if use_cache and step is not _decode_step:  # compiled: the fixed-shape cache
                 if not isinstance(cache, StaticKVCache) or cache.batch_size != b:  # reused: same buffers
-                    cache = model.new_static_kv_cache(b, length - 1, dtype=dtype)
+                    cache = model.new_static_kv_cache(b, length - 1, dtype=dtype, bucket=decode_bucket)
                     for t in (*cache.k, *cache.v, cache.pos):  # in-place writes of static inputs: capturable
                         torch._dynamo.mark_static_address(t)
             elif use_cache:  # eager: the growing cache attends only over filled positions (cheaper)
@@ -176,7 +206,7 @@ def generate(model: torch.nn.Module, n_jets: int, *, tokenizer, temperature: flo
                 u = u_all[t - 1].clone()
                 if use_cache:
                     if isinstance(cache, StaticKVCache):
-                        cache.pos.fill_(t - 1)
+                        cache.set_position(t - 1)  # device pos and the host-side attention span
                     try:
                         nxt = step(model, cur, cache, u, banned, temperature, top_k)
                     except Exception as e:  # noqa: BLE001 - a compiler failure must not lose the evaluation

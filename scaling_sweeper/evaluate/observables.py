@@ -9,7 +9,9 @@ four-momentum (pt cos phi_rel, pt sin phi_rel, pt sinh eta_rel, pt cosh eta_rel)
 is seen in the frame where its axis sits at eta = phi = 0. A longitudinal boost shifts every eta
 by the same amount and a rotation about the beam shifts every phi, so jet pT, jet mass and all
 angular distances (N-subjettiness, ECFs) computed here equal the lab-frame values of the massless
-constituents. Angular distances use rapidity = pseudorapidity for the massless constituents and the
+constituents. jet_eta and jet_phi are the pseudorapidity and azimuth of the constituent sum IN THAT
+FRAME (not the lab-frame jet direction, which generated jets do not have): near 0 for real jets,
+they measure whether generated constituents are centred on the axis (as OmniJet-alpha's jet eta, phi). Angular distances use rapidity = pseudorapidity for the massless constituents and the
 true rapidity of the (massive) subjet axes, phi differences wrapped to [-pi, pi).
 
 N-subjettiness: tau_N = sum_i pt_i min_k dR_ik^beta / (sum_i pt_i R0^beta), beta = 1, R0 = 0.8,
@@ -30,12 +32,12 @@ import numpy as np
 
 #: every observable `compute_observables` can return
 OBSERVABLES: tuple[str, ...] = (
-    "jet_pt", "jet_mass", "n_constituents", "tau1", "tau2", "tau3", "tau21", "tau32", "d2",
+    "jet_pt", "jet_mass", "n_constituents", "tau1", "tau2", "tau3", "tau21", "tau32", "d2", "jet_eta", "jet_phi",
 )
 #: units of each observable (and of its 1-D Wasserstein distance W1, which has the same unit)
 OBSERVABLE_UNITS: dict[str, str] = {
     "jet_pt": "GeV", "jet_mass": "GeV", "n_constituents": "constituents", "tau1": "", "tau2": "", "tau3": "",
-    "tau21": "", "tau32": "", "d2": "",
+    "tau21": "", "tau32": "", "d2": "", "jet_eta": "", "jet_phi": "rad",
 }
 #: the five observables of the SWD (the reference paper's choice)
 SWD_OBSERVABLES: tuple[str, ...] = ("jet_pt", "jet_mass", "n_constituents", "tau21", "tau32")
@@ -348,10 +350,13 @@ def compute_observables(jets: ak.Array, names: tuple[str, ...] | list[str] | Non
     num = n_constituents(jets)
     empty = num == 0
     out: dict[str, np.ndarray] = {}
-    if {"jet_pt", "jet_mass"} & set(names):
+    if {"jet_pt", "jet_mass", "jet_eta", "jet_phi"} & set(names):
         px, py, pz, e = jet_four_momentum(jets)
         out["jet_pt"] = np.hypot(px, py)
         out["jet_mass"] = np.sqrt(np.clip(e * e - px * px - py * py - pz * pz, 0.0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["jet_eta"] = np.arcsinh(pz / out["jet_pt"])
+        out["jet_phi"] = np.arctan2(py, px)
     if "n_constituents" in names:
         out["n_constituents"] = num.astype(np.float64)
     need_tau = max([{"tau1": 1, "tau2": 2, "tau21": 2, "tau3": 3, "tau32": 3}.get(n, 0) for n in names])

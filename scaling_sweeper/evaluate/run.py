@@ -13,8 +13,10 @@
    Also reported: swd_floor_original (B vs A), swd_floor_tokenized (rt(B) vs rt(A)),
    swd_roundtrip (rt(A) vs A: tokenization alone; must stay at or below the floor within
    errors: `checks.roundtrip_within_floor`), per-observable W1 (scipy) with bootstrap errors and
-   JSON histograms (edges + counts);
-5. writes `run_dir/eval.json` (flat numeric metrics at the top level: swd, swd_err, swd_floor,
+   floors (w1_<observable>_floor, _floor_err) and JSON histograms (edges + counts);
+5. the field's metrics beside the SWD (cfg.jet_metrics, `jet_metrics.METRICS`: FPD, KPD, quantile KL,
+   classifier AUC), each vs R with its floor (B vs R) and error; same valid jets as the SWD;
+6. writes `run_dir/eval.json` (flat numeric metrics at the top level: swd, swd_err, swd_floor,
    swd_floor_err, ..., invalid_frac, w1_<observable>, w1_<observable>_err; details nested) and
    updates result.json's swd, swd_err, swd_floor, invalid_frac, w1_* keys.
 """
@@ -34,6 +36,7 @@ from scaling_sweeper.base.config import to_dict
 from scaling_sweeper.base.errors import ConfigError, DataError, SweeperError
 from scaling_sweeper.base.results_schema import EVAL_ROW_KEYS
 from scaling_sweeper.base.runfolder import atomic_write_json, read_result, read_status
+from scaling_sweeper.evaluate.jet_metrics import JetMetricsConfig, JetSample, jet_metrics, needed_observables
 from scaling_sweeper.evaluate.observables import (
     OBSERVABLES,
     SWD_OBSERVABLES,
@@ -61,11 +64,16 @@ class EvalConfig:
     top_k: int | None = None  # keep the k most likely tokens (None = all)
     batch_size: int | None = None  # jets generated per batch; None: from free GPU memory (256 on CPU)
     use_cache: bool = True  # KV cache during generation
-    device: str = "cpu"  # "cpu" | "cuda[:N]" | "auto"
+    device: str = "auto"  # "auto" (cuda when available) | "cpu" | "cuda[:N]"
+    # sampling numerics (generate.resolve_sampling_precision): auto = bf16 on CUDA devices with
+    # bf16 (the KV cache is the bandwidth bound of sampling), fp32 elsewhere; bf16 | fp32 force it.
+    # The resolved one is in eval.json (sampling.precision); not part of any cell id.
+    precision: str = "auto"
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
     hist_bins: int = 40  # histogram bins per observable (n_constituents: integer bins)
     min_jets: int = 10  # fewer valid generated or real jets -> swd is null (reported, no crash)
     reference: str = "tokenized"  # real jets the SWD compares with: tokenize-decoded | "original"
+    jet_metrics: JetMetricsConfig = field(default_factory=JetMetricsConfig)  # FPD, KPD, KL, AUC (+ floors)
 
     def __post_init__(self) -> None:
         for name in ("n_jets", "n_projections", "batch_size", "hist_bins", "min_jets"):
@@ -87,6 +95,8 @@ class EvalConfig:
             raise ConfigError(f"eval.split must be train, val or test, got {self.split!r}")
         if not (self.device in ("cpu", "auto") or self.device.startswith("cuda")):
             raise ConfigError(f"eval.device {self.device!r} must be cpu, cuda[:N] or auto")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"eval.precision {self.precision!r} must be auto, bf16 or fp32")
 
 
 # ------------------------------------------------------------------------------ pure helpers
@@ -188,6 +198,10 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
             out[f"w1_{name}"], out[f"w1_{name}_err"] = None, None
         if len(rb) >= cfg.min_jets and len(r) >= cfg.min_jets:
             w1_floor[name] = float(wasserstein_distance(rb, r))
+            boot = bootstrap_swd(rb, r, cfg.n_bootstrap, 1, cfg.seed, 1.0, standardize=False, workers=1)
+            out[f"w1_{name}_floor"], out[f"w1_{name}_floor_err"] = w1_floor[name], boot.std
+        else:
+            out[f"w1_{name}_floor"], out[f"w1_{name}_floor_err"] = None, None
         samples = {"generated": g, "real": finite(real_a[name], ok["a"]),
                    "real_tokenized": finite(rt_a[name], ok["rt_a"]), "real_b": finite(real_b[name], ok["b"])}
         hists[name] = histogram(samples, name, cfg.hist_bins, samples["real"])
@@ -208,6 +222,28 @@ def evaluate_samples(gen_obs: dict[str, np.ndarray], real_a: dict[str, np.ndarra
         "roundtrip_invalid": int((~ok["rt_a"]).sum() + (~ok["rt_b"]).sum()),
     }
     return out
+
+
+def evaluate_jet_metrics(gen: tuple[dict[str, np.ndarray], ak.Array], real_a: tuple[dict[str, np.ndarray], ak.Array],
+                         real_b: tuple[dict[str, np.ndarray], ak.Array], rt_a: tuple[dict[str, np.ndarray], ak.Array],
+                         rt_b: tuple[dict[str, np.ndarray], ak.Array], gen_invalid: np.ndarray, cfg: EvalConfig,
+                         cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """cfg.jet_metrics (FPD, KPD, KL, AUC, ...) of the generated jets and of the floor, both against
+    the reference R of the SWD (rt_a for "tokenized", real_a for "original"; the floor is the other
+    real sample at R's resolution). Each sample is (observables, jets) of ALL its jets; the jets used
+    are exactly those the SWD uses (generated: ~gen_invalid; real: finite SWD observables).
+    Returns eval.json's flat <key>, <key>_err, <key>_floor, <key>_floor_err and `jet_metrics`."""
+    mcfg = cfg.jet_metrics
+    if not mcfg.names:
+        return {}
+
+    def real_sample(sample: tuple[dict[str, np.ndarray], ak.Array]) -> JetSample:
+        obs, jets = sample
+        return JetSample(obs, jets, ~invalid_mask({k: obs[k] for k in cfg.observables}), mcfg)
+
+    ref, ref_b = (rt_a, rt_b) if cfg.reference == "tokenized" else (real_a, real_b)
+    return jet_metrics(JetSample(gen[0], gen[1], ~gen_invalid, mcfg), real_sample(ref), real_sample(ref_b), mcfg,
+                       n_bootstrap=cfg.n_bootstrap, seed=cfg.seed, min_jets=cfg.min_jets, cache_dir=cache_dir)
 
 
 def tokenizer_roundtrip_swd(tokenizer, jets: ak.Array, cfg: EvalConfig | None = None) -> dict[str, Any]:
@@ -269,7 +305,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     from scaling_sweeper.base.progress import Progress
     from scaling_sweeper.data.jets import read_jets
     from scaling_sweeper.data.tokenizer import load_tokenizer, tokenizer_info
-    from scaling_sweeper.evaluate.generate import generate, valid_rows
+    from scaling_sweeper.evaluate.generate import generate, resolve_sampling_precision, valid_rows
     from scaling_sweeper.train.checkpoint import load_model
     from scaling_sweeper.train.precision import resolve_device
 
@@ -284,6 +320,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model, tcfg = load_model(run_dir, device=device)
+    precision = resolve_sampling_precision(cfg.precision, device)
     tokens_dir = Path(tcfg.data)
     tokenizer = load_tokenizer(tokens_dir)  # the cell's own tokenizer, whatever its kind
     tok_info = tokenizer_info(tokens_dir)
@@ -303,7 +340,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
             bar.note(note)
         tokens = generate(model, n, tokenizer=tokenizer, temperature=cfg.temperature, top_k=cfg.top_k,
                           seed=cfg.seed, batch_size=cfg.batch_size, use_cache=cfg.use_cache,
-                          on_batch=bar.update)
+                          precision=precision, on_batch=bar.update)
     timings["generate_s"] = time.time() - t
     stages = Progress(2, "eval: score", unit="stage", enabled=progress)
     stages.note(f"observables of {n:,} generated and 4 x {n:,} real jets")
@@ -311,15 +348,17 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     gen_jets, decode_stats = tokenizer.decode(tokens, return_stats=True)
 
     t = time.time()
-    names = list(dict.fromkeys([*cfg.observables, *cfg.report_observables]))
+    names = list(dict.fromkeys([*cfg.observables, *cfg.report_observables, *needed_observables(cfg.jet_metrics)]))
     gen_obs = compute_observables(gen_jets, names)
     obs_a = compute_observables(real_a, names)
     obs_b = compute_observables(real_b, names)
-    rt_a = compute_observables(tokenizer.decode(tokenizer.encode(real_a)), names)
-    rt_b = compute_observables(tokenizer.decode(tokenizer.encode(real_b)), names)
+    rt_jets_a, rt_jets_b = tokenizer.decode(tokenizer.encode(real_a)), tokenizer.decode(tokenizer.encode(real_b))
+    rt_a = compute_observables(rt_jets_a, names)
+    rt_b = compute_observables(rt_jets_b, names)
     timings["observables_s"] = time.time() - t
     stages.update(1)
-    stages.note(f"SWD and W1 with {cfg.n_bootstrap} bootstrap resamples")
+    others = ", ".join(cfg.jet_metrics.names) or "no other metrics"
+    stages.note(f"SWD, W1 and {others} with {cfg.n_bootstrap} bootstrap resamples")
     empty = gen_obs["n_constituents"] == 0 if "n_constituents" in gen_obs else \
         ak.to_numpy(ak.num(gen_jets.part_pt, axis=1)) == 0
     nonfinite = invalid_mask({k: gen_obs[k] for k in cfg.observables}) & ~empty
@@ -328,6 +367,11 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
     t = time.time()
     metrics = evaluate_samples(gen_obs, obs_a, obs_b, rt_a, rt_b, gen_invalid, cfg)
     timings["swd_s"] = time.time() - t
+    t = time.time()
+    cache_dir = cfg.jet_metrics.cache_dir or real_path.parent / "eval_cache"
+    metrics.update(evaluate_jet_metrics((gen_obs, gen_jets), (obs_a, real_a), (obs_b, real_b), (rt_a, rt_jets_a),
+                                        (rt_b, rt_jets_b), gen_invalid, cfg, cache_dir))
+    timings["jet_metrics_s"] = time.time() - t
     stages.update(1)
     stages.close()
     lengths = ak.to_numpy(ak.num(gen_jets.part_pt, axis=1))
@@ -346,6 +390,7 @@ def evaluate_run(run_dir: str | Path, cfg: EvalConfig | None = None, *, write: b
         "timings": timings,
         "model": {"size": tcfg.size, "N": stored.get("N"), "run_dir": str(run_dir)},
         "tokenizer": {k: tok_info[k] for k in ("kind", "id", "codebook_size")},
+        "sampling": {"precision": precision, "device": str(device)},
         "config": to_dict(cfg),
     }
     if write:

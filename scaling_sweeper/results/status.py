@@ -26,23 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from scaling_sweeper.base.config import load_yaml
+from scaling_sweeper.base.errors import RunFolderError
+from scaling_sweeper.base.process_registry import identity, is_alive
 from scaling_sweeper.base.runfolder import atomic_write_json, is_done, read_jsonl, read_result, read_status
+from scaling_sweeper.results.folder_checks import PLAN_FILE, flops_value, read_plan
 from scaling_sweeper.results.ledger_file import ledger_path, read_summary
 
 HEARTBEAT_STALE_S = 90.0
 STOP_FILE = "STOP"  # in a sweep folder: trials stop at their next step (`sweeper stop`)
 DRIVER_FILE = "driver.json"  # in a sweep folder: the driver's heartbeat (pid, host, state, time)
-CELLS_FILE = "cells.json"  # in a sweep folder: the plan, one record per cell (sweep.cells.write_sweep_files)
+CELLS_FILE = PLAN_FILE  # in a sweep folder: the plan, one record per cell (sweep.cells.write_sweep_files)
 DESIGN_FILE = "design.jsonl"  # in an adaptive (design) sweep's folder: one line per decision (sweep/design.py)
 NOT_CHOSEN = "not_chosen"  # cell state: a candidate an adaptive design stopped without training
 
 
 def read_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """The plan of a sweep folder (cells.json: one record per cell, its config included), or []."""
-    try:
-        return json.loads((Path(sweep_dir) / CELLS_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return []
+    """The plan of a sweep folder (cells.json: one record per cell, its config included), or []
+    when there is none; RunFolderError when it is truncated or damaged (folder_checks.read_plan)."""
+    return read_plan(sweep_dir)
 
 
 def last_jsonl(path: Path, tail_bytes: int = 8192) -> dict[str, Any] | None:
@@ -77,6 +78,7 @@ class CellStatus:
     val_loss: float | None = None
     flops_per_s: float | None = None
     attempts: int = 0
+    problem: str | None = None  # why the cell's folder or files cannot be read (state failed)
 
 
 @dataclass
@@ -132,13 +134,17 @@ def read_driver(sweep_dir: Path, name: str = DRIVER_FILE) -> tuple[dict[str, Any
         age = time.time() - float(d.get("heartbeat", 0))
     except (TypeError, ValueError):
         return d, False
-    return d, d.get("state") == "running" and age < HEARTBEAT_STALE_S
+    alive = d.get("state") == "running" and age < HEARTBEAT_STALE_S
+    if alive and d.get("host") == socket.gethostname():  # on this host the process itself decides
+        alive = is_alive(d.get("pid"), d.get("pid_started"))  # a SIGKILLed driver left a fresh heartbeat
+    return d, alive
 
 
 def write_driver(sweep_dir: Path, state: str, **extra: Any) -> None:
-    """The driver's heartbeat file (pid, host, state, heartbeat time)."""
+    """The driver's heartbeat file (pid and its start time, host, state, heartbeat time)."""
     atomic_write_json(sweep_dir / DRIVER_FILE, {
-        "pid": os.getpid(), "host": socket.gethostname(), "state": state, "heartbeat": time.time(), **extra,
+        "pid": os.getpid(), "host": socket.gethostname(), "state": state, "heartbeat": time.time(),
+        "pid_started": (identity(os.getpid()) or {}).get("create_time"), **extra,
     })
 
 
@@ -156,6 +162,11 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
     out: list[CellStatus] = []
     for row in plan:
         run_dir = sweep_dir / row["cell_id"]
+        problem = unreadable_cell(run_dir)
+        if problem is not None:  # e.g. a file where the cell's folder belongs: that cell failed, alone
+            out.append(CellStatus(cell_id=row["cell_id"], size=row["size"], state="failed",
+                                  C_planned=float(row["C"]), C_spent=0.0, steps=int(row["steps"]), problem=problem))
+            continue
         status = read_status(run_dir)
         last = last_jsonl(run_dir / "metrics.jsonl")
         cs = CellStatus(cell_id=row["cell_id"], size=row["size"], state="pending",
@@ -171,7 +182,10 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
         if is_done(run_dir):
             cs.state = "done"
             res = read_result(run_dir) or {}
-            cs.C_spent = float(res.get("C_spent") or cs.C_planned)
+            try:
+                cs.C_spent = flops_value(res, "C_spent", run_dir / "result.json") or cs.C_planned
+            except RunFolderError as e:  # shown with the cell; the driver reports it too
+                cs.problem, cs.C_spent = str(e), cs.C_planned
             cs.val_loss = res.get("final_val_loss", cs.val_loss)
             cs.step = cs.steps
             if res.get("wall_s") and cs.C_spent:
@@ -203,6 +217,19 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
         stop_requested=(sweep_dir / STOP_FILE).exists(), max_concurrent=max_conc, ledger=ledger,
         counts=counts,
     )
+
+
+def unreadable_cell(run_dir: Path) -> str | None:
+    """Why a cell's run folder cannot be read (a file in its place, no permission), or None."""
+    try:
+        os.listdir(run_dir)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return f"{run_dir} is a file, not a run folder"
+    except OSError as e:
+        return f"{run_dir}: {type(e).__name__}: {e}"
+    return None
 
 
 def _fmt_s(s: float | None) -> str:
@@ -281,6 +308,7 @@ def format_status(st: SweepStatus, verbose: bool = True) -> str:
             vl = f"{c.val_loss:.4f}" if isinstance(c.val_loss, (int, float)) else "-"
             lines.append(f"{c.cell_id:<13}{c.size:<6}{c.state:<12}{step:>12}{c.C_spent:>11.3g}"
                          f"{c.C_planned:>11.3g}{vl:>10}{c.attempts:>6}")
+    lines += [f"cell {c.cell_id}: {c.problem}" for c in st.cells if c.problem]
     return "\n".join(lines)
 
 

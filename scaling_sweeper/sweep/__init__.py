@@ -13,6 +13,7 @@
     live_progress.py the driver's heartbeat and progress output
     driver_lock.py   one driver per sweep (driver.lock)
     addressing.py    naming sweeps and cells on the command line
+    boundary_checks.py  before anything is written: storage, a new ledger's budget, resume's spec
 
 The run folders are the source of truth (docs/DESIGN.md): a cell with STATUS=done and a parseable
 result.json is never trained again, whatever Ray Tune's own experiment state says.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling_sweeper.base.config import from_dict
+from scaling_sweeper.base.private_dirs import private_file
 from scaling_sweeper.base.runfolder import (
     append_jsonl,
     atomic_write_json,
@@ -33,6 +34,7 @@ from scaling_sweeper.base.runfolder import (
     wait_for_run_lock,
 )
 from scaling_sweeper.results import status as sweep_status
+from scaling_sweeper.results.folder_checks import flops_value
 from scaling_sweeper.sweep.cells import Cell
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
 from scaling_sweeper.train.config import TrainConfig
@@ -101,6 +103,7 @@ def trial_resources(cell: Cell, resources: Any) -> dict[str, float]:
 
 def log_event(run_dir: Path, event: str, **data: Any) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    private_file(run_dir / "events.jsonl")  # 0600: its tracebacks may quote the environment
     append_jsonl(run_dir / "events.jsonl", {"event": event, "t": time.time(), "pid": os.getpid(), **data})
 
 
@@ -160,6 +163,7 @@ def finalize_cell(sweep_dir: Path, cell: Cell, ctx: TrialContext, trial_id: str 
     """Fill the sweep's columns of result.json, settle the ledger, write the tables."""
     run_dir = sweep_dir / cell.cell_id
     row = read_result(run_dir) or {}
+    spent = flops_value(row, "C_spent", run_dir / "result.json")  # RunFolderError, before anything is written
     fill = {"sweep": ctx.sweep, "phase": ctx.phase, "cell_id": cell.cell_id}
     if trial_id and not row.get("ray_trial_id"):
         fill["ray_trial_id"] = trial_id
@@ -168,12 +172,11 @@ def finalize_cell(sweep_dir: Path, cell: Cell, ctx: TrialContext, trial_id: str 
     if any(row.get(k) != v for k, v in fill.items()):
         row.update(fill)
         atomic_write_json(run_dir / "result.json", row)
-    spent = row.get("C_spent")
     led = Ledger(ctx.ledger_file, ctx.cluster)
     if row.get("reused_from"):  # one config, trained once: the sweep that trained it was charged
         led.record_reuse(cell_key(ctx.sweep, cell.cell_id), row["reused_from"])
     else:
-        led.release(cell_key(ctx.sweep, cell.cell_id), spent=float(spent) if spent is not None else None)
+        led.release(cell_key(ctx.sweep, cell.cell_id), spent=spent)
     if evals is None and (run_dir / "eval.json").is_file():
         ev = read_json_file(run_dir / "eval.json")
         evals = [ev] if ev else None

@@ -42,11 +42,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.base.private_dirs import private_subdir
 from scaling_sweeper.base.runfolder import (
     is_done,
     read_status,
 )
 from scaling_sweeper.results import status as sweep_status
+from scaling_sweeper.sweep.boundary_checks import check_new_budget_fits, resume_spec
 from scaling_sweeper.sweep.cell_trial import (
     TrainFn,
     TrialContext,
@@ -157,6 +159,8 @@ def run_sweeps(
         raise ConfigError(f"phase: an adaptive sweep (design) runs alone, not in a suite of {len(specs)} sweeps")
     for spec, _, _ in prepared:  # named errors before anything is written or Ray starts
         check_data(spec)
+    check_new_budget_fits(prepared)  # a new ledger's budget must fit one cell: refused before it is written
+    for spec, _, _ in prepared:
         Ledger(ledger_path(spec.storage, spec.budget.cluster), spec.budget.cluster).state()  # its file's shape
     ledgers = {spec.name: Ledger.open(spec.storage, spec.budget.cluster, spec.budget.flops)
                for spec, _, _ in prepared}  # a budget that differs from an existing ledger's: BudgetError
@@ -245,6 +249,8 @@ class _Run:
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
         specs, first = self.specs, self.specs[0]
         sweep_dirs = [s.sweep_dir for s in specs]
+        if "://" not in first.tune_storage_path:  # Tune's logs (trial stdout/stderr, params): owner only
+            private_subdir(Path(first.tune_storage_path) / self.experiment)
         for d in sweep_dirs:
             sweep_status.write_driver(d, "running", experiment=self.experiment)
         if get_phase(first.phase).adaptive:  # run_sweeps: an adaptive sweep runs alone
@@ -352,26 +358,24 @@ class _Run:
 
 def resume_sweep(name_or_dir: str, connection: Connection, storage: str = "runs", overrides: list[str] | None = None,
                  **kw) -> SweepOutcome:
-    """Resume from the stored resolved spec `<storage>/<name>/spec.yaml`."""
-    from scaling_sweeper.sweep.spec import load_spec
-
+    """Resume from the stored resolved spec `<storage>/<name>/spec.yaml`, where the sweep folder
+    is (not the storage recorded in it), keeping the ledger's budget (boundary_checks.resume_spec)."""
     d = Path(name_or_dir)
     if not (d / "spec.yaml").is_file():
         d = Path(storage) / name_or_dir
     if not (d / "spec.yaml").is_file():
         raise ConfigError(f"sweep: no sweep {name_or_dir!r} (no spec.yaml in {d})")
-    return run_sweep(load_spec(d / "spec.yaml", overrides), connection, **kw)
+    return run_sweep(resume_spec(d, overrides), connection, **kw)  # where the folder is; the ledger's budget
 
 
 def resume_sweeps(sweep_dirs: list[Path], connection: Connection, overrides: list[str] | None = None,
                   **kw) -> list[SweepOutcome]:
     """Resume several sweeps (e.g. a suite) from their stored specs in one Tune experiment."""
-    from scaling_sweeper.sweep.spec import load_spec
-
     for d in sweep_dirs:
         if not (Path(d) / "spec.yaml").is_file():
             raise ConfigError(f"sweep: no spec.yaml in {d}")
-    return run_sweeps([load_spec(Path(d) / "spec.yaml", overrides) for d in sweep_dirs], connection, **kw)
+    # each runs where its folder is (not the storage recorded in spec.yaml) and keeps its ledger's budget
+    return run_sweeps([resume_spec(d, overrides) for d in sweep_dirs], connection, **kw)
 
 
 def request_stop(sweep_dir: Path) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scaling_sweeper.base.errors import BudgetError, ConfigError, DataError
+from scaling_sweeper.base.errors import BudgetError, ConfigError, DataError, RunFolderError
 from scaling_sweeper.base.runfolder import (
     is_done,
     read_result,
     read_status,
 )
+from scaling_sweeper.sweep.boundary_checks import check_storage
 from scaling_sweeper.sweep.cell_trial import TrialContext, finalize_cell, write_tables
 from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
@@ -25,6 +26,7 @@ from scaling_sweeper.sweep.spec import SweepSpec, with_absolute_paths
 def prepare(spec: SweepSpec) -> tuple[SweepSpec, DataShape, list[Cell]]:
     """Absolute paths, data shape and cells (all validation, no compute)."""
     spec = with_absolute_paths(spec)
+    check_storage(spec)  # a file where storage, the sweep folder or the ledger folder belongs
     shape = data_shape(spec)
     cells = resolve_cells(spec, shape)
     if not cells:
@@ -89,7 +91,7 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
         run_dir = spec.sweep_dir / c.cell_id
         try:
             _reconcile_cell(spec, c, run_dir, led, ctx, ledger_cells, todo, done)
-        except OSError as e:  # a broken cell folder: this cell fails alone (run_sweeps reports it)
+        except (OSError, RunFolderError) as e:  # a broken cell folder: this cell fails alone (run_sweeps reports it)
             if errors is None:
                 raise
             errors[c.cell_id] = f"{type(e).__name__}: {e}"

@@ -82,44 +82,10 @@ from typing import Any
 from scaling_sweeper.base.config import apply_overrides, from_dict, load_yaml, to_dict
 from scaling_sweeper.base.errors import ConfigError, ScheduleError
 from scaling_sweeper.base.runfolder import check_folder_name
+from scaling_sweeper.base.secret_scrub import REDACTED, redact_uri
 from scaling_sweeper.sweep.phases import get_phase
 
 ZERO_SIZES: tuple[str, ...] = ("XL", "XXL")  # sizes that default to strategy auto (see module doc)
-REDACTED = "***"
-# query parameters of object-store URIs that carry secrets (pyarrow / fsspec spellings)
-_SECRET_QUERY = ("access_key", "secret_key", "session_token", "password", "token", "key", "secret",
-                 "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "sas_token", "account_key")
-
-
-def _split_uri(uri: str):
-    from urllib.parse import parse_qsl, urlsplit
-
-    parts = urlsplit(uri)
-    return parts, parse_qsl(parts.query, keep_blank_values=True)
-
-
-def uri_has_credentials(uri: str) -> bool:
-    """Whether a storage URI carries a user:password or a secret query parameter."""
-    if "://" not in uri:
-        return False
-    parts, query = _split_uri(uri)
-    return bool(parts.username or parts.password) or any(k.lower() in _SECRET_QUERY for k, _ in query)
-
-
-def redact_uri(uri: str) -> str:
-    """`uri` with its user:password and secret query values replaced by REDACTED (for spec.yaml,
-    logs); a URI without credentials comes back unchanged."""
-    if not uri_has_credentials(uri):
-        return uri
-    from urllib.parse import urlencode, urlunsplit
-
-    parts, query = _split_uri(uri)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{REDACTED}@{host}" if (parts.username or parts.password) else host
-    q = urlencode([(k, REDACTED if k.lower() in _SECRET_QUERY else v) for k, v in query], safe="*:/")
-    return urlunsplit((parts.scheme, netloc, parts.path, q, parts.fragment))
 
 
 @dataclass
@@ -286,6 +252,10 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         check_folder_name("name", self.name)
+        for k in ("storage", "data"):  # an empty path would silently mean the current directory
+            if not str(getattr(self, k)).strip():
+                raise ConfigError(f"{k}: empty; give a folder (e.g. {k}=runs)" if k == "storage" else
+                                  f"{k}: empty; give the tokens folder")
         if self.tune_storage is not None and REDACTED in self.tune_storage:
             raise ConfigError("tune_storage: its credentials were redacted when the spec was stored; pass "
                               "--set tune_storage=... or give the nodes credentials in their environment")

@@ -12,6 +12,7 @@ num_workers=4` and `--set zero.num_workers=4` mean the same.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,6 +23,17 @@ from scaling_sweeper.base.model_config import get_size
 REQUESTABLE_STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
 ZERO_OFFLOADS = ("none", "optimizer", "all")
 PRECISIONS = ("auto", "bf16", "fp32")
+FLOAT_FIELDS = ("lr", "min_lr_ratio", "grad_clip", "weight_decay", "dropout")  # of TrainConfig
+ZERO_FLOAT_FIELDS = ("gpu_mem_gib", "cpus_per_worker")  # of ZeroConfig
+
+
+def check_finite(config: Any, names: tuple[str, ...]) -> None:
+    """ConfigError unless each field `names` of `config` is None or a finite number: inf and nan
+    pass the range checks (nan < 0 is False), so they are refused first."""
+    for name in names:
+        v = getattr(config, name)
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise ConfigError(f"{name} must be a finite number, got {v!r}")
 
 
 def expected_precision(precision: str, device: str) -> str:
@@ -50,6 +62,7 @@ class ZeroConfig:
     ds_overrides: dict[str, Any] = field(default_factory=dict)  # merged over the template
 
     def __post_init__(self) -> None:
+        check_finite(self, ZERO_FLOAT_FIELDS)
         if self.num_workers < 1:
             raise ConfigError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.micro_batch_size is not None and self.micro_batch_size < 1:
@@ -83,14 +96,18 @@ class TrainConfig:
     ckpt_every: int = 100  # steps between checkpoints (and at the last step)
     keep_checkpoints: int = 2  # newest checkpoints kept
     seed: int = 0  # model init, batch order, dropout
-    device: str = "cpu"  # "cpu" | "cuda" | "cuda:N" | "auto"
+    # "auto" (cuda when available, else cpu) | "cpu" | "cuda" | "cuda:N". Not part of a cell id;
+    # a run resumes on the same kind of device (cpu / cuda, auto resolved there: train/run_folder.py)
+    device: str = "auto"
     strategy: str = "single"  # single process; ddp | zero2 | zero3 | auto: DeepSpeed (train/strategy.py)
     threads: int = 0  # torch intra-op threads; 0 leaves torch's setting alone
     # numerics (train/precision.py): auto = bf16 autocast on CUDA devices with bf16, fp32 elsewhere;
     # bf16 = bf16 autocast on any device; fp32 = fp32 (TF32 matmuls on CUDA). Part of a cell id only
     # when set away from auto. The resolved precision is in the results row.
     precision: str = "auto"
-    compile: bool = False  # torch.compile the training loss (not part of the id, may change on resume)
+    # torch.compile the training loss: true | false | "auto" (on where CUDA is used, off on the CPU:
+    # train.precision.resolve_compile). Not part of the id, may change on resume.
+    compile: bool | str = "auto"
     # the tokens folder's tokenizer, "<kind>-<sha256[:12]>" (data.tokenizer.tokenizer_id); sweeps set
     # it for every kind but binned (binned cells keep their ids, their data identity is per sweep);
     # training refuses a data folder whose tokenizer differs. None: not checked.
@@ -105,6 +122,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         get_size(self.size)  # ConfigError listing valid sizes
+        check_finite(self, FLOAT_FIELDS)
+        if not 0 <= self.seed < 2**32:  # numpy and the data order take 32-bit unsigned seeds
+            raise ConfigError(f"seed must be in [0, 2^32), got {self.seed}")
         for name in ("tokens", "steps", "batch_size", "eval_every", "eval_batches", "log_every",
                      "ckpt_every", "keep_checkpoints"):  # fmt: skip
             if getattr(self, name) <= 0:
@@ -125,8 +145,8 @@ class TrainConfig:
             raise ConfigError(f"device {self.device!r} must be cpu, cuda[:N] or auto")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {list(PRECISIONS)}")
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"compile must be true or false, got {self.compile!r}")
+        if not (isinstance(self.compile, bool) or self.compile == "auto"):
+            raise ConfigError(f"compile must be true, false or auto, got {self.compile!r}")
 
     @property
     def peak_lr(self) -> float:

@@ -73,6 +73,9 @@ class TrialData:
     vocab_size: int
     pad_token: int
     tokenizer: dict | None = None  # {kind, id, codebook_size} of the folder's tokenizer (None: unnamed)
+    # teacher data (data/known_entropy.py): {data_entropy, data_entropy_err, data_entropy_val}, the
+    # loss a student converges to (nats/token); None for real data
+    known_entropy: dict | None = None
 
     @property
     def D_effective(self) -> int:
@@ -104,7 +107,11 @@ def open_data(cfg: TrainConfig) -> TrialData:
             raise TokenizerKindError(f"{root}: tokenizer {tok['id']} is not the cell's tokenizer {cfg.tokenizer_id}")
     elif cfg.tokenizer_id is not None:
         raise DataError(f"{root}: index.json names no tokenizer but the cell wants {cfg.tokenizer_id}")
-    return TrialData(head, np.asarray(val.data[:n_val]), idx.seq_len, idx.vocab_size, idx.pad_token, tok)
+    from scaling_sweeper.data.known_entropy import read_known_entropy
+
+    known = read_known_entropy(root)  # DataError for a malformed block or per-row file, before compute
+    return TrialData(head, np.asarray(val.data[:n_val]), idx.seq_len, idx.vocab_size, idx.pad_token, tok,
+                     None if known is None else known.row_fields(n_val))
 
 
 def derived_quantities(cfg: TrainConfig, data: TrialData) -> dict[str, Any]:
@@ -124,6 +131,7 @@ def derived_quantities(cfg: TrainConfig, data: TrialData) -> dict[str, Any]:
         "lr": cfg.peak_lr,
         "D_effective": data.D_effective,
         "tokenizer": data.tokenizer,
+        **({"data_entropy": data.known_entropy} if data.known_entropy else {}),
         "tokens_seen": seen,
         "passes": seen / data.D_effective,
         "C_planned": flops.train_flops(n_incl, seen),

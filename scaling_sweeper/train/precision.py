@@ -6,9 +6,17 @@ fp32 elsewhere; `bf16` is bf16 autocast on any device (CPU included); `fp32` is 
 with TF32 matmuls on CUDA. Weights, gradients and optimizer state stay fp32 (autocast), so a
 checkpoint resumes under any precision. The resolved precision is in the results row.
 
-Compile (TrainConfig.compile): the training loss function is `torch.compile`d; the module
-itself is never wrapped, so checkpoints hold the plain module's state dict and resume with
-compile on or off. `compile` does not change the math and is not compared when a run resumes.
+Compile (TrainConfig.compile, `resolve_compile`): the training loss function is `torch.compile`d
+(auto: where CUDA is used, not on the CPU); the module itself is never wrapped, so checkpoints
+hold the plain module's state dict and resume with compile on or off. `compile` does not change
+the math and is not compared when a run resumes. torch.compile's recompile limit is handled on
+purpose (train/compile_limits.py): a worker that trains cell after cell keeps compiling, and an
+eager fallback is warned about, never silent.
+
+Device (TrainConfig.device, `resolve_device`): auto is cuda when available, else cpu. A run
+resumes on the same kind of device (`device_kind`: cpu or cuda, auto resolved where it runs;
+train/run_folder.py compares it): old run folders (device: cpu) resume on a CPU under the auto
+default; a run is not silently continued on another kind (precision auto would change under it).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from collections.abc import Callable
 import torch
 
 from scaling_sweeper.base.errors import ConfigError
+from scaling_sweeper.train import compile_limits
 
 
 def resolve_device(name: str, field: str = "device") -> torch.device:
@@ -30,6 +39,13 @@ def resolve_device(name: str, field: str = "device") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{field} {name!r} requested but CUDA is not available")
     return torch.device(name)
+
+
+def device_kind(name: str) -> str:
+    """TrainConfig.device -> "cpu" | "cuda" (auto resolved here; cuda:N -> cuda)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cuda" if name.startswith("cuda") else name
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -65,6 +81,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def resolve_compile(compile: bool | str, device: torch.device) -> bool:
+    """TrainConfig.compile -> whether to compile on `device` (auto: on CUDA, off elsewhere)."""
+    if compile == "auto":
+        return device.type == "cuda"
+    return bool(compile)
+
+
 # torch.compile backend of `compile: true`. Tests set SWEEPER_COMPILE_BACKEND=aot_eager: the same
 # graph capture (dynamo + AOTAutograd) without inductor's C++ code generation, which takes
 # minutes on a small shared CPU machine.
@@ -76,8 +99,13 @@ def compile_loss(fn: Callable[..., torch.Tensor], enabled: bool,
     """torch.compile `fn` (e.g. a bound `model.training_loss`) when enabled. The module is not
     wrapped, so its state dict keeps plain keys (no `_orig_mod.`). On CUDA every batch shape gets
     its own static graph (dynamic=False: the loss has fixed shapes there); on CPU the loss keeps
-    only non-pad positions (a data-dependent shape), so dynamic shapes stay allowed."""
+    only non-pad positions (a data-dependent shape), so dynamic shapes stay allowed. Graphs of
+    earlier trials in this process are dropped when the next one would pass torch.compile's
+    recompile limit, and an eager fallback is warned about (train/compile_limits.py)."""
     if not enabled:
         return fn
+    compile_limits.raise_recompile_limit()
+    compile_limits.make_room(fn, 1)
     dynamic = False if device is not None and device.type == "cuda" else None
-    return torch.compile(fn, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"), dynamic=dynamic)
+    compiled = torch.compile(fn, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"), dynamic=dynamic)
+    return compile_limits.watch(compiled, fn, "the compiled training loss")

@@ -29,9 +29,12 @@ from scaling_sweeper.base.runfolder import (
     write_status,
 )
 from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.precision import device_kind
 
 # TrainConfig fields (dotted: in a section) that do not change the math and may differ when a run resumes
 RUNTIME_FIELDS = ("compile", "zero.max_failures")
+# TrainConfig fields compared by kind when a run resumes (precision.device_kind: cpu | cuda)
+DEVICE_FIELDS = ("device",)
 
 
 def now() -> str:
@@ -40,7 +43,7 @@ def now() -> str:
 
 
 def _math_fields(d: dict[str, Any]) -> dict[str, Any]:
-    """A config dict without RUNTIME_FIELDS."""
+    """A config dict without RUNTIME_FIELDS, its DEVICE_FIELDS by kind (cpu | cuda)."""
     out = dict(d)
     for name in RUNTIME_FIELDS:
         *parents, leaf = name.split(".")
@@ -51,12 +54,15 @@ def _math_fields(d: dict[str, Any]) -> dict[str, Any]:
             node[k] = node = dict(node[k])
         else:
             node.pop(leaf, None)
+    for k in DEVICE_FIELDS:
+        if isinstance(out.get(k), str):
+            out[k] = device_kind(out[k])
     return out
 
 
 def check_config_file(run_dir: Path, cfg: TrainConfig) -> bool:
-    """True if run_dir/config.yaml exists and matches cfg (RUNTIME_FIELDS aside); ConfigError
-    if it differs."""
+    """True if run_dir/config.yaml exists and matches cfg (RUNTIME_FIELDS aside, the device by
+    kind); ConfigError if it differs."""
     p = run_dir / "config.yaml"
     if not p.exists():
         return False
@@ -128,6 +134,8 @@ def training_run(
         row["D"] = derived["D_effective"]
         tok = derived.get("tokenizer") or {}
         row.update(tokenizer_kind=tok.get("kind"), tokenizer_id=tok.get("id"), codebook_size=tok.get("codebook_size"))
+        ent = derived.get("data_entropy") or {}  # teacher data: the loss floor (null for real data)
+        row.update({k: ent.get(k) for k in ("data_entropy", "data_entropy_err", "data_entropy_val")})
         if tok.get("health"):
             row["tokenizer_health"] = tok["health"]  # not a table column: kept in `extra`
         try:

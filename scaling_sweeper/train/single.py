@@ -58,6 +58,7 @@ from scaling_sweeper.train.precision import (
     autocast,
     compile_loss,
     configure_matmul,
+    resolve_compile,
     resolve_device,
     resolve_precision,
 )
@@ -99,6 +100,7 @@ def run_trial(
 
     with training_run(run_dir, cfg, derived, has_config) as row:
         row["precision"] = precision
+        row["compile"] = resolve_compile(cfg.compile, device)
         steps = SingleSteps(cfg, run_dir, data, derived["N_incl"], device, precision, on_progress, should_stop)
         outcome = run_steps(steps.book, steps)
         return close_run(run_dir, row, outcome, cfg=cfg, seq_len=data.seq_len, n_incl=derived["N_incl"],
@@ -120,7 +122,7 @@ class SingleSteps:
         torch.manual_seed(cfg.seed)
         self.model = GPT(config_for_rows(cfg.size, data.vocab_size, data.seq_len, cfg.dropout)).to(device)
         self.params = list(self.model.parameters())  # the plain module: its state dict is checkpointed
-        self.loss_fn = compile_loss(self.model.training_loss, cfg.compile, device)
+        self.loss_fn = compile_loss(self.model.training_loss, resolve_compile(cfg.compile, device), device)
         self.opt = make_optimizer(self.model, cfg)
         self.sampler = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed)
         self.ckpt_dir = run_dir / "checkpoints"

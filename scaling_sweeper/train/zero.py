@@ -8,9 +8,10 @@ are train/lifecycle.py's (`run_steps`), this module supplies the ZeRO step (`Zer
 concept over ~500 lines, the ZeRO trainer: its driver, relay and worker; its planning (strategy,
 precision, batching, DeepSpeed config) is train/zero_plan.py.
 Precision: bf16 (auto on a bf16-capable GPU) is DeepSpeed's bf16 engine, fp32 uses TF32 matmuls
-on GPU; bf16 on CPU is refused (zero_plan.plan_precision). `compile` calls `engine.compile()` (not
-exercised by the CPU tests). The settings are TrainConfig.zero; the strategy is resolved by
-train/strategy.py. What differs from a single process is inside:
+on GPU; bf16 on CPU is refused (zero_plan.plan_precision). `compile` (auto: on GPU workers,
+precision.resolve_compile) calls `engine.compile()` (not exercised by the CPU tests). The
+settings are TrainConfig.zero; the strategy is resolved by train/strategy.py. What differs from a
+single process is inside:
 
     driver (the caller: a Tune trial, `sweeper train`, a test)
       |  TorchTrainer(num_workers, gloo on CPU / nccl on GPU), storage <run_dir>/ray/<cell>
@@ -86,6 +87,7 @@ from scaling_sweeper.train.lifecycle import (
     run_steps,
     validate,
 )
+from scaling_sweeper.train.precision import resolve_compile
 from scaling_sweeper.train.redone import RedoneSteps
 from scaling_sweeper.train.run_folder import (
     close_run,
@@ -160,7 +162,11 @@ def run_distributed_trial(
     import ray
 
     if not ray.is_initialized():
-        ray.init(include_dashboard=False)
+        from scaling_sweeper.base.private_dirs import embedded_ray_temp_dir
+
+        # a new local Ray keeps its (0777) temp dir under this user's private folder
+        ray.init(include_dashboard=False,
+                 **({} if os.environ.get("RAY_ADDRESS") else {"_temp_dir": str(embedded_ray_temp_dir())}))
     check_resources(plan, cfg, ray.cluster_resources())
 
     # one driver per run folder (SweeperError if another one trains it)
@@ -168,10 +174,18 @@ def run_distributed_trial(
         atomic_write_json(run_dir / "ds_config.json", plan.ds_config)
         row["strategy"] = plan.strategy  # the resolved DeepSpeed template (auto/offload spelled out)
         row["precision"] = plan.precision
+        row["compile"] = resolve_compile(cfg.compile, _plan_device(plan))
         driver = _RayTrainCaller(cfg, plan, run_dir, data.seq_len, derived["N_incl"], on_progress, should_stop)
         outcome = driver.run()
         return close_run(run_dir, row, outcome, cfg=cfg, seq_len=data.seq_len, n_incl=derived["N_incl"],
                          redone=driver.redone.steps)
+
+
+def _plan_device(plan: DistributedPlan):
+    """The kind of device the workers of `plan` train on (cuda or cpu), as a torch device."""
+    import torch
+
+    return torch.device("cuda" if plan.use_gpu else "cpu")
 
 
 class _RayTrainCaller:
@@ -390,7 +404,7 @@ class ZeroSteps:
         self.engine, _, _, _ = deepspeed.initialize(
             model=model, optimizer=make_zero_optimizer(model, cfg), config=plan.ds_config, dist_init_required=False
         )
-        if cfg.compile:
+        if resolve_compile(cfg.compile, self.device):  # auto: where CUDA is used
             self.engine.compile()  # DeepSpeed compiles the wrapped module; engine.module stays plain
         self.opt = self.engine.optimizer
         self.sampler = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed)
