@@ -12,3 +12,7 @@ class AnalysisError(SweeperError):
 
 class QueryError(AnalysisError):
     """Bad SQL, an unknown table or an unknown column."""
+
+
+class DesignError(AnalysisError):
+    """A malformed adaptive-design spec or observation (analysis.design), named before any compute."""

@@ -14,8 +14,10 @@ Layers, low -> high (docs/DESIGN.md); a module's layer is the folder it lives in
     cli       the `sweeper` command line
 
 `analysis` sits beside: it may import only the base and results layers (and itself); the sweep
-layer and above may import `analysis.fits` (pure math). Every `import` statement of every module
-counts, function-level ones included; those under `if TYPE_CHECKING:` do not.
+layer and above may import the pure-math packages `analysis.fits` (the fits) and `analysis.design`
+(the adaptive design's engine: numpy/scipy math like the fits, no Ray or torch; the design
+phase's searcher asks it for the next cell as trials finish, inside the driver). Every `import`
+statement of every module counts, function-level ones included; those under `if TYPE_CHECKING:` do not.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ PACKAGES = ("scaling_sweeper", "analysis")
 LAYERS = ("base", "model", "data", "train", "evaluate", "results", "sweep", "cluster", "cli")
 # modules that are a layer on their own, not a folder (nanoGPT style: one readable model.py)
 SINGLE_MODULE_LAYERS = {"scaling_sweeper.model": "model"}
-# what `analysis` may import from the package; the layer from which `analysis.fits` is importable
+# what `analysis` may import from the package; the layer from which the pure-math packages of
+# `analysis` (PURE_MATH) are importable
 ANALYSIS_MAY_IMPORT = ("base", "results")
 FITS_IMPORTABLE_FROM = "sweep"
+PURE_MATH = ("analysis.fits", "analysis.design")
 
 # Modules not yet in their layer's folder (issue 23: being moved), by layer. Only shrinks.
 PLACED: dict[str, str] = {}
@@ -101,7 +105,7 @@ def layer_of(module: str) -> str:
     the model), `analysis` for the analysis package, `package` for scaling_sweeper/__init__.py."""
     parts = module.split(".")
     if parts[0] == "analysis":
-        return "analysis.fits" if module.startswith("analysis.fits") else "analysis"
+        return next((p for p in PURE_MATH if module == p or module.startswith(p + ".")), "analysis")
     if module in SINGLE_MODULE_LAYERS:
         return SINGLE_MODULE_LAYERS[module]
     if module in PLACED:
@@ -117,9 +121,9 @@ def may_import(src: str, dst: str) -> bool:
     """Whether layer `src` may import layer `dst` (see the module docstring)."""
     if dst == "package":  # scaling_sweeper/__init__.py: only the version
         return True
-    if src in ("analysis", "analysis.fits"):
-        return dst in (*ANALYSIS_MAY_IMPORT, "analysis", "analysis.fits")
-    if dst == "analysis.fits":
+    if src == "analysis" or src in PURE_MATH:
+        return dst in (*ANALYSIS_MAY_IMPORT, "analysis", *PURE_MATH)
+    if dst in PURE_MATH:
         return src == "package" or LAYERS.index(src) >= LAYERS.index(FITS_IMPORTABLE_FROM)
     if dst == "analysis":
         return src == "cli"
@@ -253,6 +257,8 @@ def test_checker_finds_cycles_and_upward_imports(tmp_path):
 
 @pytest.mark.parametrize("src,dst,ok", [
     ("sweep", "analysis.fits", True), ("train", "analysis.fits", False), ("results", "analysis", False),
+    ("sweep", "analysis.design", True), ("train", "analysis.design", False), ("analysis.design", "sweep", False),
+    ("analysis.design", "analysis.fits", True), ("cluster", "analysis.design", True),
     ("analysis", "results", True), ("analysis", "base", True), ("analysis", "sweep", False),
     ("analysis.fits", "sweep", False), ("cli", "analysis", True), ("data", "evaluate", False),
     ("evaluate", "train", True), ("base", "base", True), ("package", "base", False),

@@ -53,11 +53,13 @@ class ReportData:
     sweep: str | None
     n_boot: int  # bootstrap resamples of the main fits; sections derive smaller counts from it
     evals: pl.DataFrame | None = None  # the evals table (long: metric, value, err), every cell and step
+    design: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # sweep -> its design.jsonl records
 
     @classmethod
     def of(cls, trials: pl.DataFrame, curves: pl.DataFrame, sweep: str | None = None, n_boot: int = 200,
            evals: pl.DataFrame | None = None, positions: pl.DataFrame | None = None,
-           histograms: dict[str, dict[str, Any]] | None = None) -> ReportData:
+           histograms: dict[str, dict[str, Any]] | None = None,
+           design: dict[str, list[dict[str, Any]]] | None = None) -> ReportData:
         """From the results tables (analysis.tables) and the eval.json histograms of the cells."""
         done = trials.filter(pl.col("status") == "done") if trials.height else trials
         # a WSD trunk ends at its peak learning rate: not an end-of-training point, in no fit (its
@@ -68,7 +70,7 @@ class ReportData:
         # Chinchilla's D (their own section fits them); every scan and joint fit leaves them out
         scan = done.filter(~repetition_arms(done)) if done.height else done
         return cls(trials, done, scan, curves_joined(curves, done), positions, histograms or {}, sweep, n_boot,
-                   evals)
+                   evals, design or {})
 
     @property
     def n_repetition(self) -> int:

@@ -19,6 +19,7 @@ from analysis.report.cell_flags import FAILURE_PENALTY, cell_baselines, has_inva
 from analysis.report.chinchilla import section_chinchilla
 from analysis.report.conventions import axis_label, real_tokens_html
 from analysis.report.curves import section_curves
+from analysis.report.design import has_design, section_design
 from analysis.report.effective_data import section_effective_data
 from analysis.report.frames import (
     LOSS,
@@ -110,6 +111,9 @@ def _summary(data: ReportData, found: Findings) -> Section:
 
 SECTIONS: tuple[SectionDef, ...] = (
     SectionDef("summary", _summary),
+    # adaptive design sweeps: the cells the design chose, why, and its fit
+    SectionDef("design", lambda data, found: section_design(data.design, data.trials),
+               needs=lambda data: has_design(data.design)),
     _law("loss-vs-n", "N", LOSS, "Validation loss vs model size N", axis_label("N"), LOSS_LABEL, "val_loss_err"),
     _law("loss-vs-d", "D", LOSS, "Validation loss vs data size D", axis_label("D"), LOSS_LABEL, "val_loss_err"),
     SectionDef("isoflop", lambda data, found: section_isoflop(data.scan, found.fits, data.n_boot),

@@ -20,6 +20,8 @@ from analysis.report.section import FitRow, ReportData
 from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
 from analysis.tables import open_tables
 from analysis.window import WindowResult
+from scaling_sweeper.base.runfolder import read_jsonl
+from scaling_sweeper.results.status import DESIGN_FILE
 
 
 @dataclass
@@ -41,6 +43,19 @@ def _histograms(root: Path, trials: pl.DataFrame) -> dict[str, dict[str, Any]]:
     for (sw,), g in done.group_by("sweep"):
         base = root if (root.name == sw or sw is None) else root / str(sw)
         out.update(load_histograms(base, g["cell_id"].to_list()))
+    return out
+
+
+def _design_histories(root: Path, trials: pl.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """sweep -> the records of its design.jsonl, for the sweeps of `trials` that ran a design."""
+    if trials.height == 0 or "sweep" not in trials.columns:
+        return {}
+    out = {}
+    for sw in trials["sweep"].drop_nulls().unique().to_list():
+        base = root if root.name == sw else root / str(sw)
+        recs = read_jsonl(base / DESIGN_FILE)
+        if recs:
+            out[str(sw)] = recs
     return out
 
 
@@ -82,7 +97,8 @@ def write_report(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         if groups is None:
-            parts = [build(ReportData.of(trials, curves, sweep, n_boot, evals, positions, _histograms(root, trials)))]
+            parts = [build(ReportData.of(trials, curves, sweep, n_boot, evals, positions, _histograms(root, trials),
+                                         _design_histories(root, trials)))]
             sections = parts[0].sections
         else:
             parts, sections = [], []
@@ -92,7 +108,8 @@ def write_report(
 
                 t = part(trials)
                 parts.append(build(ReportData.of(t, part(curves), group[0] if len(group) == 1 else None, n_boot,
-                                                 part(evals), part(positions), _histograms(root, t))))
+                                                 part(evals), part(positions), _histograms(root, t),
+                                                 _design_histories(root, t))))
                 sections += prefixed(parts[-1].sections, f"g{i}", " + ".join(group))
             # sweeps that differ only by tokenizer sit in different groups
             if len(groups) > 1 and several_tokenizers(trials):

@@ -41,6 +41,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, a, path)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:  # `X | None`: X's own message names the field
+            raise ConfigError(errors[0])
         raise ConfigError(f"{path}: {value!r} does not match {tp}")
     if origin is typing.Literal:
         if value not in args:

@@ -92,6 +92,8 @@ EXTRA_KEYS: dict[str, str] = {
     "branch_of": "<sweep>/<cell_id> of the trunk a WSD branch was cooled down from",
     "branch_step": "the trunk step the branch started from (its cooldown's first step)",
     "C_charged": "FLOPs this run executed and the ledger charged: C_spent less a branch's trunk prefix",
+    "design_decision": "adaptive design: the decision (line of design.jsonl) that chose the cell",
+    "design_reason": "adaptive design: why it was chosen (seed, explore, gain)",
 }
 
 # The trials table: the results row, then what the table writer adds

@@ -49,6 +49,10 @@ def _plan(args: argparse.Namespace) -> int:
         left_out: list[str] = []
         resolve_cells(spec, shape, left_out)  # pure and cheap: the points a phase rule dropped
         print(("\n" if i else "") + format_plan(spec, cells, left_out))
+        if spec.design is not None:
+            from scaling_sweeper.sweep.design import format_design
+
+            print(format_design(spec, cells))
     return 0
 
 
@@ -58,6 +62,9 @@ def _report_outcome(out) -> int:
           f"refused {len(out.refused)}, unfinished {len(out.unfinished)} ({out.wall_s:.1f} s)")
     if out.reused:
         print(f"reused (trained by another sweep, charged there once): {', '.join(out.reused)}")
+    if out.design_stop or out.not_chosen:
+        print(f"design: stopped ({out.design_stop or 'not yet'}); {len(out.not_chosen)} candidate cells not chosen; "
+              f"its decisions: {out.sweep_dir}/design.jsonl, `sweeper report {out.name}`")
     if out.refused:
         print(f"refused by the FLOP ledger: {', '.join(out.refused)} (see `sweeper budget`)")
     if out.unfinished:

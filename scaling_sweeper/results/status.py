@@ -2,14 +2,15 @@
 
 Cell state: done (STATUS done + result.json), failed, refused, running (STATUS running and a
 driver heartbeat younger than HEARTBEAT_STALE_S), interrupted (STATUS running but no live
-driver: `sweeper resume` continues it from its checkpoint), pending (not started).
+driver: `sweeper resume` continues it from its checkpoint), pending (not started), not_chosen
+(a candidate of an adaptive design that stopped without it: design.jsonl's last line is a stop).
 
 ETA: the remaining FLOPs of running and pending cells divided by the sweep's throughput
 (FLOPs/s per trial from the latest metrics of running cells, else from finished cells'
 C_spent / wall_s), times the number of trials running at once.
 
 The sweep folder files this module reads and writes: cells.json (the plan, written by
-sweep.cells), driver.json (the driver's heartbeat), STOP; the ledger summary comes from the
+sweep.cells), driver.json (the driver's heartbeat), STOP, design.jsonl (its last line); the ledger summary comes from the
 ledger's file (results/ledger_file.py). The dashboard (analysis) reads sweeps through here.
 """
 
@@ -35,6 +36,8 @@ HEARTBEAT_STALE_S = 90.0
 STOP_FILE = "STOP"  # in a sweep folder: trials stop at their next step (`sweeper stop`)
 DRIVER_FILE = "driver.json"  # in a sweep folder: the driver's heartbeat (pid, host, state, time)
 CELLS_FILE = PLAN_FILE  # in a sweep folder: the plan, one record per cell (sweep.cells.write_sweep_files)
+DESIGN_FILE = "design.jsonl"  # in an adaptive (design) sweep's folder: one line per decision (sweep/design.py)
+NOT_CHOSEN = "not_chosen"  # cell state: a candidate an adaptive design stopped without training
 
 
 def read_cells(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -92,7 +95,7 @@ class SweepStatus:
 
     @property
     def C_planned(self) -> float:
-        return math.fsum(c.C_planned for c in self.cells)
+        return math.fsum(c.C_planned for c in self.cells if c.state != NOT_CHOSEN)
 
     @property
     def C_spent(self) -> float:
@@ -145,6 +148,12 @@ def write_driver(sweep_dir: Path, state: str, **extra: Any) -> None:
     })
 
 
+def _design_stopped(sweep_dir: Path) -> bool:
+    """Whether the sweep is an adaptive design whose last decision (design.jsonl) was a stop."""
+    last = last_jsonl(sweep_dir / DESIGN_FILE)
+    return bool(last and last.get("stop"))
+
+
 def collect(sweep_dir: str | Path) -> SweepStatus:
     """Read the state of every planned cell of a sweep folder."""
     sweep_dir = Path(sweep_dir)
@@ -190,6 +199,10 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
         elif status == "running" or last is not None:
             cs.state = "running" if alive else "interrupted"
         out.append(cs)
+    if _design_stopped(sweep_dir):  # an adaptive design that stopped will not train its other candidates
+        for c in out:
+            if c.state == "pending" and not (sweep_dir / c.cell_id).exists():
+                c.state = NOT_CHOSEN
     counts = {s: 0 for s in ("done", "running", "interrupted", "pending", "failed", "refused")}
     for c in out:
         counts[c.state] = counts.get(c.state, 0) + 1
@@ -239,6 +252,8 @@ def progress_line(st: SweepStatus) -> str:
         parts.append(f"failed {c['failed']}")
     if c.get("refused"):
         parts.append(f"refused {c['refused']}")
+    if c.get(NOT_CHOSEN):
+        parts.append(f"not chosen by the design {c[NOT_CHOSEN]}")
     parts.append(f"C {st.C_spent:.3g}/{st.C_planned:.3g} FLOPs")
     if st.ledger is not None and st.ledger.budget is not None:
         parts.append(f"ledger left {st.ledger.left:.3g}")

@@ -63,6 +63,7 @@ from scaling_sweeper.sweep.cell_trial import (
 from scaling_sweeper.sweep.cells import Cell, DataShape, write_sweep_files
 from scaling_sweeper.sweep.driver_lock import DriverLock
 from scaling_sweeper.sweep.ledger import Ledger, cell_key, ledger_path
+from scaling_sweeper.sweep.phases import get_phase
 from scaling_sweeper.sweep.reconcile import check_budget, check_data, prepare, reconcile
 from scaling_sweeper.sweep.reuse import REUSED_FILE, adopt_cell, defer_shared_cells
 from scaling_sweeper.sweep.spec import SweepSpec
@@ -83,6 +84,8 @@ class SweepOutcome:
     unfinished: list[str] = field(default_factory=list)  # interrupted or stopped
     errors: dict[str, str] = field(default_factory=dict)  # cell_id -> I/O error that failed it (also in failed)
     reused: list[str] = field(default_factory=list)  # trained by another sweep: copied, not charged
+    not_chosen: list[str] = field(default_factory=list)  # design: candidates the design did not train
+    design_stop: str | None = None  # design: why it stopped (goal_met, budget, no_gain, exhausted, ledger, ...)
     stopped: bool = False  # a STOP file asked the trials to stop
     interrupted: bool = False  # Ctrl-C / SIGINT
     wall_s: float = 0.0
@@ -153,6 +156,8 @@ def run_sweeps(
     names = [p[0].name for p in prepared]
     if len(set(names)) != len(names):
         raise ConfigError(f"name: sweeps run together need distinct names, got {names}")
+    if len(specs) > 1 and any(get_phase(p[0].phase).adaptive for p in prepared):
+        raise ConfigError(f"phase: an adaptive sweep (design) runs alone, not in a suite of {len(specs)} sweeps")
     for spec, _, _ in prepared:  # named errors before anything is written or Ray starts
         check_data(spec)
     check_new_budget_fits(prepared)  # a new ledger's budget must fit one cell: refused before it is written
@@ -209,11 +214,20 @@ class _Run:
             )
             errors: dict[str, str] = {}
             mine, done_ids = reconcile(spec, cells, led, ctx, errors)
+            design_stop, not_chosen = None, []
+            if mine and get_phase(spec.phase).adaptive:
+                from scaling_sweeper.sweep.design import finished_design
+
+                design_stop = finished_design(spec, cells)
+                if design_stop is not None:  # the design is over: its other candidates are not trained
+                    not_chosen, mine = mine, []
             check_budget(led, spec.name, mine)
             self.outcomes.append(SweepOutcome(
                 name=spec.name, sweep_dir=spec.sweep_dir, n_cells=len(cells), skipped_done=done_ids,
                 reused=[c for c in done_ids if (spec.sweep_dir / c / REUSED_FILE).exists()],
-                failed=list(errors), errors=errors))
+                failed=list(errors), errors=errors, design_stop=design_stop))
+            for c in not_chosen:
+                self._not_chosen(self.outcomes[-1], spec, c)
             todo += [(spec, c) for c in mine]
         self.todo, self.later = defer_shared_cells(todo)
         self.experiment = f"{self.specs[0].name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
@@ -240,7 +254,15 @@ class _Run:
             private_subdir(Path(first.tune_storage_path) / self.experiment)
         for d in sweep_dirs:
             sweep_status.write_driver(d, "running", experiment=self.experiment)
-        self.searcher = CellSearcher([c for _, c in self.todo], self.ctxs)
+        if get_phase(first.phase).adaptive:  # run_sweeps: an adaptive sweep runs alone
+            from scaling_sweeper.sweep.design import design_spec
+            from scaling_sweeper.sweep.design_admission import DesignSearcher
+
+            cells = self.prepared[0][2]
+            self.searcher = DesignSearcher([c for _, c in self.todo], self.ctxs[first.name],
+                                           design_spec(first, cells))
+        else:
+            self.searcher = CellSearcher([c for _, c in self.todo], self.ctxs)
         res = {s.name: s.resources for s in specs}
         trainable = tune.with_resources(
             tune.with_parameters(cell_trainable, ctxs=self.ctxs),
@@ -290,12 +312,28 @@ class _Run:
             o.stopped = (spec.sweep_dir / sweep_status.STOP_FILE).exists()
             sweep_status.write_driver(spec.sweep_dir, "stopped" if (interrupted or o.stopped) else "finished",
                                       experiment=self.experiment)
+        chosen = set(getattr(self.searcher, "admitted", [c.cell_id for _, c in self.todo]))
         for spec, c in self.todo:
-            self._settle_cell(by_name[spec.name], spec, c)
+            if c.cell_id in chosen or not get_phase(spec.phase).adaptive:
+                self._settle_cell(by_name[spec.name], spec, c)
+            else:
+                self._not_chosen(by_name[spec.name], spec, c)
+        for o in self.outcomes:
+            o.design_stop = getattr(self.searcher, "stop", None) or o.design_stop
         for o in self.outcomes:
             # Tune turns SIGINT into a graceful stop without raising: unfinished cells that nobody
             # asked to stop mean we were interrupted
             o.interrupted = interrupted or (bool(o.unfinished) and not o.stopped)
+
+    @staticmethod
+    def _not_chosen(o: SweepOutcome, spec: SweepSpec, c: Cell) -> None:
+        """A design candidate never admitted: nothing to settle; the empty folder reconcile's write
+        probe left is removed (a folder with anything in it, e.g. a stopped cell's, stays)."""
+        o.not_chosen.append(c.cell_id)
+        try:
+            (spec.sweep_dir / c.cell_id).rmdir()
+        except OSError:
+            pass
 
     def _settle_cell(self, o: SweepOutcome, spec: SweepSpec, c: Cell) -> None:
         run_dir, led, key = spec.sweep_dir / c.cell_id, self.ledgers[spec.name], cell_key(spec.name, c.cell_id)

@@ -27,6 +27,9 @@ before the product with `grid` axes and `seeds` (done once for every phase in
                 (whole sequences) and steps = ceil(tokens_seen / (B S)); repeated passes R = p - 1.
                 The largest U must fit the dataset's train split (the 1-pass arm never repeats)
                 and 2+ pass counts above 1 are needed to identify R* (RepetitionError otherwise)
+    design      adaptive: the points of grid (sizes x `tokens`, schedule along D) are the
+                candidates; the design (spec `design:`, sweep/design.py) decides which of them
+                train, one at a time as trials finish (docs/adaptive_design.md)
 
 Schedules (spec `schedule:`, units: steps, passes = tokens_seen / D, tokens_seen in token
 positions; see spec.ScheduleSpec): a number (every point), a list (one value per point of the
@@ -340,6 +343,7 @@ class PhaseDef:
     schedule_axis: str | None  # "D" (tokens list), "N" (sizes list), None (no schedule)
     points: Callable[[PlanContext], list[Point]]
     varies_D: bool  # a scan over D: the plan warns when its tokens_seen do not follow D
+    adaptive: bool = False  # its points are candidates: an adaptive design picks which ones train
 
 
 PHASES: dict[str, PhaseDef] = {
@@ -351,6 +355,7 @@ PHASES: dict[str, PhaseDef] = {
         PhaseDef("grid", (), "D", _grid_points, varies_D=True),
         PhaseDef("repetition", ("sizes",), None, _repetition_points, varies_D=False),
         PhaseDef("wsd", ("sizes",), None, _wsd_points, varies_D=False),
+        PhaseDef("design", ("sizes",), "D", _grid_points, varies_D=True, adaptive=True),
     )
 }
 

@@ -19,6 +19,7 @@ from scaling_sweeper.sweep.boundary_checks import check_storage
 from scaling_sweeper.sweep.cell_trial import TrialContext, branch_source, finalize_cell, write_tables
 from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
+from scaling_sweeper.sweep.phases import get_phase
 from scaling_sweeper.sweep.reuse import adopt_cell, reuse_origin
 from scaling_sweeper.sweep.spec import SweepSpec, with_absolute_paths
 
@@ -31,6 +32,10 @@ def prepare(spec: SweepSpec) -> tuple[SweepSpec, DataShape, list[Cell]]:
     cells = resolve_cells(spec, shape)
     if not cells:
         raise ConfigError(f"{spec.name}: the spec resolves to no cells")
+    if get_phase(spec.phase).adaptive:  # a design the engine cannot run: DesignError naming the field
+        from scaling_sweeper.sweep.design import design_spec
+
+        design_spec(spec, cells)
     return spec, shape, cells
 
 

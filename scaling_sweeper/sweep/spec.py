@@ -3,7 +3,7 @@
 A spec (see `sweeps/*.yaml`):
 
     name: demo                 # the sweep's folder: <storage>/<name>/
-    phase: model_size          # model_size | data_size | isoflop | grid | repetition | wsd (sweep/phases.py)
+    phase: model_size          # model_size | data_size | isoflop | grid | repetition | wsd | design (sweep/phases.py)
     data: data/demo/tokens     # tokens folder (seq_len and vocab_size are read from it)
     train: {steps: 300, batch_size: 16, tokens: 2.6e6}   # TrainConfig defaults for every cell
     sizes: [Pico, XXS, XS, S]  # model_size / isoflop (and optional for data_size / grid)
@@ -13,6 +13,7 @@ A spec (see `sweeps/*.yaml`):
     isoflop: {passes: 1.0, min_steps: 20}   # + dataset_tokens, max_passes, max_warmup_fraction
     repetition: {tokens_seen: 2e7, passes: [1, 2, 4, 8, 16]}   # repetition: U = tokens_seen / passes
     wsd: {tokens_seen: [1e6, 4e6], branch: true}   # wsd: lengths as one trunk + cooldowns (docs/wsd.md)
+    design: {law: offset_power, target: {quantity: alpha, tolerance: 0.05}}   # design (DesignSection)
     grid: {lr: [1e-3, 3e-3]}   # any TrainConfig fields: cartesian product (all phases)
     strategies: {L: zero2}     # per-size train.strategy (see Strategies below)
     seeds: [0, 1]              # default: train.seed
@@ -140,6 +141,37 @@ class WsdSpec:
     branch: bool = True  # train the lengths as one trunk + cooldown branches
 
 
+@dataclass
+class DesignTargetSpec:
+    """The quantity an adaptive design measures and its goal (analysis.design.Target): alpha, beta
+    or E to +-tolerance; loss at N (and D for chinchilla) to +-tolerance nats; n_opt at C (FLOPs)
+    within a factor."""
+
+    quantity: str = "alpha"  # alpha | beta | E | loss | n_opt (the law's targets)
+    tolerance: float | None = None  # goal half-width of the `level` interval, in the quantity's units
+    factor: float | None = None  # n_opt: goal "within a factor" (> 1)
+    N: float | None = None  # loss: at this N (non-embedding parameters)
+    D: float | None = None  # loss (chinchilla): at these tokens
+    C: float | None = None  # n_opt: at this compute (FLOPs)
+
+
+@dataclass
+class DesignSection:
+    """Phase design (adaptive, docs/adaptive_design.md): the sizes x tokens (x seeds) cells are the
+    candidates; the design trains the ones that shrink the target's interval most per FLOP, until
+    the goal is met or its budget is spent. Validated into an analysis.design.DesignSpec before
+    Ray starts (sweep/design.py)."""
+
+    law: str = "offset_power"  # offset_power (L = E + A N^-alpha, one tokens seen) | chinchilla (N, T)
+    target: DesignTargetSpec = field(default_factory=DesignTargetSpec)
+    budget: float | None = None  # FLOPs the design may spend; None: budget.flops, else the grid's C
+    seed_cells: list[str] | None = None  # cell ids trained before any fit; None: the design's default
+    noise: float = 0.01  # prior 1-sigma scatter of a cell's final val loss (nats)
+    level: float = 0.95  # interval level of the goal
+    min_rel_gain: float = 1e-3  # a cell is useful if it cuts the target's variance by this share
+    seed: int = 0  # orders exact ties between equally good cells (nothing else)
+
+
 _SCHEDULE_KINDS = ("steps", "passes", "tokens_seen")
 
 
@@ -230,6 +262,7 @@ class SweepSpec:
     tune_storage: str | None = None  # Ray Tune storage_path (local, NFS or s3://)
     budget: BudgetSpec = field(default_factory=BudgetSpec)
     eval: dict[str, Any] | None = None  # EvalConfig fields; None = no evaluation
+    design: DesignSection | None = None  # phase design: law, target, budget (DesignSection)
 
     def __post_init__(self) -> None:
         check_folder_name("name", self.name)
@@ -291,6 +324,10 @@ class SweepSpec:
         for need in get_phase(self.phase).requires:
             if not getattr(self, need):
                 raise ConfigError(f"{need}: phase {self.phase} needs a non-empty `{need}` list")
+        if get_phase(self.phase).adaptive != (self.design is not None):
+            raise ConfigError(f"design: phase {self.phase} needs a `design` section (law, target)"
+                              if self.design is None else
+                              f"design: only an adaptive phase (design) takes a `design` section, not {self.phase}")
         if self.phase == "grid" and not self.grid and not self.sizes and len(self.seeds) < 2:
             raise ConfigError("grid: phase grid needs a `grid` mapping (or sizes/seeds to vary)")
 
