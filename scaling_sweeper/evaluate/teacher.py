@@ -1,5 +1,9 @@
 """Teacher-generated jets whose irreducible loss is exactly known: `sweeper data make --source teacher`.
 
+One concept over ~600 lines (a fifth of them this description): teacher data from the trained
+cell to the dataset folder: exact sampling, the entropy and its error, the chunked resumable make
+and the folder it writes.
+
 A trained cell (the teacher) defines a distribution over token rows. A row is [start, x_1, x_2,
 ...]: x_t is drawn from q(x_t | x_<t), the teacher's softmax with the start and pad tokens removed
 and the rest renormalised (`generate.generate` never samples them: the model never sees them as
