@@ -444,6 +444,7 @@ def test_ray_address_from_the_environment_is_checked_like_address(tiny_tokens, t
     monkeypatch.setattr(connection, "gcs_requires_token", open_cluster)
     monkeypatch.setattr(ray, "init", no_ray_init)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6399")
+    mode_before = os.environ.get("RAY_AUTH_MODE")  # what monkeypatch restores after the test
     for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):  # restored after the test
         monkeypatch.delenv(k, raising=False)
     spec = spec_from_dict(_spec_dict(tiny_tokens, tmp_path / "runs"))
@@ -463,10 +464,15 @@ def test_ray_address_from_the_environment_is_checked_like_address(tiny_tokens, t
             main(["data", "make", "--address", "127.0.0.1:6398", "--insecure", "--out", str(tmp_path / "d")])
         assert os.environ.get("RAY_AUTH_MODE") == "disabled"  # and sends no token to an open cluster
     finally:
-        os.environ.pop("RAY_AUTH_MODE", None)
+        # Ray caches the mode per process: re-read it with the value monkeypatch restores, or a
+        # later embedded Ray (token) is joined by a driver that sends none ("InvalidAuthToken")
+        if mode_before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = mode_before
         from ray._raylet import Config
 
-        Config.initialize("")  # Ray's cached view of the mode, back to this process' default
+        Config.initialize("")
 
 
 # ---------------------------------------------------------------------------------------------
