@@ -72,7 +72,7 @@ def ray_session():
 @pytest.fixture(scope="module")
 def single_run(tokens, tmp_path_factory):
     """Reference: train.run_trial, same model/data/seed, Ranger with gradient centralization off
-    (what ZeRO's flat partitions imply; see distributed.py)."""
+    (what ZeRO's flat partitions imply; see train/zero.py)."""
     run_dir = tmp_path_factory.mktemp("single") / "run"
     orig = T.make_optimizer
     mp = pytest.MonkeyPatch()
@@ -186,7 +186,7 @@ def test_zero3_matches_single_process(single_run, zero3_run):
     np.testing.assert_allclose([z_val[k] for k in (3, 6)], [s_val[k] for k in (3, 6)], rtol=2e-6)
     # losses must move: a frozen model would match trivially
     assert abs(z_train[STEPS] - z_train[1]) > 1e-3
-    # the consolidated ZeRO-3 weights (train.py checkpoint format) equal the single-process ones
+    # the consolidated ZeRO-3 weights (train/checkpoint.py format) equal the single-process ones
     sw, zw = _weights(s_dir), _weights(z_dir)
     assert sw.keys() == zw.keys()
     for k in sw:
