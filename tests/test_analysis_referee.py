@@ -329,6 +329,8 @@ def test_w1_per_observable_directions_and_disagreement():
                  {"sweep": "s", "cell_id": c, "step": None, "metric": "w1_tau21", "value": tau[i], "err": 0.004},
                  {"sweep": "s", "cell_id": c, "step": None, "metric": "w1_floor.jet_pt", "value": 1.07, "err": None},
                  {"sweep": "s", "cell_id": c, "step": None, "metric": "w1_floor.tau21", "value": 0.012, "err": None},
+                 # the field-metrics evaluation writes the same floors again as w1_<obs>_floor (with an error)
+                 {"sweep": "s", "cell_id": c, "step": None, "metric": "w1_tau21_floor", "value": 0.012, "err": 0.001},
                  {"sweep": "s", "cell_id": c, "step": 5, "metric": "w1_jet_pt", "value": 999.0, "err": 1.0}]
     evals = pl.DataFrame(rows, schema={"sweep": pl.String, "cell_id": pl.String, "step": pl.Int64,
                                        "metric": pl.String, "value": pl.Float64, "err": pl.Float64})
@@ -340,6 +342,8 @@ def test_w1_per_observable_directions_and_disagreement():
     s = section_observables(d)
     assert "90.6 ± 2.9 [1.07]" in s.html and "0.0930 ± 0.0040 [0.012]" in s.html
     assert "The observables disagree along N: jet pT improves while τ21 worsens" in s.html
+    assert not any(c.endswith("_floor") for c in d.columns), "a floor was read as an observable"
+    assert "tau21_floor" not in s.html and "W1 τ21" in s.html
     assert "fig-w1-vs-n" in s.figures
 
 

@@ -100,7 +100,8 @@ def with_errors(done: pl.DataFrame, curves: pl.DataFrame, evals: pl.DataFrame | 
 
 
 def with_w1(done: pl.DataFrame, evals: pl.DataFrame | None) -> pl.DataFrame:
-    """done plus, per observable o of the final evaluation: w1_o, w1_o_err and w1floor_o."""
+    """done plus, per observable o of the final evaluation: w1_o, w1_o_err and w1floor_o (from the metric
+    `w1_floor.o` or `w1_o_floor`: a floor is never read as an observable of its own)."""
     if evals is None or evals.height == 0 or done.height == 0:
         return done
     e = evals.filter(pl.col("step").is_null() & pl.col("metric").str.starts_with("w1_"))
@@ -111,8 +112,10 @@ def with_w1(done: pl.DataFrame, evals: pl.DataFrame | None) -> pl.DataFrame:
     for r in e.iter_rows(named=True):
         d = rows.setdefault((r["sweep"], r["cell_id"]), {})
         m = r["metric"]
-        if m.startswith("w1_floor."):
-            d[f"w1floor_{m[len('w1_floor.'):]}"] = r["value"]
+        if m.startswith("w1_floor."):  # the evaluation's own floor (value only)
+            d.setdefault(f"w1floor_{m[len('w1_floor.'):]}", r["value"])
+        elif m.endswith("_floor"):  # the field-metrics floor of the same W1 (evaluate.jet_metrics), not an observable
+            d[f"w1floor_{m[len('w1_'):-len('_floor')]}"] = r["value"]
         else:
             d[m], d[f"{m}_err"] = r["value"], r["err"]
     cols = sorted({k for d in rows.values() for k in d})
