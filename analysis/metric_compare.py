@@ -9,9 +9,10 @@ a perfect model up to their floor, and the classifier AUC is 0.5 for indistingui
 Direction: a weighted least-squares line metric = a + b log10(axis) (weights 1 / err^2 when every
 point has a positive error, else unweighted), with the slope's error scaled up by sqrt(chi2 / dof)
 when the points scatter more than their errors say (never down). `improves` / `worsens` only when
-|b| > z * err(b) (default z = 2); otherwise `flat`. Without usable errors err(b) comes from the
-residuals alone, so the threshold is the Student-t quantile with n - 2 dof at the same two-sided
-level as z (2.78 instead of 2 for 6 points), keeping the false-trend rate at ~4.6% either way. Fewer than `min_points` distinct axis values:
+|b| > z * err(b) (default z = 2); otherwise `flat`. Without usable errors, or when the errors were
+scaled up by the scatter, err(b) is estimated from the residuals, so the threshold is the Student-t
+quantile with n - 2 dof at the same two-sided level as z (2.87 instead of 2 for 6 points, 14.0 for
+3), keeping the false-trend rate at ~4.6% either way. Fewer than `min_points` distinct axis values:
 `too few points`, no slope. When another of N, D also varies among the points the direction is
 confounded with it, and `note` says so.
 """
@@ -100,6 +101,13 @@ def usable_errors(err: np.ndarray | None) -> bool:
 def slope_vs_log_axis(x: np.ndarray, y: np.ndarray, err: np.ndarray | None) -> tuple[float, float]:
     """Slope of y = a + b log10(x) and its error (module doc: weighted when err is usable,
     scaled by sqrt(chi2 / dof) when that exceeds 1)."""
+    b, be, _ = _slope(x, y, err)
+    return b, be
+
+
+def _slope(x: np.ndarray, y: np.ndarray, err: np.ndarray | None) -> tuple[float, float, bool]:
+    """slope_vs_log_axis plus whether its error was estimated from the residuals (no usable errors,
+    or errors scaled up by sqrt(chi2 / dof)): then the threshold is a Student-t quantile."""
     lx = np.log10(x)
     usable = usable_errors(err)
     w = 1.0 / err**2 if usable else np.ones_like(y)
@@ -108,7 +116,7 @@ def slope_vs_log_axis(x: np.ndarray, y: np.ndarray, err: np.ndarray | None) -> t
     beta = cov @ (a.T @ (w * y))
     chi2_dof = float(np.sum(w * (y - a @ beta) ** 2)) / (len(y) - 2)
     scale = max(1.0, chi2_dof) if usable else chi2_dof  # unweighted: the residual variance is all there is
-    return float(beta[1]), math.sqrt(float(cov[1, 1]) * scale)
+    return float(beta[1]), math.sqrt(float(cov[1, 1]) * scale), not usable or chi2_dof > 1.0
 
 
 def direction(table: pl.DataFrame, metric: str, axis: str, *, z: float = 2.0, min_points: int = 3) -> Direction:
@@ -126,9 +134,8 @@ def direction(table: pl.DataFrame, metric: str, axis: str, *, z: float = 2.0, mi
     y = rows[metric].to_numpy().astype(np.float64)
     err = rows[err_col].to_numpy().astype(np.float64) if err_col in rows.columns and \
         rows[err_col].null_count() == 0 else None
-    b, be = slope_vs_log_axis(x, y, err)
-    thr = z if usable_errors(err) else \
-        float(stats.t.ppf(stats.norm.cdf(z), len(y) - 2))  # the error is estimated from the residuals alone
+    b, be, from_residuals = _slope(x, y, err)
+    thr = float(stats.t.ppf(stats.norm.cdf(z), len(y) - 2)) if from_residuals else z
     d = IMPROVES if b < -thr * be else WORSENS if b > thr * be else FLAT
     return Direction(metric, axis, len(rows), b, be, d, note, thr)
 

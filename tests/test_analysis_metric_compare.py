@@ -117,16 +117,18 @@ def test_loss_correlations_match_scipy_and_the_fisher_interval():
     assert np.isnan(few["pearson_p"]) and np.isnan(few["spearman_lo"]) and "too few" in few["message"]
 
 
-def _trend_rates(slope_in_se: float, weighted: bool, trials: int, seed: int) -> tuple[float, float]:
+def _trend_rates(slope_in_se: float, weighted: bool, trials: int, seed: int,
+                 understated: float = 1.0) -> tuple[float, float]:
     """Fractions of synthetic scans (6 sizes, known Gaussian errors) that direction() calls improving and
-    worsening, for a true slope of `slope_in_se` standard errors of the weighted slope."""
+    worsening, for a true slope of `slope_in_se` standard errors of the weighted slope; `understated`:
+    the scatter is that many times the errors the points carry."""
     rng = np.random.default_rng(seed)
     n = np.geomspace(1e4, 1e7, 6)
     lx, err = np.log10(n), 0.01
     slope = slope_in_se * err / np.sqrt(np.sum((lx - lx.mean()) ** 2))
     calls = []
     for _ in range(trials):
-        cols = {"N": n, "m": 1.0 + slope * lx + rng.normal(0, err, 6)}
+        cols = {"N": n, "m": 1.0 + slope * lx + rng.normal(0, err * understated, 6)}
         if weighted:
             cols["m_err"] = np.full(6, err)
         calls.append(mc.direction(pl.DataFrame(cols), "m", "N").direction)
@@ -144,11 +146,24 @@ def test_a_flat_truth_is_called_a_trend_at_the_nominal_rate_or_less():
     assert 0.025 <= imp + wor <= 0.07
 
 
+def test_errors_scaled_up_by_the_scatter_use_the_t_threshold():
+    """Errors 5x too small: the slope's error is then scaled by sqrt(chi2/dof), an estimate from 4
+    dof of residuals, like having no errors; a z = 2 cut on it would call ~11.6% of flat scans a
+    trend, the t quantile keeps the nominal 4.6%."""
+    imp, wor = _trend_rates(0.0, weighted=True, trials=1000, seed=14, understated=5.0)
+    assert 0.025 <= imp + wor <= 0.07
+    n = np.geomspace(1e4, 1e7, 3)  # 3 cells, 1 dof: the threshold is t(1 dof) = 14.0, not 2
+    d = mc.direction(pl.DataFrame({"N": n, "m": [1.0, 1.3, 1.1], "m_err": [0.01] * 3}), "m", "N")
+    assert d.threshold == pytest.approx(13.97, abs=0.01)
+
+
 def test_a_true_trend_of_four_standard_errors_is_found_with_its_sign():
+    """Power: found in ~84% of scans at 4 standard errors (the ~40% of scans whose chi2/dof exceeds 1
+    by chance are judged on the t threshold, the price of not trusting errors the scatter exceeds)."""
     imp, wor = _trend_rates(4.0, weighted=True, trials=400, seed=12)
-    assert wor > 0.9 and imp == 0.0
+    assert wor > 0.78 and imp == 0.0
     imp, wor = _trend_rates(-4.0, weighted=True, trials=400, seed=13)
-    assert imp > 0.9 and wor == 0.0
+    assert imp > 0.78 and wor == 0.0
 
 
 def test_excess_over_the_floor_in_sigma_is_a_unit_normal_when_the_model_is_at_its_floor():

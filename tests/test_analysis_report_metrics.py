@@ -95,3 +95,16 @@ def test_the_section_appears_only_with_metrics_besides_the_swd(rows, tmp_path):
     html = write_report(tmp_path, "fm", out=tmp_path / "r.html", n_boot=4).path.read_text()
     assert "<section id='metrics'>" in html and 'id="fig-metrics-vs-n"' in html
     assert html.index("<section id='loss-vs-swd'>") < html.index("<section id='metrics'>")
+
+
+def test_a_scan_of_one_axis_has_no_second_trend_along_c(rows):
+    """In an N scan at fixed D, C = 6 N_incl D is a function of N: a trend 'along C' would repeat the
+    one along N as a second finding. Four cells: no p-values, said once, not on every row."""
+    n_scan = [r for r in rows if r["phase"] == "size" and r["status"] == "done"][:4]
+    assert len({r["N"] for r in n_scan}) == 4 and len({r["D"] for r in n_scan}) == 1
+    s = section_metrics(report_data(n_scan, field_evals(n_scan)))
+    t = text(s.html)
+    assert set(s.figures) == {"fig-metrics-vs-n"} and "along C" not in t.replace("No trend along C", "")
+    assert "No trend along C: among these cells only N varies" in t
+    assert "No metric has enough cells for an interval or a p-value" in t and "testing 0 metrics" not in t
+    assert t.count("too few for an interval") == 1

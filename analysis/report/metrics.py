@@ -94,7 +94,9 @@ def _scans(table: pl.DataFrame, data: ReportData) -> dict[str, tuple[pl.DataFram
         if x in t.columns and t[x].drop_nulls().n_unique() > 1:
             cells, label = scan(t, x, x)
             out[x] = (cells, label)
-    if "C_spent" in t.columns and t["C_spent"].drop_nulls().n_unique() > 1:
+    varying = [x for x in ("N", "D") if x in t.columns and t[x].drop_nulls().n_unique() > 1]
+    if "C_spent" in t.columns and t["C_spent"].drop_nulls().n_unique() > 1 and len(varying) != 1:
+        # with one of N, D varying, C is a function of it: "along C" would repeat that trend as a second one
         out["C_spent"] = (t, "all evaluated scan cells; N and D change together along C")
     return out
 
@@ -154,8 +156,8 @@ def _directions_html(dirs: pl.DataFrame, scans: dict[str, tuple[pl.DataFrame, st
     confounded = sorted({r["note"] for r in dirs.iter_rows(named=True) if r["note"]})
     note = ("<p class='note'>A slope is a weighted straight line of the metric in log10 of the axis (weights "
             "1/err², error scaled up by √(χ²/dof) when the cells scatter more than their errors); 'improves' and "
-            f"'worsens' need |slope| &gt; {fmt(Z)} standard errors (without per-point errors, the Student-t quantile of "
-            "the same level, as the table says). Lower is better for every metric (AUC: 0.5 is "
+            f"'worsens' need |slope| &gt; {fmt(Z)} standard errors (without per-point errors, or when they were scaled up, "
+            "the Student-t quantile of the same level on n − 2 degrees of freedom, as the table says). Lower is better for every metric (AUC: 0.5 is "
             "ideal). A direction says nothing about where the metric sits relative to its floor: see the table "
             "above." + (" " + html.escape("; ".join(confounded)) + "." if confounded else "") + "</p>")
     return (f"<p>{' '.join(sentences)}</p><table class='params'><tr><th>metric</th>{head}</tr>{''.join(rows)}"
@@ -195,6 +197,8 @@ def _correlations_html(table: pl.DataFrame, metrics: list[str]) -> str:
     cor = mc.loss_correlations(table, metrics, loss=LOSS)
     if cor.height == 0:
         return ""
+    messages = {r["message"] for r in cor.iter_rows(named=True)}
+    shared = messages.pop() if len(messages) == 1 else None  # said once under the table, not on every row
     rows = []
     for r in cor.iter_rows(named=True):
         def one(v: float, lo: float, hi: float, p: float) -> str:
@@ -207,16 +211,21 @@ def _correlations_html(table: pl.DataFrame, metrics: list[str]) -> str:
         rows.append(f"<tr><td>{html.escape(r['metric'])}</td><td>{r['n']}</td>"
                     f"<td>{one(r['pearson_r'], r['pearson_lo'], r['pearson_hi'], r['pearson_p'])}</td>"
                     f"<td>{one(r['spearman_rho'], r['spearman_lo'], r['spearman_hi'], r['spearman_p'])}</td>"
-                    f"<td>{html.escape(r['message']) if r['message'] != 'ok' else ''}</td></tr>")
+                    + ("" if shared is not None else
+                       f"<td>{html.escape(r['message']) if r['message'] != 'ok' else ''}</td>") + "</tr>")
     k = int((cor["pearson_p"].fill_nan(None).drop_nulls() < 0.05).sum()) if cor["pearson_p"].dtype.is_float() else 0
     tested = int(cor["pearson_p"].fill_nan(None).drop_nulls().len()) if cor["pearson_p"].dtype.is_float() else 0
+    tests = (f"Fisher-z intervals and p-values, not corrected for testing {tested} metrics at once: {k} of "
+             f"{tested} have p &lt; 0.05, and about {fmt(0.05 * tested)} would by chance alone if no metric were "
+             "correlated with the loss." if tested else
+             "No metric has enough cells for an interval or a p-value: the coefficients describe these cells only.")
     return ("<h3>Correlation of each metric with the validation loss</h3>"
             "<table class='params'><tr><th>metric</th><th>cells</th><th>Pearson r [95% interval]</th>"
-            "<th>Spearman rho [95% interval]</th><th></th></tr>" + "".join(rows) + "</table>"
-            f"<p class='note'>Every evaluated finished cell, all phases pooled (N, D and seeds vary together, so a "
-            f"correlation is no causal statement). Fisher-z intervals and p-values, not corrected for testing "
-            f"{tested} metrics at once: {k} of {tested} have p &lt; 0.05, and about {fmt(0.05 * tested)} would by "
-            "chance alone if no metric were correlated with the loss.</p>")
+            "<th>Spearman rho [95% interval]</th>" + ("" if shared is not None else "<th></th>") + "</tr>"
+            + "".join(rows) + "</table>"
+            + (f"<p class='note'>Every row: {html.escape(shared)}.</p>" if shared not in (None, "ok") else "")
+            + "<p class='note'>Every evaluated finished cell, all phases pooled (N, D and seeds vary together, so a "
+            f"correlation is no causal statement). {tests}</p>")
 
 
 def section_metrics(data: ReportData) -> Section:
@@ -240,7 +249,12 @@ def section_metrics(data: ReportData) -> Section:
     scans = _scans(table, data)
     dirs = _direction_rows(scans, metrics)
     if scans and dirs.height:
-        parts.append("<h3>How each metric moves with N, D and C</h3>")
+        parts.append(f"<h3>How each metric moves with {', '.join(AXIS_NAME[x] for x in scans)}</h3>")
+        only = [x for x in ("N", "D") if x in scans]
+        if "C_spent" not in scans and len(only) == 1 and "C_spent" in table.columns:
+            parts.append(f"<p class='note'>No trend along C: among these cells only {only[0]} varies, so C = 6 "
+                         f"N_incl D moves with {only[0]} and its trend would be the one along {only[0]} again, not "
+                         "a second finding.</p>")
         for x, (cells, _) in scans.items():
             fid = f"fig-metrics-vs-{AXIS_NAME[x].lower()}"
             s.figures[fid] = _scaling_figure(cells, x, metrics, dirs)
