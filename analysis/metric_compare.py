@@ -12,8 +12,9 @@ when the points scatter more than their errors say (never down). `improves` / `w
 |b| > z * err(b) (default z = 2); otherwise `flat`. Without usable errors, or when the errors were
 scaled up by the scatter, err(b) is estimated from the residuals, so the threshold is the Student-t
 quantile with n - 2 dof at the same two-sided level as z (2.87 instead of 2 for 6 points, 14.0 for
-3), keeping the false-trend rate at ~4.6% either way. Fewer than `min_points` distinct axis values:
-`too few points`, no slope. When another of N, D also varies among the points the direction is
+3), keeping the false-trend rate at ~4.6% either way. Fewer than `min_points` (4) distinct axis values:
+`too few points`, no slope: a line through 3 points has one residual, which neither tests it nor
+bounds its slope (the rule of every fit here: fewer than 2 degrees of freedom is underdetermined). When another of N, D also varies among the points the direction is
 confounded with it, and `note` says so.
 """
 
@@ -119,7 +120,7 @@ def _slope(x: np.ndarray, y: np.ndarray, err: np.ndarray | None) -> tuple[float,
     return float(beta[1]), math.sqrt(float(cov[1, 1]) * scale), not usable or chi2_dof > 1.0
 
 
-def direction(table: pl.DataFrame, metric: str, axis: str, *, z: float = 2.0, min_points: int = 3) -> Direction:
+def direction(table: pl.DataFrame, metric: str, axis: str, *, z: float = 2.0, min_points: int = 4) -> Direction:
     """How `metric` moves with log10(`axis`) over the cells of `table` (a side_by_side frame)."""
     err_col = f"{metric}_err"
     cols = [axis, metric] + ([err_col] if err_col in table.columns else [])

@@ -152,9 +152,12 @@ def test_errors_scaled_up_by_the_scatter_use_the_t_threshold():
     trend, the t quantile keeps the nominal 4.6%."""
     imp, wor = _trend_rates(0.0, weighted=True, trials=1000, seed=14, understated=5.0)
     assert 0.025 <= imp + wor <= 0.07
-    n = np.geomspace(1e4, 1e7, 3)  # 3 cells, 1 dof: the threshold is t(1 dof) = 14.0, not 2
-    d = mc.direction(pl.DataFrame({"N": n, "m": [1.0, 1.3, 1.1], "m_err": [0.01] * 3}), "m", "N")
-    assert d.threshold == pytest.approx(13.97, abs=0.01)
+    n = np.geomspace(1e4, 1e7, 4)  # 4 cells, 2 dof: the threshold is t(2 dof) = 4.53, not 2
+    d = mc.direction(pl.DataFrame({"N": n, "m": [1.0, 1.3, 1.1, 1.2], "m_err": [0.01] * 4}), "m", "N")
+    assert d.threshold == pytest.approx(4.527, abs=0.001)
+    # 3 cells leave 1 degree of freedom: no slope is claimed at all, as for every fit here
+    three = mc.direction(pl.DataFrame({"N": n[:3], "m": [1.0, 1.1, 1.2], "m_err": [0.001] * 3}), "m", "N")
+    assert three.direction == mc.TOO_FEW and three.slope is None
 
 
 def test_a_true_trend_of_four_standard_errors_is_found_with_its_sign():

@@ -29,7 +29,8 @@ from analysis.report.section import Section
 
 UNITS = {"jet_pt": "GeV", "jet_mass": "GeV", "n_constituents": "constituents"}  # others: dimensionless
 LABEL = {"jet_pt": "jet pT", "jet_mass": "jet mass", "n_constituents": "constituents", "tau21": "τ21",
-         "tau32": "τ32", "d2": "D2", "tau1": "τ1", "tau2": "τ2", "tau3": "τ3"}
+         "tau32": "τ32", "d2": "D2", "tau1": "τ1", "tau2": "τ2", "tau3": "τ3", "jet_eta": "jet η",
+         "jet_phi": "jet φ"}
 IMPROVES, WORSENS, UNCLEAR = "improves", "worsens", "no clear direction"
 
 
