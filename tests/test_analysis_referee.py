@@ -494,3 +494,22 @@ def test_d_in_real_tokens_from_the_positions_table():
     t = real_tokens_html(pos, pl.DataFrame({"seq_len": [130]}))
     assert "holds 3 real target tokens" in t and f"about {3 / 130:.4g} × D" in t
     assert real_tokens_html(None, pl.DataFrame({"seq_len": [130]})) == ""
+
+
+def test_a_valid_only_swd_law_names_its_cells_with_invalid_jets():
+    """The fit of the valid-only SWD (its line in the fitted-parameter table and the terminal headline)
+    says it is valid jets only and how many of its cells have >= 1% invalid jets; without such cells
+    it is the plain SWD."""
+    import polars as pl
+
+    from analysis.report.headline import headline
+    from analysis.report.laws import section_law_vs
+
+    for frame, expect in ((_d_scan_frame(), "SWD (valid jets only; 2 of 4 cells with 1% or more invalid jets"),
+                          (_d_scan_frame().with_columns(invalid_frac=pl.lit(0.0)), None)):
+        fits: list = []
+        section_law_vs(frame, "D", "swd", "swd-vs-d", "SWD vs D", "D", "SWD", fits, 0, yerr="swd_err")
+        names = [f.name for f in fits]
+        assert names and all((expect in n) if expect else n.startswith("SWD vs D") for n in names)
+        if expect:
+            assert any(expect in line for line in headline(fits, []))

@@ -14,7 +14,7 @@ import polars as pl
 from analysis.fits.compare import Comparison, compare_laws
 from analysis.fits.result import POOR_FIT, UNDERDETERMINED
 from analysis.physics_plots import value_pm
-from analysis.report.cell_flags import flags_html
+from analysis.report.cell_flags import INVALID_SHOWN, flags_html
 from analysis.report.conventions import scan_conditions, seed_note
 from analysis.report.frames import arr, scan
 from analysis.report.plotting import clip_y, fit_traces, layout, points, xgrid
@@ -68,8 +68,14 @@ def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xla
                + flags_html(d, y, baselines or {}))
     if floor_span:
         s.html += _floor_note(cmp, float(np.mean(floor_span)), x)
+    what = METRIC_LABEL.get(y, y)
+    if y == "swd" and "invalid_frac" in d.columns:  # the valid-only SWD names the cells it misrepresents
+        bad = int((d["invalid_frac"].fill_null(0.0) >= INVALID_SHOWN).sum())
+        if bad:
+            what += (f" (valid jets only; {bad} of {d.height} cells with {fmt(100 * INVALID_SHOWN)}% or more invalid "
+                     "jets: see the SWD with invalid jets counted)")
     for law, r in cmp.results.items():
-        fits.append(FitRow(f"{METRIC_LABEL.get(y, y)} vs {x}: {LAW_LABEL.get(law, law)}"
+        fits.append(FitRow(f"{what} vs {x}: {LAW_LABEL.get(law, law)}"
                            + (" (preferred)" if cmp.decided and law == cmp.best else ""), r))
     return s, d, cmp
 
