@@ -224,12 +224,17 @@ def learnable_window(
         res.status, res.law, res.fit, res.alternative = NOT_SATURATING, "log", lg, off
         b = lg.params["b"]
         res.y_at_xmin = float(lg.predict(res.x_min))
+        both_rejected = off.status == POOR_FIT and lg.status == POOR_FIT
         why = ("the saturating law could not be fitted" if not off.ok else
                "the saturating law finds no saturation (exponent at its lower bound)" if a_lo_hit else
+               f"both laws are rejected by the points' errors (χ²/ndof = {_fmt(off.chi2_ndof)} saturating, "
+               f"{_fmt(lg.chi2_ndof)} logarithmic), so their AICc ranking is no evidence for either" if both_rejected else
                f"the logarithmic law describes the data better (AICc {lg.aicc:.1f} vs {off.aicc:.1f})")
-        res.message = f"{label} does not saturate in the measured range of {axis}: {why}"
+        res.message = (f"whether {label} saturates along {axis} cannot be told: {why}" if both_rejected else
+                       f"{label} does not saturate in the measured range of {axis}: {why}")
         ex["status"] = (f"{label} keeps falling with {name} over the measured range "
-                        f"({_fmt(res.x_min)} to {_fmt(res.x_max)} {unit}): {why}. A logarithmic law has no "
+                        f"({_fmt(res.x_min)} to {_fmt(res.x_max)} {unit}); "
+                        + ("whether it saturates cannot be told: " if both_rejected else "") + f"{why}. A logarithmic law has no "
                         f"asymptote, so no finite window, no 90%/99% points and no saturation point can be given; "
                         f"each tenfold increase of {axis} lowers {label} by b = {_fmt(b)}{_ci_txt(lg.ci.get('b'))}"
                         f"{_rejected(lg, ' (')}{')' if _rejected(lg) else ''}.")

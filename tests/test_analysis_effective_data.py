@@ -55,7 +55,7 @@ def test_comparison_prefers_effective_law_when_repetition_costs():
     eff, chin, text = compare_with_chinchilla(s["N"], s["U"], s["tokens_seen"], s["L"], n_boot=0)
     assert eff.ok and chin.ok
     assert eff.aic < chin.aic - 2
-    assert "effective-data law describes the data better" in text
+    assert "effective-data law describes the data" in text
 
 
 def test_report_section_states_R_star_in_words():
@@ -78,7 +78,7 @@ def test_report_section_states_R_star_in_words():
     lo, hi = fits[2].fit.ci["R_star"]
     assert lo < 3.0 < hi  # the measurement on the fresh arms finds the generating R* too
     assert fits[0].fit.params["R_star"] == pytest.approx(3.0, rel=0.5) and fits[0].fit.ci["R_star"][0] < 3.0
-    assert "effective-data law describes the data better" in sec.html
+    assert "effective-data law describes the data" in sec.html
     assert not has_repetition_arms(done.with_columns(pl.lit("model_size").alias("phase")))
 
 

@@ -116,3 +116,22 @@ def test_bootstrap_over_two_runs_prints_no_interval():
     w8 = learnable_window(x, y, axis="C", groups=np.arange(8).astype(str), n_boot=60)
     lo, hi = w8.ci["width"]
     assert lo < w8.width < hi
+
+
+def test_two_rejected_laws_decide_nothing_about_saturation():
+    """The calibration study's D scan (teacher data, 2026-12-03): the loss falls in steps that neither
+    the saturating nor the logarithmic law follows within errors of 0.01 nats (both chi2/ndof in the
+    hundreds). The window must not say the loss 'does not saturate' because the log law's AICc is
+    lower: an AICc ranking of two rejected laws is no evidence for either."""
+    from analysis.fits.result import POOR_FIT
+
+    D = np.array([8.125e4, 1.625e5, 3.25e5, 6.5e5, 1.3e6, 2.08e6])
+    y = np.array([8.886, 8.533, 7.955, 6.797, 6.083, 6.037])
+    w = learnable_window(D, y, axis="D", yerr=np.full(6, 0.01), n_boot=0)
+    assert w.fit.status == POOR_FIT and w.alternative.status == POOR_FIT
+    assert "cannot be told" in w.message and "no evidence for either" in w.message
+    assert "describes the data better" not in w.message and "does not saturate" not in w.message
+    assert "whether it saturates cannot be told" in w.explanations["status"]
+    # one law within its errors: the plain verdict stays
+    good = learnable_window(D, 6.0 + 0.3 * (9 - np.log10(D)), axis="D", yerr=np.full(6, 0.01), n_boot=0)
+    assert "cannot be told" not in good.message

@@ -36,6 +36,7 @@ from analysis.fits.result import (
     ILL_CONDITIONED,
     INSUFFICIENT_DATA,
     MIN_DOF,
+    POOR_FIT,
     UNDERDETERMINED,
     FitResult,
     failed_result,
@@ -251,13 +252,23 @@ def compare_with_chinchilla(
         bad = [f"{r.law}: {r.status} ({r.message})" for r in (eff, chin) if not r.ok]
         return eff, chin, "no comparison: " + "; ".join(bad)
     d = chin.aic - eff.aic
+    rejected = [r.law for r in (eff, chin) if r.status == POOR_FIT]
+    if len(rejected) == 2:
+        return eff, chin, ("both laws are rejected by the points' errors (poor fits), so their AIC difference "
+                           f"({d:+.1f}) is no evidence for either: whether repetition costs is not decided here")
+    if len(rejected) == 1:  # the law that passes its errors decides, whatever the AIC says
+        d = 3.0 if chin.status == POOR_FIT else -3.0
     if abs(d) < 2:
         verdict = (f"the data do not tell the two apart (AIC difference {d:+.1f}): repetition's cost is not "
                    "resolved at these pass counts")
     elif d > 0:
-        verdict = (f"the effective-data law describes the data better (AIC lower by {d:.1f}): counting repeated "
+        verdict = ("the effective-data law describes the data and the Chinchilla law in tokens seen is rejected by "
+                   "its errors: counting repeated tokens as fresh misstates the data" if rejected else
+                   f"the effective-data law describes the data better (AIC lower by {d:.1f}): counting repeated "
                    "tokens as fresh misstates the data")
     else:
-        verdict = (f"the Chinchilla law in tokens seen describes the data better (AIC lower by {-d:.1f}): no "
+        verdict = ("the Chinchilla law in tokens seen describes the data and the effective-data law is rejected by "
+                   "its errors: no measurable cost of repetition" if rejected else
+                   f"the Chinchilla law in tokens seen describes the data better (AIC lower by {-d:.1f}): no "
                    "measurable cost of repetition")
     return eff, chin, verdict
