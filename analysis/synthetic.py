@@ -67,7 +67,8 @@ def _row(sweep, phase, size, D, tokens, seed, law, rng, C_planned=None, status="
     cfg = {"sweep": sweep, "phase": phase, "size": name, "D": int(D), "tokens": tokens, "seed": seed}
     done = status == "done"
     row = {
-        "sweep": sweep, "phase": phase, "cell_id": cell_id(cfg), "size": name, "N": N, "N_incl": N_incl,
+        "sweep": sweep, "phase": phase, "cell_id": cell_id(cfg), "cell_group": cell_id({**cfg, "seed": 0}),
+        "size": name, "N": N, "N_incl": N_incl,
         "n_layer": n_layer, "d_model": d_model, "n_head": n_head, "D": int(D), "tokens_seen": tokens if done else None,
         "passes": tokens / D if done else None, "C_planned": float(C_planned if C_planned is not None else C),
         "C_spent": C if done else None, "C_exact": C * 1.05 if done else None, "lr": 6e-4, "batch": BATCH,

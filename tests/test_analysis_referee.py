@@ -390,17 +390,21 @@ def test_histogram_panels_merge_integer_bins_draw_flow_bins_and_mark_clipped_rat
 def test_seed_note_says_one_seed_or_gives_the_spread():
     import polars as pl
 
-    from analysis.report.conventions import seed_note
+    from analysis.report.seeds import seed_note
+    from analysis.seed_spread import seed_means
 
-    one = pl.DataFrame({"N": [1.0, 2.0, 3.0], "seed": [0, 0, 0], "val_loss": [3.0, 2.9, 2.8],
-                        "val_loss_err": [0.01] * 3})
-    assert seed_note(one, "N", "val_loss", "val_loss_err").startswith("One seed per value of N")
-    two = pl.DataFrame({"N": [1.0, 1.0, 2.0, 2.0, 3.0], "seed": [0, 1, 0, 1, 0],
+    one = pl.DataFrame({"cell_id": ["a", "b", "c"], "cell_group": ["a", "b", "c"], "N": [1.0, 2.0, 3.0],
+                        "seed": [0, 0, 0], "val_loss": [3.0, 2.9, 2.8], "val_loss_err": [0.01] * 3})
+    t = seed_note(one, seed_means(one, "val_loss", "val_loss_err"), "val_loss", "val_loss_err")
+    assert "one seed per cell: no seed-to-seed spread" in t
+    two = pl.DataFrame({"cell_id": list("abcde"), "cell_group": ["a", "a", "c", "c", "e"],
+                        "N": [1.0, 1.0, 2.0, 2.0, 3.0], "seed": [0, 1, 0, 1, 0],
                         "val_loss": [3.0, 3.2, 2.9, 2.8, 2.7], "val_loss_err": [0.01] * 5})
-    t = seed_note(two, "N", "val_loss", "val_loss_err")
-    sd = math.sqrt((2 * 0.1**2 + 2 * 0.05**2) / 2)  # pooled over the two repeated N
-    assert "2 of 3 values of N" in t and f"is {sd:.4g}" in t and "(pooled standard deviation, 2 dof)" in t
-    assert "median per-point error of 0.01" in t
+    t = seed_note(two, seed_means(two, "val_loss", "val_loss_err"), "val_loss", "val_loss_err")
+    sd = math.sqrt((2 * 0.1**2 + 2 * 0.05**2) / 2)  # pooled over the two cells with seeds
+    assert "2 of the 3 cells of this scan have 2 seed runs" in t and f"is {sd:.4g}" in t
+    assert "(pooled standard deviation, 2 dof)" in t and "median statistical error of one seed run of 0.01" in t
+    assert "The other 1 cell has one seed" in t and "one seed per cell" not in t
 
 
 def test_one_colour_per_sweep_value_in_curves_and_positions(tmp_path):

@@ -27,7 +27,8 @@ FIGURES = [
     "fig-learning-curves", "fig-frontier", "fig-window-val-loss-D", "fig-window-swd-D", "fig-window-val-loss-C",
     "fig-window-val-loss-N", "fig-window-swd-N", "fig-chinchilla", "fig-position-loss", "fig-position-gain",
 ]
-SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "swd-vs-d", "loss-vs-swd", "histograms",
+SECTIONS = ["summary", "loss-vs-n", "loss-vs-d", "isoflop", "swd-vs-n", "swd-vs-d", "loss-vs-swd", "seeds",
+            "histograms",
             "positions", "learning-curves",
             "windows", "chinchilla", "holdout", "parameters"]
 

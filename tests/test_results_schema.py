@@ -53,6 +53,8 @@ PINNED = {
         ("data_entropy", pl.Float64()),
         ("data_entropy_err", pl.Float64()),
         ("data_entropy_val", pl.Float64()),
+        # seeds (issue 25 item 9): the cell without its seed
+        ("cell_group", pl.String()),
         ("extra", pl.String()),
         ("written_at", pl.Float64()),
     ],

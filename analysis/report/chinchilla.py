@@ -13,13 +13,16 @@ from analysis.fits.result import POOR_FIT_P, chi2_pvalue, fmt_p
 from analysis.report.frames import LOSS, arr
 from analysis.report.plotting import layout
 from analysis.report.section import FitRow, Section
+from analysis.report.seeds import seed_note
 from analysis.report.text import fmt, params_text
+from analysis.seed_spread import seed_means
 
 
 def section_chinchilla(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> Section:
     s = Section("chinchilla", "Chinchilla joint fit L(N, D)")
     d = done.filter(pl.col(LOSS).is_not_null() & pl.col("N").is_not_null() & pl.col("D").is_not_null()
                     & pl.col("tokens_seen").is_not_null())
+    runs, d = d, seed_means(d, LOSS, "val_loss_err")  # a cell's seeds: one point at their mean (seed_spread)
     if d.height < 6 or d["N"].n_unique() < 2 or d["D"].n_unique() < 2:
         s.missing = "Not enough finished cells spanning both N and D for the joint fit (needs 6+, with 2+ values of each)."
         return s
@@ -34,6 +37,7 @@ def section_chinchilla(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> S
                  + ".</p>" if r.ci_method else "</p>"))
     if r.ok:
         s.html += _judged(d, r.predict(arr(d, "N"), Deff), r.n_params)
+    s.html += f"<p class='note'>{html.escape(seed_note(runs, d, LOSS, 'val_loss_err', 'joint fit'))}</p>"
     if r.ok:
         fig = go.Figure()
         pred = r.predict(arr(d, "N"), Deff)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import polars as pl
 
 from analysis.fits.result import fmt_num
@@ -101,29 +100,6 @@ def conventions_html(done: pl.DataFrame) -> str:
         if r.len():
             parts.append(f"The Chinchilla count with attention (C_exact) is {_span(r)} times that.")
     return "<p class='note'>" + " ".join(parts) + "</p>"
-
-
-def seed_note(d: pl.DataFrame, x: str, y: str, yerr: str | None) -> str:
-    """What the scan's points say about training noise: 'one seed' when no value of x was trained
-    with more than one seed; else the seed-to-seed spread (pooled standard deviation of y among
-    seeds at the same x) beside the median per-point error."""
-    if d.height == 0 or "seed" not in d.columns:
-        return ""
-    g = d.group_by(x).agg(pl.col("seed").n_unique().alias("k"), pl.col(y).cast(pl.Float64).alias("v"))
-    rep = g.filter(pl.col("k") >= 2)
-    if rep.height == 0:
-        return (f"One seed per value of {x}: no seed-to-seed spread is measured, so the error bars are the "
-                "evaluation's statistical errors only, not the spread of training itself.")
-    ss, dof = 0.0, 0
-    for v in rep["v"].to_list():
-        a = np.asarray(v, float)
-        ss += float(np.sum((a - a.mean()) ** 2))
-        dof += len(a) - 1
-    sd = math.sqrt(ss / dof) if dof else math.nan
-    err = (f", against a median per-point error of {fmt_num(float(d[yerr].median()))}"
-           if yerr and yerr in d.columns and d[yerr].null_count() < d.height else "")
-    return (f"Seeds: {rep.height} of {g.height} values of {x} were trained with 2 or more seeds; the seed-to-seed "
-            f"spread (pooled standard deviation, {dof} dof) is {fmt_num(sd)}{err}.")
 
 
 def real_tokens_per_jet(positions: pl.DataFrame | None) -> float:

@@ -15,7 +15,9 @@ from analysis.fits.effective_data import compare_with_chinchilla
 from analysis.fits.effective_data_measured import MeasuredEffectiveData, measure_effective_data
 from analysis.fits.result import format_interval
 from analysis.report.section import FitRow, Section
+from analysis.report.seeds import seed_note
 from analysis.report.text import fmt, params_text
+from analysis.seed_spread import seed_means
 
 
 def section_effective_data(done: pl.DataFrame, n_boot: int = 100, fits: list[FitRow] | None = None) -> Section:
@@ -24,6 +26,7 @@ def section_effective_data(done: pl.DataFrame, n_boot: int = 100, fits: list[Fit
     `fits` (the parameter table)."""
     need = ["N", "D", "tokens_seen", "val_loss"]
     d = done.filter(pl.all_horizontal([pl.col(c).is_not_null() for c in need]))
+    runs, d = d, seed_means(d, "val_loss", "val_loss_err")  # a cell's seeds: one point at their mean (seed_spread)
     s = Section("effective-data", "What is a repeated pass of jet data worth? (effective-data law)")
     arr = {c: d[c].cast(pl.Float64).to_numpy() for c in need}
     groups = d["cell_id"].to_numpy() if "cell_id" in d.columns else None
@@ -37,7 +40,8 @@ def section_effective_data(done: pl.DataFrame, n_boot: int = 100, fits: list[Fit
         fits += [FitRow("effective-data law L(N, U, tokens seen)", eff),
                  FitRow("Chinchilla law in tokens seen (repeats counted as fresh)", chin),
                  FitRow("R* measured on the fresh-data arms", meas.to_fit_result())]
-    measured = _measured_html(meas)
+    measured = (f"<p class='note'>{html.escape(seed_note(runs, d, 'val_loss', 'val_loss_err', 'repetition study'))}"
+                "</p>" + _measured_html(meas))
     R = np.maximum(arr["tokens_seen"] / arr["D"] - 1, 0)
     head = (f"<p>{html.escape(eff.formula)}, fitted to {eff.n} cells (U = unique tokens = the cell's D, "
             f"repeated passes R up to {fmt(float(R.max()) if R.size else float('nan'))}): status {eff.status} "

@@ -18,6 +18,7 @@ from analysis.fits.laws import LAWS, fit_law
 from analysis.report.frames import arr, repetition_arms, scan
 from analysis.report.section import Section
 from analysis.report.text import LAW_SHORT, fmt
+from analysis.seed_spread import seed_means
 from analysis.window import METRIC_LABEL
 
 SCANS = (("N", "val_loss", "val_loss_err"), ("D", "val_loss", "val_loss_err"), ("N", "swd", "swd_err"),
@@ -36,6 +37,7 @@ def holdout_checks(done: pl.DataFrame, n_boot: int = 50) -> list[HoldoutCheck]:
         d, label = scan(done, x, y)
         if d.height == 0 or d[x].n_unique() < 4:
             continue
+        d = seed_means(d, y, ecol)  # as the law sections fit them: a cell's seeds at their mean
         err = arr(d, ecol) if ecol in d.columns and d[ecol].null_count() == 0 else None
         for law in LAWS:
             for k in (1, 2):

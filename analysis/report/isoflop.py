@@ -15,13 +15,16 @@ from analysis.fits.result import format_interval
 from analysis.report.frames import LOSS, arr
 from analysis.report.plotting import COLORS, layout, xgrid
 from analysis.report.section import FitRow, Section
+from analysis.report.seeds import seed_note
 from analysis.report.text import fmt
+from analysis.seed_spread import seed_means
 
 
 def section_isoflop(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> Section:
     s = Section("isoflop", "IsoFLOP curves and compute-optimal N, D")
     ncol = "N_incl" if done.height and done["N_incl"].null_count() == 0 else "N"
     d = done.filter(pl.col("C_planned").is_not_null() & pl.col(LOSS).is_not_null() & pl.col(ncol).is_not_null())
+    runs, d = d, seed_means(d, LOSS, "val_loss_err")  # a cell's seeds: one point at their mean (seed_spread)
     if d.height:
         k = d.group_by("C_planned").agg(pl.col(ncol).n_unique().alias("k")).filter(pl.col("k") >= 3)
         d = d.filter(pl.col("C_planned").is_in(k["C_planned"].implode()))
@@ -73,6 +76,7 @@ def section_isoflop(done: pl.DataFrame, fits: list[FitRow], n_boot: int) -> Sect
     s.html += ("<p class='note'>Each parabola is weighted by the cells' validation-loss errors and judged by χ² "
                "where a budget has more than 3 sizes.</p>" if has_err else
                "<p class='note'>Not every cell has a validation-loss error: the parabolas are unweighted.</p>")
+    s.html += f"<p class='note'>{html.escape(seed_note(runs, d, LOSS, 'val_loss_err', 'isoFLOP fit'))}</p>"
     skipped = [b for b in r.budgets if not b.usable or b.message != "ok"]
     if skipped:
         s.html += "<ul>" + "".join(f"<li>C = {fmt(b.C)}: {html.escape(b.message)}</li>" for b in skipped) + "</ul>"

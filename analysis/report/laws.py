@@ -15,11 +15,13 @@ from analysis.fits.compare import Comparison, compare_laws
 from analysis.fits.result import POOR_FIT, UNDERDETERMINED
 from analysis.physics_plots import value_pm
 from analysis.report.cell_flags import INVALID_SHOWN, flags_html
-from analysis.report.conventions import scan_conditions, seed_note
+from analysis.report.conventions import scan_conditions
 from analysis.report.frames import arr, scan
 from analysis.report.plotting import clip_y, fit_traces, layout, points, xgrid
 from analysis.report.section import FitRow, Section
+from analysis.report.seeds import seed_note, seed_runs_trace
 from analysis.report.text import LAW_LABEL, LAW_SHORT, fmt, params_text
+from analysis.seed_spread import seed_means
 from analysis.window import METRIC_LABEL
 
 
@@ -28,12 +30,14 @@ def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xla
                     floor: str | None = None, baselines: dict[str, float] | None = None,
                     ) -> tuple[Section, pl.DataFrame, Comparison | None]:
     """baselines: cell_id -> its unigram baseline loss (cell_flags.cell_baselines), to flag cells
-    worse than it."""
+    worse than it. Cells run with several seeds are fitted at their seed mean (seed_spread.seed_means);
+    the frame returned holds those points."""
     s = Section(sid, title)
     d, label = scan(done, x, y)
     if d.height == 0 or d[x].n_unique() < 2:
         s.missing = f"No data: needs finished cells with {METRIC_LABEL.get(y, y)} at 2 or more values of {x} (have {d[x].n_unique() if d.height else 0})."
         return s, d, None
+    runs, d = d, seed_means(d, y, yerr)  # one point per cell: the mean over its seeds, their spread in its error
     xv, yv = arr(d, x), arr(d, y)
     has_err = bool(yerr and yerr in d.columns and d[yerr].null_count() == 0)
     ev = arr(d, yerr) if has_err else None
@@ -54,25 +58,29 @@ def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xla
         fig.add_trace(go.Scatter(x=grid, y=[f, f], mode="lines", line={"color": "green", "dash": "dash"},
                                  name="SWD floor (two real samples)" if band > 0 else f"SWD floor {fmt(f)} (no error stored)",
                                  showlegend=band == 0))
-    points(fig, d, x, y, yerr if has_err else None)
+    seed_runs_trace(fig, runs, d, x, y)
+    points(fig, d, x, y, yerr if has_err else None, **({} if runs.height == d.height else
+                                                       {"name": "cells (mean over seeds)", "color_by": None}))
     fit_traces(fig, cmp, xv)
-    s.figures[f"fig-{sid}"] = layout(fig, f"{title} ({label}, {d.height} cells)", xlabel, ylabel)
-    clip_y(fig, yv, ev, [r.predict(xgrid(xv)) for r in cmp.results.values() if r.ok], floor_span)
+    s.figures[f"fig-{sid}"] = layout(fig, f"{title} ({label}, {d.height} cells" + (
+        f", {runs.height} seed runs)" if runs.height != d.height else ")"), xlabel, ylabel)
+    clip_y(fig, yv, ev, [r.predict(xgrid(xv)) for r in cmp.results.values() if r.ok],
+           floor_span + (arr(runs, y).tolist() if runs.height != d.height else []))
     n_miss = d[yerr].null_count() if yerr and yerr in d.columns else d.height
     err_note = ("" if has_err else
                 f" No per-point errors stored for {METRIC_LABEL.get(y, y)}: fits are unweighted." if n_miss == d.height else
                 f" {n_miss} of {d.height} cells have no stored error of {METRIC_LABEL.get(y, y)}, so the fits are "
                 "unweighted and not judged by χ².")
     s.html = _comparison_html(cmp, f"{METRIC_LABEL.get(y, y)} vs {x}") + (f"<p class='note'>{err_note}</p>" if err_note else "")
-    s.html += (f"<p class='note'>{html.escape(scan_conditions(d, x))} {html.escape(seed_note(d, x, y, yerr))}</p>"
-               + flags_html(d, y, baselines or {}))
+    s.html += (f"<p class='note'>{html.escape(scan_conditions(d, x))} {html.escape(seed_note(runs, d, y, yerr))}</p>"
+               + flags_html(runs, y, baselines or {}))
     if floor_span:
         s.html += _floor_note(cmp, float(np.mean(floor_span)), x)
     what = METRIC_LABEL.get(y, y)
-    if y == "swd" and "invalid_frac" in d.columns:  # the valid-only SWD names the cells it misrepresents
-        bad = int((d["invalid_frac"].fill_null(0.0) >= INVALID_SHOWN).sum())
+    if y == "swd" and "invalid_frac" in runs.columns:  # the valid-only SWD names the runs it misrepresents
+        bad = int((runs["invalid_frac"].fill_null(0.0) >= INVALID_SHOWN).sum())
         if bad:
-            what += (f" (valid jets only; {bad} of {d.height} cells with {fmt(100 * INVALID_SHOWN)}% or more invalid "
+            what += (f" (valid jets only; {bad} of {runs.height} {'runs' if runs.height != d.height else 'cells'} with {fmt(100 * INVALID_SHOWN)}% or more invalid "
                      "jets: see the SWD with invalid jets counted)")
     for law, r in cmp.results.items():
         fits.append(FitRow(f"{what} vs {x}: {LAW_LABEL.get(law, law)}"

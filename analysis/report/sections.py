@@ -37,10 +37,12 @@ from analysis.report.observables import observables_of, section_observables, swd
 from analysis.report.parameters import section_params
 from analysis.report.physics import section_histograms, section_positions
 from analysis.report.section import Findings, ReportData, Section, SectionDef, always
+from analysis.report.seeds import has_seed_runs, section_seeds
 from analysis.report.summary import section_summary
 from analysis.report.tokenizers import section_tokenizer_compare, several_tokenizers
 from analysis.report.truth import has_known_entropy, section_known_truth
 from analysis.report.windows import compute_runs_note, section_windows, wsd_window_notes
+from analysis.seed_spread import seed_means
 
 NO_SWD = "No SWD data: no finished cell has been evaluated (swd is null)."
 LOSS_LABEL = "validation loss (nats/token)"
@@ -83,19 +85,20 @@ def _windows(data: ReportData, found: Findings) -> Section:
         scans[("D", "swd")] = scan_of("swd-vs-d", "swd_err")
     wsd = wsd_end_points(data.scan)
     runs = wsd if wsd.height else data.scan  # the runs the compute frontier is drawn from
-    fr = end_of_training_frontier(runs)  # separate runs' end points, never one run's curve
+    ends = seed_means(runs, LOSS, "val_loss_err")  # one end point per cell: the mean over its seeds
+    fr = end_of_training_frontier(ends)  # separate runs' end points, never one run's curve
     scans[("C", LOSS)] = (fr, None, "val_loss_err" if fr.height and fr["val_loss_err"].null_count() == 0 else None)
     notes: dict[tuple[str, str], str] = {}
     if wsd.height:  # the runs of the size with the most lengths, along tokens seen (fixed N and D)
         size = wsd.group_by("size").agg(pl.len().alias("k"), pl.col("N").first()).sort(
             ["k", "N"], descending=True)["size"][0]
-        own = wsd.filter(pl.col("size") == size)
+        own = seed_means(wsd.filter(pl.col("size") == size), LOSS, "val_loss_err")
         scans[("tokens_seen", LOSS)] = (own, None, "val_loss_err" if own["val_loss_err"].null_count() == 0 else None)
         notes.update(wsd_window_notes(wsd, size, fr, others=data.scan.height - wsd.height))
     if var["N"]:
         scans[("N", LOSS)] = scan_of("loss-vs-n", "val_loss_err")
         scans[("N", "swd")] = scan_of("swd-vs-n", "swd_err")
-    s, wins = section_windows(scans, compute_runs_note(fr, runs), data.n_boot, notes)
+    s, wins = section_windows(scans, compute_runs_note(fr, ends), data.n_boot, notes)
     found.windows += wins
     return s
 
@@ -126,6 +129,8 @@ SECTIONS: tuple[SectionDef, ...] = (
     _law("swd-all-vs-d", "D", "swd_all", "SWD with invalid jets counted vs data size D", axis_label("D"),
          SWD_ALL_LABEL, "swd_all_err", floor="swd_floor", needs=lambda data: has_invalid_jets(data.done)),
     SectionDef("loss-vs-swd", lambda data, found: section_loss_vs_swd(data.done, found.fits)),
+    # cells trained with 2 or more seeds (spec `seeds`): their spread, paired on the same validation jets
+    SectionDef("seeds", lambda data, found: section_seeds(data), needs=has_seed_runs),
     # FPD, KPD, quantile KL, classifier AUC, W1 beside the SWD: only when an evaluation computed them
     SectionDef("metrics", lambda data, found: section_metrics(data), needs=has_field_metrics),
     SectionDef("observables", lambda data, found: section_observables(data.done),

@@ -77,6 +77,8 @@ RESULT_COLUMNS: tuple[Column, ...] = (
            "what the validation loss converges to (nats/token); null for real data"),
     Column("data_entropy_err", float, TRAINER, "standard error of data_entropy (nats/token)"),
     Column("data_entropy_val", float, TRAINER, "the teacher's loss on exactly this cell's validation rows (nats/token)"),
+    Column("cell_group", str, SWEEP, "the cell without its seed: the cell id of its config at seed 0, shared by the "
+           "seed runs of one cell (spec `seeds`; null in rows written before it)"),
 )
 
 # Keys of the results row that are not table columns (they land in the trials table's `extra`)

@@ -188,7 +188,7 @@ def finalize_cell(sweep_dir: Path, cell: Cell, ctx: TrialContext, trial_id: str 
     row = read_result(run_dir) or {}
     spent = flops_value(row, "C_spent", run_dir / "result.json")  # RunFolderError, before anything is written
     charged = flops_value(row, "C_charged", run_dir / "result.json")  # a WSD branch: its cooldown only
-    fill = {"sweep": ctx.sweep, "phase": ctx.phase, "cell_id": cell.cell_id}
+    fill = {"sweep": ctx.sweep, "phase": ctx.phase, "cell_id": cell.cell_id, "cell_group": cell.cell_group}
     if trial_id and not row.get("ray_trial_id"):
         fill["ray_trial_id"] = trial_id
     if row.get("C_planned") is None:

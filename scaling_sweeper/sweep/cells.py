@@ -17,7 +17,8 @@ sweep per tokens folder (a `sweeps:` list differing only by `data`, e.g. sweeps/
 
 Phases: each phase's points (size, D, steps) come from its entry in sweep/phases.py PHASES
 (schedules by steps / passes / tokens_seen live there too); every phase then takes the product
-with the `grid` axes and `seeds` here.
+with the `grid` axes and `seeds` here. A seed run is an ordinary cell; `cell_group_of` names the
+cell without its seed (the id at seed 0), which the results row carries as `cell_group`.
 
 Strategy: each cell's TrainConfig.strategy comes from `spec.strategy_for(size, train.strategy)`
 (per-size map, XL/XXL default `auto`), with `auto` resolved here by train.strategy.resolve (the
@@ -92,6 +93,16 @@ def cell_id_of(config: TrainConfig | dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:ID_LENGTH]
 
 
+GROUP_SEED = 0  # cell_group_of: a cell's group is the id of its config at this seed
+
+
+def cell_group_of(config: TrainConfig | dict[str, Any]) -> str:
+    """The cell without its seed: the cell id of `config` at seed GROUP_SEED. Every seed run of one
+    cell (spec `seeds`) has the same group, and a seed-0 cell's group is its own id (so a spec
+    without seeds has cell_group == cell_id wherever train.seed is 0)."""
+    return cell_id_of({**to_dict(config), "seed": GROUP_SEED})
+
+
 @dataclass(frozen=True)
 class DataShape:
     """What cells need to know about the tokens folder."""
@@ -139,6 +150,11 @@ class Cell:
     role: str | None = None
     parent: str | None = None  # a branch: its trunk's cell id
     branch_step: int | None = None
+
+    @property
+    def cell_group(self) -> str:
+        """The cell without its seed (cell_group_of): shared by the seed runs of one cell."""
+        return cell_group_of(self.config)
 
     @property
     def C_from_scratch(self) -> float:
@@ -484,6 +500,10 @@ def format_plan(spec: SweepSpec, cells: list[Cell], left_out: list[str] | None =
         lines.append(f"wsd: branched plan (trunk + {n_br} cooldowns, C column) {t['C_total']:.4g} FLOPs; the same "
                      f"{n_br} runs from scratch {t['C_from_scratch']:.4g} FLOPs (ratio "
                      f"{t['C_total'] / t['C_from_scratch']:.3f}); tokens_seen and passes count each run's whole length")
+    if len(spec.seeds) > 1:
+        k = len(spec.seeds)
+        lines.append(f"seeds: every cell runs once per seed ({', '.join(map(str, spec.seeds))}): {t['cells']} cells "
+                     f"are {len({c.cell_group for c in cells})} cells x {k} seeds, and C above counts every seed run")
     n_rep = sum(repeated_data(c.tokens_seen, c.D, c.batch, c.seq_len) for c in cells)
     if n_rep:
         lines.append(f"repeated-data runs (passes > 1, `repeat` column): {n_rep} of {len(cells)}")

@@ -58,7 +58,7 @@ def adopt_cell(spec: SweepSpec, cell: Cell, origin: Path, ctx: TrialContext) -> 
     if not (run_dir / "checkpoints").exists() and (origin / "checkpoints").is_dir():
         (run_dir / "checkpoints").symlink_to(os.path.relpath(origin / "checkpoints", run_dir))
     row = {**(read_result(origin) or {}), "sweep": spec.name, "phase": spec.phase, "cell_id": cell.cell_id,
-           "C_planned": cell.C, "ray_trial_id": None, "reused_from": origin_key}
+           "cell_group": cell.cell_group, "C_planned": cell.C, "ray_trial_id": None, "reused_from": origin_key}
     atomic_write_json(run_dir / REUSED_FILE, {"origin": str(origin.resolve()), "origin_key": origin_key,
                                               "at": time.time()})
     atomic_write_json(run_dir / "result.json", row)

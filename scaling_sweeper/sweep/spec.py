@@ -16,7 +16,7 @@ A spec (see `sweeps/*.yaml`):
     design: {law: offset_power, target: {quantity: alpha, tolerance: 0.05}}   # design (DesignSection)
     grid: {lr: [1e-3, 3e-3]}   # any TrainConfig fields: cartesian product (all phases)
     strategies: {L: zero2}     # per-size train.strategy (see Strategies below)
-    seeds: [0, 1]              # default: train.seed
+    seeds: [0, 1]              # every cell once per seed (default: train.seed); docs/sweeps.md Seeds
     passes: null               # shorthand for schedule: {passes: <number>}
     resources: {cpus_per_trial: 1, gpus_per_trial: 0, max_concurrent: 2}
     failure: {max_retries: 1}
@@ -65,6 +65,16 @@ ceil(tokens_seen / (B S)). An isoflop sweep takes no schedule (its budgets fix t
 `sweeper plan` prints D, tokens_seen and passes per cell and warns when the cells of a data
 scan share one tokens_seen while D differs, or see less than one pass (see
 `cells.plan_warnings`).
+
+Seeds. `seeds: [0, 1, 2]` runs every cell of any phase once per seed: each seed run is an ordinary
+cell (TrainConfig.seed differs: its own id, run folder and results row, planned, admitted and
+charged like any other, so `sweeper plan` and the ledger count every seed's FLOPs). Without the
+key every cell has train.seed (default 0) and the ids are those of one seed. Seeds are whole
+numbers in [0, 2^32), each listed once; `grid.seed` is refused. The seeds of a cell share the
+validation rows (the first eval_batches x batch_size rows of the val split) and the evaluation's
+real reference sample (EvalConfig.seed), so their differences are paired; the results row's
+`cell_group` names the cell without its seed (cells.cell_group_of) and the report shows the
+seed-to-seed spread (docs/sweeps.md, docs/analysis.md).
 
 `load_spec(path, overrides)` applies `--set a.b=v` overrides and validates strictly (a typo'd
 key or a bad type raises ConfigError naming the dotted field). Semantic checks (unknown size,
@@ -252,7 +262,7 @@ class SweepSpec:
     wsd: WsdSpec = field(default_factory=WsdSpec)  # phase wsd: lengths, branched or from scratch
     grid: dict[str, list[Any]] = field(default_factory=dict)  # TrainConfig field -> values
     strategies: dict[str, str] = field(default_factory=dict)  # size -> train.strategy for that size
-    seeds: list[int] = field(default_factory=list)  # default [train.seed]
+    seeds: list[int] = field(default_factory=list)  # every cell runs once per seed; default [train.seed]
     passes: float | None = None  # shorthand for schedule.passes (a number)
     seq_len: int | None = None  # only needed when the data folder is absent (planning elsewhere)
     vocab_size: int | None = None  # idem
@@ -319,6 +329,7 @@ class SweepSpec:
         for k, v in self.grid.items():
             if not v:
                 raise ConfigError(f"grid.{k}: needs at least one value")
+        self._check_seeds()
         if self.strategies:
             self._check_strategies()
         for need in get_phase(self.phase).requires:
@@ -338,6 +349,20 @@ class SweepSpec:
         if self.passes is not None:
             return ScheduleSpec(passes=self.passes)
         return None
+
+    def _check_seeds(self) -> None:
+        """seeds: whole numbers in [0, 2^32), each once (every cell runs once per seed; a repeated seed
+        would be the same cell), and the seed axis is `seeds`, never grid.seed."""
+        for i, s in enumerate(self.seeds):
+            if not 0 <= s < 2**32:  # TrainConfig.seed's range: numpy and the data order take 32-bit seeds
+                raise ConfigError(f"seeds[{i}]: a seed must be in [0, 2^32), got {s}")
+        dup = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if dup:
+            raise ConfigError(f"seeds: {', '.join(map(str, dup))} listed more than once; each seed is one run of "
+                              "every cell, so give distinct seeds")
+        if "seed" in self.grid:
+            raise ConfigError("grid.seed: give the seeds as the top-level `seeds` list (every cell runs once per "
+                              "seed, paired on the same validation jets)")
 
     def _check_strategies(self) -> None:
         from scaling_sweeper.base.model_config import get_size
