@@ -75,6 +75,8 @@ def test_n_scan_recovers_the_known_entropy_and_draws_it_on_every_loss_figure(run
     c_line = re.search(r"validation loss vs C[^<]*fitted E = [^<]*", s.html)
     assert c_line is None or "recovers the truth" in c_line.group(0) or "do not recover the truth" in s.html
     assert "fig-known-truth" in s.figures
+    # the fits are labels: a category axis (on a linear one the markers were not drawn at all)
+    assert s.figures["fig-known-truth"].layout.xaxis.type == "category"
     loss_figs = {fid: f for sec in b.sections for fid, f in sec.figures.items() if isinstance(f, go.Figure)
                  and LOSS_AXIS in (f.layout.yaxis.title.text or "")}
     assert {"fig-loss-vs-n", "fig-learning-curves", "fig-window-val-loss-N"} <= set(loss_figs)

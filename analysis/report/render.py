@@ -57,6 +57,9 @@ def prefixed(sections: list[Section], prefix: str, label: str) -> list[Section]:
     return out
 
 
+EXPORT_WIDTH_PX = 1150  # static images: about the width of the HTML report's body
+
+
 def export_images(sections: list[Section], png_dir: Path, image_format: str, html_path: Path) -> list[Path]:
     """Static images of every figure via kaleido (optional dependency)."""
     try:
@@ -72,6 +75,9 @@ def export_images(sections: list[Section], png_dir: Path, image_format: str, htm
     for s in sections:
         for fid, fig in s.figures.items():
             p = png_dir / f"{fid}.{image_format}"
-            pio.write_image(fig, str(p), validate=False)
+            # the page's width, not plotly's 700 px default (where the legends squeeze the plots)
+            lay = fig.get("layout", {}) if isinstance(fig, dict) else fig.layout
+            height = (lay.get("height") if isinstance(lay, dict) else lay.height) or 550
+            pio.write_image(fig, str(p), validate=False, width=EXPORT_WIDTH_PX, height=height)
             paths.append(p)
     return paths

@@ -244,6 +244,7 @@ def _checks_figure(checks: Sequence[TruthCheck], truth: KnownEntropy) -> go.Figu
     fig = layout(fig, "Fitted asymptotes E against the known entropy H", "fit", LOSS_AXIS.replace(
         "validation loss", "asymptote E"), logx=False)
     fig.update_yaxes(range=[edge_lo, edge_hi])
+    fig.update_xaxes(type="category")  # one fit per label: on a linear axis the markers were not drawn
     return fig
 
 
