@@ -5,8 +5,14 @@ cell ids (cosine ones pinned elsewhere) and the FLOP sums of a branched plan aga
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,12 +21,13 @@ import torch
 from scaling_sweeper.base.errors import CheckpointError, ConfigError
 from scaling_sweeper.base.runfolder import read_jsonl, read_result, read_status
 from scaling_sweeper.base.schedule import lr_at, schedule_lr, wsd_decay_start, wsd_decay_steps, wsd_lr_at
-from scaling_sweeper.train.branch import BRANCH_FILE, BranchSource, seed_branch
+from scaling_sweeper.train.branch import BRANCH_FILE, BranchSource, read_branch, seed_branch
 from scaling_sweeper.train.checkpoint import list_checkpoints, load_model
 from scaling_sweeper.train.config import TrainConfig
 from scaling_sweeper.train.single import run_trial
 
 N_CONTENT, SEQ_LEN = 32, 16
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -184,24 +191,53 @@ def _folder(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
-def test_missing_or_corrupt_trunk_checkpoint_fails_before_compute(tok, trunk, tmp_path):
-    """No checkpoint of the branch step, or a corrupt one: CheckpointError naming the file; the
-    trunk's folder (finished results) and the branch's are left as they were."""
-    t = tmp_path / "trunk"
-    shutil.copytree(trunk, t)
-    before = _folder(t)
-    cfg = _cfg(tok, steps=30)
-    with pytest.raises(CheckpointError, match="no checkpoint of step 12"):
-        seed_branch(_cfg(tok, steps=15), tmp_path / "b1", BranchSource(t, 12, "s/trunk"))
-    ck = t / "checkpoints" / "step_00000024.pt"
+def _corrupt(ck: Path) -> None:
     raw = bytearray(ck.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     ck.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage, T, start", [
+    ("deleted", 30, 20),  # the checkpoint of 24 deleted: from the trunk's checkpoint of 20
+    ("corrupt", 30, 20),  # the one of 24 fails its checksum: from 20
+    ("never written", 20, 0),  # a trunk trained without keep_steps: 16 pruned long ago, nothing older: from 0
+    ("corrupt", 20, 0),  # the one of 16, the trunk's oldest, fails its checksum: from 0
+])
+def test_a_branch_without_its_trunk_checkpoint_retrains_the_prefix_bit_identical(tok, trunk, tmp_path, damage, T,
+                                                                                  start):
+    """The trunk checkpoint of a branch's cooldown start missing or corrupt: the branch starts from
+    the newest older usable trunk checkpoint (or step 0) and retrains the trunk's prefix itself. It
+    ends bit-identical to the branch seeded from the original checkpoint (weights, every metrics
+    record), charged every step it ran (C_charged = T - start), with the same C_spent; the trunk's
+    folder (a finished run) is left exactly as it was."""
+    b = wsd_decay_start(T, 0.2)
+    t = tmp_path / "trunk"
+    if damage == "never written":
+        run_trial(_cfg(tok, steps=24, decay_fraction=0.0), t)
+    else:
+        shutil.copytree(trunk, t)
+        ck = t / "checkpoints" / f"step_{b:08d}.pt"
+        ck.unlink() if damage == "deleted" else _corrupt(ck)
     before = _folder(t)
-    with pytest.raises(CheckpointError, match="step_00000024.pt"):
-        seed_branch(cfg, tmp_path / "b2", BranchSource(t, 24, "s/trunk"))
-    assert _folder(t) == before and read_status(t) == "done" and read_result(t)["status"] == "done"
-    assert not (tmp_path / "b2").exists() and not (tmp_path / "b1").exists()
+    cfg = _cfg(tok, steps=T)
+    assert seed_branch(cfg, tmp_path / "branch", BranchSource(t, b, "s/trunk")) == start
+    info = read_branch(tmp_path / "branch")
+    assert (info["step"], info["branch_point"], info["retrained_steps"]) == (start, b, b - start)
+    assert seed_branch(cfg, tmp_path / "branch", BranchSource(t, b, "s/trunk")) is None  # started: left alone
+    got = run_trial(cfg, tmp_path / "branch")
+    assert _folder(t) == before  # the trunk was only read (a corrupt file not even renamed)
+    # the reference: the branch seeded from the intact trunk checkpoint
+    assert seed_branch(cfg, tmp_path / "ref", BranchSource(trunk, b, "s/trunk")) == b
+    ref = run_trial(cfg, tmp_path / "ref")
+    _same(tmp_path / "branch", tmp_path / "ref")
+    rg, rr = read_jsonl(tmp_path / "branch" / "metrics.jsonl"), read_jsonl(tmp_path / "ref" / "metrics.jsonl")
+    assert [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in rg] == \
+        [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in rr]
+    per_step = 6 * got["N_incl"] * 8 * SEQ_LEN
+    for k in ("final_val_loss", "best_val_loss", "tokens_seen", "C_spent"):
+        assert got[k] == ref[k], k
+    assert got["C_charged"] == (T - start) * per_step and ref["C_charged"] == (T - b) * per_step
+    assert got["branch_of"] == "s/trunk" and got["branch_step"] == start
 
 
 def test_a_branch_of_another_config_is_refused(tok, trunk, tmp_path):
@@ -323,12 +359,13 @@ def test_searcher_holds_a_branch_until_its_trunk_is_done(tmp_path):
     from scaling_sweeper.sweep.cell_trial import TrialContext
     from scaling_sweeper.sweep.ledger import Ledger
 
-    Ledger.open(tmp_path, "c", budget=100.0)
+    led = Ledger.open(tmp_path, "c", budget=1000.0)
     ctx = TrialContext(sweep="s", phase="wsd", sweep_dir=str(tmp_path / "s"),
                        ledger_file=str(tmp_path / "ledger" / "c.json"), cluster="c")
-    cells = [SimpleNamespace(cell_id="t", C=10.0, sweep="s", parent=None, branch_step=None),
-             SimpleNamespace(cell_id="b", C=5.0, sweep="s", parent="t", branch_step=16),
-             SimpleNamespace(cell_id="c", C=5.0, sweep="s", parent="t", branch_step=32)]
+    unit = {"N_incl": 1, "batch": 1, "seq_len": 1}  # 6 FLOPs per step
+    cells = [SimpleNamespace(cell_id="t", C=192.0, sweep="s", parent=None, branch_step=None, steps=32, **unit),
+             SimpleNamespace(cell_id="b", C=24.0, sweep="s", parent="t", branch_step=16, steps=20, **unit),
+             SimpleNamespace(cell_id="c", C=48.0, sweep="s", parent="t", branch_step=32, steps=40, **unit)]
     s = CellSearcher(cells, ctx)
     assert s.suggest("1")["cell_id"] == "t"
     assert s.suggest("2") is None  # the branches wait for their running trunk
@@ -339,6 +376,9 @@ def test_searcher_holds_a_branch_until_its_trunk_is_done(tmp_path):
     write_status(tmp_path / "s" / "t", "done")
     atomic_write_json(tmp_path / "s" / "t" / "result.json", {"status": "done"})
     assert s.suggest("5")["cell_id"] == "c"
+    # the trunk finished without the checkpoint of 32: c retrains the trunk's steps 16..32, admitted with them
+    assert led.state()["cells"]["s/c"]["planned"] == 6.0 * (40 - 16)
+    assert led.state()["cells"]["s/b"]["planned"] == 24.0
 
 
 def test_a_branch_of_a_failed_trunk_is_refused_naming_it(tmp_path):
@@ -399,27 +439,150 @@ def test_looped_branches_equal_from_scratch_runs(looped, tmp_path):
         _same(spec.sweep_dir / c.cell_id, tmp_path / c.cell_id)
 
 
-def test_reconcile_refuses_a_branch_whose_trunk_checkpoint_is_gone(looped, tmp_path):
-    """A finished trunk without the checkpoint a pending branch needs: CheckpointError naming it
-    before anything trains; the finished cells' folders are untouched."""
+def _fresh_copy(spec, tmp_path: Path, gone):
+    """The looped sweep folder copied to a storage of its own (no ledger: reconcile settles the
+    finished cells into a new one), the run folders of the cells in `gone` left out (never ran)."""
+    storage = tmp_path / "runs"
+    shutil.copytree(spec.sweep_dir, storage / "w", symlinks=True,
+                    ignore=lambda d, names: [n for n in names if Path(d) == spec.sweep_dir and n in gone])
+    return _wsd_spec(spec.data, storage), storage
+
+
+def _trial_ctx(storage: Path, cells):
     from scaling_sweeper.sweep.cell_trial import TrialContext
+
+    return TrialContext(sweep="w", phase="wsd", sweep_dir=str(storage / "w"),
+                        ledger_file=str(storage / "ledger" / "c.json"), cluster="c",
+                        cells={c.cell_id: c for c in cells})
+
+
+def test_a_branch_whose_trunk_checkpoint_is_gone_is_admitted_and_charged_with_the_prefix(looped, tmp_path):
+    """A finished trunk whose checkpoint of a pending branch's point is gone (here: pruned after the
+    first run's branches finished): reconcile plans the branch with the trunk prefix it will retrain
+    (from step 0: no older trunk checkpoint is left), check_budget refuses a budget that holds only
+    its cooldown, before anything trains; admitted, it trains through the trial's path, the ledger
+    charges every step it ran, the finished cells' folders are untouched, and it ends bit-identical
+    to the branch the first run made from the trunk's checkpoint."""
+    from scaling_sweeper.base.errors import BudgetError
+    from scaling_sweeper.sweep.cell_trial import finalize_cell, seed_from_trunk
     from scaling_sweeper.sweep.ledger import Ledger
-    from scaling_sweeper.sweep.reconcile import reconcile
+    from scaling_sweeper.sweep.reconcile import check_budget, reconcile
+    from scaling_sweeper.sweep.trunk_checkpoints import admission_C
 
     spec, cells, _ = looped
-    storage = tmp_path / "runs"
-    shutil.copytree(spec.storage, storage, symlinks=True)
-    spec2 = _wsd_spec(spec.data, storage)
+    trunk, branch = cells[0], cells[2]  # 40 steps, branch point 32
+    unit = 6 * trunk.N_incl * 8 * SEQ_LEN
+    spec2, storage = _fresh_copy(spec, tmp_path, {branch.cell_id})
     sweep = spec2.sweep_dir
-    branch = cells[2]
-    shutil.rmtree(sweep / branch.cell_id)  # this branch never ran
-    (sweep / cells[0].cell_id / "checkpoints" / "step_00000032.pt").unlink()
+    assert [s for s, _ in list_checkpoints(sweep / trunk.cell_id / "checkpoints")] == [60, 64]
     before = {c.cell_id: _folder(sweep / c.cell_id) for c in cells if c is not branch}
-    led = Ledger.open(storage, "local")
-    ctx = TrialContext(sweep="w", phase="wsd", sweep_dir=str(sweep), ledger_file=str(led.path), cluster="local")
-    with pytest.raises(CheckpointError, match="no checkpoint of step 32"):
-        reconcile(spec2, cells, led, ctx)
+    finished = (64 + 4 + 16) * unit  # what reconcile settles for the finished trunk and branches
+    led = Ledger.open(storage, "c", budget=finished + 39.5 * unit)
+    ctx = _trial_ctx(storage, cells)
+    todo, _ = reconcile(spec2, cells, led, ctx)
+    assert [c.cell_id for c in todo] == [branch.cell_id] and todo[0].C == 40 * unit == admission_C(sweep, branch)
+    with pytest.raises(BudgetError, match=f"cheapest pending cell \\({branch.cell_id}"):
+        check_budget(led, "w", todo)
+    led.set_budget(finished + 40 * unit)
+    check_budget(led, "w", todo)
+    assert led.admit(f"w/{branch.cell_id}", admission_C(sweep, branch))  # as the searcher admits it
+    assert seed_from_trunk(sweep, branch, led) is None
+    run_trial(branch.config, sweep / branch.cell_id)
+    row = finalize_cell(sweep, branch, ctx, None, None)
+    assert row["C_charged"] == 40 * unit == led.spent_by("w/")[f"w/{branch.cell_id}"]
+    assert led.summary().spent == pytest.approx(finished + 40 * unit, rel=1e-12)
     assert {c.cell_id: _folder(sweep / c.cell_id) for c in cells if c is not branch} == before
+    _same(sweep / branch.cell_id, spec.sweep_dir / branch.cell_id)
+    assert row["final_val_loss"] == read_result(spec.sweep_dir / branch.cell_id)["final_val_loss"]
+
+
+def test_a_corrupt_trunk_checkpoint_found_in_the_trial_is_admitted_before_any_compute(looped, tmp_path):
+    """The trunk checkpoint of the last branch's point is there but corrupt: admission commits the
+    cooldown only (the file looks fine), the trial finds the corruption and asks the ledger for the
+    retrained prefix (from the trunk's checkpoint of 60) first: refused while it does not fit
+    (nothing written, the reason recorded), admitted once it does, then charged exactly that and
+    bit-identical to the first run's branch."""
+    from scaling_sweeper.sweep.cell_trial import finalize_cell, seed_from_trunk
+    from scaling_sweeper.sweep.ledger import Ledger
+    from scaling_sweeper.sweep.reconcile import reconcile
+    from scaling_sweeper.sweep.trunk_checkpoints import admission_C
+
+    spec, cells, _ = looped
+    trunk, branch = cells[0], cells[3]  # 80 steps, branch point 64: the trunk's last step
+    unit = 6 * trunk.N_incl * 8 * SEQ_LEN
+    spec2, storage = _fresh_copy(spec, tmp_path, {branch.cell_id})
+    sweep = spec2.sweep_dir
+    _corrupt(sweep / trunk.cell_id / "checkpoints" / "step_00000064.pt")
+    finished = (64 + 4 + 8) * unit
+    led = Ledger.open(storage, "c", budget=finished + 16 * unit)
+    ctx = _trial_ctx(storage, cells)
+    todo, _ = reconcile(spec2, cells, led, ctx)
+    assert todo == [branch] and admission_C(sweep, branch) == branch.C == 16 * unit
+    key = f"w/{branch.cell_id}"
+    assert led.admit(key, branch.C)
+    reason = seed_from_trunk(sweep, branch, led)
+    assert reason is not None and "checksum" in reason and "from step 60" in reason
+    assert led.refused("w/")[key]["reason"] == reason
+    assert not (sweep / branch.cell_id / BRANCH_FILE).exists() and not (sweep / branch.cell_id / "checkpoints").exists()
+    led.set_budget(finished + 20 * unit)
+    assert seed_from_trunk(sweep, branch, led) is None
+    assert led.state()["cells"][key]["planned"] == 20 * unit
+    run_trial(branch.config, sweep / branch.cell_id)
+    row = finalize_cell(sweep, branch, ctx, None, None)
+    assert row["C_charged"] == 20 * unit == led.spent_by("w/")[key] and row["branch_step"] == 60
+    _same(sweep / branch.cell_id, spec.sweep_dir / branch.cell_id)
+
+
+def test_the_trunk_prunes_its_branch_points_once_their_branches_are_done(looped):
+    """After the looped run: the trunk keeps the newest keep_checkpoints (2) and its final one, the
+    branch points' checkpoints are gone, and its events say so."""
+    spec, cells, _ = looped
+    d = spec.sweep_dir / cells[0].cell_id
+    assert [s for s, _ in list_checkpoints(d / "checkpoints")] == [60, 64]
+    pruned = [e["steps"] for e in read_jsonl(d / "events.jsonl") if e["event"] == "checkpoints_pruned"]
+    assert sorted(s for steps in pruned for s in steps) == [16, 32]
+
+
+def test_pruning_keeps_every_point_a_branch_still_needs(tmp_path):
+    """prune_trunk deletes a branch point's checkpoint only when the trunk is done and every branch
+    of the plan starting there is done; never one of the newest keep_checkpoints, the final one, a
+    step that is no branch point, or in a trunk whose checkpoints are linked from another sweep."""
+    import os
+
+    from scaling_sweeper.base.runfolder import atomic_write_json, write_status
+    from scaling_sweeper.sweep.cells import resolve_cells
+    from scaling_sweeper.sweep.trunk_checkpoints import prune_trunk
+
+    cells = resolve_cells(_wsd_spec("x"), _shape())
+    trunk, b16, b32, b64 = cells
+    sweep = tmp_path / "w"
+    ck = sweep / trunk.cell_id / "checkpoints"
+    ck.mkdir(parents=True)
+    for s in (10, 16, 32, 64):  # keep_checkpoints 2: the newest two are 32 and 64
+        (ck / f"step_{s:08d}.pt").write_bytes(b"x")
+
+    def done(c, where: Path = sweep) -> None:
+        atomic_write_json(where / c.cell_id / "result.json", {"status": "done"})
+        write_status(where / c.cell_id, "done")
+
+    def kept() -> list[int]:
+        return [s for s, _ in list_checkpoints(ck)]
+
+    done(b16)
+    done(b64)
+    assert prune_trunk(sweep, trunk, cells) == [] and kept() == [10, 16, 32, 64]  # the trunk is not done
+    done(trunk)
+    assert prune_trunk(sweep, trunk, []) == []  # without the plan's branches nothing is known to be unneeded
+    assert prune_trunk(sweep, trunk, cells) == [16] and kept() == [10, 32, 64]  # 32: its branch is pending
+    adopted = tmp_path / "v"  # another sweep that adopted the trunk (reuse.adopt_cell: checkpoints linked)
+    for c in cells:
+        done(c, adopted)
+    (adopted / trunk.cell_id / "checkpoints").symlink_to(os.path.relpath(ck, adopted / trunk.cell_id))
+    assert prune_trunk(adopted, trunk, cells) == [] and kept() == [10, 32, 64]
+    done(b32)
+    assert prune_trunk(sweep, trunk, cells) == [] and kept() == [10, 32, 64]  # 32: a newest one; 10: no point
+    (ck / "step_00000040.pt").write_bytes(b"x")  # (as if 40 were written too: 32 is no longer among the newest)
+    assert prune_trunk(sweep, trunk, cells) == [32] and kept() == [10, 40, 64]
 
 
 _LOOP = """
@@ -474,7 +637,8 @@ def test_sigkill_mid_trunk_and_mid_branch_then_resume_redoes_nothing_finished(to
     done = subprocess.run([sys.executable, "-c", _LOOP, str(spec_file)], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
-    assert {c.cell_id: _stamped(d / c.cell_id) for c in (trunk, first)} == finished
+    for c in (trunk, first):
+        _untouched(finished[c.cell_id], _stamped(d / c.cell_id))
     for c in cells[1:]:
         assert read_status(d / c.cell_id) == "done"
         run_trial(c.config, tmp_path / "scratch" / c.cell_id)
@@ -487,6 +651,125 @@ def _stamped(run: Path) -> dict[str, tuple[int, bytes]]:
     """Every file of a run folder with its mtime: a folder trained again would change."""
     return {str(p.relative_to(run)): (p.stat().st_mtime_ns, p.read_bytes())
             for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def _untouched(before: dict[str, tuple[int, bytes]], after: dict[str, tuple[int, bytes]]) -> None:
+    """A finished run folder stamped again after a resume: every file as it was (bytes and mtime),
+    except a trunk's branch-point checkpoints pruned and its events.jsonl saying so (nothing else
+    appended: no train_start, no train_done)."""
+    assert set(after) <= set(before) and all(k.startswith("checkpoints/") for k in set(before) - set(after))
+    for k, v in after.items():
+        if k == "events.jsonl" and v != before[k]:
+            assert v[1].startswith(before[k][1])
+            added = [json.loads(line) for line in v[1][len(before[k][1]):].decode().splitlines()]
+            assert {e["event"] for e in added} == {"checkpoints_pruned"}, added
+        else:
+            assert v == before[k], k
+
+
+_DRIVER_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _sweeper(*args: str) -> subprocess.Popen:
+    """`sweeper <args>` in its own session (its embedded Ray, the trial workers below it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DASHBOARD", "RAY_API_SERVER_ADDRESS")}
+    return subprocess.Popen([sys.executable, "-m", "scaling_sweeper.cli", *args, "--quiet"], cwd=REPO,
+                            env={**env, **_DRIVER_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _sigkill_driver_when(proc: subprocess.Popen, ready, timeout_s: float = 300) -> None:
+    """SIGKILL the driver process alone once `ready()` holds (polled every 5 ms), then wait until
+    everything it had started (its embedded Ray, the trial worker) is gone, as after a real crash."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert proc.poll() is None, f"the driver ended before the kill: {proc.stdout.read()[-3000:]}"
+        assert time.monotonic() < deadline, "the kill point was not reached"
+        time.sleep(0.005)
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    _, alive = psutil.wait_procs(kids, timeout=60)  # the embedded Ray's watchdog stops them
+    for k in alive:  # ours; do not leave them behind
+        k.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
+def _trains(run: Path) -> int:
+    return sum(e["event"] == "train_start" for e in read_jsonl(run / "events.jsonl"))
+
+
+@pytest.mark.slow
+def test_ray_driver_sigkilled_mid_trunk_and_mid_branch_then_resume_redoes_nothing_finished(tok, tmp_path):
+    """`sweeper run` on an embedded local Ray (one trial at a time) SIGKILLed mid-trunk, `sweeper
+    resume` SIGKILLed mid-branch, then the trunk checkpoint of the last branch's point corrupted
+    and `sweeper resume` run to the end: the cells finished before a kill are not touched again
+    (their files, no new trial), the ledger charges each cell exactly the steps it executed (the
+    redone ones after a kill, the trunk prefix the last branch retrained; the finished branch its
+    cooldown only), the trunk keeps a branch point while its branch is pending and ends with only
+    its newest keep_checkpoints, and every branch ends bit-identical to its from-scratch run."""
+    from scaling_sweeper.base.config import dump_yaml, to_dict
+    from scaling_sweeper.base.runfolder import is_done
+    from scaling_sweeper.sweep.ledger import Ledger
+    from scaling_sweeper.sweep.reconcile import prepare
+
+    spec = _wsd_spec(str(tok), tmp_path / "runs", wsd={"tokens_seen": [T * 8 * SEQ_LEN for T in (100, 200, 400)]},
+                     resources={"cpus_per_trial": 1, "max_concurrent": 1}, budget={"cluster": "killed"})
+    spec_file = tmp_path / "w.yaml"
+    spec_file.write_text(dump_yaml(to_dict(spec)))
+    spec, _, cells = prepare(spec)
+    trunk, first, second, last = cells
+    assert [(c.steps, c.branch_step) for c in cells] == [(320, None), (100, 80), (200, 160), (400, 320)]
+    d, unit = spec.sweep_dir, 6 * trunk.N_incl * 8 * SEQ_LEN
+
+    _sigkill_driver_when(_sweeper("run", str(spec_file)), lambda: _own_checkpoint_past(d / trunk.cell_id, 100))
+    assert not is_done(d / trunk.cell_id) and not any(_trains(d / c.cell_id) for c in cells[1:])  # mid-trunk
+
+    mid_branch = []  # the state the kill found: the first branch done, the second past its branch point
+
+    def second_midway() -> bool:
+        if is_done(d / first.cell_id) and _own_checkpoint_past(d / second.cell_id, second.branch_step) \
+                and not is_done(d / second.cell_id):
+            mid_branch.append(True)
+        return bool(mid_branch)
+
+    _sigkill_driver_when(_sweeper("resume", "w", "--storage", str(tmp_path / "runs")), second_midway)
+    # (a trial whose driver died blocks at its next report, until the watchdog ends it: still mid-branch)
+    assert is_done(d / trunk.cell_id) and is_done(d / first.cell_id) and not is_done(d / second.cell_id)
+    assert not (d / last.cell_id / "STATUS").exists()
+    finished = {c.cell_id: _stamped(d / c.cell_id) for c in (trunk, first)}
+    points = [s for s, _ in list_checkpoints(d / trunk.cell_id / "checkpoints")]
+    assert points == [160, 315, 320]  # the finished branch's point pruned; the pending ones kept
+    _corrupt(d / trunk.cell_id / "checkpoints" / "step_00000320.pt")
+    finished[trunk.cell_id] = _stamped(d / trunk.cell_id)
+
+    r = _sweeper("resume", "w", "--storage", str(tmp_path / "runs"))
+    out, _ = r.communicate(timeout=600)
+    assert r.returncode == 0, out[-3000:]
+    for k, before in finished.items():
+        _untouched(before, _stamped(d / k))
+    assert _trains(d / trunk.cell_id) == 2 and _trains(d / first.cell_id) == 1
+    seeded = [e for e in read_jsonl(d / second.cell_id / "events.jsonl") if e["event"] == "branch_seeded"]
+    assert len(seeded) == 1 and _trains(d / second.cell_id) == 2  # resumed from its own checkpoint
+    assert all(is_done(d / c.cell_id) for c in cells)
+    # the ledger: each cell exactly what it executed
+    spent = Ledger.open(tmp_path / "runs", "killed").spent_by("w/")
+    redone = {c.cell_id: read_result(d / c.cell_id).get("steps_redone") or 0 for c in cells}
+    seed = read_branch(d / last.cell_id)
+    assert seed["branch_point"] == 320 and seed["step"] == 315 and "checksum" in " ".join(seed["passed_over"])
+    for c, steps in ((trunk, 320), (first, 20), (second, 40), (last, 400 - 315)):
+        assert spent[f"w/{c.cell_id}"] == (steps + redone[c.cell_id]) * unit, c.role
+        row = read_result(d / c.cell_id)
+        assert spent[f"w/{c.cell_id}"] == row.get("C_charged", row["C_spent"])
+    assert redone[first.cell_id] == 0 and redone[last.cell_id] == 0
+    # the trunk ends with its newest keep_checkpoints (2), the final one among them
+    assert [s for s, _ in list_checkpoints(d / trunk.cell_id / "checkpoints")] == [315, 320]
+    for c in cells[1:]:  # the results: those of an uninterrupted run (= the from-scratch runs)
+        ref = run_trial(c.config, tmp_path / "scratch" / c.cell_id)
+        _same(d / c.cell_id, tmp_path / "scratch" / c.cell_id)
+        assert read_result(d / c.cell_id)["final_val_loss"] == ref["final_val_loss"]
 
 
 # ---------------------------------------------------------------------------------------------

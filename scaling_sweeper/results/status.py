@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scaling_sweeper.base.checkpoint_files import branch_seed_step
 from scaling_sweeper.base.config import load_yaml
 from scaling_sweeper.base.errors import RunFolderError
 from scaling_sweeper.base.process_registry import identity, is_alive
@@ -173,7 +174,8 @@ def collect(sweep_dir: str | Path) -> SweepStatus:
                         C_planned=float(row["C"]), C_spent=0.0, steps=int(row["steps"]),
                         attempts=_attempts(run_dir))
         # a WSD branch's records count its trunk's prefix (the model's compute); the cell spent the rest
-        b = row.get("branch_step")
+        b = branch_seed_step(run_dir)  # its branch point, or less when it retrains the trunk's prefix
+        b = row.get("branch_step") if b is None else b
         inherited = 6.0 * float(row["N_incl"]) * int(b) * int(row["batch"]) * int(row["seq_len"]) if b else 0.0
         if last:
             cs.step = last.get("step")

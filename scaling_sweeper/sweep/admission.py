@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ray.tune.search import Searcher
 
+from scaling_sweeper.base.checkpoint_files import checkpoint_path
 from scaling_sweeper.base.runfolder import (
     is_done,
     read_status,
@@ -17,12 +18,15 @@ from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.sweep.cell_trial import TrialContext, log_event, trial_config
 from scaling_sweeper.sweep.cells import Cell
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
+from scaling_sweeper.sweep.trunk_checkpoints import admission_C
 
 
 class CellSearcher(Searcher):
     """Hands out pending cells in plan order, each only once the ledger admits its planned C.
 
-    suggest(): the first pending cell that fits is admitted and returned; if none fits but
+    suggest(): the first pending cell that fits is admitted and returned (what it commits: its C; a
+    WSD branch whose trunk checkpoint is gone also the trunk prefix it retrains,
+    sweep/trunk_checkpoints.admission_C); if none fits but
     trials are running (they may release unspent FLOPs when they end, or a WSD trunk finish its
     branches wait for) -> None (wait); if none
     fits and nothing runs -> the rest are refused (STATUS=refused, recorded in the ledger) and
@@ -69,12 +73,13 @@ class CellSearcher(Searcher):
             return None
         for cell in self.pending:
             ctx, led = self._ctx(cell), self._ledger(cell)
-            reason = f"needs {cell.C:.4g} FLOPs, ledger {ctx.cluster!r} has {led.summary().left:.4g} left"
+            need = admission_C(ctx.sweep_dir, cell)
+            reason = f"needs {need:.4g} FLOPs, ledger {ctx.cluster!r} has {led.summary().left:.4g} left"
             if not self._trunk_done(cell):
                 trunk_dir = Path(ctx.sweep_dir) / str(cell.parent)
                 reason = (f"its WSD trunk {cell.parent} is not done (STATUS {read_status(trunk_dir)}); "
                           "resume the sweep once the trunk has finished")
-            led.refuse(self._key(cell), float(cell.C), reason)
+            led.refuse(self._key(cell), need, reason)
             try:
                 write_status(self._run_dir(cell), "refused")
                 log_event(self._run_dir(cell), "refused", reason=reason)
@@ -96,7 +101,8 @@ class CellSearcher(Searcher):
                 i += 1
                 continue
             driver = Path(ctx.sweep_dir) / sweep_status.DRIVER_FILE
-            if not self._ledger(cell).admit(self._key(cell), float(cell.C), record_refusal=False, driver=driver):
+            need = admission_C(ctx.sweep_dir, cell)  # a WSD branch: plus the trunk prefix it retrains
+            if not self._ledger(cell).admit(self._key(cell), need, record_refusal=False, driver=driver):
                 i += 1
                 continue
             self.pending.pop(i)
@@ -118,8 +124,7 @@ class CellSearcher(Searcher):
         if parent is None:
             return True
         trunk_dir = Path(self._ctx(cell).sweep_dir) / parent
-        # the file name rule of train.checkpoint.checkpoint_path (not imported: it pulls in torch)
-        return is_done(trunk_dir) or (trunk_dir / "checkpoints" / f"step_{int(cell.branch_step):08d}.pt").is_file()
+        return is_done(trunk_dir) or checkpoint_path(trunk_dir / "checkpoints", int(cell.branch_step)).is_file()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         cell = self.live.pop(trial_id, None)

@@ -7,7 +7,10 @@ Ledger accounting per cell (key `<sweep>/<cell_id>`): admitted by the searcher b
 starts (sweep/admission.py), `spend(C so far)` on every progress report, `release(C_spent)` when
 the cell finishes, fails for good or is interrupted; so after a sweep, spent == sum of the cells'
 C_spent (a WSD branch: its C_charged, the cooldown it ran; its trunk prefix is the trunk's). A
-branch is seeded from its trunk's checkpoint before it trains (`seed_from_trunk`). Trials stop themselves: a STOP file in the sweep folder is polled through `should_stop`.
+branch is seeded from its trunk's checkpoint before it trains (`seed_from_trunk`; a missing or
+corrupt one: the trunk's prefix retrained, its FLOPs admitted first), and a finished trunk or
+branch prunes the trunk's branch-point checkpoints no branch needs any more (`prune_trunk_of`).
+Trials stop themselves: a STOP file in the sweep folder is polled through `should_stop`.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from scaling_sweeper.base.runfolder import (
     read_result,
     read_status,
     wait_for_run_lock,
+    write_status,
 )
 from scaling_sweeper.results import status as sweep_status
 from scaling_sweeper.results.folder_checks import flops_value
 from scaling_sweeper.sweep.cells import Cell
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
+from scaling_sweeper.sweep.trunk_checkpoints import branch_flops, prune_trunk
 from scaling_sweeper.train.config import TrainConfig
 
 if TYPE_CHECKING:  # train.branch imports torch: the driver imports this module without it
@@ -171,14 +176,48 @@ def branch_source(sweep_dir: Path, cell: Cell) -> BranchSource | None:
     return BranchSource(Path(sweep_dir) / cell.parent, int(cell.branch_step), cell_key(cell.sweep, cell.parent))
 
 
-def seed_from_trunk(sweep_dir: Path, cell: Cell) -> None:
-    """Seed a WSD branch's folder from its trunk's checkpoint unless it has checkpoints of its own
-    (train/branch.py); CheckpointError before any compute when the trunk checkpoint is unusable."""
-    from scaling_sweeper.train.branch import seed_branch
+def seed_from_trunk(sweep_dir: Path, cell: Cell, ledger: Ledger | None = None) -> str | None:
+    """Start a WSD branch's folder from its trunk unless it has started already (train/branch.py).
+    When the trunk's checkpoint of its branch point is missing or corrupt, the branch starts from
+    an older one (or step 0) and retrains the trunk's prefix: with `ledger`, the FLOPs of every
+    step it will run are admitted first (sweep/trunk_checkpoints.py). Returns None when the cell
+    may train, else why the ledger refused (nothing written then). CheckpointError before any
+    compute when a trunk checkpoint is of another config."""
+    from scaling_sweeper.train.branch import find_seed, is_seeded, write_seed
 
     src = branch_source(sweep_dir, cell)
-    if src is not None and seed_branch(cell.config, Path(sweep_dir) / cell.cell_id, src):
-        log_event(Path(sweep_dir) / cell.cell_id, "branch_seeded", trunk=src.trunk, step=src.step)
+    run_dir = Path(sweep_dir) / cell.cell_id
+    if src is None or is_seeded(run_dir):
+        return None
+    seed = find_seed(cell.config, src)
+    need = branch_flops(cell, seed.step)
+    if ledger is not None:
+        key = cell_key(cell.sweep, cell.cell_id)
+        if not ledger.admit(key, need, driver=Path(sweep_dir) / sweep_status.DRIVER_FILE):
+            reason = (f"its trunk {src.trunk} has no usable checkpoint of step {src.step} "
+                      f"({'; '.join(seed.passed_over)}): retraining the trunk's prefix from step {seed.step} needs "
+                      f"{need:.4g} FLOPs, more than ledger {ledger.cluster!r} has left")
+            ledger.refuse(key, need, reason)
+            return reason
+    write_seed(cell.config, run_dir, src, seed)
+    log_event(run_dir, "branch_seeded", trunk=src.trunk, step=seed.step, branch_point=src.step,
+              retrained_steps=src.step - seed.step, passed_over=list(seed.passed_over), C=need)
+    return None
+
+
+def prune_trunk_of(sweep_dir: Path, cell: Cell, cells: dict[str, Cell]) -> None:
+    """After a WSD trunk or branch finished: prune the trunk's branch-point checkpoints that no
+    branch of the plan `cells` needs any more (sweep/trunk_checkpoints.py), noted in the trunk's
+    events. An I/O error leaves them for the next time (reconcile prunes again)."""
+    trunk = cells.get(cell.parent) if cell.parent is not None else cell
+    if trunk is None or trunk.role != "trunk":
+        return
+    try:
+        gone = prune_trunk(sweep_dir, trunk, cells.values())
+        if gone:
+            log_event(Path(sweep_dir) / trunk.cell_id, "checkpoints_pruned", steps=gone)
+    except OSError:
+        pass
 
 
 def finalize_cell(sweep_dir: Path, cell: Cell, ctx: TrialContext, trial_id: str | None,
@@ -205,6 +244,7 @@ def finalize_cell(sweep_dir: Path, cell: Cell, ctx: TrialContext, trial_id: str 
         ev = read_json_file(run_dir / "eval.json")
         evals = [ev] if ev else None
     write_tables(sweep_dir, cell.cell_id, row, evals)
+    prune_trunk_of(sweep_dir, cell, ctx.cells)
     return row
 
 
@@ -260,12 +300,19 @@ def cell_trainable(config: dict[str, Any], ctxs: dict[str, TrialContext]) -> Non
 
         wait_for_run_lock(run_dir)
         try:
-            seed_from_trunk(sweep_dir, cell)
-            train_fn(cell.config, run_dir, on_progress=on_progress, should_stop=should_stop)
+            refused = seed_from_trunk(sweep_dir, cell, led)
+            if refused is None:
+                train_fn(cell.config, run_dir, on_progress=on_progress, should_stop=should_stop)
         except BaseException as e:
             log_event(run_dir, "train_error", trial_id=trial_id, error=f"{type(e).__name__}: {e}",
                       tb=traceback.format_exc()[-4000:])
             raise
+        if refused is not None:  # a branch whose trunk prefix must be retrained and does not fit
+            write_status(run_dir, "refused")
+            log_event(run_dir, "refused", trial_id=trial_id, reason=refused)
+            led.release(key)
+            tune.report({"cell_id": cell.cell_id, "done": True, "status": "refused"})
+            return
         if read_status(run_dir) == "failed":  # diverged: deterministic, so no Tune retry
             log_event(run_dir, "train_failed", trial_id=trial_id)
             row = finalize_cell(sweep_dir, cell, ctx, trial_id, None)

@@ -57,6 +57,7 @@ from scaling_sweeper.sweep.cell_trial import (
     default_train_fn,
     evaluate_cell,
     finalize_cell,
+    prune_trunk_of,
     seed_from_trunk,
     trial_resources,
 )
@@ -387,11 +388,14 @@ def request_stop(sweep_dir: Path) -> None:
 
 def run_cells_in_loop(spec: SweepSpec, train_fn: TrainFn | None = None) -> float:
     """The same cells one after another in this process, no Ray (benchmark baseline; WSD branches
-    seeded from their trunk, which comes first in plan order). Returns s."""
+    seeded from their trunk, which comes first in plan order, and the trunk's branch-point
+    checkpoints pruned as its branches finish). Returns s."""
     spec, shape, cells = prepare(spec)
     fn = train_fn or default_train_fn
     t0 = time.time()
+    by_id = {c.cell_id: c for c in cells}
     for c in cells:
         seed_from_trunk(spec.sweep_dir, c)
         fn(c.config, spec.sweep_dir / c.cell_id)
+        prune_trunk_of(spec.sweep_dir, c, by_id)
     return time.time() - t0

@@ -5,6 +5,7 @@ between a cell finishing and its bookkeeping), everything else is pending."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -16,12 +17,13 @@ from scaling_sweeper.base.runfolder import (
     read_status,
 )
 from scaling_sweeper.sweep.boundary_checks import check_storage
-from scaling_sweeper.sweep.cell_trial import TrialContext, branch_source, finalize_cell, write_tables
+from scaling_sweeper.sweep.cell_trial import TrialContext, finalize_cell, prune_trunk_of, write_tables
 from scaling_sweeper.sweep.cells import Cell, DataShape, data_shape, resolve_cells
 from scaling_sweeper.sweep.ledger import Ledger, cell_key
 from scaling_sweeper.sweep.phases import get_phase
 from scaling_sweeper.sweep.reuse import adopt_cell, reuse_origin
 from scaling_sweeper.sweep.spec import SweepSpec, with_absolute_paths
+from scaling_sweeper.sweep.trunk_checkpoints import admission_C
 
 
 def prepare(spec: SweepSpec) -> tuple[SweepSpec, DataShape, list[Cell]]:
@@ -93,8 +95,11 @@ def check_budget(led: Ledger, sweep: str, todo: list[Cell]) -> None:
 def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext,
               errors: dict[str, str] | None = None) -> tuple[list[Cell], list[str]]:
     """Split cells into (todo, done ids) from the run folders; settle finished cells' ledger and
-    tables (covers a driver killed between a cell finishing and its bookkeeping). With `errors`,
-    a cell whose folder cannot be read or written goes there (cell_id -> error) instead of raising."""
+    tables (covers a driver killed between a cell finishing and its bookkeeping). A pending WSD
+    branch whose trunk checkpoint is gone comes back with its C raised by the trunk prefix it
+    will retrain (check_budget counts it); done WSD trunks' branch-point checkpoints that no
+    branch needs any more are pruned (sweep/trunk_checkpoints.py). With `errors`, a cell whose
+    folder cannot be read or written goes there (cell_id -> error) instead of raising."""
     todo: list[Cell] = []
     done: list[str] = []
     ledger_cells = led.state()["cells"]
@@ -106,6 +111,10 @@ def reconcile(spec: SweepSpec, cells: list[Cell], led: Ledger, ctx: TrialContext
             if errors is None:
                 raise
             errors[c.cell_id] = f"{type(e).__name__}: {e}"
+    by_id = {c.cell_id: c for c in cells}
+    for c in cells:  # covers a driver killed between a branch finishing and the pruning
+        if c.role == "trunk":
+            prune_trunk_of(spec.sweep_dir, c, by_id)
     return todo, done
 
 
@@ -136,13 +145,7 @@ def _reconcile_cell(spec, c, run_dir, led, ctx, ledger_cells, todo, done) -> Non
             write_tables(sweep_dir, c.cell_id, row, None)
     else:
         _probe_writable(run_dir)
-        src = branch_source(sweep_dir, c)
-        if src is not None and is_done(src.trunk_dir):
-            from scaling_sweeper.train.branch import trunk_checkpoint
-            from scaling_sweeper.train.checkpoint import list_checkpoints
-
-            if not list_checkpoints(run_dir / "checkpoints"):
-                trunk_checkpoint(src)  # CheckpointError naming the file, before Ray starts
         if read_status(run_dir) == "refused":  # refused last time: try again now
             (run_dir / "STATUS").unlink(missing_ok=True)
-        todo.append(c)
+        need = admission_C(sweep_dir, c)  # a WSD branch whose trunk checkpoint is gone retrains its prefix
+        todo.append(c if need == c.C else dataclasses.replace(c, C=need))

@@ -11,7 +11,8 @@ so instead of training them it starts from the trunk's checkpoint of step b (`se
                              means "seeded" and the ordinary resume path (single.SingleSteps) takes it
     metrics.jsonl            the trunk's records up to b that the branch's own schedule writes
                              (log and evaluation steps), so its curve is whole
-    branch.json              {"trunk": "<sweep>/<cell_id>", "trunk_dir", "step": b, "trunk_checkpoint_sha256"}
+    branch.json              {"trunk": "<sweep>/<cell_id>", "trunk_dir", "step": b, "branch_point": b,
+                              "trunk_checkpoint_sha256"}
 
 A branch point is a log step of both runs (the plan aligns it, sweep/phases.py), so the loss sums
 of the seeded counters equal those of an uninterrupted from-scratch run: on CPU the branch ends
@@ -19,8 +20,14 @@ bit-identical to it (tests/test_wsd.py). FLOPs: the branch's useful steps count 
 C_spent (the model's training compute, the trunk's prefix included); what the branch itself
 executes (`inherited_steps` excluded) is its `C_charged`, what the ledger is charged.
 
-A trunk checkpoint that is missing, corrupt or of another config is a CheckpointError naming the
-branch and the file, raised before any compute; nothing in either folder is changed or removed.
+When the trunk's checkpoint of b is missing (deleted, never written) or corrupt (it does not
+load or verify), the branch starts from the newest older usable trunk checkpoint s, or from step 0
+(`find_seed`), and retrains the trunk's prefix s..b itself: the same steps on the same batches, so
+it ends bit-identical to the branch seeded at b. branch.json then records `step` s (what it took
+over: its C_charged is T - s) beside `branch_point` b and what was passed over; s = 0 writes only
+branch.json (the folder trains like a from-scratch run). The trunk's folder is only read (a
+corrupt file is not renamed). A trunk checkpoint of another config is a CheckpointError naming
+the branch and the file, raised before any compute; nothing in either folder is changed.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scaling_sweeper.base.checkpoint_files import BRANCH_FILE
 from scaling_sweeper.base.config import from_dict, to_dict
 from scaling_sweeper.base.errors import CheckpointError
 from scaling_sweeper.base.runfolder import atomic_write_json, atomic_write_text, read_jsonl
@@ -43,7 +51,6 @@ from scaling_sweeper.train.checkpoint import (
 from scaling_sweeper.train.config import TrainConfig
 from scaling_sweeper.train.run_folder import same_config
 
-BRANCH_FILE = "branch.json"
 # fields in which a trunk and its branch may differ: the length, the cooldown, the kept checkpoints
 _BRANCH_FREE = ("steps", "decay_fraction", "decay_shape", "keep_steps")
 # the keys of a metrics record that do not come from an evaluation
@@ -119,45 +126,83 @@ def inherited_steps(run_dir: str | Path) -> int:
     return int(b["step"]) if b else 0
 
 
-def trunk_checkpoint(src: BranchSource) -> Path:
-    """The trunk's checkpoint file of the branch step; CheckpointError if it is not there."""
-    p = checkpoint_path(Path(src.trunk_dir) / "checkpoints", src.step)
-    if not p.is_file():
-        have = [s for s, _ in list_checkpoints(Path(src.trunk_dir) / "checkpoints")]
-        raise CheckpointError(
-            f"{p}: the trunk {src.trunk} has no checkpoint of step {src.step}, where this branch's cooldown "
-            f"starts (it has steps {have or 'none'}); the branch cannot start. Retrain the trunk with "
-            "keep_steps including that step (a new trunk folder) or run this length from scratch")
-    return p
+@dataclass(frozen=True)
+class TrunkSeed:
+    """The trunk state a branch starts from: the newest usable trunk checkpoint at or before its
+    branch point (`step`, `payload`; step 0 and no payload: none, the branch trains from step 0)
+    and why newer ones were passed over (missing, unreadable, checksum)."""
+
+    step: int
+    payload: dict[str, Any] | None
+    passed_over: tuple[str, ...] = ()
 
 
-def seed_branch(cfg: TrainConfig, run_dir: str | Path, src: BranchSource) -> bool:
-    """Start the branch folder `run_dir` from the trunk's checkpoint (module doc). A folder that
-    already holds a checkpoint (a branch resuming, or a finished one) is left alone: False. True
-    when it was seeded. CheckpointError, before anything is written, when the trunk checkpoint
-    is missing, corrupt or does not share the branch's first steps."""
+def is_seeded(run_dir: str | Path) -> bool:
+    """A branch folder that has started: a checkpoint of its own, or a branch.json of a branch
+    that trains its trunk's prefix from step 0 (its records are its own from then on)."""
+    if list_checkpoints(Path(run_dir) / "checkpoints"):
+        return True
+    b = read_branch(run_dir)
+    return b is not None and int(b.get("step", -1)) == 0
+
+
+def find_seed(cfg: TrainConfig, src: BranchSource) -> TrunkSeed:
+    """The trunk checkpoint a branch of `cfg` starts from (module doc): the one of src.step when it
+    loads and verifies, else the newest older usable one, else none (step 0). Reads only.
+    CheckpointError when a checkpoint that loads is not of this branch's trunk (another config)."""
+    ckpt_dir = Path(src.trunk_dir) / "checkpoints"
+    have = [(s, p) for s, p in list_checkpoints(ckpt_dir) if s <= src.step]
+    passed: list[str] = []
+    if not have or have[-1][0] != src.step:
+        passed.append(f"{checkpoint_path(ckpt_dir, src.step)}: missing")
+    for step, path in reversed(have):
+        try:
+            payload = load_checkpoint(path)  # verifies the checksum; renames nothing
+        except CheckpointError as e:
+            passed.append(str(e))
+            continue
+        st = payload["state"]
+        try:
+            trunk_cfg = from_dict(TrainConfig, dict(st["config"]))
+        except Exception as e:  # noqa: BLE001 - any malformed stored config
+            raise CheckpointError(f"{path}: not a trunk checkpoint ({type(e).__name__}: {e})") from None
+        check_branch_config(cfg, trunk_cfg, src.step)
+        if int(st["trainer"]["step"]) != step:
+            passed.append(f"{path}: holds step {st['trainer']['step']}, not {step}")
+            continue
+        return TrunkSeed(step, payload, tuple(passed))
+    return TrunkSeed(0, None, tuple(passed))
+
+
+def write_seed(cfg: TrainConfig, run_dir: str | Path, src: BranchSource, seed: TrunkSeed) -> None:
+    """Write the branch folder's start from `seed` (module doc): branch.json, then (a trunk state)
+    the trunk's records up to its step and the checkpoint, last."""
     run_dir = Path(run_dir)
-    if list_checkpoints(run_dir / "checkpoints"):
-        return False
-    path = trunk_checkpoint(src)
-    try:
-        payload = load_checkpoint(path)  # verifies the checksum; renames nothing
-    except CheckpointError as e:
-        raise CheckpointError(f"branch of {src.trunk} at step {src.step}: {e}") from None
-    st = payload["state"]
-    try:
-        trunk_cfg = from_dict(TrainConfig, dict(st["config"]))
-    except Exception as e:  # noqa: BLE001 - any malformed stored config
-        raise CheckpointError(f"{path}: not a trunk checkpoint ({type(e).__name__}: {e})") from None
-    check_branch_config(cfg, trunk_cfg, src.step)
-    if int(st["trainer"]["step"]) != src.step:
-        raise CheckpointError(f"{path}: holds step {st['trainer']['step']}, not {src.step}")
-    records = branch_records(cfg, read_jsonl(Path(src.trunk_dir) / "metrics.jsonl"), src.step)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info: dict[str, Any] = {"trunk": src.trunk, "trunk_dir": str(src.trunk_dir), "step": seed.step,
+                            "branch_point": src.step,
+                            "trunk_checkpoint_sha256": seed.payload["sha256"] if seed.payload else None}
+    if seed.step != src.step:
+        info["retrained_steps"] = src.step - seed.step
+        info["passed_over"] = list(seed.passed_over)
+    atomic_write_json(run_dir / BRANCH_FILE, info)
+    if seed.payload is None:
+        return
+    st = seed.payload["state"]
+    records = branch_records(cfg, read_jsonl(Path(src.trunk_dir) / "metrics.jsonl"), seed.step)
     vals = [r["val_loss"] for r in records if r.get("val_loss") is not None]
     trainer = {**st["trainer"], "best_val": min(vals) if vals else None, "last_val": vals[-1] if vals else None}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / BRANCH_FILE, {"trunk": src.trunk, "trunk_dir": str(src.trunk_dir),
-                                              "step": src.step, "trunk_checkpoint_sha256": payload["sha256"]})
     atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r, default=float) + "\n" for r in records))
-    save_checkpoint(run_dir / "checkpoints", src.step, {**st, "trainer": trainer, "config": to_dict(cfg)})
-    return True
+    save_checkpoint(run_dir / "checkpoints", seed.step, {**st, "trainer": trainer, "config": to_dict(cfg)})
+
+
+def seed_branch(cfg: TrainConfig, run_dir: str | Path, src: BranchSource) -> int | None:
+    """Start the branch folder `run_dir` from its trunk (module doc): returns the trunk step it
+    starts from (src.step, or an older one, or 0 when the trunk's prefix is retrained from step 0),
+    None when the folder has started already (left alone). CheckpointError, before anything is
+    written, when a trunk checkpoint is of another config."""
+    if is_seeded(run_dir):
+        return None
+    seed = find_seed(cfg, src)
+    write_seed(cfg, run_dir, src, seed)
+    return seed.step

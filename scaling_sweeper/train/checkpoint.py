@@ -14,7 +14,6 @@ torch.compile's `_orig_mod.` prefix, so compiled and eager runs resume from each
 from __future__ import annotations
 
 import hashlib
-import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import torch
 
+from scaling_sweeper.base.checkpoint_files import checkpoint_path, list_checkpoints
 from scaling_sweeper.base.config import from_dict, load_yaml
 from scaling_sweeper.base.errors import CheckpointError
 from scaling_sweeper.base.model_config import config_for
@@ -30,7 +30,6 @@ from scaling_sweeper.model import GPT
 from scaling_sweeper.train.config import TrainConfig
 
 CHECKPOINT_FORMAT_VERSION = 1
-_NAME = re.compile(r"^step_(\d{8,})\.pt$")
 
 
 COMPILED_PREFIX = "_orig_mod."  # what torch.compile's module wrapper puts before every key
@@ -42,10 +41,6 @@ def plain_state_dict(sd: dict[str, Any]) -> dict[str, Any]:
     if not any(k.startswith(COMPILED_PREFIX) for k in sd):
         return sd
     return {k.removeprefix(COMPILED_PREFIX): v for k, v in sd.items()}
-
-
-def checkpoint_path(ckpt_dir: str | Path, step: int) -> Path:
-    return Path(ckpt_dir) / f"step_{step:08d}.pt"
 
 
 def state_digest(state: Any) -> str:
@@ -74,19 +69,6 @@ def state_digest(state: Any) -> str:
 
     walk(state)
     return h.hexdigest()
-
-
-def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of checkpoint files (not yet known to be corrupt), oldest first."""
-    d = Path(ckpt_dir)
-    if not d.is_dir():
-        return []
-    out = []
-    for p in d.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
 
 
 def save_checkpoint(ckpt_dir: str | Path, step: int, state: dict[str, Any], keep: int | None = None,
