@@ -490,3 +490,72 @@ def test_d_in_real_tokens_from_the_positions_table():
     t = real_tokens_html(pos, pl.DataFrame({"seq_len": [130]}))
     assert "holds 3 real target tokens" in t and f"about {3 / 130:.4g} × D" in t
     assert real_tokens_html(None, pl.DataFrame({"seq_len": [130]})) == ""
+
+
+def _positions(kinds: dict[str, str | None], base: dict[str, float]):
+    """Final positions of cells a, b (XS at two D): positions 1, 2 and the stop token."""
+    import polars as pl
+
+    rows = [{"cell_id": c, "size": "XS", "N": 1e5, "D": d, "step": 9, "position": p, "count": 50,
+             "loss": 5.0 + (p or 0), "baseline": base[c] + (p or 0), "baseline_kind": kinds[c]}
+            for c, d in (("a", 1e5), ("b", 1e6)) for p in (1, 2, None)]
+    return pl.DataFrame(rows, schema_overrides={"baseline_kind": pl.String})
+
+
+def test_baseline_kind_of_old_and_new_records_and_tables(tmp_path):
+    """Records before the held-out baseline name no kind: their rows are in_sample; new records say
+    held_out; an old positions table without the column still loads, its baselines in_sample."""
+    import polars as pl
+
+    from analysis.physics_plots import with_baseline_kind
+    from analysis.tables import scan_table
+    from scaling_sweeper.results.tables import positions_rows
+
+    old = {"step": 5, "val_loss_pos": [3.0], "val_count_pos": [4], "val_loss_stop": 1.0, "val_count_stop": 4,
+           "baseline_pos": [3.5], "baseline_stop": 1.2}
+    new = {**old, "step": 6, "baseline_kind": "held_out", "baseline_alpha": 0.14, "baseline_rows": 40}
+    none = {k: v for k, v in old.items() if not k.startswith("baseline")}
+    kinds = [r["baseline_kind"] for r in positions_rows([old, new, none])]
+    assert kinds == ["in_sample"] * 2 + ["held_out"] * 2 + [None] * 2
+    t = tmp_path / "sw" / "tables" / "positions"
+    t.mkdir(parents=True)
+    pl.DataFrame({"sweep": ["sw"] * 2, "cell_id": ["a"] * 2, "step": [5, 5], "position": [1, None],
+                  "loss": [3.0, 1.0], "count": [4, 4], "baseline": [3.5, 1.2]}).write_parquet(t / "a.parquet")
+    p = scan_table(tmp_path / "sw", "positions").collect()
+    assert p["baseline_kind"].null_count() == 2 and p["baseline"].to_list() == [3.5, 1.2]
+    assert with_baseline_kind(p)["baseline_kind"].to_list() == ["in_sample"] * 2
+    assert with_baseline_kind(p.with_columns(baseline=pl.lit(None, pl.Float64)))["baseline_kind"].null_count() == 2
+
+
+def test_report_says_the_baseline_is_held_out_and_which_kind_each_cell_has():
+    """The per-position table, the flags and the figure say what the baseline is: held out and
+    fitted on the cell's own rows; with both kinds in one report, which cell has which; a
+    baseline per cell in the figure when the cells' baselines differ (their own rows)."""
+    import html
+
+    from analysis.physics_plots import position_figures, position_table
+    from analysis.report.cell_flags import cell_baseline_kinds, flags_html
+
+    held = _positions({"a": "held_out", "b": "held_out"}, {"a": 9.0, "b": 7.0})
+    t = html.unescape(position_table(held, None, ""))
+    assert "The unigram baseline is held out: the per-position unigram model" in t
+    assert "fitted on the cell's own training rows" in t and "in-sample" not in t
+    mixed = _positions({"a": "held_out", "b": None}, {"a": 9.0, "b": 7.0})
+    t = html.unescape(position_table(mixed, None, ""))
+    assert "two kinds of unigram baseline" in t and "held out (XS, D = 1.000e+05)" in t
+    assert "in-sample (XS, D = 1.000e+06)" in t and "(held out)</td>" in t and "(in-sample)</td>" in t
+    names = [tr.name for tr in position_figures(held)["fig-position-loss"].data]
+    assert names[:2] == ["XS, D = 1.000e+05: its unigram baseline (held out)",
+                         "XS, D = 1.000e+06: its unigram baseline (held out)"]
+    same = _positions({"a": "held_out", "b": "held_out"}, {"a": 7.0, "b": 7.0})
+    names = [tr.name for tr in position_figures(same)["fig-position-loss"].data]
+    assert names[0] == "unigram baseline (held out, 0 parameters)" and sum("baseline" in n for n in names) == 1
+    assert cell_baseline_kinds(mixed) == {"a": "held_out", "b": "in_sample"}
+    d = _d_scan_frame()
+    cells = d["cell_id"].to_list()
+    base = {c: 0.5 for c in cells}
+    txt = flags_html(d, "val_loss", base, {c: "held_out" for c in cells})
+    assert "The unigram baseline is held out" in txt and "few tenths" not in txt
+    txt = flags_html(d, "val_loss", base)  # no kinds known: tables before the column (in_sample)
+    assert "The unigram baseline is in-sample" in txt and "few tenths" in txt
+
