@@ -39,6 +39,7 @@ from scaling_sweeper.data.shards import TokenShard
 from scaling_sweeper.model import count_params
 from scaling_sweeper.train.batches import EpochSampler
 from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.eval_grid import is_eval_step
 from scaling_sweeper.train.position_loss import count_targets, evaluate_positions, held_out_baseline
 from scaling_sweeper.train.precision import autocast
 from scaling_sweeper.train.run_folder import now
@@ -266,13 +267,13 @@ class Lifecycle:
     def sync_due(self) -> bool:
         """Whether the step just taken logs, checkpoints or ends the run (a host-sync step)."""
         c, s = self.cfg, self.step
-        return (s % c.log_every == 0 or s % c.eval_every == 0 or s % c.ckpt_every == 0 or s == c.steps
+        return (s % c.log_every == 0 or is_eval_step(c, s) or s % c.ckpt_every == 0 or s == c.steps
                 or s in c.keep_steps)
 
     def actions(self, stop: bool) -> Actions:
         c, s = self.cfg, self.step
         last = s == c.steps
-        do_eval = s % c.eval_every == 0 or last
+        do_eval = is_eval_step(c, s)
         return Actions(last=last, eval=do_eval, log=s % c.log_every == 0 or do_eval,
                        ckpt=s % c.ckpt_every == 0 or last or stop or s in c.keep_steps, stop=stop)  # fmt: skip
 
