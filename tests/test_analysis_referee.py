@@ -559,3 +559,61 @@ def test_report_says_the_baseline_is_held_out_and_which_kind_each_cell_has():
     txt = flags_html(d, "val_loss", base)  # no kinds known: tables before the column (in_sample)
     assert "The unigram baseline is in-sample" in txt and "few tenths" in txt
 
+
+def test_frontier_draws_evaluations_as_markers_and_interpolation_as_a_line(tmp_path):
+    """fig-frontier (plotly figure dict): the frontier is one line trace; every marker is a logged
+    evaluation (flops, loss) of the curves table, and no marker trace holds the line's grid."""
+    import polars as pl
+
+    from analysis.report.build import build
+    from analysis.report.section import ReportData
+    from analysis.synthetic import write_synthetic_sweep
+    from analysis.tables import open_tables
+
+    write_synthetic_sweep(tmp_path / "syn", n_curve_points=4, seeds=1, failed=0, budgets=())
+    t = open_tables(tmp_path / "syn")
+    curves = t.curves.collect()
+    b = build(ReportData.of(t.trials.collect(), curves, "syn", 4, t.evals.collect(), t.positions.collect()))
+    fig = next(s.figures["fig-frontier"] for s in b.sections if "fig-frontier" in s.figures)
+    data = [{"name": tr.name, "mode": tr.mode, "x": list(tr.x), "y": list(tr.y)} for tr in fig.data]
+    line = [tr for tr in data if tr["name"].startswith("frontier:")]
+    assert len(line) == 1 and line[0]["mode"] == "lines" and len(line[0]["x"]) > 20
+    logged = {(round(math.log10(f), 9), round(v, 9)) for f, v in
+              curves.filter(pl.col("val_loss").is_not_null()).select("flops", "val_loss").iter_rows()}
+    marks = [tr for tr in data if "markers" in tr["mode"]]
+    assert marks and all(tr["name"].startswith("evaluations of ") for tr in marks)
+    pts = [(round(math.log10(x), 9), round(y, 9)) for tr in marks for x, y in zip(tr["x"], tr["y"])]
+    assert pts and set(pts) <= logged and len(pts) < len(line[0]["x"])
+
+
+def test_a_data_scan_colours_and_names_each_d_alike_in_every_figure(tmp_path):
+    """One size at several D: the learning curves, the frontier's markers and both per-position
+    figures give each D one colour and write it the same way (D = 4.000e+06, not 4000000)."""
+    import polars as pl
+
+    from analysis.report.build import build
+    from analysis.report.section import ReportData
+    from analysis.synthetic import write_synthetic_sweep
+    from analysis.tables import open_tables
+
+    write_synthetic_sweep(tmp_path / "syn", n_curve_points=4, seeds=1, failed=0, budgets=())
+    t = open_tables(tmp_path / "syn")
+    trials = t.trials.collect().filter(pl.col("size") == "M-")
+    ids = trials["cell_id"].implode()
+    b = build(ReportData.of(trials, t.curves.collect().filter(pl.col("cell_id").is_in(ids)), "syn", 4,
+                            t.evals.collect(), t.positions.collect().filter(pl.col("cell_id").is_in(ids))))
+    figs = {k: f for s in b.sections for k, f in s.figures.items()}
+
+    def by_d(fig, lines: bool) -> dict[str, str]:
+        out = {}
+        for tr in fig.data:
+            if tr.name and "D = " in tr.name:
+                d = tr.name.split("D = ")[1].split(" ")[0]
+                out.setdefault(d, tr.line.color if lines else tr.marker.color)
+        return out
+
+    curves = by_d(figs["fig-learning-curves"], True)
+    assert len(curves) == trials["D"].n_unique() >= 5 and len(set(curves.values())) == len(curves)
+    assert by_d(figs["fig-position-loss"], True) == curves == by_d(figs["fig-position-gain"], True)
+    front = by_d(figs["fig-frontier"], False)
+    assert front and all(front[k] == curves[k] for k in front)
