@@ -248,14 +248,54 @@ def _nan_none(v: np.ndarray) -> list[float | None]:
 # loss per constituent position
 
 
+#: what each kind of unigram baseline is (positions.baseline_kind): (short name, what it means)
+BASELINE_KINDS: dict[str, tuple[str, str]] = {
+    "held_out": ("held out", "the per-position unigram model (no parameters) fitted on the cell's own training "
+                 "rows (the rows its steps visit) and scored on the same validation jets as the model, with "
+                 "add-α smoothing for tokens unseen in training (α chosen by leave-one-out on those training rows)"),
+    "in_sample": ("in-sample", "the per-position unigram model's Miller-Madow corrected entropy on up to 50,000 "
+                  "training jets (more than most cells saw), not a loss on the validation jets: it sits below what "
+                  "a held-out unigram model scores, so gains over it are understated (cells trained before the "
+                  "held-out baseline)"),
+}
+
+
+def with_baseline_kind(positions: pl.DataFrame) -> pl.DataFrame:
+    """positions with `baseline_kind` filled: tables written before the column existed hold the
+    in-sample baseline, so a baseline without a kind is in_sample (null where there is no baseline)."""
+    if "baseline" not in positions.columns:
+        return positions.with_columns(pl.lit(None, pl.String).alias("baseline_kind"))
+    kind = pl.col("baseline_kind") if "baseline_kind" in positions.columns else pl.lit(None, pl.String)
+    return positions.with_columns(
+        pl.when(pl.col("baseline").is_null()).then(kind)
+        .otherwise(pl.coalesce(kind, pl.lit("in_sample"))).alias("baseline_kind"))
+
+
+def baseline_note(kinds: set[str], names: dict[str, list[str]] | None = None) -> str:
+    """What the baseline is, for the kinds present; with both, which cells have which
+    (names: kind -> cell labels)."""
+    kinds = {k for k in kinds if k in BASELINE_KINDS}
+    if not kinds:
+        return ""
+    if len(kinds) == 1:
+        k = next(iter(kinds))
+        return f"The unigram baseline is {BASELINE_KINDS[k][0]}: {BASELINE_KINDS[k][1]}."
+    parts = []
+    for k in ("held_out", "in_sample"):
+        who = f" ({', '.join(names[k])})" if names and names.get(k) else ""
+        parts.append(f"{BASELINE_KINDS[k][0]}{who}: {BASELINE_KINDS[k][1]}")
+    return "These cells carry two kinds of unigram baseline, not comparable with each other: " + "; ".join(parts) + "."
+
+
 def final_positions(positions: pl.DataFrame, cells: pl.DataFrame) -> pl.DataFrame:
-    """Each cell's last evaluation from the positions table, joined with size, N, D."""
+    """Each cell's last evaluation from the positions table, joined with size, N, D (baseline_kind
+    filled, `with_baseline_kind`)."""
     if positions.height == 0 or cells.height == 0:
-        return positions.clear()
+        return with_baseline_kind(positions.clear())
     last = positions.group_by("cell_id").agg(pl.col("step").max().alias("_last"))
     p = positions.join(last, on="cell_id").filter(pl.col("step") == pl.col("_last")).drop("_last")
     keep = [c for c in ("cell_id", "size", "N", "D", "val_loss") if c in cells.columns]
-    return p.join(cells.select(keep), on="cell_id", how="inner")
+    return with_baseline_kind(p.join(cells.select(keep), on="cell_id", how="inner"))
 
 
 def _label(row: dict[str, Any], several_d: bool) -> str:
@@ -274,10 +314,20 @@ def position_figures(fp: pl.DataFrame, colors: tuple[str, dict] | None = None) -
     # colours: the report's one colour per sweep value (column, {value: colour}) when given
     colour = [colors[1].get(r[colors[0]], ramp[i]) if colors else ramp[i] for i, r in enumerate(cells.iter_rows(named=True))]
     f1, f2 = go.Figure(), go.Figure()
-    base = (d.sort("position", "cell_id").group_by("position", maintain_order=True)
-            .agg(pl.col("baseline").mean()).sort("position"))
-    f1.add_trace(go.Scatter(x=base["position"], y=base["baseline"], mode="lines", line={"color": "black", "dash": "dash"},
-                            name="unigram baseline (0 parameters)"))
+    d = with_baseline_kind(d)
+    # the baseline is the cell's own (its training rows): one dashed line where every cell has the
+    # same one (e.g. a size scan on one D), else one per cell in its colour
+    curves = {r["cell_id"]: _baseline_curve(d.filter(pl.col("cell_id") == r["cell_id"])) for r in cells.iter_rows(named=True)}
+    shared = len({(c[0], str(c[1]), c[2]) for c in curves.values()}) == 1
+    for i, row in enumerate(cells.iter_rows(named=True) if not shared else [next(cells.iter_rows(named=True))]):
+        x, y, kind = curves[row["cell_id"]]
+        if all(not math.isfinite(v) for v in y):
+            continue
+        what = BASELINE_KINDS.get(kind, ("", ""))[0]
+        f1.add_trace(go.Scatter(x=list(x), y=_nan_none(np.array(y)), mode="lines",
+                                line={"color": "black" if shared else colour[i], "dash": "dash"},
+                                name=(f"unigram baseline ({what}, 0 parameters)" if shared else
+                                      f"{_label(row, several_d)}: its unigram baseline ({what})")))
     for i, row in enumerate(cells.iter_rows(named=True)):
         g = d.filter(pl.col("cell_id") == row["cell_id"]).sort("position")
         name = _label(row, several_d)
@@ -291,6 +341,13 @@ def position_figures(fp: pl.DataFrame, colors: tuple[str, dict] | None = None) -
                         template="plotly_white", height=430, legend={"font": {"size": 12}},
                         margin={"l": 60, "r": 20, "t": 60, "b": 50})
     return {"fig-position-loss": f1, "fig-position-gain": f2}
+
+
+def _baseline_curve(g: pl.DataFrame) -> tuple[tuple, tuple, str | None]:
+    """One cell's baseline per position: (positions, baselines rounded to 1e-9 (nan: none), kind)."""
+    g = g.sort("position")
+    y = np.round(g["baseline"].cast(pl.Float64).fill_null(np.nan).to_numpy(), 9)
+    return tuple(g["position"].to_list()), tuple(y.tolist()), next(iter(g["baseline_kind"].drop_nulls().to_list()), None)
 
 
 def _ramp(n: int) -> list[str]:
@@ -308,6 +365,9 @@ def position_table(fp: pl.DataFrame, asymptote: tuple[float, tuple[float, float]
         return ""
     rows = []
     several_d = fp["D"].n_unique() > 1
+    fp = with_baseline_kind(fp)
+    kinds = set(fp["baseline_kind"].drop_nulls().to_list())
+    who: dict[str, list[str]] = {}
     for _, g in fp.sort(["N", "D", "cell_id"], nulls_last=True).group_by("cell_id", maintain_order=True):
         g = g.filter(pl.col("loss").is_not_null() & pl.col("count").is_not_null())
         n = g["count"].cast(pl.Float64).to_numpy()
@@ -324,14 +384,14 @@ def position_table(fp: pl.DataFrame, asymptote: tuple[float, tuple[float, float]
             f_hi = (H - L) / (H - hi) if math.isfinite(hi) and H > hi else math.inf
             frac = f"{fmt_num(f)} {format_interval(f_lo, f_hi)}"
         first = g.row(0, named=True)
-        rows.append((html.escape(_label(first, several_d)), fmt_num(first.get("N")), fmt_num(L), fmt_num(H),
+        kind = first.get("baseline_kind")
+        who.setdefault(kind, []).append(_label(first, several_d))
+        h = fmt_num(H) + (f" ({BASELINE_KINDS[kind][0]})" if len(kinds) > 1 and kind in BASELINE_KINDS else "")
+        rows.append((html.escape(_label(first, several_d)), fmt_num(first.get("N")), fmt_num(L), h,
                      fmt_num(H - L), stop, frac))
     head = "".join(f"<th>{h}</th>" for h in ("cell", "N", "validation loss", "unigram baseline", "gain",
                                                "stop token loss", "fraction of gap to E closed [95%]"))
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
     return (f"<table class='params'><tr>{head}</tr>{body}</table><p class='note'>Losses in nats per token over the "
-            f"validation jets (all positions and the stop token); the baseline is the per-position unigram model "
-            f"of the training tokens (no parameters, Miller-Madow corrected entropy). It is in-sample: its entropy on "
-            f"all training jets (more than any one cell saw), not its loss on the validation jets, so it is lower than "
-            f"a held-out unigram model would score and the gains here are understated. Fraction closed = (baseline − "
-            f"loss) / (baseline − E). {html.escape(asymptote_note)}</p>")
+            f"validation jets (all positions and the stop token). {html.escape(baseline_note(kinds, who))} "
+            f"Fraction closed = (baseline − loss) / (baseline − E). {html.escape(asymptote_note)}</p>")

@@ -117,7 +117,7 @@ def position_record(loss: float, law: TrueLaw) -> dict[str, Any]:
     scale = loss * (count.sum() + stop_n) / w.sum()
     return {"val_loss_pos": (shape * scale).round(6).tolist(), "val_count_pos": count.tolist(),
             "val_loss_stop": round(scale, 6), "val_count_stop": stop_n,
-            "baseline_pos": base.round(6).tolist(), "baseline_stop": stop_base}
+            "baseline_pos": base.round(6).tolist(), "baseline_stop": stop_base, "baseline_kind": "held_out"}
 
 
 def synthetic_eval(row: dict, rng: np.random.Generator, n: int = 2000) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from scaling_sweeper.train.lifecycle import make_optimizer  # noqa: E402
 from scaling_sweeper.train.single import run_trial  # noqa: E402
 
 
-def synthetic_tokens(out: Path, n_rows: int = 4000, seq_len: int = 130, vocab: int = 8195) -> Path:
+def synthetic_tokens(out: Path, n_rows: int = 4000, seq_len: int = 130, vocab: int = 8195, n_val: int = 256) -> Path:
     rng = np.random.default_rng(0)
     pad, start, stop = vocab - 1, vocab - 3, vocab - 2
 
@@ -48,7 +48,7 @@ def synthetic_tokens(out: Path, n_rows: int = 4000, seq_len: int = 130, vocab: i
             a[i, n_c + 1] = stop
         return a
 
-    return write_shards(out, {"train": rows(n_rows), "val": rows(256), "test": rows(16)}, vocab_size=vocab,
+    return write_shards(out, {"train": rows(n_rows), "val": rows(n_val), "test": rows(16)}, vocab_size=vocab,
                         pad_token=pad)  # fmt: skip
 
 

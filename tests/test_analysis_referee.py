@@ -517,3 +517,128 @@ def test_a_valid_only_swd_law_names_its_cells_with_invalid_jets():
         assert names and all((expect in n) if expect else n.startswith("SWD vs D") for n in names)
         if expect:
             assert any(expect in line for line in headline(fits, []))
+def _positions(kinds: dict[str, str | None], base: dict[str, float]):
+    """Final positions of cells a, b (XS at two D): positions 1, 2 and the stop token."""
+    import polars as pl
+
+    rows = [{"cell_id": c, "size": "XS", "N": 1e5, "D": d, "step": 9, "position": p, "count": 50,
+             "loss": 5.0 + (p or 0), "baseline": base[c] + (p or 0), "baseline_kind": kinds[c]}
+            for c, d in (("a", 1e5), ("b", 1e6)) for p in (1, 2, None)]
+    return pl.DataFrame(rows, schema_overrides={"baseline_kind": pl.String})
+
+
+def test_baseline_kind_of_old_and_new_records_and_tables(tmp_path):
+    """Records before the held-out baseline name no kind: their rows are in_sample; new records say
+    held_out; an old positions table without the column still loads, its baselines in_sample."""
+    import polars as pl
+
+    from analysis.physics_plots import with_baseline_kind
+    from analysis.tables import scan_table
+    from scaling_sweeper.results.tables import positions_rows
+
+    old = {"step": 5, "val_loss_pos": [3.0], "val_count_pos": [4], "val_loss_stop": 1.0, "val_count_stop": 4,
+           "baseline_pos": [3.5], "baseline_stop": 1.2}
+    new = {**old, "step": 6, "baseline_kind": "held_out", "baseline_alpha": 0.14, "baseline_rows": 40}
+    none = {k: v for k, v in old.items() if not k.startswith("baseline")}
+    kinds = [r["baseline_kind"] for r in positions_rows([old, new, none])]
+    assert kinds == ["in_sample"] * 2 + ["held_out"] * 2 + [None] * 2
+    t = tmp_path / "sw" / "tables" / "positions"
+    t.mkdir(parents=True)
+    pl.DataFrame({"sweep": ["sw"] * 2, "cell_id": ["a"] * 2, "step": [5, 5], "position": [1, None],
+                  "loss": [3.0, 1.0], "count": [4, 4], "baseline": [3.5, 1.2]}).write_parquet(t / "a.parquet")
+    p = scan_table(tmp_path / "sw", "positions").collect()
+    assert p["baseline_kind"].null_count() == 2 and p["baseline"].to_list() == [3.5, 1.2]
+    assert with_baseline_kind(p)["baseline_kind"].to_list() == ["in_sample"] * 2
+    assert with_baseline_kind(p.with_columns(baseline=pl.lit(None, pl.Float64)))["baseline_kind"].null_count() == 2
+
+
+def test_report_says_the_baseline_is_held_out_and_which_kind_each_cell_has():
+    """The per-position table, the flags and the figure say what the baseline is: held out and
+    fitted on the cell's own rows; with both kinds in one report, which cell has which; a
+    baseline per cell in the figure when the cells' baselines differ (their own rows)."""
+    import html
+
+    from analysis.physics_plots import position_figures, position_table
+    from analysis.report.cell_flags import cell_baseline_kinds, flags_html
+
+    held = _positions({"a": "held_out", "b": "held_out"}, {"a": 9.0, "b": 7.0})
+    t = html.unescape(position_table(held, None, ""))
+    assert "The unigram baseline is held out: the per-position unigram model" in t
+    assert "fitted on the cell's own training rows" in t and "in-sample" not in t
+    mixed = _positions({"a": "held_out", "b": None}, {"a": 9.0, "b": 7.0})
+    t = html.unescape(position_table(mixed, None, ""))
+    assert "two kinds of unigram baseline" in t and "held out (XS, D = 1.000e+05)" in t
+    assert "in-sample (XS, D = 1.000e+06)" in t and "(held out)</td>" in t and "(in-sample)</td>" in t
+    names = [tr.name for tr in position_figures(held)["fig-position-loss"].data]
+    assert names[:2] == ["XS, D = 1.000e+05: its unigram baseline (held out)",
+                         "XS, D = 1.000e+06: its unigram baseline (held out)"]
+    same = _positions({"a": "held_out", "b": "held_out"}, {"a": 7.0, "b": 7.0})
+    names = [tr.name for tr in position_figures(same)["fig-position-loss"].data]
+    assert names[0] == "unigram baseline (held out, 0 parameters)" and sum("baseline" in n for n in names) == 1
+    assert cell_baseline_kinds(mixed) == {"a": "held_out", "b": "in_sample"}
+    d = _d_scan_frame()
+    cells = d["cell_id"].to_list()
+    base = {c: 0.5 for c in cells}
+    txt = flags_html(d, "val_loss", base, {c: "held_out" for c in cells})
+    assert "The unigram baseline is held out" in txt and "few tenths" not in txt
+    txt = flags_html(d, "val_loss", base)  # no kinds known: tables before the column (in_sample)
+    assert "The unigram baseline is in-sample" in txt and "few tenths" in txt
+
+
+def test_frontier_draws_evaluations_as_markers_and_interpolation_as_a_line(tmp_path):
+    """fig-frontier (plotly figure dict): the frontier is one line trace; every marker is a logged
+    evaluation (flops, loss) of the curves table, and no marker trace holds the line's grid."""
+    import polars as pl
+
+    from analysis.report.build import build
+    from analysis.report.section import ReportData
+    from analysis.synthetic import write_synthetic_sweep
+    from analysis.tables import open_tables
+
+    write_synthetic_sweep(tmp_path / "syn", n_curve_points=4, seeds=1, failed=0, budgets=())
+    t = open_tables(tmp_path / "syn")
+    curves = t.curves.collect()
+    b = build(ReportData.of(t.trials.collect(), curves, "syn", 4, t.evals.collect(), t.positions.collect()))
+    fig = next(s.figures["fig-frontier"] for s in b.sections if "fig-frontier" in s.figures)
+    data = [{"name": tr.name, "mode": tr.mode, "x": list(tr.x), "y": list(tr.y)} for tr in fig.data]
+    line = [tr for tr in data if tr["name"].startswith("frontier:")]
+    assert len(line) == 1 and line[0]["mode"] == "lines" and len(line[0]["x"]) > 20
+    logged = {(round(math.log10(f), 9), round(v, 9)) for f, v in
+              curves.filter(pl.col("val_loss").is_not_null()).select("flops", "val_loss").iter_rows()}
+    marks = [tr for tr in data if "markers" in tr["mode"]]
+    assert marks and all(tr["name"].startswith("evaluations of ") for tr in marks)
+    pts = [(round(math.log10(x), 9), round(y, 9)) for tr in marks for x, y in zip(tr["x"], tr["y"])]
+    assert pts and set(pts) <= logged and len(pts) < len(line[0]["x"])
+
+
+def test_a_data_scan_colours_and_names_each_d_alike_in_every_figure(tmp_path):
+    """One size at several D: the learning curves, the frontier's markers and both per-position
+    figures give each D one colour and write it the same way (D = 4.000e+06, not 4000000)."""
+    import polars as pl
+
+    from analysis.report.build import build
+    from analysis.report.section import ReportData
+    from analysis.synthetic import write_synthetic_sweep
+    from analysis.tables import open_tables
+
+    write_synthetic_sweep(tmp_path / "syn", n_curve_points=4, seeds=1, failed=0, budgets=())
+    t = open_tables(tmp_path / "syn")
+    trials = t.trials.collect().filter(pl.col("size") == "M-")
+    ids = trials["cell_id"].implode()
+    b = build(ReportData.of(trials, t.curves.collect().filter(pl.col("cell_id").is_in(ids)), "syn", 4,
+                            t.evals.collect(), t.positions.collect().filter(pl.col("cell_id").is_in(ids))))
+    figs = {k: f for s in b.sections for k, f in s.figures.items()}
+
+    def by_d(fig, lines: bool) -> dict[str, str]:
+        out = {}
+        for tr in fig.data:
+            if tr.name and "D = " in tr.name:
+                d = tr.name.split("D = ")[1].split(" ")[0]
+                out.setdefault(d, tr.line.color if lines else tr.marker.color)
+        return out
+
+    curves = by_d(figs["fig-learning-curves"], True)
+    assert len(curves) == trials["D"].n_unique() >= 5 and len(set(curves.values())) == len(curves)
+    assert by_d(figs["fig-position-loss"], True) == curves == by_d(figs["fig-position-gain"], True)
+    front = by_d(figs["fig-frontier"], False)
+    assert front and all(front[k] == curves[k] for k in front)

@@ -297,7 +297,8 @@ def test_position_figures_and_table_do_not_depend_on_row_order():
             for cid, off in (("a", 0.0), ("b", 0.5)) for p in (1, 2, None)]
     fwd, back = pl.DataFrame(rows), pl.DataFrame(rows[::-1])
     ys = [[list(t.y) for t in position_figures(fp)["fig-position-loss"].data] for fp in (fwd, back)]
-    assert ys[0] == ys[1] and ys[0][1] == [3.0, 4.0]  # cell "a" first
+    # the two cells' baselines differ: each is drawn (a, b), then their losses (a, b)
+    assert ys[0] == ys[1] and ys[0][2] == [3.0, 4.0]  # cell "a" first
     assert position_table(fwd, None, "") == position_table(back, None, "")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -88,3 +89,135 @@ def test_unigram_baseline_matches_direct_counting():
     big = np.full((20000, 3), PAD, dtype=np.uint16)
     big[:, 0], big[:, 1], big[:, 2] = START, rng.integers(0, V_CONTENT, 20000), STOP
     assert abs(unigram_baseline(big, PAD)["pos"][0] - math.log(V_CONTENT)) < 5e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# the held-out baseline (issue 25 item 7): fitted on the cell's own training rows, scored on its
+# validation jets, add-alpha smoothed with alpha by leave-one-out on the training rows
+
+
+def _by_hand(train: np.ndarray, val: np.ndarray, pad: int, V: int, alpha: float) -> dict:
+    """Python loops: counts per (target index, token) over `train`, -log q of each `val` target
+    under add-alpha, averaged per constituent position, over the stop tokens and over all."""
+    counts: dict[tuple[int, int], int] = {}
+    m: dict[int, int] = {}
+    for r in train:
+        for t, v in enumerate(r[1:].tolist()):
+            if v != pad:
+                counts[(t, v)] = counts.get((t, v), 0) + 1
+                m[t] = m.get(t, 0) + 1
+    pos: dict[int, list[float]] = {}
+    stop, every = [], []
+    for r in val:
+        y = r[1:].tolist()
+        kept = [t for t, v in enumerate(y) if v != pad]
+        for t in kept:
+            nll = -math.log((counts.get((t, y[t]), 0) + alpha) / (m.get(t, 0) + alpha * V))
+            (stop if t == kept[-1] else pos.setdefault(t, [])).append(nll)
+            every.append(nll)
+    return {"pos": {t: float(np.mean(v)) for t, v in pos.items()}, "stop": float(np.mean(stop)),
+            "total": float(np.mean(every)), "counts": counts, "m": m}
+
+
+def _wide_rows(n: int, seed: int, n_content: int = 60, seq: int = SEQ) -> np.ndarray:
+    """Jets over a wide vocabulary (many tokens unseen in a small training set), position-dependent."""
+    return jet_rows(n, seed, seq_len=seq, n_content=n_content, lengths=(1, seq - 1),
+                    content=lambda rng, k: np.minimum(rng.geometric(0.08, k) + 3 * np.arange(k), n_content - 1))
+
+
+def test_held_out_baseline_matches_a_count_by_hand():
+    from scaling_sweeper.train.position_loss import HELD_OUT, count_targets, held_out_baseline
+
+    nc = 60
+    pad, V = nc + 2, nc + 3
+    train, val = _wide_rows(50, 1), _wide_rows(40, 2)
+    sel = np.array([0, 3, 4, 9, 17, 18, 30, 49])  # only these training rows count
+    tc = count_targets(train, sel, pad, V)
+    b = held_out_baseline(tc, val, pad, alpha=0.3)
+    ref = _by_hand(train[sel], val, pad, V, 0.3)
+    assert any((t, v) not in ref["counts"] for r in val for t, v in enumerate(r[1:].tolist()) if v != pad)  # unseen
+    assert tc.n_rows == len(sel) and b["kind"] == HELD_OUT and b["alpha"] == 0.3
+    for t in range(SEQ - 1):
+        if t in ref["pos"]:
+            assert b["pos"][t] == pytest.approx(ref["pos"][t], rel=1e-12)
+        else:
+            assert math.isnan(b["pos"][t])
+    assert b["stop"] == pytest.approx(ref["stop"], rel=1e-12) and b["total"] == pytest.approx(ref["total"], rel=1e-12)
+
+
+def test_alpha_maximises_the_leave_one_out_likelihood():
+    """loo_alpha against scipy's bounded minimiser of the leave-one-out log-likelihood written out
+    per training target (each scored by the counts without it)."""
+    from scipy.optimize import minimize_scalar
+
+    from scaling_sweeper.train.position_loss import count_targets, loo_alpha
+
+    nc = 60
+    pad, V = nc + 2, nc + 3
+    train = _wide_rows(120, 5)
+    ref = _by_hand(train, train[:1], pad, V, 1.0)
+    c, m = ref["counts"], ref["m"]
+
+    def neg_loo(log_a: float) -> float:
+        a = 10.0**log_a
+        return -sum(n * math.log((n - 1 + a) / (m[t] - 1 + a * V)) for (t, _), n in c.items())
+
+    best = minimize_scalar(neg_loo, bounds=(-4, 2), method="bounded", options={"xatol": 1e-6}).x
+    got = loo_alpha(count_targets(train, np.arange(len(train)), pad, V))
+    assert abs(math.log10(got) - best) < 2e-3 and 1e-3 < got < 10
+
+
+def _tokens_cfg(tok, **kw):
+    from scaling_sweeper.train.config import TrainConfig
+
+    base = dict(size="Pico", data=str(tok), tokens=100 * SEQ, steps=5, batch_size=8, eval_batches=2, seed=7)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("steps", [5, 30])
+def test_trial_baseline_uses_the_cells_own_rows_and_validation_jets(synthetic_tokens, steps):
+    """Through the trainer's own data path (open_data): D = 100 rows of a 300-row train split, and
+    5 steps x 8 = the first 40 rows of epoch 0's permutation (passes 0.4) or every one of the 100
+    (30 steps, passes 2.4); scored on the 16 validation rows the validation loss uses."""
+    from scaling_sweeper.data.shards import TokenShard
+    from scaling_sweeper.train.lifecycle import open_data, trial_baseline
+
+    nc = 60
+    tok = synthetic_tokens(SEQ, nc, {"train": 300, "val": 48, "test": 8},
+                           content=lambda rng, k: np.minimum(rng.geometric(0.08, k) + 3 * np.arange(k), nc - 1))
+    cfg = _tokens_cfg(tok, steps=steps)
+    data = open_data(cfg)
+    b = trial_baseline(cfg, data)
+    train = np.asarray(TokenShard(tok, "train").data[:300])
+    val = np.asarray(TokenShard(tok, "val").data[:16])
+    rows = np.arange(100) if steps * 8 >= 100 else np.random.default_rng((7, 0)).permutation(100)[: steps * 8]
+    ref = _by_hand(train[rows], val, nc + 2, nc + 3, b["alpha"])
+    assert b["n_rows"] == len(set(rows.tolist())) and b["kind"] == "held_out"
+    assert b["total"] == pytest.approx(ref["total"], rel=1e-12) and b["stop"] == pytest.approx(ref["stop"], rel=1e-12)
+    assert all(b["pos"][t] == pytest.approx(v, rel=1e-12) for t, v in ref["pos"].items())
+    assert trial_baseline(cfg, data) is b  # once per trial
+
+
+def test_held_out_baseline_is_above_the_in_sample_one():
+    """On the same training rows: the in-sample baseline (its Miller-Madow corrected entropy there,
+    what older records carry) sits below the held-out one (its loss on validation jets of the same
+    distribution), in total and at the first positions."""
+    from scaling_sweeper.train.position_loss import count_targets, held_out_baseline
+
+    nc = 60
+    pad, V = nc + 2, nc + 3
+    train, val = _wide_rows(200, 11), _wide_rows(400, 12)
+    ins = unigram_baseline(train, pad)
+    out = held_out_baseline(count_targets(train, np.arange(len(train)), pad, V), val, pad)
+    assert out["total"] > ins["total"] + 0.05
+    assert all(out["pos"][t] > ins["pos"][t] for t in range(3))
+
+
+def test_record_names_the_held_out_baseline():
+    from scaling_sweeper.train.position_loss import PositionLoss
+
+    pl_ = PositionLoss(np.array([2.0, 1.0]), np.array([2, 1]), 0.5, 2, np.array([2.0, 1.5]), np.array([2, 2]))
+    new = pl_.record({"pos": np.array([1.5, 1.2]), "stop": 0.4, "kind": "held_out", "alpha": 0.14, "n_rows": 40})
+    assert (new["baseline_kind"], new["baseline_alpha"], new["baseline_rows"]) == ("held_out", 0.14, 40)
+    old = pl_.record({"pos": np.array([1.5, 1.2]), "stop": 0.4})  # the in-sample dict names no kind
+    assert "baseline_kind" not in old and old["baseline_pos"] == [1.5, 1.2]

@@ -87,6 +87,7 @@ PINNED = {
         ("loss", pl.Float64()),
         ("count", pl.Int64()),
         ("baseline", pl.Float64()),
+        ("baseline_kind", pl.String()),  # issue 25 item 7 (null in older tables)
     ],
 }
 

@@ -107,6 +107,23 @@ def test_run_folder_contract(reference_run):
     assert [s for s, _ in list_checkpoints(run / "checkpoints")] == [20, 25, 30]  # keep 3
 
 
+def test_records_carry_the_held_out_baseline_of_the_cells_rows(reference_run, synth_tokens):
+    """Every evaluation record carries the held-out unigram baseline (issue 25 item 7): fitted on
+    the 200 rows of D (30 steps x 8 = 240 >= 200: every row), scored on the 16 validation rows."""
+    from scaling_sweeper.data.shards import TokenShard
+    from scaling_sweeper.train.position_loss import count_targets, held_out_baseline
+
+    evals = [r for r in read_jsonl(reference_run / "metrics.jsonl") if r["val_loss"] is not None]
+    train = np.asarray(TokenShard(synth_tokens, "train").data[:200])
+    val = np.asarray(TokenShard(synth_tokens, "val").data[:16])
+    want = held_out_baseline(count_targets(train, np.arange(200), PAD, PAD + 1), val, PAD)
+    for r in evals:
+        assert r["baseline_kind"] == "held_out" and r["baseline_rows"] == 200
+        assert r["baseline_alpha"] == pytest.approx(want["alpha"], rel=1e-5)
+        assert r["baseline_stop"] == pytest.approx(want["stop"], abs=1e-6)
+        assert r["baseline_pos"] == pytest.approx(want["pos"][: len(r["baseline_pos"])].tolist(), abs=1e-6)
+
+
 def test_stop_and_resume_is_bit_identical(synth_tokens, reference_run, tmp_path):
     run = tmp_path / "run"
     seen = []

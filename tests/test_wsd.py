@@ -147,6 +147,25 @@ def test_branch_equals_from_scratch_run(tok, trunk, tmp_path, T):
     assert max(reported) == got["C_charged"]
 
 
+def test_log_grid_branch_equals_from_scratch_run(tok, tmp_path):
+    """On the log evaluation grid (4 per decade: steps 1, 2, 3, 6, 10, 18 and the last) a trunk of 24
+    steps evaluates at every grid step its branch of length 30 (cooldown from 24) does below 24, so
+    the branch's records, evaluations included, equal the from-scratch run's record by record."""
+    T, b = 30, wsd_decay_start(30, 0.2)
+    grid = {"eval_grid": "log", "eval_per_decade": 4}
+    trunk = tmp_path / "trunk"
+    assert run_trial(_cfg(tok, steps=b, decay_fraction=0.0, keep_steps=[b], **grid), trunk)["status"] == "done"
+    cfg = _cfg(tok, steps=T, **grid)
+    assert seed_branch(cfg, tmp_path / "branch", BranchSource(trunk, b, "s/trunk"))
+    run_trial(cfg, tmp_path / "branch")
+    run_trial(cfg, tmp_path / "scratch")
+    _same(tmp_path / "branch", tmp_path / "scratch")
+    rg, rr = read_jsonl(tmp_path / "branch" / "metrics.jsonl"), read_jsonl(tmp_path / "scratch" / "metrics.jsonl")
+    assert [r["step"] for r in rr if r["val_loss"] is not None] == [1, 2, 3, 6, 10, 18, 30]
+    assert [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in rg] == \
+        [(r["step"], r["train_loss"], r["val_loss"], r["lr"]) for r in rr]
+
+
 def test_interrupted_branch_resumes_bit_identical(tok, trunk, tmp_path):
     T = 30
     b = wsd_decay_start(T, 0.2)

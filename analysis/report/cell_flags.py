@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from analysis.fits.result import fmt_num
+from analysis.physics_plots import baseline_note, with_baseline_kind
 
 FAILURE_PENALTY = 1.0  # SWD units (standardised observables) charged per invalid generated jet
 INVALID_SHOWN = 0.01  # invalid fractions from here on are named in the SWD sections
@@ -58,16 +59,30 @@ def cell_baselines(positions: pl.DataFrame | None) -> dict[str, float]:
     return out
 
 
-def flags_html(d: pl.DataFrame, y: str, baselines: dict[str, float]) -> str:
+def cell_baseline_kinds(positions: pl.DataFrame | None) -> dict[str, str]:
+    """cell_id -> the kind of its unigram baseline (held_out | in_sample, physics_plots.BASELINE_KINDS)
+    at its last evaluation; a baseline without a stored kind is in_sample (written before)."""
+    if positions is None or positions.height == 0 or "baseline" not in positions.columns:
+        return {}
+    p = with_baseline_kind(positions).filter(pl.col("baseline_kind").is_not_null())
+    last = p.group_by("cell_id").agg(pl.col("step").max().alias("_last"))
+    p = p.join(last, on="cell_id").filter(pl.col("step") == pl.col("_last"))
+    return {str(cid): str(g["baseline_kind"][0]) for (cid,), g in p.group_by("cell_id")}
+
+
+def flags_html(d: pl.DataFrame, y: str, baselines: dict[str, float], kinds: dict[str, str] | None = None) -> str:
     """A note naming the cells of a scan that are worse than the unigram baseline (loss) or whose
-    generated jets are often invalid (SWD); '' when none."""
+    generated jets are often invalid (SWD); '' when none. kinds: cell_id -> its baseline's kind
+    (`cell_baseline_kinds`; a cell missing there is in_sample, what tables without kinds hold)."""
     items = []
+    flagged: dict[str, list[str]] = {}
     name = {r["cell_id"]: f"{r.get('size')}" + (f" at D = {fmt_num(float(r['D']))}" if r.get("D") is not None else "")
             for r in d.iter_rows(named=True)}
     if y == "val_loss" and baselines:
         for r in d.iter_rows(named=True):
             b = baselines.get(r["cell_id"])
             if b is not None and r.get("val_loss") is not None and r["val_loss"] >= b:
+                flagged.setdefault((kinds or {}).get(r["cell_id"], "in_sample"), []).append(name[r["cell_id"]])
                 items.append(f"{name[r['cell_id']]}: validation loss {fmt_num(r['val_loss'])} is "
                              f"{fmt_num(r['val_loss'] - b)} nats above the unigram baseline ({fmt_num(b)}): "
                              "this model has not learned what a zero-parameter model knows")
@@ -83,8 +98,9 @@ def flags_html(d: pl.DataFrame, y: str, baselines: dict[str, float]) -> str:
         return ""
     what = ("Cells worse than the unigram baseline" if y == "val_loss" else
             f"Cells with invalid generated jets (failures counted at P = {FAILURE_PENALTY:g} per jet)")
-    caveat = (" The baseline is in-sample (its entropy on all training jets), so it sits below what a held-out "
-              "unigram model scores: a cell a few tenths of a nat above it may still match a held-out baseline, "
-              "one nats above it does not." if y == "val_loss" else "")
+    caveat = (" " + baseline_note(set(flagged), flagged) if y == "val_loss" else "")
+    if "in_sample" in flagged:
+        caveat += (" A cell a few tenths of a nat above an in-sample baseline may still match a held-out one; "
+                   "one nat above it does not.")
     return f"<p class='note'><b>{what}:</b> " + "; ".join(items) + "." + caveat + "</p>"
 

@@ -33,7 +33,7 @@ def section_curves(cj: pl.DataFrame) -> Section:
     by_d = kcol == "D"
     for key, col in colors.items():
         g = d.filter(pl.col(kcol) == key) if key is not None else d.filter(pl.col(kcol).is_null())
-        name = f"D = {fmt(key)} tokens" if by_d else f"{key}"
+        name = f"D = {fmt(float(key))} tokens" if by_d and key is not None else f"{key}"
         first = True
         for (_cid,), c in g.sort("step").group_by("cell_id", maintain_order=True):
             err = None

@@ -28,10 +28,12 @@ from analysis.window import METRIC_LABEL
 def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xlabel: str, ylabel: str,
                     fits: list[FitRow], n_boot: int, yerr: str | None = None,
                     floor: str | None = None, baselines: dict[str, float] | None = None,
+                    baseline_kinds: dict[str, str] | None = None,
                     ) -> tuple[Section, pl.DataFrame, Comparison | None]:
     """baselines: cell_id -> its unigram baseline loss (cell_flags.cell_baselines), to flag cells
-    worse than it. Cells run with several seeds are fitted at their seed mean (seed_spread.seed_means);
-    the frame returned holds those points."""
+    worse than it; baseline_kinds: cell_id -> that baseline's kind (cell_flags.cell_baseline_kinds).
+    Cells run with several seeds are fitted at their seed mean (seed_spread.seed_means); the frame
+    returned holds those points."""
     s = Section(sid, title)
     d, label = scan(done, x, y)
     if d.height == 0 or d[x].n_unique() < 2:
@@ -73,7 +75,7 @@ def section_law_vs(done: pl.DataFrame, x: str, y: str, sid: str, title: str, xla
                 "unweighted and not judged by χ².")
     s.html = _comparison_html(cmp, f"{METRIC_LABEL.get(y, y)} vs {x}") + (f"<p class='note'>{err_note}</p>" if err_note else "")
     s.html += (f"<p class='note'>{html.escape(scan_conditions(d, x))} {html.escape(seed_note(runs, d, y, yerr))}</p>"
-               + flags_html(runs, y, baselines or {}))
+               + flags_html(runs, y, baselines or {}, baseline_kinds))
     if floor_span:
         s.html += _floor_note(cmp, float(np.mean(floor_span)), x)
     what = METRIC_LABEL.get(y, y)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import polars as pl
 
 from analysis.fits.compare import Comparison
-from analysis.report.cell_flags import FAILURE_PENALTY, cell_baselines, has_invalid_jets
+from analysis.report.cell_flags import FAILURE_PENALTY, cell_baseline_kinds, cell_baselines, has_invalid_jets
 from analysis.report.chinchilla import section_chinchilla
 from analysis.report.conventions import axis_label, real_tokens_html
 from analysis.report.curves import section_curves
@@ -57,7 +57,8 @@ def _law(sid: str, x: str, y: str, title: str, xlabel: str, ylabel: str, yerr: s
 
     def build(data: ReportData, found: Findings) -> Section:
         s, cells, cmp = section_law_vs(data.scan, x, y, sid, title, xlabel, ylabel, found.fits, data.n_boot,
-                                       yerr=yerr, floor=floor, baselines=cell_baselines(data.positions))
+                                       yerr=yerr, floor=floor, baselines=cell_baselines(data.positions),
+                                       baseline_kinds=cell_baseline_kinds(data.positions))
         found.scans[sid] = (cells, cmp)
         d = data.done
         if y == "swd" and s.missing and (d.height == 0 or "swd" not in d.columns or d["swd"].null_count() == d.height):

@@ -137,7 +137,8 @@ POSITION_COLUMNS: tuple[Column, ...] = CELL_KEY_COLUMNS + (
     Column("position", int, TRAINER, "constituent index (1-based); null: the stop token"),
     Column("loss", float, TRAINER, "mean cross-entropy there over the validation jets (nats)"),
     Column("count", int, TRAINER, "validation jets with a target there"),
-    Column("baseline", float, TRAINER, "per-position unigram loss of the training split (nats)"),
+    Column("baseline", float, TRAINER, "per-position unigram loss (nats); held out: fitted on the cell's own training rows, scored on its validation jets"),
+    Column("baseline_kind", str, TRAINER, "held_out | in_sample (records written before the held-out baseline; null in older tables)"),
 )
 
 TABLE_COLUMNS: dict[str, tuple[Column, ...]] = {

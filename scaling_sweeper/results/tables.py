@@ -149,11 +149,14 @@ def positions_rows(curves: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(lp, list):
             continue
         n, b = c.get("val_count_pos") or [], c.get("baseline_pos") or []
+        # records before the held-out baseline carry the in-sample one and do not name it
+        kind = c.get("baseline_kind") or ("in_sample" if b or c.get("baseline_stop") is not None else None)
         for i, v in enumerate(lp):
             out.append({"step": c.get("step"), "position": i + 1, "loss": v,
-                        "count": n[i] if i < len(n) else None, "baseline": b[i] if i < len(b) else None})
+                        "count": n[i] if i < len(n) else None, "baseline": b[i] if i < len(b) else None,
+                        "baseline_kind": kind})
         out.append({"step": c.get("step"), "position": None, "loss": c.get("val_loss_stop"),
-                    "count": c.get("val_count_stop"), "baseline": c.get("baseline_stop")})
+                    "count": c.get("val_count_stop"), "baseline": c.get("baseline_stop"), "baseline_kind": kind})
     return out
 
 

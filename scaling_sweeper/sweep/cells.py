@@ -56,7 +56,7 @@ ID_LENGTH = 12
 # TrainConfig fields that do not change the trained model (left out of the cell id)
 ID_EXCLUDED = frozenset({
     "data", "device", "strategy", "eval_every", "ckpt_every", "keep_checkpoints", "log_every",
-    "threads", "compile", "zero", "keep_steps",
+    "threads", "compile", "zero", "keep_steps", "eval_grid", "eval_per_decade",
 })
 # The fields hashed by the first id rule: always part of the id, whatever their value. A TrainConfig
 # field added later enters the id only when its value differs from its declared default, so adding

@@ -16,7 +16,8 @@ the same loss, as the seeded real trainer does.
 N, N_incl: the model preset's closed-form counts at the tokens folder's vocab and context
 (index.json; or `seq_len` / `vocab_size` given here). The run folder gets what the real trainer
 writes: config.yaml (+ derived), metrics.jsonl (a record per evaluation step, at most
-`max_records`, the law's loss along the run offset by the cell's noise), result.json, STATUS. A
+`max_records` on the linear grid, a log grid's steps as they are; the law's loss along the run
+offset by the cell's noise), result.json, STATUS. A
 finished folder is returned as stored; `should_stop` leaves STATUS=pending and no result.json (a
 rerun starts over, deterministically). Torch-free: the driver's Progress type is imported only
 when an observer is given (inside a worker, where torch is already loaded).
@@ -41,6 +42,7 @@ from scaling_sweeper.base.runfolder import (
     read_result,
     write_status,
 )
+from scaling_sweeper.train.eval_grid import eval_steps
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,11 @@ class SimulatedTrainer:
         atomic_write_text(run_dir / "config.yaml", dump_yaml({**to_dict(cfg), "derived": derived}))
         write_status(run_dir, "running")
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # a stopped simulation starts over
-        stride = max(cfg.eval_every, -(-cfg.steps // self.max_records))
-        steps = sorted({*range(stride, cfg.steps, stride), cfg.steps})
+        if cfg.eval_grid == "log":  # the real trainer's log grid (~8 per decade: already few records)
+            steps = eval_steps(cfg)
+        else:
+            stride = max(cfg.eval_every, -(-cfg.steps // self.max_records))
+            steps = sorted({*range(stride, cfg.steps, stride), cfg.steps})
         best = None
         t0 = time.time()
         for step in steps:

@@ -68,3 +68,11 @@ class EpochSampler:
             out[i : i + take] = self._perm_for(epoch)[pos : pos + take]
             i += take
         return out
+
+    def rows_seen(self, steps: int) -> np.ndarray:
+        """The distinct rows that steps 0 .. steps-1 use, sorted: every row once the run reaches a
+        second epoch, else the first steps * batch_size rows of epoch 0's permutation."""
+        total = steps * self.batch_size
+        if total >= self.n_rows:
+            return np.arange(self.n_rows, dtype=np.int64)
+        return np.sort(self._perm_for(0)[:total])

@@ -49,6 +49,7 @@ from scaling_sweeper.train.checkpoint import (
     save_checkpoint,
 )
 from scaling_sweeper.train.config import TrainConfig
+from scaling_sweeper.train.eval_grid import is_eval_step
 from scaling_sweeper.train.run_folder import same_config
 
 # fields in which a trunk and its branch may differ: the length, the cooldown, the kept checkpoints
@@ -89,8 +90,7 @@ def check_branch_config(cfg: TrainConfig, trunk: TrainConfig, step: int) -> None
 def record_steps(cfg: TrainConfig, upto: int) -> set[int]:
     """Steps <= upto at which a run of `cfg` writes a metrics record (log or evaluation steps;
     the last step of the run too)."""
-    return {s for s in range(1, upto + 1)
-            if s % cfg.log_every == 0 or s % cfg.eval_every == 0 or s == cfg.steps}  # fmt: skip
+    return {s for s in range(1, upto + 1) if s % cfg.log_every == 0 or is_eval_step(cfg, s)}
 
 
 def branch_records(cfg: TrainConfig, trunk_records: list[dict[str, Any]], step: int) -> list[dict[str, Any]]:
@@ -102,7 +102,7 @@ def branch_records(cfg: TrainConfig, trunk_records: list[dict[str, Any]], step: 
         s = int(r.get("step", 0))
         if s not in keep:
             continue
-        if s % cfg.eval_every and s != cfg.steps:
+        if not is_eval_step(cfg, s):
             r = {**{k: r.get(k) for k in _RECORD_KEYS}, "val_loss": None}
         out.append(r)
     return out

@@ -24,6 +24,8 @@ from scaling_sweeper.base.schedule import DECAY_SHAPES, SCHEDULES
 REQUESTABLE_STRATEGIES = ("single", "ddp", "zero2", "zero3", "auto")
 ZERO_OFFLOADS = ("none", "optimizer", "all")
 PRECISIONS = ("auto", "bf16", "fp32")
+EVAL_GRIDS = ("linear", "log")  # which steps evaluate: train/eval_grid.py
+EVAL_PER_DECADE = 8  # the log grid's default density
 FLOAT_FIELDS = ("lr", "min_lr_ratio", "grad_clip", "weight_decay", "dropout")  # of TrainConfig
 ZERO_FLOAT_FIELDS = ("gpu_mem_gib", "cpus_per_worker")  # of ZeroConfig
 
@@ -124,6 +126,11 @@ class TrainConfig:
     # steps whose checkpoints are kept whatever keep_checkpoints says (and written even off ckpt_every):
     # a WSD trunk's branch points. Not part of the id; may change on resume.
     keep_steps: list[int] = field(default_factory=list)
+    # which steps evaluate (train/eval_grid.py; the last step always does): linear = every eval_every
+    # steps; log = round(10^(k / eval_per_decade)), the same absolute steps in every run (eval_every
+    # unused). Not part of the id (evaluating does not change the trained model); fixed on resume.
+    eval_grid: str = "linear"
+    eval_per_decade: int = EVAL_PER_DECADE  # log grid: evaluations per decade of steps (8: 22 in a 625-step run)
 
     # keys of earlier versions -> where they live now (applied by base.config.from_dict)
     LEGACY_KEYS: ClassVar[dict[str, str]] = {
@@ -167,6 +174,13 @@ class TrainConfig:
         if self.lr_schedule == "cosine" and (self.decay_fraction, self.decay_shape) != (0.2, "1-sqrt"):
             raise ConfigError("decay_fraction / decay_shape: only a wsd schedule has a cooldown; set "
                               "lr_schedule: wsd or leave them at their defaults (0.2, 1-sqrt)")
+        if self.eval_grid not in EVAL_GRIDS:
+            raise ConfigError(f"eval_grid {self.eval_grid!r} is not one of {list(EVAL_GRIDS)}")
+        if self.eval_per_decade < 1:
+            raise ConfigError(f"eval_per_decade must be >= 1, got {self.eval_per_decade}")
+        if self.eval_grid == "linear" and self.eval_per_decade != EVAL_PER_DECADE:
+            raise ConfigError(f"eval_per_decade: only the log grid uses it; set eval_grid: log or leave it at "
+                              f"{EVAL_PER_DECADE}")
         if any(s < 1 for s in self.keep_steps):
             raise ConfigError(f"keep_steps must be >= 1, got {self.keep_steps}")
 

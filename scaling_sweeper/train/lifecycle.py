@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,8 +37,10 @@ from scaling_sweeper.base.model_config import config_for_rows
 from scaling_sweeper.base.runfolder import append_jsonl
 from scaling_sweeper.data.shards import TokenShard
 from scaling_sweeper.model import count_params
+from scaling_sweeper.train.batches import EpochSampler
 from scaling_sweeper.train.config import TrainConfig
-from scaling_sweeper.train.position_loss import evaluate_positions, training_baseline
+from scaling_sweeper.train.eval_grid import is_eval_step
+from scaling_sweeper.train.position_loss import count_targets, evaluate_positions, held_out_baseline
 from scaling_sweeper.train.precision import autocast
 from scaling_sweeper.train.run_folder import now
 
@@ -75,6 +77,8 @@ class TrialData:
     # teacher data (data/known_entropy.py): {data_entropy, data_entropy_err, data_entropy_val}, the
     # loss a student converges to (nats/token); None for real data
     known_entropy: dict | None = None
+    # the held-out unigram baseline, computed at the first evaluation (`trial_baseline`); {}: unavailable
+    baseline: dict | None = field(default=None, init=False, repr=False)
 
     @property
     def D_effective(self) -> int:
@@ -150,7 +154,21 @@ def validate(model: torch.nn.Module, data: TrialData, cfg: TrainConfig, device: 
     see position_loss.py)."""
     with autocast(device, precision):
         pos = evaluate_positions(model, data.val, data.pad_token, cfg.batch_size, device)
-    return pos.loss, pos.record(training_baseline(cfg.data, data.pad_token))
+    return pos.loss, pos.record(trial_baseline(cfg, data))
+
+
+def trial_baseline(cfg: TrainConfig, data: TrialData) -> dict[str, Any]:
+    """The zero-parameter baseline of this trial, once per process: the per-position unigram model
+    of the rows its steps visit, scored on its validation rows (position_loss.held_out_baseline).
+    {} when it cannot be computed (the record then carries no baseline; training goes on)."""
+    if data.baseline is None:
+        try:
+            rows = EpochSampler(data.train.shape[0], cfg.batch_size, cfg.seed).rows_seen(cfg.steps)
+            counts = count_targets(data.train, rows, data.pad_token, data.vocab_size)
+            data.baseline = held_out_baseline(counts, data.val, data.pad_token)
+        except Exception:  # noqa: BLE001 - a baseline is optional; training must not fail for it
+            data.baseline = {}
+    return data.baseline
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -249,13 +267,13 @@ class Lifecycle:
     def sync_due(self) -> bool:
         """Whether the step just taken logs, checkpoints or ends the run (a host-sync step)."""
         c, s = self.cfg, self.step
-        return (s % c.log_every == 0 or s % c.eval_every == 0 or s % c.ckpt_every == 0 or s == c.steps
+        return (s % c.log_every == 0 or is_eval_step(c, s) or s % c.ckpt_every == 0 or s == c.steps
                 or s in c.keep_steps)
 
     def actions(self, stop: bool) -> Actions:
         c, s = self.cfg, self.step
         last = s == c.steps
-        do_eval = s % c.eval_every == 0 or last
+        do_eval = is_eval_step(c, s)
         return Actions(last=last, eval=do_eval, log=s % c.log_every == 0 or do_eval,
                        ckpt=s % c.ckpt_every == 0 or last or stop or s in c.keep_steps, stop=stop)  # fmt: skip
 
