@@ -642,3 +642,29 @@ def test_a_data_scan_colours_and_names_each_d_alike_in_every_figure(tmp_path):
     assert by_d(figs["fig-position-loss"], True) == curves == by_d(figs["fig-position-gain"], True)
     front = by_d(figs["fig-frontier"], False)
     assert front and all(front[k] == curves[k] for k in front)
+
+
+def test_a_grid_over_n_and_d_is_fitted_along_n_at_one_d():
+    """A single-phase grid (phase grid or design: sizes x tokens) holds every N at several D. The
+    law of loss vs N is fitted on the slice at one D (the one with most sizes, the largest on ties)
+    and says which; pooling the D values fitted D's effect as N's (the design demo's loss-vs-N
+    log law had chi2/ndof = 6910)."""
+    import polars as pl
+
+    from analysis.report.frames import scan
+
+    N = np.array([1e4, 5e4, 1.5e5, 4.4e5])
+    D = np.array([3.25e5, 6.5e5, 1.3e6])
+    rows = [{"phase": "grid", "cell_id": f"{i}{j}", "N": n, "D": dd, "val_loss": 5 + 30 * n**-0.3 + 40 * dd**-0.25}
+            for i, n in enumerate(N) for j, dd in enumerate(D)]
+    rows.append({"phase": "grid", "cell_id": "x", "N": 2e6, "D": 3.25e5, "val_loss": 6.0})  # 5 sizes at the smallest D
+    d = pl.DataFrame(rows)
+    cells, label = scan(d, "N", "val_loss")
+    assert cells["D"].unique().to_list() == [3.25e5] and cells.height == 5 and "at D = 3.250e+05" in label
+    cells, label = scan(d.filter(pl.col("cell_id") != "x"), "N", "val_loss")
+    assert cells["D"].unique().to_list() == [1.3e6] and "at D = 1.300e+06" in label  # tie: the largest D
+    cells, label = scan(d, "D", "val_loss")
+    assert cells["N"].n_unique() == 1 and cells.height == 3
+    # a 1-D scan is unchanged
+    one = d.filter(pl.col("D") == 6.5e5)
+    assert scan(one, "N", "val_loss")[0].height == one.height and "at D" not in scan(one, "N", "val_loss")[1]

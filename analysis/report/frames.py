@@ -57,7 +57,21 @@ def has_repetition_arms(done: pl.DataFrame) -> bool:
 
 def scan(done: pl.DataFrame, x: str, y: str) -> tuple[pl.DataFrame, str]:
     """Rows of the phase that scans x: the fewest distinct values of the other axes (N for a D
-    scan, D for an N scan), then the most distinct x; and a label."""
+    scan, D for an N scan), then the most distinct x; and a label. Where those rows still hold
+    several values of the other axis (a grid over N and D), the slice at one value of it: the one
+    with the most distinct x, the largest on ties; a 1-D law through points at different D (or N)
+    would fit the other axis's effect as if it were x's."""
+    d, label = _phase_scan(done, x, y)
+    other = {"N": "D", "D": "N"}.get(x)
+    if d.height == 0 or other is None or other not in d.columns or d[other].drop_nulls().n_unique() < 2:
+        return d, label
+    k = (d.filter(pl.col(other).is_not_null()).group_by(other).agg(pl.col(x).n_unique().alias("_k"))
+         .sort(["_k", other], descending=[True, True]))
+    at = k[other][0]
+    return d.filter(pl.col(other) == at), f"{label} at {other} = {fmt_num(at)}"
+
+
+def _phase_scan(done: pl.DataFrame, x: str, y: str) -> tuple[pl.DataFrame, str]:
     d = done.filter(pl.col(x).is_not_null() & pl.col(y).is_not_null() & pl.col(y).is_finite())
     if d.height == 0:
         return d, ""
