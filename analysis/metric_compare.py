@@ -27,11 +27,13 @@ import numpy as np
 import polars as pl
 from scipy import stats
 
+from analysis.seed_spread import max_seeds, seed_means
+
 FLOOR = "_floor"
 AXES = ("N", "D", "C_spent")
 #: columns of the trials table side_by_side carries along (those present)
 TRIAL_KEYS = ("sweep", "cell_id", "size", "N", "D", "C_spent", "final_val_loss", "val_loss", "phase", "seed",
-              "invalid_frac")
+              "invalid_frac", "cell_group", "tokens_seen")
 IMPROVES, WORSENS, FLAT, TOO_FEW = "improves", "worsens", "flat", "too few points"
 #: family order of the columns (metrics not listed come after, alphabetically)
 FAMILY_ORDER = ("swd", "fpd", "kpd", "auc", "auc_constituents", "kl_", "w1_")
@@ -123,6 +125,8 @@ def _slope(x: np.ndarray, y: np.ndarray, err: np.ndarray | None) -> tuple[float,
 def direction(table: pl.DataFrame, metric: str, axis: str, *, z: float = 2.0, min_points: int = 4) -> Direction:
     """How `metric` moves with log10(`axis`) over the cells of `table` (a side_by_side frame)."""
     err_col = f"{metric}_err"
+    if max_seeds(table) >= 2:  # one point per cell at its seed mean, the seed spread in its error (seed_spread)
+        table = seed_means(table, metric, err_col if err_col in table.columns else None)
     cols = [axis, metric] + ([err_col] if err_col in table.columns else [])
     rows = table.select(cols).drop_nulls([axis, metric]).filter(pl.col(axis) > 0)
     note = ""

@@ -180,3 +180,18 @@ def test_excess_over_the_floor_in_sigma_is_a_unit_normal_when_the_model_is_at_it
     sig = mc.side_by_side(evals_frame(rows))["auc_sigma"].to_numpy()
     assert abs(sig.mean()) < 0.15 and 0.9 < sig.std() < 1.1
     assert 0.93 <= np.mean(np.abs(sig) <= 2) <= 0.98
+
+
+def test_seed_runs_of_one_cell_are_one_point_at_their_mean():
+    """Two seeds per size: the trend is fitted on the 5 seed means (their spread in the error), not
+    on 10 runs whose shared validation jets would count twice."""
+    n = np.repeat(np.geomspace(1e4, 1e7, 5), 2)
+    seed = np.tile([0, 1], 5)
+    m = 1.0 - 0.05 * np.log10(n) + np.where(seed == 0, 0.02, -0.02)
+    t = pl.DataFrame({"sweep": "s", "cell_id": [f"c{i}" for i in range(10)],
+                      "cell_group": [f"g{i // 2}" for i in range(10)], "seed": seed, "N": n, "m": m,
+                      "m_err": np.full(10, 0.001)})
+    d = mc.direction(t, "m", "N")
+    assert d.n == 5 and d.direction == mc.IMPROVES and d.slope == pytest.approx(-0.05, abs=1e-9)
+    # the seed spread (0.028) is in the points' errors: the slope's error is far above the runs' 0.001
+    assert d.slope_err > 0.005
