@@ -668,3 +668,19 @@ def test_a_grid_over_n_and_d_is_fitted_along_n_at_one_d():
     # a 1-D scan is unchanged
     one = d.filter(pl.col("D") == 6.5e5)
     assert scan(one, "N", "val_loss")[0].height == one.height and "at D" not in scan(one, "N", "val_loss")[1]
+
+
+def test_w1_directions_use_one_point_per_cell_at_the_seed_mean():
+    import polars as pl
+
+    from analysis.report.observables import section_observables
+
+    N = np.repeat([1e5, 3e5, 1e6, 3e6], 2)
+    seed = np.tile([0, 1], 4)
+    d = pl.DataFrame({"sweep": "s", "cell_id": [f"c{i}" for i in range(8)], "cell_group": [f"g{i // 2}" for i in range(8)],
+                      "seed": seed, "size": "x", "N": N, "D": 1e6, "phase": "model_size",
+                      "w1_jet_pt": 90 - 20 * np.log10(N / 1e5) + np.where(seed == 0, 3.0, -3.0),
+                      "w1_jet_pt_err": 0.5, "w1floor_jet_pt": 1.0})
+    s = section_observables(d)
+    (trace,) = s.figures["fig-w1-vs-n"].data[:1]
+    assert len(trace.x) == 4 and trace.y[0] == pytest.approx(90.0)  # the mean of the two seeds, / floor 1

@@ -26,6 +26,7 @@ from analysis.report.conventions import axis_label
 from analysis.report.frames import arr, scan
 from analysis.report.plotting import COLORS, layout
 from analysis.report.section import Section
+from analysis.seed_spread import seed_means
 
 UNITS = {"jet_pt": "GeV", "jet_mass": "GeV", "n_constituents": "constituents"}  # others: dimensionless
 LABEL = {"jet_pt": "jet pT", "jet_mass": "jet mass", "n_constituents": "constituents", "tau21": "τ21",
@@ -84,7 +85,8 @@ def section_observables(done: pl.DataFrame) -> Section:
             d, _ = scan(done, x, f"w1_{o}")
             if d.height == 0 or d[x].n_unique() < 3:
                 continue
-            d = d.sort(x)
+            # one point per cell at its seed mean, the seed spread in its error (seed_spread, as the law fits)
+            d = seed_means(d, f"w1_{o}", f"w1_{o}_err").sort(x)
             err = arr(d, f"w1_{o}_err") if d[f"w1_{o}_err"].null_count() == 0 else None
             dirs[o], words = direction(arr(d, x), arr(d, f"w1_{o}"), err)
             floor = arr(d, f"w1floor_{o}") if f"w1floor_{o}" in d.columns else np.full(d.height, np.nan)
